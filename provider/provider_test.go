@@ -1,0 +1,800 @@
+package provider
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
+)
+
+const testAudience = "https://mcp.example.test/mcp"
+
+// clock is an injectable clock that only moves when told to.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Now().Truncate(time.Second)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// startIssuer serves a fresh devissuer on 127.0.0.1. wrap, if not nil,
+// wraps its handler (to add headers).
+func startIssuer(t testing.TB, wrap func(http.Handler) http.Handler) *devissuer.Issuer {
+	t.Helper()
+	is, err := devissuer.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h http.Handler = is
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	is.URL = srv.URL
+	return is
+}
+
+// runProvider runs p until the test ends.
+func runProvider(t testing.TB, p *Provider) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	})
+}
+
+// waitReady polls Ready until it says ok or the deadline passes.
+func waitReady(t testing.TB, p *Provider) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, reason := p.Ready()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("provider not ready: %s", reason)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// startProvider returns a running, ready provider for is with the given
+// clock; cfg fields left zero get test defaults.
+func startProvider(t testing.TB, is *devissuer.Issuer, c *clock, cfg Config) *Provider {
+	t.Helper()
+	if cfg.IssuerURL == "" {
+		cfg.IssuerURL = is.URL
+	}
+	if cfg.Audiences == nil {
+		cfg.Audiences = []string{testAudience}
+	}
+	if c != nil {
+		cfg.Now = c.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	p := New(cfg)
+	runProvider(t, p)
+	waitReady(t, p)
+	return p
+}
+
+// claimsAt returns valid claims for a token minted at now.
+func claimsAt(is *devissuer.Issuer, now time.Time, extra map[string]any) map[string]any {
+	c := map[string]any{
+		"iss": is.URL,
+		"sub": "user-1",
+		"aud": testAudience,
+		"iat": now.Unix(),
+		"exp": now.Add(time.Hour).Unix(),
+	}
+	for k, v := range extra {
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+	}
+	return c
+}
+
+func mint(t testing.TB, is *devissuer.Issuer, tok devissuer.Token) string {
+	t.Helper()
+	s, err := is.Mint(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func reasonOf(err error) string {
+	var te *TokenError
+	if errors.As(err, &te) {
+		return te.Reason
+	}
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return ""
+}
+
+func TestVerify(t *testing.T) {
+	is := startIssuer(t, nil)
+	c := newClock()
+	p := startProvider(t, is, c, Config{ClockSkew: 30 * time.Second, CacheTTL: -1})
+	now := c.Now()
+	claims := func(extra map[string]any) map[string]any { return claimsAt(is, now, extra) }
+	tok := func(kid, typ string, extra map[string]any) string {
+		return mint(t, is, devissuer.Token{KeyID: kid, Type: typ, Claims: claims(extra)})
+	}
+
+	valid := tok("", "", nil)
+	parts := strings.Split(valid, ".")
+	tamperedClaims, _ := json.Marshal(claims(map[string]any{"sub": "admin"}))
+	tampered := parts[0] + "." + base64.RawURLEncoding.EncodeToString(tamperedClaims) + "." + parts[2]
+
+	payload := base64.RawURLEncoding.EncodeToString(tamperedClaims)
+	algNone := b64(`{"alg":"none","typ":"JWT"}`) + "." + payload + "."
+
+	// HS256 "signed" with the RSA public key as the HMAC secret (the classic
+	// algorithm confusion attack).
+	der, err := x509.MarshalPKIXPublicKey(is.PublicKey(devissuer.KeyRS256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	hsInput := b64(`{"alg":"HS256","typ":"JWT","kid":"`+devissuer.KeyRS256+`"}`) + "." + payload
+	mac := hmac.New(sha256.New, pemKey)
+	mac.Write([]byte(hsInput))
+	hs256 := hsInput + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	mac = hmac.New(sha256.New, der)
+	mac.Write([]byte(hsInput))
+	hs256DER := hsInput + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+
+	for _, tc := range []struct {
+		name  string
+		token string
+		want  string // TokenError reason; "" for success
+	}{
+		{"valid RS256", valid, ""},
+		{"valid ES256", tok(devissuer.KeyES256, "", nil), ""},
+		{"valid EdDSA", tok(devissuer.KeyEdDSA, "", nil), ""},
+		{"aud array", tok("", "", map[string]any{"aud": []string{"other", testAudience}}), ""},
+		{"typ at+jwt", tok("", "at+jwt", nil), ""},
+		{"typ JWT", tok("", "JWT", nil), ""},
+		{"typ application/at+jwt mixed case", tok("", "Application/AT+JWT", nil), ""},
+		{"typ of another kind", tok("", "dpop+jwt", nil), ReasonMalformed},
+		{"iss with a trailing slash", tok("", "", map[string]any{"iss": is.URL + "/"}), ""},
+		{"expired", tok("", "", map[string]any{"exp": now.Add(-time.Hour).Unix()}), ReasonExpired},
+		{"exp beyond skew", tok("", "", map[string]any{"exp": now.Add(-31 * time.Second).Unix()}), ReasonExpired},
+		{"exp within skew", tok("", "", map[string]any{"exp": now.Add(-29 * time.Second).Unix()}), ""},
+		{"exp fractional", tok("", "", map[string]any{"exp": float64(now.Add(time.Hour).Unix()) + 0.5}), ""},
+		{"exp a string", tok("", "", map[string]any{"exp": "4102444800"}), ReasonClaims},
+		{"no exp", tok("", "", map[string]any{"exp": nil}), ReasonClaims},
+		{"not yet valid", tok("", "", map[string]any{"nbf": now.Add(time.Minute).Unix()}), ReasonNotYetValid},
+		{"nbf within skew", tok("", "", map[string]any{"nbf": now.Add(29 * time.Second).Unix()}), ""},
+		{"iat in future", tok("", "", map[string]any{"iat": now.Add(time.Minute).Unix()}), ReasonNotYetValid},
+		{"wrong iss", tok("", "", map[string]any{"iss": "https://evil.example"}), ReasonIssuer},
+		{"no iss", tok("", "", map[string]any{"iss": nil}), ReasonIssuer},
+		{"wrong aud", tok("", "", map[string]any{"aud": "https://other.example"}), ReasonAudience},
+		{"wrong aud array", tok("", "", map[string]any{"aud": []string{"a", "b"}}), ReasonAudience},
+		{"no aud", tok("", "", map[string]any{"aud": nil}), ReasonAudience},
+		{"no sub", tok("", "", map[string]any{"sub": nil}), ReasonClaims},
+		{"empty sub", tok("", "", map[string]any{"sub": ""}), ReasonClaims},
+		{"alg none", algNone, ReasonAlgorithm},
+		{"HS256 with the RSA public key PEM", hs256, ReasonAlgorithm},
+		{"HS256 with the RSA public key DER", hs256DER, ReasonAlgorithm},
+		{"unknown kid", mintUnknownKID(t, is, claims(nil)), ReasonUnknownKey},
+		{"tampered payload", tampered, ReasonSignature},
+		{"empty", "", ReasonMalformed},
+		{"two parts", "a.b", ReasonMalformed},
+		{"garbage", "garbage", ReasonMalformed},
+		{"three garbage parts", "a.b.c", ReasonMalformed},
+		{"header not JSON", b64("hello") + "." + payload + ".sig", ReasonMalformed},
+		{"JSON serialization", `{"payload":"` + payload + `","protected":"` + parts[0] + `","signature":"` + parts[2] + `"}`, ReasonMalformed},
+		{"whitespace", parts[0] + ". " + parts[1] + "." + parts[2], ReasonMalformed},
+		{"too large", strings.Repeat("a", 65<<10) + ".b.c", ReasonMalformed},
+		{"crit header", mint(t, is, devissuer.Token{Claims: claims(nil), Header: map[string]any{"crit": []string{"https://ext.example/x"}, "https://ext.example/x": true}}), ReasonMalformed},
+		{"crit b64 header go-jose accepts", mint(t, is, devissuer.Token{Claims: claims(nil), Header: map[string]any{"crit": []string{"b64"}, "b64": true}}), ReasonMalformed},
+		{"kid of EC key with RS256", mint(t, is, devissuer.Token{KeyID: devissuer.KeyRS256, Header: map[string]any{"kid": devissuer.KeyES256}, Claims: claims(nil)}), ReasonAlgorithm},
+		{"kid of RSA key with ES256", mint(t, is, devissuer.Token{KeyID: devissuer.KeyES256, Header: map[string]any{"kid": devissuer.KeyRS256}, Claims: claims(nil)}), ReasonAlgorithm},
+		{"kid of EdDSA key signed by RSA key", mint(t, is, devissuer.Token{KeyID: devissuer.KeyRS256, Header: map[string]any{"kid": devissuer.KeyEdDSA}, Claims: claims(nil)}), ReasonAlgorithm},
+		{"kid of another RSA key", mintOtherRSA(t, is, claims(nil)), ReasonSignature},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := p.Verify(context.Background(), tc.token)
+			if got := reasonOf(err); got != tc.want {
+				t.Fatalf("Verify() reason = %q, want %q (err %v)", got, tc.want, err)
+			}
+			if tc.want == "" && id.Subject != "user-1" {
+				t.Errorf("Subject = %q, want %q", id.Subject, "user-1")
+			}
+			if tc.want != "" && !strings.HasPrefix(err.Error(), "verify token: ") {
+				t.Errorf("Error() = %q, want prefix %q", err.Error(), "verify token: ")
+			}
+		})
+	}
+}
+
+// mintUnknownKID mints a token with a key the JWKS does not publish.
+func mintUnknownKID(t testing.TB, is *devissuer.Issuer, claims map[string]any) string {
+	t.Helper()
+	if err := is.AddKey("unpublished", false); err != nil {
+		t.Fatal(err)
+	}
+	return mint(t, is, devissuer.Token{KeyID: "unpublished", Claims: claims})
+}
+
+// mintOtherRSA signs with an unpublished RSA key under the kid of the
+// published one.
+func mintOtherRSA(t testing.TB, is *devissuer.Issuer, claims map[string]any) string {
+	t.Helper()
+	if err := is.AddKey("other-rsa", false); err != nil {
+		t.Fatal(err)
+	}
+	return mint(t, is, devissuer.Token{KeyID: "other-rsa", Header: map[string]any{"kid": devissuer.KeyRS256}, Claims: claims})
+}
+
+func TestVerifyIdentity(t *testing.T) {
+	is := startIssuer(t, nil)
+	c := newClock()
+	p := startProvider(t, is, c, Config{GroupsClaim: "roles"})
+	now := c.Now()
+	exp := now.Add(time.Hour)
+	for _, tc := range []struct {
+		name  string
+		extra map[string]any
+		want  Identity
+	}{
+		{"defaults", nil, Identity{EmailVerified: true}},
+		{"email verified absent", map[string]any{"email": "a@example.com"}, Identity{Email: "a@example.com", EmailVerified: true}},
+		{"email_verified false", map[string]any{"email": "a@example.com", "email_verified": false}, Identity{Email: "a@example.com"}},
+		{"email_verified string false", map[string]any{"email_verified": "false"}, Identity{}},
+		{"email_verified true", map[string]any{"email_verified": true}, Identity{EmailVerified: true}},
+		{"groups as string", map[string]any{"roles": "admins"}, Identity{EmailVerified: true, Groups: []string{"admins"}}},
+		{"groups as array", map[string]any{"roles": []string{"admins", "dev"}}, Identity{EmailVerified: true, Groups: []string{"admins", "dev"}}},
+		{"default groups claim ignored", map[string]any{"groups": []string{"x"}}, Identity{EmailVerified: true}},
+		{"scope string", map[string]any{"scope": "openid  mcp:read mcp:write"}, Identity{EmailVerified: true, Scopes: []string{"openid", "mcp:read", "mcp:write"}}},
+		{"scp array", map[string]any{"scp": []string{"mcp:read", "mcp:write"}}, Identity{EmailVerified: true, Scopes: []string{"mcp:read", "mcp:write"}}},
+		{"scp string", map[string]any{"scp": "mcp:read mcp:write"}, Identity{EmailVerified: true, Scopes: []string{"mcp:read", "mcp:write"}}},
+		{"client_id", map[string]any{"client_id": "app", "azp": "other"}, Identity{EmailVerified: true, ClientID: "app"}},
+		{"azp", map[string]any{"azp": "other"}, Identity{EmailVerified: true, ClientID: "other"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, now, tc.extra)})
+			got, err := p.Verify(context.Background(), raw)
+			if err != nil {
+				t.Fatalf("Verify() = %v", err)
+			}
+			want := tc.want
+			want.Subject = "user-1"
+			want.Audience = []string{testAudience}
+			want.Expiry = time.Unix(exp.Unix(), 0)
+			if !reflect.DeepEqual(*got, want) {
+				t.Errorf("Verify() =\n%+v, want\n%+v", *got, want)
+			}
+		})
+	}
+	t.Run("groups of the wrong type", func(t *testing.T) {
+		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, now, map[string]any{"roles": 7})})
+		if _, err := p.Verify(context.Background(), raw); reasonOf(err) != ReasonClaims {
+			t.Errorf("Verify() = %v, want reason %q", err, ReasonClaims)
+		}
+	})
+}
+
+func TestIssuerTrailingSlash(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		configured func(is *devissuer.Issuer) string
+		docIssuer  func(is *devissuer.Issuer) string // nil: as served
+		iss        func(is *devissuer.Issuer) string
+	}{
+		{"configured with slash", func(is *devissuer.Issuer) string { return is.URL + "/" }, nil, func(is *devissuer.Issuer) string { return is.URL }},
+		{"token with slash", func(is *devissuer.Issuer) string { return is.URL }, nil, func(is *devissuer.Issuer) string { return is.URL + "/" }},
+		{"document with slash", func(is *devissuer.Issuer) string { return is.URL }, func(is *devissuer.Issuer) string { return is.URL + "/" }, func(is *devissuer.Issuer) string { return is.URL }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := startIssuer(t, nil)
+			if tc.docIssuer != nil {
+				is.Extra = map[string]any{"issuer": tc.docIssuer(is)}
+			}
+			c := newClock()
+			p := startProvider(t, is, c, Config{IssuerURL: tc.configured(is)})
+			raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), map[string]any{"iss": tc.iss(is)})})
+			if _, err := p.Verify(context.Background(), raw); err != nil {
+				t.Errorf("Verify() = %v, want nil", err)
+			}
+		})
+	}
+}
+
+func TestDiscoveryIssuerMismatch(t *testing.T) {
+	is := startIssuer(t, nil)
+	is.Extra = map[string]any{"issuer": "https://elsewhere.example"}
+	p := New(Config{IssuerURL: is.URL, Audiences: []string{testAudience}})
+	runProvider(t, p)
+	deadline := time.Now().Add(5 * time.Second)
+	for is.DiscoveryHits() < 2 && time.Now().Before(deadline) { // it keeps retrying
+		time.Sleep(10 * time.Millisecond)
+	}
+	ok, reason := p.Ready()
+	if ok || !strings.Contains(reason, "does not match the configured issuer") {
+		t.Errorf("Ready() = %v, %q; want false with an issuer mismatch", ok, reason)
+	}
+	if got := is.DiscoveryHits(); got < 2 {
+		t.Errorf("discovery hits = %d, want retries", got)
+	}
+}
+
+func TestMaxTokenLifetime(t *testing.T) {
+	is := startIssuer(t, nil)
+	c := newClock()
+	p := startProvider(t, is, c, Config{MaxTokenLifetime: time.Hour})
+	now := c.Now()
+	for _, tc := range []struct {
+		name string
+		exp  time.Time
+		want string
+	}{
+		{"within", now.Add(30 * time.Minute), ""},
+		{"at the limit", now.Add(time.Hour), ""},
+		{"beyond", now.Add(2 * time.Hour), ReasonLifetime},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, now, map[string]any{"exp": tc.exp.Unix()})})
+			_, err := p.Verify(context.Background(), raw)
+			if got := reasonOf(err); got != tc.want {
+				t.Errorf("Verify() reason = %q, want %q (%v)", got, tc.want, err)
+			}
+		})
+	}
+}
+
+func TestForeignKeyHeadersIgnored(t *testing.T) {
+	is := startIssuer(t, nil)
+	attacker := startIssuer(t, nil)
+	if err := attacker.AddKey("attacker-key", true); err != nil {
+		t.Fatal(err)
+	}
+	c := newClock()
+	p := startProvider(t, is, c, Config{CacheTTL: -1})
+	claims := claimsAt(is, c.Now(), nil)
+	attackerJWK := jose.JSONWebKey{Key: attacker.PublicKey(devissuer.KeyRS256), KeyID: devissuer.KeyRS256, Algorithm: "RS256", Use: "sig"}
+	for _, tc := range []struct {
+		name string
+		tok  devissuer.Token
+		want string
+	}{
+		{"jku with the victim's kid", devissuer.Token{Header: map[string]any{"jku": attacker.URL + "/jwks"}, Claims: claims}, ReasonSignature},
+		{"jku with the attacker's kid", devissuer.Token{KeyID: "attacker-key", Header: map[string]any{"jku": attacker.URL + "/jwks"}, Claims: claims}, ReasonUnknownKey},
+		{"x5u", devissuer.Token{Header: map[string]any{"x5u": attacker.URL + "/jwks"}, Claims: claims}, ReasonSignature},
+		{"embedded jwk", devissuer.Token{Header: map[string]any{"jwk": attackerJWK}, Claims: claims}, ReasonSignature},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := mint(t, attacker, tc.tok)
+			_, err := p.Verify(context.Background(), raw)
+			if got := reasonOf(err); got != tc.want {
+				t.Errorf("Verify() reason = %q, want %q (%v)", got, tc.want, err)
+			}
+			if got := attacker.JWKSHits() + attacker.DiscoveryHits(); got != 0 {
+				t.Errorf("attacker server hits = %d, want 0", got)
+			}
+		})
+	}
+}
+
+func TestUnknownKIDCooldown(t *testing.T) {
+	is := startIssuer(t, nil)
+	c := newClock()
+	p := startProvider(t, is, c, Config{RefreshCooldown: time.Minute})
+	if err := is.AddKey("new-key", false); err != nil {
+		t.Fatal(err)
+	}
+	raw := mint(t, is, devissuer.Token{KeyID: "new-key", Claims: claimsAt(is, c.Now(), nil)})
+	before := is.JWKSHits()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := p.Verify(context.Background(), raw)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if got := reasonOf(err); got != ReasonUnknownKey {
+			t.Fatalf("Verify() reason = %q, want %q", got, ReasonUnknownKey)
+		}
+	}
+	if got := is.JWKSHits() - before; got > 1 {
+		t.Errorf("JWKS fetches for 100 unknown kids = %d, want at most 1", got)
+	}
+
+	is.Publish("new-key")
+	c.Advance(30 * time.Second)
+	if _, err := p.Verify(context.Background(), raw); reasonOf(err) != ReasonUnknownKey {
+		t.Errorf("within the cooldown: Verify() = %v, want reason %q", err, ReasonUnknownKey)
+	}
+	c.Advance(31 * time.Second)
+	if _, err := p.Verify(context.Background(), raw); err != nil {
+		t.Errorf("after the cooldown: Verify() = %v, want nil", err)
+	}
+}
+
+func TestProviderDownAtStart(t *testing.T) {
+	is := startIssuer(t, nil)
+	is.SetDown(true)
+	p := New(Config{IssuerURL: is.URL, Audiences: []string{testAudience}})
+	runProvider(t, p)
+	raw, err := is.AccessToken("user-1", testAudience, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	deadline := time.Now().Add(5 * time.Second)
+	for is.DiscoveryHits() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ok, reason := p.Ready()
+	if ok || !strings.HasPrefix(reason, "provider discovery failed: ") {
+		t.Errorf("Ready() = %v, %q; want false, provider discovery failed: ...", ok, reason)
+	}
+	if _, err := p.Verify(context.Background(), raw); !errors.Is(err, ErrNotReady) {
+		t.Errorf("Verify() = %v, want ErrNotReady", err)
+	}
+	if _, err := p.Metadata(); !errors.Is(err, ErrNotReady) {
+		t.Errorf("Metadata() = %v, want ErrNotReady", err)
+	}
+
+	is.SetDown(false)
+	waitReady(t, p)
+	if _, err := p.Verify(context.Background(), raw); err != nil {
+		t.Errorf("Verify() once up = %v, want nil", err)
+	}
+}
+
+func TestOutageAfterLoad(t *testing.T) {
+	is := startIssuer(t, nil)
+	c := newClock()
+	p := startProvider(t, is, c, Config{CacheTTL: -1, RefreshCooldown: time.Second})
+	is.SetDown(true)
+	for _, kid := range []string{devissuer.KeyRS256, devissuer.KeyES256, devissuer.KeyEdDSA} {
+		raw := mint(t, is, devissuer.Token{KeyID: kid, Claims: claimsAt(is, c.Now(), nil)})
+		if _, err := p.Verify(context.Background(), raw); err != nil {
+			t.Errorf("%s: Verify() during outage = %v, want nil", kid, err)
+		}
+	}
+	// A failed unknown-kid refetch keeps the keys.
+	raw := mintUnknownKID(t, is, claimsAt(is, c.Now(), nil))
+	if _, err := p.Verify(context.Background(), raw); reasonOf(err) != ReasonUnknownKey {
+		t.Errorf("unknown kid during outage: Verify() = %v, want reason %q", err, ReasonUnknownKey)
+	}
+	if ok, reason := p.Ready(); !ok {
+		t.Errorf("Ready() during outage = false, %q; want true", reason)
+	}
+	if _, err := p.Metadata(); err != nil {
+		t.Errorf("Metadata() during outage = %v, want nil", err)
+	}
+}
+
+func TestCache(t *testing.T) {
+	newProvider := func(t *testing.T) (*devissuer.Issuer, *clock, *Provider) {
+		is := startIssuer(t, nil)
+		c := newClock()
+		return is, c, startProvider(t, is, c, Config{CacheTTL: time.Minute, RefreshCooldown: time.Second})
+	}
+	verify := func(t *testing.T, p *Provider, raw string) error {
+		t.Helper()
+		_, err := p.Verify(context.Background(), raw)
+		return err
+	}
+
+	t.Run("second verify is a hit", func(t *testing.T) {
+		is, c, p := newProvider(t)
+		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), nil)})
+		id1, err1 := p.Verify(context.Background(), raw)
+		id2, err2 := p.Verify(context.Background(), raw)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("Verify() = %v, %v", err1, err2)
+		}
+		if got := p.verifications.Load(); got != 1 {
+			t.Errorf("verifications = %d, want 1", got)
+		}
+		if id1 != id2 {
+			t.Errorf("cached identity differs")
+		}
+	})
+
+	t.Run("hit survives an unpublished key until TTL", func(t *testing.T) {
+		is, c, p := newProvider(t)
+		raw := mint(t, is, devissuer.Token{KeyID: devissuer.KeyES256, Claims: claimsAt(is, c.Now(), nil)})
+		if err := verify(t, p, raw); err != nil {
+			t.Fatal(err)
+		}
+		is.Unpublish(devissuer.KeyES256)
+		c.Advance(59 * time.Second)
+		if err := verify(t, p, raw); err != nil {
+			t.Errorf("within TTL: Verify() = %v, want nil", err)
+		}
+		c.Advance(2 * time.Second)
+		if err := verify(t, p, raw); err != nil { // keys not refetched yet: re-verified with cached keys
+			t.Errorf("after TTL: Verify() = %v, want nil", err)
+		}
+		if got := p.verifications.Load(); got != 2 {
+			t.Errorf("verifications = %d, want 2 (re-verified after TTL)", got)
+		}
+	})
+
+	t.Run("expired token never served", func(t *testing.T) {
+		is, c, p := newProvider(t)
+		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), map[string]any{"exp": c.Now().Add(5 * time.Second).Unix()})})
+		if err := verify(t, p, raw); err != nil {
+			t.Fatal(err)
+		}
+		c.Advance(4 * time.Second)
+		if err := verify(t, p, raw); err != nil {
+			t.Fatalf("before exp: Verify() = %v", err)
+		}
+		c.Advance(time.Second) // now == exp
+		if got := reasonOf(verify(t, p, raw)); got != ReasonExpired {
+			t.Errorf("at exp: Verify() reason = %q, want %q", got, ReasonExpired)
+		}
+		if got := p.verifications.Load(); got != 2 {
+			t.Errorf("verifications = %d, want 2", got)
+		}
+	})
+
+	t.Run("dropped when keys change", func(t *testing.T) {
+		is, c, p := newProvider(t)
+		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), nil)})
+		if err := verify(t, p, raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := verify(t, p, raw); err != nil {
+			t.Fatal(err)
+		}
+		// A new key makes the JWKS change (fetched for the unknown kid).
+		if err := is.AddKey("rotated", true); err != nil {
+			t.Fatal(err)
+		}
+		rotated := mint(t, is, devissuer.Token{KeyID: "rotated", Claims: claimsAt(is, c.Now(), nil)})
+		if err := verify(t, p, rotated); err != nil {
+			t.Fatalf("rotated key: Verify() = %v", err)
+		}
+		if err := verify(t, p, raw); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.verifications.Load(); got != 3 {
+			t.Errorf("verifications = %d, want 3 (cache dropped on rotation)", got)
+		}
+	})
+
+	t.Run("failures not cached", func(t *testing.T) {
+		is, c, p := newProvider(t)
+		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), map[string]any{"aud": "other"})})
+		for range 2 {
+			if got := reasonOf(verify(t, p, raw)); got != ReasonAudience {
+				t.Fatalf("Verify() reason = %q, want %q", got, ReasonAudience)
+			}
+		}
+		if got := p.verifications.Load(); got != 2 {
+			t.Errorf("verifications = %d, want 2", got)
+		}
+	})
+
+	t.Run("disabled", func(t *testing.T) {
+		is := startIssuer(t, nil)
+		c := newClock()
+		p := startProvider(t, is, c, Config{CacheTTL: -1})
+		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), nil)})
+		for range 3 {
+			if err := verify(t, p, raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := p.verifications.Load(); got != 3 {
+			t.Errorf("verifications = %d, want 3", got)
+		}
+	})
+}
+
+func TestTokenCacheBounded(t *testing.T) {
+	c := newTokenCache(time.Minute, 16)
+	now := time.Now()
+	id := &Identity{Expiry: now.Add(time.Hour)}
+	for i := range 100 {
+		c.put(0, sha256.Sum256([]byte{byte(i)}), id, now)
+		if got := len(c.m); got > 16 {
+			t.Fatalf("after %d puts: len = %d, want <= 16", i+1, got)
+		}
+	}
+	last := sha256.Sum256([]byte{99})
+	if c.get(last, now) == nil {
+		t.Errorf("last put entry missing")
+	}
+	// Dead entries go first.
+	c.reset(1)
+	short := &Identity{Expiry: now.Add(time.Second)}
+	for i := range 16 {
+		c.put(1, sha256.Sum256([]byte{byte(i)}), short, now)
+	}
+	later := now.Add(2 * time.Second)
+	c.put(1, sha256.Sum256([]byte("fresh")), id, later)
+	if got := len(c.m); got != 1 {
+		t.Errorf("after expiry sweep: len = %d, want 1", got)
+	}
+	// A stale generation is not stored.
+	c.put(0, sha256.Sum256([]byte("stale")), id, later)
+	if c.get(sha256.Sum256([]byte("stale")), later) != nil {
+		t.Errorf("entry from an old key set was cached")
+	}
+}
+
+func TestMetadata(t *testing.T) {
+	is := startIssuer(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "public, max-age=30")
+			h.ServeHTTP(w, r)
+		})
+	})
+	p := New(Config{IssuerURL: is.URL, Audiences: []string{testAudience}})
+	if got := p.MetadataMaxAge(); got != 0 {
+		t.Errorf("MetadataMaxAge() before fetch = %v, want 0", got)
+	}
+	runProvider(t, p)
+	waitReady(t, p)
+	m1, err := p.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, _ := p.Metadata()
+	if reflect.ValueOf(m1).Pointer() != reflect.ValueOf(m2).Pointer() {
+		t.Errorf("Metadata() returns a copy per call, want the same map")
+	}
+	var iss string
+	if err := json.Unmarshal(m1["issuer"], &iss); err != nil || iss != is.URL {
+		t.Errorf("issuer = %q (%v), want %q", iss, err, is.URL)
+	}
+	if _, ok := m1["token_endpoint"]; !ok {
+		t.Errorf("token_endpoint missing from %v", m1)
+	}
+	if got, want := p.MetadataMaxAge(), time.Minute; got != want {
+		t.Errorf("MetadataMaxAge() = %v, want %v (30s clamped up)", got, want)
+	}
+}
+
+func TestCacheMaxAge(t *testing.T) {
+	for _, tc := range []struct {
+		header string
+		want   time.Duration
+		ok     bool
+	}{
+		{"", 0, false},
+		{"public", 0, false},
+		{"public, max-age=600", 10 * time.Minute, true},
+		{"Max-Age=\"60\"", time.Minute, true},
+		{"max-age=abc", 0, false},
+		{"no-store", 0, true},
+		{"max-age=99999999999", 24 * time.Hour, true},
+	} {
+		t.Run(tc.header, func(t *testing.T) {
+			h := http.Header{}
+			if tc.header != "" {
+				h.Set("Cache-Control", tc.header)
+			}
+			got, ok := cacheMaxAge(h)
+			if got != tc.want || ok != tc.ok {
+				t.Errorf("cacheMaxAge(%q) = %v, %v; want %v, %v", tc.header, got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+}
+
+func TestRunStops(t *testing.T) {
+	is := startIssuer(t, nil)
+	is.SetDown(true)
+	p := New(Config{IssuerURL: is.URL, Audiences: []string{testAudience}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run() did not return after cancel")
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		ttl  time.Duration
+	}{
+		{"hit", time.Minute},
+		{"miss", -1},
+	} {
+		if bc.name == "hit" {
+			b.Run("hit parallel", func(b *testing.B) {
+				is := startIssuer(b, nil)
+				p := startProvider(b, is, nil, Config{})
+				raw, err := is.AccessToken("user-1", testAudience, time.Hour, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := p.Verify(context.Background(), raw); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			is := startIssuer(b, nil)
+			p := startProvider(b, is, nil, Config{CacheTTL: bc.ttl})
+			raw, err := is.AccessToken("user-1", testAudience, time.Hour, map[string]any{"scope": "openid mcp", "groups": []string{"a", "b"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			if _, err := p.Verify(ctx, raw); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.Verify(ctx, raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
