@@ -1,0 +1,63 @@
+// Package healthz serves the gateway's own health endpoints: /healthz says
+// the process is alive and serving, /readyz says whether it can admit traffic
+// (the provider's keys are loaded and, in spawn mode, the child is ready).
+//
+// It owns no state: each check is a function the caller passes in, so the
+// answer is always current. It does not route: the gate maps the exact
+// paths to these handlers.
+package healthz
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// Check is one readiness condition. Ready reports whether it holds and, when
+// it does not (or for information), a short human-readable detail.
+type Check struct {
+	Name  string
+	Ready func() (ok bool, detail string)
+}
+
+// Live answers 200 {"status":"ok"} while the process serves.
+func Live() http.Handler {
+	body := []byte(`{"status":"ok"}` + "\n")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(body)
+	})
+}
+
+type checkResult struct {
+	Ready  bool   `json:"ready"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Ready answers 200 when every check holds and 503 otherwise, with a JSON
+// body naming each check's state, e.g.
+//
+//	{"status":"not ready","checks":{"provider":{"ready":false,"detail":"..."},"child":{"ready":true}}}
+func Ready(checks ...Check) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		results := make(map[string]checkResult, len(checks))
+		all := true
+		for _, c := range checks {
+			ok, detail := c.Ready()
+			results[c.Name] = checkResult{Ready: ok, Detail: detail}
+			all = all && ok
+		}
+		status, code := "ready", http.StatusOK
+		if !all {
+			status, code = "not ready", http.StatusServiceUnavailable
+			w.Header().Set("Retry-After", "1")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(struct {
+			Status string                 `json:"status"`
+			Checks map[string]checkResult `json:"checks"`
+		}{status, results})
+	})
+}
