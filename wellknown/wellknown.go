@@ -1,0 +1,351 @@
+// Package wellknown owns the discovery documents an MCP client reads before
+// it can log in, and the static-client registration endpoint:
+//
+//   - RFC 9728 protected-resource metadata, at the root well-known path and at
+//     the path-suffixed form for a RESOURCE_URL with a path;
+//   - in facade mode, RFC 8414 authorization-server metadata (also served as
+//     an OpenID configuration), built from the provider's discovery document
+//     with the issuer rewritten to the gateway's origin;
+//   - in facade mode with a static client, RFC 7591 registration answered
+//     with the pre-created client.
+//
+// It does not fetch the provider's discovery document (package provider does,
+// with caching, background refresh and stale serving), route requests, answer
+// wrong methods or unknown paths (package gate does), or build challenges
+// (the gate does, from ResourceMetadataURL). Every URL it publishes comes from
+// configuration, never from the request's Host or X-Forwarded-* headers.
+package wellknown
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Modes of Config.Mode.
+const (
+	ModeFacade = "facade"
+	ModeDirect = "direct"
+)
+
+// Paths served by this package.
+const (
+	ProtectedResourcePath   = "/.well-known/oauth-protected-resource"
+	AuthorizationServerPath = "/.well-known/oauth-authorization-server"
+	OpenIDConfigurationPath = "/.well-known/openid-configuration"
+	RegisterPath            = "/oauth/register"
+)
+
+// Metadata models *provider.Provider.
+type Metadata interface {
+	// Metadata returns the provider's last good discovery document, which
+	// the caller must not mutate, or an error if it was never fetched.
+	Metadata() (map[string]json.RawMessage, error)
+	// MetadataMaxAge is how long clients may cache documents built from it.
+	MetadataMaxAge() time.Duration
+}
+
+// Config configures a Server. See New for what is required.
+type Config struct {
+	// ResourceURL is RESOURCE_URL exactly as configured: an absolute http or
+	// https URL without query or fragment, possibly with a path. It is the
+	// "resource" of the protected-resource metadata, verbatim (RFC 9728 §3.3).
+	ResourceURL string
+
+	// Mode is ModeFacade (the gateway advertises itself as the authorization
+	// server) or ModeDirect (it advertises the provider's issuer). Empty
+	// means ModeFacade.
+	Mode string
+
+	// IssuerURL is the provider's issuer as configured. In direct mode it is
+	// the authorization_servers entry unless the provider's discovery
+	// document, once fetched, names its issuer.
+	IssuerURL string
+
+	// Scopes is SCOPES_SUPPORTED: scopes_supported of every document and the
+	// scope of registration answers. Empty omits them (the authorization
+	// server metadata then keeps the provider's own).
+	Scopes []string
+
+	// StaticClientID and StaticClientSecret, both set, enable registration
+	// (facade mode only): every registration is answered with this client.
+	StaticClientID     string
+	StaticClientSecret string
+
+	// RedirectURIs is REGISTER_REDIRECT_URIS: exact URIs, or the loopback
+	// patterns "http://127.0.0.1:*", "http://localhost:*" and
+	// "http://[::1]:*" (any port; a path after the port must match exactly
+	// when given, any path otherwise). Empty accepts any absolute redirect
+	// URI.
+	RedirectURIs []string
+
+	// RegisterPerIPPerMinute limits registrations per client IP (IPv6 per
+	// /64), with a burst of the same size. 0 means 20.
+	RegisterPerIPPerMinute int
+
+	// ClientIP returns the client IP a registration is rate limited by. Nil
+	// means the host of r.RemoteAddr; set it when the gate knows the trusted
+	// client IP behind a proxy. It MUST NOT trust client-sent headers.
+	ClientIP func(*http.Request) string
+
+	// Metadata is the provider's discovery document. Required in facade
+	// mode; optional in direct mode (used only for the issuer).
+	Metadata Metadata
+
+	// Logger is the wellknown logger. Nil means hclog.NewNullLogger().
+	Logger hclog.Logger
+
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Server serves the discovery documents and registration. Create it with New;
+// its handlers are safe for concurrent use.
+type Server struct {
+	cfg         Config
+	origin      string // scheme://host[:port] of ResourceURL
+	resourceMD  string // absolute URL of the protected-resource metadata
+	prmPaths    []string
+	prm         []byte   // protected-resource metadata for cfg.IssuerURL (direct) or the origin (facade)
+	prmIssuer   docCache // direct mode: the same, for the issuer named by the provider's document
+	asDoc       docCache // facade mode: authorization-server metadata
+	redirects   []redirectRule
+	limiter     *ipLimiter
+	logger      hclog.Logger
+	now         func() time.Time
+	prmHandler  http.Handler
+	asHandler   http.Handler
+	regHandler  http.Handler
+	registering bool
+}
+
+// New validates cfg and precomputes the protected-resource metadata. It
+// needs ResourceURL; Metadata in facade mode; IssuerURL in direct mode; both
+// or neither of the static client's id and secret, and a static client only
+// in facade mode. It starts nothing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Mode == "" {
+		cfg.Mode = ModeFacade
+	}
+	if cfg.Mode != ModeFacade && cfg.Mode != ModeDirect {
+		return nil, fmt.Errorf("new wellknown: mode %q is neither %q nor %q", cfg.Mode, ModeFacade, ModeDirect)
+	}
+	u, err := parseResourceURL(cfg.ResourceURL)
+	if err != nil {
+		return nil, fmt.Errorf("new wellknown: %w", err)
+	}
+	if cfg.Mode == ModeFacade && cfg.Metadata == nil {
+		return nil, errors.New("new wellknown: facade mode needs the provider's metadata")
+	}
+	if cfg.Mode == ModeDirect && cfg.IssuerURL == "" {
+		return nil, errors.New("new wellknown: direct mode needs the issuer url")
+	}
+	if (cfg.StaticClientID == "") != (cfg.StaticClientSecret == "") {
+		return nil, errors.New("new wellknown: static client id and secret must be set together")
+	}
+	registering := cfg.StaticClientID != ""
+	if registering && cfg.Mode != ModeFacade {
+		return nil, errors.New("new wellknown: a static client needs facade mode")
+	}
+	if cfg.RegisterPerIPPerMinute < 0 {
+		return nil, fmt.Errorf("new wellknown: register rate %d per minute is negative", cfg.RegisterPerIPPerMinute)
+	}
+	if cfg.RegisterPerIPPerMinute == 0 {
+		cfg.RegisterPerIPPerMinute = 20
+	}
+	rules, err := parseRedirectRules(cfg.RedirectURIs)
+	if err != nil {
+		return nil, fmt.Errorf("new wellknown: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Scopes = append([]string(nil), cfg.Scopes...)
+
+	s := &Server{
+		cfg:         cfg,
+		origin:      u.Scheme + "://" + u.Host,
+		redirects:   rules,
+		logger:      cfg.Logger,
+		now:         cfg.Now,
+		registering: registering,
+	}
+	// RFC 9728 §3.1: the well-known path goes between the host and the
+	// resource's path; a path of "/" alone adds nothing.
+	s.prmPaths = []string{ProtectedResourcePath}
+	s.resourceMD = s.origin + ProtectedResourcePath
+	if p := u.Path; p != "" && p != "/" {
+		s.prmPaths = append(s.prmPaths, ProtectedResourcePath+p)
+		s.resourceMD += u.EscapedPath()
+		// Clients (the MCP TypeScript SDK) strip a trailing slash before
+		// building the path-suffixed form: serve that one too.
+		if trimmed := strings.TrimRight(p, "/"); trimmed != p && trimmed != "" {
+			s.prmPaths = append(s.prmPaths, ProtectedResourcePath+trimmed)
+		}
+	}
+	as := s.origin
+	if cfg.Mode == ModeDirect {
+		as = cfg.IssuerURL
+	}
+	if s.prm, err = s.protectedResourceDoc(as); err != nil {
+		return nil, fmt.Errorf("new wellknown: %w", err)
+	}
+	if registering {
+		s.limiter = newIPLimiter(cfg.RegisterPerIPPerMinute)
+	}
+	s.prmHandler = http.HandlerFunc(s.serveProtectedResource)
+	s.asHandler = http.HandlerFunc(s.serveAuthorizationServer)
+	s.regHandler = http.HandlerFunc(s.serveRegister)
+	return s, nil
+}
+
+// parseResourceURL checks RESOURCE_URL's shape.
+func parseResourceURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse resource url: %w", err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("resource url %q: scheme must be http or https", raw)
+	case u.Host == "":
+		return nil, fmt.Errorf("resource url %q: no host", raw)
+	case u.User != nil:
+		return nil, fmt.Errorf("resource url %q: user info not allowed", raw)
+	case u.RawQuery != "" || u.ForceQuery:
+		return nil, fmt.Errorf("resource url %q: query not allowed (RFC 9728 §1.2)", raw)
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return nil, fmt.Errorf("resource url %q: fragment not allowed (RFC 9728 §1.2)", raw)
+	}
+	return u, nil
+}
+
+// ProtectedResourcePaths returns the paths the protected-resource metadata is
+// served at: the root form and, when RESOURCE_URL has a path P other than
+// "/", the path-suffixed form ProtectedResourcePath+P (and, when P ends in a
+// slash, the same without it, as clients build it). Any other suffix is not
+// ours: the gate answers 404.
+func (s *Server) ProtectedResourcePaths() []string {
+	return append([]string(nil), s.prmPaths...)
+}
+
+// ResourceMetadataURL is the absolute URL of the protected-resource metadata
+// for RESOURCE_URL, for the resource_metadata parameter of every challenge
+// (RFC 9728 §5.1): origin + ProtectedResourcePath + the resource's path.
+func (s *Server) ResourceMetadataURL() string { return s.resourceMD }
+
+// ProtectedResource serves the RFC 9728 protected-resource metadata at any of
+// ProtectedResourcePaths (the gate routes exact paths to it).
+func (s *Server) ProtectedResource() http.Handler { return s.prmHandler }
+
+// AuthorizationServerPaths returns, in facade mode, the RFC 8414 and OpenID
+// discovery paths, both served by AuthorizationServer; in direct mode none.
+func (s *Server) AuthorizationServerPaths() []string {
+	if s.cfg.Mode != ModeFacade {
+		return nil
+	}
+	return []string{AuthorizationServerPath, OpenIDConfigurationPath}
+}
+
+// AuthorizationServer serves the facade's authorization-server metadata.
+func (s *Server) AuthorizationServer() http.Handler { return s.asHandler }
+
+// RegisterPath returns "/oauth/register" when a static client is configured,
+// else "" (the gate then answers 404 and never proxies the path).
+func (s *Server) RegisterPath() string {
+	if !s.registering {
+		return ""
+	}
+	return RegisterPath
+}
+
+// Register serves RFC 7591 registration with the static client. It answers
+// POST only; the gate answers other methods 405.
+func (s *Server) Register() http.Handler { return s.regHandler }
+
+// protectedResourceDoc builds the RFC 9728 §2 document naming as as the
+// authorization server.
+func (s *Server) protectedResourceDoc(as string) ([]byte, error) {
+	doc := struct {
+		Resource               string   `json:"resource"`
+		AuthorizationServers   []string `json:"authorization_servers"`
+		ScopesSupported        []string `json:"scopes_supported,omitempty"`
+		BearerMethodsSupported []string `json:"bearer_methods_supported"`
+	}{
+		Resource:               s.cfg.ResourceURL,
+		AuthorizationServers:   []string{as},
+		ScopesSupported:        s.cfg.Scopes,
+		BearerMethodsSupported: []string{"header"}, // RFC 6750 §2.1 only; never the query
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("encode protected resource metadata: %w", err)
+	}
+	return b, nil
+}
+
+func (s *Server) serveProtectedResource(w http.ResponseWriter, r *http.Request) {
+	if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	body := s.prm
+	if s.cfg.Mode == ModeDirect && s.cfg.Metadata != nil {
+		// The provider's document names its issuer exactly (a configured
+		// issuer may differ by a trailing slash); clients compare it.
+		if m, err := s.cfg.Metadata.Metadata(); err == nil {
+			if b, err := s.prmIssuer.get(m, s.directProtectedResourceDoc); err == nil {
+				body = b
+			}
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "public, max-age=3600")
+	_, _ = w.Write(body)
+}
+
+// directProtectedResourceDoc builds the direct-mode document for the issuer
+// named by the provider's discovery document, falling back to the configured
+// one.
+func (s *Server) directProtectedResourceDoc(m map[string]json.RawMessage) ([]byte, error) {
+	var iss string
+	if err := json.Unmarshal(m["issuer"], &iss); err != nil || iss == "" {
+		return s.prm, nil
+	}
+	return s.protectedResourceDoc(iss)
+}
+
+// allowMethods answers 405 with Allow unless r's method is one of methods.
+func allowMethods(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	writeError(w, http.StatusMethodNotAllowed, "invalid_request", "method not allowed")
+	return false
+}
+
+// writeError writes a JSON error in the RFC 6749 §5.2 / RFC 7591 §3.2.2 form.
+func writeError(w http.ResponseWriter, status int, code, description string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(struct {
+		Error            string `json:"error"`
+		ErrorDescription string `json:"error_description,omitempty"`
+	}{code, description})
+	_, _ = w.Write(b)
+}
