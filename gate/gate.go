@@ -1,0 +1,570 @@
+// Package gate owns the request path of the gateway: CORS, request-target
+// hygiene, the exact-match public routes, the bearer token (RFC 6750), its
+// verification, the allow-list, required scopes, per-subject and per-IP rate
+// limits, the audit log, and the reverse proxy to the MCP server.
+//
+// It does not verify token signatures itself (package provider does, behind
+// Verifier), does not serve discovery or health documents (the caller passes
+// them in as public Routes), and does not know how the MCP server is run
+// (Upstream tells it where the server listens and whether it is ready).
+//
+// Order of decisions for every request:
+//
+//	CORS (preflight answered here; a foreign Origin is 403)
+//	-> path hygiene on the raw request target (400/414)
+//	-> public route? (exact method and path; 405 for another method; unknown /.well-known/ is 404)
+//	-> bearer token from the Authorization header only (401)
+//	-> per-IP failed-authentication limit (429, before any signature check)
+//	-> Verify (401 invalid_token; 503 while the provider's keys are not loaded)
+//	-> allow-list (403) -> required scopes (403 insufficient_scope)
+//	-> per-subject rate limit (429) -> body size (413) -> upstream ready? (503)
+//	-> reverse proxy.
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+)
+
+// Verifier models *provider.Provider. Verify returns provider.ErrNotReady
+// while the provider's keys are not loaded, and a *provider.TokenError when
+// the token is not acceptable.
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (*provider.Identity, error)
+}
+
+// Upstream models *supervisor.Supervisor: where the MCP server listens now
+// (scheme and host, maybe a base path) and whether it is ready to serve.
+type Upstream interface {
+	Endpoint() (target *url.URL, ready bool)
+}
+
+// Static returns an Upstream that is always ready at u (MCP_UPSTREAM_URL).
+func Static(u *url.URL) Upstream { return staticUpstream{u} }
+
+type staticUpstream struct{ u *url.URL }
+
+func (s staticUpstream) Endpoint() (*url.URL, bool) { return s.u, true }
+
+// Route is a public, unauthenticated route: it matches an exact method and
+// an exact, clean path. A GET route also answers HEAD. The same path with
+// any other method is 405, never proxied.
+type Route struct {
+	Method  string
+	Path    string
+	Handler http.Handler
+}
+
+// Defaults for the zero values of Config.
+const (
+	DefaultMaxTokenBytes            = 16 << 10
+	DefaultMaxBodyBytes             = 10 << 20
+	DefaultFailedAuthPerIPPerMinute = 60
+
+	// maxPathBytes bounds the request path; longer is 414.
+	maxPathBytes = 4096
+)
+
+// Config configures New. Verifier, Upstream and ResourceMetadataURL are
+// required; every other field has a documented zero value.
+type Config struct {
+	// Verifier verifies bearer tokens (a *provider.Provider).
+	Verifier Verifier
+
+	// Upstream says where the MCP server is and whether it is ready
+	// (Static(url) or a *supervisor.Supervisor).
+	Upstream Upstream
+
+	// UpstreamPath (MCP_UPSTREAM_PATH) is a prefix joined after the upstream
+	// URL's own path: "/" is sent to UpstreamPath, "/x" to UpstreamPath+"/x".
+	// The query is kept. Empty or "/": no prefix.
+	UpstreamPath string
+
+	// Public lists the unauthenticated routes (discovery documents, health).
+	Public []Route
+
+	// ResourceMetadataURL is the absolute URL of the RFC 9728 protected
+	// resource metadata, sent as resource_metadata in every challenge. It is
+	// built from configuration, never from the request's Host.
+	ResourceMetadataURL string
+
+	// ChallengeScopes are sent as scope= in 401 challenges
+	// (SCOPES_SUPPORTED). Empty: no scope attribute.
+	ChallengeScopes []string
+
+	// RequiredScopes must all be in the token's scopes, else 403
+	// insufficient_scope. Empty: none required.
+	RequiredScopes []string
+
+	// AllowSubs, AllowEmails and AllowGroups form the allow-list: a token
+	// passes if its sub, its email (only when verified; compared lower-case;
+	// the caller lower-cases AllowEmails) or any of its groups is listed.
+	// All empty: nobody passes.
+	AllowSubs   []string
+	AllowEmails []string
+	AllowGroups []string
+
+	// RateLimitRPM is the per-subject limit in requests per minute, with a
+	// burst of the same size. Zero or negative: no per-subject limit.
+	RateLimitRPM int
+
+	// CORSOrigins lists the allowed browser origins; "*" allows any.
+	// Empty: no browser origin is allowed (requests without Origin proceed).
+	CORSOrigins []string
+
+	// MaxTokenBytes bounds the bearer token; a longer one is 401 before any
+	// parsing. Zero: DefaultMaxTokenBytes.
+	MaxTokenBytes int
+
+	// MaxBodyBytes bounds a proxied request body; larger is 413.
+	// Zero: DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+
+	// TrustedProxies (TRUSTED_PROXIES): when the socket peer is in one of
+	// these prefixes, the rightmost X-Forwarded-For entry not in them is the
+	// client IP, and X-Forwarded-Proto is believed. Otherwise the socket
+	// address is the client IP. Empty: no proxy is trusted.
+	TrustedProxies []netip.Prefix
+
+	// FailedAuthPerIPPerMinute limits failed authentications per client IP
+	// (IPv6 by /64), with a burst of the same size; past it the gate answers
+	// 429 before any signature check. Zero: DefaultFailedAuthPerIPPerMinute;
+	// negative: no limit.
+	FailedAuthPerIPPerMinute int
+
+	// Shutdown ends when the server begins to shut down. Open event streams
+	// (GET requests for text/event-stream, which never finish on their own)
+	// are ended then, so the drain waits only for requests that do finish;
+	// MCP clients reconnect with Last-Event-ID. Nil: streams are left to the
+	// server's own shutdown.
+	Shutdown context.Context
+
+	// Transport carries proxied requests. Nil: a keep-alive *http.Transport
+	// with a 5 s dial timeout, no response timeout and no proxy from the
+	// environment.
+	Transport http.RoundTripper
+
+	// Logger receives the audit log (info) and proxy errors (warn). The
+	// caller names it "gate". Nil: a null logger.
+	Logger hclog.Logger
+
+	// Now is the limiters' clock. Nil: time.Now.
+	Now func() time.Time
+}
+
+// gate is the http.Handler New returns.
+type gate struct {
+	verifier     Verifier
+	upstream     Upstream
+	upstreamPath string // "" or "/x" (no trailing slash), escaped form in upstreamRaw
+	upstreamRaw  string
+
+	public map[string]map[string]http.Handler // path -> method -> handler
+	allow  map[string][]string                // path -> Allow header value
+
+	allowSubs, allowEmails, allowGroups map[string]struct{}
+	requiredScopes                      []string
+
+	maxTokenBytes int
+	maxBodyBytes  int64
+
+	cors    cors
+	trusted []netip.Prefix
+
+	subLimits *limiters[string]     // nil: no per-subject limit
+	ipLimits  *limiters[netip.Addr] // nil: no per-IP failed-auth limit
+
+	chal     challenges
+	proxy    *httputil.ReverseProxy
+	shutdown context.Context // nil: streams are not ended early
+	log      hclog.Logger
+	audit    *sampler
+	now      func() time.Time
+}
+
+// New validates cfg and returns the gateway's handler. It starts no
+// goroutine.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.Verifier == nil {
+		return nil, errors.New("new gate: no verifier")
+	}
+	if cfg.Upstream == nil {
+		return nil, errors.New("new gate: no upstream")
+	}
+	if u, err := url.Parse(cfg.ResourceMetadataURL); err != nil || !u.IsAbs() {
+		return nil, fmt.Errorf("new gate: resource metadata url %q is not absolute", cfg.ResourceMetadataURL)
+	}
+	g := &gate{
+		verifier:       cfg.Verifier,
+		upstream:       cfg.Upstream,
+		public:         map[string]map[string]http.Handler{},
+		allow:          map[string][]string{},
+		allowSubs:      set(cfg.AllowSubs, false),
+		allowEmails:    set(cfg.AllowEmails, true),
+		allowGroups:    set(cfg.AllowGroups, false),
+		requiredScopes: cfg.RequiredScopes,
+		maxTokenBytes:  cfg.MaxTokenBytes,
+		maxBodyBytes:   cfg.MaxBodyBytes,
+		trusted:        cfg.TrustedProxies,
+		log:            cfg.Logger,
+		now:            cfg.Now,
+		shutdown:       cfg.Shutdown,
+	}
+	if g.log == nil {
+		g.log = hclog.NewNullLogger()
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.maxTokenBytes <= 0 {
+		g.maxTokenBytes = DefaultMaxTokenBytes
+	}
+	if g.maxBodyBytes <= 0 {
+		g.maxBodyBytes = DefaultMaxBodyBytes
+	}
+
+	up := strings.TrimRight(cfg.UpstreamPath, "/")
+	if up != "" {
+		if !strings.HasPrefix(up, "/") {
+			return nil, fmt.Errorf("new gate: upstream path %q does not start with /", cfg.UpstreamPath)
+		}
+		if status, reason := checkPath(up); status != 0 {
+			return nil, fmt.Errorf("new gate: upstream path %q: %s", cfg.UpstreamPath, reason)
+		}
+		p, err := url.PathUnescape(up)
+		if err != nil {
+			return nil, fmt.Errorf("new gate: upstream path %q: %w", cfg.UpstreamPath, err)
+		}
+		g.upstreamPath, g.upstreamRaw = p, up
+	}
+
+	for _, rt := range cfg.Public {
+		if rt.Handler == nil || rt.Method == "" {
+			return nil, fmt.Errorf("new gate: public route %q needs a method and a handler", rt.Path)
+		}
+		if status, reason := checkPath(rt.Path); status != 0 {
+			return nil, fmt.Errorf("new gate: public route %q: %s", rt.Path, reason)
+		}
+		m := g.public[rt.Path]
+		if m == nil {
+			m = map[string]http.Handler{}
+			g.public[rt.Path] = m
+		}
+		if _, dup := m[rt.Method]; dup {
+			return nil, fmt.Errorf("new gate: public route %s %s listed twice", rt.Method, rt.Path)
+		}
+		m[rt.Method] = rt.Handler
+	}
+	for path, m := range g.public {
+		if h, ok := m[http.MethodGet]; ok {
+			if _, ok := m[http.MethodHead]; !ok {
+				m[http.MethodHead] = h
+			}
+		}
+		methods := make([]string, 0, len(m))
+		for meth := range m {
+			methods = append(methods, meth)
+		}
+		sortStrings(methods)
+		g.allow[path] = []string{strings.Join(methods, ", ")}
+	}
+
+	g.cors = newCORS(cfg.CORSOrigins)
+	g.chal = newChallenges(cfg.ResourceMetadataURL, cfg.ChallengeScopes, cfg.RequiredScopes)
+
+	if cfg.RateLimitRPM > 0 {
+		g.subLimits = newLimiters[string](cfg.RateLimitRPM, 100_000)
+	}
+	ipRPM := cfg.FailedAuthPerIPPerMinute
+	if ipRPM == 0 {
+		ipRPM = DefaultFailedAuthPerIPPerMinute
+	}
+	if ipRPM > 0 {
+		g.ipLimits = newLimiters[netip.Addr](ipRPM, 100_000)
+	}
+	g.audit = newSampler(g.log, 20, g.now)
+
+	transport := cfg.Transport
+	if transport == nil {
+		transport = &http.Transport{
+			Proxy:                 nil, // never an HTTP_PROXY from the environment for the child
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          512,
+			MaxIdleConnsPerHost:   256,
+			IdleConnTimeout:       90 * time.Second,
+			ExpectContinueTimeout: time.Second,
+			DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+		}
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:        g.rewrite,
+		Transport:      transport,
+		FlushInterval:  -1, // flush every write: SSE and chunked responses stream
+		BufferPool:     newBufferPool(),
+		ModifyResponse: modifyResponse,
+		ErrorHandler:   g.proxyError,
+		ErrorLog:       g.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
+	}
+	return g, nil
+}
+
+func set(list []string, lower bool) map[string]struct{} {
+	m := make(map[string]struct{}, len(list))
+	for _, s := range list {
+		if lower {
+			s = strings.ToLower(s)
+		}
+		if s != "" {
+			m[s] = struct{}{}
+		}
+	}
+	return m
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+// ServeHTTP runs the decisions listed in the package comment, in order.
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// CORS first: a preflight never needs a token (Fetch standard), and a
+	// foreign Origin is refused before anything else (MCP transport spec,
+	// DNS rebinding).
+	if done := g.cors.handle(w, r); done {
+		return
+	}
+
+	// Path hygiene on the raw request target, before any routing or
+	// authorization decision. Go's server does not clean paths for a plain
+	// handler, so what is checked here is what the upstream would receive.
+	if status, reason := checkTarget(r); status != 0 {
+		g.reject(w, r, status, reason, "", errBadPath(status))
+		return
+	}
+	path := r.URL.Path
+
+	if m, ok := g.public[path]; ok {
+		h, ok := m[r.Method]
+		if !ok {
+			w.Header()["Allow"] = g.allow[path]
+			writeJSON(w, http.StatusMethodNotAllowed, bodyMethodNotAllowed)
+			return
+		}
+		h.ServeHTTP(w, r)
+		return
+	}
+	if path == "/.well-known" || strings.HasPrefix(path, "/.well-known/") {
+		writeJSON(w, http.StatusNotFound, bodyNotFound)
+		return
+	}
+
+	id, ok := g.authenticate(w, r)
+	if !ok {
+		return
+	}
+
+	if !g.allowed(id) {
+		g.reject(w, r, http.StatusForbidden, "identity not on the allow-list", id.Subject, bodyForbidden)
+		return
+	}
+	if !hasScopes(id.Scopes, g.requiredScopes) {
+		// RFC 6750 §3.1: insufficient_scope, with the scopes needed.
+		w.Header()["Www-Authenticate"] = g.chal.insufficientScope
+		g.reject(w, r, http.StatusForbidden, "missing required scopes", id.Subject, bodyInsufficientScope)
+		return
+	}
+	if g.subLimits != nil {
+		if wait, ok := g.subLimits.allow(id.Subject, g.now()); !ok {
+			w.Header().Set("Retry-After", retryAfter(wait))
+			g.reject(w, r, http.StatusTooManyRequests, "subject rate limit", id.Subject, bodyRateLimited)
+			return
+		}
+	}
+
+	if r.ContentLength > g.maxBodyBytes {
+		g.reject(w, r, http.StatusRequestEntityTooLarge, "body too large", id.Subject, bodyTooLarge)
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, g.maxBodyBytes)
+	}
+
+	if _, ready := g.upstream.Endpoint(); !ready {
+		w.Header().Set("Retry-After", "1")
+		g.reject(w, r, http.StatusServiceUnavailable, "upstream not ready", id.Subject, bodyUpstreamNotReady)
+		return
+	}
+
+	if g.shutdown != nil && r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer context.AfterFunc(g.shutdown, cancel)()
+		r = r.WithContext(ctx)
+	}
+
+	start := g.now()
+	rec := &recorder{ResponseWriter: w}
+	g.proxy.ServeHTTP(rec, r)
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	g.log.Info("proxied", "sub", id.Subject, "email", id.Email, "method", r.Method,
+		"path", path, "status", status, "bytes", rec.bytes, "duration", g.now().Sub(start))
+}
+
+// authenticate reads and verifies the bearer token. When it returns false
+// it has written the response.
+func (g *gate) authenticate(w http.ResponseWriter, r *http.Request) (*provider.Identity, bool) {
+	// RFC 6750 §2.1: the Authorization header is the only method accepted.
+	// A token in the query (§2.3) or a form body (§2.2) is never read.
+	values := r.Header["Authorization"]
+	switch {
+	case len(values) == 0:
+		// RFC 6750 §3.1: no error code when the request lacks any
+		// authentication information.
+		w.Header()["Www-Authenticate"] = g.chal.missing
+		g.reject(w, r, http.StatusUnauthorized, "no credentials", "", bodyUnauthorized)
+		return nil, false
+	case len(values) > 1:
+		w.Header()["Www-Authenticate"] = g.chal.invalidRequest
+		g.reject(w, r, http.StatusBadRequest, "several authorization headers", "", bodyInvalidRequest)
+		return nil, false
+	}
+
+	client := clientIP(r, g.trusted)
+	now := g.now()
+	// Bound unauthenticated CPU (signature checks) and log volume per IP
+	// before anything that costs (issue 6, item 3).
+	if g.ipLimits != nil {
+		if wait, ok := g.ipLimits.peek(ipKey(client), now); !ok {
+			w.Header().Set("Retry-After", retryAfter(wait))
+			g.reject(w, r, http.StatusTooManyRequests, "failed authentication limit", "", bodyRateLimited)
+			return nil, false
+		}
+	}
+
+	token, status := bearer(values[0], g.maxTokenBytes)
+	switch status {
+	case bearerOK:
+	case bearerTooLarge:
+		g.failed(client, now)
+		g.invalidToken(w, r, "token too large")
+		return nil, false
+	default:
+		g.failed(client, now)
+		w.Header()["Www-Authenticate"] = g.chal.invalidRequest
+		g.reject(w, r, http.StatusUnauthorized, "malformed authorization header", "", bodyInvalidRequest)
+		return nil, false
+	}
+	if hasQueryToken(r.URL.RawQuery) {
+		// RFC 6750 §2: a client MUST NOT use more than one method; a token
+		// in the query would also reach the upstream.
+		g.failed(client, now)
+		w.Header()["Www-Authenticate"] = g.chal.invalidRequest
+		g.reject(w, r, http.StatusBadRequest, "access_token in query", "", bodyInvalidRequest)
+		return nil, false
+	}
+
+	id, err := g.verifier.Verify(r.Context(), token)
+	if err != nil {
+		if errors.Is(err, provider.ErrNotReady) {
+			w.Header().Set("Retry-After", "2")
+			g.reject(w, r, http.StatusServiceUnavailable, "provider keys not loaded", "", bodyProviderNotReady)
+			return nil, false
+		}
+		g.failed(client, now)
+		desc := "invalid token"
+		var te *provider.TokenError
+		if errors.As(err, &te) && te.Description != "" {
+			desc = te.Description
+		}
+		g.invalidToken(w, r, desc)
+		return nil, false
+	}
+	if id == nil || id.Subject == "" {
+		g.failed(client, now)
+		g.invalidToken(w, r, "token has no subject")
+		return nil, false
+	}
+	return id, true
+}
+
+// failed records a failed authentication from client.
+func (g *gate) failed(client netip.Addr, now time.Time) {
+	if g.ipLimits != nil {
+		g.ipLimits.take(ipKey(client), now)
+	}
+}
+
+// invalidToken answers 401 invalid_token (RFC 6750 §3.1) with a short
+// description.
+func (g *gate) invalidToken(w http.ResponseWriter, r *http.Request, desc string) {
+	desc = sanitize(desc)
+	w.Header()["Www-Authenticate"] = []string{g.chal.invalidToken(desc)}
+	g.reject(w, r, http.StatusUnauthorized, "invalid token: "+desc, "", errorBody("invalid_token", desc))
+}
+
+// allowed applies the allow-list.
+func (g *gate) allowed(id *provider.Identity) bool {
+	if _, ok := g.allowSubs[id.Subject]; ok {
+		return true
+	}
+	if id.Email != "" && id.EmailVerified && len(g.allowEmails) > 0 {
+		if _, ok := g.allowEmails[lower(id.Email)]; ok {
+			return true
+		}
+	}
+	for _, grp := range id.Groups {
+		if _, ok := g.allowGroups[grp]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// lower is strings.ToLower without an allocation for already lower-case
+// ASCII (the common case).
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}
+
+func hasScopes(have, want []string) bool {
+outer:
+	for _, w := range want {
+		for _, h := range have {
+			if h == w {
+				continue outer
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// reject writes a gateway error and logs it (sampled under flood).
+func (g *gate) reject(w http.ResponseWriter, r *http.Request, status int, reason, sub string, body string) {
+	writeJSON(w, status, body)
+	g.audit.rejected(status, reason, sub, r)
+}

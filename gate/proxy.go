@@ -1,0 +1,150 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+)
+
+// rewrite builds the outbound request (ReverseProxy.Rewrite; the proxy has
+// already dropped hop-by-hop headers and the client's Forwarded and
+// X-Forwarded-* headers).
+func (g *gate) rewrite(pr *httputil.ProxyRequest) {
+	target, _ := g.upstream.Endpoint()
+	out := pr.Out
+	out.URL.Scheme = target.Scheme
+	out.URL.Host = target.Host
+	out.URL.User = nil
+	// The path checked by checkTarget, under the upstream's own path and
+	// UpstreamPath: exactly what was authorised.
+	out.URL.Path, out.URL.RawPath = g.joinPath(target.Path, target.EscapedPath(), pr.In.URL.Path, pr.In.URL.EscapedPath())
+	out.URL.RawQuery = pr.In.URL.RawQuery
+	out.URL.Fragment, out.URL.RawFragment = "", ""
+	// Empty: the transport sends the upstream's own Host (servers with
+	// DNS-rebinding protection refuse a foreign one).
+	out.Host = ""
+
+	h := out.Header
+	// No token passthrough (MCP authorization spec): the upstream never
+	// sees the client's credentials or cookies.
+	h.Del("Authorization")
+	h.Del("Proxy-Authorization")
+	h.Del("Cookie")
+	// Identity headers a client could forge for an upstream that trusts
+	// them.
+	h.Del("X-Forwarded-User")
+	h.Del("X-Forwarded-Email")
+	h.Del("X-Forwarded-Preferred-Username")
+	h.Del("X-Forwarded-Groups")
+	h.Del("X-Forwarded-Access-Token")
+	h.Del("X-Remote-User")
+	h.Del("Remote-User")
+	for k := range h {
+		if strings.HasPrefix(k, "X-Auth-Request-") {
+			delete(h, k)
+		}
+	}
+	// Our own forwarding headers; the client's are gone.
+	if ip := clientIP(pr.In, g.trusted); ip.IsValid() {
+		h.Set("X-Forwarded-For", ip.String())
+	}
+	h.Set("X-Forwarded-Host", pr.In.Host)
+	h.Set("X-Forwarded-Proto", forwardedProto(pr.In, g.trusted))
+}
+
+// joinPath joins the upstream URL's path, UpstreamPath and the request path
+// (decoded and escaped forms in step). "/" maps to the prefix itself when
+// there is one.
+func (g *gate) joinPath(basePath, baseRaw, reqPath, reqRaw string) (path, raw string) {
+	basePath = strings.TrimRight(basePath, "/")
+	baseRaw = strings.TrimRight(baseRaw, "/")
+	prefix, prefixRaw := basePath+g.upstreamPath, baseRaw+g.upstreamRaw
+	if prefix == "" {
+		path, raw = reqPath, reqRaw
+	} else if reqPath == "/" {
+		path, raw = prefix, prefixRaw
+	} else {
+		path, raw = prefix+reqPath, prefixRaw+reqRaw
+	}
+	if raw == path {
+		raw = ""
+	}
+	return path, raw
+}
+
+// modifyResponse drops the upstream's CORS headers: the gate's own, already
+// on the response writer, are the only ones the client sees.
+func modifyResponse(resp *http.Response) error {
+	for k := range resp.Header {
+		if strings.HasPrefix(k, "Access-Control-") {
+			delete(resp.Header, k)
+		}
+	}
+	return nil
+}
+
+// proxyError answers a failed proxy round trip: 413 when the body was cut
+// at MaxBodyBytes, else 502 with a body that names nothing internal.
+func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		writeJSON(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
+		return
+	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
+		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "error", err)
+	default:
+		g.log.Warn("proxy: upstream failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	writeJSON(w, http.StatusBadGateway, bodyBadGateway)
+}
+
+// recorder notes the status and size of a proxied response for the audit
+// log. It passes Flush through (Unwrap, for http.ResponseController), so
+// streams are not buffered.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && code >= 200 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	_ = http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// bufferPool reuses the proxy's copy buffers (httputil.BufferPool), which
+// would otherwise be a 32 KiB allocation per request.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (bp *bufferPool) Get() []byte { return *bp.p.Get().(*[]byte) }
+
+func (bp *bufferPool) Put(b []byte) {
+	if cap(b) == 32<<10 {
+		bp.p.Put(&b)
+	}
+}

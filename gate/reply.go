@@ -1,0 +1,116 @@
+package gate
+
+import (
+	"encoding/json"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Bodies of the gateway's own answers; every one is a JSON object with
+// "error" and, where it helps, "error_description" (RFC 6749 §5.2 shape).
+const (
+	bodyBadRequest        = `{"error":"invalid_request","error_description":"malformed request path"}` + "\n"
+	bodyURITooLong        = `{"error":"invalid_request","error_description":"request path too long"}` + "\n"
+	bodyNotFound          = `{"error":"not_found"}` + "\n"
+	bodyMethodNotAllowed  = `{"error":"method_not_allowed"}` + "\n"
+	bodyUnauthorized      = `{"error":"unauthorized","error_description":"authorization required"}` + "\n"
+	bodyInvalidRequest    = `{"error":"invalid_request","error_description":"malformed authorization"}` + "\n"
+	bodyForbidden         = `{"error":"forbidden"}` + "\n"
+	bodyInsufficientScope = `{"error":"insufficient_scope"}` + "\n"
+	bodyRateLimited       = `{"error":"rate_limited","error_description":"too many requests"}` + "\n"
+	bodyTooLarge          = `{"error":"request_too_large"}` + "\n"
+	bodyUpstreamNotReady  = `{"error":"unavailable","error_description":"upstream not ready"}` + "\n"
+	bodyProviderNotReady  = `{"error":"unavailable","error_description":"identity provider keys not loaded"}` + "\n"
+	bodyBadGateway        = `{"error":"bad_gateway"}` + "\n"
+	bodyOriginForbidden   = `{"error":"forbidden","error_description":"origin not allowed"}` + "\n"
+)
+
+func errBadPath(status int) string {
+	if status == http.StatusRequestURITooLong {
+		return bodyURITooLong
+	}
+	return bodyBadRequest
+}
+
+// errorBody builds a body at run time (the invalid_token description).
+func errorBody(code, desc string) string {
+	m := map[string]string{"error": code}
+	if desc != "" {
+		m["error_description"] = desc
+	}
+	b, _ := json.Marshal(m)
+	return string(b) + "\n"
+}
+
+func writeJSON(w http.ResponseWriter, status int, body string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+// retryAfter renders d as whole seconds, rounded up, at least 1
+// (RFC 9110 §10.2.3).
+func retryAfter(d time.Duration) string {
+	s := int64(math.Ceil(d.Seconds()))
+	if s < 1 {
+		s = 1
+	}
+	return strconv.FormatInt(s, 10)
+}
+
+// challenges holds the WWW-Authenticate values (RFC 6750 §3, RFC 9728 §5.1)
+// built once from configuration.
+type challenges struct {
+	tail              string // `resource_metadata="...", scope="..."`
+	missing           []string
+	invalidRequest    []string
+	insufficientScope []string
+}
+
+func newChallenges(metadataURL string, scopes, required []string) challenges {
+	tail := `resource_metadata="` + sanitize(metadataURL) + `"`
+	if len(scopes) > 0 {
+		tail += `, scope="` + sanitize(strings.Join(scopes, " ")) + `"`
+	}
+	return challenges{
+		tail:           tail,
+		missing:        []string{"Bearer " + tail},
+		invalidRequest: []string{`Bearer error="invalid_request", ` + tail},
+		insufficientScope: []string{`Bearer error="insufficient_scope", scope="` +
+			sanitize(strings.Join(required, " ")) + `", resource_metadata="` + sanitize(metadataURL) + `"`},
+	}
+}
+
+func (c challenges) invalidToken(desc string) string {
+	return `Bearer error="invalid_token", error_description="` + desc + `", ` + c.tail
+}
+
+// sanitize keeps s safe inside a quoted-string (RFC 9110 §5.6.4) and short:
+// printable ASCII without quotes or backslashes, at most 200 bytes.
+func sanitize(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			clean = false
+			break
+		}
+	}
+	if clean && len(s) <= 200 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s) && len(b) < 200; i++ {
+		if c := s[i]; c >= 0x20 && c < 0x7f && c != '"' && c != '\\' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
