@@ -1,0 +1,223 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// maxLine is the longest piece of a line logged as one entry; longer lines
+// are split into pieces of this size, nothing is dropped.
+const maxLine = 64 * 1024
+
+// fatalError marks a start failure that no restart can cure.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+
+// child is one started process: its pid (also its process group id), the
+// channel the reaper delivers its status on, and its output readers.
+type child struct {
+	pid     int
+	status  <-chan syscall.WaitStatus
+	outDone chan struct{} // closed when stdout and stderr both reached EOF
+	readers []*os.File
+}
+
+// start starts the child on port: in its own process group, stdin on
+// /dev/null, stdout and stderr on pipes read line by line into the child
+// logger.
+func (s *Supervisor) start(port int) (*child, error) {
+	p := strconv.Itoa(port)
+	var name string
+	var argv []string
+	if s.cfg.Command != "" {
+		if _, err := os.Stat(s.shell); err != nil {
+			return nil, &fatalError{fmt.Errorf("start child: a command needs a shell at %s (or give the command as arguments after --): %w", s.shell, err)}
+		}
+		name, argv = s.shell, []string{s.shell, "-c", strings.ReplaceAll(s.cfg.Command, "{port}", p)}
+	} else {
+		argv = make([]string, len(s.cfg.Args))
+		for i, a := range s.cfg.Args {
+			argv[i] = strings.ReplaceAll(a, "{port}", p)
+		}
+		path, err := exec.LookPath(argv[0])
+		if err != nil {
+			if errors.Is(err, exec.ErrNotFound) {
+				err = fmt.Errorf("%w: %w", err, syscall.ENOENT)
+			}
+			return nil, fmt.Errorf("start child: %w", err)
+		}
+		name = path
+	}
+
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fmt.Errorf("start child: %w", err)
+	}
+	defer devnull.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("start child: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("start child: %w", err)
+	}
+	attr := &os.ProcAttr{
+		Env:   childEnv(s.cfg.Env, port),
+		Files: []*os.File{devnull, outW, errW},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	}
+	pid, status, err := s.reap.startProcess(name, argv, attr)
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, fmt.Errorf("start child: %w", err)
+	}
+	s.mu.Lock()
+	s.pid, s.pgid = pid, pid
+	s.mu.Unlock()
+	if s.cfg.Port == 0 {
+		s.log.Info("chose a port for the child", "port", port)
+	}
+
+	c := &child{pid: pid, status: status, outDone: make(chan struct{}), readers: []*os.File{outR, errR}}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); copyLines(outR, s.childLog, "stdout", pid) }()
+	go func() { defer wg.Done(); copyLines(errR, s.childLog, "stderr", pid) }()
+	go func() { wg.Wait(); close(c.outDone) }()
+	return c, nil
+}
+
+// waitOutput waits until the output readers have reached EOF, at most d;
+// then it closes the pipes, which ends the readers either way, and waits for
+// them.
+func (c *child) waitOutput(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.outDone:
+	case <-t.C:
+	}
+	for _, r := range c.readers {
+		r.Close()
+	}
+	<-c.outDone
+}
+
+// copyLines logs r line by line. Lines longer than maxLine are logged in
+// pieces of maxLine bytes; a last line without a newline is logged too.
+func copyLines(r io.Reader, log hclog.Logger, stream string, pid int) {
+	br := bufio.NewReaderSize(r, maxLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			text := string(line)
+			if t, ok := strings.CutSuffix(text, "\n"); ok {
+				text = strings.TrimSuffix(t, "\r")
+			}
+			log.Info(text, "stream", stream, "pid", pid)
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+// childEnv is base minus the variables the gateway reads (its configuration
+// and secrets), plus PORT=port.
+func childEnv(base []string, port int) []string {
+	// Names ending in _ are prefixes.
+	gatewayVars := [...]string{
+		"OIDC_", "STATIC_CLIENT_", "ALLOW_", "MCP_", "CORS_", "RATE_LIMIT_", "JWKS_", "MAX_TOKEN_",
+		"RESOURCE_URL", "SCOPES_SUPPORTED", "REQUIRED_SCOPES", "AUTH_SERVER_MODE",
+		"REGISTER_REDIRECT_URIS", "GROUPS_CLAIM", "TRUSTED_PROXIES", "LOG_LEVEL", "LOG_FORMAT",
+		"LISTEN_HOST", "CLOCK_SKEW", "MAX_BODY_BYTES", "SHUTDOWN_GRACE", "METRICS_ADDR", "PORT",
+	}
+	env := make([]string, 0, len(base)+1)
+next:
+	for _, kv := range base {
+		name, _, _ := strings.Cut(kv, "=")
+		for _, g := range gatewayVars {
+			if name == g || strings.HasSuffix(g, "_") && strings.HasPrefix(name, g) {
+				continue next
+			}
+		}
+		env = append(env, kv)
+	}
+	return append(env, "PORT="+strconv.Itoa(port))
+}
+
+// probe polls the child's port until it answers (true) or ctx is done.
+func (s *Supervisor) probe(ctx context.Context, port int) bool {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	attemptTimeout := max(s.cfg.PollInterval, time.Second)
+	t := time.NewTicker(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		if s.probeOnce(ctx, client, addr, attemptTimeout) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Supervisor) probeOnce(ctx context.Context, client *http.Client, addr string, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if s.cfg.ReadyPath == "" {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		return true
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+s.cfg.ReadyPath, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return true // any HTTP answer counts
+}
+
+// freePort asks the kernel for a free loopback port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

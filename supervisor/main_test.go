@@ -1,0 +1,352 @@
+package supervisor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// The test binary doubles as the fixtures: with SVTEST_HELPER set, TestMain
+// runs a helper instead of the tests.
+//
+//	serve: an HTTP server on 127.0.0.1:$PORT answering "ok". SVTEST_ARGS_OUT:
+//	       write {"args","port"} there first; SVTEST_BINDFAIL: create this
+//	       file if the port is taken; SVTEST_HUP_FILE: append "HUP" on SIGHUP;
+//	       SVTEST_TERM_DELAY: on SIGTERM wait this long, then exit 0.
+//	pid1:  the gateway's supervisor with main's signal handling, exiting
+//	       with ExitCode() (run as PID 1 in a new PID namespace).
+func TestMain(m *testing.M) {
+	switch os.Getenv("SVTEST_HELPER") {
+	case "serve":
+		helperServe()
+	case "pid1":
+		os.Exit(pid1Harness())
+	default:
+		os.Exit(m.Run())
+	}
+}
+
+func helperServe() {
+	port := os.Getenv("PORT")
+	if out := os.Getenv("SVTEST_ARGS_OUT"); out != "" {
+		b, _ := json.Marshal(map[string]any{"args": os.Args[1:], "port": port})
+		if err := os.WriteFile(out, b, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		if f := os.Getenv("SVTEST_BINDFAIL"); f != "" {
+			os.WriteFile(f, []byte(err.Error()), 0o644)
+		}
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		for sig := range sigs {
+			if sig == syscall.SIGHUP {
+				if f := os.Getenv("SVTEST_HUP_FILE"); f != "" {
+					fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+					if err == nil {
+						fh.WriteString("HUP\n")
+						fh.Close()
+					}
+				}
+				continue
+			}
+			if d, err := time.ParseDuration(os.Getenv("SVTEST_TERM_DELAY")); err == nil {
+				time.Sleep(d)
+			}
+			l.Close()
+			os.Exit(0)
+		}
+	}()
+	http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	select {}
+}
+
+// pid1Harness runs the supervisor the way main does: signal.Notify stays
+// registered until exit, TERM/INT cancel the context, other signals are
+// forwarded.
+func pid1Harness() int {
+	log := hclog.New(&hclog.LoggerOptions{Name: "supervisor", Output: os.Stderr, JSONFormat: true, Level: hclog.Debug})
+	dur := func(name string, def time.Duration) time.Duration {
+		if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+			return d
+		}
+		return def
+	}
+	sv, err := New(Config{
+		Command:        os.Getenv("SVTEST_CMD"),
+		Env:            os.Environ(),
+		ReadyTimeout:   time.Hour,
+		PollInterval:   10 * time.Millisecond,
+		InitialBackoff: dur("SVTEST_INITIAL", 10*time.Millisecond),
+		MaxBackoff:     time.Hour,
+		StopGrace:      dur("SVTEST_GRACE", 5*time.Second),
+		Logger:         log,
+	})
+	if err != nil {
+		log.Error("harness", "error", err)
+		return 1
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for sig := range sigs {
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+				log.Info("harness got a stop signal", "signal", sig.String(), "pid", os.Getpid())
+				cancel()
+				continue
+			}
+			sv.Signal(sig)
+		}
+	}()
+	err = sv.Run(ctx)
+	code := sv.ExitCode()
+	if err != nil {
+		log.Error("harness", "error", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	log.Info("harness exiting", "status", code)
+	return code
+}
+
+// syncBuf is a goroutine-safe log sink.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+type entry struct {
+	Message string `json:"@message"`
+	Stream  string `json:"stream"`
+	PID     int    `json:"pid"`
+}
+
+// entries parses the JSON log lines written so far.
+func (s *syncBuf) entries(t *testing.T) []entry {
+	t.Helper()
+	s.mu.Lock()
+	data := append([]byte(nil), s.b.Bytes()...)
+	s.mu.Unlock()
+	var out []entry
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var e entry
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("log line %q: %v", sc.Text(), err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// testBin is the path of the test binary, the fixtures' executable.
+func testBin(t *testing.T) string {
+	t.Helper()
+	p, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// harness is a Supervisor under test with its logs and restart delays.
+type harness struct {
+	s      *Supervisor
+	log    *syncBuf // supervisor's logs (text)
+	child  *syncBuf // child's lines (JSON)
+	delays chan time.Duration
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startSup builds a Supervisor from cfg with short defaults and runs it; the
+// test's cleanup stops it.
+func startSup(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	h := newSup(t, cfg)
+	h.run(t)
+	return h
+}
+
+func newSup(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	h := &harness{log: &syncBuf{}, child: &syncBuf{}, delays: make(chan time.Duration, 1000)}
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "supervisor", Output: h.log, Level: hclog.Debug})
+	cfg.ChildLogger = hclog.New(&hclog.LoggerOptions{Name: "child", Output: h.child, JSONFormat: true})
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 10 * time.Millisecond
+	}
+	if cfg.InitialBackoff == 0 {
+		cfg.InitialBackoff = time.Hour
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = time.Hour
+	}
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = 5 * time.Second
+	}
+	if cfg.Env == nil {
+		cfg.Env = []string{"PATH=" + os.Getenv("PATH")}
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.onBackoff = func(d time.Duration) {
+		select {
+		case h.delays <- d:
+		default:
+		}
+	}
+	h.s = s
+	return h
+}
+
+func (h *harness) run(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- h.s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(20 * time.Second):
+			t.Errorf("Run did not return after cancel; logs:\n%s", h.logs())
+		}
+	})
+}
+
+// stop cancels Run and returns its error.
+func (h *harness) stop(t *testing.T) error {
+	t.Helper()
+	h.cancel()
+	return h.wait(t)
+}
+
+func (h *harness) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-h.done:
+		h.done <- err // for the cleanup
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("Run did not return; logs:\n%s", h.logs())
+		return nil
+	}
+}
+
+func (h *harness) logs() string {
+	h.log.mu.Lock()
+	defer h.log.mu.Unlock()
+	return h.log.b.String()
+}
+
+// nextDelay waits for the next restart delay.
+func (h *harness) nextDelay(t *testing.T) time.Duration {
+	t.Helper()
+	select {
+	case d := <-h.delays:
+		return d
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no restart scheduled; status %+v; logs:\n%s", h.s.Status(), h.logs())
+		return 0
+	}
+}
+
+// waitFor polls cond until it holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid exists (zombies included).
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// readPID reads a pid a fixture wrote to path, waiting for it.
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	var pid int
+	waitFor(t, "pid file "+path, func() bool {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		pid = n
+		return err == nil && n > 0
+	})
+	return pid
+}
+
+// procStat returns the state letter and parent pid of pid from /proc.
+func procStat(pid int) (state byte, ppid int, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return f[0][0], ppid, true
+}
+
+// childrenOf lists the pids whose parent is ppid, with their states.
+func childrenOf(ppid int) map[int]byte {
+	out := map[int]byte{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, pp, ok := procStat(pid); ok && pp == ppid {
+			out[pid] = st
+		}
+	}
+	return out
+}

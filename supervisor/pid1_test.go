@@ -1,0 +1,199 @@
+package supervisor
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pid1 is the test binary running pid1Harness as PID 1 of a new PID
+// namespace.
+type pid1 struct {
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []string
+	more  chan struct{} // signalled on each new line
+	done  chan struct{} // closed after Wait
+	err   error
+}
+
+// startPID1 runs the harness with the child command cmd and extra
+// environment; it skips when PID namespaces are not permitted.
+func startPID1(t *testing.T, command string, env ...string) *pid1 {
+	t.Helper()
+	cmd := exec.Command(testBin(t), "-test.run=^$")
+	cmd.Env = append(os.Environ(), append([]string{"SVTEST_HELPER=pid1", "SVTEST_CMD=" + command}, env...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) {
+			t.Skipf("creating a PID namespace needs CAP_SYS_ADMIN (root): %v", err)
+		}
+		t.Fatal(err)
+	}
+	p := &pid1{cmd: cmd, more: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+			select {
+			case p.more <- struct{}{}:
+			default:
+			}
+		}
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	})
+	return p
+}
+
+func (p *pid1) logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// waitLog waits for a log line containing s.
+func (p *pid1) waitLog(t *testing.T, s string) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		if strings.Contains(p.logs(), s) {
+			return
+		}
+		select {
+		case <-p.more:
+		case <-p.done:
+			if strings.Contains(p.logs(), s) {
+				return
+			}
+			t.Fatalf("harness exited before logging %q:\n%s", s, p.logs())
+		case <-timeout:
+			t.Fatalf("no log line with %q:\n%s", s, p.logs())
+		}
+	}
+}
+
+// exitCode waits for the harness to exit and returns its status.
+func (p *pid1) exitCode(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("harness did not exit:\n%s", p.logs())
+	}
+	var ee *exec.ExitError
+	if p.err != nil && !errors.As(p.err, &ee) {
+		t.Fatal(p.err)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func (p *pid1) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPID1ExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		command string
+		waitFor string // log text after which SIGTERM is sent
+		env     []string
+		want    int
+	}{
+		{"child exited 3, stopped during backoff", "exit 3", "restarting child after a delay", []string{"SVTEST_INITIAL=1h"}, 3},
+		{"child killed by SIGTERM", "echo up; exec sleep 100", `"@message":"up"`, nil, 143},
+		{"child traps TERM and exits 7", "trap 'exit 7' TERM; echo up; sleep 100 & wait", `"@message":"up"`, nil, 7},
+		{"child ignores TERM and is killed", "trap '' TERM; echo up; sleep 100", `"@message":"up"`, []string{"SVTEST_GRACE=300ms"}, 137},
+		{"three-level tree all get TERM", `sh -c 'sh -c "sleep 100" & sleep 100' & echo up; wait`, `"@message":"up"`, nil, 143},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startPID1(t, tc.command, tc.env...)
+			p.waitLog(t, tc.waitFor)
+			p.signal(t, syscall.SIGTERM)
+			if got := p.exitCode(t); got != tc.want {
+				t.Errorf("exit code %d, want %d:\n%s", got, tc.want, p.logs())
+			}
+			if tc.want != 137 && strings.Contains(p.logs(), "killing it") {
+				t.Errorf("needed SIGKILL:\n%s", p.logs())
+			}
+		})
+	}
+}
+
+func TestPID1ReapsOrphans(t *testing.T) {
+	p := startPID1(t, `for i in $(seq 50); do (sleep 0.3 &); done; echo spawned; exec sleep 100`)
+	p.waitLog(t, `"@message":"spawned"`)
+	harness := p.cmd.Process.Pid
+	sawOrphans := false
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		kids := childrenOf(harness)
+		zombies := 0
+		for _, st := range kids {
+			if st == 'Z' {
+				zombies++
+			}
+		}
+		if len(kids) > 1 {
+			sawOrphans = true
+		}
+		if sawOrphans && len(kids) == 1 && zombies == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("PID 1 still has %d children, %d of them zombies (saw orphans: %v)", len(kids), zombies, sawOrphans)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.signal(t, syscall.SIGTERM)
+	if got := p.exitCode(t); got != 143 {
+		t.Errorf("exit code %d, want 143", got)
+	}
+}
+
+func TestPID1SecondTermWaitsForChild(t *testing.T) {
+	p := startPID1(t, `trap 'sleep 1; echo finishing; exit 0' TERM; echo up; sleep 100 & wait`)
+	p.waitLog(t, `"@message":"up"`)
+	p.signal(t, syscall.SIGTERM)
+	p.waitLog(t, "harness got a stop signal")
+	time.Sleep(200 * time.Millisecond)
+	p.signal(t, syscall.SIGTERM)
+	if got := p.exitCode(t); got != 0 {
+		t.Errorf("exit code %d, want 0 (the child's, after its trap ran):\n%s", got, p.logs())
+	}
+	if !strings.Contains(p.logs(), `"@message":"finishing"`) {
+		t.Errorf("the child's trap did not finish:\n%s", p.logs())
+	}
+}
+
+func TestPID1ForwardsHUP(t *testing.T) {
+	p := startPID1(t, `trap 'echo got-hup' HUP; echo up; while :; do sleep 0.05; done`)
+	p.waitLog(t, `"@message":"up"`)
+	p.signal(t, syscall.SIGHUP)
+	p.waitLog(t, `"@message":"got-hup"`)
+	p.signal(t, syscall.SIGTERM)
+	p.exitCode(t)
+	if strings.Contains(p.logs(), "restarting child") {
+		t.Errorf("SIGHUP caused a restart:\n%s", p.logs())
+	}
+}

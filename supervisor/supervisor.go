@@ -1,0 +1,552 @@
+// Package supervisor owns the MCP server the gateway runs as its child: it starts
+// it in its own process group, waits until its port answers, restarts it with
+// backoff when it exits, forwards signals to its group, reaps zombies, and stops
+// the whole group on shutdown. It does not own the gateway's signal handling
+// (main turns SIGTERM/SIGINT into a cancelled context and passes other signals
+// to Signal) nor the HTTP side (the gate asks Endpoint on every request).
+//
+// # Reaping
+//
+// A wait4(-1) reaper and os/exec cannot share a process: the reaper can collect
+// the status that cmd.Wait is about to wait for. So one goroutine owns all
+// waiting while Run runs. It calls wait4(-1, WNOHANG) until nothing is left on
+// every SIGCHLD (and on a periodic tick, as a backstop for coalesced signals),
+// and hands each status to whoever registered that pid; a pid nobody registered
+// is an orphaned descendant and is simply reaped. The child is started with
+// os.StartProcess while holding the reaper's lock, and its pid is registered
+// before the lock is released, so the reaper can never see the child's exit
+// before it knows whom to give it to. (The same lock covers the wait4 that
+// os.StartProcess does itself when exec fails.) Nothing calls cmd.Wait: the
+// child's stdout and stderr are pipes read by our own goroutines, and a child's
+// exit is reported only once both reached EOF (bounded, in case an escaped
+// descendant keeps a pipe open).
+//
+// As PID 1 orphans are reparented to us by the kernel. Elsewhere Run makes the
+// gateway a child subreaper (PR_SET_CHILD_SUBREAPER) so orphans of the child's
+// tree come to us and are reaped the same way; if that fails it logs a warning.
+//
+// While Run runs, nothing else in the process may wait for child processes
+// (os/exec's Wait would fail with "no child processes").
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+)
+
+// Config says what to run and how to supervise it. Zero durations take the
+// documented defaults.
+type Config struct {
+	// Command is run through /bin/sh -c (MCP_SPAWN_CMD). Exactly one of
+	// Command and Args must be set. "{port}" is replaced by the child's port.
+	Command string
+	// Args is an argv run directly, without a shell (the launcher form
+	// `mcp-oauth-proxy -- cmd args`); Args[0] is looked up in PATH. Each
+	// "{port}" in an argument is replaced by the child's port.
+	Args []string
+	// Port is the loopback port the child listens on. 0: a free 127.0.0.1
+	// port is picked before each start.
+	Port int
+	// ReadyPath "" makes readiness a TCP connect to 127.0.0.1:Port; otherwise
+	// it is an HTTP GET of this path, and any HTTP answer counts.
+	ReadyPath string
+	// ReadyTimeout is how long a starting child may take to answer before it
+	// is stopped and counted as a failed start. 0: 120s.
+	ReadyTimeout time.Duration
+	// PollInterval is the time between readiness probes. 0: 100ms.
+	PollInterval time.Duration
+	// Env is the base environment, usually os.Environ(). The child gets it
+	// minus every variable the gateway reads (its configuration and secrets)
+	// and with PORT set to the child's port. nil: an environment with only PORT.
+	Env []string
+	// InitialBackoff is the first restart delay. 0: 500ms.
+	InitialBackoff time.Duration
+	// MaxBackoff caps the restart delay. 0: 30s.
+	MaxBackoff time.Duration
+	// ResetAfter is how long a child must have been ready for the restart
+	// delay to start again from InitialBackoff. 0: 60s.
+	ResetAfter time.Duration
+	// MaxRestarts 0 means restart forever; otherwise Run returns an error
+	// when a restart would be the (MaxRestarts+1)th within RestartWindow.
+	MaxRestarts int
+	// RestartWindow is the window MaxRestarts counts in. 0: 10m.
+	RestartWindow time.Duration
+	// StopGrace is the time between SIGTERM and SIGKILL to the child's
+	// process group, on shutdown and after a failed start. 0: 10s.
+	StopGrace time.Duration
+	// Logger receives the supervisor's own messages. nil: a null logger.
+	Logger hclog.Logger
+	// ChildLogger receives the child's output, one entry per line at info
+	// level with keys "stream" ("stdout" or "stderr") and "pid".
+	// nil: Logger.Named("child").
+	ChildLogger hclog.Logger
+	// Now is the clock for the backoff reset and the restart window.
+	// nil: time.Now.
+	Now func() time.Time
+}
+
+// Status is a snapshot of the supervisor, for /readyz and logs.
+type Status struct {
+	State    string // "starting", "ready", "backoff", "stopping" or "stopped"
+	Restarts int    // restarts so far (the first start is not one)
+	LastExit string // how the last child ended, e.g. "exit status 3", "signal: killed"; "" if none has
+	Port     int    // the current (or last) child's port; 0 before the first start
+	PID      int    // the current child's pid; 0 when none runs
+}
+
+// States reported by Status.
+const (
+	StateStarting = "starting"
+	StateReady    = "ready"
+	StateBackoff  = "backoff"
+	StateStopping = "stopping"
+	StateStopped  = "stopped"
+)
+
+// outputBound is how long a child's exit waits for its stdout and stderr to
+// reach EOF after its process group is gone (an escaped descendant may hold
+// them open), as exec.Cmd.WaitDelay does.
+const outputBound = 2 * time.Second
+
+// Supervisor runs one child at a time. Build it with New and run it with Run,
+// once.
+type Supervisor struct {
+	cfg      Config
+	log      hclog.Logger
+	childLog hclog.Logger
+	now      func() time.Time
+	shell    string // "/bin/sh"; tests change it
+
+	// onBackoff, if set, is called with each restart delay before waiting it
+	// (tests use it to see the delays without reading the clock).
+	onBackoff func(time.Duration)
+
+	started atomic.Bool
+	ready   atomic.Bool
+	target  atomic.Pointer[url.URL]
+
+	mu       sync.Mutex // guards the fields below and signals to the group
+	state    string
+	restarts int
+	lastExit string
+	exitCode int
+	port     int
+	pid      int
+	pgid     int // the current child's group while it may have members; 0: none
+
+	reap reaper
+}
+
+// New validates cfg and applies its defaults. It starts nothing.
+func New(cfg Config) (*Supervisor, error) {
+	switch {
+	case cfg.Command == "" && len(cfg.Args) == 0:
+		return nil, errors.New("new supervisor: no command (set Command or Args)")
+	case cfg.Command != "" && len(cfg.Args) > 0:
+		return nil, errors.New("new supervisor: both Command and Args are set; set exactly one")
+	case len(cfg.Args) > 0 && cfg.Args[0] == "":
+		return nil, errors.New("new supervisor: Args[0] is empty")
+	case cfg.Port < 0 || cfg.Port > 65535:
+		return nil, fmt.Errorf("new supervisor: port %d out of range", cfg.Port)
+	case cfg.ReadyPath != "" && cfg.ReadyPath[0] != '/':
+		return nil, fmt.Errorf("new supervisor: ready path %q must start with /", cfg.ReadyPath)
+	case cfg.MaxRestarts < 0:
+		return nil, fmt.Errorf("new supervisor: max restarts %d is negative", cfg.MaxRestarts)
+	}
+	if cfg.Command != "" {
+		if _, err := os.Stat("/bin/sh"); err != nil {
+			return nil, fmt.Errorf("new supervisor: a command needs a shell at /bin/sh (or give the command as arguments after --): %w", err)
+		}
+	}
+	for _, d := range []time.Duration{cfg.ReadyTimeout, cfg.PollInterval, cfg.InitialBackoff, cfg.MaxBackoff, cfg.ResetAfter, cfg.RestartWindow, cfg.StopGrace} {
+		if d < 0 {
+			return nil, fmt.Errorf("new supervisor: negative duration %s", d)
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.ReadyTimeout, 120*time.Second)
+	def(&cfg.PollInterval, 100*time.Millisecond)
+	def(&cfg.InitialBackoff, 500*time.Millisecond)
+	def(&cfg.MaxBackoff, 30*time.Second)
+	def(&cfg.ResetAfter, 60*time.Second)
+	def(&cfg.RestartWindow, 10*time.Minute)
+	def(&cfg.StopGrace, 10*time.Second)
+	if cfg.InitialBackoff > cfg.MaxBackoff {
+		return nil, fmt.Errorf("new supervisor: initial backoff %s exceeds max backoff %s", cfg.InitialBackoff, cfg.MaxBackoff)
+	}
+	cfg.Args = append([]string(nil), cfg.Args...)
+	cfg.Env = append([]string(nil), cfg.Env...)
+	s := &Supervisor{cfg: cfg, log: cfg.Logger, childLog: cfg.ChildLogger, now: cfg.Now, shell: "/bin/sh", state: StateStarting}
+	if s.log == nil {
+		s.log = hclog.NewNullLogger()
+	}
+	if s.childLog == nil {
+		s.childLog = s.log.Named("child")
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s, nil
+}
+
+// Endpoint returns http://127.0.0.1:<port> of the current child and whether it
+// is ready now. It is cheap (atomic loads). Before the first start the URL is
+// nil.
+func (s *Supervisor) Endpoint() (*url.URL, bool) {
+	u := s.target.Load()
+	return u, u != nil && s.ready.Load()
+}
+
+// Status returns a snapshot of the supervisor's state.
+func (s *Supervisor) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Status{State: s.state, Restarts: s.restarts, LastExit: s.lastExit, Port: s.port, PID: s.pid}
+}
+
+// ExitCode returns the last child's status as a shell reports it: its exit
+// code, 128+N when it was killed by signal N, 127 when the command was not
+// found and 126 when it was not executable. 0 if no child was ever started.
+// Meaningful once Run has returned.
+func (s *Supervisor) ExitCode() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exitCode
+}
+
+// Signal forwards sig to the child's whole process group, without a restart.
+// It does nothing when no child runs or sig is not a syscall.Signal.
+func (s *Supervisor) Signal(sig os.Signal) {
+	ss, ok := sig.(syscall.Signal)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pgid == 0 {
+		return
+	}
+	if err := syscall.Kill(-s.pgid, ss); err != nil && !errors.Is(err, syscall.ESRCH) {
+		s.log.Warn("forward signal to child", "signal", ss.String(), "pid", s.pgid, "error", err)
+		return
+	}
+	s.log.Info("signal forwarded to child", "signal", ss.String(), "pid", s.pgid)
+}
+
+func (s *Supervisor) setState(state string) {
+	s.mu.Lock()
+	s.state = state
+	s.mu.Unlock()
+}
+
+// Run is the oklog/run actor. It starts the child, waits for readiness,
+// restarts it with backoff when it exits, and reaps zombies. When ctx is done
+// it sends SIGTERM to the child's process group, SIGKILL after StopGrace,
+// waits until the group is gone and returns nil. It returns an error only
+// when it cannot go on: the restart limit was exceeded, or /bin/sh is
+// missing. Every goroutine it starts has ended when it returns.
+func (s *Supervisor) Run(ctx context.Context) error {
+	if s.started.Swap(true) {
+		return errors.New("run supervisor: already run")
+	}
+	if os.Getpid() != 1 {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			s.log.Warn("cannot become a child subreaper; orphans of the child go to the system's init", "error", err)
+		} else {
+			defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) //nolint:errcheck // best effort
+		}
+	}
+	stopReaper := s.reap.start(s.log)
+	defer func() {
+		if os.Getpid() == 1 {
+			s.sweep()
+		}
+		stopReaper()
+		s.ready.Store(false)
+		s.mu.Lock()
+		s.state, s.pid = StateStopped, 0
+		s.mu.Unlock()
+	}()
+
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = s.cfg.InitialBackoff
+	b.MaxInterval = s.cfg.MaxBackoff
+	b.MaxElapsedTime = 0 // never give up on our own; MaxRestarts decides
+	// Multiplier 2 with ±20% jitter: each delay is longer than the one
+	// before until MaxBackoff, and children of many gateways still spread.
+	b.Multiplier = 2
+	b.RandomizationFactor = 0.2
+	b.Reset()
+
+	var restartTimes []time.Time
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		readyFor, err := s.runOnce(ctx)
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if readyFor >= s.cfg.ResetAfter {
+			b.Reset()
+		}
+		now := s.now()
+		if s.cfg.MaxRestarts > 0 {
+			kept := restartTimes[:0]
+			for _, t := range restartTimes {
+				if now.Sub(t) < s.cfg.RestartWindow {
+					kept = append(kept, t)
+				}
+			}
+			restartTimes = append(kept, now)
+			if len(restartTimes) > s.cfg.MaxRestarts {
+				st := s.Status()
+				return fmt.Errorf("supervise child: it exited (%s) and would be restarted more than %d times within %s", st.LastExit, s.cfg.MaxRestarts, s.cfg.RestartWindow)
+			}
+		}
+		delay := b.NextBackOff()
+		s.setState(StateBackoff)
+		s.log.Info("restarting child after a delay", "duration", delay.String())
+		if s.onBackoff != nil {
+			s.onBackoff(delay)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		s.mu.Lock()
+		s.restarts++
+		s.mu.Unlock()
+	}
+}
+
+// runOnce starts one child and supervises it until it exits, fails to become
+// ready in time, or ctx is done; in every case its whole group is gone when
+// runOnce returns. It reports how long the child was ready. The error is
+// fatal (no shell).
+func (s *Supervisor) runOnce(ctx context.Context) (time.Duration, error) {
+	port := s.cfg.Port
+	if port == 0 {
+		p, err := freePort()
+		if err != nil {
+			s.log.Error("pick a port for the child", "error", err)
+			s.recordExit(1, "no free port")
+			return 0, nil
+		}
+		port = p
+	}
+	s.target.Store(&url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)})
+	s.mu.Lock()
+	s.state, s.port = StateStarting, port
+	s.mu.Unlock()
+
+	c, err := s.start(port)
+	if err != nil {
+		var fatal *fatalError
+		if errors.As(err, &fatal) {
+			return 0, fatal.err
+		}
+		code := execExitCode(err)
+		s.log.Error("start child", "error", err)
+		s.recordExit(code, fmt.Sprintf("exit status %d", code))
+		return 0, nil
+	}
+	s.log.Info("child started", "pid", c.pid, "port", port)
+
+	// Starting: wait for readiness, the child's exit, the timeout or ctx.
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	readyCh := make(chan struct{})
+	var probeWG sync.WaitGroup
+	probeWG.Add(1)
+	go func() {
+		defer probeWG.Done()
+		if s.probe(probeCtx, port) {
+			close(readyCh)
+		}
+	}()
+	timeout := time.NewTimer(s.cfg.ReadyTimeout)
+	var readySince time.Time
+	var ws syscall.WaitStatus
+	exited := false
+	select {
+	case <-readyCh:
+		readySince = s.now()
+		s.ready.Store(true)
+		s.setState(StateReady)
+		s.log.Info("child ready", "pid", c.pid, "port", port)
+	case ws = <-c.status:
+		exited = true
+	case <-timeout.C:
+		s.log.Error("child did not answer in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout.String())
+	case <-ctx.Done():
+	}
+	timeout.Stop()
+	stopProbe()
+	probeWG.Wait()
+
+	if !exited && !readySince.IsZero() {
+		select {
+		case ws = <-c.status:
+			exited = true
+		case <-ctx.Done():
+		}
+	}
+	s.ready.Store(false)
+	if exited {
+		s.setState(StateBackoff)
+	} else if ctx.Err() != nil {
+		s.setState(StateStopping)
+	}
+	if !exited {
+		ws = s.stopGroup(c)
+	}
+	s.finish(c, ws, exited)
+	var readyFor time.Duration
+	if !readySince.IsZero() {
+		readyFor = s.now().Sub(readySince)
+	}
+	return readyFor, nil
+}
+
+// stopGroup sends SIGTERM to the child's group, SIGKILL after StopGrace, and
+// returns the leader's status once it has it.
+func (s *Supervisor) stopGroup(c *child) syscall.WaitStatus {
+	s.killGroup(c, syscall.SIGTERM)
+	t := time.NewTimer(s.cfg.StopGrace)
+	defer t.Stop()
+	select {
+	case ws := <-c.status:
+		return ws
+	case <-t.C:
+	}
+	s.log.Warn("child did not stop in time; killing it", "pid", c.pid, "duration", s.cfg.StopGrace.String())
+	s.killGroup(c, syscall.SIGKILL)
+	return <-c.status
+}
+
+// finish records how the leader ended, makes sure the rest of its group is
+// gone and its output read, and logs its exit.
+func (s *Supervisor) finish(c *child, ws syscall.WaitStatus, unexpected bool) {
+	code, desc := describe(ws)
+	s.recordExit(code, desc)
+	s.mu.Lock()
+	s.pid = 0
+	s.mu.Unlock()
+	// The leader is gone; what is left of its group (an npx tree's node, a
+	// background job) must go too before a restart can take the port.
+	if s.groupAlive(c.pid) {
+		s.killGroup(c, syscall.SIGTERM)
+		if !s.waitGroupGone(c.pid, s.cfg.StopGrace) {
+			s.log.Warn("child's process group did not stop in time; killing it", "pid", c.pid)
+			s.killGroup(c, syscall.SIGKILL)
+			if !s.waitGroupGone(c.pid, s.cfg.StopGrace) {
+				s.log.Error("child's process group is still there after SIGKILL", "pid", c.pid)
+			}
+		}
+	}
+	s.mu.Lock()
+	s.pgid = 0
+	s.mu.Unlock()
+	c.waitOutput(outputBound)
+	if unexpected {
+		s.log.Error("child exited", "pid", c.pid, "status", desc)
+	} else {
+		s.log.Info("child stopped", "pid", c.pid, "status", desc)
+	}
+}
+
+func (s *Supervisor) recordExit(code int, desc string) {
+	s.mu.Lock()
+	s.exitCode, s.lastExit = code, desc
+	s.mu.Unlock()
+}
+
+// killGroup signals the child's process group.
+func (s *Supervisor) killGroup(c *child, sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := syscall.Kill(-c.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		s.log.Warn("signal child's process group", "signal", sig.String(), "pid", c.pid, "error", err)
+	}
+}
+
+// groupAlive reports whether process group pgid has members. Zombies count,
+// so it reaps first.
+func (s *Supervisor) groupAlive(pgid int) bool {
+	s.reap.reapNow()
+	err := syscall.Kill(-pgid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// waitGroupGone polls until process group pgid is empty or d has passed.
+func (s *Supervisor) waitGroupGone(pgid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for s.groupAlive(pgid) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// sweep is PID 1's last act: kill whatever is left in the namespace (a
+// descendant that left the group with setsid) and reap it.
+func (s *Supervisor) sweep() {
+	if err := syscall.Kill(-1, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		s.log.Warn("final sweep", "error", err)
+	}
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if s.reap.reapNow() {
+			return // no children left
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// describe maps a wait status to the shell's exit code and exec's wording.
+func describe(ws syscall.WaitStatus) (int, string) {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus(), "exit status " + strconv.Itoa(ws.ExitStatus())
+	case ws.Signaled():
+		return 128 + int(ws.Signal()), "signal: " + ws.Signal().String()
+	default:
+		return 1, fmt.Sprintf("wait status %#x", uint32(ws))
+	}
+}
+
+// execExitCode maps an exec failure as a shell does: 127 not found, 126 not
+// executable.
+func execExitCode(err error) int {
+	switch {
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.EISDIR):
+		return 126
+	default: // ENOENT, ENOTDIR, exec.ErrNotFound, anything else
+		return 127
+	}
+}

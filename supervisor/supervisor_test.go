@@ -1,0 +1,596 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestNewValidates(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no command", Config{}},
+		{"both forms", Config{Command: "true", Args: []string{"true"}}},
+		{"empty argv0", Config{Args: []string{""}}},
+		{"port out of range", Config{Command: "true", Port: 70000}},
+		{"relative ready path", Config{Command: "true", ReadyPath: "healthz"}},
+		{"initial above max", Config{Command: "true", InitialBackoff: time.Minute, MaxBackoff: time.Second}},
+		{"negative grace", Config{Command: "true", StopGrace: -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := New(tc.cfg); err == nil {
+				t.Fatal("New accepted it")
+			}
+		})
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, []byte("echo hi\n"), 0o644)
+	garbage := filepath.Join(dir, "garbage")
+	os.WriteFile(garbage, []byte("\x00\x01\x02 not a program"), 0o755)
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		code     int
+		lastExit string
+	}{
+		{"exit 0", Config{Command: "exit 0"}, 0, "exit status 0"},
+		{"exit 3", Config{Command: "exit 3"}, 3, "exit status 3"},
+		{"killed by SIGUSR1", Config{Command: "kill -USR1 $$"}, 128 + 10, "signal: user defined signal 1"},
+		{"sh: command not found", Config{Command: "no-such-command-zz9"}, 127, "exit status 127"},
+		{"sh: not executable", Config{Command: plain}, 126, "exit status 126"},
+		{"args: no such file", Config{Args: []string{filepath.Join(dir, "missing")}}, 127, "exit status 127"},
+		{"args: not in PATH", Config{Args: []string{"no-such-command-zz9"}}, 127, "exit status 127"},
+		{"args: not executable", Config{Args: []string{plain}}, 126, "exit status 126"},
+		{"args: exec format error", Config{Args: []string{garbage}}, 126, "exit status 126"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startSup(t, tc.cfg)
+			h.nextDelay(t)
+			if err := h.stop(t); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if got := h.s.ExitCode(); got != tc.code {
+				t.Errorf("ExitCode = %d, want %d", got, tc.code)
+			}
+			st := h.s.Status()
+			if st.LastExit != tc.lastExit || st.State != StateStopped || st.Restarts != 0 {
+				t.Errorf("Status = %+v, want LastExit %q, stopped, no restart", st, tc.lastExit)
+			}
+		})
+	}
+}
+
+func TestExitCodeZeroBeforeStart(t *testing.T) {
+	s, err := New(Config{Command: "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.ExitCode(); got != 0 {
+		t.Errorf("ExitCode = %d, want 0", got)
+	}
+	if u, ok := s.Endpoint(); u != nil || ok {
+		t.Errorf("Endpoint = %v, %v before Run", u, ok)
+	}
+}
+
+func TestNoShellIsFatal(t *testing.T) {
+	h := newSup(t, Config{Command: "true"})
+	h.s.shell = "/nonexistent/sh"
+	h.run(t)
+	err := h.wait(t)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/sh") {
+		t.Fatalf("Run = %v, want an error naming the shell", err)
+	}
+}
+
+func TestStopTermsWholeTree(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{
+		Command:      fmt.Sprintf(`sh -c 'sleep 100 & echo $! > %[1]s/leaf; wait' & echo $! > %[1]s/mid; wait`, dir),
+		ReadyTimeout: time.Hour,
+	})
+	leaf, mid := readPID(t, dir+"/leaf"), readPID(t, dir+"/mid")
+	top := h.s.Status().PID
+	if top == 0 {
+		t.Fatal("no child pid")
+	}
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	for name, pid := range map[string]int{"sh": top, "wrapper": mid, "sleep": leaf} {
+		if alive(pid) {
+			t.Errorf("%s (pid %d) survived the stop", name, pid)
+		}
+	}
+	if got := h.s.ExitCode(); got != 128+15 {
+		t.Errorf("ExitCode = %d, want 143", got)
+	}
+	if strings.Contains(h.logs(), "killing it") {
+		t.Errorf("needed SIGKILL; SIGTERM should have been enough:\n%s", h.logs())
+	}
+}
+
+func TestIgnoringTermIsKilledAfterGrace(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{
+		Command:      fmt.Sprintf(`trap '' TERM; echo $$ > %s/ready; while :; do sleep 1; done`, dir),
+		ReadyTimeout: time.Hour,
+		StopGrace:    200 * time.Millisecond,
+	})
+	pid := readPID(t, dir+"/ready")
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.s.ExitCode(); got != 137 {
+		t.Errorf("ExitCode = %d, want 137", got)
+	}
+	if got := h.s.Status().LastExit; got != "signal: killed" {
+		t.Errorf("LastExit = %q", got)
+	}
+	if alive(pid) {
+		t.Errorf("child %d survived", pid)
+	}
+}
+
+func TestBackgroundJobDoesNotSurviveLeader(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{Command: fmt.Sprintf(`sleep 100 & echo $! > %s/bg; exit 3`, dir)})
+	h.nextDelay(t) // the group is gone before a restart is scheduled
+	bg := readPID(t, dir+"/bg")
+	if alive(bg) {
+		t.Errorf("background sleep %d is still there", bg)
+	}
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.s.ExitCode(); got != 3 {
+		t.Errorf("ExitCode = %d, want 3", got)
+	}
+}
+
+// fakeClock is a settable clock.
+type fakeClock struct{ offset atomic.Int64 }
+
+func (c *fakeClock) now() time.Time          { return time.Unix(1e9, 0).Add(time.Duration(c.offset.Load())) }
+func (c *fakeClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+func TestCrashLoopBacksOffRecoversAndResets(t *testing.T) {
+	dir := t.TempDir()
+	clock := &fakeClock{}
+	initial := 20 * time.Millisecond
+	h := startSup(t, Config{
+		Command:        fmt.Sprintf(`if [ -f %s/ok ]; then exec %s; fi; exit 1`, dir, testBin(t)),
+		Env:            []string{"PATH=" + os.Getenv("PATH"), "SVTEST_HELPER=serve"},
+		InitialBackoff: initial,
+		MaxBackoff:     10 * time.Second,
+		ResetAfter:     time.Minute,
+		Now:            clock.now,
+	})
+	var delays []time.Duration
+	for range 3 {
+		delays = append(delays, h.nextDelay(t))
+	}
+	for i := 1; i < len(delays); i++ {
+		if delays[i] <= delays[i-1] {
+			t.Fatalf("delays %v do not grow", delays)
+		}
+	}
+	// Fixed: the next start comes up and stays.
+	os.WriteFile(dir+"/ok", nil, 0o644)
+	waitFor(t, "ready after the fix", func() bool { _, ok := h.s.Endpoint(); return ok })
+	if got := h.s.Status().Restarts; got != 3 {
+		t.Errorf("Restarts = %d, want 3", got)
+	}
+
+	// A crash right after becoming ready: the delay keeps growing.
+	syscall.Kill(h.s.Status().PID, syscall.SIGKILL)
+	d4 := h.nextDelay(t)
+	if d4 <= delays[2] {
+		t.Errorf("delay after a short-lived run = %v, want more than %v", d4, delays[2])
+	}
+	waitFor(t, "ready again", func() bool { _, ok := h.s.Endpoint(); return ok })
+
+	// A crash after a stable period: the delay starts again.
+	clock.advance(2 * time.Minute)
+	syscall.Kill(h.s.Status().PID, syscall.SIGKILL)
+	if d5 := h.nextDelay(t); d5 > initial*12/10 {
+		t.Errorf("delay after a stable run = %v, want at most %v", d5, initial*12/10)
+	}
+	if got := h.s.Status().LastExit; got != "signal: killed" {
+		t.Errorf("LastExit = %q", got)
+	}
+}
+
+func TestReadyTimeoutStopsAndRetries(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{
+		Command:        fmt.Sprintf(`echo $$ >> %s/pids; exec sleep 100`, dir),
+		ReadyTimeout:   150 * time.Millisecond,
+		InitialBackoff: 10 * time.Millisecond,
+		MaxBackoff:     10 * time.Millisecond,
+	})
+	h.nextDelay(t)
+	first := readPID(t, dir+"/pids")
+	if alive(first) {
+		t.Errorf("child %d still runs after the readiness timeout", first)
+	}
+	if got := h.s.Status().LastExit; got != "signal: terminated" {
+		t.Errorf("LastExit = %q, want signal: terminated", got)
+	}
+	waitFor(t, "a second start", func() bool {
+		b, _ := os.ReadFile(dir + "/pids")
+		return len(strings.Fields(string(b))) >= 2
+	})
+	if st := h.s.Status(); st.Restarts < 1 {
+		t.Errorf("Restarts = %d", st.Restarts)
+	}
+}
+
+func TestRestartWaitsForOldGroupToReleasePort(t *testing.T) {
+	dir := t.TempDir()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := testBin(t)
+	// First start: a background server holds the port and takes 300ms to go
+	// after SIGTERM; the leader exits 1. The restarted server needs the port.
+	h := startSup(t, Config{
+		Command:        fmt.Sprintf(`if [ -f %[1]s/first ]; then exec %[2]s; fi; touch %[1]s/first; SVTEST_TERM_DELAY=300ms %[2]s & while [ ! -f %[1]s/up ]; do sleep 0.01; done; exit 1`, dir, bin),
+		Env:            []string{"PATH=" + os.Getenv("PATH"), "SVTEST_HELPER=serve", "SVTEST_BINDFAIL=" + dir + "/bindfail"},
+		Port:           port,
+		InitialBackoff: time.Millisecond,
+		MaxBackoff:     time.Millisecond,
+	})
+	waitFor(t, "first ready", func() bool { _, ok := h.s.Endpoint(); return ok })
+	os.WriteFile(dir+"/up", nil, 0o644)
+	h.nextDelay(t)
+	waitFor(t, "ready after restart", func() bool {
+		_, ok := h.s.Endpoint()
+		return ok && h.s.Status().Restarts == 1
+	})
+	if b, err := os.ReadFile(dir + "/bindfail"); err == nil {
+		t.Fatalf("restarted child could not bind: %s", b)
+	}
+	if st := h.s.Status(); st.Restarts != 1 || st.LastExit != "exit status 1" {
+		t.Errorf("Status = %+v", st)
+	}
+}
+
+func TestEndpointReadiness(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{
+		Command: fmt.Sprintf(`while [ ! -f %s/go ]; do sleep 0.01; done; exec %s`, dir, testBin(t)),
+		Env:     []string{"PATH=" + os.Getenv("PATH"), "SVTEST_HELPER=serve"},
+	})
+	waitFor(t, "child started", func() bool { return h.s.Status().PID != 0 })
+	u, ok := h.s.Endpoint()
+	if ok || u == nil || h.s.Status().State != StateStarting {
+		t.Fatalf("Endpoint = %v, %v, state %s while starting", u, ok, h.s.Status().State)
+	}
+	os.WriteFile(dir+"/go", nil, 0o644)
+	waitFor(t, "ready", func() bool { _, ok := h.s.Endpoint(); return ok })
+	u, _ = h.s.Endpoint()
+	st := h.s.Status()
+	if want := "http://127.0.0.1:" + strconv.Itoa(st.Port); u.String() != want || st.State != StateReady {
+		t.Errorf("Endpoint = %v (want %s), state %s", u, want, st.State)
+	}
+	resp, err := http.Get(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "ok" {
+		t.Errorf("body = %q", body)
+	}
+}
+
+func TestReadyPathAnyHTTPAnswer(t *testing.T) {
+	h := startSup(t, Config{
+		Args:      []string{testBin(t)},
+		Env:       []string{"SVTEST_HELPER=serve"},
+		ReadyPath: "/no-such-path",
+	})
+	waitFor(t, "ready", func() bool { _, ok := h.s.Endpoint(); return ok })
+}
+
+func TestCancelDuringStartup(t *testing.T) {
+	h := startSup(t, Config{Command: "exec sleep 100", ReadyTimeout: time.Hour})
+	waitFor(t, "child started", func() bool { return h.s.Status().PID != 0 })
+	pid := h.s.Status().PID
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.s.ExitCode(); got != 143 {
+		t.Errorf("ExitCode = %d, want 143", got)
+	}
+	if alive(pid) {
+		t.Errorf("child %d survived", pid)
+	}
+	if st := h.s.Status(); st.Restarts != 0 || st.State != StateStopped || st.PID != 0 {
+		t.Errorf("Status = %+v", st)
+	}
+	if len(h.delays) != 0 {
+		t.Error("a restart was scheduled after cancel")
+	}
+}
+
+func TestCancelDuringBackoff(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{Command: fmt.Sprintf("echo x >> %s/starts; exit 1", dir)})
+	h.nextDelay(t) // an hour
+	if got := h.s.Status().State; got != StateBackoff {
+		t.Errorf("State = %s, want backoff", got)
+	}
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(dir + "/starts")
+	if n := strings.Count(string(b), "x"); n != 1 || h.s.Status().Restarts != 0 {
+		t.Errorf("%d starts, %d restarts; want 1 and 0", n, h.s.Status().Restarts)
+	}
+	if got := h.s.ExitCode(); got != 1 {
+		t.Errorf("ExitCode = %d, want 1", got)
+	}
+}
+
+func TestSignalForwardedToGroupWithoutRestart(t *testing.T) {
+	dir := t.TempDir()
+	hup := dir + "/hup"
+	h := startSup(t, Config{
+		Command: fmt.Sprintf(`trap 'echo sh >> %s' HUP; %s & while :; do wait; done`, hup, testBin(t)),
+		Env:     []string{"PATH=" + os.Getenv("PATH"), "SVTEST_HELPER=serve", "SVTEST_HUP_FILE=" + hup},
+	})
+	waitFor(t, "ready", func() bool { _, ok := h.s.Endpoint(); return ok })
+	pid := h.s.Status().PID
+	h.s.Signal(syscall.SIGHUP)
+	waitFor(t, "both processes saw SIGHUP", func() bool {
+		b, _ := os.ReadFile(hup)
+		return strings.Contains(string(b), "sh\n") && strings.Contains(string(b), "HUP\n")
+	})
+	st := h.s.Status()
+	if _, ok := h.s.Endpoint(); !ok || st.PID != pid || st.Restarts != 0 || st.State != StateReady {
+		t.Errorf("after SIGHUP: ready %v, status %+v (pid was %d)", ok, st, pid)
+	}
+}
+
+func TestOutputLinesIntact(t *testing.T) {
+	h := startSup(t, Config{
+		Command: `printf 'one\ntwo\n'; printf 'on stderr\n' >&2; head -c 204800 /dev/zero | tr '\0' x; printf '\n\npartial'`,
+	})
+	h.nextDelay(t) // output is read before the exit is reported
+	var stdout, stderr []string
+	pid := 0
+	for _, e := range h.child.entries(t) {
+		switch e.Stream {
+		case "stdout":
+			stdout = append(stdout, e.Message)
+		case "stderr":
+			stderr = append(stderr, e.Message)
+		default:
+			t.Errorf("entry without stream: %+v", e)
+		}
+		if pid == 0 {
+			pid = e.PID
+		}
+		if e.PID != pid || pid == 0 {
+			t.Errorf("entry pid %d, want %d", e.PID, pid)
+		}
+	}
+	if len(stdout) < 6 || stdout[0] != "one" || stdout[1] != "two" || stdout[len(stdout)-2] != "" || stdout[len(stdout)-1] != "partial" {
+		t.Fatalf("stdout lines: %d, first %q, last %q", len(stdout), stdout[:min(2, len(stdout))], stdout[max(0, len(stdout)-2):])
+	}
+	long := strings.Join(stdout[2:len(stdout)-2], "")
+	if long != strings.Repeat("x", 204800) {
+		t.Errorf("long line: %d bytes in %d pieces, want 204800 x", len(long), len(stdout)-4)
+	}
+	for _, piece := range stdout[2 : len(stdout)-2] {
+		if len(piece) > maxLine {
+			t.Errorf("piece of %d bytes", len(piece))
+		}
+	}
+	if !slices.Equal(stderr, []string{"on stderr"}) {
+		t.Errorf("stderr = %q", stderr)
+	}
+}
+
+func TestChildEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{
+		Command: fmt.Sprintf("env > %s/env; exit 0", dir),
+		Env: []string{
+			"PATH=" + os.Getenv("PATH"), "KEEP_ME=yes", "OIDC_ISSUER_URL=https://issuer", "STATIC_CLIENT_SECRET=s3cret",
+			"MCP_SPAWN_CMD=x", "PORT=8080", "LOG_LEVEL=debug", "RESOURCE_URL=https://r", "ALLOW_SUBS=a", "PORTABLE=1",
+		},
+	})
+	h.nextDelay(t)
+	b, err := os.ReadFile(dir + "/env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Split(strings.TrimSpace(string(b)), "\n")
+	port := h.s.Status().Port
+	for _, want := range []string{"KEEP_ME=yes", "PORTABLE=1", "PORT=" + strconv.Itoa(port)} {
+		if !slices.Contains(env, want) {
+			t.Errorf("child env lacks %s", want)
+		}
+	}
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "OIDC_ISSUER_URL", "STATIC_CLIENT_SECRET", "MCP_SPAWN_CMD", "LOG_LEVEL", "RESOURCE_URL", "ALLOW_SUBS":
+			t.Errorf("child env has %s", kv)
+		}
+	}
+	if strings.Contains(string(b), "s3cret") || strings.Contains(string(b), "PORT=8080") {
+		t.Errorf("child env leaks the gateway's settings:\n%s", b)
+	}
+}
+
+func TestArgsReachChildUnchanged(t *testing.T) {
+	dir := t.TempDir()
+	args := []string{"a b", `it's "quoted"`, "$HOME and $(id) `id`", "", "*", "--port={port}", "{port}{port}"}
+	h := startSup(t, Config{
+		Args: append([]string{testBin(t)}, args...),
+		Env:  []string{"SVTEST_HELPER=serve", "SVTEST_ARGS_OUT=" + dir + "/args.json"},
+	})
+	waitFor(t, "ready", func() bool { _, ok := h.s.Endpoint(); return ok })
+	b, err := os.ReadFile(dir + "/args.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Args []string
+		Port string
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(h.s.Status().Port)
+	want := slices.Clone(args)
+	want[5], want[6] = "--port="+port, port+port
+	if !slices.Equal(got.Args, want) {
+		t.Errorf("argv = %q, want %q", got.Args, want)
+	}
+	u, _ := h.s.Endpoint()
+	if got.Port != port || u.Port() != port || port == "0" {
+		t.Errorf("PORT = %s, status port %s, endpoint %v", got.Port, port, u)
+	}
+	if !strings.Contains(h.logs(), "chose a port for the child: port="+port) {
+		t.Errorf("chosen port not logged:\n%s", h.logs())
+	}
+}
+
+func TestCommandPortPlaceholder(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{Command: fmt.Sprintf(`echo "{port} $PORT" > %s/p; exit 0`, dir)})
+	h.nextDelay(t)
+	b, _ := os.ReadFile(dir + "/p")
+	p := strconv.Itoa(h.s.Status().Port)
+	if got, want := strings.TrimSpace(string(b)), p+" "+p; got != want {
+		t.Errorf("child saw %q, want %q", got, want)
+	}
+}
+
+func TestChildEnvFilter(t *testing.T) {
+	got := childEnv([]string{"A=1", "OIDC_AUDIENCE=x", "JWKS_REFRESH_COOLDOWN=1s", "PORT=1", "PORTX=2", "MCP_UPSTREAM_URL=u", "OIDC=keep"}, 42)
+	want := []string{"A=1", "PORTX=2", "OIDC=keep", "PORT=42"}
+	if !slices.Equal(got, want) {
+		t.Errorf("childEnv = %q, want %q", got, want)
+	}
+}
+
+func TestMaxRestartsExceeded(t *testing.T) {
+	h := startSup(t, Config{
+		Command:        "exit 3",
+		InitialBackoff: time.Millisecond,
+		MaxBackoff:     time.Millisecond,
+		MaxRestarts:    2,
+	})
+	err := h.wait(t)
+	if err == nil || !strings.Contains(err.Error(), "more than 2") {
+		t.Fatalf("Run = %v, want the restart limit error", err)
+	}
+	if st := h.s.Status(); st.Restarts != 2 || h.s.ExitCode() != 3 {
+		t.Errorf("Status = %+v, ExitCode %d", st, h.s.ExitCode())
+	}
+}
+
+func TestMaxRestartsWindowSlides(t *testing.T) {
+	clock := &fakeClock{}
+	h := newSup(t, Config{
+		Command:        "exit 3",
+		InitialBackoff: time.Millisecond,
+		MaxBackoff:     time.Millisecond,
+		MaxRestarts:    2,
+		RestartWindow:  time.Minute,
+		Now:            clock.now,
+	})
+	// Every restart happens a minute after the previous one: never more
+	// than one in the window.
+	inner := h.s.onBackoff
+	h.s.onBackoff = func(d time.Duration) { clock.advance(time.Minute); inner(d) }
+	h.run(t)
+	for range 5 {
+		h.nextDelay(t)
+	}
+	if err := h.stop(t); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+func TestSubreaperReapsOrphan(t *testing.T) {
+	if os.Getpid() == 1 {
+		t.Skip("running as PID 1")
+	}
+	dir := t.TempDir()
+	h := startSup(t, Config{
+		Command: fmt.Sprintf(`(setsid sleep 0.5 & echo $! > %s/orphan); exec %s`, dir, testBin(t)),
+		Env:     []string{"PATH=" + os.Getenv("PATH"), "SVTEST_HELPER=serve"},
+	})
+	orphan := readPID(t, dir+"/orphan")
+	// Once the subshell that started it has exited, the orphan is ours.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, ppid, ok := procStat(orphan)
+		if ok && ppid == os.Getpid() && st != 'Z' {
+			break
+		}
+		if !ok || time.Now().After(deadline) {
+			t.Fatalf("orphan %d: parent %d, want us (%d): not a subreaper?", orphan, ppid, os.Getpid())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitFor(t, "orphan reaped", func() bool { return !alive(orphan) })
+	for pid, st := range childrenOf(os.Getpid()) {
+		if st == 'Z' {
+			t.Errorf("zombie child %d left", pid)
+		}
+	}
+	if _, ok := h.s.Endpoint(); !ok && h.s.Status().Restarts != 0 {
+		t.Errorf("the orphan's exit disturbed the child: %+v", h.s.Status())
+	}
+}
+
+// TestNoLostStatus runs 500 short-lived children, each leaving orphans for
+// the reaper, and checks every exit status arrives intact.
+func TestNoLostStatus(t *testing.T) {
+	n := 500
+	if testing.Short() {
+		n = 50
+	}
+	h := startSup(t, Config{
+		Command:        `(true &); (exit 5 &); exit 7`,
+		InitialBackoff: time.Microsecond,
+		MaxBackoff:     time.Microsecond,
+	})
+	for i := range n {
+		h.nextDelay(t)
+		if got := h.s.Status().LastExit; got != "exit status 7" {
+			t.Fatalf("run %d: LastExit = %q", i, got)
+		}
+	}
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.s.ExitCode(); got != 7 && got != 143 {
+		t.Errorf("ExitCode = %d", got)
+	}
+}
