@@ -1,0 +1,413 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/demo"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
+)
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger
+// and the reads of a test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls cond until it holds or the deadline passes. It waits for a
+// state, it does not time one.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// listenAddr finds the gateway's address in its JSON log.
+func listenAddr(logs string) string {
+	for _, line := range strings.Split(logs, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["@message"] != "listening" {
+			continue
+		}
+		if a, ok := m["addr"].(string); ok {
+			return a
+		}
+	}
+	return ""
+}
+
+func startIssuer(t *testing.T) *devissuer.Issuer {
+	t.Helper()
+	is, err := devissuer.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(is)
+	is.URL = "http://" + srv.Listener.Addr().String()
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return is
+}
+
+func mcpPost(t *testing.T, url, token, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+const toolsList = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+
+// TestRunOnPortZero runs the whole gateway in-process, as main does, against
+// a real issuer and a real MCP server.
+func TestRunOnPortZero(t *testing.T) {
+	is := startIssuer(t)
+	upstream := httptest.NewServer(demo.Handler())
+	t.Cleanup(upstream.Close)
+
+	env := map[string]string{
+		"OIDC_ISSUER_URL":  is.URL,
+		"OIDC_AUDIENCE":    "https://mcp.example.com/mcp",
+		"RESOURCE_URL":     "https://mcp.example.com/mcp",
+		"ALLOW_SUBS":       "alice",
+		"MCP_UPSTREAM_URL": upstream.URL,
+		"PORT":             "0",
+		"LISTEN_HOST":      "127.0.0.1",
+		"LOG_FORMAT":       "json",
+		"SHUTDOWN_GRACE":   "2s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"mcp-oauth-proxy"}, envOf(env), &stdout, &stderr) }()
+
+	var addr string
+	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(stderr.String()); return addr != "" })
+	base := "http://" + addr
+	waitFor(t, "readiness", 10*time.Second, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	token, err := is.AccessToken("alice", "https://mcp.example.com/mcp", time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := mcpPost(t, base+"/mcp", "", toolsList); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("without a token: got %d, want 401", resp.StatusCode)
+	} else if got := resp.Header.Get("WWW-Authenticate"); !strings.Contains(got, `resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"`) {
+		t.Errorf("challenge %q lacks the resource metadata URL", got)
+	}
+	resp, body := mcpPost(t, base+"/mcp", token, toolsList)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"echo"`) {
+		t.Errorf("with a token: got %d %q, want 200 listing echo", resp.StatusCode, body)
+	}
+	for _, path := range []string{"/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-authorization-server"} {
+		r, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: got %d, want 200", path, r.StatusCode)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run returned %v, want nil after a clean shutdown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+	if strings.Contains(stderr.String(), token) {
+		t.Error("a token appeared in the logs")
+	}
+}
+
+func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
+	var stdout, stderr syncBuffer
+	err := run(context.Background(), []string{"mcp-oauth-proxy"}, envOf(map[string]string{"RATE_LIMIT_RPM": "many"}), &stdout, &stderr)
+	if got := exitStatus(err, io.Discard); got != 2 {
+		t.Fatalf("got exit status %d, want 2", got)
+	}
+	for _, want := range []string{"OIDC_ISSUER_URL", "RATE_LIMIT_RPM"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"mcp-oauth-proxy", "--version"}, envOf(nil), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "mcp-oauth-proxy ") || !strings.Contains(out.String(), "go1.") {
+		t.Errorf("got %q, want the version and the Go version", out.String())
+	}
+}
+
+// binary builds the gateway once per test run, static (CGO_ENABLED=0) as
+// the Dockerfile builds it.
+var binary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	binary.once.Do(func() {
+		binary.dir, binary.err = os.MkdirTemp("", "mop-bin-")
+		if binary.err != nil {
+			return
+		}
+		binary.path = filepath.Join(binary.dir, "mcp-oauth-proxy")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", binary.path, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binary.err != nil {
+		t.Fatal(binary.err)
+	}
+	return binary.path
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binary.dir != "" {
+		os.RemoveAll(binary.dir)
+	}
+	os.Exit(code)
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// TestDevMode runs `mcp-oauth-proxy dev` as a user would and follows what
+// it prints.
+func TestDevMode(t *testing.T) {
+	bin := buildBinary(t)
+	port := freePort(t)
+	cmd := exec.Command(bin, "dev")
+	cmd.Env = append(os.Environ(), "PORT="+port, "LOG_FORMAT=json")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	var printed strings.Builder
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	lines := make(chan string)
+	go func() {
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var mcpURL, token string
+	deadline := time.After(20 * time.Second)
+	for token == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("dev exited before printing a token; stderr:\n%s", stderr.String())
+			}
+			printed.WriteString(l + "\n")
+			f := strings.Fields(l)
+			if len(f) == 3 && f[0] == "MCP" && f[1] == "URL:" {
+				mcpURL = f[2]
+			}
+			if len(f) == 1 && strings.Count(f[0], ".") == 2 && strings.HasPrefix(f[0], "eyJ") {
+				token = f[0]
+			}
+		case <-deadline:
+			t.Fatalf("dev printed no token; stdout so far:\n%s", printed.String())
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	if want := "http://127.0.0.1:" + port + "/mcp"; mcpURL != want {
+		t.Errorf("got MCP URL %q, want %q", mcpURL, want)
+	}
+	if !strings.Contains(printed.String(), "NOT FOR PRODUCTION") {
+		t.Error("dev mode does not say loudly that its issuer is for development")
+	}
+	waitFor(t, "readiness", 10*time.Second, func() bool {
+		resp, err := http.Get("http://127.0.0.1:" + port + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	resp, body := mcpPost(t, mcpURL, token, toolsList)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"echo"`) || !strings.Contains(body, `"count"`) {
+		t.Errorf("tools/list with the printed token: got %d %q", resp.StatusCode, body)
+	}
+	resp, body = mcpPost(t, mcpURL, token, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello gateway"}}}`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "hello gateway") {
+		t.Errorf("echo with the printed token: got %d %q", resp.StatusCode, body)
+	}
+	if resp, _ := mcpPost(t, mcpURL, token[:len(token)-4]+"AAAA", toolsList); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a wrong token: got %d, want 401", resp.StatusCode)
+	}
+
+	// healthcheck against the live gateway, then against nothing.
+	hc := exec.Command(bin, "healthcheck")
+	hc.Env = append(os.Environ(), "PORT="+port)
+	if out, err := hc.CombinedOutput(); err != nil {
+		t.Errorf("healthcheck against a live gateway: %v %s", err, out)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Errorf("dev after SIGTERM: %v, want exit 0; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("dev did not stop within 15 s of SIGTERM")
+	}
+	if strings.Contains(stderr.String(), token) {
+		t.Error("the token appeared in the logs")
+	}
+
+	hc = exec.Command(bin, "healthcheck")
+	hc.Env = append(os.Environ(), "PORT="+port)
+	if err := hc.Run(); err == nil {
+		t.Error("healthcheck with no gateway running exited 0, want 1")
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Errorf("healthcheck with no gateway: %v, want exit status 1", err)
+	}
+}
+
+func TestDevModeRefusesNonLoopback(t *testing.T) {
+	var stdout, stderr syncBuffer
+	err := run(context.Background(), []string{"mcp-oauth-proxy", "dev"}, envOf(map[string]string{"LISTEN_HOST": "0.0.0.0", "PORT": "0"}), &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("got %v, want a refusal naming loopback", err)
+	}
+}
+
+// TestStaticBinaryAsPID1 runs the CGO_ENABLED=0 binary, as the image does,
+// as PID 1 of a new PID namespace, probes it with the healthcheck
+// subcommand, and stops it with SIGTERM.
+func TestStaticBinaryAsPID1(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_SYS_ADMIN) to create a PID namespace")
+	}
+	static := buildBinary(t)
+	is := startIssuer(t)
+	upstream := httptest.NewServer(demo.Handler())
+	t.Cleanup(upstream.Close)
+	port := freePort(t)
+	cmd := exec.Command(static)
+	cmd.Env = []string{"PORT=" + port, "LISTEN_HOST=127.0.0.1", "OIDC_ISSUER_URL=" + is.URL, "OIDC_AUDIENCE=x",
+		"RESOURCE_URL=https://mcp.example.com", "ALLOW_SUBS=alice", "MCP_UPSTREAM_URL=" + upstream.URL}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("cannot create a PID namespace here: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	waitFor(t, "the healthcheck to pass", 10*time.Second, func() bool {
+		hc := exec.Command(static, "healthcheck")
+		hc.Env = []string{"PORT=" + port}
+		return hc.Run() == nil
+	})
+	if !strings.Contains(stderr.String(), "listening") {
+		t.Errorf("no listening line in the log:\n%s", stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Errorf("PID 1 after SIGTERM: %v, want exit 0; log:\n%s", err, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("PID 1 did not stop within 15 s of SIGTERM")
+	}
+}

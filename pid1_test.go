@@ -1,0 +1,80 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSpawnAsPID1 runs the real gateway binary as PID 1 of a new PID
+// namespace with MCP_SPAWN_CMD, stops it with SIGTERM and checks that it
+// exits with its child's status. The provider is unreachable on purpose:
+// that is not fatal, and the supervisor does not depend on it.
+func TestSpawnAsPID1(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_SYS_ADMIN) to create a PID namespace")
+	}
+	bin := buildBinary(t)
+	for _, tc := range []struct {
+		name  string
+		cmd   string
+		ready string // a child line that says it is set up
+		env   []string
+		want  int
+	}{
+		{"child killed by SIGTERM", "echo up; exec sleep 100", "up", nil, 143},
+		{"child traps TERM and exits 5", "trap 'exit 5' TERM; echo up; sleep 100 & wait", "up", nil, 5},
+		{"child ignores TERM, killed after SHUTDOWN_GRACE", "trap '' TERM; echo up; sleep 100", "up", []string{"SHUTDOWN_GRACE=1s"}, 137},
+		{"child exited 3, stopped while backing off", "echo up; exit 3", "restarting child", []string{"MCP_SPAWN_RESTART_INITIAL=1h", "MCP_SPAWN_RESTART_MAX=1h"}, 3},
+		{"three-level tree stops on SIGTERM", `sh -c 'sh -c "sleep 100" & sleep 100' & echo up; wait`, "up", nil, 143},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin)
+			cmd.Env = append([]string{
+				"PATH=" + os.Getenv("PATH"), "PORT=0", "LISTEN_HOST=127.0.0.1", "LOG_FORMAT=json",
+				"OIDC_ISSUER_URL=http://127.0.0.1:1", "OIDC_AUDIENCE=x", "RESOURCE_URL=http://127.0.0.1", "ALLOW_SUBS=x",
+				"SHUTDOWN_GRACE=5s", "MCP_SPAWN_CMD=" + tc.cmd,
+			}, tc.env...)
+			var out syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
+			if err := cmd.Start(); err != nil {
+				t.Skipf("cannot create a PID namespace here (needs CAP_SYS_ADMIN): %v", err)
+			}
+			waitErr := make(chan error, 1)
+			go func() { waitErr <- cmd.Wait() }()
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				<-waitErr
+				waitErr <- nil
+			})
+			waitFor(t, "the child to be set up", 15*time.Second, func() bool {
+				return strings.Contains(out.String(), `"@message":"`+tc.ready)
+			})
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			select {
+			case err = <-waitErr:
+				waitErr <- err
+			case <-time.After(20 * time.Second):
+				t.Fatalf("PID 1 did not exit after SIGTERM; log:\n%s", out.String())
+			}
+			var ee *exec.ExitError
+			if err != nil && !errors.As(err, &ee) {
+				t.Fatal(err)
+			}
+			if got := cmd.ProcessState.ExitCode(); got != tc.want {
+				t.Errorf("exit status %d, want %d; log:\n%s", got, tc.want, out.String())
+			}
+			if killed := strings.Contains(out.String(), "killing it"); killed != (tc.want == 137) {
+				t.Errorf("SIGKILL used: %v, want %v; log:\n%s", killed, tc.want == 137, out.String())
+			}
+		})
+	}
+}
