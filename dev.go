@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"time"
 
@@ -63,7 +64,10 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 
 	var demoLn net.Listener
 	var extra []actor
-	probe, err := parseConfig(args, withDemoUpstream(env, "http://127.0.0.1:1"), stderr)
+	// The demo server stands in only when the developer names no server of
+	// their own: no upstream URL, no spawn command, no command after --.
+	ownServer := slices.Contains(args, "--")
+	probe, err := parseConfig(args, withDemoUpstream(env, "http://127.0.0.1:1", ownServer), stderr)
 	if errors.Is(err, errHelp) {
 		return nil
 	}
@@ -78,7 +82,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		if err != nil {
 			return &exitError{code: 1, err: fmt.Errorf("listen for the demo server: %w", err)}
 		}
-		env = withDemoUpstream(env, "http://"+demoLn.Addr().String())
+		env = withDemoUpstream(env, "http://"+demoLn.Addr().String(), false)
 		demoSrv := &http.Server{Handler: demo.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		extra = append(extra, actor{
 			execute:   func() error { return ignoreClosed(demoSrv.Serve(demoLn)) },
@@ -156,9 +160,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 }
 
 // withDemoUpstream makes env answer MCP_UPSTREAM_URL with u when the user
-// named no upstream and no spawn command.
-func withDemoUpstream(env func(string) string, u string) func(string) string {
-	if env("MCP_UPSTREAM_URL") != "" || env("MCP_SPAWN_CMD") != "" {
+// named no server of their own.
+func withDemoUpstream(env func(string) string, u string, ownServer bool) func(string) string {
+	if ownServer || env("MCP_UPSTREAM_URL") != "" || env("MCP_SPAWN_CMD") != "" {
 		return env
 	}
 	return func(k string) string {

@@ -148,6 +148,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		StaticClientID:     cfg.StaticClientID,
 		StaticClientSecret: cfg.StaticClientSecret,
 		RedirectURIs:       cfg.RegisterRedirectURIs,
+		ClientIP:           gate.ClientIP(cfg.TrustedProxies),
 		Metadata:           prov,
 		Logger:             logger.Named("wellknown"),
 	})

@@ -231,6 +231,10 @@ func buildBinary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv("MOP_TEST_ARGV_SERVER") == "1" {
+		argvServer()
+		return
+	}
 	code := m.Run()
 	if binary.dir != "" {
 		os.RemoveAll(binary.dir)

@@ -6,6 +6,13 @@ import (
 	"strings"
 )
 
+// ClientIP returns a function that tells a request's client address the
+// way the gate does (the socket peer, or what trusted proxies say), for
+// other per-IP limits such as registration's.
+func ClientIP(trusted []netip.Prefix) func(*http.Request) string {
+	return func(r *http.Request) string { return clientIP(r, trusted).String() }
+}
+
 // clientIP returns the address of the client (TRUSTED_PROXIES, issue 6
 // item 4): the socket peer, unless the peer is a trusted proxy, in which
 // case the rightmost X-Forwarded-For entry that is not a trusted proxy.

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// argvServer is the child of the launcher tests (the test binary re-executed
+// with MOP_TEST_ARGV_SERVER=1): it answers every request with its argv and
+// PORT, on 127.0.0.1:$PORT, and exits with status 3 on /crash.
+func argvServer() {
+	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
+	if err != nil {
+		os.Exit(1)
+	}
+	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/crash" {
+			os.Exit(3)
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"args": os.Args[1:], "port": os.Getenv("PORT"), "path": r.URL.Path, "secret": os.Getenv("STATIC_CLIENT_SECRET")})
+	}))
+}
+
+// TestLauncherForm runs `mcp-oauth-proxy -- CMD ARGS...` with no spawn
+// port: the arguments reach the child exactly, {port} and PORT carry the
+// port the gateway chose, the gateway proxies there, and a crashed child
+// is restarted.
+func TestLauncherForm(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MOP_TEST_ARGV_SERVER", "1")       // inherited by the child
+	t.Setenv("STATIC_CLIENT_SECRET", "hunter2") // must not be
+	is := startIssuer(t)
+	env := map[string]string{
+		"OIDC_ISSUER_URL":           is.URL,
+		"OIDC_AUDIENCE":             "https://mcp.example.com",
+		"RESOURCE_URL":              "https://mcp.example.com",
+		"ALLOW_SUBS":                "alice",
+		"PORT":                      "0",
+		"LISTEN_HOST":               "127.0.0.1",
+		"LOG_FORMAT":                "json",
+		"MCP_SPAWN_RESTART_INITIAL": "50ms",
+		"SHUTDOWN_GRACE":            "2s",
+	}
+	childArgs := []string{"two words", `"quoted" 'single'`, "$HOME", "--port={port}", "{port}"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"mcp-oauth-proxy", "--", self}, childArgs...), envOf(env), &stdout, &stderr)
+	}()
+	var addr string
+	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(stderr.String()); return addr != "" })
+	token, err := is.AccessToken("alice", "https://mcp.example.com", time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var got struct {
+		Args       []string
+		Port, Path string
+		Secret     string
+	}
+	ask := func(path string) int {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			got.Args = nil
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode
+	}
+	waitFor(t, "the child to be ready", 10*time.Second, func() bool { return ask("/hello") == http.StatusOK })
+	firstPort := got.Port
+	want := []string{"two words", `"quoted" 'single'`, "$HOME", "--port=" + firstPort, firstPort}
+	if strings.Join(got.Args, "\x00") != strings.Join(want, "\x00") {
+		t.Errorf("child argv: got %q, want %q", got.Args, want)
+	}
+	if firstPort == "" || firstPort == "0" {
+		t.Errorf("child PORT: got %q, want the chosen port", firstPort)
+	}
+	if got.Path != "/hello" {
+		t.Errorf("child path: got %q, want /hello", got.Path)
+	}
+	if got.Secret != "" {
+		t.Errorf("the child received STATIC_CLIENT_SECRET")
+	}
+	if !strings.Contains(stderr.String(), firstPort) {
+		t.Errorf("the chosen port %s is not logged", firstPort)
+	}
+
+	// Crash it: requests get 502/503 while it is down, then it is back.
+	ask("/crash")
+	waitFor(t, "the restarted child", 10*time.Second, func() bool { return ask("/again") == http.StatusOK })
+	if got.Path != "/again" {
+		t.Errorf("after restart: got path %q, want /again", got.Path)
+	}
+	if !strings.Contains(stderr.String(), "exit status 3") {
+		t.Errorf("the crash's exit status is not logged")
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		// The child was stopped with SIGTERM: 128+15.
+		if got := exitStatus(err, &stdout); got != 143 {
+			t.Errorf("got exit status %d, want 143 (the child's SIGTERM)", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return")
+	}
+}
+
+// TestDevModeWithOwnServer: `dev -- CMD ARGS...` puts the developer's own
+// server behind the development issuer instead of the demo server.
+func TestDevModeWithOwnServer(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MOP_TEST_ARGV_SERVER", "1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"mcp-oauth-proxy", "dev", "--", self, "mine"}, envOf(map[string]string{"PORT": "0", "LOG_FORMAT": "json"}), &stdout, &stderr)
+	}()
+	var mcpURL, token string
+	waitFor(t, "dev mode's instructions", 10*time.Second, func() bool {
+		for _, l := range strings.Split(stdout.String(), "\n") {
+			f := strings.Fields(l)
+			if len(f) == 3 && f[0] == "MCP" && f[1] == "URL:" {
+				mcpURL = f[2]
+			}
+			if len(f) == 1 && strings.HasPrefix(f[0], "eyJ") {
+				token = f[0]
+			}
+		}
+		return mcpURL != "" && token != ""
+	})
+	var got struct{ Args []string }
+	waitFor(t, "the developer's server behind the gateway", 10*time.Second, func() bool {
+		req, _ := http.NewRequest(http.MethodGet, mcpURL, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&got) == nil
+	})
+	if len(got.Args) != 1 || got.Args[0] != "mine" {
+		t.Errorf("got child args %q, want [mine]", got.Args)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("dev mode did not stop")
+	}
+}
