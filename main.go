@@ -203,8 +203,14 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 	for _, p := range wk.AuthorizationServerPaths() {
 		routes = append(routes, gate.Route{Method: http.MethodGet, Path: p, Handler: wk.AuthorizationServer()})
 	}
+	// /oauth/register is the gateway's own path: without a static client it
+	// is 404 for every method, never proxied.
 	if p := wk.RegisterPath(); p != "" {
 		routes = append(routes, gate.Route{Method: http.MethodPost, Path: p, Handler: wk.Register()})
+	} else {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+			routes = append(routes, gate.Route{Method: m, Path: wellknown.RegisterPath, Handler: notFound()})
+		}
 	}
 
 	// Streams never finish on their own: they end when shutdown begins, so
@@ -327,6 +333,15 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 	}
 	logger.Info("stopped", "status", 0)
 	return nil
+}
+
+// notFound answers 404 with a JSON body.
+func notFound() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"error":"not_found"}`+"\n")
+	})
 }
 
 // actor is one oklog/run actor.

@@ -153,6 +153,14 @@ func TestRunOnPortZero(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"echo"`) {
 		t.Errorf("with a token: got %d %q, want 200 listing echo", resp.StatusCode, body)
 	}
+	// Without a static client /oauth/register is the gateway's 404, even with
+	// a valid token: it is never proxied.
+	for _, tok := range []string{"", token} {
+		resp, body := mcpPost(t, base+"/oauth/register", tok, `{"redirect_uris":["http://127.0.0.1/cb"]}`)
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "not_found") {
+			t.Errorf("POST /oauth/register (token %v): got %d %q, want the gateway's 404", tok != "", resp.StatusCode, body)
+		}
+	}
 	for _, path := range []string{"/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-authorization-server"} {
 		r, err := http.Get(base + path)
 		if err != nil {
