@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of mcp-oauth-proxy on a fresh machine: installs the e2e
+# suite's pinned npm packages, checks formatting and vet, runs the Go tests
+# with the race detector (unit, PID 1, end-to-end), then each fuzzer briefly.
+#   FUZZTIME=10s ./test.sh     # fuzz longer or shorter (0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")"
+fuzztime="${FUZZTIME:-10s}"
+
+if command -v npm >/dev/null 2>&1; then
+  echo "== npm ci (e2e)"
+  (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+else
+  echo "== npm not found: the e2e suite will skip (install Node 20+ and npm to run it)"
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './e2e/node_modules/*'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change: $unformatted"
+  exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test -race"
+go test -race -count=1 -timeout 10m ./...
+
+if [ "$fuzztime" != "0" ]; then
+  echo "== fuzzing, $fuzztime each"
+  # Each fuzz target, found in the sources, runs alone in its package.
+  grep -rl --include='*_test.go' '^func Fuzz' . | grep -v node_modules | sort | while read -r file; do
+    pkg="./$(dirname "${file#./}")"
+    for target in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$file" | sed 's/^func //'); do
+      echo "-- $pkg $target"
+      go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"
+    done
+  done
+fi
+echo "== all tests passed"
