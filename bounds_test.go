@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
+)
+
+// gateway is an in-process run() on 127.0.0.1:0 in front of a recording
+// upstream, stopped when the test ends.
+type gateway struct {
+	base   string
+	is     *devissuer.Issuer
+	logs   *syncBuffer
+	up     *httptest.Server
+	upHits atomic.Int64
+}
+
+const gwAudience = "https://mcp.example.com/mcp"
+
+// startGateway runs the gateway with the test defaults plus env; upstream,
+// if not nil, answers proxied requests (else 200 "{}").
+func startGateway(t *testing.T, env map[string]string, upstream http.HandlerFunc) *gateway {
+	t.Helper()
+	g := &gateway{is: startIssuer(t), logs: &syncBuffer{}}
+	g.up = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.upHits.Add(1)
+		if upstream != nil {
+			upstream(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+	}))
+	t.Cleanup(g.up.Close)
+	full := map[string]string{
+		"OIDC_ISSUER_URL":  g.is.URL,
+		"OIDC_AUDIENCE":    gwAudience,
+		"RESOURCE_URL":     gwAudience,
+		"ALLOW_SUBS":       "alice",
+		"MCP_UPSTREAM_URL": g.up.URL,
+		"PORT":             "0",
+		"LISTEN_HOST":      "127.0.0.1",
+		"LOG_FORMAT":       "json",
+		"SHUTDOWN_GRACE":   "2s",
+	}
+	for k, v := range env {
+		full[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"mcp-oauth-proxy"}, envOf(full), io.Discard, g.logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("run did not return after its context ended")
+		}
+	})
+	var addr string
+	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(g.logs.String()); return addr != "" })
+	g.base = "http://" + addr
+	waitFor(t, "readiness", 10*time.Second, func() bool {
+		resp, err := http.Get(g.base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return g
+}
+
+func (g *gateway) token(t testing.TB, sub string, extra map[string]any) string {
+	t.Helper()
+	tok, err := g.is.AccessToken(sub, gwAudience, time.Hour, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// rawRequest writes req on a new connection and reads one response.
+func (g *gateway) rawRequest(t *testing.T, req string) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(g.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func do(t testing.TB, c *http.Client, method, url, token string, body io.Reader) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestBounds checks the bounds of issue 6 item 3 through the real server
+// configuration of run().
+func TestBounds(t *testing.T) {
+	g := startGateway(t, map[string]string{"MAX_BODY_BYTES": "1024"}, nil)
+	tok := g.token(t, "alice", nil)
+
+	t.Run("header larger than the limit is 431", func(t *testing.T) {
+		for name, h := range map[string]string{
+			"a large header":       "X-Big: " + strings.Repeat("a", 40<<10),
+			"a large token":        "Authorization: Bearer " + strings.Repeat("a", 40<<10),
+			"many small headers":   strings.Repeat("X-A: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n", 1000) + "X-End: 1",
+			"a very long path too": "X-Pad: " + strings.Repeat("a", 10),
+		} {
+			path := "/mcp"
+			if name == "a very long path too" {
+				path = "/" + strings.Repeat("a", 40<<10)
+			}
+			resp := g.rawRequest(t, "POST "+path+" HTTP/1.1\r\nHost: x\r\n"+h+"\r\n\r\n")
+			if got, want := resp.StatusCode, http.StatusRequestHeaderFieldsTooLarge; got != want {
+				t.Errorf("%s: got %d, want %d", name, got, want)
+			}
+		}
+	})
+
+	t.Run("token over MAX_TOKEN_BYTES but under the header limit is 401", func(t *testing.T) {
+		if got := do(t, http.DefaultClient, "POST", g.base+"/mcp", strings.Repeat("a", 20<<10), nil); got != 401 {
+			t.Errorf("got %d, want 401", got)
+		}
+	})
+
+	t.Run("body over MAX_BODY_BYTES is 413", func(t *testing.T) {
+		if got := do(t, http.DefaultClient, "POST", g.base+"/mcp", tok, strings.NewReader(strings.Repeat("x", 2048))); got != 413 {
+			t.Errorf("declared length: got %d, want 413", got)
+		}
+		if got := do(t, http.DefaultClient, "POST", g.base+"/mcp", tok, io.MultiReader(strings.NewReader(strings.Repeat("x", 4096)))); got != 413 {
+			t.Errorf("chunked: got %d, want 413", got)
+		}
+		if got := do(t, http.DefaultClient, "POST", g.base+"/mcp", tok, strings.NewReader(strings.Repeat("x", 1000))); got != 200 {
+			t.Errorf("under the limit: got %d, want 200", got)
+		}
+	})
+
+	if n := g.upHits.Load(); n > 2 {
+		t.Errorf("upstream received %d requests, want at most the small one (and a cut chunked one)", n)
+	}
+}
+
+// TestFailedAuthFlood: a flood of bad tokens from one client is answered
+// 429 once the per-IP limit (60 a minute) is spent, a valid token too, and
+// the rejection logs stay sampled.
+func TestFailedAuthFlood(t *testing.T) {
+	g := startGateway(t, nil, nil)
+	if err := g.is.AddKey("unpublished", false); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := g.is.Mint(devissuer.Token{KeyID: "unpublished", Header: map[string]any{"kid": devissuer.KeyRS256},
+		Claims: map[string]any{"iss": g.is.URL, "sub": "alice", "aud": gwAudience, "exp": time.Now().Add(time.Hour).Unix()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	defer c.CloseIdleConnections()
+
+	counts := map[int]int{}
+	for range 150 {
+		counts[do(t, c, "POST", g.base+"/mcp", bad, nil)]++
+	}
+	if counts[401] != 60 || counts[429] != 90 {
+		t.Errorf("statuses: got %v, want 60×401 then 429", counts)
+	}
+	if got := do(t, c, "POST", g.base+"/mcp", g.token(t, "alice", nil), nil); got != 429 {
+		t.Errorf("valid token after the flood: got %d, want 429", got)
+	}
+
+	// 1000 more rejections from 8 connections: the log grows by the
+	// sampler's burst and rate (20, 20 a second), not by 1000 lines.
+	before := strings.Count(g.logs.String(), "\n")
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 125 {
+				tok := bad
+				if (w+i)%2 == 0 {
+					tok = ""
+				}
+				do(t, c, "POST", g.base+"/mcp", tok, nil)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	lines := strings.Count(g.logs.String(), "\n") - before
+	bound := 20 + int(20*elapsed.Seconds()) + 2
+	t.Logf("1000 rejections in %v: %d log lines (bound %d)", elapsed.Round(time.Millisecond), lines, bound)
+	if lines > bound {
+		t.Errorf("1000 rejections wrote %d log lines, want at most %d", lines, bound)
+	}
+	if n := g.upHits.Load(); n != 0 {
+		t.Errorf("upstream received %d requests", n)
+	}
+}
+
+// TestSlowHeaders: a client that sends its headers a line every 500 ms,
+// never finishing, is cut by the read-header timeout (10 s). It waits for
+// that timeout, so it runs in parallel with the other tests.
+func TestSlowHeaders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the 10 s read-header timeout")
+	}
+	t.Parallel()
+	g := startGateway(t, nil, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(g.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	closed := make(chan string, 1)
+	go func() {
+		b, err := io.ReadAll(conn)
+		closed <- fmt.Sprintf("%q, %v", b, err)
+	}()
+	if _, err := io.WriteString(conn, "POST /mcp HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	start := time.Now()
+	for i := 0; ; i++ {
+		select {
+		case how := <-closed:
+			t.Logf("connection ended by the gateway after %v: %s", time.Since(start).Round(100*time.Millisecond), how)
+			if g.upHits.Load() != 0 {
+				t.Error("the slow request reached the upstream")
+			}
+			return
+		case <-tick.C:
+			_, _ = fmt.Fprintf(conn, "X-Slow-%d: a\r\n", i) // may fail once the gateway has closed
+		case <-deadline:
+			t.Fatal("a client sending headers slowly was still connected after 20 s")
+		}
+	}
+}
