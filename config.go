@@ -32,6 +32,8 @@ type Config struct {
 	Port            int
 	LogLevel        string
 	LogFormat       string
+	MetricsAddr     string // "": no metrics listener
+	MCPAudit        bool   // name the JSON-RPC method and tool in the audit log
 	ShutdownGrace   time.Duration
 	AuthServerMode  string // "facade" or "direct"
 	ScopesSupported []string
@@ -116,6 +118,8 @@ func settings() []*setting {
 		s("port", "PORT", "8080", "port to listen on"),
 		s("log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error or fatal"),
 		s("log-format", "LOG_FORMAT", "", "json or text; empty: json unless stderr is a terminal"),
+		s("metrics-addr", "METRICS_ADDR", "", "host:port of a separate listener serving Prometheus metrics at /metrics, e.g. 127.0.0.1:9090; empty: no metrics"),
+		s("mcp-audit", "MCP_AUDIT", "true", "true: the audit log names the JSON-RPC method, tool and resource URI of each proxied POST (read from its first 64 KiB)"),
 		s("rate-limit-rpm", "RATE_LIMIT_RPM", "60", "requests per minute per token subject (burst of the same size)"),
 		s("cors-allow-origins", "CORS_ALLOW_ORIGINS", "https://claude.ai,https://claude.com", "allowed browser origins, comma-separated; * allows any"),
 		s("static-client-id", "STATIC_CLIENT_ID", "", "pre-created client id handed out by POST /oauth/register"),
@@ -309,6 +313,24 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	case "", "json", "text":
 	default:
 		p.addf("LOG_FORMAT %q is not json or text", get("LOG_FORMAT"))
+	}
+	c.MetricsAddr = get("METRICS_ADDR")
+	if c.MetricsAddr != "" {
+		host, port, err := net.SplitHostPort(c.MetricsAddr)
+		n, perr := strconv.Atoi(port)
+		switch {
+		case err != nil || perr != nil || n < 0 || n > 65535:
+			p.addf("METRICS_ADDR %q is not host:port such as 127.0.0.1:9090", c.MetricsAddr)
+		case host != "" && net.ParseIP(host) == nil && host != "localhost":
+			p.addf("METRICS_ADDR %q: the host is not an IP address", c.MetricsAddr)
+		case n != 0 && n == c.Port && (host == "" || c.ListenHost == "" || host == c.ListenHost):
+			p.addf("METRICS_ADDR %q must not be the public port (metrics are never served to the public)", c.MetricsAddr)
+		}
+	}
+	if v, err := strconv.ParseBool(get("MCP_AUDIT")); err != nil {
+		p.addf("MCP_AUDIT %q is not true or false", get("MCP_AUDIT"))
+	} else {
+		c.MCPAudit = v
 	}
 	c.RateLimitRPM = p.integer(get, "RATE_LIMIT_RPM", 1)
 	c.CORSOrigins = splitList(get("CORS_ALLOW_ORIGINS"))

@@ -27,6 +27,7 @@ import (
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/healthz"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/metrics"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/supervisor"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
@@ -129,6 +130,26 @@ func newLogger(cfg *Config, w io.Writer) hclog.Logger {
 // arrives, or a part fails. extra adds actors (dev mode's issuer and demo
 // server); each is stopped after the gateway and its child.
 func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listener, extra []actor) error {
+	// Metrics, when METRICS_ADDR is set: a registry of the gateway's own,
+	// served on a listener of its own, never on ln.
+	var met *metrics.Metrics
+	var gateMetrics gate.Metrics // stays a nil interface without metrics
+	var onFetch func(kind, result string)
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		var err error
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			_ = ln.Close()
+			return &exitError{code: 1, err: fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)}
+		}
+		met = metrics.New()
+		gateMetrics, onFetch = met, met.Fetch
+	}
+	auditBytes := 0 // gate.DefaultMCPAuditBytes
+	if !cfg.MCPAudit {
+		auditBytes = -1
+	}
+
 	prov := provider.New(provider.Config{
 		IssuerURL:        cfg.IssuerURL,
 		Audiences:        cfg.Audiences,
@@ -138,6 +159,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		MaxTokenLifetime: cfg.MaxTokenLife,
 		HTTPClient:       &http.Client{Timeout: 10 * time.Second},
 		Logger:           logger.Named("provider"),
+		OnFetch:          onFetch,
 	})
 
 	wk, err := wellknown.New(wellknown.Config{
@@ -180,6 +202,9 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 			return &exitError{code: 2, err: err}
 		}
 		upstream = sup
+		if met != nil {
+			met.WatchChild(sup)
+		}
 		checks = append(checks, healthz.Check{Name: "child", Ready: func() (bool, string) {
 			st := sup.Status()
 			detail := fmt.Sprintf("%s, %d restarts", st.State, st.Restarts)
@@ -235,6 +260,8 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		TrustedProxies:      cfg.TrustedProxies,
 		Shutdown:            streamsCtx,
 		Logger:              logger.Named("gate"),
+		Metrics:             gateMetrics,
+		MCPAuditBytes:       auditBytes,
 	})
 	if err != nil {
 		return &exitError{code: 2, err: err}
@@ -304,6 +331,24 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 	{ // The provider's discovery and keys.
 		provCtx, stop := context.WithCancel(context.Background())
 		g.Add(func() error { return prov.Run(provCtx) }, func(error) { stop() })
+	}
+	if metricsLn != nil { // Metrics, last to stop, so a drain can be watched.
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", met.Handler()) // the only route
+		msrv := &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    32 << 10,
+			ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+		}
+		g.Add(func() error {
+			logger.Info("metrics listening", "addr", metricsLn.Addr().String())
+			if err := msrv.Serve(metricsLn); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve metrics: %w", err)
+			}
+			return nil
+		}, onceFunc(func() { _ = msrv.Close() }))
 	}
 	for _, a := range extra {
 		g.Add(a.execute, a.interrupt)

@@ -1,16 +1,20 @@
 // Package gate owns the request path of the gateway: CORS, request-target
 // hygiene, the exact-match public routes, the bearer token (RFC 6750), its
 // verification, the allow-list, required scopes, per-subject and per-IP rate
-// limits, the audit log, and the reverse proxy to the MCP server.
+// limits, request IDs, the audit log (naming the MCP method and tool of
+// JSON-RPC POSTs), the request counts it hands to Metrics, and the reverse
+// proxy to the MCP server.
 //
 // It does not verify token signatures itself (package provider does, behind
 // Verifier), does not serve discovery or health documents (the caller passes
 // them in as public Routes), and does not know how the MCP server is run
-// (Upstream tells it where the server listens and whether it is ready).
+// (Upstream tells it where the server listens and whether it is ready), nor
+// how counts become Prometheus metrics (package metrics implements Metrics).
 //
 // Order of decisions for every request:
 //
-//	CORS (preflight answered here; a foreign Origin is 403)
+//	request ID (X-Request-Id kept if well-formed, else generated; on the response and to the upstream)
+//	-> CORS (preflight answered here; a foreign Origin is 403)
 //	-> path hygiene on the raw request target (400/414)
 //	-> public route? (exact method and path; 405 for another method; unknown /.well-known/ is 404)
 //	-> bearer token from the Authorization header only (401)
@@ -18,6 +22,7 @@
 //	-> Verify (401 invalid_token; 503 while the provider's keys are not loaded)
 //	-> allow-list (403) -> required scopes (403 insufficient_scope)
 //	-> per-subject rate limit (429) -> body size (413) -> upstream ready? (503)
+//	-> JSON-RPC method and tool read from the body for the audit line
 //	-> reverse proxy.
 package gate
 
@@ -31,6 +36,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -57,6 +63,72 @@ func Static(u *url.URL) Upstream { return staticUpstream{u} }
 type staticUpstream struct{ u *url.URL }
 
 func (s staticUpstream) Endpoint() (*url.URL, bool) { return s.u, true }
+
+// Metrics receives the gate's counts and timings (a *metrics.Metrics). Its
+// methods run on every request: they must be cheap, must not block, and must
+// be safe for concurrent use.
+type Metrics interface {
+	// Request is called once per request, when the gate has answered it.
+	Request(Outcome)
+	// Stream is called with +1 when a proxied response turns out to be an
+	// event stream (text/event-stream) and with -1 when that stream ends.
+	Stream(delta int)
+}
+
+// Outcome is what the gate did with one request. Every field has a bounded
+// set of values: no subject, token or path.
+type Outcome struct {
+	// Class is ClassPublic, ClassProxied or ClassRejected.
+	Class string
+	// Reason says why a ClassRejected request was refused: one of
+	// RejectReasons(). Empty for the other classes.
+	Reason string
+	// Status is the response's status code.
+	Status int
+	// Duration runs from the gate's first decision to the end of the
+	// answer (for an event stream: until the stream ended).
+	Duration time.Duration
+	// Upstream runs from forwarding the request to the upstream's response
+	// headers. Zero when no upstream answered (not proxied, or 502).
+	Upstream time.Duration
+	// Stream is set when the proxied response was an event stream
+	// answering a GET: the MCP server's stream of messages, open as long as
+	// the client stays, so its Duration says nothing of latency.
+	Stream bool
+}
+
+// Classes of Outcome.
+const (
+	ClassPublic   = "public"   // a public route, a CORS preflight, or the gate's own 404/405 for them
+	ClassProxied  = "proxied"  // passed every check and was forwarded
+	ClassRejected = "rejected" // refused by the gate, with a reason
+)
+
+// Reasons a request is rejected (Outcome.Reason).
+const (
+	RejectOrigin            = "origin"             // Origin not allowed (403)
+	RejectPath              = "path"               // malformed or over-long request target (400, 414)
+	RejectNoToken           = "no_token"           // no Authorization header (401)
+	RejectBadRequest        = "bad_request"        // several Authorization headers, or a token in the query (400)
+	RejectIPLimited         = "ip_limited"         // the client IP's failed-authentication limit (429)
+	RejectInvalid           = "invalid"            // a malformed header or a token that does not verify (401)
+	RejectExpired           = "expired"            // an expired token (401)
+	RejectAudience          = "audience"           // a token for another audience (401)
+	RejectProviderNotReady  = "provider_not_ready" // the provider's keys are not loaded (503)
+	RejectForbidden         = "forbidden"          // not on the allow-list (403)
+	RejectInsufficientScope = "insufficient_scope" // a required scope is missing (403)
+	RejectRateLimited       = "rate_limited"       // the subject's rate limit (429)
+	RejectTooLarge          = "too_large"          // a body larger than MaxBodyBytes (413)
+	RejectUpstreamNotReady  = "upstream_not_ready" // the MCP server is not ready (503)
+)
+
+// RejectReasons lists every Outcome.Reason, in the order of the gate's
+// decisions.
+func RejectReasons() []string {
+	return []string{RejectOrigin, RejectPath, RejectNoToken, RejectBadRequest, RejectIPLimited,
+		RejectInvalid, RejectExpired, RejectAudience, RejectProviderNotReady, RejectForbidden,
+		RejectInsufficientScope, RejectRateLimited, RejectTooLarge, RejectUpstreamNotReady}
+}
 
 // Route is a public, unauthenticated route: it matches an exact method and
 // an exact, clean path. A GET route also answers HEAD. The same path with
@@ -156,9 +228,22 @@ type Config struct {
 	// environment.
 	Transport http.RoundTripper
 
-	// Logger receives the audit log (info) and proxy errors (warn). The
-	// caller names it "gate". Nil: a null logger.
+	// Logger receives the audit log (info) and proxy errors (warn); every
+	// line about a request carries its request_id. The caller names it
+	// "gate". Nil: a null logger.
 	Logger hclog.Logger
+
+	// Metrics receives the outcome of every request and the number of open
+	// event streams. Nil: nothing is counted.
+	Metrics Metrics
+
+	// MCPAuditBytes bounds how much of a proxied POST's JSON body
+	// (Content-Type application/json) is read to name the JSON-RPC method,
+	// the tool (tools/call) and the resource URI (resources/read) in the
+	// audit line. The upstream receives the same bytes either way, and a
+	// longer body streams through. Read only while the logger logs at info.
+	// Zero: DefaultMCPAuditBytes; negative: bodies are not read.
+	MCPAuditBytes int
 
 	// Now is the limiters' clock. Nil: time.Now.
 	Now func() time.Time
@@ -192,6 +277,10 @@ type gate struct {
 	log      hclog.Logger
 	audit    *sampler
 	now      func() time.Time
+	metrics  Metrics // nil: none
+
+	auditBytes int        // 0: bodies are not read
+	auditPool  *sync.Pool // of *[]byte of auditBytes
 }
 
 // New validates cfg and returns the gateway's handler. It starts no
@@ -221,6 +310,7 @@ func New(cfg Config) (http.Handler, error) {
 		log:            cfg.Logger,
 		now:            cfg.Now,
 		shutdown:       cfg.Shutdown,
+		metrics:        cfg.Metrics,
 	}
 	if g.log == nil {
 		g.log = hclog.NewNullLogger()
@@ -295,6 +385,15 @@ func New(cfg Config) (http.Handler, error) {
 		g.ipLimits = newLimiters[netip.Addr](ipRPM, 100_000)
 	}
 	g.audit = newSampler(g.log, 20, g.now)
+	switch {
+	case cfg.MCPAuditBytes == 0:
+		g.auditBytes = DefaultMCPAuditBytes
+	case cfg.MCPAuditBytes > 0:
+		g.auditBytes = cfg.MCPAuditBytes
+	}
+	if size := g.auditBytes; size > 0 {
+		g.auditPool = &sync.Pool{New: func() any { b := make([]byte, size); return &b }}
+	}
 
 	transport := cfg.Transport
 	if transport == nil {
@@ -341,25 +440,53 @@ func sortStrings(s []string) {
 	}
 }
 
-// ServeHTTP runs the decisions listed in the package comment, in order.
+// ServeHTTP gives the request its ID, runs the decisions listed in the
+// package comment, and reports the outcome to Metrics.
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var start time.Time
+	if g.metrics != nil {
+		start = time.Now()
+	}
+	rec := &recorder{ResponseWriter: w, id: requestID(r.Header)}
+	ids := []string{rec.id}
+	w.Header()["X-Request-Id"] = ids
+	r.Header["X-Request-Id"] = ids // the proxy copies it to the upstream request
+	g.serve(rec, r)
+	if g.metrics != nil {
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		g.metrics.Request(Outcome{Class: rec.class, Reason: rec.reason, Status: status,
+			Duration: time.Since(start), Upstream: rec.upstream, Stream: rec.stream && r.Method == http.MethodGet})
+	}
+}
+
+func (g *gate) serve(w *recorder, r *http.Request) {
 	// CORS first: a preflight never needs a token (Fetch standard), and a
 	// foreign Origin is refused before anything else (MCP transport spec,
 	// DNS rebinding).
 	if done := g.cors.handle(w, r); done {
+		if w.status == http.StatusForbidden {
+			w.class, w.reason = ClassRejected, RejectOrigin
+			g.audit.rejected(http.StatusForbidden, "origin not allowed", "", w.id, r)
+		} else {
+			w.class = ClassPublic
+		}
 		return
 	}
 
 	// Path hygiene on the raw request target, before any routing or
 	// authorization decision. Go's server does not clean paths for a plain
 	// handler, so what is checked here is what the upstream would receive.
-	if status, reason := checkTarget(r); status != 0 {
-		g.reject(w, r, status, reason, "", errBadPath(status))
+	if status, why := checkTarget(r); status != 0 {
+		g.reject(w, r, status, RejectPath, why, "", errBadPath(status))
 		return
 	}
 	path := r.URL.Path
 
 	if m, ok := g.public[path]; ok {
+		w.class = ClassPublic
 		h, ok := m[r.Method]
 		if !ok {
 			w.Header()["Allow"] = g.allow[path]
@@ -370,6 +497,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if path == "/.well-known" || strings.HasPrefix(path, "/.well-known/") {
+		w.class = ClassPublic
 		writeJSON(w, http.StatusNotFound, bodyNotFound)
 		return
 	}
@@ -380,34 +508,35 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if !g.allowed(id) {
-		g.reject(w, r, http.StatusForbidden, "identity not on the allow-list", id.Subject, bodyForbidden)
+		g.reject(w, r, http.StatusForbidden, RejectForbidden, "identity not on the allow-list", id.Subject, bodyForbidden)
 		return
 	}
 	if !hasScopes(id.Scopes, g.requiredScopes) {
 		// RFC 6750 §3.1: insufficient_scope, with the scopes needed.
 		w.Header()["Www-Authenticate"] = g.chal.insufficientScope
-		g.reject(w, r, http.StatusForbidden, "missing required scopes", id.Subject, bodyInsufficientScope)
+		g.reject(w, r, http.StatusForbidden, RejectInsufficientScope, "missing required scopes", id.Subject, bodyInsufficientScope)
 		return
 	}
 	if g.subLimits != nil {
 		if wait, ok := g.subLimits.allow(id.Subject, g.now()); !ok {
 			w.Header().Set("Retry-After", retryAfter(wait))
-			g.reject(w, r, http.StatusTooManyRequests, "subject rate limit", id.Subject, bodyRateLimited)
+			g.reject(w, r, http.StatusTooManyRequests, RejectRateLimited, "subject rate limit", id.Subject, bodyRateLimited)
 			return
 		}
 	}
 
 	if r.ContentLength > g.maxBodyBytes {
-		g.reject(w, r, http.StatusRequestEntityTooLarge, "body too large", id.Subject, bodyTooLarge)
+		g.reject(w, r, http.StatusRequestEntityTooLarge, RejectTooLarge, "body too large", id.Subject, bodyTooLarge)
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, g.maxBodyBytes)
+		// The server's own writer: past the limit it closes the connection.
+		r.Body = http.MaxBytesReader(w.ResponseWriter, r.Body, g.maxBodyBytes)
 	}
 
 	if _, ready := g.upstream.Endpoint(); !ready {
 		w.Header().Set("Retry-After", "1")
-		g.reject(w, r, http.StatusServiceUnavailable, "upstream not ready", id.Subject, bodyUpstreamNotReady)
+		g.reject(w, r, http.StatusServiceUnavailable, RejectUpstreamNotReady, "upstream not ready", id.Subject, bodyUpstreamNotReady)
 		return
 	}
 
@@ -418,20 +547,42 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(ctx)
 	}
 
+	// The audit line names what a JSON-RPC POST asks for; the upstream gets
+	// the same bytes (readMCP puts them back).
+	audit := g.log.IsInfo()
+	var mcp mcpInfo
+	if audit && g.auditPool != nil && r.Method == http.MethodPost && r.Body != nil && r.Body != http.NoBody &&
+		isJSON(r.Header.Get("Content-Type")) {
+		mcp = g.readMCP(r)
+	}
+
+	w.class = ClassProxied
+	w.metrics = g.metrics
 	start := g.now()
-	rec := &recorder{ResponseWriter: w}
-	g.proxy.ServeHTTP(rec, r)
-	status := rec.status
+	w.proxyStart = time.Now()
+	g.proxy.ServeHTTP(w, r)
+	if ab, ok := r.Body.(*auditBody); ok {
+		ab.done()
+	}
+	if w.stream {
+		g.metrics.Stream(-1)
+	}
+	if !audit {
+		return
+	}
+	status := w.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	g.log.Info("proxied", "sub", id.Subject, "email", id.Email, "method", r.Method,
-		"path", path, "status", status, "bytes", rec.bytes, "duration", g.now().Sub(start))
+	args := make([]any, 0, 26)
+	args = append(args, "sub", id.Subject, "email", id.Email, "method", r.Method, "path", path,
+		"status", status, "bytes", w.bytes, "duration", g.now().Sub(start), "request_id", w.id)
+	g.log.Info("proxied", mcp.args(args)...)
 }
 
 // authenticate reads and verifies the bearer token. When it returns false
 // it has written the response.
-func (g *gate) authenticate(w http.ResponseWriter, r *http.Request) (*provider.Identity, bool) {
+func (g *gate) authenticate(w *recorder, r *http.Request) (*provider.Identity, bool) {
 	// RFC 6750 §2.1: the Authorization header is the only method accepted.
 	// A token in the query (§2.3) or a form body (§2.2) is never read.
 	values := r.Header["Authorization"]
@@ -440,11 +591,11 @@ func (g *gate) authenticate(w http.ResponseWriter, r *http.Request) (*provider.I
 		// RFC 6750 §3.1: no error code when the request lacks any
 		// authentication information.
 		w.Header()["Www-Authenticate"] = g.chal.missing
-		g.reject(w, r, http.StatusUnauthorized, "no credentials", "", bodyUnauthorized)
+		g.reject(w, r, http.StatusUnauthorized, RejectNoToken, "no credentials", "", bodyUnauthorized)
 		return nil, false
 	case len(values) > 1:
 		w.Header()["Www-Authenticate"] = g.chal.invalidRequest
-		g.reject(w, r, http.StatusBadRequest, "several authorization headers", "", bodyInvalidRequest)
+		g.reject(w, r, http.StatusBadRequest, RejectBadRequest, "several authorization headers", "", bodyInvalidRequest)
 		return nil, false
 	}
 
@@ -455,7 +606,7 @@ func (g *gate) authenticate(w http.ResponseWriter, r *http.Request) (*provider.I
 	if g.ipLimits != nil {
 		if wait, ok := g.ipLimits.peek(ipKey(client), now); !ok {
 			w.Header().Set("Retry-After", retryAfter(wait))
-			g.reject(w, r, http.StatusTooManyRequests, "failed authentication limit", "", bodyRateLimited)
+			g.reject(w, r, http.StatusTooManyRequests, RejectIPLimited, "failed authentication limit", "", bodyRateLimited)
 			return nil, false
 		}
 	}
@@ -465,12 +616,12 @@ func (g *gate) authenticate(w http.ResponseWriter, r *http.Request) (*provider.I
 	case bearerOK:
 	case bearerTooLarge:
 		g.failed(client, now)
-		g.invalidToken(w, r, "token too large")
+		g.invalidToken(w, r, RejectInvalid, "token too large")
 		return nil, false
 	default:
 		g.failed(client, now)
 		w.Header()["Www-Authenticate"] = g.chal.invalidRequest
-		g.reject(w, r, http.StatusUnauthorized, "malformed authorization header", "", bodyInvalidRequest)
+		g.reject(w, r, http.StatusUnauthorized, RejectInvalid, "malformed authorization header", "", bodyInvalidRequest)
 		return nil, false
 	}
 	if hasQueryToken(r.URL.RawQuery) {
@@ -478,7 +629,7 @@ func (g *gate) authenticate(w http.ResponseWriter, r *http.Request) (*provider.I
 		// in the query would also reach the upstream.
 		g.failed(client, now)
 		w.Header()["Www-Authenticate"] = g.chal.invalidRequest
-		g.reject(w, r, http.StatusBadRequest, "access_token in query", "", bodyInvalidRequest)
+		g.reject(w, r, http.StatusBadRequest, RejectBadRequest, "access_token in query", "", bodyInvalidRequest)
 		return nil, false
 	}
 
@@ -486,21 +637,29 @@ func (g *gate) authenticate(w http.ResponseWriter, r *http.Request) (*provider.I
 	if err != nil {
 		if errors.Is(err, provider.ErrNotReady) {
 			w.Header().Set("Retry-After", "2")
-			g.reject(w, r, http.StatusServiceUnavailable, "provider keys not loaded", "", bodyProviderNotReady)
+			g.reject(w, r, http.StatusServiceUnavailable, RejectProviderNotReady, "provider keys not loaded", "", bodyProviderNotReady)
 			return nil, false
 		}
 		g.failed(client, now)
-		desc := "invalid token"
+		desc, reason := "invalid token", RejectInvalid
 		var te *provider.TokenError
-		if errors.As(err, &te) && te.Description != "" {
-			desc = te.Description
+		if errors.As(err, &te) {
+			if te.Description != "" {
+				desc = te.Description
+			}
+			switch te.Reason {
+			case provider.ReasonExpired:
+				reason = RejectExpired
+			case provider.ReasonAudience:
+				reason = RejectAudience
+			}
 		}
-		g.invalidToken(w, r, desc)
+		g.invalidToken(w, r, reason, desc)
 		return nil, false
 	}
 	if id == nil || id.Subject == "" {
 		g.failed(client, now)
-		g.invalidToken(w, r, "token has no subject")
+		g.invalidToken(w, r, RejectInvalid, "token has no subject")
 		return nil, false
 	}
 	return id, true
@@ -515,10 +674,10 @@ func (g *gate) failed(client netip.Addr, now time.Time) {
 
 // invalidToken answers 401 invalid_token (RFC 6750 §3.1) with a short
 // description.
-func (g *gate) invalidToken(w http.ResponseWriter, r *http.Request, desc string) {
+func (g *gate) invalidToken(w *recorder, r *http.Request, reason, desc string) {
 	desc = sanitize(desc)
 	w.Header()["Www-Authenticate"] = []string{g.chal.invalidToken(desc)}
-	g.reject(w, r, http.StatusUnauthorized, "invalid token: "+desc, "", errorBody("invalid_token", desc))
+	g.reject(w, r, http.StatusUnauthorized, reason, "invalid token: "+desc, "", errorBody("invalid_token", desc))
 }
 
 // allowed applies the allow-list.
@@ -563,8 +722,10 @@ outer:
 	return true
 }
 
-// reject writes a gateway error and logs it (sampled under flood).
-func (g *gate) reject(w http.ResponseWriter, r *http.Request, status int, reason, sub string, body string) {
+// reject writes a gateway error, logs it (sampled under flood) with why,
+// and marks the outcome rejected for reason (one of RejectReasons).
+func (g *gate) reject(w *recorder, r *http.Request, status int, reason, why, sub string, body string) {
+	w.class, w.reason = ClassRejected, reason
 	writeJSON(w, status, body)
-	g.audit.rejected(status, reason, sub, r)
+	g.audit.rejected(status, why, sub, w.id, r)
 }

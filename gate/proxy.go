@@ -7,6 +7,7 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync"
+	"time"
 )
 
 // rewrite builds the outbound request (ReverseProxy.Rewrite; the proxy has
@@ -75,45 +76,73 @@ func (g *gate) joinPath(basePath, baseRaw, reqPath, reqRaw string) (path, raw st
 	return path, raw
 }
 
-// modifyResponse drops the upstream's CORS headers: the gate's own, already
-// on the response writer, are the only ones the client sees.
+// modifyResponse drops the upstream's CORS headers and X-Request-Id: the
+// gate's own, already on the response writer, are the only ones the client
+// sees.
 func modifyResponse(resp *http.Response) error {
 	for k := range resp.Header {
 		if strings.HasPrefix(k, "Access-Control-") {
 			delete(resp.Header, k)
 		}
 	}
+	delete(resp.Header, "X-Request-Id")
 	return nil
 }
 
 // proxyError answers a failed proxy round trip: 413 when the body was cut
 // at MaxBodyBytes, else 502 with a body that names nothing internal.
 func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	id := r.Header.Get("X-Request-Id")
+	if rec, ok := w.(*recorder); ok {
+		rec.proxyFailed = true // the answer is the gate's, not the upstream's
+		id = rec.id
+	}
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
 		writeJSON(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
 	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
-		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "error", err)
+		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 	default:
-		g.log.Warn("proxy: upstream failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		g.log.Warn("proxy: upstream failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 	}
 	writeJSON(w, http.StatusBadGateway, bodyBadGateway)
 }
 
-// recorder notes the status and size of a proxied response for the audit
-// log. It passes Flush through (Unwrap, for http.ResponseController), so
-// streams are not buffered.
+// recorder is the gate's view of one request: its ID, and the status and
+// size of the answer and, once proxied, the upstream's timing, for the audit
+// log and Metrics. It passes Flush through (Unwrap, for
+// http.ResponseController), so streams are not buffered.
 type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+
+	id     string // the request ID
+	class  string // Outcome.Class
+	reason string // Outcome.Reason
+
+	// Set while proxying.
+	metrics     Metrics       // nil: no stream counting
+	proxyStart  time.Time     // when the request went to the proxy
+	proxyFailed bool          // proxyError is answering
+	upstream    time.Duration // proxyStart to the upstream's response headers
+	stream      bool          // the response is an event stream, counted in Metrics
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {
 		r.status = code
+		if !r.proxyStart.IsZero() && !r.proxyFailed {
+			// ReverseProxy writes the upstream's status as soon as its
+			// headers arrived (after modifyResponse).
+			r.upstream = time.Since(r.proxyStart)
+			if r.metrics != nil && strings.HasPrefix(r.Header().Get("Content-Type"), "text/event-stream") {
+				r.stream = true
+				r.metrics.Stream(+1)
+			}
+		}
 	}
 	r.ResponseWriter.WriteHeader(code)
 }

@@ -102,7 +102,21 @@ type Config struct {
 	// Now is the clock used for token times, the cache and the unknown-kid
 	// cooldown. Nil means time.Now.
 	Now func() time.Time
+	// OnFetch, if set, is called after every fetch of the discovery document
+	// (kind FetchMetadata) and of the JWKS (kind FetchJWKS, scheduled or for
+	// an unknown key id), with result FetchOK or FetchError. A fetch cut
+	// short by shutdown is not reported. It is called from the fetching
+	// goroutine and must not block. Nil means no calls.
+	OnFetch func(kind, result string)
 }
+
+// Kinds and results of fetches reported to Config.OnFetch.
+const (
+	FetchMetadata = "metadata"
+	FetchJWKS     = "jwks"
+	FetchOK       = "ok"
+	FetchError    = "error"
+)
 
 // Provider is the operator's OIDC provider as the gateway sees it. Create it
 // with New and run it with Run; all methods are safe for concurrent use.
@@ -116,6 +130,7 @@ type Provider struct {
 	client      *http.Client
 	log         hclog.Logger
 	now         func() time.Time
+	onFetch     func(kind, result string) // nil: none
 	oidcConfig  *oidc.Config
 
 	doc  atomic.Pointer[discovery] // last good discovery document
@@ -164,6 +179,7 @@ func New(cfg Config) *Provider {
 		client:      cfg.HTTPClient,
 		log:         cfg.Logger,
 		now:         cfg.Now,
+		onFetch:     cfg.OnFetch,
 		reason:      "provider discovery pending",
 		oidcConfig: &oidc.Config{
 			SkipClientIDCheck:    true,
@@ -343,7 +359,8 @@ func (p *Provider) MetadataMaxAge() time.Duration {
 
 // fetchDiscovery GETs <issuer>/.well-known/openid-configuration (OpenID
 // Connect Discovery 1.0 §4) and checks its issuer (§4.3) and jwks_uri.
-func (p *Provider) fetchDiscovery(ctx context.Context) (*discovery, error) {
+func (p *Provider) fetchDiscovery(ctx context.Context) (d *discovery, err error) {
+	defer func() { p.fetched(ctx, FetchMetadata, err) }()
 	body, h, err := p.get(ctx, p.issuer+"/.well-known/openid-configuration")
 	if err != nil {
 		return nil, fmt.Errorf("fetch discovery document: %w", err)
@@ -352,7 +369,7 @@ func (p *Provider) fetchDiscovery(ctx context.Context) (*discovery, error) {
 	if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
 		return nil, errors.New("fetch discovery document: not a JSON object")
 	}
-	d := &discovery{raw: raw, maxAge: defaultDocMaxAge}
+	d = &discovery{raw: raw, maxAge: defaultDocMaxAge}
 	if err := json.Unmarshal(raw["issuer"], &d.issuer); err != nil || d.issuer == "" {
 		return nil, errors.New("fetch discovery document: no issuer")
 	}
@@ -373,7 +390,8 @@ func (p *Provider) fetchDiscovery(ctx context.Context) (*discovery, error) {
 
 // loadKeys fetches the JWKS and installs it. The verified-token cache is
 // dropped when the set of keys changed.
-func (p *Provider) loadKeys(ctx context.Context, jwksURI string) error {
+func (p *Provider) loadKeys(ctx context.Context, jwksURI string) (err error) {
+	defer func() { p.fetched(ctx, FetchJWKS, err) }()
 	body, h, err := p.get(ctx, jwksURI)
 	if err != nil {
 		return fmt.Errorf("fetch jwks: %w", err)
@@ -401,6 +419,17 @@ func (p *Provider) loadKeys(ctx context.Context, jwksURI string) error {
 	}
 	p.keys.Store(ks)
 	return nil
+}
+
+// fetched reports a fetch to OnFetch, unless shutdown cut it short.
+func (p *Provider) fetched(ctx context.Context, kind string, err error) {
+	switch {
+	case p.onFetch == nil:
+	case err == nil:
+		p.onFetch(kind, FetchOK)
+	case !errors.Is(ctx.Err(), context.Canceled): // a timeout is a failure; a cancel is shutdown
+		p.onFetch(kind, FetchError)
+	}
 }
 
 // parseKeySet keeps the public signature keys of a JWKS (RFC 7517 §5),

@@ -101,13 +101,14 @@ type Config struct {
 // Status is a snapshot of the supervisor, for /readyz and logs.
 type Status struct {
 	State    string // "starting", "ready", "backoff", "stopping" or "stopped"
+	Starts   int    // child processes started so far (a command that failed to exec is not one)
 	Restarts int    // restarts so far (the first start is not one)
 	LastExit string // how the last child ended, e.g. "exit status 3", "signal: killed"; "" if none has
 	Port     int    // the current (or last) child's port; 0 before the first start
 	PID      int    // the current child's pid; 0 when none runs
 }
 
-// States reported by Status.
+// States reported by Status, all of them listed by States.
 const (
 	StateStarting = "starting"
 	StateReady    = "ready"
@@ -115,6 +116,12 @@ const (
 	StateStopping = "stopping"
 	StateStopped  = "stopped"
 )
+
+// States lists every Status.State, for callers that report them all (a
+// metric per state).
+func States() []string {
+	return []string{StateStarting, StateReady, StateBackoff, StateStopping, StateStopped}
+}
 
 // outputBound is how long a child's exit waits for its stdout and stderr to
 // reach EOF after its process group is gone (an escaped descendant may hold
@@ -140,6 +147,7 @@ type Supervisor struct {
 
 	mu       sync.Mutex // guards the fields below and signals to the group
 	state    string
+	starts   int
 	restarts int
 	lastExit string
 	exitCode int
@@ -218,7 +226,7 @@ func (s *Supervisor) Endpoint() (*url.URL, bool) {
 func (s *Supervisor) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Status{State: s.state, Restarts: s.restarts, LastExit: s.lastExit, Port: s.port, PID: s.pid}
+	return Status{State: s.state, Starts: s.starts, Restarts: s.restarts, LastExit: s.lastExit, Port: s.port, PID: s.pid}
 }
 
 // ExitCode returns the last child's status as a shell reports it: its exit
@@ -374,6 +382,9 @@ func (s *Supervisor) runOnce(ctx context.Context) (time.Duration, error) {
 		s.recordExit(code, fmt.Sprintf("exit status %d", code))
 		return 0, nil
 	}
+	s.mu.Lock()
+	s.starts++
+	s.mu.Unlock()
 	s.log.Info("child started", "pid", c.pid, "port", port)
 
 	// Starting: wait for readiness, the child's exit, the timeout or ctx.

@@ -1,0 +1,404 @@
+package gate
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// logBuffer collects a JSON logger's lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// lines parses every line; each must be JSON.
+func (l *logBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// count returns how many lines have message msg.
+func (l *logBuffer) count(t *testing.T, msg string) int {
+	t.Helper()
+	n := 0
+	for _, m := range l.lines(t) {
+		if m["@message"] == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// next waits for the line with message msg after the first n such lines
+// (the gate logs a request just after answering it) and returns it.
+func (l *logBuffer) next(t *testing.T, msg string, n int) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		k := 0
+		for _, m := range l.lines(t) {
+			if m["@message"] == msg {
+				if k == n {
+					return m
+				}
+				k++
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q log line after %d", msg, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func jsonLogger(l *logBuffer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "gate", Output: l, JSONFormat: true, Level: hclog.Info})
+}
+
+var hexID = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+func TestRequestIDs(t *testing.T) {
+	env := newIssuer(t)
+	var logs logBuffer
+	s := newSetup(t, env, nil, func(c *Config) { c.Logger = jsonLogger(&logs) })
+	tok := env.token(t, "alice", nil)
+
+	for _, c := range []struct {
+		name string
+		ids  []string // X-Request-Id values sent
+		keep bool
+	}{
+		{"none", nil, false},
+		{"a uuid", []string{"0b7c4a1e-3c6f-4f4e-9a53-7c1d2e0f9a11"}, true},
+		{"every allowed byte", []string{"AZaz09._:-"}, true},
+		{"128 bytes", []string{strings.Repeat("a", 128)}, true},
+		{"129 bytes", []string{strings.Repeat("a", 129)}, false},
+		{"a space", []string{"a b"}, false},
+		{"a slash", []string{"a/b"}, false},
+		{"a tab", []string{"a\tb"}, false},
+		{"non-ASCII", []string{"caf\u00e9"}, false},
+		{"two values", []string{"one", "two"}, false},
+		{"empty", []string{""}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			check := func(what, got string) {
+				t.Helper()
+				if c.keep && got != c.ids[0] || !c.keep && !hexID.MatchString(got) {
+					t.Errorf("%s: got %q, want %s", what, got, map[bool]string{true: "the client's", false: "a generated one"}[c.keep])
+				}
+			}
+			h := bearerHeader(tok)
+			h["X-Request-Id"] = c.ids
+			n := len(s.up.requests())
+			nProxied, nRejected := logs.count(t, "proxied"), logs.count(t, "rejected")
+			resp, _ := s.do(t, http.MethodGet, "/mcp", h, nil)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if got := resp.Header.Values("X-Request-Id"); len(got) != 1 {
+				t.Fatalf("response X-Request-Id %q, want one value", got)
+			}
+			id := resp.Header.Get("X-Request-Id")
+			check("response", id)
+			reqs := s.up.requests()
+			if len(reqs) != n+1 || reqs[n].Header.Get("X-Request-Id") != id || len(reqs[n].Header.Values("X-Request-Id")) != 1 {
+				t.Errorf("upstream X-Request-Id %q, want %q", reqs[n].Header.Values("X-Request-Id"), id)
+			}
+			if got := logs.next(t, "proxied", nProxied)["request_id"]; got != id {
+				t.Errorf("audit line request_id %v, want %q", got, id)
+			}
+
+			// A rejection names its request too.
+			h = http.Header{"X-Request-Id": c.ids}
+			resp, _ = s.do(t, http.MethodGet, "/mcp", h, nil)
+			rid := resp.Header.Get("X-Request-Id")
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("without a token: %d", resp.StatusCode)
+			}
+			check("rejection", rid)
+			if got := logs.next(t, "rejected", nRejected)["request_id"]; got != rid {
+				t.Errorf("rejection line request_id %v, want %q", got, rid)
+			}
+			if !c.keep && rid == id {
+				t.Error("two requests got the same generated id")
+			}
+		})
+	}
+}
+
+func TestUpstreamRequestIDHidden(t *testing.T) {
+	env := newIssuer(t)
+	s := newSetup(t, env, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", "the-upstream-s-own")
+		_, _ = io.WriteString(w, "ok")
+	}, nil)
+	h := bearerHeader(env.token(t, "alice", nil))
+	h.Set("X-Request-Id", "mine")
+	resp, _ := s.do(t, http.MethodGet, "/mcp", h, nil)
+	if got := resp.Header.Values("X-Request-Id"); len(got) != 1 || got[0] != "mine" {
+		t.Errorf("X-Request-Id %q, want only the gate's %q", got, "mine")
+	}
+}
+
+// unsized hides a body's length, so the request is sent chunked.
+type unsized struct{ io.Reader }
+
+func TestMCPAudit(t *testing.T) {
+	env := newIssuer(t)
+	tok := env.token(t, "alice", nil)
+	big := strings.Repeat("x", 100<<10)
+	batch17 := "[" + strings.TrimSuffix(strings.Repeat(`{"jsonrpc":"2.0","method":"ping","id":1},`, 17), ",") + "]"
+
+	for _, c := range []struct {
+		name        string
+		auditBytes  int
+		contentType string
+		body        string
+		chunked     bool
+		want        map[string]any // mcp_* keys of the audit line; absent keys must be absent
+	}{
+		{name: "single tools/call", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`,
+			want: map[string]any{"mcp_method": "tools/call", "mcp_tool": "echo"}},
+		{name: "params before method", body: `{"params":{"arguments":{"name":"not this"},"name":"add"},"id":"x","method":"tools/call","jsonrpc":"2.0"}`,
+			want: map[string]any{"mcp_method": "tools/call", "mcp_tool": "add"}},
+		{name: "resources/read", body: `{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///etc/motd"}}`,
+			want: map[string]any{"mcp_method": "resources/read", "mcp_uri": "file:///etc/motd"}},
+		{name: "tools/list names no tool", body: `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"x"}}`,
+			want: map[string]any{"mcp_method": "tools/list"}},
+		{name: "escaped name", body: `{"method":"tools\/call","params":{"name":"ech\u006f"}}`,
+			want: map[string]any{"mcp_method": "tools/call", "mcp_tool": "echo"}},
+		{name: "charset parameter", contentType: "application/json; charset=utf-8", body: `{"method":"ping"}`,
+			want: map[string]any{"mcp_method": "ping"}},
+		{name: "batch", body: `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}, {"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"mem://a"}},{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add"}}]`,
+			want: map[string]any{"mcp_method": "tools/call,resources/read,notifications/initialized,tools/call", "mcp_tool": "echo,add", "mcp_uri": "mem://a", "mcp_batch": 4.0}},
+		{name: "a batch past the bound on names", body: batch17,
+			want: map[string]any{"mcp_method": strings.Repeat("ping,", 16) + "...", "mcp_batch": 17.0}},
+		{name: "a response has no method", body: `{"jsonrpc":"2.0","id":1,"result":{}}`, want: map[string]any{}},
+		{name: "malformed", body: `{"jsonrpc":"2.0","method":"tools/call",`, want: map[string]any{"mcp_method": "(malformed)"}},
+		{name: "malformed, trailing bytes", body: `{"method":"ping"} x`, want: map[string]any{"mcp_method": "(malformed)"}},
+		{name: "not JSON at all", body: "\x00\xffbinary", want: map[string]any{"mcp_method": "(malformed)"}},
+		{name: "malformed and chunked", body: `[{"method":"ping"}`, chunked: true, want: map[string]any{"mcp_method": "(malformed)"}},
+		{name: "larger than the bound", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"upload","arguments":{"data":"` + big + `"}}}`,
+			want: map[string]any{"mcp_method": "tools/call", "mcp_tool": "upload"}},
+		{name: "larger than the bound, chunked", chunked: true, body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"upload","arguments":{"data":"` + big + `"}}}`,
+			want: map[string]any{"mcp_method": "tools/call", "mcp_tool": "upload"}},
+		{name: "larger than the bound, method after it", body: `{"params":{"data":"` + big + `"},"method":"tools/call"}`,
+			want: map[string]any{"mcp_method": "(too large)"}},
+		{name: "larger than the bound, not JSON", body: "<" + big, want: map[string]any{"mcp_method": "(malformed)"}},
+		{name: "a small bound", auditBytes: 24, body: `{"method":"tools/call","params":{"name":"echo"}}`,
+			want: map[string]any{"mcp_method": "tools/call"}},
+		{name: "audit off", auditBytes: -1, body: `{"method":"tools/call","params":{"name":"echo"}}`, want: map[string]any{}},
+		{name: "not JSON content", contentType: "text/plain", body: `{"method":"tools/call","params":{"name":"echo"}}`, want: map[string]any{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var logs logBuffer
+			s := newSetup(t, env, nil, func(cfg *Config) {
+				cfg.Logger = jsonLogger(&logs)
+				cfg.MCPAuditBytes = c.auditBytes
+			})
+			h := bearerHeader(tok)
+			h.Set("Content-Type", "application/json")
+			if c.contentType != "" {
+				h.Set("Content-Type", c.contentType)
+			}
+			var body io.Reader = strings.NewReader(c.body)
+			if c.chunked {
+				body = unsized{body}
+			}
+			resp, _ := s.do(t, http.MethodPost, "/mcp", h, body)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			reqs := s.up.requests()
+			if len(reqs) != 1 || reqs[0].Body != c.body {
+				t.Fatalf("the upstream did not receive the body byte for byte (%d requests)", len(reqs))
+			}
+			if c.chunked && reqs[0].Header.Get("Content-Length") != "" {
+				t.Error("a chunked body arrived with a Content-Length")
+			}
+			line := logs.next(t, "proxied", 0)
+			for _, k := range []string{"mcp_method", "mcp_tool", "mcp_uri", "mcp_batch"} {
+				if got, want := line[k], c.want[k]; got != want {
+					t.Errorf("%s: got %v, want %v", k, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestMCPAuditKeepsBodyLimit: a chunked body over MaxBodyBytes is still 413
+// when the audit read met the limit first.
+func TestMCPAuditKeepsBodyLimit(t *testing.T) {
+	env := newIssuer(t)
+	s := newSetup(t, env, nil, func(c *Config) { c.MaxBodyBytes = 1000 })
+	h := bearerHeader(env.token(t, "alice", nil))
+	h.Set("Content-Type", "application/json")
+	resp, _ := s.do(t, http.MethodPost, "/mcp", h, unsized{strings.NewReader(`{"method":"` + strings.Repeat("a", 5000) + `"}`)})
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("got %d, want 413", resp.StatusCode)
+	}
+}
+
+func TestScanMCP(t *testing.T) {
+	for _, c := range []struct {
+		body     string
+		complete bool
+		want     mcpInfo
+	}{
+		{`{"method":"ping"}`, true, mcpInfo{method: "ping"}},
+		{` {"method" : "ping" , "id" : -1.5e+3 , "x":[true,false,null,{},[]]} `, true, mcpInfo{method: "ping"}},
+		{`{"method":"ping","method":"tools/list"}`, true, mcpInfo{method: "tools/list"}},
+		{`{"method":"ping","method":5}`, true, mcpInfo{}},
+		{`{"method":"tools/call","params":{"name":"a"},"params":{}}`, true, mcpInfo{method: "tools/call"}},
+		{`{"method":"tools/call","params":"x"}`, true, mcpInfo{method: "tools/call"}},
+		{`{"Method":"ping"}`, true, mcpInfo{}},
+		{`[]`, true, mcpInfo{}},
+		{`[1,"a",{"method":"ping"}]`, true, mcpInfo{method: "ping", batch: 3}},
+		{`[{"method":""},{"result":1},{"method":""}]`, true, mcpInfo{method: ",", batch: 3}},
+		{`"just a string"`, true, mcpInfo{}},
+		{``, true, mcpInfo{method: mcpMalformed}},
+		{`{"id":01}`, true, mcpInfo{method: mcpMalformed}},
+		{`{"id":1.}`, true, mcpInfo{method: mcpMalformed}},
+		{`{"id":tru}`, true, mcpInfo{method: mcpMalformed}},
+		{`{"a":"\x"}`, true, mcpInfo{method: mcpMalformed}},
+		{"{\"a\":\"\x01\"}", true, mcpInfo{method: mcpMalformed}},
+		{`{"a":1,}`, true, mcpInfo{method: mcpMalformed}},
+		{`[1,]`, true, mcpInfo{method: mcpMalformed}},
+		{`{"method":"ping"`, true, mcpInfo{method: mcpMalformed}},
+		{`{"method":"ping"`, false, mcpInfo{method: "ping"}},
+		{`{"method":"tools/call","params":{"name":"echo","arguments":{"s":"abc`, false, mcpInfo{method: "tools/call", tool: "echo"}},
+		{`{"params":{"name":"echo"},"x":tr`, false, mcpInfo{method: mcpTooLarge}},
+		{`{"method":"ping"}}`, false, mcpInfo{method: mcpMalformed}},
+		{`[{"method":"ping"},{"method":"tools/call","params":{"name":"a`, false, mcpInfo{method: "ping", batch: 1}},
+		{`{"method":"` + strings.Repeat("m", 300) + `"}`, true, mcpInfo{method: strings.Repeat("m", maxAuditValue)}},
+		{strings.Repeat("[", 100000) + strings.Repeat("]", 100000), true, mcpInfo{batch: 1}},
+	} {
+		if got := scanMCP([]byte(c.body), c.complete); got != c.want {
+			name := c.body
+			if len(name) > 60 {
+				name = name[:60] + "..."
+			}
+			t.Errorf("scanMCP(%q, %v) = %+v, want %+v", name, c.complete, got, c.want)
+		}
+	}
+}
+
+// FuzzScanMCP: on any input scanMCP does not panic; on a complete input it
+// calls malformed exactly what encoding/json rejects, and otherwise names
+// what encoding/json reads (exact keys, last one wins).
+func FuzzScanMCP(f *testing.F) {
+	for _, s := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":[1,2.5e3,true,null]}}}`,
+		`[{"method":"resources/read","params":{"uri":"file:///x"}},{"method":"ping"}]`,
+		`{"method":"tools\/call","params":{"name":"\u00e9"}}`,
+		`{"a":-0.0e-0}`, `[]`, `{}`, `"x"`, `{"method":5}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for i := 0; i <= len(b); i++ {
+			scanMCP(b[:i], false) // prefixes: no panic
+		}
+		got := scanMCP(b, true)
+		valid := json.Valid(b)
+		if (got.method == mcpMalformed) == valid {
+			t.Fatalf("scanMCP(%q) = %+v, json.Valid = %v", b, got, valid)
+		}
+		if !valid || !utf8.Valid(b) {
+			return
+		}
+		var want mcpInfo
+		msg := func(v any) (method, tool, uri string, ok bool) {
+			m, isObj := v.(map[string]any)
+			if !isObj {
+				return "", "", "", false
+			}
+			method, ok = m["method"].(string)
+			if p, isObj := m["params"].(map[string]any); isObj {
+				tool, _ = p["name"].(string)
+				uri, _ = p["uri"].(string)
+			}
+			if method != "tools/call" {
+				tool = ""
+			}
+			if method != "resources/read" {
+				uri = ""
+			}
+			return
+		}
+		var v any
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber() // 1e700 is valid JSON
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		cut := func(s string) string { return s[:min(len(s), maxAuditValue)] }
+		switch v := v.(type) {
+		case map[string]any:
+			if m, tool, uri, ok := msg(v); ok {
+				want = mcpInfo{method: cut(m), tool: cut(tool), uri: cut(uri)}
+			}
+		case []any:
+			var ms, ts, us []string
+			for i, e := range v {
+				if m, tool, uri, ok := msg(e); ok && i < maxAuditBatch {
+					ms = append(ms, cut(m))
+					if tool != "" {
+						ts = append(ts, cut(tool))
+					}
+					if uri != "" {
+						us = append(us, cut(uri))
+					}
+				}
+			}
+			if len(v) > maxAuditBatch {
+				ms = append(ms, "...")
+			}
+			want = mcpInfo{method: strings.Join(ms, ","), tool: strings.Join(ts, ","), uri: strings.Join(us, ","), batch: len(v)}
+		}
+		if got != want {
+			t.Fatalf("scanMCP(%q) = %+v, want %+v", b, got, want)
+		}
+	})
+}
+
+// BenchmarkScanMCP is the audit's parse of a typical tools/call body.
+func BenchmarkScanMCP(b *testing.B) {
+	body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello, world"}}}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if scanMCP(body, true).tool != "echo" {
+			b.Fatal("no tool")
+		}
+	}
+}

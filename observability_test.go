@@ -1,0 +1,418 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// scrape GETs a Prometheus text exposition and returns each sample by its
+// series, e.g. `mcp_oauth_proxy_auth_rejected_total{reason="no_token"}`.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d", url, resp.StatusCode)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("sample %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// metricsAddr finds the metrics listener's address in the gateway's JSON log.
+func metricsAddr(logs string) string {
+	for _, line := range strings.Split(logs, "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["@message"] != "metrics listening" {
+			continue
+		}
+		if a, ok := m["addr"].(string); ok {
+			return a
+		}
+	}
+	return ""
+}
+
+// logLines parses every line of a JSON log, failing on one that is not JSON.
+func logLines(t *testing.T, logs string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestObservability runs the gateway in-process with METRICS_ADDR, sends
+// scripted traffic, and checks what an operator sees: the counters on the
+// metrics listener, nothing of them on the public one, and JSON log lines
+// carrying request IDs (kept or generated, and passed to the upstream) and
+// the MCP tool.
+func TestObservability(t *testing.T) {
+	is := startIssuer(t)
+	var mu sync.Mutex
+	var upstreamIDs []string
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		upstreamIDs = append(upstreamIDs, r.Header.Get("X-Request-Id"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Request-Id", "upstream-own-id") // must not reach the client
+		_, _ = io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+	}))
+	t.Cleanup(upstream.Close)
+
+	env := map[string]string{
+		"OIDC_ISSUER_URL":  is.URL,
+		"OIDC_AUDIENCE":    "https://mcp.example.com/mcp",
+		"RESOURCE_URL":     "https://mcp.example.com/mcp",
+		"ALLOW_SUBS":       "alice",
+		"MCP_UPSTREAM_URL": upstream.URL,
+		"PORT":             "0",
+		"LISTEN_HOST":      "127.0.0.1",
+		"METRICS_ADDR":     "127.0.0.1:0",
+		"LOG_FORMAT":       "json",
+		"SHUTDOWN_GRACE":   "2s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"mcp-oauth-proxy"}, envOf(env), &stdout, &stderr) }()
+	var addr, maddr string
+	waitFor(t, "both listening log lines", 5*time.Second, func() bool {
+		addr, maddr = listenAddr(stderr.String()), metricsAddr(stderr.String())
+		return addr != "" && maddr != ""
+	})
+	base, metricsURL := "http://"+addr, "http://"+maddr+"/metrics"
+	answered := 0.0 // requests the gateway answered so far
+	waitFor(t, "readiness", 10*time.Second, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		answered++
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	// A request is counted just after its answer was sent: wait for the
+	// counts to catch up before comparing them.
+	counted := func() float64 {
+		sum := 0.0
+		for series, v := range scrape(t, metricsURL) {
+			if strings.HasPrefix(series, "mcp_oauth_proxy_requests_total{") {
+				sum += v
+			}
+		}
+		return sum
+	}
+	waitFor(t, "the readiness probes to be counted", 5*time.Second, func() bool { return counted() == answered })
+	token, err := is.AccessToken("alice", "https://mcp.example.com/mcp", time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallory, err := is.AccessToken("mallory", "https://mcp.example.com/mcp", time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := scrape(t, metricsURL)
+
+	send := func(method, path, tok, id, body string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		if id != "" {
+			req.Header.Set("X-Request-Id", id)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	const call = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`
+	const batch = `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add"}}]`
+
+	// Scripted traffic.
+	kept := send(http.MethodPost, "/mcp", token, "client-id.42:a_b-c", call)
+	generated := send(http.MethodPost, "/mcp", token, "bad id with spaces", batch)
+	send(http.MethodPost, "/mcp", token, "", toolsList)
+	send(http.MethodPost, "/mcp", "", "", toolsList)          // no_token
+	send(http.MethodPost, "/mcp", "not.a.jwt", "", toolsList) // invalid
+	send(http.MethodPost, "/mcp", mallory, "", toolsList)     // forbidden
+	send(http.MethodGet, "/healthz", "", "", "")              // public
+	publicMetrics, err := http.Get(base + "/metrics")         // never served here: no_token
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(publicMetrics.Body)
+	publicMetrics.Body.Close()
+	publicAuthed := send(http.MethodGet, "/metrics", token, "", "") // proxied to the MCP server, not ours
+
+	if kept.StatusCode != http.StatusOK || kept.Header.Get("X-Request-Id") != "client-id.42:a_b-c" {
+		t.Errorf("a well-formed X-Request-Id: got %d, X-Request-Id %q, want 200 and it kept", kept.StatusCode, kept.Header.Values("X-Request-Id"))
+	}
+	genID := generated.Header.Get("X-Request-Id")
+	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(genID) || len(generated.Header.Values("X-Request-Id")) != 1 {
+		t.Errorf("a malformed X-Request-Id: got %q, want one generated 32-hex-digit id", generated.Header.Values("X-Request-Id"))
+	}
+	if publicMetrics.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET /metrics on the public port without a token: got %d, want 401", publicMetrics.StatusCode)
+	}
+	if strings.Contains(string(b), "mcp_oauth_proxy_") || strings.Contains(string(b), "go_goroutines") {
+		t.Errorf("the public port served metrics: %q", b)
+	}
+	if publicAuthed.StatusCode != http.StatusOK {
+		t.Errorf("GET /metrics with a token: got %d, want 200 from the MCP server", publicAuthed.StatusCode)
+	}
+	mu.Lock()
+	ids := append([]string(nil), upstreamIDs...)
+	mu.Unlock()
+	if len(ids) < 2 || ids[0] != "client-id.42:a_b-c" || ids[1] != genID {
+		t.Errorf("upstream saw X-Request-Id %q, want the kept one then %q", ids, genID)
+	}
+
+	answered += 9
+	waitFor(t, "the traffic to be counted", 5*time.Second, func() bool { return counted() == answered })
+	after := scrape(t, metricsURL)
+	delta := func(series string) float64 { return after[series] - before[series] }
+	for _, c := range []struct {
+		series string
+		want   float64
+	}{
+		{`mcp_oauth_proxy_auth_admitted_total`, 4},
+		{`mcp_oauth_proxy_auth_rejected_total{reason="no_token"}`, 2},
+		{`mcp_oauth_proxy_auth_rejected_total{reason="invalid"}`, 1},
+		{`mcp_oauth_proxy_auth_rejected_total{reason="forbidden"}`, 1},
+		{`mcp_oauth_proxy_auth_rejected_total{reason="expired"}`, 0},
+		{`mcp_oauth_proxy_requests_total{code="200",route="proxied"}`, 4},
+		{`mcp_oauth_proxy_requests_total{code="401",route="rejected"}`, 3},
+		{`mcp_oauth_proxy_requests_total{code="403",route="rejected"}`, 1},
+		{`mcp_oauth_proxy_requests_total{code="200",route="public"}`, 1},
+		{`mcp_oauth_proxy_request_duration_seconds_count{route="proxied"}`, 4},
+		{`mcp_oauth_proxy_upstream_duration_seconds_count`, 4},
+	} {
+		if got := delta(c.series); got != c.want {
+			t.Errorf("%s moved by %v, want %v", c.series, got, c.want)
+		}
+	}
+	for _, series := range []string{
+		`mcp_oauth_proxy_jwks_refresh_total{result="ok"}`,
+		`mcp_oauth_proxy_provider_metadata_fetch_total{result="ok"}`,
+		`go_goroutines`,
+		`process_resident_memory_bytes`,
+	} {
+		if after[series] < 1 {
+			t.Errorf("%s = %v, want at least 1", series, after[series])
+		}
+	}
+	if v, ok := after[`mcp_oauth_proxy_open_streams`]; !ok || v != 0 {
+		t.Errorf("open_streams = %v (present %v), want 0", v, ok)
+	}
+	for series := range after {
+		if strings.Contains(series, "alice") || strings.Contains(series, "/mcp") || strings.Contains(series, token) {
+			t.Errorf("series %s carries a subject, path or token", series)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run returned %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+
+	// The log: every line JSON; every gate line about a request names it.
+	var proxied, rejected []map[string]any
+	for _, m := range logLines(t, stderr.String()) {
+		if m["@module"] != "mcp-oauth-proxy.gate" {
+			continue
+		}
+		if id, _ := m["request_id"].(string); id == "" {
+			t.Errorf("gate log line without request_id: %v", m)
+		}
+		switch m["@message"] {
+		case "proxied":
+			proxied = append(proxied, m)
+		case "rejected":
+			rejected = append(rejected, m)
+		}
+	}
+	if len(proxied) != 4 || len(rejected) != 4 {
+		t.Fatalf("got %d proxied and %d rejected lines, want 4 and 4", len(proxied), len(rejected))
+	}
+	for i, want := range []map[string]any{
+		{"request_id": "client-id.42:a_b-c", "mcp_method": "tools/call", "mcp_tool": "echo"},
+		{"request_id": genID, "mcp_method": "tools/call,tools/call", "mcp_tool": "echo,add", "mcp_batch": 2.0},
+		{"mcp_method": "tools/list", "mcp_tool": nil},
+	} {
+		for k, v := range want {
+			if proxied[i][k] != v {
+				t.Errorf("proxied line %d: %s = %v, want %v (%v)", i, k, proxied[i][k], v, proxied[i])
+			}
+		}
+	}
+	if strings.Contains(stderr.String(), token) {
+		t.Error("a token appeared in the logs")
+	}
+}
+
+// TestChildMetrics runs the gateway in spawn mode with METRICS_ADDR and
+// crashes its child: the child_* metrics follow.
+func TestChildMetrics(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MOP_TEST_ARGV_SERVER", "1") // the child is argvServer
+	is := startIssuer(t)
+	env := map[string]string{
+		"OIDC_ISSUER_URL":           is.URL,
+		"OIDC_AUDIENCE":             "https://mcp.example.com",
+		"RESOURCE_URL":              "https://mcp.example.com",
+		"ALLOW_SUBS":                "alice",
+		"PORT":                      "0",
+		"LISTEN_HOST":               "127.0.0.1",
+		"METRICS_ADDR":              "127.0.0.1:0",
+		"LOG_FORMAT":                "json",
+		"MCP_SPAWN_RESTART_INITIAL": "50ms",
+		"SHUTDOWN_GRACE":            "2s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"mcp-oauth-proxy", "--", self}, envOf(env), &stdout, &stderr) }()
+	var addr, maddr string
+	waitFor(t, "both listening log lines", 5*time.Second, func() bool {
+		addr, maddr = listenAddr(stderr.String()), metricsAddr(stderr.String())
+		return addr != "" && maddr != ""
+	})
+	metricsURL := "http://" + maddr + "/metrics"
+	ready := func() bool { return scrape(t, metricsURL)[`mcp_oauth_proxy_child_state{state="ready"}`] == 1 }
+	waitFor(t, "child_state ready", 20*time.Second, ready)
+	m := scrape(t, metricsURL)
+	if m[`mcp_oauth_proxy_child_starts_total`] != 1 || m[`mcp_oauth_proxy_child_restarts_total`] != 0 {
+		t.Errorf("after the first start: starts %v, restarts %v, want 1 and 0", m[`mcp_oauth_proxy_child_starts_total`], m[`mcp_oauth_proxy_child_restarts_total`])
+	}
+	if _, ok := m[`mcp_oauth_proxy_child_last_exit_code`]; ok {
+		t.Error("child_last_exit_code is reported before any child exited")
+	}
+
+	token, err := is.AccessToken("alice", "https://mcp.example.com", time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/crash", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
+	waitFor(t, "a restarted, ready child", 20*time.Second, func() bool {
+		m = scrape(t, metricsURL)
+		return m[`mcp_oauth_proxy_child_restarts_total`] == 1 && m[`mcp_oauth_proxy_child_state{state="ready"}`] == 1
+	})
+	if m[`mcp_oauth_proxy_child_starts_total`] != 2 || m[`mcp_oauth_proxy_child_last_exit_code`] != 3 {
+		t.Errorf("after a crash: starts %v, last exit code %v, want 2 and 3", m[`mcp_oauth_proxy_child_starts_total`], m[`mcp_oauth_proxy_child_last_exit_code`])
+	}
+	states := 0
+	for series, v := range m {
+		if strings.HasPrefix(series, "mcp_oauth_proxy_child_state{") {
+			states++
+			if v != 0 && series != `mcp_oauth_proxy_child_state{state="ready"}` {
+				t.Errorf("%s = %v, want 0", series, v)
+			}
+		}
+	}
+	if states != 5 {
+		t.Errorf("got %d child_state series, want one per state (5)", states)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+}
+
+func TestObservabilitySettings(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		env     map[string]string
+		problem string // "" : valid
+		check   func(*Config) bool
+	}{
+		{"metrics off by default", nil, "", func(c *Config) bool { return c.MetricsAddr == "" && c.MCPAudit }},
+		{"metrics on loopback", map[string]string{"METRICS_ADDR": "127.0.0.1:9090"}, "", func(c *Config) bool { return c.MetricsAddr == "127.0.0.1:9090" }},
+		{"metrics on every interface", map[string]string{"METRICS_ADDR": ":9090"}, "", nil},
+		{"metrics on IPv6 loopback", map[string]string{"METRICS_ADDR": "[::1]:9090"}, "", nil},
+		{"a port alone", map[string]string{"METRICS_ADDR": "9090"}, "METRICS_ADDR", nil},
+		{"a host name", map[string]string{"METRICS_ADDR": "metrics.internal:9090"}, "METRICS_ADDR", nil},
+		{"a bad port", map[string]string{"METRICS_ADDR": "127.0.0.1:99999"}, "METRICS_ADDR", nil},
+		{"the public port", map[string]string{"METRICS_ADDR": ":8080", "PORT": "8080"}, "public port", nil},
+		{"the public port on loopback", map[string]string{"METRICS_ADDR": "127.0.0.1:8080", "PORT": "8080"}, "public port", nil},
+		{"audit off", map[string]string{"MCP_AUDIT": "false"}, "", func(c *Config) bool { return !c.MCPAudit }},
+		{"audit garbage", map[string]string{"MCP_AUDIT": "sometimes"}, "MCP_AUDIT", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range c.env {
+				env[k] = v
+			}
+			cfg, err := parseConfig(nil, envOf(env), io.Discard)
+			switch {
+			case c.problem == "" && err != nil:
+				t.Fatalf("got %v, want valid", err)
+			case c.problem != "" && (err == nil || !strings.Contains(err.Error(), c.problem)):
+				t.Fatalf("got %v, want a problem naming %s", err, c.problem)
+			case c.check != nil && !c.check(cfg):
+				t.Errorf("config %+v", cfg)
+			}
+		})
+	}
+}
