@@ -245,6 +245,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 	handler, err := gate.New(gate.Config{
 		Verifier:            prov,
 		Upstream:            upstream,
+		UpstreamRestarts:    sup != nil,
 		UpstreamPath:        cfg.UpstreamPath,
 		Public:              routes,
 		ResourceMetadataURL: wk.ResourceMetadataURL(),

@@ -635,11 +635,9 @@ func scenarioCrash(t *testing.T) {
 			if _, ok := retryAfter(resp.Header); !ok {
 				t.Errorf("503 at %s without a valid Retry-After (%q): %s", p.at, p.retryAfter, body)
 			}
-		} else if resp.StatusCode == http.StatusBadGateway && time.Since(killed) < 250*time.Millisecond && !saw503 {
-			// Before the supervisor has reaped the killed child it still believes it
-			// ready; the proxy's connection is refused. Tolerated only in that window.
-			t.Logf("502 at %s, before the gateway noticed the crash: %s", p.at, body)
 		} else {
+			// Even before the supervisor has noticed the crash, a refused
+			// connection to a spawned child is a 503: it is coming back.
 			t.Errorf("while restarting: want 503 + Retry-After, got %d at %s: %s", resp.StatusCode, p.at, body)
 		}
 		time.Sleep(100 * time.Millisecond)

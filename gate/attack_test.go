@@ -231,6 +231,21 @@ func TestUnavailable(t *testing.T) {
 		}
 	})
 
+	t.Run("spawned upstream refusing while it restarts", func(t *testing.T) {
+		s := newSetup(t, env, nil, func(c *Config) { c.UpstreamRestarts = true })
+		s.up.srv.Close()
+		resp, body := s.do(t, "POST", "/", bearerHeader(env.token(t, "alice", nil)), nil)
+		if got, want := resp.StatusCode, 503; got != want {
+			t.Fatalf("status: got %d, want %d (%s)", got, want, body)
+		}
+		if got := resp.Header.Get("Retry-After"); got == "" {
+			t.Errorf("no Retry-After")
+		}
+		if strings.Contains(body, "127.0.0.1") {
+			t.Errorf("body names an internal address: %s", body)
+		}
+	})
+
 	t.Run("upstream not ready", func(t *testing.T) {
 		var rd readiness
 		s := newSetup(t, env, nil, func(c *Config) { rd.u = c.Upstream.(staticUpstream).u; c.Upstream = &rd })

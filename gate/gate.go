@@ -159,6 +159,12 @@ type Config struct {
 	// (Static(url) or a *supervisor.Supervisor).
 	Upstream Upstream
 
+	// UpstreamRestarts says the gateway runs the upstream itself and
+	// restarts it: a refused connection then means the child has just died
+	// and is coming back, so the answer is 503 with Retry-After, as while it
+	// is not ready, rather than 502. False: a refused connection is 502.
+	UpstreamRestarts bool
+
 	// UpstreamPath (MCP_UPSTREAM_PATH) is a prefix joined after the upstream
 	// URL's own path: "/" is sent to UpstreamPath, "/x" to UpstreamPath+"/x".
 	// The query is kept. Empty or "/": no prefix.
@@ -253,6 +259,7 @@ type Config struct {
 type gate struct {
 	verifier     Verifier
 	upstream     Upstream
+	restarts     bool   // Config.UpstreamRestarts
 	upstreamPath string // "" or "/x" (no trailing slash), escaped form in upstreamRaw
 	upstreamRaw  string
 
@@ -298,6 +305,7 @@ func New(cfg Config) (http.Handler, error) {
 	g := &gate{
 		verifier:       cfg.Verifier,
 		upstream:       cfg.Upstream,
+		restarts:       cfg.UpstreamRestarts,
 		public:         map[string]map[string]http.Handler{},
 		allow:          map[string][]string{},
 		allowSubs:      set(cfg.AllowSubs, false),
@@ -408,9 +416,12 @@ func New(cfg Config) (http.Handler, error) {
 		}
 	}
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        g.rewrite,
-		Transport:      transport,
-		FlushInterval:  -1, // flush every write: SSE and chunked responses stream
+		Rewrite:   g.rewrite,
+		Transport: transport,
+		// Zero: ReverseProxy already flushes every write of an event stream
+		// or a response of unknown length (chunked), which is what MCP
+		// streams are; -1 would run a flush timer for every response.
+		FlushInterval:  0,
 		BufferPool:     newBufferPool(),
 		ModifyResponse: modifyResponse,
 		ErrorHandler:   g.proxyError,

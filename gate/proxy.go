@@ -7,6 +7,7 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -104,6 +105,13 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
 		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+	case g.restarts && (errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)):
+		// The child died a moment ago (its port refuses, or a kept-alive
+		// connection to it was reset); the supervisor is bringing it back.
+		g.log.Debug("proxy: the child is gone; it is restarting", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, bodyUpstreamNotReady)
+		return
 	default:
 		g.log.Warn("proxy: upstream failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 	}
@@ -162,18 +170,24 @@ func (r *recorder) Flush() {
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// copyBufferBytes is the size of the proxy's copy buffers. An open event
+// stream holds one for as long as it lives, so it is sized for MCP messages
+// (a few KiB) rather than io.Copy's 32 KiB: with thousands of idle streams
+// that is most of the gateway's memory. Larger bodies copy in more steps.
+const copyBufferBytes = 8 << 10
+
 // bufferPool reuses the proxy's copy buffers (httputil.BufferPool), which
-// would otherwise be a 32 KiB allocation per request.
+// would otherwise be an allocation per request.
 type bufferPool struct{ p sync.Pool }
 
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, copyBufferBytes); return &b }}}
 }
 
 func (bp *bufferPool) Get() []byte { return *bp.p.Get().(*[]byte) }
 
 func (bp *bufferPool) Put(b []byte) {
-	if cap(b) == 32<<10 {
+	if cap(b) == copyBufferBytes {
 		bp.p.Put(&b)
 	}
 }
