@@ -26,21 +26,22 @@ type Config struct {
 	MaxTokenLife  time.Duration // 0: no maximum
 
 	// This gateway.
-	ResourceURL     *url.URL
-	ResourceURLRaw  string // exactly as configured (RFC 9728 §3.3)
-	ListenHost      string
-	Port            int
-	LogLevel        string
-	LogFormat       string
-	MetricsAddr     string // "": no metrics listener
-	MCPAudit        bool   // name the JSON-RPC method and tool in the audit log
-	ShutdownGrace   time.Duration
-	AuthServerMode  string // "facade" or "direct"
-	ScopesSupported []string
-	RequiredScopes  []string
-	CORSOrigins     []string
-	MaxBodyBytes    int64
-	TrustedProxies  []netip.Prefix
+	ResourceURL       *url.URL
+	ResourceURLRaw    string // exactly as configured (RFC 9728 §3.3)
+	ListenHost        string
+	Port              int
+	LogLevel          string
+	LogFormat         string
+	MetricsAddr       string // "": no metrics listener
+	MCPAudit          bool   // name the JSON-RPC method and tool in the audit log
+	ShutdownGrace     time.Duration
+	ReadHeaderTimeout time.Duration
+	AuthServerMode    string // "facade" or "direct"
+	ScopesSupported   []string
+	RequiredScopes    []string
+	CORSOrigins       []string
+	MaxBodyBytes      int64
+	TrustedProxies    []netip.Prefix
 
 	// Allow-list and limits.
 	AllowSubs    []string
@@ -135,6 +136,7 @@ func settings() []*setting {
 		s("max-body-bytes", "MAX_BODY_BYTES", "10485760", "largest request body forwarded, in bytes (413 beyond)"),
 		s("trusted-proxies", "TRUSTED_PROXIES", "", "CIDRs whose X-Forwarded-For is believed for the client IP, comma-separated"),
 		s("shutdown-grace", "SHUTDOWN_GRACE", "10s", "time for in-flight requests, then for the child, to finish on shutdown"),
+		s("read-header-timeout", "READ_HEADER_TIMEOUT", "10s", "time a client has to send its request headers (slow clients are cut)"),
 	}
 }
 
@@ -393,6 +395,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.TrustedProxies = append(c.TrustedProxies, pfx.Masked())
 	}
 	c.ShutdownGrace = p.duration(get, "SHUTDOWN_GRACE", false)
+	c.ReadHeaderTimeout = p.duration(get, "READ_HEADER_TIMEOUT", true)
 
 	if len(p) > 0 {
 		return nil, &configError{problems: p}
@@ -433,6 +436,27 @@ func (p *problems) integer(get func(string) string, env string, min int) int {
 		p.addf("%s %q must be at least %d", env, v, min)
 	}
 	return n
+}
+
+// childEnvironment is environ minus every variable the gateway reads (its
+// configuration and secrets, from the settings table) and anything under
+// the OIDC_ and STATIC_CLIENT_ prefixes, which name provider credentials:
+// the MCP server must never see them. Everything else, the server's own
+// MCP_* variables included, passes through.
+func childEnvironment(environ []string) []string {
+	own := map[string]bool{}
+	for _, s := range settings() {
+		own[s.env] = true
+	}
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if own[name] || strings.HasPrefix(name, "OIDC_") || strings.HasPrefix(name, "STATIC_CLIENT_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 // splitList splits a comma-separated list, dropping blanks.

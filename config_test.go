@@ -199,3 +199,15 @@ func TestREADMEListsEverySetting(t *testing.T) {
 		}
 	}
 }
+
+func TestChildEnvironment(t *testing.T) {
+	var environ []string
+	for _, s := range settings() {
+		environ = append(environ, s.env+"=gateway's")
+	}
+	environ = append(environ, "OIDC_CLIENT_SECRET=x", "STATIC_CLIENT_OTHER=x", "PATH=/bin", "MCP_API_KEY=child's", "HOME=/root")
+	got := childEnvironment(environ)
+	if want := []string{"PATH=/bin", "MCP_API_KEY=child's", "HOME=/root"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

@@ -188,7 +188,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 			Port:           cfg.SpawnPort,
 			ReadyPath:      cfg.SpawnReadyPath,
 			ReadyTimeout:   cfg.SpawnReadyTimeout,
-			Env:            os.Environ(),
+			Env:            childEnvironment(os.Environ()),
 			InitialBackoff: cfg.RestartInitial,
 			MaxBackoff:     cfg.RestartMax,
 			ResetAfter:     cfg.RestartResetAfter,
@@ -270,7 +270,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 
 	srv := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
@@ -338,7 +338,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		mux.Handle("GET /metrics", met.Handler()) // the only route
 		msrv := &http.Server{
 			Handler:           mux,
-			ReadHeaderTimeout: 10 * time.Second,
+			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    32 << 10,
 			ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),

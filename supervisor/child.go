@@ -143,26 +143,13 @@ func copyLines(r io.Reader, log hclog.Logger, stream string, pid int) {
 	}
 }
 
-// childEnv is base minus the variables the gateway reads (its configuration
-// and secrets), plus PORT=port.
+// childEnv is base with PORT=port in place of any PORT it has.
 func childEnv(base []string, port int) []string {
-	// Names ending in _ are prefixes.
-	gatewayVars := [...]string{
-		"OIDC_", "STATIC_CLIENT_", "ALLOW_", "MCP_", "CORS_", "RATE_LIMIT_", "JWKS_", "MAX_TOKEN_",
-		"RESOURCE_URL", "SCOPES_SUPPORTED", "REQUIRED_SCOPES", "AUTH_SERVER_MODE",
-		"REGISTER_REDIRECT_URIS", "GROUPS_CLAIM", "TRUSTED_PROXIES", "LOG_LEVEL", "LOG_FORMAT",
-		"LISTEN_HOST", "CLOCK_SKEW", "MAX_BODY_BYTES", "SHUTDOWN_GRACE", "METRICS_ADDR", "PORT",
-	}
 	env := make([]string, 0, len(base)+1)
-next:
 	for _, kv := range base {
-		name, _, _ := strings.Cut(kv, "=")
-		for _, g := range gatewayVars {
-			if name == g || strings.HasSuffix(g, "_") && strings.HasPrefix(name, g) {
-				continue next
-			}
+		if !strings.HasPrefix(kv, "PORT=") {
+			env = append(env, kv)
 		}
-		env = append(env, kv)
 	}
 	return append(env, "PORT="+strconv.Itoa(port))
 }

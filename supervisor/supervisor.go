@@ -68,9 +68,10 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// PollInterval is the time between readiness probes. 0: 100ms.
 	PollInterval time.Duration
-	// Env is the base environment, usually os.Environ(). The child gets it
-	// minus every variable the gateway reads (its configuration and secrets)
-	// and with PORT set to the child's port. nil: an environment with only PORT.
+	// Env is the child's environment, with PORT replaced by the child's
+	// port. The caller removes its own configuration and secrets first (the
+	// gateway drops every variable it reads). nil: an environment with only
+	// PORT.
 	Env []string
 	// InitialBackoff is the first restart delay. 0: 500ms.
 	InitialBackoff time.Duration
