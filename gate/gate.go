@@ -160,9 +160,10 @@ type Config struct {
 	Upstream Upstream
 
 	// UpstreamRestarts says the gateway runs the upstream itself and
-	// restarts it: a refused connection then means the child has just died
-	// and is coming back, so the answer is 503 with Retry-After, as while it
-	// is not ready, rather than 502. False: a refused connection is 502.
+	// restarts it: a failed round trip (refused, reset, broken pipe) then
+	// means the child has just died and is coming back, so the answer is
+	// 503 with Retry-After, as while it is not ready, rather than 502.
+	// False: such failures are 502.
 	UpstreamRestarts bool
 
 	// UpstreamPath (MCP_UPSTREAM_PATH) is a prefix joined after the upstream

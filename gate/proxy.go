@@ -7,7 +7,6 @@ import (
 	"net/http/httputil"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -105,10 +104,11 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
 		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
-	case g.restarts && (errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)):
-		// The child died a moment ago (its port refuses, or a kept-alive
-		// connection to it was reset); the supervisor is bringing it back.
-		g.log.Debug("proxy: the child is gone; it is restarting", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+	case g.restarts:
+		// The child died a moment ago (its port refuses, a kept-alive
+		// connection to it was reset or broke mid-request) and the supervisor
+		// is bringing it back: unavailable for now, not a bad gateway.
+		g.log.Warn("proxy: the child is unavailable; it is restarting", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable, bodyUpstreamNotReady)
 		return
