@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -33,7 +32,7 @@ const gwAudience = "https://mcp.example.com/mcp"
 // if not nil, answers proxied requests (else 200 "{}").
 func startGateway(t *testing.T, env map[string]string, upstream http.HandlerFunc) *gateway {
 	t.Helper()
-	g := &gateway{is: startIssuer(t), logs: &syncBuffer{}}
+	g := &gateway{is: startIssuer(t)}
 	g.up = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.upHits.Add(1)
 		if upstream != nil {
@@ -58,20 +57,9 @@ func startGateway(t *testing.T, env map[string]string, upstream http.HandlerFunc
 	for k, v := range env {
 		full[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"mcp-oauth-proxy"}, envOf(full), io.Discard, g.logs) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("run did not return after its context ended")
-		}
-	})
-	var addr string
-	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(g.logs.String()); return addr != "" })
-	g.base = "http://" + addr
+	r := startRun(t, nil, full)
+	g.logs = &r.stderr
+	g.base = "http://" + r.addr(t)
 	waitFor(t, "readiness", 10*time.Second, func() bool {
 		resp, err := http.Get(g.base + "/readyz")
 		if err != nil {

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -51,15 +51,8 @@ func TestLauncherForm(t *testing.T) {
 		"SHUTDOWN_GRACE":            "2s",
 	}
 	childArgs := []string{"two words", `"quoted" 'single'`, "$HOME", "--port={port}", "{port}"}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, append([]string{"mcp-oauth-proxy", "--", self}, childArgs...), envOf(env), &stdout, &stderr)
-	}()
-	var addr string
-	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(stderr.String()); return addr != "" })
+	gw := startRun(t, append([]string{"--", self}, childArgs...), env)
+	addr := gw.addr(t)
 	token, err := is.AccessToken("alice", "https://mcp.example.com", time.Minute, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +94,7 @@ func TestLauncherForm(t *testing.T) {
 	if got.Secret != "" {
 		t.Errorf("the child received STATIC_CLIENT_SECRET")
 	}
-	if !strings.Contains(stderr.String(), firstPort) {
+	if !strings.Contains(gw.stderr.String(), firstPort) {
 		t.Errorf("the chosen port %s is not logged", firstPort)
 	}
 
@@ -111,19 +104,13 @@ func TestLauncherForm(t *testing.T) {
 	if got.Path != "/again" {
 		t.Errorf("after restart: got path %q, want /again", got.Path)
 	}
-	if !strings.Contains(stderr.String(), "exit status 3") {
+	if !strings.Contains(gw.stderr.String(), "exit status 3") {
 		t.Errorf("the crash's exit status is not logged")
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		// The child was stopped with SIGTERM: 128+15.
-		if got := exitStatus(err, &stdout); got != 143 {
-			t.Errorf("got exit status %d, want 143 (the child's SIGTERM)", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return")
+	// The child was stopped with SIGTERM: 128+15.
+	if got := exitStatus(gw.stop(t), io.Discard); got != 143 {
+		t.Errorf("got exit status %d, want 143 (the child's SIGTERM)", got)
 	}
 }
 
@@ -135,16 +122,10 @@ func TestDevModeWithOwnServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("MOP_TEST_ARGV_SERVER", "1")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"mcp-oauth-proxy", "dev", "--", self, "mine"}, envOf(map[string]string{"PORT": "0", "LOG_FORMAT": "json"}), &stdout, &stderr)
-	}()
+	gw := startRun(t, []string{"dev", "--", self, "mine"}, map[string]string{"PORT": "0", "LOG_FORMAT": "json"})
 	var mcpURL, token string
 	waitFor(t, "dev mode's instructions", 10*time.Second, func() bool {
-		for _, l := range strings.Split(stdout.String(), "\n") {
+		for _, l := range strings.Split(gw.stdout.String(), "\n") {
 			f := strings.Fields(l)
 			if len(f) == 3 && f[0] == "MCP" && f[1] == "URL:" {
 				mcpURL = f[2]
@@ -169,10 +150,5 @@ func TestDevModeWithOwnServer(t *testing.T) {
 	if len(got.Args) != 1 || got.Args[0] != "mine" {
 		t.Errorf("got child args %q, want [mine]", got.Args)
 	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("dev mode did not stop")
-	}
+	_ = gw.stop(t)
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -53,6 +54,51 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// running is run() started in a goroutine, as main starts it, stopped when
+// the test ends if the test did not stop it.
+type running struct {
+	stdout, stderr syncBuffer
+	cancel         context.CancelFunc
+	done           chan error
+	stopOnce       sync.Once
+	err            error
+}
+
+// startRun calls run with args (after the program name) and env.
+func startRun(t *testing.T, args []string, env map[string]string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		r.done <- run(ctx, append([]string{"mcp-oauth-proxy"}, args...), envOf(env), &r.stdout, &r.stderr)
+	}()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// addr waits for the "listening" log line and returns the address in it.
+func (r *running) addr(t *testing.T) string {
+	t.Helper()
+	var addr string
+	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(r.stderr.String()); return addr != "" })
+	return addr
+}
+
+// stop ends the run as SIGTERM would and returns what run returned.
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	r.stopOnce.Do(func() {
+		r.cancel()
+		select {
+		case r.err = <-r.done:
+		case <-time.After(15 * time.Second):
+			r.err = errors.New("run did not return within 15 s of its context ending")
+			t.Error(r.err)
+		}
+	})
+	return r.err
 }
 
 // listenAddr finds the gateway's address in its JSON log.
@@ -122,15 +168,8 @@ func TestRunOnPortZero(t *testing.T) {
 		"LOG_FORMAT":       "json",
 		"SHUTDOWN_GRACE":   "2s",
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"mcp-oauth-proxy"}, envOf(env), &stdout, &stderr) }()
-
-	var addr string
-	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(stderr.String()); return addr != "" })
-	base := "http://" + addr
+	gw := startRun(t, nil, env)
+	base := "http://" + gw.addr(t)
 	waitFor(t, "readiness", 10*time.Second, func() bool {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
@@ -172,16 +211,10 @@ func TestRunOnPortZero(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("run returned %v, want nil after a clean shutdown", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after its context ended")
+	if err := gw.stop(t); err != nil {
+		t.Errorf("run returned %v, want nil after a clean shutdown", err)
 	}
-	if strings.Contains(stderr.String(), token) {
+	if strings.Contains(gw.stderr.String(), token) {
 		t.Error("a token appeared in the logs")
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -106,11 +105,8 @@ func TestObservability(t *testing.T) {
 		"LOG_FORMAT":       "json",
 		"SHUTDOWN_GRACE":   "2s",
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"mcp-oauth-proxy"}, envOf(env), &stdout, &stderr) }()
+	gw := startRun(t, nil, env)
+	stderr := &gw.stderr
 	var addr, maddr string
 	waitFor(t, "both listening log lines", 5*time.Second, func() bool {
 		addr, maddr = listenAddr(stderr.String()), metricsAddr(stderr.String())
@@ -257,14 +253,8 @@ func TestObservability(t *testing.T) {
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("run returned %v, want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after its context ended")
+	if err := gw.stop(t); err != nil {
+		t.Errorf("run returned %v, want nil", err)
 	}
 
 	// The log: every line JSON; every gate line about a request names it.
@@ -323,11 +313,8 @@ func TestChildMetrics(t *testing.T) {
 		"MCP_SPAWN_RESTART_INITIAL": "50ms",
 		"SHUTDOWN_GRACE":            "2s",
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"mcp-oauth-proxy", "--", self}, envOf(env), &stdout, &stderr) }()
+	gw := startRun(t, []string{"--", self}, env)
+	stderr := &gw.stderr
 	var addr, maddr string
 	waitFor(t, "both listening log lines", 5*time.Second, func() bool {
 		addr, maddr = listenAddr(stderr.String()), metricsAddr(stderr.String())
@@ -372,12 +359,7 @@ func TestChildMetrics(t *testing.T) {
 	if states != 5 {
 		t.Errorf("got %d child_state series, want one per state (5)", states)
 	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		t.Fatal("run did not return after its context ended")
-	}
+	_ = gw.stop(t)
 }
 
 func TestObservabilitySettings(t *testing.T) {
