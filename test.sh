@@ -2,10 +2,12 @@
 # Runs every test of mcp-oauth-proxy on a fresh machine: installs the e2e
 # suite's pinned npm packages, checks formatting and vet, runs the Go tests
 # with the race detector (unit, PID 1, end-to-end), then each fuzzer briefly.
-#   FUZZTIME=10s ./test.sh     # fuzz longer or shorter (0 skips fuzzing)
+#   FUZZTIME=1m ./test.sh          # fuzz each target longer or shorter (0 skips fuzzing)
+#   SOAK_DURATION=5m ./test.sh     # a longer soak (soak_test.go)
 set -euo pipefail
 cd "$(dirname "$0")"
-fuzztime="${FUZZTIME:-10s}"
+fuzztime="${FUZZTIME:-15s}"
+export SOAK_DURATION="${SOAK_DURATION:-60s}"
 
 if command -v npm >/dev/null 2>&1; then
   echo "== npm ci (e2e)"
