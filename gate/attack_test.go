@@ -193,7 +193,7 @@ func TestCORS(t *testing.T) {
 				}
 			}
 			if tt.wantACAO != "" && tt.wantStatus != 204 {
-				if got := resp.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, "WWW-Authenticate") || !strings.Contains(got, "Mcp-Session-Id") {
+				if got := resp.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, "WWW-Authenticate") || !strings.Contains(got, "Mcp-Session-Id") || !strings.Contains(got, "X-Request-Id") {
 					t.Errorf("Access-Control-Expose-Headers: got %q", got)
 				}
 			}

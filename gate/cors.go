@@ -19,7 +19,7 @@ func newCORS(origins []string) cors {
 		origins: map[string]struct{}{},
 		star:    []string{"*"},
 		vary:    []string{"Origin"},
-		expose:  []string{"WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version"},
+		expose:  []string{"WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version, X-Request-Id"},
 		methods: []string{"GET, POST, DELETE, OPTIONS"},
 		headers: []string{"Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, X-Request-Id"},
 		maxAge:  []string{"600"},
