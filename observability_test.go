@@ -266,6 +266,9 @@ func TestObservability(t *testing.T) {
 		if id, _ := m["request_id"].(string); id == "" {
 			t.Errorf("gate log line without request_id: %v", m)
 		}
+		if ip := m["client_ip"]; m["@message"] != "proxy: upstream failed" && ip != "127.0.0.1" {
+			t.Errorf("gate log line with client_ip %v, want the client's address 127.0.0.1 (no port): %v", ip, m)
+		}
 		switch m["@message"] {
 		case "proxied":
 			proxied = append(proxied, m)

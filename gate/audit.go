@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,13 +21,14 @@ import (
 // that gets through, so a flood cannot fill the logs (issue 6 item 3).
 type sampler struct {
 	log        hclog.Logger
+	trusted    []netip.Prefix // for the client IP, as the per-IP limits see it
 	lim        *rate.Limiter
 	now        func() time.Time
 	suppressed atomic.Int64
 }
 
-func newSampler(log hclog.Logger, perSecond int, now func() time.Time) *sampler {
-	return &sampler{log: log, lim: rate.NewLimiter(rate.Limit(perSecond), perSecond), now: now}
+func newSampler(log hclog.Logger, perSecond int, now func() time.Time, trusted []netip.Prefix) *sampler {
+	return &sampler{log: log, lim: rate.NewLimiter(rate.Limit(perSecond), perSecond), now: now, trusted: trusted}
 }
 
 func (s *sampler) rejected(status int, reason, sub, id string, r *http.Request) {
@@ -37,7 +39,7 @@ func (s *sampler) rejected(status int, reason, sub, id string, r *http.Request) 
 		s.suppressed.Add(1)
 		return
 	}
-	args := []any{"status", status, "reason", reason, "method", r.Method, "path", r.URL.Path, "client_ip", r.RemoteAddr, "request_id", id}
+	args := []any{"status", status, "reason", reason, "method", r.Method, "path", r.URL.Path, "client_ip", clientIP(r, s.trusted).String(), "request_id", id}
 	if sub != "" {
 		args = append(args, "sub", sub)
 	}

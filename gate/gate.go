@@ -393,7 +393,7 @@ func New(cfg Config) (http.Handler, error) {
 	if ipRPM > 0 {
 		g.ipLimits = newLimiters[netip.Addr](ipRPM, 100_000)
 	}
-	g.audit = newSampler(g.log, 20, g.now)
+	g.audit = newSampler(g.log, 20, g.now, g.trusted)
 	switch {
 	case cfg.MCPAuditBytes == 0:
 		g.auditBytes = DefaultMCPAuditBytes
@@ -588,7 +588,8 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	}
 	args := make([]any, 0, 26)
 	args = append(args, "sub", id.Subject, "email", id.Email, "method", r.Method, "path", path,
-		"status", status, "bytes", w.bytes, "duration", g.now().Sub(start), "request_id", w.id)
+		"status", status, "bytes", w.bytes, "duration", g.now().Sub(start), "request_id", w.id,
+		"client_ip", clientIP(r, g.trusted).String())
 	g.log.Info("proxied", mcp.args(args)...)
 }
 
