@@ -102,10 +102,13 @@ func (r *running) stop(t *testing.T) error {
 }
 
 // listenAddr finds the gateway's address in its JSON log.
-func listenAddr(logs string) string {
+func listenAddr(logs string) string { return loggedAddr(logs, "listening") }
+
+// loggedAddr finds the addr of the first JSON log line whose message is msg.
+func loggedAddr(logs, msg string) string {
 	for _, line := range strings.Split(logs, "\n") {
 		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) != nil || m["@message"] != "listening" {
+		if json.Unmarshal([]byte(line), &m) != nil || m["@message"] != msg {
 			continue
 		}
 		if a, ok := m["addr"].(string); ok {

@@ -46,18 +46,7 @@ func scrape(t *testing.T, url string) map[string]float64 {
 }
 
 // metricsAddr finds the metrics listener's address in the gateway's JSON log.
-func metricsAddr(logs string) string {
-	for _, line := range strings.Split(logs, "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) != nil || m["@message"] != "metrics listening" {
-			continue
-		}
-		if a, ok := m["addr"].(string); ok {
-			return a
-		}
-	}
-	return ""
-}
+func metricsAddr(logs string) string { return loggedAddr(logs, "metrics listening") }
 
 // logLines parses every line of a JSON log, failing on one that is not JSON.
 func logLines(t *testing.T, logs string) []map[string]any {
