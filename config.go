@@ -77,10 +77,17 @@ var errHelp = errors.New("help requested")
 
 // configError lists every configuration problem at once; run maps it to
 // exit status 2.
-type configError struct{ problems []string }
+type configError struct {
+	problems []string
+	hint     string // a last line for a newcomer; "" for none
+}
 
 func (e *configError) Error() string {
-	return "invalid configuration:\n  " + strings.Join(e.problems, "\n  ")
+	msg := "invalid configuration:\n  " + strings.Join(e.problems, "\n  ")
+	if e.hint != "" {
+		msg += "\n" + e.hint
+	}
+	return msg
 }
 
 // setting is one configuration value: its flag, its environment variable,
@@ -398,7 +405,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	c.ReadHeaderTimeout = p.duration(get, "READ_HEADER_TIMEOUT", true)
 
 	if len(p) > 0 {
-		return nil, &configError{problems: p}
+		ce := &configError{problems: p}
+		if get("OIDC_ISSUER_URL") == "" && get("RESOURCE_URL") == "" {
+			ce.hint = "(new here? `mcp-oauth-proxy dev` runs the gateway against a built-in development issuer; --help lists every setting)"
+		}
+		return nil, ce
 	}
 	return c, nil
 }

@@ -97,7 +97,7 @@ func TestParseConfigErrors(t *testing.T) {
 			for k := range m {
 				delete(m, k)
 			}
-		}, nil, []string{"OIDC_ISSUER_URL is required", "OIDC_AUDIENCE is required", "RESOURCE_URL is required", "ALLOW_SUBS, ALLOW_EMAILS or ALLOW_GROUPS", "MCP_UPSTREAM_URL, MCP_SPAWN_CMD"}},
+		}, nil, []string{"OIDC_ISSUER_URL is required", "OIDC_AUDIENCE is required", "RESOURCE_URL is required", "ALLOW_SUBS, ALLOW_EMAILS or ALLOW_GROUPS", "MCP_UPSTREAM_URL, MCP_SPAWN_CMD", "mcp-oauth-proxy dev"}},
 		{"http issuer off loopback", func(m map[string]string) { m["OIDC_ISSUER_URL"] = "http://auth.example.com" }, nil, []string{"OIDC_ISSUER_URL", "https"}},
 		{"resource with query", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/?a=1" }, nil, []string{"RESOURCE_URL", "query or fragment"}},
 		{"resource with fragment", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/#x" }, nil, []string{"RESOURCE_URL", "query or fragment"}},

@@ -91,7 +91,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(probe.ListenHost, strconv.Itoa(probe.Port)))
 	if err != nil {
-		return &exitError{code: 1, err: fmt.Errorf("listen on port %d: %w", probe.Port, err)}
+		return &exitError{code: 1, err: fmt.Errorf("listen on port %d (set PORT to choose another): %w", probe.Port, err)}
 	}
 	base := "http://" + ln.Addr().String()
 	resource := base + "/mcp"

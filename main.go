@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger := newLogger(cfg, stderr)
 	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.Port)))
 	if err != nil {
-		return &exitError{code: 1, err: fmt.Errorf("listen on port %d: %w", cfg.Port, err)}
+		return &exitError{code: 1, err: fmt.Errorf("listen on port %d (set PORT to choose another): %w", cfg.Port, err)}
 	}
 	return serve(ctx, cfg, logger, ln, nil)
 }
