@@ -130,6 +130,7 @@ func newLogger(cfg *Config, w io.Writer) hclog.Logger {
 // arrives, or a part fails. extra adds actors (dev mode's issuer and demo
 // server); each is stopped after the gateway and its child.
 func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listener, extra []actor) error {
+	defer ln.Close() // on every path out; a second Close after Serve is harmless
 	// Metrics, when METRICS_ADDR is set: a registry of the gateway's own,
 	// served on a listener of its own, never on ln.
 	var met *metrics.Metrics
@@ -139,9 +140,9 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 	if cfg.MetricsAddr != "" {
 		var err error
 		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
-			_ = ln.Close()
 			return &exitError{code: 1, err: fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)}
 		}
+		defer metricsLn.Close()
 		met = metrics.New()
 		gateMetrics, onFetch = met, met.Fetch
 	}
