@@ -269,13 +269,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		return &exitError{code: 2, err: err}
 	}
 
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
-	}
+	srv := newHTTPServer(handler, cfg, logger)
 
 	// Keep every signal registration until run returns: after signal.Stop a
 	// second SIGTERM would kill the gateway before its child (pid1-notes).
@@ -337,13 +331,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 	if metricsLn != nil { // Metrics, last to stop, so a drain can be watched.
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", met.Handler()) // the only route
-		msrv := &http.Server{
-			Handler:           mux,
-			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    32 << 10,
-			ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
-		}
+		msrv := newHTTPServer(mux, cfg, logger)
 		g.Add(func() error {
 			logger.Info("metrics listening", "addr", metricsLn.Addr().String())
 			if err := msrv.Serve(metricsLn); !errors.Is(err, http.ErrServerClosed) {
@@ -380,6 +368,20 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 	}
 	logger.Info("stopped", "status", 0)
 	return nil
+}
+
+// newHTTPServer is the HTTP server of both listeners: bounded headers
+// (431 past 32 KiB), slow clients cut after READ_HEADER_TIMEOUT, idle
+// keep-alive connections closed after 2 minutes, no timeout on a response
+// (streams stay open), and its errors logged at debug.
+func newHTTPServer(h http.Handler, cfg *Config, logger hclog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
 }
 
 // notFound answers 404 with a JSON body.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,17 +20,16 @@ import (
 // that gets through, so a flood cannot fill the logs (issue 6 item 3).
 type sampler struct {
 	log        hclog.Logger
-	trusted    []netip.Prefix // for the client IP, as the per-IP limits see it
 	lim        *rate.Limiter
 	now        func() time.Time
 	suppressed atomic.Int64
 }
 
-func newSampler(log hclog.Logger, perSecond int, now func() time.Time, trusted []netip.Prefix) *sampler {
-	return &sampler{log: log, lim: rate.NewLimiter(rate.Limit(perSecond), perSecond), now: now, trusted: trusted}
+func newSampler(log hclog.Logger, perSecond int, now func() time.Time) *sampler {
+	return &sampler{log: log, lim: rate.NewLimiter(rate.Limit(perSecond), perSecond), now: now}
 }
 
-func (s *sampler) rejected(status int, reason, sub, id string, r *http.Request) {
+func (s *sampler) rejected(status int, reason, sub string, w *recorder, r *http.Request) {
 	if !s.log.IsInfo() {
 		return
 	}
@@ -39,7 +37,7 @@ func (s *sampler) rejected(status int, reason, sub, id string, r *http.Request) 
 		s.suppressed.Add(1)
 		return
 	}
-	args := []any{"status", status, "reason", reason, "method", r.Method, "path", r.URL.Path, "client_ip", clientIP(r, s.trusted).String(), "request_id", id}
+	args := []any{"status", status, "reason", reason, "method", r.Method, "path", r.URL.Path, "client_ip", w.client.String(), "request_id", w.id}
 	if sub != "" {
 		args = append(args, "sub", sub)
 	}

@@ -393,7 +393,7 @@ func New(cfg Config) (http.Handler, error) {
 	if ipRPM > 0 {
 		g.ipLimits = newLimiters[netip.Addr](ipRPM, 100_000)
 	}
-	g.audit = newSampler(g.log, 20, g.now, g.trusted)
+	g.audit = newSampler(g.log, 20, g.now)
 	switch {
 	case cfg.MCPAuditBytes == 0:
 		g.auditBytes = DefaultMCPAuditBytes
@@ -459,7 +459,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.metrics != nil {
 		start = time.Now()
 	}
-	rec := &recorder{ResponseWriter: w, id: requestID(r.Header)}
+	rec := &recorder{ResponseWriter: w, id: requestID(r.Header), client: clientIP(r, g.trusted)}
 	ids := []string{rec.id}
 	w.Header()["X-Request-Id"] = ids
 	r.Header["X-Request-Id"] = ids // the proxy copies it to the upstream request
@@ -481,7 +481,7 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	if done := g.cors.handle(w, r); done {
 		if w.status == http.StatusForbidden {
 			w.class, w.reason = ClassRejected, RejectOrigin
-			g.audit.rejected(http.StatusForbidden, "origin not allowed", "", w.id, r)
+			g.audit.rejected(http.StatusForbidden, "origin not allowed", "", w, r)
 		} else {
 			w.class = ClassPublic
 		}
@@ -589,7 +589,7 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	args := make([]any, 0, 26)
 	args = append(args, "sub", id.Subject, "email", id.Email, "method", r.Method, "path", path,
 		"status", status, "bytes", w.bytes, "duration", g.now().Sub(start), "request_id", w.id,
-		"client_ip", clientIP(r, g.trusted).String())
+		"client_ip", w.client.String())
 	g.log.Info("proxied", mcp.args(args)...)
 }
 
@@ -612,7 +612,7 @@ func (g *gate) authenticate(w *recorder, r *http.Request) (*provider.Identity, b
 		return nil, false
 	}
 
-	client := clientIP(r, g.trusted)
+	client := w.client
 	now := g.now()
 	// Bound unauthenticated CPU (signature checks) and log volume per IP
 	// before anything that costs (issue 6, item 3).
@@ -740,5 +740,5 @@ outer:
 func (g *gate) reject(w *recorder, r *http.Request, status int, reason, why, sub string, body string) {
 	w.class, w.reason = ClassRejected, reason
 	writeJSON(w, status, body)
-	g.audit.rejected(status, why, sub, w.id, r)
+	g.audit.rejected(status, why, sub, w, r)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -127,9 +128,10 @@ type recorder struct {
 	status int
 	bytes  int64
 
-	id     string // the request ID
-	class  string // Outcome.Class
-	reason string // Outcome.Reason
+	id     string     // the request ID
+	client netip.Addr // the client's address (TRUSTED_PROXIES applied), computed once
+	class  string     // Outcome.Class
+	reason string     // Outcome.Reason
 
 	// Set while proxying.
 	metrics     Metrics       // nil: no stream counting
