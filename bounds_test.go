@@ -43,17 +43,7 @@ func startGateway(t *testing.T, env map[string]string, upstream http.HandlerFunc
 		_, _ = io.WriteString(w, "{}")
 	}))
 	t.Cleanup(g.up.Close)
-	full := map[string]string{
-		"OIDC_ISSUER_URL":  g.is.URL,
-		"OIDC_AUDIENCE":    gwAudience,
-		"RESOURCE_URL":     gwAudience,
-		"ALLOW_SUBS":       "alice",
-		"MCP_UPSTREAM_URL": g.up.URL,
-		"PORT":             "0",
-		"LISTEN_HOST":      "127.0.0.1",
-		"LOG_FORMAT":       "json",
-		"SHUTDOWN_GRACE":   "2s",
-	}
+	full := gatewayEnv(g.is.URL, map[string]string{"OIDC_AUDIENCE": gwAudience, "RESOURCE_URL": gwAudience, "MCP_UPSTREAM_URL": g.up.URL})
 	for k, v := range env {
 		full[k] = v
 	}

@@ -39,17 +39,11 @@ func TestLauncherForm(t *testing.T) {
 	t.Setenv("MOP_TEST_ARGV_SERVER", "1")       // inherited by the child
 	t.Setenv("STATIC_CLIENT_SECRET", "hunter2") // must not be
 	is := startIssuer(t)
-	env := map[string]string{
-		"OIDC_ISSUER_URL":           is.URL,
+	env := gatewayEnv(is.URL, map[string]string{
 		"OIDC_AUDIENCE":             "https://mcp.example.com",
 		"RESOURCE_URL":              "https://mcp.example.com",
-		"ALLOW_SUBS":                "alice",
-		"PORT":                      "0",
-		"LISTEN_HOST":               "127.0.0.1",
-		"LOG_FORMAT":                "json",
 		"MCP_SPAWN_RESTART_INITIAL": "50ms",
-		"SHUTDOWN_GRACE":            "2s",
-	}
+	})
 	childArgs := []string{"two words", `"quoted" 'single'`, "$HOME", "--port={port}", "{port}"}
 	gw := startRun(t, append([]string{"--", self}, childArgs...), env)
 	addr := gw.addr(t)

@@ -56,6 +56,44 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	}
 }
 
+// gatewayEnv is the configuration of an in-process test gateway: issuer,
+// audience and resource https://mcp.example.com/mcp, subject alice allowed,
+// loopback on a free port, JSON logs, a 2 s grace; extra adds or overrides.
+func gatewayEnv(issuerURL string, extra map[string]string) map[string]string {
+	env := map[string]string{
+		"OIDC_ISSUER_URL": issuerURL,
+		"OIDC_AUDIENCE":   "https://mcp.example.com/mcp",
+		"RESOURCE_URL":    "https://mcp.example.com/mcp",
+		"ALLOW_SUBS":      "alice",
+		"PORT":            "0",
+		"LISTEN_HOST":     "127.0.0.1",
+		"LOG_FORMAT":      "json",
+		"SHUTDOWN_GRACE":  "2s",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return env
+}
+
+// terminate sends SIGTERM to cmd and returns how it exited, failing the
+// test if it is still running after 15 s.
+func terminate(t *testing.T, cmd *exec.Cmd) error {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		return err
+	case <-time.After(15 * time.Second):
+		t.Fatal("still running 15 s after SIGTERM")
+		return nil
+	}
+}
+
 // running is run() started in a goroutine, as main starts it, stopped when
 // the test ends if the test did not stop it.
 type running struct {
@@ -160,18 +198,7 @@ func TestRunOnPortZero(t *testing.T) {
 	upstream := httptest.NewServer(demo.Handler())
 	t.Cleanup(upstream.Close)
 
-	env := map[string]string{
-		"OIDC_ISSUER_URL":  is.URL,
-		"OIDC_AUDIENCE":    "https://mcp.example.com/mcp",
-		"RESOURCE_URL":     "https://mcp.example.com/mcp",
-		"ALLOW_SUBS":       "alice",
-		"MCP_UPSTREAM_URL": upstream.URL,
-		"PORT":             "0",
-		"LISTEN_HOST":      "127.0.0.1",
-		"LOG_FORMAT":       "json",
-		"SHUTDOWN_GRACE":   "2s",
-	}
-	gw := startRun(t, nil, env)
+	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": upstream.URL}))
 	base := "http://" + gw.addr(t)
 	waitFor(t, "readiness", 10*time.Second, func() bool {
 		resp, err := http.Get(base + "/readyz")
@@ -381,18 +408,8 @@ func TestDevMode(t *testing.T) {
 		t.Errorf("healthcheck against a live gateway: %v %s", err, out)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		if err != nil {
-			t.Errorf("dev after SIGTERM: %v, want exit 0; stderr:\n%s", err, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("dev did not stop within 15 s of SIGTERM")
+	if err := terminate(t, cmd); err != nil {
+		t.Errorf("dev after SIGTERM: %v, want exit 0; stderr:\n%s", err, stderr.String())
 	}
 	if strings.Contains(stderr.String(), token) {
 		t.Error("the token appeared in the logs")
@@ -444,17 +461,7 @@ func TestStaticBinaryAsPID1(t *testing.T) {
 	})
 	// The log is copied from a pipe: wait for the line rather than expect it.
 	waitFor(t, "the listening line in the log", 5*time.Second, func() bool { return strings.Contains(stderr.String(), "listening") })
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		if err != nil {
-			t.Errorf("PID 1 after SIGTERM: %v, want exit 0; log:\n%s", err, stderr.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("PID 1 did not stop within 15 s of SIGTERM")
+	if err := terminate(t, cmd); err != nil {
+		t.Errorf("PID 1 after SIGTERM: %v, want exit 0; log:\n%s", err, stderr.String())
 	}
 }

@@ -82,18 +82,7 @@ func TestObservability(t *testing.T) {
 	}))
 	t.Cleanup(upstream.Close)
 
-	env := map[string]string{
-		"OIDC_ISSUER_URL":  is.URL,
-		"OIDC_AUDIENCE":    "https://mcp.example.com/mcp",
-		"RESOURCE_URL":     "https://mcp.example.com/mcp",
-		"ALLOW_SUBS":       "alice",
-		"MCP_UPSTREAM_URL": upstream.URL,
-		"PORT":             "0",
-		"LISTEN_HOST":      "127.0.0.1",
-		"METRICS_ADDR":     "127.0.0.1:0",
-		"LOG_FORMAT":       "json",
-		"SHUTDOWN_GRACE":   "2s",
-	}
+	env := gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": upstream.URL, "METRICS_ADDR": "127.0.0.1:0"})
 	gw := startRun(t, nil, env)
 	stderr := &gw.stderr
 	var addr, maddr string
@@ -293,18 +282,12 @@ func TestChildMetrics(t *testing.T) {
 	}
 	t.Setenv("MOP_TEST_ARGV_SERVER", "1") // the child is argvServer
 	is := startIssuer(t)
-	env := map[string]string{
-		"OIDC_ISSUER_URL":           is.URL,
+	env := gatewayEnv(is.URL, map[string]string{
 		"OIDC_AUDIENCE":             "https://mcp.example.com",
 		"RESOURCE_URL":              "https://mcp.example.com",
-		"ALLOW_SUBS":                "alice",
-		"PORT":                      "0",
-		"LISTEN_HOST":               "127.0.0.1",
 		"METRICS_ADDR":              "127.0.0.1:0",
-		"LOG_FORMAT":                "json",
 		"MCP_SPAWN_RESTART_INITIAL": "50ms",
-		"SHUTDOWN_GRACE":            "2s",
-	}
+	})
 	gw := startRun(t, []string{"--", self}, env)
 	stderr := &gw.stderr
 	var addr, maddr string

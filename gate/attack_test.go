@@ -13,15 +13,38 @@ import (
 	"time"
 )
 
+// rawAttack is a request line sent as it is over TCP, so no client cleans
+// it, with or without a valid token.
+type rawAttack struct {
+	name       string
+	line       string // request line
+	auth       bool   // send a valid token too
+	wantStatus int
+}
+
+// tryRaw sends a (with tok when a.auth), checks its status and that the
+// upstream received nothing, and returns the response.
+func (s *setup) tryRaw(t *testing.T, tok string, a rawAttack) *http.Response {
+	t.Helper()
+	req := a.line + "\r\nHost: gateway.example.com\r\n"
+	if a.auth {
+		req += "Authorization: Bearer " + tok + "\r\n"
+	}
+	req += "Connection: close\r\n\r\n"
+	resp, body := s.raw(t, req)
+	if got, want := resp.StatusCode, a.wantStatus; got != want {
+		t.Errorf("status: got %d, want %d (%s)", got, want, body)
+	}
+	if got := s.up.requests(); len(got) != 0 {
+		t.Fatalf("upstream received %d requests, want none: %+v", len(got), got[0])
+	}
+	return resp
+}
+
 func TestRawBypassAttempts(t *testing.T) {
 	env := newIssuer(t)
 	tok := env.token(t, "alice", nil)
-	tests := []struct {
-		name       string
-		line       string // request line
-		auth       bool   // send a valid token too
-		wantStatus int
-	}{
+	tests := []rawAttack{
 		{name: "dot segments into the mcp path", line: "GET /.well-known/../mcp HTTP/1.1", wantStatus: 400},
 		{name: "encoded dot segments", line: "GET /%2e%2e/mcp HTTP/1.1", wantStatus: 400},
 		{name: "encoded dot segments upper case under well-known", line: "GET /.well-known/%2E%2E/mcp HTTP/1.1", wantStatus: 400},
@@ -51,20 +74,9 @@ func TestRawBypassAttempts(t *testing.T) {
 		s := newSetup(t, env, nil, func(c *Config) { c.UpstreamPath = prefix })
 		for _, tt := range tests {
 			t.Run("prefix "+strconv.Quote(prefix)+"/"+tt.name, func(t *testing.T) {
-				req := tt.line + "\r\nHost: gateway.example.com\r\n"
-				if tt.auth {
-					req += "Authorization: Bearer " + tok + "\r\n"
-				}
-				req += "Connection: close\r\n\r\n"
-				resp, body := s.raw(t, req)
-				if got, want := resp.StatusCode, tt.wantStatus; got != want {
-					t.Errorf("status: got %d, want %d (%s)", got, want, body)
-				}
+				resp := s.tryRaw(t, tok, tt)
 				if got := resp.Header.Get("Content-Type"); got != "application/json" {
 					t.Errorf("Content-Type: got %q, want application/json", got)
-				}
-				if got := s.up.requests(); len(got) != 0 {
-					t.Fatalf("upstream received %d requests, want none: %+v", len(got), got[0])
 				}
 			})
 		}
