@@ -122,7 +122,10 @@ func TestPID1ExitCodes(t *testing.T) {
 	}{
 		{"child exited 3, stopped during backoff", "exit 3", "restarting child after a delay", []string{"SVTEST_INITIAL=1h"}, 3},
 		{"child killed by SIGTERM", "echo up; exec sleep 100", `"@message":"up"`, nil, 143},
-		{"child traps TERM and exits 7", "trap 'exit 7' TERM; echo up; sleep 100 & wait", `"@message":"up"`, nil, 7},
+		// sleep is started before "up": a trapping shell that gets TERM
+		// while it forks still forks, and a sleep born after the group's
+		// TERM would outlive it until the SIGKILL.
+		{"child traps TERM and exits 7", "trap 'exit 7' TERM; sleep 100 & echo up; wait", `"@message":"up"`, nil, 7},
 		{"child ignores TERM and is killed", "trap '' TERM; echo up; sleep 100", `"@message":"up"`, []string{"SVTEST_GRACE=300ms"}, 137},
 		{"three-level tree all get TERM", `sh -c 'sh -c "sleep 100" & sleep 100' & echo up; wait`, `"@message":"up"`, nil, 143},
 	} {
@@ -172,7 +175,7 @@ func TestPID1ReapsOrphans(t *testing.T) {
 }
 
 func TestPID1SecondTermWaitsForChild(t *testing.T) {
-	p := startPID1(t, `trap 'sleep 1; echo finishing; exit 0' TERM; echo up; sleep 100 & wait`)
+	p := startPID1(t, `trap 'sleep 1; echo finishing; exit 0' TERM; sleep 100 & echo up; wait`)
 	p.waitLog(t, `"@message":"up"`)
 	p.signal(t, syscall.SIGTERM)
 	p.waitLog(t, "harness got a stop signal")
