@@ -208,18 +208,25 @@ func (c *checker) checkCORS(ctx context.Context) {
 		"Access-Control-Request-Headers": {reqHeaders},
 	}, nil)
 	if err != nil {
-		c.warn("cors", "the CORS preflight failed: "+err.Error()+why, "answer OPTIONS preflights from the browser clients' origins")
+		c.warn("cors", "the CORS preflight failed: "+err.Error()+why, "answer OPTIONS preflights from "+o)
 		return
 	}
-	var problems []string
+	var problems, fixes []string
+	problem := func(p, fix string) {
+		problems = append(problems, p)
+		if !contains(fixes, fix) {
+			fixes = append(fixes, fix)
+		}
+	}
+	allowOrigin := "allow the origin " + o + " (CORS_ALLOW_ORIGINS for this gateway)"
 	if pre.status < 200 || pre.status > 299 {
-		problems = append(problems, fmt.Sprintf("the preflight answered %d", pre.status))
+		problem(fmt.Sprintf("the preflight answered %d", pre.status), "answer OPTIONS preflights from "+o+" with 204 and the Access-Control-Allow-* headers")
 	} else {
 		if !allowsOrigin(pre.header, o) {
-			problems = append(problems, "the preflight does not allow the origin")
+			problem("the preflight does not allow the origin", allowOrigin)
 		}
 		if m := pre.header.Get("Access-Control-Allow-Methods"); !listHas(m, "POST") && !listHas(m, "*") {
-			problems = append(problems, "the preflight does not allow POST")
+			problem("the preflight does not allow POST", "list POST in Access-Control-Allow-Methods")
 		}
 		if h := pre.header.Get("Access-Control-Allow-Headers"); !listHas(h, "*") {
 			var missing []string
@@ -229,25 +236,26 @@ func (c *checker) checkCORS(ctx context.Context) {
 				}
 			}
 			if len(missing) > 0 {
-				problems = append(problems, "the preflight does not allow the request headers "+strings.Join(missing, ", "))
+				problem("the preflight does not allow the request headers "+strings.Join(missing, ", "),
+					"list "+strings.Join(missing, ", ")+" in Access-Control-Allow-Headers")
 			}
 		}
 	}
 	res, err := c.send(ctx, http.MethodPost, c.target.String(), withHeader(mcpHeaders("initialize"), "Origin", o), []byte(initializeBody))
 	switch {
 	case err != nil:
-		problems = append(problems, "the POST with an Origin failed: "+err.Error())
+		problem("the POST with an Origin failed: "+err.Error(), "answer POSTs that carry an Origin header")
 	case res.status == http.StatusForbidden:
-		problems = append(problems, "a POST from that origin is refused with 403")
+		problem("a POST from that origin is refused with 403", allowOrigin)
 	case !allowsOrigin(res.header, o):
-		problems = append(problems, fmt.Sprintf("the %d answer has no Access-Control-Allow-Origin for it", res.status))
+		problem(fmt.Sprintf("the %d answer has no Access-Control-Allow-Origin for it", res.status), allowOrigin)
 	case res.status == http.StatusUnauthorized && !listHas(res.header.Get("Access-Control-Expose-Headers"), "WWW-Authenticate") &&
 		!listHas(res.header.Get("Access-Control-Expose-Headers"), "*"):
-		problems = append(problems, "the 401 does not expose WWW-Authenticate (Access-Control-Expose-Headers), so the browser hides the challenge")
+		problem("the 401 does not expose WWW-Authenticate (Access-Control-Expose-Headers), so the browser hides the challenge",
+			"add WWW-Authenticate to Access-Control-Expose-Headers")
 	}
 	if len(problems) > 0 {
-		c.warn("cors", "from origin "+o+": "+strings.Join(problems, "; ")+why,
-			"allow the browser clients' origins (CORS_ALLOW_ORIGINS in this gateway), the headers above, and add WWW-Authenticate to Access-Control-Expose-Headers")
+		c.warn("cors", "from origin "+o+": "+strings.Join(problems, "; ")+why, strings.Join(fixes, "; "))
 		return
 	}
 	c.ok("cors", "a browser client at "+o+" passes the preflight and can read the challenge (WWW-Authenticate exposed)")
