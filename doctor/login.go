@@ -376,10 +376,19 @@ func (c *checker) checkClaims(tok, resource string, mcpOK bool) {
 		}
 	}
 
+	// OpenID Connect's own scopes (OIDC Core §5.4, §11) govern the ID token
+	// and userinfo, not access tokens for a resource: only the others are
+	// expected in the token.
 	granted := scopes(claims)
 	var expected []string
 	if c.challenge != nil {
-		expected = strings.Fields(c.challenge.scope)
+		for _, s := range strings.Fields(c.challenge.scope) {
+			switch s {
+			case "openid", "profile", "email", "address", "phone", "offline_access":
+			default:
+				expected = append(expected, s)
+			}
+		}
 	}
 	var missing []string
 	for _, s := range expected {
@@ -395,7 +404,7 @@ func (c *checker) checkClaims(tok, resource string, mcpOK bool) {
 		bad("token.scope", "the token's scope "+strings.Join(granted, " ")+" lacks "+strings.Join(missing, " ")+", which the challenge asks for",
 			"grant the challenge's scopes to the client, or drop from the challenge the scopes the authorization server never puts in tokens")
 	case len(granted) == 0:
-		c.ok("token.scope", "no scope claim, and the challenge asks for none")
+		c.ok("token.scope", "no scope claim, and the challenge asks for no scope beyond OpenID Connect's")
 	default:
 		c.ok("token.scope", "scope "+strings.Join(granted, " "))
 	}

@@ -110,6 +110,9 @@ func TestLoginProblems(t *testing.T) {
 			f.Opaque = true
 			f.Reject = true
 		}, "token", Warn, []string{"opaque"}},
+		{"token lacks a challenged scope", func(f *fake) {
+			f.Challenge = `Bearer resource_metadata="` + f.URL + `/.well-known/oauth-protected-resource/mcp", scope="openid mcp admin"`
+		}, "token.scope", Warn, []string{"lacks admin"}},
 		{"no registration", func(f *fake) { delete(f.AS, "registration_endpoint") }, "login.client", Fail, []string{"--client-id"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
