@@ -2,7 +2,6 @@ package doctor
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -64,10 +63,8 @@ func (c *checker) checkTLS(res *response, err error) bool {
 		return true
 	}
 	if err != nil {
-		var unknown x509.UnknownAuthorityError
-		var invalid x509.CertificateInvalidError
-		var hostErr x509.HostnameError
-		if errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &hostErr) || strings.HasPrefix(err.Error(), "TLS certificate") {
+		var ce certError
+		if errors.As(err, &ce) {
 			c.fail("tls", "the TLS handshake with "+c.target.Host+" failed: "+err.Error(),
 				"install a certificate from a public CA (for example Let's Encrypt) covering "+host+", with its full chain")
 			return false

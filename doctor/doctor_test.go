@@ -329,6 +329,10 @@ func TestTLS(t *testing.T) {
 	expect(t, r, "port", Warn, "443")
 	expect(t, r, "challenge", OK)
 
+	// The test certificate names example.com and loopback addresses, not localhost.
+	r = run(t, strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)+"/mcp", Config{Transport: srv.Client().Transport})
+	expect(t, r, "tls", Fail, "not localhost")
+
 	soon := srv.Certificate().NotAfter.Add(-24 * time.Hour)
 	r = run(t, srv.URL+"/mcp", Config{Transport: srv.Client().Transport, Now: func() time.Time { return soon }})
 	expect(t, r, "tls", Warn, "expires in")

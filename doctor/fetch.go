@@ -131,14 +131,19 @@ func (c *checker) describe(ctx context.Context, err error) error {
 	var host x509.HostnameError
 	switch {
 	case errors.As(err, &unknown):
-		return errors.New("TLS certificate signed by an unknown authority")
+		return certError("TLS certificate signed by an unknown authority")
 	case errors.As(err, &invalid):
-		return fmt.Errorf("TLS certificate invalid: %v", invalid)
+		return certError("TLS certificate invalid: " + invalid.Error())
 	case errors.As(err, &host):
-		return fmt.Errorf("TLS certificate: %v", host)
+		return certError("TLS certificate: " + host.Error())
 	}
 	return err
 }
+
+// certError is a certificate the client refused.
+type certError string
+
+func (e certError) Error() string { return string(e) }
 
 // str returns doc[k] as a string ("" when absent or not a string).
 func str(doc map[string]any, k string) string {
