@@ -494,6 +494,7 @@ func printUsage(w io.Writer, all []*setting) {
   mcp-oauth-proxy [flags] [-- COMMAND ARGS...]   run the gateway
   mcp-oauth-proxy dev [flags] [-- COMMAND ARGS...] run it against an embedded development issuer
   mcp-oauth-proxy healthcheck                    probe a running gateway's /healthz on PORT
+  mcp-oauth-proxy doctor [flags] URL             say why an MCP client cannot connect to URL
   mcp-oauth-proxy version                        print version information
 
 Every flag defaults to the environment variable named beside it.

@@ -82,6 +82,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return runDev(ctx, args[2:], getenv, stdout, stderr)
 		case "healthcheck":
 			return runHealthcheck(ctx, args[2:], getenv, stdout, stderr)
+		case "doctor":
+			return runDoctor(ctx, args[2:], getenv, stdout, stderr)
 		case "version", "--version", "-version":
 			printVersion(stdout)
 			return nil
