@@ -122,17 +122,10 @@ func (l *Limiter) Allow(_ context.Context, key string) (ok bool, wait time.Durat
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	full, tracked := l.full[key]
-	if !tracked {
-		full = t
-	}
-	next := max(full, t) + l.interval
-	if over := next - t - l.window; over > 0 {
+	if over := l.over(full, t); over > 0 {
 		return false, time.Duration(over)
 	}
-	if !tracked {
-		l.makeRoom(t)
-	}
-	l.full[key] = next
+	l.put(key, tracked, max(full, t)+l.interval, t)
 	return true, 0
 }
 
@@ -141,12 +134,9 @@ func (l *Limiter) Allow(_ context.Context, key string) (ok bool, wait time.Durat
 func (l *Limiter) Peek(_ context.Context, key string) (ok bool, wait time.Duration) {
 	t := l.since()
 	l.mu.Lock()
-	full, tracked := l.full[key]
+	full := l.full[key]
 	l.mu.Unlock()
-	if !tracked {
-		return true, 0
-	}
-	if over := max(full, t) + l.interval - t - l.window; over > 0 {
+	if over := l.over(full, t); over > 0 {
 		return false, time.Duration(over)
 	}
 	return true, 0
@@ -160,15 +150,26 @@ func (l *Limiter) Spend(_ context.Context, key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	full, tracked := l.full[key]
-	if !tracked {
-		full = t
-		l.makeRoom(t)
-	}
-	l.full[key] = min(max(full, t)+l.interval, t+2*l.window)
+	l.put(key, tracked, min(max(full, t)+l.interval, t+2*l.window), t)
 }
 
-// since is the clock's reading in nanoseconds since the Limiter was made.
-func (l *Limiter) since() int64 { return int64(l.now().Sub(l.epoch)) }
+// since is the clock's reading in nanoseconds since the Limiter was made;
+// a clock set back before then reads as then. An untracked key's zero time
+// is therefore never in the future: its bucket is full.
+func (l *Limiter) since() int64 { return max(int64(l.now().Sub(l.epoch)), 0) }
+
+// over is how long after t a bucket that is full again at full has a whole
+// token; zero or negative: it has one at t.
+func (l *Limiter) over(full, t int64) int64 { return max(full, t) + l.interval - t - l.window }
+
+// put records, with mu held, that key's bucket is full again at full,
+// making room first when key is new.
+func (l *Limiter) put(key string, tracked bool, full, t int64) {
+	if !tracked {
+		l.makeRoom(t)
+	}
+	l.full[key] = full
+}
 
 // makeRoom runs, with mu held, before a new key is inserted at time t. At
 // the sweep mark it drops the keys whose buckets are full again; if the

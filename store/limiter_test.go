@@ -9,35 +9,18 @@ import (
 	"time"
 )
 
-// fakeClock is a settable clock, so no test sleeps to see a bucket refill.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newTestLimiter(t *testing.T, cfg LimiterConfig) (*Limiter, *fakeClock) {
+// newTestLimiter returns a Limiter for cfg on a clock that moves only when
+// the test calls advance, so no test sleeps to see a bucket refill. Only
+// the test's own goroutine may call advance.
+func newTestLimiter(t *testing.T, cfg LimiterConfig) (l *Limiter, advance func(time.Duration)) {
 	t.Helper()
-	c := newFakeClock()
-	cfg.Now = c.Now
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg.Now = func() time.Time { return now }
 	l, err := NewLimiter(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l, c
+	return l, func(d time.Duration) { now = now.Add(d) }
 }
 
 func (l *Limiter) len() int {
@@ -69,7 +52,7 @@ func TestNewLimiterRefusesBadConfig(t *testing.T) {
 // TestAllowBurstThenRate: a key has Burst actions at once, then one per
 // minute/PerMinute, and a refused action says how long to wait.
 func TestAllowBurstThenRate(t *testing.T) {
-	l, clk := newTestLimiter(t, LimiterConfig{PerMinute: 3})
+	l, advance := newTestLimiter(t, LimiterConfig{PerMinute: 3})
 	for i := range 3 {
 		if ok, wait := l.Allow(ctx, "alice"); !ok || wait != 0 {
 			t.Fatalf("action %d: got %v, %v; want allowed", i+1, ok, wait)
@@ -81,18 +64,18 @@ func TestAllowBurstThenRate(t *testing.T) {
 	if ok, _ := l.Allow(ctx, "carol"); !ok {
 		t.Errorf("another key: refused, want allowed")
 	}
-	clk.Advance(19 * time.Second)
+	advance(19 * time.Second)
 	if ok, wait := l.Allow(ctx, "alice"); ok || wait != time.Second {
 		t.Fatalf("after 19 s: got %v, %v; want refused, 1s", ok, wait)
 	}
-	clk.Advance(time.Second)
+	advance(time.Second)
 	if ok, _ := l.Allow(ctx, "alice"); !ok {
 		t.Fatalf("after 20 s: refused, want allowed")
 	}
 	if ok, _ := l.Allow(ctx, "alice"); ok {
 		t.Fatalf("second action after 20 s: allowed, want refused")
 	}
-	clk.Advance(time.Hour) // refills to Burst, not beyond
+	advance(time.Hour) // refills to Burst, not beyond
 	for i := range 3 {
 		if ok, _ := l.Allow(ctx, "alice"); !ok {
 			t.Fatalf("after an hour, action %d: refused", i+1)
@@ -104,7 +87,7 @@ func TestAllowBurstThenRate(t *testing.T) {
 }
 
 func TestBurstDiffersFromRate(t *testing.T) {
-	l, clk := newTestLimiter(t, LimiterConfig{PerMinute: 60, Burst: 2})
+	l, advance := newTestLimiter(t, LimiterConfig{PerMinute: 60, Burst: 2})
 	for i := range 2 {
 		if ok, _ := l.Allow(ctx, "k"); !ok {
 			t.Fatalf("action %d: refused", i+1)
@@ -113,7 +96,7 @@ func TestBurstDiffersFromRate(t *testing.T) {
 	if ok, wait := l.Allow(ctx, "k"); ok || wait != time.Second {
 		t.Fatalf("third: got %v, %v; want refused, 1s", ok, wait)
 	}
-	clk.Advance(time.Second)
+	advance(time.Second)
 	if ok, _ := l.Allow(ctx, "k"); !ok {
 		t.Errorf("after 1 s: refused, want allowed")
 	}
@@ -122,7 +105,7 @@ func TestBurstDiffersFromRate(t *testing.T) {
 // TestPeekSpend is the failed-authentication pattern: Peek decides, Spend
 // records a failure.
 func TestPeekSpend(t *testing.T) {
-	l, clk := newTestLimiter(t, LimiterConfig{PerMinute: 2})
+	l, advance := newTestLimiter(t, LimiterConfig{PerMinute: 2})
 	if ok, wait := l.Peek(ctx, "192.0.2.1"); !ok || wait != 0 {
 		t.Fatalf("unknown key: got %v, %v; want allowed", ok, wait)
 	}
@@ -140,7 +123,7 @@ func TestPeekSpend(t *testing.T) {
 			t.Fatalf("after the limit: got %v, %v; want refused, 30s", ok, wait)
 		}
 	}
-	clk.Advance(30 * time.Second)
+	advance(30 * time.Second)
 	if ok, _ := l.Peek(ctx, "192.0.2.1"); !ok {
 		t.Errorf("after 30 s: refused, want allowed")
 	}
@@ -149,7 +132,7 @@ func TestPeekSpend(t *testing.T) {
 // TestSpendDebt: failures that all passed Peek at once are all paid for,
 // but the debt stops at Burst.
 func TestSpendDebt(t *testing.T) {
-	l, clk := newTestLimiter(t, LimiterConfig{PerMinute: 60, Burst: 2})
+	l, advance := newTestLimiter(t, LimiterConfig{PerMinute: 60, Burst: 2})
 	for range 3 { // three concurrent attempts passed Peek; all failed
 		l.Spend(ctx, "k")
 	}
@@ -162,7 +145,7 @@ func TestSpendDebt(t *testing.T) {
 	if ok, wait := l.Peek(ctx, "k"); ok || wait != 3*time.Second {
 		t.Errorf("debt at its floor: got %v, %v; want refused, 3s (Burst in debt, plus one token)", ok, wait)
 	}
-	clk.Advance(3 * time.Second)
+	advance(3 * time.Second)
 	if ok, _ := l.Allow(ctx, "k"); !ok {
 		t.Errorf("debt paid: refused, want allowed")
 	}
@@ -171,15 +154,15 @@ func TestSpendDebt(t *testing.T) {
 // TestIdleKeysForgotten: keys whose buckets are full again are dropped at
 // the next sweep, and a forgotten key is limited as if it had been kept.
 func TestIdleKeysForgotten(t *testing.T) {
-	l, clk := newTestLimiter(t, LimiterConfig{PerMinute: 60, MaxKeys: 10_000})
+	l, advance := newTestLimiter(t, LimiterConfig{PerMinute: 60, MaxKeys: 10_000})
 	for i := range minSweep {
 		l.Allow(ctx, fmt.Sprint("early-", i))
 	}
 	if got := l.len(); got != minSweep {
 		t.Fatalf("entries: got %d, want %d", got, minSweep)
 	}
-	clk.Advance(time.Minute) // every early bucket is full again
-	l.Allow(ctx, "late")     // the insert at the sweep mark sweeps
+	advance(time.Minute) // every early bucket is full again
+	l.Allow(ctx, "late") // the insert at the sweep mark sweeps
 	if got := l.len(); got != 1 {
 		t.Errorf("entries after the sweep: got %d, want 1 (only the late key)", got)
 	}
@@ -199,7 +182,7 @@ func TestIdleKeysForgotten(t *testing.T) {
 // MaxKeys, and the keys spending hardest stay limited.
 func TestBounded(t *testing.T) {
 	const maxKeys = 2000
-	l, clk := newTestLimiter(t, LimiterConfig{PerMinute: 60, MaxKeys: maxKeys})
+	l, advance := newTestLimiter(t, LimiterConfig{PerMinute: 60, MaxKeys: maxKeys})
 	for range 60 {
 		l.Spend(ctx, "attacker") // deepest in debt: furthest from full
 	}
@@ -213,7 +196,7 @@ func TestBounded(t *testing.T) {
 		t.Errorf("the key furthest from full was forgotten")
 	}
 	// Idle buckets (full again) go first.
-	clk.Advance(2 * time.Minute)
+	advance(2 * time.Minute)
 	for i := range 1100 {
 		l.Spend(ctx, fmt.Sprint("later-", i))
 	}
@@ -232,6 +215,20 @@ func TestTinyBound(t *testing.T) {
 	}
 	if ok, _ := l.Peek(ctx, "9"); ok {
 		t.Errorf("the newest key was forgotten")
+	}
+}
+
+// TestClockSetBack: a clock set back (a wall clock without a monotonic
+// reading) does not make a new key wait, nor free a limited one.
+func TestClockSetBack(t *testing.T) {
+	l, advance := newTestLimiter(t, LimiterConfig{PerMinute: 60, Burst: 1})
+	l.Allow(ctx, "limited")
+	advance(-time.Hour)
+	if ok, wait := l.Allow(ctx, "new"); !ok {
+		t.Errorf("a new key: refused for %v, want allowed", wait)
+	}
+	if ok, _ := l.Allow(ctx, "limited"); ok {
+		t.Errorf("a limited key: allowed, want refused")
 	}
 }
 
