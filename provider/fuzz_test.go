@@ -114,6 +114,19 @@ func serveFuzzIssuer(t testing.TB, k *fuzzKeys) *http.Client {
 	}}
 }
 
+// newFuzzProvider runs a Provider of fuzzIssuer, reached through client,
+// without a cache, on a clock stopped at now, and waits until it is ready.
+func newFuzzProvider(t testing.TB, client *http.Client, now time.Time) *Provider {
+	t.Helper()
+	p := New(Config{
+		IssuerURL: fuzzIssuer, Audiences: []string{testAudience}, CacheTTL: -1, HTTPClient: client,
+		Logger: hclog.NewNullLogger(), Now: func() time.Time { return now },
+	})
+	runProvider(t, p)
+	waitReady(t, p)
+	return p
+}
+
 // fuzzSign signs claims with key under alg and the given header fields.
 func fuzzSign(t testing.TB, alg jose.SignatureAlgorithm, key crypto.Signer, header map[string]any, claims map[string]any) string {
 	t.Helper()
@@ -155,12 +168,7 @@ func FuzzVerify(f *testing.F) {
 	client := serveFuzzIssuer(f, k)
 	iss := fuzzIssuer
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	p := New(Config{
-		IssuerURL: iss, Audiences: []string{testAudience}, CacheTTL: -1, HTTPClient: client,
-		Logger: hclog.NewNullLogger(), Now: func() time.Time { return now },
-	})
-	runProvider(f, p)
-	waitReady(f, p)
+	p := newFuzzProvider(f, client, now)
 
 	claims := func(extra map[string]any) map[string]any {
 		c := map[string]any{"iss": iss, "sub": "user-1", "aud": testAudience, "iat": now.Unix() - 60, "exp": now.Unix() + 3600}
@@ -270,12 +278,7 @@ func FuzzVerify(f *testing.F) {
 func TestNonCanonicalBase64Refused(t *testing.T) {
 	k := newFuzzKeys(t)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	p := New(Config{
-		IssuerURL: fuzzIssuer, Audiences: []string{testAudience}, CacheTTL: -1, HTTPClient: serveFuzzIssuer(t, k),
-		Logger: hclog.NewNullLogger(), Now: func() time.Time { return now },
-	})
-	runProvider(t, p)
-	waitReady(t, p)
+	p := newFuzzProvider(t, serveFuzzIssuer(t, k), now)
 	claims := map[string]any{"iss": fuzzIssuer, "sub": "user-1", "aud": testAudience, "exp": now.Unix() + 3600}
 	for _, tc := range []struct {
 		name string
@@ -328,12 +331,7 @@ func mustDecode(t *testing.T, seg string) []byte {
 func TestClaimsAreOneJSONObject(t *testing.T) {
 	k := newFuzzKeys(t)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	p := New(Config{
-		IssuerURL: fuzzIssuer, Audiences: []string{testAudience}, CacheTTL: -1, HTTPClient: serveFuzzIssuer(t, k),
-		Logger: hclog.NewNullLogger(), Now: func() time.Time { return now },
-	})
-	runProvider(t, p)
-	waitReady(t, p)
+	p := newFuzzProvider(t, serveFuzzIssuer(t, k), now)
 	claims, err := json.Marshal(map[string]any{"iss": fuzzIssuer, "sub": "user-1", "aud": testAudience, "exp": now.Unix() + 3600})
 	if err != nil {
 		t.Fatal(err)
