@@ -1,14 +1,16 @@
 // Package respond writes the gateway's own answers, as opposed to what it
-// proxies: JSON documents and errors with the headers every such answer
-// carries (Content-Type: application/json, Cache-Control: no-store,
-// X-Content-Type-Options: nosniff), errors in the OAuth form of RFC 6749
-// §5.2, and the rendering of Retry-After. Every part of the gateway that
-// answers on its own (gate, wellknown, healthz, main's fallbacks) writes
-// through it, so the headers and the error shape cannot drift apart.
+// proxies: JSON with the headers such answers carry (Content-Type:
+// application/json, Cache-Control: no-store, X-Content-Type-Options:
+// nosniff), errors in the OAuth form of RFC 6749 §5.2, and the rendering of
+// Retry-After. Every JSON error the gateway writes itself (gate, wellknown,
+// healthz, main) goes through it, so the headers and the error shape cannot
+// drift apart.
 //
-// It does not decide status codes or error codes (the callers do), and it
-// writes no HTML: pages for browsers, when the gateway serves them, belong
-// here too, next to the JSON writer whose headers they keep.
+// It does not decide status codes or error codes (the callers do), nor
+// write documents meant to be cached (wellknown's metadata sets its own
+// Cache-Control). It writes no HTML: pages for browsers, when the gateway
+// serves them, belong here too, next to the JSON writer whose headers they
+// keep.
 package respond
 
 import (
