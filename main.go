@@ -29,6 +29,8 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/healthz"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/metrics"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/supervisor"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
 )
@@ -165,6 +167,15 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		OnFetch:          onFetch,
 	})
 
+	// Budgets kept in memory: per subject, and per client for failed
+	// authentications and for registrations.
+	subjectLimits, err1 := store.NewLimiter(store.LimiterConfig{PerMinute: cfg.RateLimitRPM})
+	failureLimits, err2 := store.NewLimiter(store.LimiterConfig{PerMinute: gate.DefaultFailedAuthPerIPPerMinute})
+	registerLimits, err3 := store.NewLimiter(store.LimiterConfig{PerMinute: wellknown.DefaultRegisterPerIPPerMinute})
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+
 	wk, err := wellknown.New(wellknown.Config{
 		ResourceURL:        cfg.ResourceURLRaw,
 		Mode:               cfg.AuthServerMode,
@@ -173,7 +184,8 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		StaticClientID:     cfg.StaticClientID,
 		StaticClientSecret: cfg.StaticClientSecret,
 		RedirectURIs:       cfg.RegisterRedirectURIs,
-		ClientIP:           gate.ClientIP(cfg.TrustedProxies),
+		RegisterLimiter:    registerLimits,
+		ClientKey:          gate.ClientKey(cfg.TrustedProxies),
 		Metadata:           prov,
 		Logger:             logger.Named("wellknown"),
 	})
@@ -257,7 +269,8 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		AllowSubs:           cfg.AllowSubs,
 		AllowEmails:         cfg.AllowEmails,
 		AllowGroups:         cfg.AllowGroups,
-		RateLimitRPM:        cfg.RateLimitRPM,
+		SubjectLimiter:      subjectLimits,
+		FailedAuthLimiter:   failureLimits,
 		CORSOrigins:         cfg.CORSOrigins,
 		MaxTokenBytes:       cfg.MaxTokenBytes,
 		MaxBodyBytes:        cfg.MaxBodyBytes,
@@ -389,9 +402,7 @@ func newHTTPServer(h http.Handler, cfg *Config, logger hclog.Logger) *http.Serve
 // notFound answers 404 with a JSON body.
 func notFound() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		_, _ = io.WriteString(w, `{"error":"not_found"}`+"\n")
+		respond.Error(w, http.StatusNotFound, "not_found", "")
 	})
 }
 

@@ -330,7 +330,7 @@ func TestBodyLimit(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	env := newIssuer(t)
-	s := newSetup(t, env, nil, func(c *Config) { c.RateLimitRPM = 3 })
+	s := newSetup(t, env, nil, func(c *Config) { c.SubjectLimiter = testLimiter(t, 3, c.Now) })
 	alice, carol := env.token(t, "alice", nil), env.token(t, "carol", map[string]any{"groups": "mcp-users"})
 	for i := range 3 {
 		if resp, _ := s.do(t, "GET", "/", bearerHeader(alice), nil); resp.StatusCode != 200 {
@@ -363,7 +363,7 @@ func TestRateLimit(t *testing.T) {
 
 func TestFailedAuthPerIP(t *testing.T) {
 	env := newIssuer(t)
-	s := newSetup(t, env, nil, func(c *Config) { c.FailedAuthPerIPPerMinute = 2 })
+	s := newSetup(t, env, nil, func(c *Config) { c.FailedAuthLimiter = testLimiter(t, 2, c.Now) })
 	bad := env.token(t, "alice", map[string]any{"aud": "other"})
 	for i := range 2 {
 		if resp, _ := s.do(t, "GET", "/", bearerHeader(bad), nil); resp.StatusCode != 401 {

@@ -17,7 +17,7 @@ import (
 
 // sampler logs rejections at info, at most perSecond a second (burst the
 // same); the rest are counted and the count is reported with the next line
-// that gets through, so a flood cannot fill the logs (issue 6 item 3).
+// that gets through, so a flood cannot fill the logs.
 type sampler struct {
 	log        hclog.Logger
 	lim        *rate.Limiter

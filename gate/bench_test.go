@@ -23,7 +23,7 @@ func (canned) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // BenchmarkAdmit is the hot path: a valid token (verification cache hit),
-// allow-list, rate limiter and the proxy with a canned upstream response.
+// failed-authentication limit's check, allow-list, rate limiter and the proxy with a canned upstream response.
 func BenchmarkAdmit(b *testing.B) {
 	env := newIssuer(b)
 	up := newUpstream(b, nil)
@@ -33,7 +33,8 @@ func BenchmarkAdmit(b *testing.B) {
 		UpstreamPath:        "/mcp",
 		ResourceMetadataURL: testMetadataURL,
 		AllowEmails:         []string{"alice@example.com"},
-		RateLimitRPM:        1 << 30,
+		SubjectLimiter:      testLimiter(b, 1<<30, nil),
+		FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
 		Transport:           canned{},
 	})
 	if err != nil {

@@ -6,16 +6,31 @@ import (
 	"strings"
 )
 
-// ClientIP returns a function that tells a request's client address the
-// way the gate does (the socket peer, or what trusted proxies say), for
-// other per-IP limits such as registration's.
-func ClientIP(trusted []netip.Prefix) func(*http.Request) string {
-	return func(r *http.Request) string { return clientIP(r, trusted).String() }
+// ClientKey returns a function that tells the key a per-client limit uses
+// for a request, as the gate's own failed-authentication limit does: the
+// client's address (the socket peer, or what trusted proxies say), an IPv6
+// client's by its /64. Other per-client limits, such as registration's,
+// use it to agree with the gate.
+func ClientKey(trusted []netip.Prefix) func(*http.Request) string {
+	return func(r *http.Request) string { return ipKey(clientIP(r, trusted)).String() }
 }
 
-// clientIP returns the address of the client (TRUSTED_PROXIES, issue 6
-// item 4): the socket peer, unless the peer is a trusted proxy, in which
-// case the rightmost X-Forwarded-For entry that is not a trusted proxy.
+// ipKey is the limit key of a client address: an IPv4 address, or the /64
+// of an IPv6 address, since one host usually holds a whole /64 (RFC 4291
+// §2.5.1 interface identifiers are 64 bits).
+func ipKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		if p, err := a.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return a
+}
+
+// clientIP returns the address of the client (TRUSTED_PROXIES): the socket
+// peer, unless the peer is a trusted proxy, in which case the rightmost
+// X-Forwarded-For entry that is not a trusted proxy.
 func clientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	peer := peerAddr(r)
 	if !isTrusted(peer, trusted) {

@@ -58,15 +58,15 @@ func TestClientIP(t *testing.T) {
 			if got := clientIP(r, tt.trusted).String(); got != tt.want {
 				t.Errorf("clientIP: got %s, want %s", got, tt.want)
 			}
-			if got := ClientIP(tt.trusted)(r); got != tt.want {
-				t.Errorf("ClientIP: got %s, want %s", got, tt.want)
+			if got, want := ClientKey(tt.trusted)(r), ipKey(netip.MustParseAddr(tt.want)).String(); got != want {
+				t.Errorf("ClientKey: got %s, want %s", got, want)
 			}
 		})
 	}
 }
 
 // TestFailedAuthLimitBeforeVerification: under a flood of bad tokens from
-// one client, only the first FailedAuthPerIPPerMinute reach signature
+// one client, only the first DefaultFailedAuthPerIPPerMinute reach signature
 // checks; the rest, a valid token included, are 429 without any. Varying
 // X-Forwarded-For does not escape the limit unless the peer is a trusted
 // proxy, and then each real client has its own budget.

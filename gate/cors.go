@@ -3,6 +3,8 @@ package gate
 import (
 	"net/http"
 	"strings"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // cors implements the Fetch standard's CORS protocol for the gateway's
@@ -47,7 +49,7 @@ func (c *cors) handle(w http.ResponseWriter, r *http.Request) (done bool) {
 		return false
 	}
 	if len(origins) > 1 || !c.allowed(origins[0]) {
-		writeJSON(w, http.StatusForbidden, bodyOriginForbidden)
+		respond.JSON(w, http.StatusForbidden, bodyOriginForbidden)
 		return true
 	}
 	if c.any {

@@ -6,10 +6,12 @@
 // proxy to the MCP server.
 //
 // It does not verify token signatures itself (package provider does, behind
-// Verifier), does not serve discovery or health documents (the caller passes
-// them in as public Routes), and does not know how the MCP server is run
-// (Upstream tells it where the server listens and whether it is ready), nor
-// how counts become Prometheus metrics (package metrics implements Metrics).
+// Verifier), does not keep the limits' budgets (Limiter and FailureLimiter
+// do: a *store.Limiter), does not serve discovery or health documents (the
+// caller passes them in as public Routes), and does not know how the MCP
+// server is run (Upstream tells it where the server listens and whether it
+// is ready), nor how counts become Prometheus metrics (package metrics
+// implements Metrics).
 //
 // Order of decisions for every request:
 //
@@ -42,6 +44,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // Verifier models *provider.Provider. Verify returns provider.ErrNotReady
@@ -49,6 +52,21 @@ import (
 // the token is not acceptable.
 type Verifier interface {
 	Verify(ctx context.Context, raw string) (*provider.Identity, error)
+}
+
+// Limiter models *store.Limiter as the per-subject rate limit uses it:
+// Allow takes a token from key's budget, or says how long until one is
+// left.
+type Limiter interface {
+	Allow(ctx context.Context, key string) (ok bool, wait time.Duration)
+}
+
+// FailureLimiter models *store.Limiter as the failed-authentication limit
+// uses it: Peek says, without spending, whether key may try again (or how
+// long until it may); Spend records one failure.
+type FailureLimiter interface {
+	Peek(ctx context.Context, key string) (ok bool, wait time.Duration)
+	Spend(ctx context.Context, key string)
 }
 
 // Upstream models *supervisor.Supervisor: where the MCP server listens now
@@ -141,8 +159,11 @@ type Route struct {
 
 // Defaults for the zero values of Config.
 const (
-	DefaultMaxTokenBytes            = 16 << 10
-	DefaultMaxBodyBytes             = 10 << 20
+	DefaultMaxTokenBytes = 16 << 10
+	DefaultMaxBodyBytes  = 10 << 20
+
+	// DefaultFailedAuthPerIPPerMinute is the rate (and burst) of the
+	// FailedAuthLimiter the gateway is wired with.
 	DefaultFailedAuthPerIPPerMinute = 60
 
 	// maxPathBytes bounds the request path; longer is 414.
@@ -195,9 +216,10 @@ type Config struct {
 	AllowEmails []string
 	AllowGroups []string
 
-	// RateLimitRPM is the per-subject limit in requests per minute, with a
-	// burst of the same size. Zero or negative: no per-subject limit.
-	RateLimitRPM int
+	// SubjectLimiter is the per-subject rate limit (RATE_LIMIT_RPM), keyed
+	// by the token's subject; past it the answer is 429 with Retry-After.
+	// Nil: no per-subject limit.
+	SubjectLimiter Limiter
 
 	// CORSOrigins lists the allowed browser origins; "*" allows any.
 	// Empty: no browser origin is allowed (requests without Origin proceed).
@@ -217,11 +239,11 @@ type Config struct {
 	// address is the client IP. Empty: no proxy is trusted.
 	TrustedProxies []netip.Prefix
 
-	// FailedAuthPerIPPerMinute limits failed authentications per client IP
-	// (IPv6 by /64), with a burst of the same size; past it the gate answers
-	// 429 before any signature check. Zero: DefaultFailedAuthPerIPPerMinute;
-	// negative: no limit.
-	FailedAuthPerIPPerMinute int
+	// FailedAuthLimiter limits failed authentications per client, keyed as
+	// ClientKey keys them (the client IP, an IPv6 client by its /64); past
+	// it the gate answers 429 with Retry-After before any signature check.
+	// Nil: no limit.
+	FailedAuthLimiter FailureLimiter
 
 	// Shutdown ends when the server begins to shut down. Open event streams
 	// (GET requests for text/event-stream, which never finish on their own)
@@ -252,7 +274,8 @@ type Config struct {
 	// Zero: DefaultMCPAuditBytes; negative: bodies are not read.
 	MCPAuditBytes int
 
-	// Now is the limiters' clock. Nil: time.Now.
+	// Now is the clock of the audit log's sampling and durations (the
+	// limiters have their own). Nil: time.Now.
 	Now func() time.Time
 }
 
@@ -276,8 +299,8 @@ type gate struct {
 	cors    cors
 	trusted []netip.Prefix
 
-	subLimits *limiters[string]     // nil: no per-subject limit
-	ipLimits  *limiters[netip.Addr] // nil: no per-IP failed-auth limit
+	subLimits Limiter        // nil: no per-subject limit
+	ipLimits  FailureLimiter // nil: no failed-auth limit
 
 	chal     challenges
 	proxy    *httputil.ReverseProxy
@@ -320,6 +343,8 @@ func New(cfg Config) (http.Handler, error) {
 		now:            cfg.Now,
 		shutdown:       cfg.Shutdown,
 		metrics:        cfg.Metrics,
+		subLimits:      cfg.SubjectLimiter,
+		ipLimits:       cfg.FailedAuthLimiter,
 	}
 	if g.log == nil {
 		g.log = hclog.NewNullLogger()
@@ -383,16 +408,6 @@ func New(cfg Config) (http.Handler, error) {
 	g.cors = newCORS(cfg.CORSOrigins)
 	g.chal = newChallenges(cfg.ResourceMetadataURL, cfg.ChallengeScopes, cfg.RequiredScopes)
 
-	if cfg.RateLimitRPM > 0 {
-		g.subLimits = newLimiters[string](cfg.RateLimitRPM, 100_000)
-	}
-	ipRPM := cfg.FailedAuthPerIPPerMinute
-	if ipRPM == 0 {
-		ipRPM = DefaultFailedAuthPerIPPerMinute
-	}
-	if ipRPM > 0 {
-		g.ipLimits = newLimiters[netip.Addr](ipRPM, 100_000)
-	}
 	g.audit = newSampler(g.log, 20, g.now)
 	switch {
 	case cfg.MCPAuditBytes == 0:
@@ -502,7 +517,7 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		h, ok := m[r.Method]
 		if !ok {
 			w.Header()["Allow"] = g.allow[path]
-			writeJSON(w, http.StatusMethodNotAllowed, bodyMethodNotAllowed)
+			respond.JSON(w, http.StatusMethodNotAllowed, bodyMethodNotAllowed)
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -510,7 +525,7 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	}
 	if path == "/.well-known" || strings.HasPrefix(path, "/.well-known/") {
 		w.class = ClassPublic
-		writeJSON(w, http.StatusNotFound, bodyNotFound)
+		respond.JSON(w, http.StatusNotFound, bodyNotFound)
 		return
 	}
 
@@ -530,8 +545,8 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		return
 	}
 	if g.subLimits != nil {
-		if wait, ok := g.subLimits.allow(id.Subject, g.now()); !ok {
-			w.Header().Set("Retry-After", retryAfter(wait))
+		if ok, wait := g.subLimits.Allow(r.Context(), id.Subject); !ok {
+			w.Header().Set("Retry-After", respond.RetryAfter(wait))
 			g.reject(w, r, http.StatusTooManyRequests, RejectRateLimited, "subject rate limit", id.Subject, bodyRateLimited)
 			return
 		}
@@ -612,13 +627,13 @@ func (g *gate) authenticate(w *recorder, r *http.Request) (*provider.Identity, b
 		return nil, false
 	}
 
-	client := w.client
-	now := g.now()
-	// Bound unauthenticated CPU (signature checks) and log volume per IP
-	// before anything that costs (issue 6, item 3).
+	// Bound unauthenticated CPU (signature checks) and log volume per
+	// client before anything that costs.
+	var client string // the failure limit's key; "" without a limit
 	if g.ipLimits != nil {
-		if wait, ok := g.ipLimits.peek(ipKey(client), now); !ok {
-			w.Header().Set("Retry-After", retryAfter(wait))
+		client = ipKey(w.client).String()
+		if ok, wait := g.ipLimits.Peek(r.Context(), client); !ok {
+			w.Header().Set("Retry-After", respond.RetryAfter(wait))
 			g.reject(w, r, http.StatusTooManyRequests, RejectIPLimited, "failed authentication limit", "", bodyRateLimited)
 			return nil, false
 		}
@@ -628,11 +643,11 @@ func (g *gate) authenticate(w *recorder, r *http.Request) (*provider.Identity, b
 	switch status {
 	case bearerOK:
 	case bearerTooLarge:
-		g.failed(client, now)
+		g.failed(r.Context(), client)
 		g.invalidToken(w, r, RejectInvalid, "token too large")
 		return nil, false
 	default:
-		g.failed(client, now)
+		g.failed(r.Context(), client)
 		w.Header()["Www-Authenticate"] = g.chal.invalidRequest
 		g.reject(w, r, http.StatusUnauthorized, RejectInvalid, "malformed authorization header", "", bodyInvalidRequest)
 		return nil, false
@@ -640,7 +655,7 @@ func (g *gate) authenticate(w *recorder, r *http.Request) (*provider.Identity, b
 	if hasQueryToken(r.URL.RawQuery) {
 		// RFC 6750 §2: a client MUST NOT use more than one method; a token
 		// in the query would also reach the upstream.
-		g.failed(client, now)
+		g.failed(r.Context(), client)
 		w.Header()["Www-Authenticate"] = g.chal.invalidRequest
 		g.reject(w, r, http.StatusBadRequest, RejectBadRequest, "access_token in query", "", bodyInvalidRequest)
 		return nil, false
@@ -653,7 +668,7 @@ func (g *gate) authenticate(w *recorder, r *http.Request) (*provider.Identity, b
 			g.reject(w, r, http.StatusServiceUnavailable, RejectProviderNotReady, "provider keys not loaded", "", bodyProviderNotReady)
 			return nil, false
 		}
-		g.failed(client, now)
+		g.failed(r.Context(), client)
 		desc, reason := "invalid token", RejectInvalid
 		var te *provider.TokenError
 		if errors.As(err, &te) {
@@ -671,17 +686,17 @@ func (g *gate) authenticate(w *recorder, r *http.Request) (*provider.Identity, b
 		return nil, false
 	}
 	if id == nil || id.Subject == "" {
-		g.failed(client, now)
+		g.failed(r.Context(), client)
 		g.invalidToken(w, r, RejectInvalid, "token has no subject")
 		return nil, false
 	}
 	return id, true
 }
 
-// failed records a failed authentication from client.
-func (g *gate) failed(client netip.Addr, now time.Time) {
+// failed records a failed authentication from client (its limit key).
+func (g *gate) failed(ctx context.Context, client string) {
 	if g.ipLimits != nil {
-		g.ipLimits.take(ipKey(client), now)
+		g.ipLimits.Spend(ctx, client)
 	}
 }
 
@@ -690,7 +705,7 @@ func (g *gate) failed(client netip.Addr, now time.Time) {
 func (g *gate) invalidToken(w *recorder, r *http.Request, reason, desc string) {
 	desc = sanitize(desc)
 	w.Header()["Www-Authenticate"] = []string{g.chal.invalidToken(desc)}
-	g.reject(w, r, http.StatusUnauthorized, reason, "invalid token: "+desc, "", errorBody("invalid_token", desc))
+	g.reject(w, r, http.StatusUnauthorized, reason, "invalid token: "+desc, "", respond.ErrorBody("invalid_token", desc))
 }
 
 // allowed applies the allow-list.
@@ -739,6 +754,6 @@ outer:
 // and marks the outcome rejected for reason (one of RejectReasons).
 func (g *gate) reject(w *recorder, r *http.Request, status int, reason, why, sub string, body string) {
 	w.class, w.reason = ClassRejected, reason
-	writeJSON(w, status, body)
+	respond.JSON(w, status, body)
 	g.audit.rejected(status, why, sub, w, r)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 )
 
 const (
@@ -120,6 +121,17 @@ func (u *upstream) url(t testing.TB) *url.URL {
 	return p
 }
 
+// testLimiter is a store.Limiter of perMinute (and the same burst) on the
+// clock now.
+func testLimiter(t testing.TB, perMinute int, now func() time.Time) *store.Limiter {
+	t.Helper()
+	l, err := store.NewLimiter(store.LimiterConfig{PerMinute: perMinute, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // clock is a settable clock for the limiters.
 type clock struct {
 	mu sync.Mutex
@@ -149,7 +161,9 @@ type setup struct {
 }
 
 // newSetup starts a gate; mod adjusts the default config (allow-listed
-// subject "alice", CORS origin https://claude.ai, rate limit 1000/min).
+// subject "alice", CORS origin https://claude.ai, rate limit 1000/min,
+// failed authentications DefaultFailedAuthPerIPPerMinute per client; both
+// limits on the setup's clock, which mod finds in Config.Now).
 func newSetup(t testing.TB, env *issuerEnv, h http.HandlerFunc, mod func(*Config)) *setup {
 	t.Helper()
 	up := newUpstream(t, h)
@@ -162,7 +176,8 @@ func newSetup(t testing.TB, env *issuerEnv, h http.HandlerFunc, mod func(*Config
 		AllowSubs:           []string{"alice"},
 		AllowEmails:         []string{"bob@example.com"},
 		AllowGroups:         []string{"mcp-users"},
-		RateLimitRPM:        1000,
+		SubjectLimiter:      testLimiter(t, 1000, c.Now),
+		FailedAuthLimiter:   testLimiter(t, DefaultFailedAuthPerIPPerMinute, c.Now),
 		CORSOrigins:         []string{"https://claude.ai"},
 		Public: []Route{
 			{Method: http.MethodGet, Path: "/healthz", Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "healthy") })},

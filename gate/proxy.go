@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // rewrite builds the outbound request (ReverseProxy.Rewrite; the proxy has
@@ -101,7 +103,7 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
-		writeJSON(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
+		respond.JSON(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
 	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
 		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
@@ -111,12 +113,12 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		// is bringing it back: unavailable for now, not a bad gateway.
 		g.log.Warn("proxy: the child is unavailable; it is restarting", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, bodyUpstreamNotReady)
+		respond.JSON(w, http.StatusServiceUnavailable, bodyUpstreamNotReady)
 		return
 	default:
 		g.log.Warn("proxy: upstream failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 	}
-	writeJSON(w, http.StatusBadGateway, bodyBadGateway)
+	respond.JSON(w, http.StatusBadGateway, bodyBadGateway)
 }
 
 // recorder is the gate's view of one request: its ID, and the status and

@@ -1,17 +1,13 @@
 package gate
 
 import (
-	"encoding/json"
-	"io"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
-	"time"
 )
 
-// Bodies of the gateway's own answers; every one is a JSON object with
-// "error" and, where it helps, "error_description" (RFC 6749 §5.2 shape).
+// Bodies of the gate's own answers, written with respond.JSON: each is
+// respond.ErrorBody of its code and description (RFC 6749 §5.2 shape),
+// spelled out as a constant so no answer is encoded per request.
 const (
 	bodyBadRequest        = `{"error":"invalid_request","error_description":"malformed request path"}` + "\n"
 	bodyURITooLong        = `{"error":"invalid_request","error_description":"request path too long"}` + "\n"
@@ -34,36 +30,6 @@ func errBadPath(status int) string {
 		return bodyURITooLong
 	}
 	return bodyBadRequest
-}
-
-// errorBody builds a body at run time (the invalid_token description).
-func errorBody(code, desc string) string {
-	m := map[string]string{"error": code}
-	if desc != "" {
-		m["error_description"] = desc
-	}
-	b, _ := json.Marshal(m)
-	return string(b) + "\n"
-}
-
-func writeJSON(w http.ResponseWriter, status int, body string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Del("Content-Length")
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, body)
-}
-
-// retryAfter renders d as whole seconds, rounded up, at least 1
-// (RFC 9110 §10.2.3).
-func retryAfter(d time.Duration) string {
-	s := int64(math.Ceil(d.Seconds()))
-	if s < 1 {
-		s = 1
-	}
-	return strconv.FormatInt(s, 10)
 }
 
 // challenges holds the WWW-Authenticate values (RFC 6750 §3, RFC 9728 §5.1)

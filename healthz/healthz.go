@@ -10,6 +10,8 @@ package healthz
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // Check is one readiness condition. Ready reports whether it holds and, when
@@ -21,11 +23,8 @@ type Check struct {
 
 // Live answers 200 {"status":"ok"} while the process serves.
 func Live() http.Handler {
-	body := []byte(`{"status":"ok"}` + "\n")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_, _ = w.Write(body)
+		respond.JSON(w, http.StatusOK, `{"status":"ok"}`+"\n")
 	})
 }
 
@@ -52,12 +51,10 @@ func Ready(checks ...Check) http.Handler {
 			status, code = "not ready", http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "1")
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(struct {
+		b, _ := json.Marshal(struct { // strings and bools: Marshal cannot fail
 			Status string                 `json:"status"`
 			Checks map[string]checkResult `json:"checks"`
 		}{status, results})
+		respond.JSON(w, code, string(b)+"\n")
 	})
 }

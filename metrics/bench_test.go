@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 )
 
 // canned answers without a network, so the benchmark measures the gate.
@@ -46,13 +47,22 @@ func BenchmarkAdmit(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			m := New()
 			env := newIssuer(b, m)
+			subjects, err := store.NewLimiter(store.LimiterConfig{PerMinute: 1 << 30})
+			if err != nil {
+				b.Fatal(err)
+			}
+			failures, err := store.NewLimiter(store.LimiterConfig{PerMinute: gate.DefaultFailedAuthPerIPPerMinute})
+			if err != nil {
+				b.Fatal(err)
+			}
 			cfg := gate.Config{
 				Verifier:            env.p,
 				Upstream:            gate.Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
 				UpstreamPath:        "/mcp",
 				ResourceMetadataURL: "https://mcp.example.com/.well-known/oauth-protected-resource",
 				AllowSubs:           []string{"alice"},
-				RateLimitRPM:        1 << 30,
+				SubjectLimiter:      subjects,
+				FailedAuthLimiter:   failures,
 				Transport:           canned{},
 				Logger:              hclog.New(&hclog.LoggerOptions{Name: "gate", Output: io.Discard, JSONFormat: true, Level: hclog.Info}),
 				MCPAuditBytes:       -1,

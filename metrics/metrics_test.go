@@ -20,6 +20,7 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/supervisor"
 )
 
@@ -111,6 +112,13 @@ func TestRejectionReasons(t *testing.T) {
 	upURL, _ := url.Parse(up.URL)
 	alice := env.token(t, "alice", audience, time.Hour, nil)
 
+	limiter := func(perMinute int) *store.Limiter {
+		l, err := store.NewLimiter(store.LimiterConfig{PerMinute: perMinute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
 	newGate := func(mod func(*gate.Config)) http.Handler {
 		cfg := gate.Config{
 			Verifier:            env.p,
@@ -151,7 +159,7 @@ func TestRejectionReasons(t *testing.T) {
 		{gate.RejectPath, 400, nil, req("GET", "/a/../b", auth(alice), "")},
 		{gate.RejectNoToken, 401, nil, req("GET", "/mcp", nil, "")},
 		{gate.RejectBadRequest, 400, nil, req("GET", "/mcp", http.Header{"Authorization": {"Bearer a", "Bearer b"}}, "")},
-		{gate.RejectIPLimited, 429, func(c *gate.Config) { c.FailedAuthPerIPPerMinute = 1 }, nil}, // below
+		{gate.RejectIPLimited, 429, func(c *gate.Config) { c.FailedAuthLimiter = limiter(1) }, nil}, // below
 		{gate.RejectInvalid, 401, nil, req("GET", "/mcp", auth("not.a.jwt"), "")},
 		{gate.RejectExpired, 401, nil, req("GET", "/mcp", auth(env.token(t, "alice", audience, -time.Hour, nil)), "")},
 		{gate.RejectAudience, 401, nil, req("GET", "/mcp", auth(env.token(t, "alice", "someone-else", time.Hour, nil)), "")},
@@ -160,7 +168,7 @@ func TestRejectionReasons(t *testing.T) {
 		}, req("GET", "/mcp", auth(alice), "")},
 		{gate.RejectForbidden, 403, nil, req("GET", "/mcp", auth(env.token(t, "mallory", audience, time.Hour, nil)), "")},
 		{gate.RejectInsufficientScope, 403, func(c *gate.Config) { c.RequiredScopes = []string{"mcp:admin"} }, req("GET", "/mcp", auth(alice), "")},
-		{gate.RejectRateLimited, 429, func(c *gate.Config) { c.RateLimitRPM = 1 }, nil}, // below
+		{gate.RejectRateLimited, 429, func(c *gate.Config) { c.SubjectLimiter = limiter(1) }, nil}, // below
 		{gate.RejectTooLarge, 413, func(c *gate.Config) { c.MaxBodyBytes = 4 }, req("POST", "/mcp", auth(alice), "too large")},
 		{gate.RejectUpstreamNotReady, 503, func(c *gate.Config) { c.Upstream = notReady{upURL} }, req("GET", "/mcp", auth(alice), "")},
 	} {

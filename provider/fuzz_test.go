@@ -114,6 +114,19 @@ func serveFuzzIssuer(t testing.TB, k *fuzzKeys) *http.Client {
 	}}
 }
 
+// newFuzzProvider runs a Provider of fuzzIssuer, reached through client,
+// without a cache, on a clock stopped at now, and waits until it is ready.
+func newFuzzProvider(t testing.TB, client *http.Client, now time.Time) *Provider {
+	t.Helper()
+	p := New(Config{
+		IssuerURL: fuzzIssuer, Audiences: []string{testAudience}, CacheTTL: -1, HTTPClient: client,
+		Logger: hclog.NewNullLogger(), Now: func() time.Time { return now },
+	})
+	runProvider(t, p)
+	waitReady(t, p)
+	return p
+}
+
 // fuzzSign signs claims with key under alg and the given header fields.
 func fuzzSign(t testing.TB, alg jose.SignatureAlgorithm, key crypto.Signer, header map[string]any, claims map[string]any) string {
 	t.Helper()
@@ -155,12 +168,7 @@ func FuzzVerify(f *testing.F) {
 	client := serveFuzzIssuer(f, k)
 	iss := fuzzIssuer
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	p := New(Config{
-		IssuerURL: iss, Audiences: []string{testAudience}, CacheTTL: -1, HTTPClient: client,
-		Logger: hclog.NewNullLogger(), Now: func() time.Time { return now },
-	})
-	runProvider(f, p)
-	waitReady(f, p)
+	p := newFuzzProvider(f, client, now)
 
 	claims := func(extra map[string]any) map[string]any {
 		c := map[string]any{"iss": iss, "sub": "user-1", "aud": testAudience, "iat": now.Unix() - 60, "exp": now.Unix() + 3600}
@@ -270,12 +278,7 @@ func FuzzVerify(f *testing.F) {
 func TestNonCanonicalBase64Refused(t *testing.T) {
 	k := newFuzzKeys(t)
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	p := New(Config{
-		IssuerURL: fuzzIssuer, Audiences: []string{testAudience}, CacheTTL: -1, HTTPClient: serveFuzzIssuer(t, k),
-		Logger: hclog.NewNullLogger(), Now: func() time.Time { return now },
-	})
-	runProvider(t, p)
-	waitReady(t, p)
+	p := newFuzzProvider(t, serveFuzzIssuer(t, k), now)
 	claims := map[string]any{"iss": fuzzIssuer, "sub": "user-1", "aud": testAudience, "exp": now.Unix() + 3600}
 	for _, tc := range []struct {
 		name string
@@ -320,4 +323,48 @@ func mustDecode(t *testing.T, seg string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestClaimsAreOneJSONObject: a signed payload is accepted only if it is
+// one complete JSON object (RFC 7519 §7.2 step 10); whitespace around it is
+// JSON's own, anything else after it is refused.
+func TestClaimsAreOneJSONObject(t *testing.T) {
+	k := newFuzzKeys(t)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	p := newFuzzProvider(t, serveFuzzIssuer(t, k), now)
+	claims, err := json.Marshal(map[string]any{"iss": fuzzIssuer, "sub": "user-1", "aud": testAudience, "exp": now.Unix() + 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: k.rsa}, (&jose.SignerOptions{}).WithHeader("kid", "rsa"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		payload string
+		want    string // TokenError reason; "" for success
+	}{
+		{"the object", string(claims), ""},
+		{"whitespace around it", " \n" + string(claims) + "\r\n\t", ""},
+		{"a second object", string(claims) + "{}", ReasonClaims},
+		{"a stray brace", string(claims) + "}", ReasonClaims},
+		{"garbage", string(claims) + "x", ReasonClaims},
+		{"an array", "[" + string(claims) + "]", ReasonClaims},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj, err := signer.Sign([]byte(tc.payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := obj.CompactSerialize()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.Verify(context.Background(), raw)
+			if got := reasonOf(err); got != tc.want {
+				t.Errorf("Verify() reason = %q, want %q (%v)", got, tc.want, err)
+			}
+		})
+	}
 }

@@ -31,7 +31,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/go-hclog"
 )
@@ -131,7 +130,6 @@ type Provider struct {
 	log         hclog.Logger
 	now         func() time.Time
 	onFetch     func(kind, result string) // nil: none
-	oidcConfig  *oidc.Config
 
 	doc  atomic.Pointer[discovery] // last good discovery document
 	keys atomic.Pointer[keySet]    // last good JWKS
@@ -147,8 +145,6 @@ type Provider struct {
 	lastKidFetch time.Time
 
 	cache *tokenCache // nil when disabled
-
-	verifications atomic.Int64 // full (uncached) verifications; read by tests
 }
 
 // discovery is a fetched discovery document.
@@ -181,12 +177,6 @@ func New(cfg Config) *Provider {
 		now:         cfg.Now,
 		onFetch:     cfg.OnFetch,
 		reason:      "provider discovery pending",
-		oidcConfig: &oidc.Config{
-			SkipClientIDCheck:    true,
-			SkipExpiryCheck:      true, // checked here, with a configurable skew
-			SkipIssuerCheck:      true, // checked here, modulo a trailing slash
-			SupportedSigningAlgs: supportedAlgs(),
-		},
 	}
 	if p.cooldown <= 0 {
 		p.cooldown = defaultRefreshCooldown

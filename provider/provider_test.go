@@ -520,108 +520,89 @@ func TestOutageAfterLoad(t *testing.T) {
 	}
 }
 
+// TestCache: a cache hit returns the very *Identity the verification that
+// filled it made (Identity's documented sharing), while every full
+// verification makes a new one; so identity of pointers tells a hit from a
+// verification without a hook in the Provider.
 func TestCache(t *testing.T) {
 	newProvider := func(t *testing.T) (*devissuer.Issuer, *clock, *Provider) {
 		is := startIssuer(t, nil)
 		c := newClock()
 		return is, c, startProvider(t, is, c, Config{CacheTTL: time.Minute, RefreshCooldown: time.Second})
 	}
-	verify := func(t *testing.T, p *Provider, raw string) error {
+	verify := func(t *testing.T, p *Provider, raw string) *Identity {
 		t.Helper()
-		_, err := p.Verify(context.Background(), raw)
-		return err
+		id, err := p.Verify(context.Background(), raw)
+		if err != nil {
+			t.Fatalf("Verify() = %v", err)
+		}
+		return id
 	}
 
 	t.Run("second verify is a hit", func(t *testing.T) {
 		is, c, p := newProvider(t)
 		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), nil)})
-		id1, err1 := p.Verify(context.Background(), raw)
-		id2, err2 := p.Verify(context.Background(), raw)
-		if err1 != nil || err2 != nil {
-			t.Fatalf("Verify() = %v, %v", err1, err2)
-		}
-		if got := p.verifications.Load(); got != 1 {
-			t.Errorf("verifications = %d, want 1", got)
-		}
-		if id1 != id2 {
-			t.Errorf("cached identity differs")
+		if id1, id2 := verify(t, p, raw), verify(t, p, raw); id1 != id2 {
+			t.Errorf("second Verify() verified again, want the cached identity")
 		}
 	})
 
 	t.Run("hit survives an unpublished key until TTL", func(t *testing.T) {
 		is, c, p := newProvider(t)
 		raw := mint(t, is, devissuer.Token{KeyID: devissuer.KeyES256, Claims: claimsAt(is, c.Now(), nil)})
-		if err := verify(t, p, raw); err != nil {
-			t.Fatal(err)
-		}
+		first := verify(t, p, raw)
 		is.Unpublish(devissuer.KeyES256)
 		c.Advance(59 * time.Second)
-		if err := verify(t, p, raw); err != nil {
-			t.Errorf("within TTL: Verify() = %v, want nil", err)
+		if verify(t, p, raw) != first {
+			t.Errorf("within TTL: verified again, want the cached identity")
 		}
 		c.Advance(2 * time.Second)
-		if err := verify(t, p, raw); err != nil { // keys not refetched yet: re-verified with cached keys
-			t.Errorf("after TTL: Verify() = %v, want nil", err)
-		}
-		if got := p.verifications.Load(); got != 2 {
-			t.Errorf("verifications = %d, want 2 (re-verified after TTL)", got)
+		// Keys not refetched yet: verified again, with the keys held.
+		if verify(t, p, raw) == first {
+			t.Errorf("after TTL: the cached identity, want a new verification")
 		}
 	})
 
 	t.Run("expired token never served", func(t *testing.T) {
 		is, c, p := newProvider(t)
 		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), map[string]any{"exp": c.Now().Add(5 * time.Second).Unix()})})
-		if err := verify(t, p, raw); err != nil {
-			t.Fatal(err)
-		}
+		first := verify(t, p, raw)
 		c.Advance(4 * time.Second)
-		if err := verify(t, p, raw); err != nil {
-			t.Fatalf("before exp: Verify() = %v", err)
+		if verify(t, p, raw) != first {
+			t.Errorf("before exp: verified again, want the cached identity")
 		}
 		c.Advance(time.Second) // now == exp
-		if got := reasonOf(verify(t, p, raw)); got != ReasonExpired {
-			t.Errorf("at exp: Verify() reason = %q, want %q", got, ReasonExpired)
-		}
-		if got := p.verifications.Load(); got != 2 {
-			t.Errorf("verifications = %d, want 2", got)
+		if _, err := p.Verify(context.Background(), raw); reasonOf(err) != ReasonExpired {
+			t.Errorf("at exp: Verify() = %v, want reason %q", err, ReasonExpired)
 		}
 	})
 
 	t.Run("dropped when keys change", func(t *testing.T) {
 		is, c, p := newProvider(t)
 		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), nil)})
-		if err := verify(t, p, raw); err != nil {
-			t.Fatal(err)
-		}
-		if err := verify(t, p, raw); err != nil {
-			t.Fatal(err)
+		first := verify(t, p, raw)
+		if verify(t, p, raw) != first {
+			t.Fatalf("second Verify() verified again, want the cached identity")
 		}
 		// A new key makes the JWKS change (fetched for the unknown kid).
 		if err := is.AddKey("rotated", true); err != nil {
 			t.Fatal(err)
 		}
-		rotated := mint(t, is, devissuer.Token{KeyID: "rotated", Claims: claimsAt(is, c.Now(), nil)})
-		if err := verify(t, p, rotated); err != nil {
-			t.Fatalf("rotated key: Verify() = %v", err)
-		}
-		if err := verify(t, p, raw); err != nil {
-			t.Fatal(err)
-		}
-		if got := p.verifications.Load(); got != 3 {
-			t.Errorf("verifications = %d, want 3 (cache dropped on rotation)", got)
+		verify(t, p, mint(t, is, devissuer.Token{KeyID: "rotated", Claims: claimsAt(is, c.Now(), nil)}))
+		if verify(t, p, raw) == first {
+			t.Errorf("after rotation: the cached identity, want a new verification (cache dropped)")
 		}
 	})
 
 	t.Run("failures not cached", func(t *testing.T) {
 		is, c, p := newProvider(t)
-		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), map[string]any{"aud": "other"})})
-		for range 2 {
-			if got := reasonOf(verify(t, p, raw)); got != ReasonAudience {
-				t.Fatalf("Verify() reason = %q, want %q", got, ReasonAudience)
-			}
+		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), map[string]any{"nbf": c.Now().Add(time.Minute).Unix()})})
+		if _, err := p.Verify(context.Background(), raw); reasonOf(err) != ReasonNotYetValid {
+			t.Fatalf("before nbf: Verify() = %v, want reason %q", err, ReasonNotYetValid)
 		}
-		if got := p.verifications.Load(); got != 2 {
-			t.Errorf("verifications = %d, want 2", got)
+		c.Advance(time.Minute)
+		if _, err := p.Verify(context.Background(), raw); err != nil {
+			t.Errorf("after nbf: Verify() = %v, want nil (the failure was remembered)", err)
 		}
 	})
 
@@ -630,13 +611,12 @@ func TestCache(t *testing.T) {
 		c := newClock()
 		p := startProvider(t, is, c, Config{CacheTTL: -1})
 		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), nil)})
+		seen := map[*Identity]bool{}
 		for range 3 {
-			if err := verify(t, p, raw); err != nil {
-				t.Fatal(err)
-			}
+			seen[verify(t, p, raw)] = true
 		}
-		if got := p.verifications.Load(); got != 3 {
-			t.Errorf("verifications = %d, want 3", got)
+		if got := len(seen); got != 3 {
+			t.Errorf("identities of 3 verifications: got %d distinct, want 3", got)
 		}
 	})
 }

@@ -10,13 +10,13 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
@@ -96,7 +96,6 @@ func (p *Provider) Verify(ctx context.Context, raw string) (*Identity, error) {
 			return id, nil
 		}
 	}
-	p.verifications.Add(1)
 	id, gen, err := p.verify(ctx, raw, ks)
 	if err != nil {
 		return nil, err
@@ -142,22 +141,11 @@ func (p *Provider) verify(ctx context.Context, raw string, ks *keySet) (*Identit
 		return nil, 0, kerr
 	}
 
-	// Signature: go-oidc parses the JWS with the accepted algorithms and asks
-	// our key set, which only knows the keys of the configured JWKS (jku, x5u
-	// and jwk headers are never followed).
-	sk := &staticKeys{alg: jose.SignatureAlgorithm(h.alg), keys: cands}
-	v := oidc.NewVerifier(p.doc.Load().issuer, sk, p.oidcConfig)
-	if _, err := v.Verify(ctx, raw); err != nil {
-		switch {
-		case sk.err != nil:
-			return nil, 0, sk.err
-		case !sk.called:
-			return nil, 0, tokenErr(ReasonMalformed, "token is not a valid JWS")
-		default: // signature good, but go-oidc could not read the standard claims
-			return nil, 0, tokenErr(ReasonClaims, "token claims are not valid")
-		}
+	payload, serr := verifySignature(raw, h.alg, cands)
+	if serr != nil {
+		return nil, 0, serr
 	}
-	id, err := p.checkClaims(sk.payload)
+	id, err := p.checkClaims(payload)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -181,7 +169,7 @@ func parseHeader(raw string) (joseHeader, *TokenError) {
 	if dots != 2 {
 		return h, tokenErr(ReasonMalformed, "token is not a compact JWS")
 	}
-	// One spelling per token: base64url decoders (ours, go-jose's, go-oidc's)
+	// One spelling per token: base64url decoders (ours and go-jose's)
 	// ignore the unused low bits of a segment's last character, so without
 	// this check a verified token would have up to 16 spellings for each
 	// segment (found by FuzzVerify).
@@ -317,35 +305,23 @@ func keyFits(k *jose.JSONWebKey, alg string) bool {
 	return false
 }
 
-// staticKeys is the oidc.KeySet of one Verify call: the candidate keys,
-// already chosen from the configured JWKS. It records the outcome so Verify
-// can tell a bad signature from a malformed token (go-oidc flattens errors).
-type staticKeys struct {
-	alg     jose.SignatureAlgorithm
-	keys    []jose.JSONWebKey
-	called  bool
-	payload []byte
-	err     *TokenError
-}
-
-// VerifySignature implements oidc.KeySet.
-func (s *staticKeys) VerifySignature(_ context.Context, jwt string) ([]byte, error) {
-	s.called = true
-	jws, err := jose.ParseSignedCompact(jwt, []jose.SignatureAlgorithm{s.alg})
+// verifySignature checks the signature of raw, a compact JWS (RFC 7515 §5.2)
+// whose header parseHeader accepted, made with alg by one of keys, and
+// returns its payload. Only the candidate keys, taken from the configured
+// JWKS, are tried: jku, x5u and jwk headers are never followed.
+func verifySignature(raw, alg string, keys []jose.JSONWebKey) ([]byte, *TokenError) {
+	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(alg)})
 	if err != nil {
-		s.err = tokenErr(ReasonMalformed, "token is not a valid JWS")
-		return nil, s.err
+		return nil, tokenErr(ReasonMalformed, "token is not a valid JWS")
 	}
-	for _, k := range s.keys {
+	for _, k := range keys {
 		// The bare public key, not the JWK: go-jose must not pick a key by
 		// the token's own headers.
 		if payload, err := jws.Verify(k.Key); err == nil {
-			s.payload = payload
 			return payload, nil
 		}
 	}
-	s.err = tokenErr(ReasonSignature, "token signature is not valid")
-	return nil, s.err
+	return nil, tokenErr(ReasonSignature, "token signature is not valid")
 }
 
 // refetchForKID fetches the JWKS again for a token whose kid is unknown, at
@@ -400,7 +376,11 @@ func (p *Provider) checkClaims(payload []byte) (*Identity, error) {
 	var c map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
+	// RFC 7519 §7.2 step 10: one complete JSON object, nothing after it.
 	if err := dec.Decode(&c); err != nil || c == nil {
+		return nil, tokenErr(ReasonClaims, "token claims are not a JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, tokenErr(ReasonClaims, "token claims are not a JSON object")
 	}
 	now := p.now()

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // retryAfterSeconds is the Retry-After of a 502 while the provider's document
@@ -52,7 +54,7 @@ func (s *Server) serveAuthorizationServer(w http.ResponseWriter, r *http.Request
 	if s.cfg.Mode != ModeFacade {
 		// Direct mode serves no authorization-server metadata; the gate
 		// does not route here then, but never answer for the provider.
-		writeError(w, http.StatusNotFound, "not_found", "this gateway is not an authorization server")
+		respond.Error(w, http.StatusNotFound, "not_found", "this gateway is not an authorization server")
 		return
 	}
 	m, err := s.cfg.Metadata.Metadata()
@@ -64,7 +66,7 @@ func (s *Server) serveAuthorizationServer(w http.ResponseWriter, r *http.Request
 	body, err := s.asDoc.get(m, s.authorizationServerDoc)
 	if err != nil {
 		s.logger.Error("build authorization server metadata", "error", err)
-		writeError(w, http.StatusInternalServerError, "server_error", "the authorization server's metadata could not be built")
+		respond.Error(w, http.StatusInternalServerError, "server_error", "the authorization server's metadata could not be built")
 		return
 	}
 	maxAge := max(s.cfg.Metadata.MetadataMaxAge(), 0)
@@ -77,7 +79,7 @@ func (s *Server) serveAuthorizationServer(w http.ResponseWriter, r *http.Request
 // unavailable answers a request that needs a provider document never fetched.
 func unavailable(w http.ResponseWriter) {
 	w.Header().Set("Retry-After", retryAfterSeconds)
-	writeError(w, http.StatusBadGateway, "temporarily_unavailable", "the authorization server's metadata could not be fetched")
+	respond.Error(w, http.StatusBadGateway, "temporarily_unavailable", "the authorization server's metadata could not be fetched")
 }
 
 // authorizationServerDoc builds the facade's RFC 8414 document from the

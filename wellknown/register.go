@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"mime"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // maxRegisterBody bounds a registration request's body.
@@ -40,46 +40,48 @@ type registration struct {
 // serveRegister answers RFC 7591 §3.1 registration with the static client.
 func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	if !s.registering {
-		writeError(w, http.StatusNotFound, "not_found", "registration is not enabled")
+		respond.Error(w, http.StatusNotFound, "not_found", "registration is not enabled")
 		return
 	}
 	if !allowMethods(w, r, http.MethodPost) {
 		return
 	}
 	now := s.now()
-	if wait, ok := s.limiter.allow(s.clientIP(r), now); !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		writeError(w, http.StatusTooManyRequests, "too_many_requests", "too many registrations from this address; retry later")
-		return
+	if s.limiter != nil {
+		if ok, wait := s.limiter.Allow(r.Context(), s.cfg.ClientKey(r)); !ok {
+			w.Header().Set("Retry-After", respond.RetryAfter(wait))
+			respond.Error(w, http.StatusTooManyRequests, "too_many_requests", "too many registrations from this address; retry later")
+			return
+		}
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
-		writeError(w, http.StatusBadRequest, "invalid_client_metadata", "the request body must be application/json")
+		respond.Error(w, http.StatusBadRequest, "invalid_client_metadata", "the request body must be application/json")
 		return
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRegisterBody))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			writeError(w, http.StatusBadRequest, "invalid_client_metadata", fmt.Sprintf("the request body exceeds %d bytes", maxRegisterBody))
+			respond.Error(w, http.StatusBadRequest, "invalid_client_metadata", fmt.Sprintf("the request body exceeds %d bytes", maxRegisterBody))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "invalid_client_metadata", "the request body could not be read")
+		respond.Error(w, http.StatusBadRequest, "invalid_client_metadata", "the request body could not be read")
 		return
 	}
 	var md map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &md); err != nil || md == nil {
-		writeError(w, http.StatusBadRequest, "invalid_client_metadata", "the request body must be a JSON object")
+		respond.Error(w, http.StatusBadRequest, "invalid_client_metadata", "the request body must be a JSON object")
 		return
 	}
 	var redirects []string
 	if v, ok := md["redirect_uris"]; ok && string(v) != "null" {
 		if err := json.Unmarshal(v, &redirects); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_client_metadata", "redirect_uris must be an array of strings")
+			respond.Error(w, http.StatusBadRequest, "invalid_client_metadata", "redirect_uris must be an array of strings")
 			return
 		}
 	}
 	if err := s.checkRedirects(redirects); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_redirect_uri", err.Error())
+		respond.Error(w, http.StatusBadRequest, "invalid_redirect_uri", err.Error())
 		return
 	}
 	pm, err := s.cfg.Metadata.Metadata()
@@ -108,7 +110,7 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	body, err := json.Marshal(reg)
 	if err != nil {
 		s.logger.Error("encode registration", "error", err)
-		writeError(w, http.StatusInternalServerError, "server_error", "the registration could not be encoded")
+		respond.Error(w, http.StatusInternalServerError, "server_error", "the registration could not be encoded")
 		return
 	}
 	s.logger.Info("client registered", "client_name", truncate(name, 200), "redirect_uris", redirects,
@@ -149,18 +151,6 @@ func authMethod(pm map[string]json.RawMessage, asked string) string {
 	default:
 		return authSecretPost
 	}
-}
-
-// clientIP is the address registrations are rate limited by.
-func (s *Server) clientIP(r *http.Request) string {
-	if s.cfg.ClientIP != nil {
-		return s.cfg.ClientIP(r)
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // redirectRule is one REGISTER_REDIRECT_URIS entry.

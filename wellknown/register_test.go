@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 )
 
 // clock is a settable test clock.
@@ -30,14 +33,30 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
+// testLimiter is a store.Limiter of perMinute (and the same burst) on the
+// clock now.
+func testLimiter(t *testing.T, perMinute int, now func() time.Time) *store.Limiter {
+	t.Helper()
+	l, err := store.NewLimiter(store.LimiterConfig{PerMinute: perMinute, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// registerConfig enables registration as the gateway is wired: limited to
+// DefaultRegisterPerIPPerMinute per client, keyed as the gate keys clients.
 func registerConfig(t *testing.T, doc string) Config {
+	now := func() time.Time { return time.Unix(1_800_000_000, 0) }
 	return Config{
 		ResourceURL:        "https://mcp.example.com/mcp",
 		Scopes:             []string{"openid", "email"},
 		StaticClientID:     "static-id",
 		StaticClientSecret: "static-secret",
 		Metadata:           &staticMetadata{doc: rawDoc(t, doc), maxAge: time.Hour},
-		Now:                func() time.Time { return time.Unix(1_800_000_000, 0) },
+		RegisterLimiter:    testLimiter(t, DefaultRegisterPerIPPerMinute, now),
+		ClientKey:          gate.ClientKey(nil),
+		Now:                now,
 	}
 }
 
@@ -262,10 +281,10 @@ func TestRegisterRateLimit(t *testing.T) {
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	cfg := registerConfig(t, providerDoc)
 	cfg.Now = clk.Now
-	cfg.RegisterPerIPPerMinute = 3
+	cfg.RegisterLimiter = testLimiter(t, 3, clk.Now)
 	var ip atomic.Value
 	ip.Store("192.0.2.1")
-	cfg.ClientIP = func(*http.Request) string { return ip.Load().(string) }
+	cfg.ClientKey = func(*http.Request) string { return ip.Load().(string) }
 	ts := serve(t, newServer(t, cfg))
 	ok := func() int {
 		return register(t, ts.URL, "application/json", `{"redirect_uris":["https://a.example/cb"]}`).status
@@ -304,7 +323,7 @@ func TestRegisterRateLimitByRemoteAddr(t *testing.T) {
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	cfg := registerConfig(t, providerDoc)
 	cfg.Now = clk.Now
-	cfg.RegisterPerIPPerMinute = 1
+	cfg.RegisterLimiter = testLimiter(t, 1, clk.Now)
 	h := newServer(t, cfg).Register()
 	post := func(remote string) int {
 		req := httptest.NewRequest(http.MethodPost, RegisterPath, strings.NewReader(`{}`))

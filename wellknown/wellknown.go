@@ -10,13 +10,16 @@
 //     with the pre-created client.
 //
 // It does not fetch the provider's discovery document (package provider does,
-// with caching, background refresh and stale serving), route requests, answer
-// wrong methods or unknown paths (package gate does), or build challenges
-// (the gate does, from ResourceMetadataURL). Every URL it publishes comes from
-// configuration, never from the request's Host or X-Forwarded-* headers.
+// with caching, background refresh and stale serving), route requests or
+// answer unknown paths (package gate does, and answers a wrong method before
+// these handlers see it), build challenges (the gate does, from
+// ResourceMetadataURL), or keep the registration limit's budgets
+// (RegisterLimiter does). Every URL it publishes comes from configuration,
+// never from the request's Host or X-Forwarded-* headers.
 package wellknown
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +29,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // Modes of Config.Mode.
@@ -49,6 +54,16 @@ type Metadata interface {
 	Metadata() (map[string]json.RawMessage, error)
 	// MetadataMaxAge is how long clients may cache documents built from it.
 	MetadataMaxAge() time.Duration
+}
+
+// DefaultRegisterPerIPPerMinute is the rate (and burst) of the
+// RegisterLimiter the gateway is wired with.
+const DefaultRegisterPerIPPerMinute = 20
+
+// Limiter models *store.Limiter: Allow takes a token from key's budget, or
+// says how long until one is left.
+type Limiter interface {
+	Allow(ctx context.Context, key string) (ok bool, wait time.Duration)
 }
 
 // Config configures a Server. See New for what is required.
@@ -85,14 +100,15 @@ type Config struct {
 	// URI.
 	RedirectURIs []string
 
-	// RegisterPerIPPerMinute limits registrations per client IP (IPv6 per
-	// /64), with a burst of the same size. 0 means 20.
-	RegisterPerIPPerMinute int
+	// RegisterLimiter limits registrations per client, keyed by ClientKey;
+	// past it the answer is 429 with Retry-After. Nil: no limit.
+	RegisterLimiter Limiter
 
-	// ClientIP returns the client IP a registration is rate limited by. Nil
-	// means the host of r.RemoteAddr; set it when the gate knows the trusted
-	// client IP behind a proxy. It MUST NOT trust client-sent headers.
-	ClientIP func(*http.Request) string
+	// ClientKey returns the key a registration is limited by: the client's
+	// address, an IPv6 client's /64 (gate.ClientKey, which knows the trusted
+	// proxies). It MUST NOT trust client-sent headers. Required with
+	// RegisterLimiter.
+	ClientKey func(*http.Request) string
 
 	// Metadata is the provider's discovery document. Required in facade
 	// mode; optional in direct mode (used only for the issuer).
@@ -116,7 +132,7 @@ type Server struct {
 	prmIssuer   docCache // direct mode: the same, for the issuer named by the provider's document
 	asDoc       docCache // facade mode: authorization-server metadata
 	redirects   []redirectRule
-	limiter     *ipLimiter
+	limiter     Limiter // nil: no registration limit
 	logger      hclog.Logger
 	now         func() time.Time
 	prmHandler  http.Handler
@@ -153,11 +169,8 @@ func New(cfg Config) (*Server, error) {
 	if registering && cfg.Mode != ModeFacade {
 		return nil, errors.New("new wellknown: a static client needs facade mode")
 	}
-	if cfg.RegisterPerIPPerMinute < 0 {
-		return nil, fmt.Errorf("new wellknown: register rate %d per minute is negative", cfg.RegisterPerIPPerMinute)
-	}
-	if cfg.RegisterPerIPPerMinute == 0 {
-		cfg.RegisterPerIPPerMinute = 20
+	if cfg.RegisterLimiter != nil && cfg.ClientKey == nil {
+		return nil, errors.New("new wellknown: a register limiter needs a client key")
 	}
 	rules, err := parseRedirectRules(cfg.RedirectURIs)
 	if err != nil {
@@ -200,7 +213,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("new wellknown: %w", err)
 	}
 	if registering {
-		s.limiter = newIPLimiter(cfg.RegisterPerIPPerMinute)
+		s.limiter = cfg.RegisterLimiter
 	}
 	s.prmHandler = http.HandlerFunc(s.serveProtectedResource)
 	s.asHandler = http.HandlerFunc(s.serveAuthorizationServer)
@@ -332,20 +345,6 @@ func allowMethods(w http.ResponseWriter, r *http.Request, methods ...string) boo
 		}
 	}
 	w.Header().Set("Allow", strings.Join(methods, ", "))
-	writeError(w, http.StatusMethodNotAllowed, "invalid_request", "method not allowed")
+	respond.Error(w, http.StatusMethodNotAllowed, "invalid_request", "method not allowed")
 	return false
-}
-
-// writeError writes a JSON error in the RFC 6749 §5.2 / RFC 7591 §3.2.2 form.
-func writeError(w http.ResponseWriter, status int, code, description string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	w.WriteHeader(status)
-	b, _ := json.Marshal(struct {
-		Error            string `json:"error"`
-		ErrorDescription string `json:"error_description,omitempty"`
-	}{code, description})
-	_, _ = w.Write(b)
 }

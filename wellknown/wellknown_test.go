@@ -268,7 +268,7 @@ func TestNewRejects(t *testing.T) {
 		{"wildcard on another host", Config{ResourceURL: "https://mcp.example.com", Metadata: md, RedirectURIs: []string{"http://example.com:*"}}},
 		{"relative redirect uri", Config{ResourceURL: "https://mcp.example.com", Metadata: md, RedirectURIs: []string{"/callback"}}},
 		{"query after a loopback pattern", Config{ResourceURL: "https://mcp.example.com", Metadata: md, RedirectURIs: []string{"http://127.0.0.1:*?x"}}},
-		{"negative rate", Config{ResourceURL: "https://mcp.example.com", Metadata: md, RegisterPerIPPerMinute: -1}},
+		{"register limiter without a client key", Config{ResourceURL: "https://mcp.example.com", Metadata: md, RegisterLimiter: testLimiter(t, 1, nil)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := New(tc.cfg); err == nil {

@@ -1,0 +1,68 @@
+// Package respond writes the gateway's own answers, as opposed to what it
+// proxies: JSON with the headers such answers carry (Content-Type:
+// application/json, Cache-Control: no-store, X-Content-Type-Options:
+// nosniff), errors in the OAuth form of RFC 6749 §5.2, and the rendering of
+// Retry-After. Every JSON error the gateway writes itself (gate, wellknown,
+// healthz, main) goes through it, so the headers and the error shape cannot
+// drift apart.
+//
+// It does not decide status codes or error codes (the callers do), nor
+// write documents meant to be cached (wellknown's metadata sets its own
+// Cache-Control). It writes no HTML: pages for browsers, when the gateway
+// serves them, belong here too, next to the JSON writer whose headers they
+// keep.
+package respond
+
+import (
+	"encoding/json"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// JSON writes body, a complete JSON document, with status and the gateway's
+// headers: Content-Type application/json; Cache-Control no-store (RFC 9111
+// §5.2.2.5), since these answers depend on the request and may carry
+// secrets; and X-Content-Type-Options nosniff, so no browser reads them as
+// anything but JSON. A Content-Length set earlier is dropped. Constant
+// bodies are built once (ErrorBody) and written here with no encoding.
+func JSON(w http.ResponseWriter, status int, body string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Del("Content-Length")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
+}
+
+// Error writes an error in the form of RFC 6749 §5.2 (also that of RFC 7591
+// §3.2.2 and RFC 6750 §3): ErrorBody(code, description), through JSON.
+func Error(w http.ResponseWriter, status int, code, description string) {
+	JSON(w, status, ErrorBody(code, description))
+}
+
+// ErrorBody is the body of an error: a JSON object with "error" and, when
+// description is not empty, "error_description", and a final newline.
+// RFC 6749 §5.2 limits both to printable ASCII without '"' and '\'; callers
+// pass such text, and anything else is escaped, never passed raw.
+func ErrorBody(code, description string) string {
+	b, _ := json.Marshal(struct { // strings only: Marshal cannot fail
+		Error       string `json:"error"`
+		Description string `json:"error_description,omitempty"`
+	}{code, description})
+	return string(b) + "\n"
+}
+
+// RetryAfter renders d as the delay-seconds of a Retry-After header (RFC
+// 9110 §10.2.3): whole seconds, rounded up so a client that waits that long
+// is not turned away again, and at least 1.
+func RetryAfter(d time.Duration) string {
+	s := int64(math.Ceil(d.Seconds()))
+	if s < 1 {
+		s = 1
+	}
+	return strconv.FormatInt(s, 10)
+}
