@@ -57,6 +57,10 @@ type Issuer struct {
 	// userinfo only do.
 	GroupsOnlyInUserinfo bool
 
+	// Now is the clock of the login, token and userinfo endpoints and of
+	// AccessToken. Nil means time.Now. Set it before serving.
+	Now func() time.Time
+
 	// IDTokenHook, if set, is called with the claims of every ID token
 	// before it is signed and may change them (tests: a wrong issuer,
 	// audience or nonce). Nil changes nothing. Set it before serving.
@@ -277,7 +281,7 @@ func (is *Issuer) Mint(t Token) (string, error) {
 // for ttl from now, with extra claims merged in (an extra claim set to nil is
 // removed, so a test can drop exp or sub).
 func (is *Issuer) AccessToken(sub, aud string, ttl time.Duration, extra map[string]any) (string, error) {
-	now := time.Now()
+	now := is.now()
 	claims := map[string]any{
 		"iss": is.URL,
 		"sub": sub,
@@ -294,4 +298,11 @@ func (is *Issuer) AccessToken(sub, aud string, ttl time.Duration, extra map[stri
 		}
 	}
 	return is.Mint(Token{Claims: claims})
+}
+
+func (is *Issuer) now() time.Time {
+	if is.Now != nil {
+		return is.Now()
+	}
+	return time.Now()
 }

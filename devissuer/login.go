@@ -142,7 +142,7 @@ func (is *Issuer) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		is.loginPage(w, req, "The subject must not be empty.")
 		return
 	}
-	now := time.Now()
+	now := is.now()
 	code := rand.Text()
 	is.mu.Lock()
 	for k, g := range is.codes { // drop expired codes

@@ -41,7 +41,7 @@ func (is *Issuer) serveToken(w http.ResponseWriter, r *http.Request) {
 		tokenError(w, http.StatusUnauthorized, "invalid_client")
 		return
 	}
-	now := time.Now()
+	now := is.now()
 	var g *grant
 	switch f.Get("grant_type") {
 	case "authorization_code":
@@ -202,7 +202,7 @@ func (is *Issuer) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 		Email  string   `json:"email"`
 		Groups []string `json:"groups"`
 	}
-	if json.Unmarshal(payload, &c) != nil || c.Iss != is.URL || c.Sub == "" || time.Now().Unix() >= c.Exp {
+	if json.Unmarshal(payload, &c) != nil || c.Iss != is.URL || c.Sub == "" || is.now().Unix() >= c.Exp {
 		tokenError(w, http.StatusUnauthorized, "invalid_token")
 		return
 	}
