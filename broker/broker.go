@@ -190,10 +190,13 @@ type Config struct {
 	Allow func(*provider.Identity) bool
 
 	// GrantScopes decides which of the requested scopes (already limited
-	// to Scopes) a user is granted, at login and again at every refresh
-	// (so a user who lost a group loses its scopes within one access-token
-	// lifetime). Anything it returns outside requested is ignored. Nil
-	// grants everything requested. (Issue 17.4 sets it from MCP_POLICY.)
+	// to Scopes, and shown on the consent page) a user is granted, at login
+	// and again at every refresh, so a user who lost a group loses its
+	// scopes within one access-token lifetime and one who gained one gets
+	// it at the next refresh. The scopes requested at login stay the
+	// ceiling (RFC 6749 §6). Anything it returns outside requested is
+	// ignored. Nil grants everything requested. (Issue 17.4 sets it from
+	// MCP_POLICY.)
 	GrantScopes func(id *provider.Identity, requested []string) []string
 
 	// Store remembers used codes, rotated refresh tokens and revocations.

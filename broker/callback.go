@@ -126,7 +126,7 @@ func (b *Broker) serveCallback(w http.ResponseWriter, r *http.Request) {
 		Upstream: login.refresh,
 	}
 	rec.Req.State = "" // returned now; not needed at the token endpoint
-	rec.Req.Scopes = b.grantScopes(user, p.Scopes)
+	rec.Granted = b.grantScopes(user, p.Scopes)
 	sealed, err := b.seal.seal(purposeCode, now.Add(codeTTL), rec)
 	if err != nil {
 		b.log.Error("seal code", "error", err)

@@ -76,12 +76,22 @@ type env struct {
 // broker's Config before New.
 func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
+	return newEnvIssuer(t, nil, mod)
+}
+
+// newEnvIssuer is newEnv with setup called on the issuer before the
+// provider reads its discovery document.
+func newEnvIssuer(t testing.TB, setup func(*devissuer.Issuer), mod func(*Config)) *env {
+	t.Helper()
 	e := &env{t: t, clock: &clock{t: time.Now().Truncate(time.Second)}}
 	is, err := devissuer.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	is.Now = e.clock.now
+	if setup != nil {
+		setup(is)
+	}
 	e.is = is
 	isrv := httptest.NewServer(is)
 	t.Cleanup(isrv.Close)
@@ -497,3 +507,5 @@ func (failingStore) Revoke(context.Context, string, time.Duration) error {
 func (failingStore) Revoked(context.Context, ...string) (bool, error) {
 	return false, errors.New("store down")
 }
+
+func jsonDecode(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }

@@ -25,7 +25,8 @@ const maxTokenBody = 64 << 10
 // redeem it once.
 type codeRecord struct {
 	ID       string   `json:"id"` // random; also the family id of what it issues
-	Req      pending  `json:"p"`
+	Req      pending  `json:"p"`  // Req.Scopes: requested and consented, the ceiling of refreshes
+	Granted  []string `json:"g,omitempty"`
 	User     identity `json:"u"`
 	AuthTime int64    `json:"at"`
 	Upstream string   `json:"ur,omitempty"` // the provider's refresh token
@@ -39,7 +40,7 @@ type refreshRecord struct {
 	Family   string   `json:"f"`
 	ID       string   `json:"id"`
 	ClientID string   `json:"c"`
-	Scopes   []string `json:"sc,omitempty"` // granted at login: the ceiling of every refresh
+	Scopes   []string `json:"sc,omitempty"` // requested at login: the ceiling of every refresh
 	Resource string   `json:"rs"`
 	User     identity `json:"u"`
 	AuthTime int64    `json:"at"`
@@ -137,7 +138,7 @@ func (b *Broker) redeemCode(ctx context.Context, w http.ResponseWriter, c *clien
 	b.issue(w, c, &refreshRecord{
 		Family: rec.ID, ClientID: c.id, Scopes: rec.Req.Scopes, Resource: rec.Req.Resource,
 		User: rec.User, AuthTime: rec.AuthTime, End: end.Unix(), Upstream: rec.Upstream,
-	}, rec.Req.Scopes)
+	}, rec.Granted)
 }
 
 // refreshGrant is the refresh_token grant (OAuth 2.1 §4.3): checked against
@@ -173,7 +174,7 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		scopes = strings.Fields(form.Get("scope"))
 		for _, s := range scopes {
 			if !slices.Contains(rec.Scopes, s) {
-				oauthError(w, http.StatusBadRequest, "invalid_scope", "scope "+s+" was not granted at login")
+				oauthError(w, http.StatusBadRequest, "invalid_scope", "scope "+s+" was not requested at login")
 				return
 			}
 		}
