@@ -123,12 +123,17 @@ type upstreamLogin struct {
 // taken as transient.
 var errRefused = errors.New("the provider refused")
 
+// classify names a token endpoint failure by its status and OAuth error
+// code only: the provider's body is not logged.
 func classify(op string, err error) error {
 	var re *oauth2.RetrieveError
-	if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
-		return fmt.Errorf("%s: %w: %s", op, errRefused, re.ErrorCode)
+	if !errors.As(err, &re) || re.Response == nil {
+		return fmt.Errorf("%s: %w", op, err)
 	}
-	return fmt.Errorf("%s: %w", op, err)
+	if s := re.Response.StatusCode; s >= 400 && s < 500 {
+		return fmt.Errorf("%s: %w: status %d %s", op, errRefused, s, sanitize(re.ErrorCode))
+	}
+	return fmt.Errorf("%s: status %d %s", op, re.Response.StatusCode, sanitize(re.ErrorCode))
 }
 
 // exchange redeems the provider's code (PKCE verifier of the flow) and
