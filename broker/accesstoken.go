@@ -211,3 +211,33 @@ func (e storeUnavailable) Error() string {
 }
 func (e storeUnavailable) Is(target error) bool { return target == provider.ErrNotReady }
 func (e storeUnavailable) Unwrap() error        { return e.err }
+
+// TokenVerifier models *provider.Provider (and Broker): it verifies a bearer
+// token into an identity.
+type TokenVerifier interface {
+	Verify(ctx context.Context, raw string) (*provider.Identity, error)
+}
+
+// WithFallback returns the verifier the gate uses in broker mode: the
+// broker's own tokens are checked by Verify, and any other token is handed
+// to fallback (the provider, when its access tokens are accepted). A nil
+// fallback refuses every token that is not the broker's.
+func (b *Broker) WithFallback(fallback TokenVerifier) TokenVerifier {
+	return fallbackVerifier{b: b, next: fallback}
+}
+
+type fallbackVerifier struct {
+	b    *Broker
+	next TokenVerifier // nil: none
+}
+
+func (v fallbackVerifier) Verify(ctx context.Context, raw string) (*provider.Identity, error) {
+	id, err := v.b.Verify(ctx, raw)
+	if !errors.Is(err, ErrNotBrokerToken) {
+		return id, err
+	}
+	if v.next == nil {
+		return nil, tokenErr(provider.ReasonIssuer, "token issuer is not accepted")
+	}
+	return v.next.Verify(ctx, raw)
+}

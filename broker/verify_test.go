@@ -249,3 +249,53 @@ func TestNewRefuses(t *testing.T) {
 		t.Fatalf("valid config: %v", err)
 	}
 }
+
+// WithFallback checks the broker's tokens itself and hands the others to
+// the provider, or refuses them without one.
+func TestWithFallback(t *testing.T) {
+	e := newEnv(t, nil)
+	_, tr := e.tokens()
+	aud := e.origin + "/mcp"
+	prov := provider.New(provider.Config{IssuerURL: e.is.URL, Audiences: []string{aud}, Now: e.clock.now})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = prov.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for ok, _ := prov.Ready(); !ok; ok, _ = prov.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	provTok, err := e.is.AccessToken("svc", aud, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongAud, _ := e.is.AccessToken("svc", gatewayClientID, time.Hour, nil)
+	expired := resign(t, tr.AccessToken, e.b.keys.sign[0].header, e.b.keys.sign[0].priv, func(c map[string]any) { c["exp"] = 1 })
+
+	both, brokerOnly := e.b.WithFallback(prov), e.b.WithFallback(nil)
+	for _, tt := range []struct {
+		name           string
+		token          string
+		wantBoth, only string // the accepted subject, or "" for refused
+	}{
+		{name: "broker token", token: tr.AccessToken, wantBoth: aliceSub, only: aliceSub},
+		{name: "expired broker token (never handed on)", token: expired},
+		{name: "provider token", token: provTok, wantBoth: "svc"},
+		{name: "provider token for the gateway's client id", token: wrongAud},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, c := range []struct {
+				v    TokenVerifier
+				want string
+			}{{both, tt.wantBoth}, {brokerOnly, tt.only}} {
+				id, err := c.v.Verify(context.Background(), tt.token)
+				got := ""
+				if err == nil {
+					got = id.Subject
+				}
+				if got != c.want {
+					t.Fatalf("got %q (%v), want %q", got, err, c.want)
+				}
+			}
+		})
+	}
+}
