@@ -1,12 +1,17 @@
 // Package devissuer is a small OpenID Connect issuer that lives in the
 // gateway's own process: it serves a discovery document and a JWKS with fresh
-// RSA, EC and Ed25519 keys, and mints signed access tokens on request.
+// RSA, EC and Ed25519 keys, mints signed access tokens on request, and logs
+// people in: an authorization endpoint whose login page asks which identity
+// to log in as (subject, email, groups), a token endpoint (authorization
+// code with PKCE, refresh token) issuing ID tokens and access tokens, and a
+// userinfo endpoint.
 //
 // It exists for two users: `mcp-oauth-proxy dev`, so a newcomer can see the
-// gateway work without owning an identity provider, and the tests, which need
-// a real issuer with real keys on 127.0.0.1. It has no login page, no
-// authorization or token endpoint and no client registration; it MUST NOT be
-// used to protect anything real.
+// gateway work (broker mode's login included) without owning an identity
+// provider, and the tests, which need a real issuer with real keys on
+// 127.0.0.1. It checks no password: anyone who reaches it may log in as
+// anyone. Clients are registered in code (AddClient), never over HTTP. It
+// MUST NOT be used to protect anything real.
 package devissuer
 
 import (
@@ -43,10 +48,35 @@ type Issuer struct {
 	// wants advertised). Nil adds nothing.
 	Extra map[string]any
 
+	// DefaultIdentity is the identity the login page proposes. A zero
+	// Subject means DemoSubject with DemoEmail and no groups.
+	DefaultIdentity Identity
+
+	// GroupsOnlyInUserinfo leaves the groups claim out of ID tokens (the
+	// userinfo endpoint still answers it), as providers that put groups in
+	// userinfo only do.
+	GroupsOnlyInUserinfo bool
+
+	// Now is the clock of the login, token and userinfo endpoints and of
+	// AccessToken. Nil means time.Now. Set it before serving.
+	Now func() time.Time
+
+	// IDTokenHook, if set, is called with the claims of every ID token
+	// before it is signed and may change them (tests: a wrong issuer,
+	// audience or nonce). Nil changes nothing. Set it before serving.
+	IDTokenHook func(claims map[string]any)
+
 	mu        sync.Mutex
 	keys      map[string]*signingKey // by kid
 	published map[string]bool        // kids served in the JWKS
 	down      bool
+	clients   map[string]client // by client id
+	codes     map[string]*grant // authorization codes, single use
+	refresh   map[string]*grant // refresh tokens, rotated on use
+	disabled  map[string]bool   // subjects refused at refresh and userinfo
+
+	tokenHits   atomic.Int64
+	refreshHits atomic.Int64
 
 	discoveryHits atomic.Int64
 	jwksHits      atomic.Int64
@@ -79,6 +109,10 @@ func New() (*Issuer, error) {
 			KeyEdDSA: {alg: jose.EdDSA, priv: edKey},
 		},
 		published: map[string]bool{KeyRS256: true, KeyES256: true, KeyEdDSA: true},
+		clients:   map[string]client{},
+		codes:     map[string]*grant{},
+		refresh:   map[string]*grant{},
+		disabled:  map[string]bool{},
 	}, nil
 }
 
@@ -131,12 +165,26 @@ func (is *Issuer) PublicKey(kid string) crypto.PublicKey {
 	return nil
 }
 
-// ServeHTTP serves /.well-known/openid-configuration and /jwks.
+// ServeHTTP serves /.well-known/openid-configuration, /jwks, /authorize
+// (the login page), /token and /userinfo.
 func (is *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	is.mu.Lock()
 	down := is.down
 	is.mu.Unlock()
 	switch r.URL.Path {
+	case "/authorize", "/token", "/userinfo":
+		if down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		switch r.URL.Path {
+		case "/authorize":
+			is.serveAuthorize(w, r)
+		case "/token":
+			is.serveToken(w, r)
+		default:
+			is.serveUserinfo(w, r)
+		}
 	case "/.well-known/openid-configuration":
 		is.discoveryHits.Add(1)
 		if down {
@@ -144,15 +192,20 @@ func (is *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		doc := map[string]any{
-			"issuer":                                is.URL,
-			"jwks_uri":                              is.URL + "/jwks",
-			"authorization_endpoint":                is.URL + "/authorize",
-			"token_endpoint":                        is.URL + "/token",
-			"response_types_supported":              []string{"code"},
-			"subject_types_supported":               []string{"public"},
-			"id_token_signing_alg_values_supported": []string{"RS256", "ES256", "EdDSA"},
-			"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
-			"grant_types_supported":                 []string{"authorization_code", "refresh_token"},
+			"issuer":                                         is.URL,
+			"jwks_uri":                                       is.URL + "/jwks",
+			"authorization_endpoint":                         is.URL + "/authorize",
+			"token_endpoint":                                 is.URL + "/token",
+			"userinfo_endpoint":                              is.URL + "/userinfo",
+			"response_types_supported":                       []string{"code"},
+			"subject_types_supported":                        []string{"public"},
+			"id_token_signing_alg_values_supported":          []string{"RS256", "ES256", "EdDSA"},
+			"token_endpoint_auth_methods_supported":          []string{"none", "client_secret_basic", "client_secret_post"},
+			"grant_types_supported":                          []string{"authorization_code", "refresh_token"},
+			"code_challenge_methods_supported":               []string{"S256"},
+			"scopes_supported":                               []string{"openid", "email", "profile", "groups", "offline_access"},
+			"claims_supported":                               []string{"sub", "email", "email_verified", "groups", "nonce"},
+			"authorization_response_iss_parameter_supported": true,
 		}
 		for k, v := range is.Extra {
 			doc[k] = v
@@ -228,7 +281,7 @@ func (is *Issuer) Mint(t Token) (string, error) {
 // for ttl from now, with extra claims merged in (an extra claim set to nil is
 // removed, so a test can drop exp or sub).
 func (is *Issuer) AccessToken(sub, aud string, ttl time.Duration, extra map[string]any) (string, error) {
-	now := time.Now()
+	now := is.now()
 	claims := map[string]any{
 		"iss": is.URL,
 		"sub": sub,
@@ -245,4 +298,11 @@ func (is *Issuer) AccessToken(sub, aud string, ttl time.Duration, extra map[stri
 		}
 	}
 	return is.Mint(Token{Claims: claims})
+}
+
+func (is *Issuer) now() time.Time {
+	if is.Now != nil {
+		return is.Now()
+	}
+	return time.Now()
 }

@@ -1,0 +1,181 @@
+package broker
+
+import (
+	"crypto/rand"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// Bounds of an authorization request: it travels sealed in a cookie.
+const (
+	maxAuthorizeQuery = 8 << 10
+	maxStateLen       = 1024
+)
+
+// Stages of a flow.
+const (
+	stageConsent = "consent" // the consent page is shown
+	stageLogin   = "login"   // the browser went to the provider
+)
+
+// pending is a validated authorization request (OAuth 2.1 §4.1.1).
+type pending struct {
+	ClientID  string   `json:"c"`
+	Redirect  string   `json:"r"`
+	State     string   `json:"s,omitempty"`
+	Challenge string   `json:"h"`            // PKCE S256 code challenge (RFC 7636 §4.2)
+	Scopes    []string `json:"sc,omitempty"` // requested, within Config.Scopes
+	Resource  string   `json:"rs"`           // RFC 8707; always RESOURCE_URL
+}
+
+// flowRecord is a login in progress, sealed in the flow cookie named after
+// its id. The id is also the state of the upstream login, so the
+// provider's answer is accepted only in the browser that started it.
+type flowRecord struct {
+	ID       string  `json:"id"`
+	Stage    string  `json:"st"`
+	Req      pending `json:"p"`
+	Nonce    string  `json:"n,omitempty"` // OpenID Connect Core 1.0 §3.1.2.1
+	Verifier string  `json:"v,omitempty"` // PKCE verifier of the upstream login
+}
+
+// serveAuthorize is the authorization endpoint (OAuth 2.1 §4.1.1,
+// RFC 6749 §3.1). Until the client and its redirect URI are validated,
+// errors are pages at the gateway and never redirects (RFC 6749
+// §4.1.2.1: an open redirector otherwise); afterwards they go to the
+// client with state and iss.
+func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
+		w.Header().Set("Retry-After", retryAfter(wait))
+		b.errorPage(w, http.StatusTooManyRequests, "Too many requests", "Too many sign-ins from your address. Wait a minute and try again.")
+		return
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil || len(r.URL.RawQuery) > maxAuthorizeQuery {
+		b.errorPage(w, http.StatusBadRequest, "Bad request", "The application sent a malformed authorization request.")
+		return
+	}
+	if len(q["client_id"]) != 1 || len(q["redirect_uri"]) > 1 {
+		b.errorPage(w, http.StatusBadRequest, "Bad request", "The authorization request must name exactly one client_id and at most one redirect_uri.")
+		return
+	}
+	c, err := b.lookupClient(ctx, q.Get("client_id"))
+	if err != nil {
+		b.errorPage(w, http.StatusBadRequest, "Unknown application",
+			"This application is not registered with this gateway, or its registration is no longer valid. Remove the server from the application and add it again.")
+		return
+	}
+	redirect := q.Get("redirect_uri")
+	if redirect == "" {
+		b.errorPage(w, http.StatusBadRequest, "Bad request", "The authorization request has no redirect_uri.")
+		return
+	}
+	if !c.redirectRegistered(redirect) {
+		b.errorPage(w, http.StatusBadRequest, "Unregistered redirect URI",
+			"The application asked to be answered at an address it did not register. Nothing was sent to it.")
+		return
+	}
+	p := &pending{ClientID: c.id, Redirect: redirect, State: q.Get("state"), Resource: b.resource}
+	if code, desc := b.checkAuthorize(q, p); code != "" {
+		b.redirectToClient(w, r, p, url.Values{"error": {code}, "error_description": {desc}})
+		return
+	}
+	b.startFlow(w, r, c, p)
+}
+
+// checkAuthorize applies the rules of an authorization request whose
+// client and redirect URI are valid, filling p. It returns an RFC 6749
+// §4.1.2.1 error code and description, or "".
+func (b *Broker) checkAuthorize(q url.Values, p *pending) (code, desc string) {
+	for k, v := range q {
+		switch {
+		case len(v) > 1 && k == "resource": // RFC 8707 §2: one resource only here
+			return "invalid_target", "this authorization server issues tokens only for " + b.resource
+		case len(v) > 1: // RFC 6749 §3.1
+			return "invalid_request", "parameter " + k + " is given more than once"
+		}
+	}
+	switch {
+	case q.Get("response_type") != "code":
+		return "unsupported_response_type", "only response_type=code is supported"
+	case len(p.State) > maxStateLen:
+		return "invalid_request", "state is too long"
+	case q.Get("code_challenge") == "":
+		return "invalid_request", "code_challenge is required (PKCE with S256)"
+	case q.Get("code_challenge_method") != "S256":
+		// RFC 7636 §4.4.1; OAuth 2.1 §4.1.1: plain (the default when the
+		// method is absent) is refused.
+		return "invalid_request", "code_challenge_method must be S256"
+	case !isChallenge(q.Get("code_challenge")):
+		return "invalid_request", "code_challenge must be a base64url SHA-256 (43 characters)"
+	}
+	p.Challenge = q.Get("code_challenge")
+	if rs, ok := q["resource"]; ok && rs[0] != b.resource {
+		return "invalid_target", "this authorization server issues tokens only for " + b.resource // RFC 8707 §2
+	}
+	p.Scopes = b.requestedScopes(q.Get("scope"))
+	return "", ""
+}
+
+// isChallenge reports whether s has the shape of an S256 code challenge:
+// BASE64URL(SHA256(verifier)), 43 characters (RFC 7636 §4.2).
+func isChallenge(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isBase64URL(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isBase64URL(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+}
+
+// requestedScopes limits a requested scope to Config.Scopes (RFC 6749
+// §3.3: the server may grant less than asked). No scope asks for all.
+func (b *Broker) requestedScopes(scope string) []string {
+	if strings.TrimSpace(scope) == "" {
+		return slices.Clone(b.scopes)
+	}
+	var out []string
+	for s := range strings.FieldsSeq(scope) {
+		if slices.Contains(b.scopes, s) && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// startFlow begins the login of a validated request: straight to the
+// provider when this browser already approved the client, else the consent
+// page first.
+func (b *Broker) startFlow(w http.ResponseWriter, r *http.Request, c *client, p *pending) {
+	// A browser looping on the authorization endpoint would pile up flow
+	// cookies until its requests got too large: past maxFlows, drop them.
+	if names := b.cookies.flowNames(r); len(names) >= maxFlows {
+		for _, n := range names {
+			b.cookies.clear(w, n)
+		}
+	}
+	f := &flowRecord{ID: rand.Text(), Req: *p}
+	if b.approved(r, c) {
+		b.toUpstream(w, r, f)
+		return
+	}
+	f.Stage = stageConsent
+	v, err := b.seal.seal(purposeFlow, b.now().Add(flowTTL), f)
+	if err != nil {
+		b.log.Error("seal consent flow", "error", err)
+		b.redirectToClient(w, r, p, url.Values{"error": {"server_error"}})
+		return
+	}
+	b.cookies.set(w, flowCookie+f.ID, v, flowTTL)
+	b.page(w, http.StatusOK, b.consentData(c, p, f.ID))
+}

@@ -1,0 +1,218 @@
+package broker
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Until the client and its redirect URI are valid, every error is a page
+// at the gateway and never a redirect: no open redirect, whatever the
+// attacker puts in redirect_uri.
+func TestAuthorizeNeverRedirectsBeforeValidation(t *testing.T) {
+	e := newEnv(t, nil)
+	web := e.register(map[string]any{"redirect_uris": []string{"https://app.example.com/cb"}})
+	local := e.publicClient()
+	tests := []struct {
+		name     string
+		client   registered
+		redirect string
+		extra    url.Values
+	}{
+		{name: "unregistered host", client: web, redirect: "https://evil.example/cb"},
+		{name: "look-alike host, suffix", client: web, redirect: "https://app.example.com.evil.example/cb"},
+		{name: "look-alike host, user info", client: web, redirect: "https://app.example.com@evil.example/cb"},
+		{name: "look-alike host, prefix", client: web, redirect: "https://evilapp.example.com/cb"},
+		{name: "added query", client: web, redirect: "https://app.example.com/cb?next=https://evil.example"},
+		{name: "added fragment", client: web, redirect: "https://app.example.com/cb#x"},
+		{name: "other path", client: web, redirect: "https://app.example.com/cb/../evil"},
+		{name: "trailing slash", client: web, redirect: "https://app.example.com/cb/"},
+		{name: "http instead of https", client: web, redirect: "http://app.example.com/cb"},
+		{name: "upper-case host", client: web, redirect: "https://APP.example.com/cb"},
+		{name: "javascript scheme", client: web, redirect: "javascript:alert(1)//https://app.example.com/cb"},
+		{name: "data scheme", client: web, redirect: "data:text/html,hi"},
+		{name: "loopback, other host", client: local, redirect: "http://localhost:7777/callback"},
+		{name: "loopback, other path", client: local, redirect: "http://127.0.0.1:7777/other"},
+		{name: "loopback, added query", client: local, redirect: "http://127.0.0.1:7777/callback?x=1"},
+		{name: "loopback, https", client: local, redirect: "https://127.0.0.1:7777/callback"},
+		{name: "no redirect uri", client: web, redirect: ""},
+		{name: "unknown client", client: registered{ID: "not-a-client", Redirects: []string{"https://app.example.com/cb"}}, redirect: "https://app.example.com/cb"},
+		{name: "client of another broker secret", client: registered{ID: forgedClientID(t), Redirects: []string{"https://app.example.com/cb"}}, redirect: "https://app.example.com/cb"},
+		{name: "client id twice", client: web, redirect: "https://app.example.com/cb", extra: url.Values{"client_id": {web.ID, local.ID}}},
+		{name: "no client id", client: web, redirect: "https://app.example.com/cb", extra: url.Values{"client_id": nil}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthRequest(tt.client)
+			a.redirect = tt.redirect
+			a.extra = tt.extra
+			if tt.redirect == "" {
+				a.extra = url.Values{"redirect_uri": nil}
+			}
+			resp := newBrowser(t).get(a.url(e.origin))
+			if resp.status != http.StatusBadRequest {
+				t.Fatalf("status: got %d, want 400\n%s", resp.status, resp.body)
+			}
+			if loc := resp.header.Get("Location"); loc != "" {
+				t.Fatalf("redirected to %q", loc)
+			}
+			if ct := resp.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+				t.Fatalf("Content-Type: got %q, want text/html", ct)
+			}
+			if !strings.Contains(resp.header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+				t.Fatal("error page without frame-ancestors 'none'")
+			}
+		})
+	}
+}
+
+// forgedClientID is a client id sealed under another BROKER_SECRET.
+func forgedClientID(t *testing.T) string {
+	t.Helper()
+	kr, err := newKeyring([]byte("another-secret-another-secret-another-secret"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sealer{keys: kr.seal, now: time.Now}
+	id, err := s.seal(purposeClient, time.Time{}, clientRecord{Version: 1, Redirects: []string{"https://app.example.com/cb"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// Loopback redirect URIs match on any port (RFC 8252 §7.3), and nothing
+// else about them may differ.
+func TestAuthorizeLoopbackAnyPort(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.register(map[string]any{"redirect_uris": []string{"http://127.0.0.1:1234/cb", "http://localhost/cb", "http://[::1]:9/cb"}})
+	for _, redirect := range []string{
+		"http://127.0.0.1:1234/cb", "http://127.0.0.1:55555/cb", "http://127.0.0.1/cb",
+		"http://localhost:8080/cb", "http://localhost/cb", "http://[::1]:1/cb",
+	} {
+		a := newAuthRequest(c)
+		a.redirect = redirect
+		resp := newBrowser(t).get(a.url(e.origin))
+		if resp.status != http.StatusOK {
+			t.Errorf("%s: status %d, want the consent page", redirect, resp.status)
+		}
+	}
+}
+
+// Once the client and redirect URI are valid, errors go back to the client
+// with state and iss (RFC 6749 §4.1.2.1, RFC 9207).
+func TestAuthorizeErrorsRedirect(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	tests := []struct {
+		name      string
+		extra     url.Values
+		wantError string
+	}{
+		{name: "implicit flow", extra: url.Values{"response_type": {"token"}}, wantError: "unsupported_response_type"},
+		{name: "no response type", extra: url.Values{"response_type": nil}, wantError: "unsupported_response_type"},
+		{name: "pkce missing", extra: url.Values{"code_challenge": nil, "code_challenge_method": nil}, wantError: "invalid_request"},
+		{name: "pkce plain", extra: url.Values{"code_challenge_method": {"plain"}}, wantError: "invalid_request"},
+		{name: "pkce method missing (plain by default)", extra: url.Values{"code_challenge_method": nil}, wantError: "invalid_request"},
+		{name: "pkce challenge not a sha-256", extra: url.Values{"code_challenge": {"short"}}, wantError: "invalid_request"},
+		{name: "resource naming another server", extra: url.Values{"resource": {"https://other.example/mcp"}}, wantError: "invalid_target"},
+		{name: "resource with a trailing slash", extra: url.Values{"resource": {e.origin + "/mcp/"}}, wantError: "invalid_target"},
+		{name: "two resources", extra: url.Values{"resource": {e.origin + "/mcp", "https://other.example/mcp"}}, wantError: "invalid_target"},
+		{name: "scope twice", extra: url.Values{"scope": {"mcp:read", "mcp:write"}}, wantError: "invalid_request"},
+		{name: "state too long", extra: url.Values{"state": {strings.Repeat("s", 2000)}}, wantError: "invalid_request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthRequest(c)
+			a.extra = tt.extra
+			resp := newBrowser(t).get(a.url(e.origin))
+			if resp.status != http.StatusSeeOther {
+				t.Fatalf("status: got %d, want 303\n%s", resp.status, resp.body)
+			}
+			loc := resp.location(t)
+			if !strings.HasPrefix(loc.String(), clientRedirect+"?") {
+				t.Fatalf("redirected to %s, want the client", loc)
+			}
+			q := loc.Query()
+			if q.Get("error") != tt.wantError {
+				t.Fatalf("error: got %q (%s), want %q", q.Get("error"), q.Get("error_description"), tt.wantError)
+			}
+			wantState := a.state
+			if tt.name == "state too long" {
+				wantState = strings.Repeat("s", 2000)
+			}
+			if q.Get("state") != wantState || q.Get("iss") != e.origin {
+				t.Fatalf("state %q iss %q: want the request's state and %q", q.Get("state"), q.Get("iss"), e.origin)
+			}
+			if q.Has("code") {
+				t.Fatal("an error response with a code")
+			}
+		})
+	}
+}
+
+// Requested scopes are limited to SCOPES_SUPPORTED; no scope asks for all.
+func TestAuthorizeScopes(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	for _, tt := range []struct {
+		name, scope, want string
+	}{
+		{name: "unknown scopes dropped", scope: "mcp:read admin openid", want: "mcp:read"},
+		{name: "no scope: all", scope: "", want: testScopes},
+		{name: "only unknown: none", scope: "admin", want: ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthRequest(c)
+			a.extra = url.Values{"scope": {tt.scope}}
+			tr := e.redeem(a, e.code(newBrowser(t), a, alice))
+			if tr.status != http.StatusOK || tr.Scope != tt.want {
+				t.Fatalf("scope: got %q (%d %s), want %q", tr.Scope, tr.status, tr.Desc, tt.want)
+			}
+			if got := strings.Join(e.mustVerify(tr.AccessToken).Scopes, " "); got != tt.want {
+				t.Fatalf("token scopes: got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// state comes back exactly as sent, odd characters included.
+func TestAuthorizeStateUntouched(t *testing.T) {
+	e := newEnv(t, nil)
+	a := newAuthRequest(e.publicClient())
+	a.state = `a b+c/d?e=f&g=h%20"<>`
+	resp := e.login(newBrowser(t), a, alice)
+	if got := resp.location(t).Query().Get("state"); got != a.state {
+		t.Fatalf("state: got %q, want %q", got, a.state)
+	}
+}
+
+// A redirect URI's own query is kept (RFC 6749 §3.1.2).
+func TestAuthorizeRedirectQueryKept(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.register(map[string]any{"redirect_uris": []string{"https://app.example.com/cb?tenant=7"}})
+	a := newAuthRequest(c)
+	loc := e.login(newBrowser(t), a, alice).location(t)
+	if loc.Host != "app.example.com" || loc.Query().Get("tenant") != "7" || loc.Query().Get("code") == "" {
+		t.Fatalf("redirect: %s", loc)
+	}
+}
+
+// The per-IP limit covers the authorization endpoint, with a page.
+func TestAuthorizeRateLimited(t *testing.T) {
+	lim := &denyLimiter{budget: 1}
+	e := newEnv(t, func(c *Config) { c.IPLimiter = lim })
+	a := newAuthRequest(e.publicClient())
+	if r := newBrowser(t).get(a.url(e.origin)); r.status != http.StatusOK {
+		t.Fatalf("first: %d", r.status)
+	}
+	r := newBrowser(t).get(a.url(e.origin))
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "2" || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") {
+		t.Fatalf("second: %d Retry-After %q %s", r.status, r.header.Get("Retry-After"), r.header.Get("Content-Type"))
+	}
+	if !strings.HasPrefix(lim.keys[0], "broker-ip:127.0.0.1") {
+		t.Fatalf("limiter key: %q", lim.keys[0])
+	}
+}

@@ -1,0 +1,127 @@
+package broker
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// maxConsentBody bounds the consent form.
+const maxConsentBody = 4 << 10
+
+// consentData is what the consent page shows of a client (MCP security
+// best practices, confused deputy: the user must see who will receive
+// access, and where).
+func (b *Broker) consentData(c *client, p *pending, flowID string) pageConsent {
+	d := pageConsent{
+		Name:     c.rec.Name,
+		Resource: b.resource,
+		Scopes:   strings.Join(p.Scopes, " "),
+		Action:   ConsentPath,
+		Flow:     flowID,
+	}
+	u, err := url.Parse(p.Redirect)
+	switch {
+	case err != nil:
+		d.Destination = p.Redirect
+	case u.Scheme == "https":
+		d.Destination = u.Host
+	case u.Scheme == "http": // loopback only (registration)
+		d.Destination, d.Where = u.Host, "a program on this computer"
+	default: // a private-use scheme, RFC 8252 §7.1
+		d.Destination, d.Where = u.Scheme+":", "the app on this device that claims this scheme"
+	}
+	if strings.HasPrefix(c.id, "https://") {
+		d.MetadataURL = c.id
+	}
+	return d
+}
+
+// serveConsent receives the consent form (POST): decision=approve sends the
+// browser to the provider and remembers the approval; decision=deny
+// answers the client access_denied.
+//
+// CSRF: the form names its flow, whose sealed record is in an HttpOnly
+// SameSite=Lax cookie of this browser (a cross-site POST does not carry it,
+// and no other site can read the flow id from the page); and a request
+// whose Origin (or Sec-Fetch-Site) says it came from elsewhere is refused.
+func (b *Broker) serveConsent(w http.ResponseWriter, r *http.Request) {
+	if !b.sameOrigin(r) {
+		b.errorPage(w, http.StatusForbidden, "Request refused", "The consent form was submitted from another site.")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxConsentBody)
+	if err := r.ParseForm(); err != nil {
+		b.errorPage(w, http.StatusBadRequest, "Bad request", "The consent form could not be read.")
+		return
+	}
+	id := r.PostForm.Get("flow")
+	f, ok := b.openFlow(r, id, stageConsent)
+	if !ok {
+		b.errorPage(w, http.StatusBadRequest, "Consent expired",
+			"This consent page has expired or was opened in another browser. Start again from your application.")
+		return
+	}
+	c, err := b.lookupClient(r.Context(), f.Req.ClientID)
+	if err != nil {
+		b.errorPage(w, http.StatusBadRequest, "Unknown application", "This application's registration is no longer valid.")
+		return
+	}
+	switch r.PostForm.Get("decision") {
+	case "approve":
+		if err := b.remember(w, r, c); err != nil {
+			b.log.Error("seal consent", "error", err)
+			b.redirectToClient(w, r, &f.Req, url.Values{"error": {"server_error"}})
+			return
+		}
+		b.log.Info("client approved", "client", c.key(), "client_name", c.rec.Name)
+		b.toUpstream(w, r, f)
+	case "deny":
+		b.cookies.clear(w, flowCookie+f.ID)
+		b.redirectToClient(w, r, &f.Req, url.Values{"error": {"access_denied"}, "error_description": {"the user denied access"}})
+	default:
+		b.errorPage(w, http.StatusBadRequest, "Bad request", "The consent form must say approve or deny.")
+	}
+}
+
+// sameOrigin reports whether a form post comes from the broker's own
+// pages, as far as the browser says: Origin, when sent, must be the
+// issuer's origin; else Sec-Fetch-Site, when sent, must be same-origin.
+func (b *Broker) sameOrigin(r *http.Request) bool {
+	if o := r.Header.Values("Origin"); len(o) > 0 {
+		return len(o) == 1 && strings.EqualFold(o[0], b.origin)
+	}
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" {
+		return s == "same-origin"
+	}
+	return true
+}
+
+// openFlow opens the flow cookie of id and checks its stage.
+func (b *Broker) openFlow(r *http.Request, id, stage string) (*flowRecord, bool) {
+	if !isFlowID(id) {
+		return nil, false
+	}
+	var f flowRecord
+	if b.seal.open(purposeFlow, b.cookies.get(r, flowCookie+id), &f) != nil {
+		return nil, false
+	}
+	if subtle.ConstantTimeCompare([]byte(f.ID), []byte(id)) != 1 || f.Stage != stage {
+		return nil, false
+	}
+	return &f, true
+}
+
+// isFlowID: rand.Text's alphabet and length (RFC 4648 base32, 26 letters).
+func isFlowID(s string) bool {
+	if len(s) != 26 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,222 @@
+package broker
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The consent page: HTML, one POST form whose buttons are decision =
+// approve / deny, the client's name escaped, its redirect host shown, and
+// no framing.
+func TestConsentPage(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.register(map[string]any{
+		"client_name":   "<script>alert(1)</script>Evil\u202eCorp",
+		"redirect_uris": []string{"https://app.example.com/cb"},
+	})
+	resp := newBrowser(t).get(newAuthRequest(c).url(e.origin))
+	if resp.status != http.StatusOK {
+		t.Fatalf("status %d", resp.status)
+	}
+	h := resp.header
+	for k, want := range map[string]string{
+		"Content-Type":    "text/html; charset=utf-8",
+		"X-Frame-Options": "DENY",
+		"Cache-Control":   "no-store",
+		"Referrer-Policy": "no-referrer",
+	} {
+		if got := h.Get(k); got != want {
+			t.Errorf("%s: got %q, want %q", k, got, want)
+		}
+	}
+	csp := h.Get("Content-Security-Policy")
+	for _, d := range []string{"frame-ancestors 'none'", "default-src 'none'"} {
+		if !strings.Contains(csp, d) {
+			t.Errorf("CSP %q lacks %q", csp, d)
+		}
+	}
+	body := resp.body
+	if n := strings.Count(body, "<form"); n != 1 || !strings.Contains(body, `<form method="post" action="/oauth/consent">`) {
+		t.Errorf("want one POST form to /oauth/consent, got %d forms", n)
+	}
+	buttons := regexp.MustCompile(`<button type="submit" name="decision" value="(\w+)"`).FindAllStringSubmatch(body, -1)
+	if len(buttons) != 2 || buttons[0][1] != "approve" || buttons[1][1] != "deny" {
+		t.Errorf("buttons: %v", buttons)
+	}
+	if strings.Contains(body, "<script>") || !strings.Contains(body, "&lt;script&gt;") {
+		t.Error("client name not escaped")
+	}
+	if strings.Contains(body, "\u202e") {
+		t.Error("bidirectional override in the client name kept")
+	}
+	if !strings.Contains(body, "app.example.com") {
+		t.Error("redirect host not shown")
+	}
+}
+
+// Deny answers the client access_denied, with state and iss.
+func TestConsentDeny(t *testing.T) {
+	e := newEnv(t, nil)
+	a := newAuthRequest(e.publicClient())
+	br := newBrowser(t)
+	flow := consentFlow(t, br.get(a.url(e.origin)))
+	resp := br.post(e.origin+ConsentPath, url.Values{"flow": {flow}, "decision": {"deny"}}, e.origin)
+	q := resp.location(t).Query()
+	if resp.status != http.StatusSeeOther || q.Get("error") != "access_denied" || q.Get("state") != a.state || q.Get("iss") != e.origin {
+		t.Fatalf("deny: %d %v", resp.status, q)
+	}
+	// The flow is over: approving it now fails.
+	if r := br.post(e.origin+ConsentPath, url.Values{"flow": {flow}, "decision": {"approve"}}, e.origin); r.status != http.StatusBadRequest {
+		t.Fatalf("approve after deny: %d", r.status)
+	}
+}
+
+// Consent CSRF: a post that did not come from this browser's own consent
+// page is refused.
+func TestConsentCSRF(t *testing.T) {
+	e := newEnv(t, nil)
+	a := newAuthRequest(e.register(map[string]any{"client_name": "Mallory", "redirect_uris": []string{malloryRedirect}}))
+
+	// The attacker gets a flow id by opening the consent page themselves.
+	attacker := newBrowser(t)
+	flow := consentFlow(t, attacker.get(a.url(e.origin)))
+	victim := newBrowser(t)
+	victimFlow := consentFlow(t, victim.get(a.url(e.origin)))
+
+	tests := []struct {
+		name   string
+		br     *browser
+		form   url.Values
+		origin string
+		site   string
+		want   int
+	}{
+		{name: "attacker's flow posted from the victim's browser", br: victim, form: url.Values{"flow": {flow}, "decision": {"approve"}}, origin: e.origin, want: 400},
+		{name: "cross-site post (Origin)", br: victim, form: url.Values{"flow": {victimFlow}, "decision": {"approve"}}, origin: "https://mallory.example", want: 403},
+		{name: "cross-site post (Sec-Fetch-Site)", br: victim, form: url.Values{"flow": {victimFlow}, "decision": {"approve"}}, site: "cross-site", want: 403},
+		{name: "null origin", br: victim, form: url.Values{"flow": {victimFlow}, "decision": {"approve"}}, origin: "null", want: 403},
+		{name: "no flow", br: victim, form: url.Values{"decision": {"approve"}}, origin: e.origin, want: 400},
+		{name: "made-up flow", br: victim, form: url.Values{"flow": {strings.Repeat("A", 26)}, "decision": {"approve"}}, origin: e.origin, want: 400},
+		{name: "no decision", br: victim, form: url.Values{"flow": {victimFlow}}, origin: e.origin, want: 400},
+		{name: "browser without cookies", br: newBrowser(t), form: url.Values{"flow": {victimFlow}, "decision": {"approve"}}, origin: e.origin, want: 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptestPost(t, e.origin+ConsentPath, tt.form)
+			if tt.origin != "" {
+				req.Header.Set("Origin", tt.origin)
+			}
+			if tt.site != "" {
+				req.Header.Set("Sec-Fetch-Site", tt.site)
+			}
+			resp := tt.br.do(req)
+			if resp.status != tt.want || resp.header.Get("Location") != "" {
+				t.Fatalf("status %d (Location %q), want %d", resp.status, resp.header.Get("Location"), tt.want)
+			}
+		})
+	}
+	// The victim's own consent still works afterwards.
+	resp := victim.post(e.origin+ConsentPath, url.Values{"flow": {victimFlow}, "decision": {"approve"}}, e.origin)
+	if resp.status != http.StatusSeeOther || !strings.HasPrefix(resp.header.Get("Location"), e.is.URL) {
+		t.Fatalf("victim's approval: %d %s", resp.status, resp.header.Get("Location"))
+	}
+}
+
+func httptestPost(t *testing.T, u string, form url.Values) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return req
+}
+
+// Approval is remembered per client in this browser only.
+func TestConsentRemembered(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	br := newBrowser(t)
+	e.code(br, newAuthRequest(c), alice)
+
+	// The same client again: straight to the provider.
+	resp := br.get(newAuthRequest(c).url(e.origin))
+	if resp.status != http.StatusSeeOther || !strings.HasPrefix(resp.header.Get("Location"), e.is.URL) {
+		t.Fatalf("approved client: %d %s", resp.status, resp.header.Get("Location"))
+	}
+	// Another client: consent again.
+	if r := br.get(newAuthRequest(e.publicClient()).url(e.origin)); r.status != http.StatusOK {
+		t.Fatalf("other client: %d, want the consent page", r.status)
+	}
+	// Another browser: consent again.
+	if r := newBrowser(t).get(newAuthRequest(c).url(e.origin)); r.status != http.StatusOK {
+		t.Fatalf("other browser: %d, want the consent page", r.status)
+	}
+}
+
+// Cookies: HttpOnly and SameSite=Lax always; Secure with the __Host-
+// prefix on an https origin.
+func TestConsentCookieAttributes(t *testing.T) {
+	for _, tt := range []struct {
+		issuer     string
+		wantPrefix string
+		wantSecure bool
+	}{
+		{issuer: "https://mcp.example.com", wantPrefix: "__Host-", wantSecure: true},
+		{issuer: "http://127.0.0.1:8080", wantPrefix: "", wantSecure: false},
+	} {
+		t.Run(tt.issuer, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.Issuer = tt.issuer })
+			c := e.publicClient()
+			a := newAuthRequest(c)
+			a.extra = url.Values{"resource": {e.origin + "/mcp"}}
+			// The page, then the approval, served in-process (the issuer is
+			// not this server's address).
+			rec := httptest.NewRecorder()
+			e.b.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, a.url(tt.issuer), nil))
+			flowCk := rec.Result().Cookies()
+			if len(flowCk) != 1 {
+				t.Fatalf("cookies of the consent page: %v", flowCk)
+			}
+			flow := consentFlow(t, &response{status: rec.Code, body: rec.Body.String()})
+			req := httptestPost(t, tt.issuer+ConsentPath, url.Values{"flow": {flow}, "decision": {"approve"}})
+			req.Header.Set("Origin", tt.issuer)
+			req.AddCookie(flowCk[0])
+			rec = httptest.NewRecorder()
+			e.b.Handler().ServeHTTP(rec, req)
+			if rec.Code != http.StatusSeeOther {
+				t.Fatalf("approve: %d %s", rec.Code, rec.Body)
+			}
+			names := map[string]bool{}
+			for _, ck := range append(flowCk, rec.Result().Cookies()...) {
+				names[ck.Name] = true
+				if !strings.HasPrefix(ck.Name, tt.wantPrefix+"mcp-") || ck.Secure != tt.wantSecure || !ck.HttpOnly ||
+					ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" || ck.Domain != "" {
+					t.Errorf("cookie %s: secure %v httponly %v samesite %v path %q domain %q", ck.Name, ck.Secure, ck.HttpOnly, ck.SameSite, ck.Path, ck.Domain)
+				}
+			}
+			if !names[tt.wantPrefix+"mcp-consent"] {
+				t.Errorf("no consent cookie among %v", names)
+			}
+		})
+	}
+}
+
+// A browser piling up flows gets its flow cookies dropped, so its requests
+// never grow past what servers accept.
+func TestFlowCookiesBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	a := newAuthRequest(e.publicClient())
+	br := newBrowser(t)
+	u, _ := url.Parse(e.origin)
+	for range 3 * maxFlows {
+		br.get(a.url(e.origin))
+		if n := len(br.c.Jar.Cookies(u)); n > maxFlows {
+			t.Fatalf("%d cookies held", n)
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package broker
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+)
+
+// metadata is the authorization-server metadata (RFC 8414 §2).
+type metadata struct {
+	Issuer                            string   `json:"issuer"`
+	AuthorizationEndpoint             string   `json:"authorization_endpoint"`
+	TokenEndpoint                     string   `json:"token_endpoint"`
+	RegistrationEndpoint              string   `json:"registration_endpoint"`
+	RevocationEndpoint                string   `json:"revocation_endpoint"`
+	JWKSURI                           string   `json:"jwks_uri"`
+	ScopesSupported                   []string `json:"scopes_supported,omitempty"`
+	ResponseTypesSupported            []string `json:"response_types_supported"`
+	ResponseModesSupported            []string `json:"response_modes_supported"`
+	GrantTypesSupported               []string `json:"grant_types_supported"`
+	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthMethods     []string `json:"revocation_endpoint_auth_methods_supported"`
+	CodeChallengeMethodsSupported     []string `json:"code_challenge_methods_supported"`
+	// RFC 9207 §3: every authorization response carries iss; MCP clients
+	// of the 2026-07-28 revision then require it.
+	AuthorizationResponseISSParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
+}
+
+// metadataDoc builds the metadata once: it depends on configuration only.
+func (b *Broker) metadataDoc() ([]byte, error) {
+	methods := []string{authNone, authSecretBasic, authSecretPost}
+	doc, err := json.Marshal(metadata{
+		Issuer:                                     b.issuer,
+		AuthorizationEndpoint:                      b.issuer + AuthorizePath,
+		TokenEndpoint:                              b.issuer + TokenPath,
+		RegistrationEndpoint:                       b.issuer + RegisterPath,
+		RevocationEndpoint:                         b.issuer + RevokePath,
+		JWKSURI:                                    b.issuer + JWKSPath,
+		ScopesSupported:                            b.scopes,
+		ResponseTypesSupported:                     []string{"code"},
+		ResponseModesSupported:                     []string{"query"},
+		GrantTypesSupported:                        []string{grantCode, grantRefresh},
+		TokenEndpointAuthMethodsSupported:          methods,
+		RevocationEndpointAuthMethods:              methods,
+		CodeChallengeMethodsSupported:              []string{"S256"},
+		AuthorizationResponseISSParameterSupported: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encode metadata: %w", err)
+	}
+	return doc, nil
+}
+
+// serveMetadata serves the RFC 8414 §3 document.
+func (b *Broker) serveMetadata(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "public, max-age=3600")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(b.metadata)
+}

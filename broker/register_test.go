@@ -1,0 +1,183 @@
+package broker
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// Registration metadata is validated (RFC 7591 §2, RFC 8252 §7).
+func TestRegisterValidation(t *testing.T) {
+	e := newEnv(t, nil)
+	tests := []struct {
+		name      string
+		md        map[string]any
+		wantError string // "" accepts
+		wantAuth  string
+	}{
+		{name: "public client, loopback", md: map[string]any{"redirect_uris": []string{"http://127.0.0.1:1/cb"}}, wantAuth: "none"},
+		{name: "localhost", md: map[string]any{"redirect_uris": []string{"http://localhost:6274/oauth/callback"}}, wantAuth: "none"},
+		{name: "ipv6 loopback", md: map[string]any{"redirect_uris": []string{"http://[::1]:1/cb"}}, wantAuth: "none"},
+		{name: "https", md: map[string]any{"redirect_uris": []string{"https://claude.ai/api/mcp/auth_callback"}}, wantAuth: "none"},
+		{name: "private-use scheme", md: map[string]any{"redirect_uris": []string{"com.example.app:/oauth2redirect"}}, wantAuth: "none"},
+		{name: "confidential, basic", md: map[string]any{"redirect_uris": []string{"https://a.example/cb"}, "token_endpoint_auth_method": "client_secret_basic"}, wantAuth: "client_secret_basic"},
+		{name: "confidential, post", md: map[string]any{"redirect_uris": []string{"https://a.example/cb"}, "token_endpoint_auth_method": "client_secret_post"}, wantAuth: "client_secret_post"},
+		{name: "explicit grants and response types", md: map[string]any{"redirect_uris": []string{"https://a.example/cb"}, "grant_types": []string{"authorization_code", "refresh_token"}, "response_types": []string{"code"}}, wantAuth: "none"},
+		{name: "unknown fields ignored", md: map[string]any{"redirect_uris": []string{"https://a.example/cb"}, "logo_uri": "https://a.example/l.png", "application_type": "web"}, wantAuth: "none"},
+
+		{name: "no redirect uris", md: map[string]any{"client_name": "x"}, wantError: "invalid_redirect_uri"},
+		{name: "empty redirect uris", md: map[string]any{"redirect_uris": []string{}}, wantError: "invalid_redirect_uri"},
+		{name: "redirect uris not an array", md: map[string]any{"redirect_uris": "https://a.example/cb"}, wantError: "invalid_redirect_uri"},
+		{name: "http, not loopback", md: map[string]any{"redirect_uris": []string{"http://app.example.com/cb"}}, wantError: "invalid_redirect_uri"},
+		{name: "http, loopback look-alike", md: map[string]any{"redirect_uris": []string{"http://127.0.0.1.evil.example/cb"}}, wantError: "invalid_redirect_uri"},
+		{name: "javascript", md: map[string]any{"redirect_uris": []string{"javascript:alert(1)"}}, wantError: "invalid_redirect_uri"},
+		{name: "data", md: map[string]any{"redirect_uris": []string{"data:text/html,x"}}, wantError: "invalid_redirect_uri"},
+		{name: "file", md: map[string]any{"redirect_uris": []string{"file:///etc/passwd"}}, wantError: "invalid_redirect_uri"},
+		{name: "private-use scheme without a dot", md: map[string]any{"redirect_uris": []string{"myapp:/cb"}}, wantError: "invalid_redirect_uri"},
+		{name: "fragment", md: map[string]any{"redirect_uris": []string{"https://a.example/cb#x"}}, wantError: "invalid_redirect_uri"},
+		{name: "user info", md: map[string]any{"redirect_uris": []string{"https://user@a.example/cb"}}, wantError: "invalid_redirect_uri"},
+		{name: "relative", md: map[string]any{"redirect_uris": []string{"/cb"}}, wantError: "invalid_redirect_uri"},
+		{name: "space", md: map[string]any{"redirect_uris": []string{"https://a.example/c b"}}, wantError: "invalid_redirect_uri"},
+		{name: "too many", md: map[string]any{"redirect_uris": strings.Split(strings.Repeat("https://a.example/cb,", 11), ",")[:11]}, wantError: "invalid_redirect_uri"},
+		{name: "too long", md: map[string]any{"redirect_uris": []string{"https://a.example/" + strings.Repeat("a", 600)}}, wantError: "invalid_redirect_uri"},
+		{name: "private_key_jwt", md: map[string]any{"redirect_uris": []string{"https://a.example/cb"}, "token_endpoint_auth_method": "private_key_jwt"}, wantError: "invalid_client_metadata"},
+		{name: "client credentials grant", md: map[string]any{"redirect_uris": []string{"https://a.example/cb"}, "grant_types": []string{"client_credentials"}}, wantError: "invalid_client_metadata"},
+		{name: "implicit", md: map[string]any{"redirect_uris": []string{"https://a.example/cb"}, "response_types": []string{"token"}}, wantError: "invalid_client_metadata"},
+		{name: "name not a string", md: map[string]any{"redirect_uris": []string{"https://a.example/cb"}, "client_name": 7}, wantError: "invalid_client_metadata"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := e.registerRaw(tt.md)
+			var reply struct {
+				Error    string `json:"error"`
+				ClientID string `json:"client_id"`
+				Secret   string `json:"client_secret"`
+				Expires  *int64 `json:"client_secret_expires_at"`
+				Auth     string `json:"token_endpoint_auth_method"`
+			}
+			if err := json.Unmarshal([]byte(body), &reply); err != nil {
+				t.Fatalf("not JSON: %s", body)
+			}
+			if tt.wantError != "" {
+				if status != http.StatusBadRequest || reply.Error != tt.wantError {
+					t.Fatalf("got %d %s, want 400 %s", status, body, tt.wantError)
+				}
+				return
+			}
+			if status != http.StatusCreated || reply.ClientID == "" || reply.Auth != tt.wantAuth {
+				t.Fatalf("got %d %s", status, body)
+			}
+			if confidential := tt.wantAuth != "none"; confidential != (reply.Secret != "") || confidential != (reply.Expires != nil) {
+				t.Fatalf("secret %q expires %v for %s", reply.Secret, reply.Expires, tt.wantAuth)
+			}
+		})
+	}
+}
+
+// Registration needs a JSON body.
+func TestRegisterRequest(t *testing.T) {
+	e := newEnv(t, nil)
+	resp, err := (&http.Client{}).Post(e.origin+RegisterPath, "application/x-www-form-urlencoded", strings.NewReader("redirect_uris=x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("form body: %d", resp.StatusCode)
+	}
+	resp, err = (&http.Client{}).Post(e.origin+RegisterPath, "application/json", strings.NewReader(`{"redirect_uris":["https://a.example/`+strings.Repeat("a", 20<<10)+`"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("oversized body: %d", resp.StatusCode)
+	}
+}
+
+// REGISTER_REDIRECT_URIS narrows what may be registered.
+func TestRegisterRedirectRules(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.RedirectURIs = []string{"https://claude.ai/api/mcp/auth_callback", "http://localhost:*/oauth/callback", "http://127.0.0.1:*"}
+	})
+	for _, tt := range []struct {
+		uri  string
+		want bool
+	}{
+		{"https://claude.ai/api/mcp/auth_callback", true},
+		{"https://claude.ai/api/mcp/auth_callback/x", false},
+		{"http://localhost:6274/oauth/callback", true},
+		{"http://localhost:6274/other", false},
+		{"http://127.0.0.1:9999/anything", true},
+		{"http://[::1]:9999/anything", false},
+		{"https://a.example/cb", false},
+	} {
+		status, body := e.registerRaw(map[string]any{"redirect_uris": []string{tt.uri}})
+		if got := status == http.StatusCreated; got != tt.want {
+			t.Errorf("%s: got %d %s, want accepted %v", tt.uri, status, body, tt.want)
+		}
+	}
+	if _, err := New(Config{ResourceURL: "https://x.example/mcp", Upstream: e.prov, ClientID: "c", RedirectURIs: []string{"https://*.example/cb"}}); err == nil {
+		t.Error("a wildcard host in REGISTER_REDIRECT_URIS: got nil error")
+	}
+}
+
+// The client's name is cleaned of control characters and cut.
+func TestRegisterClientName(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"  MCP Inspector ", "MCP Inspector"},
+		{"a\nb\tc", "a b c"},
+		{"safe\u202egnp.exe", "safe gnp.exe"},
+		{strings.Repeat("x", 300), strings.Repeat("x", 100)},
+	} {
+		if got := cleanName(tt.in); got != tt.want {
+			t.Errorf("cleanName(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// Registrations are sealed with BROKER_SECRET: they survive a restart and
+// are known to every replica with the same secret (and, during a rotation,
+// the previous one), and to no other.
+func TestRegistrationSurvivesRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	other := []byte("a-different-secret-a-different-secret!!")
+	for _, tt := range []struct {
+		name     string
+		secret   []byte
+		previous []byte
+		want     bool
+	}{
+		{name: "same secret (restart, replica)", secret: []byte(testSecret), want: true},
+		{name: "rotated, old secret as previous", secret: other, previous: []byte(testSecret), want: true},
+		{name: "rotated, previous dropped", secret: other, want: false},
+		{name: "no secret (random keys)", secret: nil, want: false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := New(Config{ResourceURL: e.origin + "/mcp", Upstream: e.prov, ClientID: gatewayClientID, Secret: tt.secret, PreviousSecret: tt.previous})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = b.lookupClient(t.Context(), c.ID)
+			if got := err == nil; got != tt.want {
+				t.Fatalf("client known: got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// Registration is rate limited per IP.
+func TestRegisterRateLimited(t *testing.T) {
+	lim := &denyLimiter{budget: 1}
+	e := newEnv(t, func(c *Config) { c.RegisterLimiter = lim })
+	e.publicClient()
+	status, _ := e.registerRaw(map[string]any{"redirect_uris": []string{clientRedirect}})
+	if status != http.StatusTooManyRequests {
+		t.Fatalf("second registration: %d", status)
+	}
+	if lim.keys[0] != "broker-register:127.0.0.1" {
+		t.Fatalf("key %q", lim.keys[0])
+	}
+}

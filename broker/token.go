@@ -1,0 +1,346 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// maxTokenBody bounds a token or revocation request.
+const maxTokenBody = 64 << 10
+
+// codeRecord is an authorization code: a sealed record valid 60 s, bound
+// to the client, redirect URI, PKCE challenge, resource and granted scope
+// (OAuth 2.1 §4.1.2). Its single use is claimed in the store ("code:"+ID)
+// at redemption, so any replica sharing BROKER_SECRET and the store can
+// redeem it once.
+type codeRecord struct {
+	ID       string   `json:"id"` // random; also the family id of what it issues
+	Req      pending  `json:"p"`  // Req.Scopes: requested and consented, the ceiling of refreshes
+	Granted  []string `json:"g,omitempty"`
+	User     identity `json:"u"`
+	AuthTime int64    `json:"at"`
+	Upstream string   `json:"ur,omitempty"` // the provider's refresh token
+}
+
+// refreshRecord is a refresh token: a sealed record, rotated at every use
+// (OAuth 2.1 §4.3.1). Every refresh token of one login shares Family; each
+// has its own ID, claimed in the store ("rt:"+ID) when used, so a second
+// use is detected and revokes the family ("fam:"+Family).
+type refreshRecord struct {
+	Family   string   `json:"f"`
+	ID       string   `json:"id"`
+	ClientID string   `json:"c"`
+	Scopes   []string `json:"sc,omitempty"` // requested at login: the ceiling of every refresh
+	Resource string   `json:"rs"`
+	User     identity `json:"u"`
+	AuthTime int64    `json:"at"`
+	End      int64    `json:"end"` // the session's absolute end
+	Upstream string   `json:"ur,omitempty"`
+}
+
+// tokenResponse is RFC 6749 §5.1.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// serveToken is the token endpoint (OAuth 2.1 §3.2): authorization_code and
+// refresh_token, public and confidential clients, errors in the RFC 6749
+// §5.2 form, never cached.
+func (b *Broker) serveToken(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
+		tooMany(w, wait, "too many token requests from this address; retry later")
+		return
+	}
+	form, ok := readForm(w, r)
+	if !ok {
+		return
+	}
+	c, cerr := b.authenticateClient(ctx, r, form)
+	if cerr != nil {
+		clientErrorResponse(w, cerr)
+		return
+	}
+	if wait, over := limited(ctx, b.clientLimit, "broker-client:"+c.key()); over {
+		tooMany(w, wait, "too many token requests for this client; retry later")
+		return
+	}
+	switch form.Get("grant_type") {
+	case grantCode:
+		b.redeemCode(ctx, w, c, form)
+	case grantRefresh:
+		b.refreshGrant(ctx, w, c, form)
+	case "":
+		oauthError(w, http.StatusBadRequest, "invalid_request", "grant_type is required")
+	default:
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
+	}
+}
+
+// redeemCode is the authorization_code grant (OAuth 2.1 §4.1.3).
+func (b *Broker) redeemCode(ctx context.Context, w http.ResponseWriter, c *client, form url.Values) {
+	var rec codeRecord
+	if err := b.seal.open(purposeCode, form.Get("code"), &rec); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "the code is "+err.Error())
+		return
+	}
+	switch {
+	case rec.Req.ClientID != c.id:
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "the code was issued to another client")
+		return
+	case form.Get("redirect_uri") != rec.Req.Redirect: // RFC 6749 §4.1.3
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "redirect_uri does not match the authorization request")
+		return
+	case form.Get("code_verifier") == "":
+		oauthError(w, http.StatusBadRequest, "invalid_request", "code_verifier is required (PKCE)")
+		return
+	case !pkceMatches(form.Get("code_verifier"), rec.Req.Challenge): // RFC 7636 §4.6
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "code_verifier does not match the code_challenge")
+		return
+	case rec.Req.Resource != b.resource:
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "the code was issued for another resource")
+		return
+	}
+	if !b.resourceOK(w, form, rec.Req.Resource) {
+		return
+	}
+	end := b.sessionEnd(rec.AuthTime, rec.Upstream != "")
+	first, err := b.store.Claim(ctx, "code:"+rec.ID, codeTTL+b.skew+time.Second)
+	if err != nil {
+		b.log.Error("claim code", "error", err)
+		unavailable(w, "the authorization server cannot redeem codes right now")
+		return
+	}
+	if !first {
+		// OAuth 2.1 §4.1.3: deny, and revoke what the first use issued
+		// (its family is named after the code).
+		if err := b.store.Revoke(ctx, "fam:"+rec.ID, b.until(end)); err != nil {
+			b.log.Error("revoke the family of a reused code", "error", err)
+		}
+		b.log.Warn("authorization code used twice; what it issued is revoked", "client", c.key(), "sub", rec.User.Sub)
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "the code was already used")
+		return
+	}
+	b.issue(w, c, &refreshRecord{
+		Family: rec.ID, ClientID: c.id, Scopes: rec.Req.Scopes, Resource: rec.Req.Resource,
+		User: rec.User, AuthTime: rec.AuthTime, End: end.Unix(), Upstream: rec.Upstream,
+	}, rec.Granted)
+}
+
+// refreshGrant is the refresh_token grant (OAuth 2.1 §4.3): checked against
+// the family's revocation, refreshed at the provider when it gave a
+// refresh token, the allow-list asked again, then rotated.
+func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *client, form url.Values) {
+	if c.rec.NoRefresh {
+		oauthError(w, http.StatusBadRequest, "unauthorized_client", "this client did not register the refresh_token grant")
+		return
+	}
+	var rec refreshRecord
+	if err := b.seal.open(purposeRefresh, form.Get("refresh_token"), &rec); err != nil {
+		desc := "the refresh token is not valid"
+		if errors.Is(err, errSealedExpired) {
+			desc = "the session has ended; sign in again"
+		}
+		oauthError(w, http.StatusBadRequest, "invalid_grant", desc)
+		return
+	}
+	switch {
+	case rec.ClientID != c.id:
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token was issued to another client")
+		return
+	case rec.Resource != b.resource:
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token was issued for another resource")
+		return
+	}
+	if !b.resourceOK(w, form, rec.Resource) {
+		return
+	}
+	scopes := rec.Scopes
+	if _, ok := form["scope"]; ok { // RFC 6749 §6: narrower, never wider
+		scopes = strings.Fields(form.Get("scope"))
+		for _, s := range scopes {
+			if !slices.Contains(rec.Scopes, s) {
+				oauthError(w, http.StatusBadRequest, "invalid_scope", "scope "+s+" was not requested at login")
+				return
+			}
+		}
+	}
+	family := "fam:" + rec.Family
+	end := time.Unix(rec.End, 0)
+	revoked, err := b.store.Revoked(ctx, family)
+	if err != nil {
+		b.log.Error("check family revocation", "error", err)
+		unavailable(w, "the authorization server cannot refresh right now")
+		return
+	}
+	if revoked {
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "the session was revoked; sign in again")
+		return
+	}
+	endFamily := func(why, desc string) {
+		if err := b.store.Revoke(ctx, family, b.until(end)); err != nil {
+			b.log.Error("revoke family", "error", err)
+		}
+		b.log.Info("session ended at refresh", "reason", why, "sub", rec.User.Sub, "client", c.key())
+		oauthError(w, http.StatusBadRequest, "invalid_grant", desc)
+	}
+	if rec.Upstream != "" {
+		e, err := b.endpoints()
+		if err != nil {
+			b.log.Warn("provider not ready for a refresh", "error", err)
+			unavailable(w, "the identity provider is not reachable; try again")
+			return
+		}
+		login, err := b.refresh(ctx, e, rec.Upstream, rec.User)
+		switch {
+		case errors.Is(err, errRefused):
+			endFamily("provider refused", "the identity provider no longer accepts this session; sign in again")
+			return
+		case err != nil:
+			// Transient: the refresh token was not claimed, so the client
+			// may retry it.
+			b.log.Warn("refresh at the provider failed", "error", err)
+			unavailable(w, "the identity provider is not reachable; try again")
+			return
+		}
+		rec.User, rec.Upstream = login.id, login.refresh
+	}
+	user := rec.User.forProvider()
+	if b.allow != nil && !b.allow(user) {
+		endFamily("not allowed", "this account is no longer allowed here")
+		return
+	}
+	granted := b.grantScopes(user, scopes)
+	first, err := b.store.Claim(ctx, "rt:"+rec.ID, b.until(end))
+	if err != nil {
+		b.log.Error("claim refresh token", "error", err)
+		unavailable(w, "the authorization server cannot refresh right now")
+		return
+	}
+	if !first {
+		// OAuth 2.1 §4.3.1, RFC 9700 §4.14.2: a rotated refresh token used
+		// again means it leaked, or the client lost an answer; either way
+		// the family ends.
+		endFamily("refresh token reused", "the refresh token was already used; sign in again")
+		return
+	}
+	b.issue(w, c, &rec, granted)
+}
+
+// issue answers a new access token and, unless the client registered
+// without the refresh_token grant, the next refresh token of rt's family.
+func (b *Broker) issue(w http.ResponseWriter, c *client, rt *refreshRecord, scopes []string) {
+	now := b.now()
+	end := time.Unix(rt.End, 0)
+	at, exp, err := b.mintAccess(c.id, &rt.User, scopes, rt.Family, rt.AuthTime, now, end)
+	if err != nil {
+		b.log.Error("mint access token", "error", err)
+		oauthError(w, http.StatusInternalServerError, "server_error", "")
+		return
+	}
+	resp := tokenResponse{
+		AccessToken: at,
+		TokenType:   "Bearer",
+		ExpiresIn:   max(exp.Unix()-now.Unix(), 0),
+		Scope:       strings.Join(scopes, " "),
+	}
+	if !c.rec.NoRefresh {
+		rt.ID = rand.Text()
+		if resp.RefreshToken, err = b.seal.seal(purposeRefresh, end, rt); err != nil {
+			b.log.Error("seal refresh token", "error", err)
+			oauthError(w, http.StatusInternalServerError, "server_error", "")
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// sessionEnd is the absolute end of a session that began at authTime:
+// SessionTTL later, or at most 24 h when the provider gave no refresh
+// token to re-check the user with.
+func (b *Broker) sessionEnd(authTime int64, upstreamRefresh bool) time.Time {
+	ttl := b.sessionTTL
+	if !upstreamRefresh {
+		ttl = min(ttl, maxSessionWithoutUpstreamRefresh)
+	}
+	return time.Unix(authTime, 0).Add(ttl)
+}
+
+// until is a store TTL reaching end (plus the clock skew between replicas).
+func (b *Broker) until(end time.Time) time.Duration {
+	return max(end.Sub(b.now())+b.skew, time.Second)
+}
+
+// resourceOK checks an optional resource parameter (RFC 8707 §2.2) and
+// answers invalid_target when it names another resource.
+func (b *Broker) resourceOK(w http.ResponseWriter, form url.Values, want string) bool {
+	if rs, ok := form["resource"]; ok && rs[0] != want {
+		oauthError(w, http.StatusBadRequest, "invalid_target", "this authorization server issues tokens only for "+want)
+		return false
+	}
+	return true
+}
+
+// pkceMatches checks a code_verifier (43 to 128 unreserved characters,
+// RFC 7636 §4.1) against an S256 challenge (§4.6).
+func pkceMatches(verifier, challenge string) bool {
+	if len(verifier) < 43 || len(verifier) > 128 {
+		return false
+	}
+	for i := 0; i < len(verifier); i++ {
+		if c := verifier[i]; !isBase64URL(c) && c != '.' && c != '~' {
+			return false
+		}
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	return subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(challenge)) == 1
+}
+
+// readForm reads a token or revocation request's form: POST body only
+// (credentials never in a URL), application/x-www-form-urlencoded, each
+// parameter at most once (RFC 6749 §3.2).
+func readForm(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "the request body must be application/x-www-form-urlencoded")
+		return nil, false
+	}
+	if r.URL.RawQuery != "" {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "parameters belong in the request body, not the URL")
+		return nil, false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxTokenBody)
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "the request body could not be read")
+		return nil, false
+	}
+	for k, v := range r.PostForm {
+		if len(v) > 1 {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "parameter "+k+" is given more than once")
+			return nil, false
+		}
+	}
+	return r.PostForm, true
+}
+
+// clientErrorResponse answers a failed client authentication (RFC 6749
+// §5.2): 401 with a Basic challenge when the client tried HTTP Basic.
+func clientErrorResponse(w http.ResponseWriter, e *clientError) {
+	if e.basic && e.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="oauth", charset="UTF-8"`)
+	}
+	oauthError(w, e.status, e.code, e.description)
+}

@@ -1,0 +1,476 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+)
+
+// A code used twice fails, and revokes what its first use issued.
+func TestCodeReplay(t *testing.T) {
+	e := newEnv(t, nil)
+	a := newAuthRequest(e.publicClient())
+	code := e.code(newBrowser(t), a, alice)
+	first := e.redeem(a, code)
+	if first.status != http.StatusOK {
+		t.Fatalf("first use: %d %s", first.status, first.Desc)
+	}
+	e.mustVerify(first.AccessToken)
+	second := e.redeem(a, code)
+	if second.status != http.StatusBadRequest || second.Error != "invalid_grant" {
+		t.Fatalf("second use: %d %s", second.status, second.Error)
+	}
+	if got := e.verifyReason(first.AccessToken); got != ReasonRevoked {
+		t.Fatalf("first access token after the replay: got %q, want revoked", got)
+	}
+	if r := e.refresh(a.client, first.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("first refresh token after the replay: %d %s", r.status, r.Error)
+	}
+}
+
+// Everything a code is bound to is checked at the token endpoint.
+func TestCodeBindings(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	other := e.publicClient()
+	a := newAuthRequest(c)
+	code := e.code(newBrowser(t), a, alice)
+	base := func() url.Values {
+		return url.Values{
+			"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {a.redirect},
+			"code_verifier": {a.verifier}, "client_id": {c.ID},
+		}
+	}
+	with := func(k, v string) url.Values {
+		f := base()
+		if v == "" {
+			f.Del(k)
+		} else {
+			f.Set(k, v)
+		}
+		return f
+	}
+	tests := []struct {
+		name      string
+		form      url.Values
+		wantCode  int
+		wantError string
+	}{
+		{name: "another client", form: with("client_id", other.ID), wantCode: 400, wantError: "invalid_grant"},
+		{name: "no client", form: with("client_id", ""), wantCode: 401, wantError: "invalid_client"},
+		{name: "unknown client", form: with("client_id", "nobody"), wantCode: 401, wantError: "invalid_client"},
+		{name: "pkce verifier missing", form: with("code_verifier", ""), wantCode: 400, wantError: "invalid_request"},
+		{name: "pkce verifier wrong", form: with("code_verifier", oauth2.GenerateVerifier()), wantCode: 400, wantError: "invalid_grant"},
+		{name: "pkce challenge as verifier (plain)", form: with("code_verifier", oauth2.S256ChallengeFromVerifier(a.verifier)), wantCode: 400, wantError: "invalid_grant"},
+		{name: "pkce verifier too short", form: with("code_verifier", "abc"), wantCode: 400, wantError: "invalid_grant"},
+		{name: "redirect uri missing", form: with("redirect_uri", ""), wantCode: 400, wantError: "invalid_grant"},
+		{name: "redirect uri other port", form: with("redirect_uri", "http://127.0.0.1:7778/callback"), wantCode: 400, wantError: "invalid_grant"},
+		{name: "resource naming another server", form: with("resource", "https://other.example/mcp"), wantCode: 400, wantError: "invalid_target"},
+		{name: "tampered code", form: with("code", code[:len(code)-2]+"AA"), wantCode: 400, wantError: "invalid_grant"},
+		{name: "a refresh-token-shaped code", form: with("code", "x"), wantCode: 400, wantError: "invalid_grant"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.token(tt.form)
+			if r.status != tt.wantCode || r.Error != tt.wantError {
+				t.Fatalf("got %d %s (%s), want %d %s", r.status, r.Error, r.Desc, tt.wantCode, tt.wantError)
+			}
+		})
+	}
+	// None of those used the code up.
+	if r := e.token(base()); r.status != http.StatusOK {
+		t.Fatalf("the right request afterwards: %d %s %s", r.status, r.Error, r.Desc)
+	}
+}
+
+// A code lives 60 seconds.
+func TestCodeExpires(t *testing.T) {
+	e := newEnv(t, nil)
+	a := newAuthRequest(e.publicClient())
+	code := e.code(newBrowser(t), a, alice)
+	e.clock.add(61 * time.Second)
+	if r := e.redeem(a, code); r.Error != "invalid_grant" || !strings.Contains(r.Desc, "expired") {
+		t.Fatalf("expired code: %d %s %s", r.status, r.Error, r.Desc)
+	}
+}
+
+// A code sealed for one purpose does not open as another: a code is not a
+// refresh token, and the reverse.
+func TestSealedPurposes(t *testing.T) {
+	e := newEnv(t, nil)
+	c, tr := e.tokens()
+	if r := e.token(url.Values{"grant_type": {"authorization_code"}, "code": {tr.RefreshToken}, "client_id": {c.ID},
+		"redirect_uri": {clientRedirect}, "code_verifier": {oauth2.GenerateVerifier()}}); r.Error != "invalid_grant" {
+		t.Fatalf("refresh token as a code: %d %s", r.status, r.Error)
+	}
+	if r := e.refresh(c, c.ID); r.Error != "invalid_grant" {
+		t.Fatalf("client id as a refresh token: %d %s", r.status, r.Error)
+	}
+}
+
+// Refresh tokens rotate; a rotated one used again revokes the family.
+func TestRefreshReuse(t *testing.T) {
+	e := newEnv(t, nil)
+	c, tr := e.tokens()
+	r1 := e.refresh(c, tr.RefreshToken)
+	if r1.status != http.StatusOK {
+		t.Fatalf("refresh: %d %s", r1.status, r1.Desc)
+	}
+	r2 := e.refresh(c, r1.RefreshToken)
+	if r2.status != http.StatusOK {
+		t.Fatalf("second refresh: %d %s", r2.status, r2.Desc)
+	}
+	// The first refresh token, already rotated, is presented again (it
+	// leaked): refused, and the whole family is revoked.
+	if r := e.refresh(c, tr.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("reused refresh token: %d %s", r.status, r.Error)
+	}
+	if r := e.refresh(c, r2.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("latest refresh token after the reuse: %d %s", r.status, r.Error)
+	}
+	for _, at := range []string{tr.AccessToken, r1.AccessToken, r2.AccessToken} {
+		if got := e.verifyReason(at); got != ReasonRevoked {
+			t.Fatalf("access token of the family: got %q, want revoked", got)
+		}
+	}
+	// Another login of the same user is not affected.
+	_, other := e.tokens()
+	e.mustVerify(other.AccessToken)
+}
+
+// Two refreshes racing with one token: one wins, and the family ends.
+func TestRefreshRace(t *testing.T) {
+	e := newEnv(t, nil)
+	c, tr := e.tokens()
+	results := make(chan *tokenReply, 2)
+	for range 2 {
+		go func() { results <- e.refresh(c, tr.RefreshToken) }()
+	}
+	ok := 0
+	for range 2 {
+		if r := <-results; r.status == http.StatusOK {
+			ok++
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d refreshes succeeded, want 1", ok)
+	}
+}
+
+// A user removed from the allow-list loses access at the next refresh,
+// and the family's access tokens are revoked.
+func TestRefreshAllowListRemoved(t *testing.T) {
+	e := newEnv(t, nil)
+	e.setAllowed(aliceSub)
+	c, tr := e.tokens()
+	e.setAllowed("bob")
+	if r := e.refresh(c, tr.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("refresh after removal: %d %s", r.status, r.Error)
+	}
+	if got := e.verifyReason(tr.AccessToken); got != ReasonRevoked {
+		t.Fatalf("access token after removal: got %q, want revoked", got)
+	}
+}
+
+// The provider is asked at every refresh when it gave a refresh token; a
+// user disabled there loses access at the next refresh.
+func TestRefreshUpstream(t *testing.T) {
+	e := newEnv(t, nil)
+	c, tr := e.tokens()
+	before := e.is.RefreshHits()
+	r1 := e.refresh(c, tr.RefreshToken)
+	if r1.status != http.StatusOK || e.is.RefreshHits() != before+1 {
+		t.Fatalf("refresh: %d, provider refreshes %d -> %d", r1.status, before, e.is.RefreshHits())
+	}
+	e.is.SetDisabled(aliceSub, true)
+	if r := e.refresh(c, r1.RefreshToken); r.Error != "invalid_grant" || !strings.Contains(r.Desc, "identity provider") {
+		t.Fatalf("refresh of a disabled user: %d %s %s", r.status, r.Error, r.Desc)
+	}
+	if got := e.verifyReason(r1.AccessToken); got != ReasonRevoked {
+		t.Fatalf("access token of a disabled user: got %q, want revoked", got)
+	}
+}
+
+// Groups changed at the provider reach the next access token.
+func TestRefreshRereadsIdentity(t *testing.T) {
+	e := newEnv(t, nil)
+	e.is.GroupsOnlyInUserinfo = true
+	c, tr := e.tokens()
+	r := e.refresh(c, tr.RefreshToken)
+	if got := e.mustVerify(r.AccessToken).Groups; len(got) != 1 || got[0] != "mcp-users" {
+		t.Fatalf("groups after refresh: %v", got)
+	}
+}
+
+// The provider unreachable at refresh: 503, and the refresh token is not
+// used up, so the client can retry.
+func TestRefreshUpstreamDown(t *testing.T) {
+	e := newEnv(t, nil)
+	c, tr := e.tokens()
+	e.is.SetDown(true)
+	r := e.refresh(c, tr.RefreshToken)
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Fatalf("provider down: %d %s", r.status, r.Error)
+	}
+	e.is.SetDown(false)
+	if r := e.refresh(c, tr.RefreshToken); r.status != http.StatusOK {
+		t.Fatalf("retry: %d %s %s", r.status, r.Error, r.Desc)
+	}
+}
+
+// The session's absolute lifetime ends the family however often it
+// rotates.
+func TestSessionLifetime(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.SessionTTL = 48 * time.Hour })
+	c, tr := e.tokens()
+	rt := tr.RefreshToken
+	for range 47 {
+		e.clock.add(time.Hour)
+		r := e.refresh(c, rt)
+		if r.status != http.StatusOK {
+			t.Fatalf("refresh within the session: %d %s", r.status, r.Desc)
+		}
+		rt = r.RefreshToken
+		if r.ExpiresIn > 3600 {
+			t.Fatalf("expires_in %d", r.ExpiresIn)
+		}
+	}
+	e.clock.add(90 * time.Minute)
+	if r := e.refresh(c, rt); r.Error != "invalid_grant" {
+		t.Fatalf("refresh after the session's end: %d %s", r.status, r.Error)
+	}
+}
+
+// Without a refresh token from the provider, a session lasts at most 24 h
+// whatever SessionTTL says, and access tokens never outlive it.
+func TestSessionWithoutUpstreamRefresh(t *testing.T) {
+	// The provider lists no offline_access, so the broker does not ask for
+	// it and the provider gives no refresh token.
+	e := newEnvIssuer(t, func(is *devissuer.Issuer) {
+		is.Extra = map[string]any{"scopes_supported": []string{"openid", "email"}}
+	}, nil)
+	c, tr := e.tokens()
+	before := e.is.RefreshHits()
+	e.clock.add(23*time.Hour + 30*time.Minute)
+	r := e.refresh(c, tr.RefreshToken)
+	if r.status != http.StatusOK || e.is.RefreshHits() != before {
+		t.Fatalf("refresh at 23.5 h: %d %s (provider refreshes %d -> %d)", r.status, r.Desc, before, e.is.RefreshHits())
+	}
+	if r.ExpiresIn != 1800 {
+		t.Fatalf("expires_in at 23.5 h: got %d, want 1800 (the session's end)", r.ExpiresIn)
+	}
+	e.clock.add(time.Hour)
+	if r := e.refresh(c, r.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("refresh at 24.5 h: %d %s", r.status, r.Error)
+	}
+}
+
+// A refresh may narrow the scope, never widen it (RFC 6749 §6).
+func TestRefreshScope(t *testing.T) {
+	e := newEnv(t, nil)
+	c, tr := e.tokens()
+	r := e.token(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.RefreshToken}, "client_id": {c.ID}, "scope": {"mcp:read"}})
+	if r.status != http.StatusOK || r.Scope != "mcp:read" {
+		t.Fatalf("narrowed: %d %q", r.status, r.Scope)
+	}
+	// The refresh token keeps the original grant.
+	r = e.refresh(c, r.RefreshToken)
+	if r.Scope != testScopes {
+		t.Fatalf("next refresh: %q, want %q", r.Scope, testScopes)
+	}
+	r = e.token(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r.RefreshToken}, "client_id": {c.ID}, "scope": {"mcp:read admin"}})
+	if r.Error != "invalid_scope" {
+		t.Fatalf("widened: %d %s", r.status, r.Error)
+	}
+}
+
+// GrantScopes decides at login and again at every refresh.
+func TestGrantScopesHook(t *testing.T) {
+	var writers []string
+	e := newEnv(t, func(c *Config) {
+		c.GrantScopes = func(id *provider.Identity, requested []string) []string {
+			out := []string{"admin"} // never requested: ignored
+			for _, s := range requested {
+				if s != "mcp:write" || id.Email == aliceEmail && len(writers) > 0 {
+					out = append(out, s)
+				}
+			}
+			return out
+		}
+	})
+	c, tr := e.tokens()
+	if tr.Scope != "mcp:read" {
+		t.Fatalf("granted at login: %q", tr.Scope)
+	}
+	writers = []string{aliceEmail}
+	r := e.refresh(c, tr.RefreshToken)
+	if r.Scope != testScopes {
+		t.Fatalf("granted at refresh: %q", r.Scope)
+	}
+}
+
+// Confidential clients authenticate with their secret, by HTTP Basic or
+// in the form; public clients with their client_id alone.
+func TestClientAuthentication(t *testing.T) {
+	e := newEnv(t, nil)
+	conf := e.register(map[string]any{"redirect_uris": []string{clientRedirect}, "token_endpoint_auth_method": "client_secret_basic"})
+	if conf.Secret == "" {
+		t.Fatal("no secret for a confidential client")
+	}
+	pub := e.publicClient()
+	codeFor := func(c registered) (*authRequest, url.Values) {
+		a := newAuthRequest(c)
+		code := e.code(newBrowser(t), a, alice)
+		return a, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {a.redirect}, "code_verifier": {a.verifier}}
+	}
+	tests := []struct {
+		name      string
+		client    registered
+		form      url.Values // added to the code request
+		basic     []string
+		wantCode  int
+		wantError string
+		wantBasic bool // a WWW-Authenticate: Basic challenge
+	}{
+		{name: "confidential, basic", client: conf, basic: []string{conf.ID, conf.Secret}, wantCode: 200},
+		{name: "confidential, post", client: conf, form: url.Values{"client_id": {conf.ID}, "client_secret": {conf.Secret}}, wantCode: 200},
+		{name: "confidential, no secret", client: conf, form: url.Values{"client_id": {conf.ID}}, wantCode: 401, wantError: "invalid_client"},
+		{name: "confidential, wrong secret (basic)", client: conf, basic: []string{conf.ID, "wrong"}, wantCode: 401, wantError: "invalid_client", wantBasic: true},
+		{name: "confidential, wrong secret (post)", client: conf, form: url.Values{"client_id": {conf.ID}, "client_secret": {"wrong"}}, wantCode: 401, wantError: "invalid_client"},
+		{name: "two methods at once", client: conf, basic: []string{conf.ID, conf.Secret}, form: url.Values{"client_secret": {conf.Secret}}, wantCode: 400, wantError: "invalid_request"},
+		{name: "basic and another client_id", client: conf, basic: []string{conf.ID, conf.Secret}, form: url.Values{"client_id": {pub.ID}}, wantCode: 400, wantError: "invalid_request"},
+		{name: "public, client_id only", client: pub, form: url.Values{"client_id": {pub.ID}}, wantCode: 200},
+		{name: "public with a made-up secret", client: pub, form: url.Values{"client_id": {pub.ID}, "client_secret": {"x"}}, wantCode: 401, wantError: "invalid_client"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, form := codeFor(tt.client)
+			for k, v := range tt.form {
+				form[k] = v
+			}
+			r := e.token(form, tt.basic...)
+			if r.status != tt.wantCode || r.Error != tt.wantError {
+				t.Fatalf("got %d %s (%s), want %d %s", r.status, r.Error, r.Desc, tt.wantCode, tt.wantError)
+			}
+			if got := strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Basic"); got != tt.wantBasic {
+				t.Fatalf("Basic challenge: got %v, want %v", got, tt.wantBasic)
+			}
+		})
+	}
+}
+
+// Malformed token requests get RFC 6749 §5.2 errors, never cached.
+func TestTokenRequestErrors(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	post := func(contentType, query, body string) *tokenReply {
+		req, _ := http.NewRequest(http.MethodPost, e.origin+TokenPath+query, strings.NewReader(body))
+		req.Header.Set("Content-Type", contentType)
+		resp, err := (&http.Client{}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		r := &tokenReply{status: resp.StatusCode, header: resp.Header}
+		_ = jsonDecode(resp, r)
+		return r
+	}
+	form := "client_id=" + url.QueryEscape(c.ID)
+	tests := []struct {
+		name, ct, query, body string
+		wantError             string
+	}{
+		{name: "json body", ct: "application/json", body: `{"grant_type":"refresh_token"}`, wantError: "invalid_request"},
+		{name: "parameters in the url", ct: "application/x-www-form-urlencoded", query: "?grant_type=refresh_token", body: form, wantError: "invalid_request"},
+		{name: "parameter twice", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=a&grant_type=b", wantError: "invalid_request"},
+		{name: "no grant type", ct: "application/x-www-form-urlencoded", body: form, wantError: "invalid_request"},
+		{name: "client credentials", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=client_credentials", wantError: "unsupported_grant_type"},
+		{name: "password", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=password&username=a&password=b", wantError: "unsupported_grant_type"},
+		{name: "body too large", ct: "application/x-www-form-urlencoded", body: form + "&x=" + strings.Repeat("a", 70<<10), wantError: "invalid_request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := post(tt.ct, tt.query, tt.body)
+			if r.status != http.StatusBadRequest || r.Error != tt.wantError {
+				t.Fatalf("got %d %q, want 400 %q", r.status, r.Error, tt.wantError)
+			}
+			if r.header.Get("Cache-Control") != "no-store" || r.header.Get("Content-Type") != "application/json" {
+				t.Fatalf("headers: %v", r.header)
+			}
+		})
+	}
+}
+
+// Per-IP and per-client limits at the token endpoint answer 429 with
+// Retry-After.
+func TestTokenRateLimits(t *testing.T) {
+	ipLim, clientLim := &denyLimiter{budget: 1000}, &denyLimiter{budget: 1}
+	e := newEnv(t, func(c *Config) { c.IPLimiter, c.ClientLimiter = ipLim, clientLim })
+	c, tr := e.tokens()
+	r := e.refresh(c, tr.RefreshToken)
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "2" {
+		t.Fatalf("over the client limit: %d Retry-After %q", r.status, r.header.Get("Retry-After"))
+	}
+	if k := clientLim.keys[len(clientLim.keys)-1]; k != "broker-client:"+clientKey(c.ID) {
+		t.Fatalf("client limiter key: %q", k)
+	}
+	ipLim.mu.Lock()
+	ipLim.budget = 0
+	ipLim.mu.Unlock()
+	if r := e.refresh(c, tr.RefreshToken); r.status != http.StatusTooManyRequests {
+		t.Fatalf("over the IP limit: %d", r.status)
+	}
+	// Neither limit used the refresh token up.
+	ipLim.mu.Lock()
+	ipLim.budget = 1000
+	ipLim.mu.Unlock()
+	clientLim.mu.Lock()
+	clientLim.budget = 1000
+	clientLim.mu.Unlock()
+	if r := e.refresh(c, tr.RefreshToken); r.status != http.StatusOK {
+		t.Fatalf("after the limits: %d %s", r.status, r.Desc)
+	}
+}
+
+// A failing store fails closed: no code or refresh token is accepted
+// without it, and Verify says not ready (the gate answers 503).
+func TestStoreDown(t *testing.T) {
+	e := newEnv(t, nil)
+	c, tr := e.tokens()
+	a := newAuthRequest(c)
+	code := e.code(newBrowser(t), a, alice)
+	e.b.store = failingStore{}
+	if r := e.redeem(a, code); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Fatalf("redeem with the store down: %d", r.status)
+	}
+	if r := e.refresh(c, tr.RefreshToken); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("refresh with the store down: %d", r.status)
+	}
+	if _, err := e.b.Verify(context.Background(), tr.AccessToken); !errors.Is(err, provider.ErrNotReady) {
+		t.Fatalf("verify with the store down: %v, want ErrNotReady", err)
+	}
+	e.b.store = e.store
+	if r := e.redeem(a, code); r.status != http.StatusOK {
+		t.Fatalf("redeem once the store is back: %d %s", r.status, r.Desc)
+	}
+}
+
+// A client registered without refresh_token gets no refresh token.
+func TestNoRefreshGrant(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.register(map[string]any{"redirect_uris": []string{clientRedirect}, "grant_types": []string{"authorization_code"}})
+	a := newAuthRequest(c)
+	tr := e.redeem(a, e.code(newBrowser(t), a, alice))
+	if tr.status != http.StatusOK || tr.RefreshToken != "" {
+		t.Fatalf("got %d, refresh token %q", tr.status, tr.RefreshToken)
+	}
+}

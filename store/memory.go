@@ -1,0 +1,178 @@
+// Memory: one-time values and revocations held in this process (the
+// package comment is in store.go).
+
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"time"
+)
+
+// ErrFull is returned by Memory's Claim and Revoke when every remembered key
+// is still unexpired and MemoryConfig.MaxEntries is reached. The caller fails
+// the request (the broker answers 503): forgetting an unexpired claim would
+// let a code or refresh token be used twice.
+var ErrFull = errors.New("store: memory full")
+
+// Defaults of MemoryConfig.
+const (
+	defaultMaxEntries = 1 << 20
+	memoryShards      = 16
+	// A shard is swept of expired keys on a write at most this often (and
+	// whenever it is full).
+	memorySweepEvery = time.Minute
+)
+
+// MemoryConfig configures NewMemory. Every field has a usable zero value.
+type MemoryConfig struct {
+	// MaxEntries bounds the keys remembered at once, claims and revocations
+	// together (each costs about 100 bytes plus its key). Zero means 1<<20.
+	// The bound is kept per shard (MaxEntries/16 each), so a store may
+	// report ErrFull slightly before MaxEntries keys in all.
+	MaxEntries int
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Memory remembers keys until their TTL in this process only: used
+// authorization codes, rotated refresh tokens, revoked token ids and
+// families. It is bounded and TTL-evicted, starts no goroutine, and is safe
+// for concurrent use.
+//
+// Claim, Revoke and Revoked share one key space; callers namespace their
+// keys ("code:", "rt:", "fam:", "jti:" ...).
+//
+// What a restart loses: everything. With the same BROKER_SECRET, codes and
+// refresh tokens issued before the restart stay valid (they are sealed
+// records, not entries here), so after a restart a code not yet used within
+// its 60 s could be redeemed once more, a refresh token already rotated
+// could be used once more (its family is then rotated again, not revoked),
+// and a revoked family or access token is accepted again until it expires.
+// Replicas, and revocation that must survive a restart, need the shared
+// store (Redis).
+type Memory struct {
+	now      func() time.Time
+	perShard int
+	seed     maphash.Seed
+	shards   [memoryShards]memShard
+}
+
+type memShard struct {
+	mu        sync.Mutex
+	m         map[string]int64 // key -> expiry, unix nanoseconds
+	lastSweep int64
+}
+
+// NewMemory returns an empty Memory.
+func NewMemory(cfg MemoryConfig) *Memory {
+	m := &Memory{now: cfg.Now, seed: maphash.MakeSeed()}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	n := cfg.MaxEntries
+	if n <= 0 {
+		n = defaultMaxEntries
+	}
+	m.perShard = (n + memoryShards - 1) / memoryShards
+	for i := range m.shards {
+		m.shards[i].m = make(map[string]int64)
+	}
+	return m
+}
+
+func (m *Memory) shard(key string) *memShard {
+	return &m.shards[maphash.String(m.seed, key)%memoryShards]
+}
+
+// Claim remembers key for ttl and reports whether this call is the first to
+// claim it within its TTL (so a one-time value is accepted once). It fails
+// with ErrFull rather than forget an unexpired key.
+func (m *Memory) Claim(_ context.Context, key string, ttl time.Duration) (first bool, err error) {
+	if ttl <= 0 {
+		return false, fmt.Errorf("claim: ttl %v is not positive", ttl)
+	}
+	now := m.now().UnixNano()
+	s := m.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if exp, ok := s.m[key]; ok && now < exp {
+		return false, nil
+	}
+	if err := s.room(key, now, m.perShard); err != nil {
+		return false, fmt.Errorf("claim: %w", err)
+	}
+	s.m[key] = now + int64(ttl)
+	return true, nil
+}
+
+// Revoke remembers key as revoked for at least ttl (a longer earlier TTL is
+// kept). It fails with ErrFull rather than forget an unexpired key.
+func (m *Memory) Revoke(_ context.Context, key string, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("revoke: ttl %v is not positive", ttl)
+	}
+	now := m.now().UnixNano()
+	s := m.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp := now + int64(ttl)
+	if old, ok := s.m[key]; ok && now < old {
+		s.m[key] = max(old, exp)
+		return nil
+	}
+	if err := s.room(key, now, m.perShard); err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	s.m[key] = exp
+	return nil
+}
+
+// Revoked reports whether any of keys is remembered (revoked or claimed)
+// and unexpired. It never fails.
+func (m *Memory) Revoked(_ context.Context, keys ...string) (bool, error) {
+	now := m.now().UnixNano()
+	for _, k := range keys {
+		s := m.shard(k)
+		s.mu.Lock()
+		exp, ok := s.m[k]
+		s.mu.Unlock()
+		if ok && now < exp {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Len is the number of keys held, expired ones not yet swept included.
+func (m *Memory) Len() int {
+	n := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// room makes room for key in s (whose lock is held): it sweeps expired keys
+// once a minute, and whenever s is full; if s is still full of unexpired
+// keys, it fails with ErrFull.
+func (s *memShard) room(key string, now int64, limit int) error {
+	if now-s.lastSweep >= int64(memorySweepEvery) || len(s.m) >= limit {
+		for k, exp := range s.m {
+			if now >= exp {
+				delete(s.m, k)
+			}
+		}
+		s.lastSweep = now
+	}
+	if _, ok := s.m[key]; !ok && len(s.m) >= limit {
+		return ErrFull
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Unix(1_700_000_000, 0)} }
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestMemoryClaim(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	m := NewMemory(MemoryConfig{Now: c.now})
+
+	first, err := m.Claim(ctx, "code:a", time.Minute)
+	if err != nil || !first {
+		t.Fatalf("first claim: got %v, %v; want true, nil", first, err)
+	}
+	first, err = m.Claim(ctx, "code:a", time.Minute)
+	if err != nil || first {
+		t.Fatalf("second claim: got %v, %v; want false, nil", first, err)
+	}
+	if first, _ := m.Claim(ctx, "code:b", time.Minute); !first {
+		t.Fatal("claim of another key: got false, want true")
+	}
+	c.add(59 * time.Second)
+	if first, _ := m.Claim(ctx, "code:a", time.Minute); first {
+		t.Fatal("claim before the ttl ended: got true, want false")
+	}
+	c.add(time.Second)
+	if first, _ := m.Claim(ctx, "code:a", time.Minute); !first {
+		t.Fatal("claim after the ttl: got false, want true")
+	}
+}
+
+func TestMemoryRevoke(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	m := NewMemory(MemoryConfig{Now: c.now})
+
+	if got, err := m.Revoked(ctx, "fam:x", "jti:y"); got || err != nil {
+		t.Fatalf("revoked before revoke: got %v, %v", got, err)
+	}
+	if err := m.Revoke(ctx, "jti:y", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Revoked(ctx, "fam:x", "jti:y"); !got {
+		t.Fatal("revoked after revoke: got false, want true")
+	}
+	// A shorter second revocation does not shorten the first.
+	if err := m.Revoke(ctx, "jti:y", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c.add(30 * time.Minute)
+	if got, _ := m.Revoked(ctx, "jti:y"); !got {
+		t.Fatal("revoked within the longer ttl: got false, want true")
+	}
+	c.add(30 * time.Minute)
+	if got, _ := m.Revoked(ctx, "jti:y"); got {
+		t.Fatal("revoked after the ttl: got true, want false")
+	}
+}
+
+func TestMemoryBadTTL(t *testing.T) {
+	m := NewMemory(MemoryConfig{})
+	if _, err := m.Claim(context.Background(), "k", 0); err == nil {
+		t.Error("claim with ttl 0: got nil error")
+	}
+	if err := m.Revoke(context.Background(), "k", -time.Second); err == nil {
+		t.Error("revoke with a negative ttl: got nil error")
+	}
+}
+
+// A full store refuses new keys rather than forget unexpired ones, and
+// makes room again as keys expire.
+func TestMemoryFullFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	m := NewMemory(MemoryConfig{MaxEntries: 64, Now: c.now})
+
+	var full int
+	claimed := map[string]bool{}
+	for i := range 200 {
+		k := fmt.Sprintf("rt:%d", i)
+		first, err := m.Claim(ctx, k, time.Hour)
+		switch {
+		case errors.Is(err, ErrFull):
+			full++
+		case err != nil:
+			t.Fatal(err)
+		case !first:
+			t.Fatalf("claim %s: got false for a new key", k)
+		default:
+			claimed[k] = true
+		}
+	}
+	if full == 0 {
+		t.Fatal("200 claims into a store of 64: no ErrFull")
+	}
+	if m.Len() > 64 {
+		t.Fatalf("len: got %d, want at most 64", m.Len())
+	}
+	// Every claimed key is still remembered: no second use.
+	for k := range claimed {
+		if first, err := m.Claim(ctx, k, time.Hour); first || err != nil {
+			t.Fatalf("second claim of %s while full: got %v, %v; want false, nil", k, first, err)
+		}
+	}
+	if err := m.Revoke(ctx, "fam:new", time.Hour); !errors.Is(err, ErrFull) {
+		// The shard of fam:new may have room; find a full one.
+		for i := range 1000 {
+			if err = m.Revoke(ctx, fmt.Sprintf("fam:%d", i), time.Hour); errors.Is(err, ErrFull) {
+				break
+			}
+		}
+		if !errors.Is(err, ErrFull) {
+			t.Fatalf("revoke into a full store: got %v, want ErrFull", err)
+		}
+	}
+	// Once they expire, the same keys fit again (each shard held them).
+	c.add(time.Hour)
+	for k := range claimed {
+		if first, err := m.Claim(ctx, k, time.Minute); !first || err != nil {
+			t.Fatalf("claim of %s after every key expired: got %v, %v; want true, nil", k, first, err)
+		}
+	}
+}
+
+// Expired keys are swept on writes, so the map does not grow without bound
+// under a steady load of short-lived claims.
+func TestMemorySweeps(t *testing.T) {
+	ctx := context.Background()
+	c := newClock()
+	m := NewMemory(MemoryConfig{Now: c.now})
+	for i := range 10_000 {
+		if _, err := m.Claim(ctx, fmt.Sprintf("code:%d", i), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		c.add(10 * time.Millisecond) // 100 s in all
+	}
+	c.add(2 * time.Minute)
+	for i := range 16 * 4 {
+		if _, err := m.Claim(ctx, fmt.Sprintf("late:%d", i), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := m.Len(); got > 1000 {
+		t.Fatalf("len after every early key expired: got %d, want far fewer than 10000", got)
+	}
+}
+
+// Concurrent claims of one key: exactly one wins.
+func TestMemoryClaimRace(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory(MemoryConfig{})
+	for round := range 50 {
+		key := fmt.Sprintf("code:%d", round)
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				if first, err := m.Claim(ctx, key, time.Minute); err == nil && first {
+					wins.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if got := wins.Load(); got != 1 {
+			t.Fatalf("round %d: %d winners, want 1", round, got)
+		}
+	}
+}
+
+func BenchmarkMemoryRevoked(b *testing.B) {
+	ctx := context.Background()
+	m := NewMemory(MemoryConfig{})
+	for i := range 10_000 {
+		_ = m.Revoke(ctx, fmt.Sprintf("jti:%d", i), time.Hour)
+	}
+	keys := []string{"jti:absent-token-id-0123456789", "fam:absent-family-id-0123456789"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if r, _ := m.Revoked(ctx, keys...); r {
+			b.Fatal("revoked")
+		}
+	}
+}
