@@ -15,6 +15,7 @@
 //
 //	request ID (X-Request-Id kept if well-formed, else generated; on the response and to the upstream)
 //	-> CORS (preflight answered here; a foreign Origin is 403)
+//	-> protocol upgrade? (400 and the connection closed, on every route: never a tunnel)
 //	-> path hygiene on the raw request target (400/414)
 //	-> public route? (exact method and path; 405 for another method; unknown /.well-known/ is 404)
 //	-> bearer token from the Authorization header only (401)
@@ -109,7 +110,7 @@ const (
 	RejectOrigin            = "origin"             // Origin not allowed (403)
 	RejectPath              = "path"               // malformed or over-long request target (400, 414)
 	RejectNoToken           = "no_token"           // no Authorization header (401)
-	RejectBadRequest        = "bad_request"        // several Authorization headers, or a token in the query (400)
+	RejectBadRequest        = "bad_request"        // several Authorization headers, a token in the query, or a protocol upgrade (400)
 	RejectIPLimited         = "ip_limited"         // the client IP's failed-authentication limit (429)
 	RejectInvalid           = "invalid"            // a malformed header or a token that does not verify (401)
 	RejectExpired           = "expired"            // an expired token (401)
@@ -488,6 +489,15 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		return
 	}
 
+	// RFC 9110 §7.8: a server may ignore or refuse an upgrade; the gateway
+	// refuses it on every route (framing.go). Closing the connection means
+	// nothing the client sends after it is read as a request either.
+	if wantsUpgrade(r.Header) {
+		w.Header().Set("Connection", "close")
+		g.reject(w, r, http.StatusBadRequest, RejectBadRequest, "protocol upgrade", "", bodyUpgrade)
+		return
+	}
+
 	// Path hygiene on the raw request target, before any routing or
 	// authorization decision. Go's server does not clean paths for a plain
 	// handler, so what is checked here is what the upstream would receive.
@@ -741,4 +751,27 @@ func (g *gate) reject(w *recorder, r *http.Request, status int, reason, why, sub
 	w.class, w.reason = ClassRejected, reason
 	writeJSON(w, status, body)
 	g.audit.rejected(status, why, sub, w, r)
+}
+
+// equalFoldASCII reports whether a and b are equal when ASCII letters are
+// compared without case. Any other byte must match exactly: unlike
+// strings.EqualFold it never folds non-ASCII letters (U+212A KELVIN SIGN is
+// not "k", U+017F LATIN SMALL LETTER LONG S is not "s").
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }

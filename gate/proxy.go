@@ -77,10 +77,14 @@ func (g *gate) joinPath(basePath, baseRaw, reqPath, reqRaw string) (path, raw st
 	return path, raw
 }
 
-// modifyResponse drops the upstream's CORS headers and X-Request-Id: the
-// gate's own, already on the response writer, are the only ones the client
-// sees.
+// modifyResponse refuses a 101 (the gateway never asks to switch
+// protocols, so ReverseProxy must not start a tunnel), and drops the
+// upstream's CORS headers and X-Request-Id: the gate's own, already on the
+// response writer, are the only ones the client sees.
 func modifyResponse(resp *http.Response) error {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return errUpstreamSwitched
+	}
 	for k := range resp.Header {
 		if strings.HasPrefix(k, "Access-Control-") {
 			delete(resp.Header, k)
@@ -103,6 +107,8 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &tooLarge):
 		writeJSON(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
+	case errors.Is(err, errUpstreamSwitched):
+		g.log.Warn("proxy: upstream answered 101 Switching Protocols to a request that asked for no upgrade", "method", r.Method, "path", r.URL.Path, "request_id", id)
 	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
 		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 	case g.restarts:

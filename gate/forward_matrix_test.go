@@ -1,0 +1,309 @@
+package gate
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// rawUpstream is an upstream that records every byte it receives, per
+// connection, as the MCP server would see them on the wire: headers the
+// gateway meant to remove, trailers after a chunked body, and whatever a
+// tunnelled connection carries. It answers each request with answer (a raw
+// HTTP response; "" is 200 "ok"); after a 101 it answers nothing more and
+// records the rest of the connection, as a tunnel would carry it.
+type rawUpstream struct {
+	ln     net.Listener
+	answer string
+
+	mu       sync.Mutex
+	received bytes.Buffer
+	requests int
+	conns    []net.Conn
+}
+
+func newRawUpstream(t testing.TB, answer string) *rawUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &rawUpstream{ln: ln, answer: answer}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u.mu.Lock()
+			u.conns = append(u.conns, c)
+			u.mu.Unlock()
+			wg.Add(1)
+			go func() { defer wg.Done(); u.serve(c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		u.mu.Lock()
+		for _, c := range u.conns {
+			c.Close()
+		}
+		u.mu.Unlock()
+		<-done
+	})
+	return u
+}
+
+// Write records bytes read from any connection.
+func (u *rawUpstream) Write(p []byte) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.received.Write(p)
+}
+
+func (u *rawUpstream) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(io.TeeReader(c, u))
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body) // the trailers, if any, are read (and recorded) too
+		u.mu.Lock()
+		u.requests++
+		u.mu.Unlock()
+		answer := u.answer
+		if answer == "" {
+			answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\nok"
+		}
+		if req.Header.Get("Upgrade") != "" {
+			answer = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + req.Header.Get("Upgrade") + "\r\n\r\n"
+		}
+		if _, err := io.WriteString(c, answer); err != nil {
+			return
+		}
+		if strings.HasPrefix(answer, "HTTP/1.1 101") {
+			_, _ = io.Copy(io.Discard, br) // a tunnel: record all that follows
+			return
+		}
+	}
+}
+
+// seen returns the bytes received so far and the number of requests parsed.
+func (u *rawUpstream) seen() (string, int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.received.String(), u.requests
+}
+
+func (u *rawUpstream) url(t testing.TB) *url.URL {
+	t.Helper()
+	p, err := url.Parse("http://" + u.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// rawExchange writes req to addr, reads responses until n final ones (1xx
+// included in the result) were read, and writes then on the same connection
+// (what an attacker sends once a tunnel is open). With wantClose it then
+// reads on, and reports whether the gateway closed the connection rather
+// than answering again.
+func rawExchange(t *testing.T, addr, req string, n int, then string, wantClose bool) (resps []*http.Response, bodies []string, closed bool) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	for finals := 0; finals < n; {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v (so far %d)", len(resps)+1, err, len(resps))
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resps, bodies = append(resps, resp), append(bodies, string(b))
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			finals++
+		}
+	}
+	if then != "" {
+		_, _ = io.WriteString(conn, then) // fails once the gateway has closed
+	}
+	if !wantClose {
+		return resps, bodies, false
+	}
+	// What follows must be the end of the connection, not another answer.
+	if resp, err := http.ReadResponse(br, nil); err == nil {
+		resp.Body.Close()
+		return resps, bodies, false
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		return resps, bodies, false
+	}
+	return resps, bodies, true
+}
+
+// chunk is s as one chunk of a chunked body.
+func chunk(s string) string { return strconv.FormatInt(int64(len(s)), 16) + "\r\n" + s + "\r\n" }
+
+// hidden is a request without a token, hidden after a chunked body.
+const hidden = "GET /admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+func statuses(resps []*http.Response) []int {
+	s := make([]int, len(resps))
+	for i, r := range resps {
+		s[i] = r.StatusCode
+	}
+	return s
+}
+
+// TestForwardingAttackMatrix is the attack matrix of issue 13: requests
+// written byte for byte over TCP to the gateway, in front of an upstream
+// that records every byte it receives. Each row names what the client must
+// get and what the upstream must (not) see: no tunnel through a protocol
+// upgrade, no credentials or identity headers in trailers or behind a
+// header spelling a CGI-style server would fold, no connection kept open
+// after ambiguous framing, and the gateway's own headers intact whatever the
+// client's Connection header or the upstream's 1xx answers say.
+func TestForwardingAttackMatrix(t *testing.T) {
+	env := newIssuer(t)
+	tok := env.token(t, "alice", nil)
+	auth := "Authorization: Bearer " + tok + "\r\n"
+	const host = "Host: gateway.example.com\r\n"
+	post := func(extra, body string) string {
+		return "POST /mcp HTTP/1.1\r\n" + host + auth + "Content-Type: application/json\r\n" + extra +
+			"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
+	const rpc = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	// A request without a token, sent where a tunnel would carry it.
+	const smuggled = "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+	type row struct {
+		name   string
+		answer string // the upstream's answer to each request; "" is 200 "ok"
+		req    string
+		// then is written once the answers were read.
+		then string
+		// finals is how many final answers (status >= 200, or 101) to read.
+		finals int
+		// want are the statuses the client reads, 1xx included.
+		want []int
+		// closed: the gateway closes the connection after them.
+		closed bool
+		// upstreamNothing: not one byte reaches the upstream.
+		upstreamNothing bool
+		// lacks: the upstream's bytes contain none of these (ASCII case
+		// ignored); has: all of these.
+		lacks, has []string
+		// check inspects the client's responses further.
+		check func(t *testing.T, resps []*http.Response, bodies []string, upstream string)
+	}
+	jsonError := func(t *testing.T, resps []*http.Response, bodies []string, _ string) {
+		t.Helper()
+		if got := resps[0].Header.Get("Content-Type"); got != "application/json" {
+			t.Errorf("Content-Type: got %q, want application/json", got)
+		}
+		if !strings.Contains(bodies[0], `"error"`) {
+			t.Errorf("body %q is not a JSON error", bodies[0])
+		}
+	}
+	rows := []row{
+		// 1. Protocol upgrades: refused on every route, before any other
+		// decision; the upstream never sees the request, and the
+		// connection is closed so nothing sent after it is read.
+		{name: "websocket upgrade with a valid token, then a request without one",
+			req: "GET /mcp HTTP/1.1\r\n" + host + auth + "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", then: smuggled,
+			finals: 1, want: []int{400}, closed: true, upstreamNothing: true, check: jsonError},
+		{name: "upgrade listed among other connection options",
+			req: "GET /mcp HTTP/1.1\r\n" + host + auth + "Connection: keep-alive, upgrade\r\nUpgrade: websocket\r\n\r\n", then: smuggled,
+			finals: 1, want: []int{400}, closed: true, upstreamNothing: true, check: jsonError},
+		{name: "h2c upgrade",
+			req:    "GET /mcp HTTP/1.1\r\n" + host + auth + "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+			finals: 1, want: []int{400}, closed: true, upstreamNothing: true, check: jsonError},
+		{name: "upgrade on a post with a body",
+			req: post("Connection: Upgrade\r\nUpgrade: websocket\r\n", rpc), then: smuggled,
+			finals: 1, want: []int{400}, closed: true, upstreamNothing: true, check: jsonError},
+		{name: "upgrade header without connection upgrade",
+			req:    "GET /mcp HTTP/1.1\r\n" + host + auth + "Upgrade: websocket\r\n\r\n",
+			finals: 1, want: []int{400}, closed: true, upstreamNothing: true, check: jsonError},
+		{name: "upgrade on a public route",
+			req: "GET /healthz HTTP/1.1\r\n" + host + "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n", then: smuggled,
+			finals: 1, want: []int{400}, closed: true, upstreamNothing: true, check: jsonError},
+		{name: "upgrade on an unknown well-known path",
+			req:    "GET /.well-known/x HTTP/1.1\r\n" + host + "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+			finals: 1, want: []int{400}, closed: true, upstreamNothing: true, check: jsonError},
+		{name: "upgrade without a token",
+			req: "GET /mcp HTTP/1.1\r\n" + host + "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n", then: smuggled,
+			finals: 1, want: []int{400}, closed: true, upstreamNothing: true, check: jsonError},
+		{name: "upstream switching protocols unasked",
+			answer: "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+			req:    "GET /mcp HTTP/1.1\r\n" + host + auth + "\r\n", then: smuggled,
+			finals: 1, want: []int{502}, lacks: []string{"POST /mcp", "Upgrade"}, check: jsonError},
+	}
+	for _, tt := range rows {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRawUpstream(t, tt.answer)
+			s := newSetup(t, env, nil, func(c *Config) { c.Upstream = Static(up.url(t)) })
+			resps, bodies, closed := rawExchange(t, s.front.Listener.Addr().String(), tt.req, tt.finals, tt.then, tt.closed)
+			received, _ := up.seen()
+			if got, want := statuses(resps), tt.want; !equalInts(got, want) {
+				time.Sleep(200 * time.Millisecond) // what a tunnel carries arrives after the 101
+				received, _ = up.seen()
+				t.Fatalf("statuses: got %v, want %v (bodies %q); upstream received:\n%s", got, want, bodies, received)
+			}
+			if tt.closed && !closed {
+				t.Errorf("the connection stayed open")
+			}
+			if tt.upstreamNothing && received != "" {
+				t.Errorf("upstream received:\n%s", received)
+			}
+			for _, s := range tt.lacks {
+				if strings.Contains(strings.ToLower(received), strings.ToLower(s)) {
+					t.Errorf("upstream received %q:\n%s", s, received)
+				}
+			}
+			for _, s := range tt.has {
+				if !strings.Contains(received, s) {
+					t.Errorf("upstream did not receive %q:\n%s", s, received)
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, resps, bodies, received)
+			}
+		})
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
