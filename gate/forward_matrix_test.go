@@ -261,6 +261,26 @@ func TestForwardingAttackMatrix(t *testing.T) {
 			answer: "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
 			req:    "GET /mcp HTTP/1.1\r\n" + host + auth + "\r\n", then: smuggled,
 			finals: 1, want: []int{502}, lacks: []string{"POST /mcp", "Upgrade"}, check: jsonError},
+
+		// 5. Ambiguous framing: answered as the chunked encoding says, and
+		// the connection is closed (RFC 9112 §6.1), so the bytes after the
+		// chunked body are never read as a request.
+		{name: "content-length and chunked, a request hidden after the body",
+			req:    "POST /mcp HTTP/1.1\r\n" + host + auth + "Content-Length: " + strconv.Itoa(5+len(hidden)) + "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + hidden,
+			finals: 1, want: []int{200}, closed: true, lacks: []string{"/admin"}},
+		{name: "content-length and chunked folded onto a continuation line",
+			req:    "POST /mcp HTTP/1.1\r\n" + host + auth + "Content-Length: " + strconv.Itoa(5+len(hidden)) + "\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n" + hidden,
+			finals: 1, want: []int{200}, closed: true, lacks: []string{"/admin"}},
+		{name: "chunked alone, a request pipelined after it",
+			req:    "POST /mcp HTTP/1.1\r\n" + host + auth + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\n\r\n" + hidden,
+			finals: 1, want: []int{200}, closed: true, lacks: []string{"/admin"}},
+		{name: "http/1.0 keep-alive with transfer-encoding framed by content-length",
+			req: "POST /mcp HTTP/1.0\r\n" + host + auth + "Connection: keep-alive\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
+				"GET /admin HTTP/1.0\r\nHost: x\r\n\r\n",
+			finals: 1, want: []int{200}, closed: true, lacks: []string{"/admin"}},
+		{name: "content-length alone keeps the connection",
+			req:    post("", "{}") + "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+			finals: 2, want: []int{200, 200}, closed: true},
 	}
 	for _, tt := range rows {
 		t.Run(tt.name, func(t *testing.T) {

@@ -32,3 +32,25 @@ func wantsUpgrade(h http.Header) bool {
 	}
 	return false
 }
+
+// Ambiguous framing (RFC 9112 §6.1). A request with both Content-Length and
+// Transfer-Encoding is framed by the chunked encoding alone, and the server
+// MUST close the connection after answering it: a front proxy that framed
+// it by Content-Length would otherwise have the bytes after the chunked
+// body read here as a request of their own (request smuggling). Go's server
+// drops Content-Length before a handler sees the request, and unfolds a
+// Transfer-Encoding folded onto a continuation line, so no handler can tell
+// which chunked requests were ambiguous: the gate closes the connection
+// after every request with a chunked body. Clients that send one (rare:
+// MCP clients send JSON with a length) open a new connection for their next
+// request. An HTTP/1.0 request's Transfer-Encoding is ignored by Go's server
+// (it frames by Content-Length), so an HTTP/1.0 connection kept alive is
+// closed too.
+
+// closeIfAmbiguous marks the response to r Connection: close when r's
+// framing could have been read otherwise by a proxy in front.
+func closeIfAmbiguous(w http.ResponseWriter, r *http.Request) {
+	if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) {
+		w.Header().Set("Connection", "close")
+	}
+}

@@ -14,6 +14,7 @@
 // Order of decisions for every request:
 //
 //	request ID (X-Request-Id kept if well-formed, else generated; on the response and to the upstream)
+//	-> a chunked body (or HTTP/1.0) closes the connection after the answer (RFC 9112 §6.1)
 //	-> CORS (preflight answered here; a foreign Origin is 403)
 //	-> protocol upgrade? (400 and the connection closed, on every route: never a tunnel)
 //	-> path hygiene on the raw request target (400/414)
@@ -464,6 +465,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ids := []string{rec.id}
 	w.Header()["X-Request-Id"] = ids
 	r.Header["X-Request-Id"] = ids // the proxy copies it to the upstream request
+	closeIfAmbiguous(w, r)
 	g.serve(rec, r)
 	if g.metrics != nil {
 		status := rec.status
