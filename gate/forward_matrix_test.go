@@ -262,6 +262,35 @@ func TestForwardingAttackMatrix(t *testing.T) {
 			req:    "GET /mcp HTTP/1.1\r\n" + host + auth + "\r\n", then: smuggled,
 			finals: 1, want: []int{502}, lacks: []string{"POST /mcp", "Upgrade"}, check: jsonError},
 
+		// 4. Trailers: none is forwarded, either way.
+		{name: "credentials and identity headers in request trailers",
+			req: "POST /mcp HTTP/1.1\r\n" + host + auth + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n" +
+				"Trailer: Authorization, Cookie, X-Forwarded-User, X-Auth-Request-Email\r\n\r\n" + chunk(rpc) + "0\r\n" +
+				"Authorization: Bearer stolen\r\nCookie: session=stolen\r\nX-Forwarded-User: admin\r\nX-Auth-Request-Email: admin@example.com\r\n\r\n",
+			finals: 1, want: []int{200}, closed: true, has: []string{rpc},
+			lacks: []string{"stolen", "admin", "Trailer", "X-Forwarded-User", "X-Auth-Request-Email"}},
+		{name: "undeclared request trailers",
+			req: "POST /mcp HTTP/1.1\r\n" + host + auth + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(rpc) + "0\r\n" +
+				"Authorization: Bearer stolen\r\nX-Remote-User: admin\r\n\r\n",
+			finals: 1, want: []int{200}, closed: true, has: []string{rpc}, lacks: []string{"stolen", "admin"}},
+		{name: "upstream's trailers naming the gateway's headers",
+			answer: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nTrailer: X-Request-Id, Access-Control-Allow-Origin\r\n\r\n" +
+				chunk("ok") + "0\r\nX-Request-Id: upstream-id\r\nAccess-Control-Allow-Origin: *\r\nX-Undeclared: 1\r\n\r\n",
+			req:    "POST /mcp HTTP/1.1\r\n" + host + auth + "Origin: https://claude.ai\r\nX-Request-Id: client-id\r\nContent-Length: 2\r\n\r\n{}",
+			finals: 1, want: []int{200},
+			check: func(t *testing.T, resps []*http.Response, _ []string, _ string) {
+				r := resps[0]
+				if len(r.Trailer) != 0 {
+					t.Errorf("trailers reached the client: %v", r.Trailer)
+				}
+				if got := r.Header.Values("X-Request-Id"); len(got) != 1 || got[0] != "client-id" {
+					t.Errorf("X-Request-Id: got %q, want [client-id]", got)
+				}
+				if got := r.Header.Values("Access-Control-Allow-Origin"); len(got) != 1 || got[0] != "https://claude.ai" {
+					t.Errorf("Access-Control-Allow-Origin: got %q, want [https://claude.ai]", got)
+				}
+			}},
+
 		// 5. Ambiguous framing: answered as the chunked encoding says, and
 		// the connection is closed (RFC 9112 §6.1), so the bytes after the
 		// chunked body are never read as a request.

@@ -3,6 +3,7 @@ package gate
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -28,6 +29,12 @@ func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 	// Empty: the transport sends the upstream's own Host (servers with
 	// DNS-rebinding protection refuse a foreign one).
 	out.Host = ""
+
+	// No trailers (RFC 9110 §6.5): what the gateway removes from the header
+	// (credentials, identity headers) must not come after the body instead,
+	// and nothing it did not check reaches the upstream. Go's server has
+	// already read them into pr.In.Trailer when the audit read the body.
+	out.Trailer = nil
 
 	h := out.Header
 	// No token passthrough (MCP authorization spec): the upstream never
@@ -78,9 +85,10 @@ func (g *gate) joinPath(basePath, baseRaw, reqPath, reqRaw string) (path, raw st
 }
 
 // modifyResponse refuses a 101 (the gateway never asks to switch
-// protocols, so ReverseProxy must not start a tunnel), and drops the
-// upstream's CORS headers and X-Request-Id: the gate's own, already on the
-// response writer, are the only ones the client sees.
+// protocols, so ReverseProxy must not start a tunnel), drops the upstream's
+// CORS headers and X-Request-Id (the gate's own, already on the response
+// writer, are the only ones the client sees), and drops its trailers, which
+// could carry the same headers after the body.
 func modifyResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return errUpstreamSwitched
@@ -91,7 +99,36 @@ func modifyResponse(resp *http.Response) error {
 		}
 	}
 	delete(resp.Header, "X-Request-Id")
+	if resp.Trailer != nil || len(resp.TransferEncoding) > 0 {
+		// Declared trailers go now (ReverseProxy announces what is left);
+		// the transport fills resp.Trailer again, undeclared ones
+		// included, when the chunked body ends: trailerless empties it
+		// then, before ReverseProxy copies it to the client.
+		resp.Trailer = nil
+		resp.Body = &trailerless{ReadCloser: resp.Body, resp: resp}
+	}
 	return nil
+}
+
+// trailerless empties its response's trailers once the body has been read
+// to its end or closed.
+type trailerless struct {
+	io.ReadCloser
+	resp *http.Response
+}
+
+func (t *trailerless) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err != nil {
+		t.resp.Trailer = nil
+	}
+	return n, err
+}
+
+func (t *trailerless) Close() error {
+	err := t.ReadCloser.Close()
+	t.resp.Trailer = nil
+	return err
 }
 
 // proxyError answers a failed proxy round trip: 413 when the body was cut
