@@ -310,6 +310,38 @@ func TestForwardingAttackMatrix(t *testing.T) {
 		{name: "content-length alone keeps the connection",
 			req:    post("", "{}") + "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
 			finals: 2, want: []int{200, 200}, closed: true},
+
+		// 6. The gateway's own request headers survive the client's
+		// Connection header; hop-by-hop removal cannot strip them.
+		{name: "connection naming x-request-id",
+			req:    post("X-Request-Id: req-1234\r\nConnection: X-Request-Id\r\n", "{}"),
+			finals: 1, want: []int{200}, has: []string{"\r\nX-Request-Id: req-1234\r\n"}},
+		{name: "connection naming x-request-id with an id the gateway generates",
+			req:    post("Connection: x-request-id\r\n", "{}"),
+			finals: 1, want: []int{200},
+			check: func(t *testing.T, resps []*http.Response, _ []string, upstream string) {
+				id := resps[0].Header.Get("X-Request-Id")
+				if id == "" || !strings.Contains(upstream, "\r\nX-Request-Id: "+id+"\r\n") {
+					t.Errorf("upstream did not receive the gateway's X-Request-Id %q:\n%s", id, upstream)
+				}
+			}},
+		{name: "connection naming the forwarding headers",
+			req:    post("Connection: X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host\r\n", "{}"),
+			finals: 1, want: []int{200}, has: []string{"\r\nX-Forwarded-For: 127.0.0.1\r\n", "\r\nX-Forwarded-Proto: http\r\n", "\r\nX-Forwarded-Host: gateway.example.com\r\n"}},
+
+		// Identity and forwarding headers spelled with underscores: a
+		// CGI-style server (WSGI, PHP) reads X-Forwarded_User as
+		// X-Forwarded-User.
+		{name: "identity headers spelled with underscores",
+			req: post("X-Forwarded_User: admin\r\nX_Remote_User: admin\r\nRemote_User: admin\r\nX-Auth-Request_Email: admin@example.com\r\n"+
+				"X-Forwarded_For: 10.0.0.1\r\nProxy_Authorization: Basic c3RvbGVu\r\nX-Request_Id: spoofed\r\n", "{}"),
+			finals: 1, want: []int{200}, lacks: []string{"admin", "10.0.0.1", "c3RvbGVu", "spoofed"}},
+		{name: "forwarding headers the gateway does not set",
+			req:    post("X-Real-IP: 10.0.0.9\r\nX-Forwarded-Prefix: /evil\r\nX-Forwarded-Port: 1\r\nX-Forwarded-Server: evil\r\n", "{}"),
+			finals: 1, want: []int{200}, lacks: []string{"10.0.0.9", "/evil", "X-Forwarded-Port", "X-Forwarded-Server"}},
+		{name: "a header with an underscore the gateway does not own passes",
+			req:    post("X_Custom_Header: kept\r\n", "{}"),
+			finals: 1, want: []int{200}, has: []string{"X_custom_header: kept"}},
 	}
 	for _, tt := range rows {
 		t.Run(tt.name, func(t *testing.T) {

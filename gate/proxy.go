@@ -7,14 +7,15 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"strings"
 	"sync"
 	"time"
 )
 
 // rewrite builds the outbound request (ReverseProxy.Rewrite; the proxy has
-// already dropped hop-by-hop headers and the client's Forwarded and
-// X-Forwarded-* headers).
+// already dropped the hop-by-hop headers, those the client's Connection
+// header names included, and Forwarded, X-Forwarded-For, -Host and -Proto).
 func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 	target, _ := g.upstream.Endpoint()
 	out := pr.Out
@@ -38,23 +39,19 @@ func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 
 	h := out.Header
 	// No token passthrough (MCP authorization spec): the upstream never
-	// sees the client's credentials or cookies.
-	h.Del("Authorization")
-	h.Del("Proxy-Authorization")
-	h.Del("Cookie")
-	// Identity headers a client could forge for an upstream that trusts
-	// them.
-	h.Del("X-Forwarded-User")
-	h.Del("X-Forwarded-Email")
-	h.Del("X-Forwarded-Preferred-Username")
-	h.Del("X-Forwarded-Groups")
-	h.Del("X-Forwarded-Access-Token")
-	h.Del("X-Remote-User")
-	h.Del("Remote-User")
+	// sees the client's credentials or cookies, nor identity, forwarding
+	// or request-ID headers the client wrote, in any spelling an upstream
+	// could read as one (scrubbed).
 	for k := range h {
-		if strings.HasPrefix(k, "X-Auth-Request-") {
+		if scrubbed(k) || strings.IndexByte(k, '_') >= 0 && scrubbed(textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))) {
 			delete(h, k)
 		}
+	}
+	// The gateway's own headers are set here, after ReverseProxy removed
+	// the hop-by-hop ones: a client's "Connection: X-Request-Id" cannot
+	// strip them (RFC 9110 §7.6.1 applies to the client's hop only).
+	if id := pr.In.Header["X-Request-Id"]; len(id) > 0 {
+		h["X-Request-Id"] = id
 	}
 	// Our own forwarding headers; the client's are gone.
 	if ip := clientIP(pr.In, g.trusted); ip.IsValid() {
@@ -62,6 +59,22 @@ func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 	}
 	h.Set("X-Forwarded-Host", pr.In.Host)
 	h.Set("X-Forwarded-Proto", forwardedProto(pr.In, g.trusted))
+}
+
+// scrubbed reports whether the proxy removes a client's header named k
+// (canonical form): credentials; identity headers an upstream behind an
+// auth proxy may trust (oauth2-proxy's X-Auth-Request-*, X-Forwarded-User,
+// Remote-User, ...); and the forwarding and request-ID headers, which are
+// the gateway's own. A name with underscores is checked as if they were
+// dashes, as CGI-style servers (WSGI, PHP, Rack) read X-Forwarded_User as
+// X-Forwarded-User.
+func scrubbed(k string) bool {
+	switch k {
+	case "Authorization", "Proxy-Authorization", "Cookie",
+		"X-Remote-User", "Remote-User", "X-Real-Ip", "Forwarded", "X-Request-Id":
+		return true
+	}
+	return strings.HasPrefix(k, "X-Forwarded-") || strings.HasPrefix(k, "X-Auth-Request-")
 }
 
 // joinPath joins the upstream URL's path, UpstreamPath and the request path
