@@ -342,6 +342,33 @@ func TestForwardingAttackMatrix(t *testing.T) {
 		{name: "a header with an underscore the gateway does not own passes",
 			req:    post("X_Custom_Header: kept\r\n", "{}"),
 			finals: 1, want: []int{200}, has: []string{"X_custom_header: kept"}},
+
+		// The upstream's informational answers: not relayed, and they do
+		// not wipe the gateway's own response headers.
+		{name: "upstream early hints carrying cors and request id",
+			answer: "HTTP/1.1 103 Early Hints\r\nAccess-Control-Allow-Origin: *\r\nX-Request-Id: upstream-id\r\nLink: </x>; rel=preload\r\n\r\n" +
+				"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\nok",
+			req:    post("Origin: https://claude.ai\r\nX-Request-Id: client-id\r\n", "{}"),
+			finals: 1, want: []int{200},
+			check: func(t *testing.T, resps []*http.Response, _ []string, _ string) {
+				r := resps[len(resps)-1]
+				if got := r.Header.Values("X-Request-Id"); len(got) != 1 || got[0] != "client-id" {
+					t.Errorf("X-Request-Id: got %q, want [client-id]", got)
+				}
+				if got := r.Header.Values("Access-Control-Allow-Origin"); len(got) != 1 || got[0] != "https://claude.ai" {
+					t.Errorf("Access-Control-Allow-Origin: got %q, want [https://claude.ai]", got)
+				}
+				if got := r.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, "X-Request-Id") {
+					t.Errorf("Access-Control-Expose-Headers: got %q", got)
+				}
+				if got := r.Header.Get("Vary"); got != "Origin" {
+					t.Errorf("Vary: got %q, want Origin", got)
+				}
+			}},
+		{name: "upstream early hints on a chunked request keep the close",
+			answer: "HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+			req:    "POST /mcp HTTP/1.1\r\n" + host + auth + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\n\r\n" + hidden,
+			finals: 1, want: []int{200}, closed: true, lacks: []string{"/admin"}},
 	}
 	for _, tt := range rows {
 		t.Run(tt.name, func(t *testing.T) {

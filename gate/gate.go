@@ -583,7 +583,7 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	w.class = ClassProxied
 	w.metrics = g.metrics
 	start := g.now()
-	w.proxyStart = time.Now()
+	w.proxying()
 	g.proxy.ServeHTTP(w, r)
 	if ab, ok := r.Body.(*auditBody); ok {
 		ab.done()

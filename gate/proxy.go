@@ -195,10 +195,45 @@ type recorder struct {
 	proxyFailed bool          // proxyError is answering
 	upstream    time.Duration // proxyStart to the upstream's response headers
 	stream      bool          // the response is an event stream, counted in Metrics
+	own         [5][]string   // the gate's own response headers (ownHeaderNames), kept by proxying
+	info        bool          // the upstream sent an informational (1xx) answer
+}
+
+// ownHeaderNames are the response headers the gate sets before proxying.
+// ReverseProxy relays an upstream's 1xx answer with whatever the header map
+// holds and then clears the map, so they are kept when proxying begins and
+// put back on the final answer.
+func ownHeaderNames() [5]string {
+	return [...]string{"X-Request-Id", "Vary", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers", "Connection"}
+}
+
+// proxying marks the start of the proxy's work: from now on a 1xx is the
+// upstream's.
+func (r *recorder) proxying() {
+	r.proxyStart = time.Now()
+	h := r.Header()
+	for i, k := range ownHeaderNames() {
+		r.own[i] = h[k]
+	}
 }
 
 func (r *recorder) WriteHeader(code int) {
+	if code < 200 && !r.proxyStart.IsZero() {
+		// The upstream's informational answer (103 Early Hints, a 100 it
+		// was not asked for) is not relayed: MCP has no use for one, and
+		// it would carry the upstream's headers unfiltered.
+		r.info = true
+		return
+	}
 	if r.status == 0 && code >= 200 {
+		if r.info {
+			h := r.Header()
+			for i, k := range ownHeaderNames() {
+				if v := r.own[i]; v != nil {
+					h[k] = append(v[:len(v):len(v)], h[k]...)
+				}
+			}
+		}
 		r.status = code
 		if !r.proxyStart.IsZero() && !r.proxyFailed {
 			// ReverseProxy writes the upstream's status as soon as its
