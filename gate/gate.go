@@ -190,9 +190,11 @@ type Config struct {
 	RequiredScopes []string
 
 	// AllowSubs, AllowEmails and AllowGroups form the allow-list: a token
-	// passes if its sub, its email (only when verified; compared lower-case;
-	// the caller lower-cases AllowEmails) or any of its groups is listed.
-	// All empty: nobody passes.
+	// passes if its sub, its email (only when verified) or any of its
+	// groups is listed. Subs and groups compare byte for byte; emails with
+	// ASCII letters folded to lower case and every other byte exact (no
+	// Unicode folding: U+212A KELVIN SIGN is not "k"). All empty: nobody
+	// passes.
 	AllowSubs   []string
 	AllowEmails []string
 	AllowGroups []string
@@ -437,7 +439,7 @@ func set(list []string, lower bool) map[string]struct{} {
 	m := make(map[string]struct{}, len(list))
 	for _, s := range list {
 		if lower {
-			s = strings.ToLower(s)
+			s = lowerASCIIString(s)
 		}
 		if s != "" {
 			m[s] = struct{}{}
@@ -711,7 +713,7 @@ func (g *gate) allowed(id *provider.Identity) bool {
 		return true
 	}
 	if id.Email != "" && id.EmailVerified && len(g.allowEmails) > 0 {
-		if _, ok := g.allowEmails[lower(id.Email)]; ok {
+		if _, ok := g.allowEmails[lowerASCIIString(id.Email)]; ok {
 			return true
 		}
 	}
@@ -723,12 +725,19 @@ func (g *gate) allowed(id *provider.Identity) bool {
 	return false
 }
 
-// lower is strings.ToLower without an allocation for already lower-case
-// ASCII (the common case).
-func lower(s string) string {
+// lowerASCIIString folds s's ASCII letters to lower case and leaves every
+// other byte as it is. An identity comparison that ignores case may fold
+// nothing else: strings.ToLower and strings.EqualFold map U+212A KELVIN SIGN
+// to "k", so "\u212Aim@example.com" would pass for kim@example.com. It
+// allocates only when s has an upper-case ASCII letter.
+func lowerASCIIString(s string) string {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
-			return strings.ToLower(s)
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				b[j] = lowerASCII(b[j])
+			}
+			return string(b)
 		}
 	}
 	return s
