@@ -223,6 +223,20 @@ func TestAttackMatrix(t *testing.T) {
 		{name: "email with KELVIN SIGN for an allow-listed k", header: bearer(email("\u212Aim@example.com", nil)), want: 403},
 		{name: "email with dotted capital I for an allow-listed i", header: bearer(email("\u0130an@example.com", nil)), want: 403},
 		{name: "email with LONG S for an allow-listed s", header: bearer(email("bob@example.co\u017F", nil)), want: 403},
+		// email_verified (issue 13): when present, only true or "true"
+		// verifies the email; absent, the provider's email is trusted.
+		{name: "allow-listed email, email_verified absent", header: bearer(email("bob@example.com", nil)), want: 200},
+		{name: "allow-listed email, email_verified true", header: bearer(email("bob@example.com", true)), want: 200},
+		{name: "allow-listed email, email_verified string true", header: bearer(email("bob@example.com", "true")), want: 200},
+		{name: "allow-listed email, email_verified false", header: bearer(email("bob@example.com", false)), want: 403},
+		{name: "allow-listed email, email_verified string 0", header: bearer(email("bob@example.com", "0")), want: 403},
+		{name: "allow-listed email, email_verified string no", header: bearer(email("bob@example.com", "no")), want: 403},
+		{name: "allow-listed email, email_verified empty string", header: bearer(email("bob@example.com", "")), want: 403},
+		{name: "allow-listed email, email_verified string True", header: bearer(email("bob@example.com", "True")), want: 403},
+		{name: "allow-listed email, email_verified string FALSE", header: bearer(email("bob@example.com", "FALSE")), want: 403},
+		{name: "allow-listed email, email_verified null", header: bearer(mint(devissuer.Token{Claims: claims(map[string]any{
+			"sub": "mallory", "email": "bob@example.com", "email_verified": json.RawMessage("null")})})), want: 403},
+		{name: "allow-listed email, email_verified a number", header: bearer(email("bob@example.com", 1)), want: 401},
 		{name: "subject on the allow-list in another case", header: bearer(mint(devissuer.Token{Claims: claims(map[string]any{"sub": "Alice"})})), want: 403},
 		{name: "group on the allow-list in another case", header: bearer(mint(devissuer.Token{Claims: claims(map[string]any{"sub": "mallory", "groups": []string{"MCP-USERS"}})})), want: 403},
 	}
