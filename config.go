@@ -132,7 +132,7 @@ func settings() []*setting {
 		s("cors-allow-origins", "CORS_ALLOW_ORIGINS", "https://claude.ai,https://claude.com", "allowed browser origins, comma-separated; * allows any"),
 		s("static-client-id", "STATIC_CLIENT_ID", "", "pre-created client id handed out by POST /oauth/register"),
 		s("static-client-secret", "STATIC_CLIENT_SECRET", "", "its secret; set both or neither"),
-		s("register-redirect-uris", "REGISTER_REDIRECT_URIS", "", "redirect URIs /oauth/register accepts, comma-separated (http://127.0.0.1:* patterns allowed); empty: any"),
+		s("register-redirect-uris", "REGISTER_REDIRECT_URIS", "", "redirect URIs /oauth/register accepts, comma-separated (http://127.0.0.1:* patterns allowed); empty: https, http on loopback hosts, and private-use schemes with a dot (com.example.app:/cb)"),
 		s("scopes-supported", "SCOPES_SUPPORTED", "openid,profile,email,offline_access", "scopes advertised in the discovery documents"),
 		s("required-scopes", "REQUIRED_SCOPES", "", "scopes every token must carry (403 insufficient_scope otherwise)"),
 		s("auth-server-mode", "AUTH_SERVER_MODE", "facade", "facade: the gateway advertises itself as the authorization server; direct: the provider's issuer"),

@@ -100,7 +100,10 @@ func TestDoctorFacadeWithAProviderThatSendsIss(t *testing.T) {
 
 	// Without the provider's iss, facade mode is only suspicious.
 	is2 := startIssuer(t)
-	is2.Extra = map[string]any{"code_challenge_methods_supported": []string{"S256"}}
+	is2.Extra = map[string]any{
+		"authorization_response_iss_parameter_supported": false,
+		"code_challenge_methods_supported":               []string{"S256"},
+	}
 	mcpURL = startGatewayAt(t, is2.URL, map[string]string{"AUTH_SERVER_MODE": "facade"})
 	r = runDoctorCmd(t, "--json", mcpURL)
 	if got := r.checks["as.iss"].Status; got != "warn" {

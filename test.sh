@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 fuzztime="${FUZZTIME:-15s}"
+# The soak runs only when SOAK_DURATION (or SOAK=1) is set, so a plain
+# `go test ./...` skips it; CI runs it here.
 export SOAK_DURATION="${SOAK_DURATION:-60s}"
 
 if command -v npm >/dev/null 2>&1; then

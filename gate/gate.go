@@ -16,7 +16,9 @@
 // Order of decisions for every request:
 //
 //	request ID (X-Request-Id kept if well-formed, else generated; on the response and to the upstream)
+//	-> a chunked body (or HTTP/1.0) closes the connection after the answer (RFC 9112 §6.1)
 //	-> CORS (preflight answered here; a foreign Origin is 403)
+//	-> protocol upgrade? (400 and the connection closed, on every route: never a tunnel)
 //	-> path hygiene on the raw request target (400/414)
 //	-> public route? (exact method and path; 405 for another method; unknown /.well-known/ is 404)
 //	-> bearer token from the Authorization header only (401)
@@ -127,7 +129,7 @@ const (
 	RejectOrigin            = "origin"             // Origin not allowed (403)
 	RejectPath              = "path"               // malformed or over-long request target (400, 414)
 	RejectNoToken           = "no_token"           // no Authorization header (401)
-	RejectBadRequest        = "bad_request"        // several Authorization headers, or a token in the query (400)
+	RejectBadRequest        = "bad_request"        // several Authorization headers, a token in the query, or a protocol upgrade (400)
 	RejectIPLimited         = "ip_limited"         // the client IP's failed-authentication limit (429)
 	RejectInvalid           = "invalid"            // a malformed header or a token that does not verify (401)
 	RejectExpired           = "expired"            // an expired token (401)
@@ -209,9 +211,11 @@ type Config struct {
 	RequiredScopes []string
 
 	// AllowSubs, AllowEmails and AllowGroups form the allow-list: a token
-	// passes if its sub, its email (only when verified; compared lower-case;
-	// the caller lower-cases AllowEmails) or any of its groups is listed.
-	// All empty: nobody passes.
+	// passes if its sub, its email (only when verified) or any of its
+	// groups is listed. Subs and groups compare byte for byte; emails with
+	// ASCII letters folded to lower case and every other byte exact (no
+	// Unicode folding: U+212A KELVIN SIGN is not "k"). All empty: nobody
+	// passes.
 	AllowSubs   []string
 	AllowEmails []string
 	AllowGroups []string
@@ -450,7 +454,7 @@ func set(list []string, lower bool) map[string]struct{} {
 	m := make(map[string]struct{}, len(list))
 	for _, s := range list {
 		if lower {
-			s = strings.ToLower(s)
+			s = lowerASCIIString(s)
 		}
 		if s != "" {
 			m[s] = struct{}{}
@@ -478,6 +482,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ids := []string{rec.id}
 	w.Header()["X-Request-Id"] = ids
 	r.Header["X-Request-Id"] = ids // the proxy copies it to the upstream request
+	closeIfAmbiguous(w, r)
 	g.serve(rec, r)
 	if g.metrics != nil {
 		status := rec.status
@@ -500,6 +505,15 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		} else {
 			w.class = ClassPublic
 		}
+		return
+	}
+
+	// RFC 9110 §7.8: a server may ignore or refuse an upgrade; the gateway
+	// refuses it on every route (framing.go). Closing the connection means
+	// nothing the client sends after it is read as a request either.
+	if wantsUpgrade(r.Header) {
+		w.Header().Set("Connection", "close")
+		g.reject(w, r, http.StatusBadRequest, RejectBadRequest, "protocol upgrade", "", bodyUpgrade)
 		return
 	}
 
@@ -586,7 +600,7 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	w.class = ClassProxied
 	w.metrics = g.metrics
 	start := g.now()
-	w.proxyStart = time.Now()
+	w.proxying()
 	g.proxy.ServeHTTP(w, r)
 	if ab, ok := r.Body.(*auditBody); ok {
 		ab.done()
@@ -714,7 +728,7 @@ func (g *gate) allowed(id *provider.Identity) bool {
 		return true
 	}
 	if id.Email != "" && id.EmailVerified && len(g.allowEmails) > 0 {
-		if _, ok := g.allowEmails[lower(id.Email)]; ok {
+		if _, ok := g.allowEmails[lowerASCIIString(id.Email)]; ok {
 			return true
 		}
 	}
@@ -726,12 +740,19 @@ func (g *gate) allowed(id *provider.Identity) bool {
 	return false
 }
 
-// lower is strings.ToLower without an allocation for already lower-case
-// ASCII (the common case).
-func lower(s string) string {
+// lowerASCIIString folds s's ASCII letters to lower case and leaves every
+// other byte as it is. An identity comparison that ignores case may fold
+// nothing else: strings.ToLower and strings.EqualFold map U+212A KELVIN SIGN
+// to "k", so "\u212Aim@example.com" would pass for kim@example.com. It
+// allocates only when s has an upper-case ASCII letter.
+func lowerASCIIString(s string) string {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
-			return strings.ToLower(s)
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				b[j] = lowerASCII(b[j])
+			}
+			return string(b)
 		}
 	}
 	return s
@@ -756,4 +777,27 @@ func (g *gate) reject(w *recorder, r *http.Request, status int, reason, why, sub
 	w.class, w.reason = ClassRejected, reason
 	respond.JSON(w, status, body)
 	g.audit.rejected(status, why, sub, w, r)
+}
+
+// equalFoldASCII reports whether a and b are equal when ASCII letters are
+// compared without case. Any other byte must match exactly: unlike
+// strings.EqualFold it never folds non-ASCII letters (U+212A KELVIN SIGN is
+// not "k", U+017F LATIN SMALL LETTER LONG S is not "s").
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }

@@ -86,6 +86,7 @@ func TestAttackMatrix(t *testing.T) {
 		gates[name] = newSetup(t, env, nil, func(c *Config) {
 			c.Verifier = v
 			c.FailedAuthLimiter = nil
+			c.AllowEmails = []string{"bob@example.com", "kim@example.com", "ian@example.com"}
 		})
 	}
 
@@ -110,6 +111,15 @@ func TestAttackMatrix(t *testing.T) {
 	}
 	mint := func(tk devissuer.Token) string { return mintBy(is, tk) }
 	valid := mint(devissuer.Token{Claims: claims(nil)})
+	// email is a token of a subject not on the allow-list with this email
+	// and email_verified (nil: absent).
+	email := func(addr string, verified any) string {
+		c := map[string]any{"sub": "mallory", "email": addr}
+		if verified != nil {
+			c["email_verified"] = verified
+		}
+		return mint(devissuer.Token{Claims: claims(c)})
+	}
 
 	enc := base64.RawURLEncoding
 	aliceClaims, _ := json.Marshal(claims(nil))
@@ -206,6 +216,29 @@ func TestAttackMatrix(t *testing.T) {
 		{name: "token one byte over MAX_TOKEN_BYTES", header: bearer(strings.Repeat("a", DefaultMaxTokenBytes+1)), want: 401, noVerify: true},
 		{name: "token of 1 MiB", header: bearer(huge), want: 401, noVerify: true},
 		{name: "valid token of a subject not on the allow-list", header: bearer(mint(devissuer.Token{Claims: claims(map[string]any{"sub": "mallory"})})), want: 403},
+
+		// Identity comparison (issue 13): an email matches with ASCII
+		// letters folded only; subs and groups byte for byte.
+		{name: "allow-listed email in other ascii case", header: bearer(email("KIM@Example.COM", nil)), want: 200},
+		{name: "email with KELVIN SIGN for an allow-listed k", header: bearer(email("\u212Aim@example.com", nil)), want: 403},
+		{name: "email with dotted capital I for an allow-listed i", header: bearer(email("\u0130an@example.com", nil)), want: 403},
+		{name: "email with LONG S for an allow-listed s", header: bearer(email("bob@example.co\u017F", nil)), want: 403},
+		// email_verified (issue 13): when present, only true or "true"
+		// verifies the email; absent, the provider's email is trusted.
+		{name: "allow-listed email, email_verified absent", header: bearer(email("bob@example.com", nil)), want: 200},
+		{name: "allow-listed email, email_verified true", header: bearer(email("bob@example.com", true)), want: 200},
+		{name: "allow-listed email, email_verified string true", header: bearer(email("bob@example.com", "true")), want: 200},
+		{name: "allow-listed email, email_verified false", header: bearer(email("bob@example.com", false)), want: 403},
+		{name: "allow-listed email, email_verified string 0", header: bearer(email("bob@example.com", "0")), want: 403},
+		{name: "allow-listed email, email_verified string no", header: bearer(email("bob@example.com", "no")), want: 403},
+		{name: "allow-listed email, email_verified empty string", header: bearer(email("bob@example.com", "")), want: 403},
+		{name: "allow-listed email, email_verified string True", header: bearer(email("bob@example.com", "True")), want: 403},
+		{name: "allow-listed email, email_verified string FALSE", header: bearer(email("bob@example.com", "FALSE")), want: 403},
+		{name: "allow-listed email, email_verified null", header: bearer(mint(devissuer.Token{Claims: claims(map[string]any{
+			"sub": "mallory", "email": "bob@example.com", "email_verified": json.RawMessage("null")})})), want: 403},
+		{name: "allow-listed email, email_verified a number", header: bearer(email("bob@example.com", 1)), want: 401},
+		{name: "subject on the allow-list in another case", header: bearer(mint(devissuer.Token{Claims: claims(map[string]any{"sub": "Alice"})})), want: 403},
+		{name: "group on the allow-list in another case", header: bearer(mint(devissuer.Token{Claims: claims(map[string]any{"sub": "mallory", "groups": []string{"MCP-USERS"}})})), want: 403},
 	}
 	for _, tt := range rows {
 		t.Run(tt.name, func(t *testing.T) {

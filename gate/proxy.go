@@ -3,9 +3,11 @@ package gate
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/textproto"
 	"strings"
 	"sync"
 	"time"
@@ -14,8 +16,8 @@ import (
 )
 
 // rewrite builds the outbound request (ReverseProxy.Rewrite; the proxy has
-// already dropped hop-by-hop headers and the client's Forwarded and
-// X-Forwarded-* headers).
+// already dropped the hop-by-hop headers, those the client's Connection
+// header names included, and Forwarded, X-Forwarded-For, -Host and -Proto).
 func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 	target, _ := g.upstream.Endpoint()
 	out := pr.Out
@@ -31,25 +33,27 @@ func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 	// DNS-rebinding protection refuse a foreign one).
 	out.Host = ""
 
+	// No trailers (RFC 9110 §6.5): what the gateway removes from the header
+	// (credentials, identity headers) must not come after the body instead,
+	// and nothing it did not check reaches the upstream. Go's server has
+	// already read them into pr.In.Trailer when the audit read the body.
+	out.Trailer = nil
+
 	h := out.Header
 	// No token passthrough (MCP authorization spec): the upstream never
-	// sees the client's credentials or cookies.
-	h.Del("Authorization")
-	h.Del("Proxy-Authorization")
-	h.Del("Cookie")
-	// Identity headers a client could forge for an upstream that trusts
-	// them.
-	h.Del("X-Forwarded-User")
-	h.Del("X-Forwarded-Email")
-	h.Del("X-Forwarded-Preferred-Username")
-	h.Del("X-Forwarded-Groups")
-	h.Del("X-Forwarded-Access-Token")
-	h.Del("X-Remote-User")
-	h.Del("Remote-User")
+	// sees the client's credentials or cookies, nor identity, forwarding
+	// or request-ID headers the client wrote, in any spelling an upstream
+	// could read as one (scrubbed).
 	for k := range h {
-		if strings.HasPrefix(k, "X-Auth-Request-") {
+		if scrubbed(k) || strings.IndexByte(k, '_') >= 0 && scrubbed(textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))) {
 			delete(h, k)
 		}
+	}
+	// The gateway's own headers are set here, after ReverseProxy removed
+	// the hop-by-hop ones: a client's "Connection: X-Request-Id" cannot
+	// strip them (RFC 9110 §7.6.1 applies to the client's hop only).
+	if id := pr.In.Header["X-Request-Id"]; len(id) > 0 {
+		h["X-Request-Id"] = id
 	}
 	// Our own forwarding headers; the client's are gone.
 	if ip := clientIP(pr.In, g.trusted); ip.IsValid() {
@@ -57,6 +61,22 @@ func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 	}
 	h.Set("X-Forwarded-Host", pr.In.Host)
 	h.Set("X-Forwarded-Proto", forwardedProto(pr.In, g.trusted))
+}
+
+// scrubbed reports whether the proxy removes a client's header named k
+// (canonical form): credentials; identity headers an upstream behind an
+// auth proxy may trust (oauth2-proxy's X-Auth-Request-*, X-Forwarded-User,
+// Remote-User, ...); and the forwarding and request-ID headers, which are
+// the gateway's own. A name with underscores is checked as if they were
+// dashes, as CGI-style servers (WSGI, PHP, Rack) read X-Forwarded_User as
+// X-Forwarded-User.
+func scrubbed(k string) bool {
+	switch k {
+	case "Authorization", "Proxy-Authorization", "Cookie",
+		"X-Remote-User", "Remote-User", "X-Real-Ip", "Forwarded", "X-Request-Id":
+		return true
+	}
+	return strings.HasPrefix(k, "X-Forwarded-") || strings.HasPrefix(k, "X-Auth-Request-")
 }
 
 // joinPath joins the upstream URL's path, UpstreamPath and the request path
@@ -79,17 +99,51 @@ func (g *gate) joinPath(basePath, baseRaw, reqPath, reqRaw string) (path, raw st
 	return path, raw
 }
 
-// modifyResponse drops the upstream's CORS headers and X-Request-Id: the
-// gate's own, already on the response writer, are the only ones the client
-// sees.
+// modifyResponse refuses a 101 (the gateway never asks to switch
+// protocols, so ReverseProxy must not start a tunnel), drops the upstream's
+// CORS headers and X-Request-Id (the gate's own, already on the response
+// writer, are the only ones the client sees), and drops its trailers, which
+// could carry the same headers after the body.
 func modifyResponse(resp *http.Response) error {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return errUpstreamSwitched
+	}
 	for k := range resp.Header {
 		if strings.HasPrefix(k, "Access-Control-") {
 			delete(resp.Header, k)
 		}
 	}
 	delete(resp.Header, "X-Request-Id")
+	if resp.Trailer != nil || len(resp.TransferEncoding) > 0 {
+		// Declared trailers go now (ReverseProxy announces what is left);
+		// the transport fills resp.Trailer again, undeclared ones
+		// included, when the chunked body ends: trailerless empties it
+		// then, before ReverseProxy copies it to the client.
+		resp.Trailer = nil
+		resp.Body = &trailerless{ReadCloser: resp.Body, resp: resp}
+	}
 	return nil
+}
+
+// trailerless empties its response's trailers once the body has been read
+// to its end or closed.
+type trailerless struct {
+	io.ReadCloser
+	resp *http.Response
+}
+
+func (t *trailerless) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err != nil {
+		t.resp.Trailer = nil
+	}
+	return n, err
+}
+
+func (t *trailerless) Close() error {
+	err := t.ReadCloser.Close()
+	t.resp.Trailer = nil
+	return err
 }
 
 // proxyError answers a failed proxy round trip: 413 when the body was cut
@@ -105,6 +159,8 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &tooLarge):
 		respond.JSON(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
+	case errors.Is(err, errUpstreamSwitched):
+		g.log.Warn("proxy: upstream answered 101 Switching Protocols to a request that asked for no upgrade", "method", r.Method, "path", r.URL.Path, "request_id", id)
 	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
 		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 	case g.restarts:
@@ -141,10 +197,45 @@ type recorder struct {
 	proxyFailed bool          // proxyError is answering
 	upstream    time.Duration // proxyStart to the upstream's response headers
 	stream      bool          // the response is an event stream, counted in Metrics
+	own         [5][]string   // the gate's own response headers (ownHeaderNames), kept by proxying
+	info        bool          // the upstream sent an informational (1xx) answer
+}
+
+// ownHeaderNames are the response headers the gate sets before proxying.
+// ReverseProxy relays an upstream's 1xx answer with whatever the header map
+// holds and then clears the map, so they are kept when proxying begins and
+// put back on the final answer.
+func ownHeaderNames() [5]string {
+	return [...]string{"X-Request-Id", "Vary", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers", "Connection"}
+}
+
+// proxying marks the start of the proxy's work: from now on a 1xx is the
+// upstream's.
+func (r *recorder) proxying() {
+	r.proxyStart = time.Now()
+	h := r.Header()
+	for i, k := range ownHeaderNames() {
+		r.own[i] = h[k]
+	}
 }
 
 func (r *recorder) WriteHeader(code int) {
+	if code < 200 && !r.proxyStart.IsZero() {
+		// The upstream's informational answer (103 Early Hints, a 100 it
+		// was not asked for) is not relayed: MCP has no use for one, and
+		// it would carry the upstream's headers unfiltered.
+		r.info = true
+		return
+	}
 	if r.status == 0 && code >= 200 {
+		if r.info {
+			h := r.Header()
+			for i, k := range ownHeaderNames() {
+				if v := r.own[i]; v != nil {
+					h[k] = append(v[:len(v):len(v)], h[k]...)
+				}
+			}
+		}
 		r.status = code
 		if !r.proxyStart.IsZero() && !r.proxyFailed {
 			// ReverseProxy writes the upstream's status as soon as its

@@ -23,6 +23,7 @@ const (
 	bodyProviderNotReady  = `{"error":"unavailable","error_description":"identity provider keys not loaded"}` + "\n"
 	bodyBadGateway        = `{"error":"bad_gateway"}` + "\n"
 	bodyOriginForbidden   = `{"error":"forbidden","error_description":"origin not allowed"}` + "\n"
+	bodyUpgrade           = `{"error":"invalid_request","error_description":"protocol upgrades (WebSocket, h2c) are not supported"}` + "\n"
 )
 
 func errBadPath(status int) string {

@@ -40,8 +40,10 @@ func supportedAlgs() []string {
 type Identity struct {
 	Subject string
 	Email   string
-	// EmailVerified is false only when the token says email_verified=false
-	// (a boolean, or the string "false"); an absent claim counts as true.
+	// EmailVerified is true when the token's email_verified is JSON true or
+	// the string "true", or when the claim is absent (many access tokens
+	// carry none: the provider's email is trusted). Any other value, null
+	// and "false", "0", "" included, is false.
 	EmailVerified bool
 	Groups        []string // from Config.GroupsClaim (string or array of strings)
 	Scopes        []string // from "scope" (space-delimited), else "scp" (array or space-delimited string)
@@ -430,14 +432,18 @@ func (p *Provider) checkClaims(payload []byte) (*Identity, error) {
 	if r, ok := c["email"]; ok && !isNull(r) && json.Unmarshal(r, &id.Email) != nil {
 		return nil, tokenErr(ReasonClaims, "token email is not a string")
 	}
-	if r, ok := c["email_verified"]; ok && !isNull(r) {
+	if r, ok := c["email_verified"]; ok {
+		// Present: only true (or "true": some providers send strings)
+		// verifies; "0", "no", "" or null must not (fail closed).
 		var b bool
 		var s string
 		switch {
+		case isNull(r):
+			id.EmailVerified = false
 		case json.Unmarshal(r, &b) == nil:
 			id.EmailVerified = b
-		case json.Unmarshal(r, &s) == nil: // some providers send "true"/"false"
-			id.EmailVerified = !strings.EqualFold(s, "false")
+		case json.Unmarshal(r, &s) == nil:
+			id.EmailVerified = s == "true"
 		default:
 			return nil, tokenErr(ReasonClaims, "token email_verified is not a boolean")
 		}

@@ -184,7 +184,7 @@ func parseRedirectRule(e string) (redirectRule, error) {
 		{"http://[::1]:*", "::1"},
 	}
 	for _, p := range patterns {
-		if len(e) < len(p.prefix) || !strings.EqualFold(e[:len(p.prefix)], p.prefix) {
+		if len(e) < len(p.prefix) || lowerASCII(e[:len(p.prefix)]) != p.prefix {
 			continue
 		}
 		rest := e[len(p.prefix):]
@@ -216,7 +216,9 @@ func parseRedirectURI(raw string) (*url.URL, error) {
 }
 
 // checkRedirects returns why the requested redirect URIs cannot be
-// registered, or nil.
+// registered, or nil. With REGISTER_REDIRECT_URIS each must match one of its
+// rules; without, each must be safe to send a user's browser to
+// (safeRedirect).
 func (s *Server) checkRedirects(uris []string) error {
 	if len(s.redirects) > 0 && len(uris) == 0 {
 		return errors.New("redirect_uris is required")
@@ -226,11 +228,48 @@ func (s *Server) checkRedirects(uris []string) error {
 		if err != nil {
 			return err
 		}
-		if len(s.redirects) > 0 && !s.redirectAllowed(raw, u) {
-			return fmt.Errorf("redirect uri %q is not allowed by this gateway", raw)
+		if len(s.redirects) > 0 {
+			if !s.redirectAllowed(raw, u) {
+				return fmt.Errorf("redirect uri %q is not allowed by this gateway", raw)
+			}
+			continue
+		}
+		if err := safeRedirect(raw, u); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// safeRedirect accepts the redirect URIs of native and web OAuth clients
+// (RFC 8252 §7, RFC 9700 §4.1): https with a host; http only on a loopback
+// host, 127.0.0.1, [::1] or localhost (RFC 8252 §7.3; MCP Inspector uses
+// localhost), with any port; a private-use scheme in reverse domain form,
+// so one with a dot (RFC 8252 §7.1: com.example.app:/cb). Anything else,
+// javascript:, data:, file:, or http to another host, is refused: the
+// provider would send the user there with an authorization code. No URI
+// may carry user information (https://claude.ai@evil.example).
+func safeRedirect(raw string, u *url.URL) error {
+	if u.User != nil {
+		return fmt.Errorf("redirect uri %q: must not contain user information", raw)
+	}
+	switch {
+	case u.Scheme == "https":
+		if u.Host == "" || u.Opaque != "" {
+			return fmt.Errorf("redirect uri %q: an https redirect uri must name a host", raw)
+		}
+		return nil
+	case u.Scheme == "http":
+		for _, host := range [...]string{"127.0.0.1", "::1", "localhost"} {
+			if loopback(u, host) {
+				return nil
+			}
+		}
+		return fmt.Errorf("redirect uri %q: http is allowed only on a loopback host: 127.0.0.1, [::1] or localhost (RFC 8252 §7.3)", raw)
+	case strings.Contains(u.Scheme, "."):
+		return nil
+	}
+	return fmt.Errorf("redirect uri %q: scheme %q is not allowed: use https, http on a loopback host, or a private-use scheme in reverse domain form such as com.example.app (RFC 8252 §7.1); REGISTER_REDIRECT_URIS can list others", raw, u.Scheme)
 }
 
 func (s *Server) redirectAllowed(raw string, u *url.URL) bool {
@@ -241,16 +280,8 @@ func (s *Server) redirectAllowed(raw string, u *url.URL) bool {
 			}
 			continue
 		}
-		// Loopback pattern: any port (RFC 8252 §7.3), same scheme and host,
-		// no user info, and the path (with no query) when one is given.
-		if u.Scheme != "http" || u.User != nil || !strings.EqualFold(u.Hostname(), rule.host) || u.Opaque != "" {
-			continue
-		}
-		if port := u.Port(); port != "" {
-			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-				continue
-			}
-		} else if strings.HasSuffix(u.Host, ":") {
+		// Loopback pattern: the path (with no query) when one is given.
+		if !loopback(u, rule.host) {
 			continue
 		}
 		if rule.path == "" || (u.EscapedPath() == rule.path && u.RawQuery == "" && !u.ForceQuery) {
@@ -258,6 +289,32 @@ func (s *Server) redirectAllowed(raw string, u *url.URL) bool {
 		}
 	}
 	return false
+}
+
+// loopback reports whether u is an http URI on host (a name or an address
+// without brackets) with any valid port (RFC 8252 §7.3) and no user
+// information. Host names compare with ASCII letters folded only.
+func loopback(u *url.URL, host string) bool {
+	if u.Scheme != "http" || u.User != nil || u.Opaque != "" || lowerASCII(u.Hostname()) != host {
+		return false
+	}
+	if port := u.Port(); port != "" {
+		n, err := strconv.Atoi(port)
+		return err == nil && n >= 1 && n <= 65535
+	}
+	return !strings.HasSuffix(u.Host, ":")
+}
+
+// lowerASCII folds s's ASCII letters to lower case, and nothing else:
+// strings.EqualFold would take "localhoſt" (U+017F LONG S) for localhost.
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 func truncate(s string, n int) string {

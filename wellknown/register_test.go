@@ -254,10 +254,12 @@ func TestRegisterRedirectAllowList(t *testing.T) {
 	}
 }
 
-func TestRegisterAnyRedirectWithoutAllowList(t *testing.T) {
+// Without an allow-list the safe shapes pass (TestRegisterRedirectAttacks
+// has the refused ones).
+func TestRegisterSafeRedirectsWithoutAllowList(t *testing.T) {
 	ts := serve(t, newServer(t, registerConfig(t, providerDoc)))
 	for _, body := range []string{
-		`{"redirect_uris":["cursor://anysphere.cursor-retrieval/oauth/callback","https://x.example/cb"]}`,
+		`{"redirect_uris":["com.example.app:/oauth/callback","https://x.example/cb"]}`,
 		`{"client_name":"no redirects"}`,
 	} {
 		if res := register(t, ts.URL, "application/json", body); res.status != http.StatusCreated {
