@@ -243,7 +243,7 @@ func (p *parser) message(index, depth int) (m Message, ok bool) {
 	p.object(depth, func(key []byte, esc bool) {
 		k := keyOf(key, esc)
 		switch {
-		case k == "method":
+		case string(k) == "method":
 			if seenMethod {
 				p.flag(ErrAmbiguous, `"method" twice`)
 			}
@@ -261,7 +261,7 @@ func (p *parser) message(index, depth int) (m Message, ok bool) {
 				p.flag(ErrInvalid, "method holds a lone surrogate")
 			}
 			ok = true
-		case k == "params":
+		case string(k) == "params":
 			if seenParams {
 				p.flag(ErrAmbiguous, `"params" twice`)
 			}
@@ -274,9 +274,9 @@ func (p *parser) message(index, depth int) (m Message, ok bool) {
 			p.object(depth+1, func(key []byte, esc bool) {
 				k := keyOf(key, esc)
 				switch {
-				case k == "name":
+				case string(k) == "name":
 					p.field(&name, depth+1)
-				case k == "uri":
+				case string(k) == "uri":
 					p.field(&uri, depth+1)
 				default:
 					name.variant = name.variant || looseEqual(k, "name")
@@ -284,7 +284,7 @@ func (p *parser) message(index, depth int) (m Message, ok bool) {
 					p.skip(depth + 1)
 				}
 			})
-		case k == "id":
+		case string(k) == "id":
 			if p.peek('"') || p.peek('-') || p.i < len(p.b) && '0' <= p.b[p.i] && p.b[p.i] <= '9' {
 				start := p.i
 				p.skip(depth)
@@ -349,14 +349,14 @@ func (p *parser) field(f *field, depth int) {
 	f.value, f.str = unquote(raw, esc, true)
 }
 
-// keyOf returns a key as a string: without an allocation when it has no
-// escapes (the compiler does not copy for a comparison), decoded otherwise.
-func keyOf(raw []byte, esc bool) string {
+// keyOf returns a key's bytes: raw when it has no escapes (compared as
+// string(k) == "...", which does not copy), decoded otherwise.
+func keyOf(raw []byte, esc bool) []byte {
 	if esc {
 		s, _ := unquote(raw, true, false)
-		return s
+		return []byte(s)
 	}
-	return string(raw)
+	return raw
 }
 
 // methodOf decodes a method, without an allocation for the methods of the
@@ -401,9 +401,9 @@ func methodOf(raw []byte, esc bool) (string, bool) {
 // simple case folding (encoding/json, which also maps "ſ" to "s" and the
 // Kelvin sign to "k"), ignoring dashes and underscores as well
 // (encoding/json/v2's case-insensitive matching). key == want is true too.
-func looseEqual(key, want string) bool {
+func looseEqual(key []byte, want string) bool {
 	j := 0
-	for _, r := range key {
+	for _, r := range string(key) {
 		if r == '_' || r == '-' {
 			continue
 		}
@@ -435,9 +435,15 @@ func (p *parser) str() (raw []byte, esc, ok bool) {
 	b := p.b
 	start := p.i + 1
 	i := start
-	for i < len(b) {
-		c := b[i]
-		switch {
+	for {
+		for i < len(b) && plain[b[i]] == '1' {
+			i++
+		}
+		if i >= len(b) {
+			p.end()
+			return nil, false, false
+		}
+		switch c := b[i]; {
 		case c == '"':
 			p.i = i + 1
 			return b[start:i], esc, true
@@ -452,8 +458,6 @@ func (p *parser) str() (raw []byte, esc, ok bool) {
 			p.i = i
 			p.fail(ErrSyntax, "control character in a string")
 			return nil, false, false
-		case c < utf8.RuneSelf:
-			i++
 		default:
 			r, size := utf8.DecodeRune(b[i:])
 			if r == utf8.RuneError && size <= 1 {
@@ -468,9 +472,15 @@ func (p *parser) str() (raw []byte, esc, ok bool) {
 			i += size
 		}
 	}
-	p.end()
-	return nil, false, false
 }
+
+// plain marks, by byte, what a string holds as is: ASCII from space on but
+// '"' and '\\' ('1'); the rest is a quote, an escape, a control byte (an
+// error) or the start of a UTF-8 sequence ('0').
+const plain = "0000000000000000000000000000000011011111111111111111111111111111" +
+	"1111111111111111111111111111011111111111111111111111111111111111" +
+	"0000000000000000000000000000000000000000000000000000000000000000" +
+	"0000000000000000000000000000000000000000000000000000000000000000"
 
 // escape reads the escape sequence at p.i ('\\').
 func (p *parser) escape() bool {
