@@ -4,15 +4,19 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/time/rate"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/mcp"
 )
 
 // sampler logs rejections at info, at most perSecond a second (burst the
@@ -93,6 +97,8 @@ const (
 	// Values of mcp_method when no method can be named.
 	mcpMalformed = "(malformed)" // not JSON
 	mcpTooLarge  = "(too large)" // no method within the first MCPAuditBytes
+	mcpAmbiguous = "(ambiguous)" // a key that decides the call twice, or in a variant spelling
+	mcpInvalid   = "(invalid)"   // JSON, but a method that is not a string, or a call without its name
 )
 
 // mcpInfo is what the audit line says of a JSON-RPC body: the method, the
@@ -118,6 +124,70 @@ func (m *mcpInfo) args(a []any) []any {
 		a = append(a, "mcp_batch", m.batch)
 	}
 	return a
+}
+
+// auditInfo is what the audit line says of a body that mcp.Parse or
+// mcp.ParsePrefix read: the names found, or why there are none.
+func auditInfo(b mcp.Body, err error) mcpInfo {
+	switch {
+	case errors.Is(err, mcp.ErrSyntax):
+		return mcpInfo{method: mcpMalformed}
+	case errors.Is(err, mcp.ErrAmbiguous):
+		return mcpInfo{method: mcpAmbiguous}
+	case errors.Is(err, mcp.ErrInvalid):
+		return mcpInfo{method: mcpInvalid}
+	}
+	// Read whole, or as far as the audit bound (ErrTruncated).
+	var info mcpInfo
+	if !b.Batch {
+		if len(b.Messages) == 1 {
+			m := b.Messages[0]
+			info.method = bounded(m.Method)
+			switch m.Method {
+			case mcp.MethodToolsCall:
+				info.tool = bounded(m.Name)
+			case mcp.MethodResourcesRead:
+				info.uri = bounded(m.Name)
+			}
+		}
+	} else {
+		var methods, tools, uris []string
+		for _, m := range b.Messages {
+			if m.Index >= maxAuditBatch {
+				break
+			}
+			methods = append(methods, bounded(m.Method))
+			if m.Name == "" && err != nil {
+				continue // cut off before its name
+			}
+			switch m.Method {
+			case mcp.MethodToolsCall:
+				tools = append(tools, bounded(m.Name))
+			case mcp.MethodResourcesRead:
+				uris = append(uris, bounded(m.Name))
+			}
+		}
+		if b.Len > maxAuditBatch {
+			methods = append(methods, "...")
+		}
+		info = mcpInfo{method: strings.Join(methods, ","), tool: strings.Join(tools, ","), uri: strings.Join(uris, ","), batch: b.Len}
+	}
+	if err != nil && info.method == "" {
+		info.method = mcpTooLarge
+	}
+	return info
+}
+
+// bounded cuts s to maxAuditValue bytes, at a character boundary.
+func bounded(s string) string {
+	if len(s) <= maxAuditValue {
+		return s
+	}
+	i := maxAuditValue
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
 }
 
 // isJSON reports whether a Content-Type is application/json (parameters
