@@ -1,4 +1,4 @@
-package gate
+package mcp
 
 import (
 	"bytes"
@@ -8,13 +8,15 @@ import (
 	"io"
 	"strings"
 	"testing"
-	"unicode/utf8"
-
-	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/mcp"
 )
 
-// Issue 14 item 5: what reading a tools/call body costs, four ways, on the
-// bodies a 2026-07-28 client sends (with _meta) at 1 KiB and 64 KiB.
+// Issue 14 item 5: what reading a tools/call body costs, three ways, on the
+// bodies a 2026-07-28 client sends (with _meta) at 1 KiB and 64 KiB. The
+// gateway spends about 100 µs of CPU on a proxied request: encoding/json
+// costs a tenth of that at 1 KiB (and can be made strict only with its
+// token API), Parse about 1 µs. The old hand-written scanner of the audit
+// measured like Parse and was replaced by it (see the commit that removed
+// it for the numbers).
 
 // benchBody returns a tools/call body of about size bytes: the arguments
 // carry a text with the escapes and non-ASCII of real file contents.
@@ -108,19 +110,10 @@ func decodeTokens(body []byte) (method, name string, err error) {
 	return method, name, err
 }
 
-func BenchmarkReadToolsCall(b *testing.B) {
+func BenchmarkParseToolsCall(b *testing.B) {
 	for _, size := range []int{1 << 10, 64 << 10} {
 		body := benchBody(size)
 		name := fmt.Sprintf("%dKiB", size>>10)
-		b.Run("scanner/"+name, func(b *testing.B) {
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if scanMCP(body, true).tool != "write_file" {
-					b.Fatal("no tool")
-				}
-			}
-		})
 		b.Run("encoding-json-struct/"+name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
@@ -143,7 +136,7 @@ func BenchmarkReadToolsCall(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if m, err := mcp.Parse(body); err != nil || m.Messages[0].Name != "write_file" {
+				if m, err := Parse(body); err != nil || m.Messages[0].Name != "write_file" {
 					b.Fatal(err)
 				}
 			}
@@ -158,31 +151,4 @@ func BenchmarkReadToolsCall(b *testing.B) {
 			}
 		})
 	}
-}
-
-// FuzzParseAgainstScanner: wherever the strict parser accepts a body, the
-// audit line it gives is the old scanner's (values cut at a character
-// boundary rather than a byte).
-func FuzzParseAgainstScanner(f *testing.F) {
-	for _, s := range []string{
-		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":[1,2.5e3,true,null]}}}`,
-		`[{"method":"resources/read","params":{"uri":"file:///x"}},{"method":"ping"},3,{"result":{}}]`,
-		`{"method":"tools\/call","params":{"name":"\u00e9"}}`, `[{"method":""},{"result":1},{"method":""}]`,
-		`{"a":-0.0e-0}`, `[]`, `{}`, `"x"`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		body, err := mcp.Parse(b)
-		if err != nil || !utf8.Valid(b) {
-			return
-		}
-		got := auditInfo(body, nil)
-		want := scanMCP(b, true)
-		valid := func(s string) string { return strings.ToValidUTF8(s, "") }
-		want = mcpInfo{method: valid(want.method), tool: valid(want.tool), uri: valid(want.uri), batch: want.batch}
-		if got != want {
-			t.Fatalf("%q: parser says %+v, scanner %+v", b, got, want)
-		}
-	})
 }
