@@ -49,8 +49,10 @@ func (o Outcome) String() string {
 type Decision struct {
 	Outcome Outcome
 	// Rule is the rule that decided, counting from 1 as the error messages
-	// of Parse do; 0 when no rule matched (the call is allowed). A bounded
-	// label for metrics and the audit line: see RuleLabel.
+	// of Parse do; 0 when no rule matched: the call is allowed, or (Deny)
+	// it reads a resource URI that could name another resource than it
+	// seems to (see Decide). A bounded label for metrics and the audit
+	// line: see RuleLabel.
 	Rule int
 	// Index is the batch position (mcp.Message.Index) of the call that
 	// decided, from Check; 0 otherwise.
@@ -79,6 +81,11 @@ func (d Decision) RuleLabel() string {
 // first rule of that kind whose pattern matches the whole name decides; a
 // call no rule matches, or of kind 0, is allowed.
 //
+// A resource URI with a dot segment ("/../", also as %2E), an encoded slash
+// or backslash (%2F, %5C), or a backslash is denied (Rule 0) whenever the
+// policy has resource rules: a server that resolves it may read what a
+// rule for the resolved URI denies ("file:///public/../secrets/key").
+//
 // A rule with sets allows the call when one set holds whole. Otherwise,
 // among the sets whose sub, email and group requirements hold (those more
 // scopes can satisfy), the one missing the fewest scopes (the first on a
@@ -90,6 +97,9 @@ func (p *Policy) Decide(s *Subject, kind Kind, name string) Decision {
 	}
 	if s == nil {
 		s = &Subject{}
+	}
+	if kind == Resource && p.resources && !plainURI(name) {
+		return Decision{Outcome: Deny, Kind: kind, Name: name}
 	}
 	for i := range p.rules {
 		r := &p.rules[i]
@@ -106,6 +116,28 @@ func (p *Policy) Decide(s *Subject, kind Kind, name string) Decision {
 		return d
 	}
 	return Decision{Kind: kind, Name: name}
+}
+
+// plainURI reports whether a URI reads the same resolved or not: no dot
+// segment (RFC 3986 §5.2.4), raw or percent-encoded, no encoded slash or
+// backslash, no backslash (which some servers take for a slash).
+func plainURI(uri string) bool {
+	if strings.IndexByte(uri, '\\') >= 0 {
+		return false
+	}
+	if strings.IndexByte(uri, '%') >= 0 {
+		lower := strings.ToLower(uri)
+		if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
+			return false
+		}
+		uri = strings.ReplaceAll(lower, "%2e", ".")
+	}
+	for seg := range strings.SplitSeq(uri, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 func decideSets(sets []set, s *Subject) (Outcome, []string) {

@@ -41,6 +41,12 @@ func TestDecide(t *testing.T) {
 		{"the scope, not the group: denied", &Subject{Scopes: []string{"deploy"}}, Tool, "deploy", Decision{Outcome: Deny, Rule: 3}},
 		{"a denied resource", admin, Resource, "file:///secrets/a/b", Decision{Outcome: Deny, Rule: 4}},
 		{"a resource no rule names", admin, Resource, "file:///public", Decision{}},
+		{"a dot segment that leads to a denied resource", admin, Resource, "file:///public/../secrets/key", Decision{Outcome: Deny}},
+		{"an encoded dot segment", admin, Resource, "file:///public/%2E%2e/secrets/key", Decision{Outcome: Deny}},
+		{"a dot segment at the end", admin, Resource, "file:///secrets/a/..", Decision{Outcome: Deny}},
+		{"an encoded slash", admin, Resource, "file:///public%2F..%2Fsecrets", Decision{Outcome: Deny}},
+		{"a backslash", admin, Resource, `file:///public\..\secrets\key`, Decision{Outcome: Deny}},
+		{"dots that are no segment", admin, Resource, "file:///a/..b/c.../.d?x=..", Decision{}},
 		{"a tool rule does not decide a resource", admin, Resource, "delete_all", Decision{}},
 		{"the catch-all", nobody, Tool, "echo", Decision{Outcome: Allow, Rule: 7}},
 		{"a prompt no rule names", nobody, Prompt, "delete_all", Decision{}},
@@ -75,6 +81,13 @@ func TestNoPolicyAllows(t *testing.T) {
 		if d := p.Decide(&Subject{}, Tool, "delete_all"); d.Outcome != Allow || d.Rule != 0 {
 			t.Errorf("%v: got %+v, want allowed by no rule", p, d)
 		}
+	}
+}
+
+func TestDotSegmentsWithoutResourceRules(t *testing.T) {
+	p := mustParse(t, "tool:*=deny")
+	if d := p.Decide(nil, Resource, "file:///a/../b"); d.Outcome != Allow {
+		t.Errorf("no resource rule, a dot segment: got %+v, want allowed", d)
 	}
 }
 

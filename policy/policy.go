@@ -68,8 +68,9 @@ func KindOf(method string) Kind {
 // Policy is a parsed MCP_POLICY. The zero value and nil have no rules and
 // allow every call.
 type Policy struct {
-	rules  []rule
-	scopes []string // every scope the rules name, sorted, once each
+	rules     []rule
+	scopes    []string // every scope the rules name, sorted, once each
+	resources bool     // a rule is of kind Resource
 }
 
 type rule struct {
@@ -141,6 +142,7 @@ func Parse(s string) (*Policy, error) {
 		p.rules = append(p.rules, r)
 	}
 	for _, r := range p.rules {
+		p.resources = p.resources || r.kind == Resource
 		for _, st := range r.sets {
 			p.scopes = append(p.scopes, st.scopes...)
 		}
