@@ -10,9 +10,10 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/mcp"
 )
 
 // logBuffer collects a JSON logger's lines.
@@ -202,6 +203,8 @@ func TestMCPAudit(t *testing.T) {
 			want: map[string]any{"mcp_method": "tools/call,resources/read,notifications/initialized,tools/call", "mcp_tool": "echo,add", "mcp_uri": "mem://a", "mcp_batch": 4.0}},
 		{name: "a batch past the bound on names", body: batch17,
 			want: map[string]any{"mcp_method": strings.Repeat("ping,", 16) + "...", "mcp_batch": 17.0}},
+		{name: "a case-variant name is not read as either", body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","Name":"b"}}`,
+			want: map[string]any{"mcp_method": "(ambiguous)"}},
 		{name: "a response has no method", body: `{"jsonrpc":"2.0","id":1,"result":{}}`, want: map[string]any{}},
 		{name: "malformed", body: `{"jsonrpc":"2.0","method":"tools/call",`, want: map[string]any{"mcp_method": "(malformed)"}},
 		{name: "malformed, trailing bytes", body: `{"method":"ping"} x`, want: map[string]any{"mcp_method": "(malformed)"}},
@@ -268,7 +271,9 @@ func TestMCPAuditKeepsBodyLimit(t *testing.T) {
 	}
 }
 
-func TestScanMCP(t *testing.T) {
+// TestAuditInfo: what the audit line says of a body read whole (complete)
+// or only as far as the audit bound.
+func TestAuditInfo(t *testing.T) {
 	for _, c := range []struct {
 		body     string
 		complete bool
@@ -276,11 +281,13 @@ func TestScanMCP(t *testing.T) {
 	}{
 		{`{"method":"ping"}`, true, mcpInfo{method: "ping"}},
 		{` {"method" : "ping" , "id" : -1.5e+3 , "x":[true,false,null,{},[]]} `, true, mcpInfo{method: "ping"}},
-		{`{"method":"ping","method":"tools/list"}`, true, mcpInfo{method: "tools/list"}},
-		{`{"method":"ping","method":5}`, true, mcpInfo{}},
-		{`{"method":"tools/call","params":{"name":"a"},"params":{}}`, true, mcpInfo{method: "tools/call"}},
-		{`{"method":"tools/call","params":"x"}`, true, mcpInfo{method: "tools/call"}},
-		{`{"Method":"ping"}`, true, mcpInfo{}},
+		{`{"method":"ping","method":"tools/list"}`, true, mcpInfo{method: mcpAmbiguous}},
+		{`{"method":"ping","method":5}`, true, mcpInfo{method: mcpAmbiguous}},
+		{`{"method":"tools/call","params":{"name":"a"},"params":{}}`, true, mcpInfo{method: mcpAmbiguous}},
+		{`{"method":"tools/call","params":{"name":"a","Name":"b"}}`, true, mcpInfo{method: mcpAmbiguous}},
+		{`{"Method":"ping"}`, true, mcpInfo{method: mcpAmbiguous}},
+		{`{"method":"tools/call","params":"x"}`, true, mcpInfo{method: mcpInvalid}},
+		{`{"method":5}`, true, mcpInfo{method: mcpInvalid}},
 		{`[]`, true, mcpInfo{}},
 		{`[1,"a",{"method":"ping"}]`, true, mcpInfo{method: "ping", batch: 3}},
 		{`[{"method":""},{"result":1},{"method":""}]`, true, mcpInfo{method: ",", batch: 3}},
@@ -291,6 +298,7 @@ func TestScanMCP(t *testing.T) {
 		{`{"id":tru}`, true, mcpInfo{method: mcpMalformed}},
 		{`{"a":"\x"}`, true, mcpInfo{method: mcpMalformed}},
 		{"{\"a\":\"\x01\"}", true, mcpInfo{method: mcpMalformed}},
+		{"{\"a\":\"\xff\"}", true, mcpInfo{method: mcpMalformed}},
 		{`{"a":1,}`, true, mcpInfo{method: mcpMalformed}},
 		{`[1,]`, true, mcpInfo{method: mcpMalformed}},
 		{`{"method":"ping"`, true, mcpInfo{method: mcpMalformed}},
@@ -298,107 +306,24 @@ func TestScanMCP(t *testing.T) {
 		{`{"method":"tools/call","params":{"name":"echo","arguments":{"s":"abc`, false, mcpInfo{method: "tools/call", tool: "echo"}},
 		{`{"params":{"name":"echo"},"x":tr`, false, mcpInfo{method: mcpTooLarge}},
 		{`{"method":"ping"}}`, false, mcpInfo{method: mcpMalformed}},
-		{`[{"method":"ping"},{"method":"tools/call","params":{"name":"a`, false, mcpInfo{method: "ping", batch: 1}},
+		{`[{"method":"ping"},{"method":"tools/call","params":{"name":"a`, false, mcpInfo{method: "ping,tools/call", batch: 2}},
 		{`{"method":"` + strings.Repeat("m", 300) + `"}`, true, mcpInfo{method: strings.Repeat("m", maxAuditValue)}},
-		{strings.Repeat("[", 100000) + strings.Repeat("]", 100000), true, mcpInfo{batch: 1}},
+		{`{"method":"` + strings.Repeat("m", maxAuditValue-1) + `é"}`, true, mcpInfo{method: strings.Repeat("m", maxAuditValue-1)}},
+		{strings.Repeat("[", 100000) + strings.Repeat("]", 100000), true, mcpInfo{method: mcpMalformed}},
 	} {
-		if got := scanMCP([]byte(c.body), c.complete); got != c.want {
+		var body mcp.Body
+		var err error
+		if c.complete {
+			body, err = mcp.Parse([]byte(c.body))
+		} else {
+			body, err = mcp.ParsePrefix([]byte(c.body))
+		}
+		if got := auditInfo(body, err); got != c.want {
 			name := c.body
 			if len(name) > 60 {
 				name = name[:60] + "..."
 			}
-			t.Errorf("scanMCP(%q, %v) = %+v, want %+v", name, c.complete, got, c.want)
-		}
-	}
-}
-
-// FuzzScanMCP: on any input scanMCP does not panic; on a complete input it
-// calls malformed exactly what encoding/json rejects, and otherwise names
-// what encoding/json reads (exact keys, last one wins).
-func FuzzScanMCP(f *testing.F) {
-	for _, s := range []string{
-		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":[1,2.5e3,true,null]}}}`,
-		`[{"method":"resources/read","params":{"uri":"file:///x"}},{"method":"ping"}]`,
-		`{"method":"tools\/call","params":{"name":"\u00e9"}}`,
-		`{"a":-0.0e-0}`, `[]`, `{}`, `"x"`, `{"method":5}`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		for i := 0; i <= len(b); i++ {
-			scanMCP(b[:i], false) // prefixes: no panic
-		}
-		got := scanMCP(b, true)
-		valid := json.Valid(b)
-		if (got.method == mcpMalformed) == valid {
-			t.Fatalf("scanMCP(%q) = %+v, json.Valid = %v", b, got, valid)
-		}
-		if !valid || !utf8.Valid(b) {
-			return
-		}
-		var want mcpInfo
-		msg := func(v any) (method, tool, uri string, ok bool) {
-			m, isObj := v.(map[string]any)
-			if !isObj {
-				return "", "", "", false
-			}
-			method, ok = m["method"].(string)
-			if p, isObj := m["params"].(map[string]any); isObj {
-				tool, _ = p["name"].(string)
-				uri, _ = p["uri"].(string)
-			}
-			if method != "tools/call" {
-				tool = ""
-			}
-			if method != "resources/read" {
-				uri = ""
-			}
-			return
-		}
-		var v any
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.UseNumber() // 1e700 is valid JSON
-		if err := dec.Decode(&v); err != nil {
-			t.Fatal(err)
-		}
-		cut := func(s string) string { return s[:min(len(s), maxAuditValue)] }
-		switch v := v.(type) {
-		case map[string]any:
-			if m, tool, uri, ok := msg(v); ok {
-				want = mcpInfo{method: cut(m), tool: cut(tool), uri: cut(uri)}
-			}
-		case []any:
-			var ms, ts, us []string
-			for i, e := range v {
-				if m, tool, uri, ok := msg(e); ok && i < maxAuditBatch {
-					ms = append(ms, cut(m))
-					if tool != "" {
-						ts = append(ts, cut(tool))
-					}
-					if uri != "" {
-						us = append(us, cut(uri))
-					}
-				}
-			}
-			if len(v) > maxAuditBatch {
-				ms = append(ms, "...")
-			}
-			want = mcpInfo{method: strings.Join(ms, ","), tool: strings.Join(ts, ","), uri: strings.Join(us, ","), batch: len(v)}
-		}
-		if got != want {
-			t.Fatalf("scanMCP(%q) = %+v, want %+v", b, got, want)
-		}
-	})
-}
-
-// BenchmarkScanMCP is the audit's parse of a typical tools/call body.
-func BenchmarkScanMCP(b *testing.B) {
-	body := []byte(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello, world"}}}`)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(body)))
-	for b.Loop() {
-		if scanMCP(body, true).tool != "echo" {
-			b.Fatal("no tool")
+			t.Errorf("auditInfo(%q, complete %v) = %+v, want %+v", name, c.complete, got, c.want)
 		}
 	}
 }

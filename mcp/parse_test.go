@@ -1,0 +1,329 @@
+package mcp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestParse(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		body string
+		want Body
+	}{
+		{"tools/call", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"name":"not this"}}}`,
+			Body{Messages: []Message{{Method: "tools/call", Name: "echo", ID: "1"}}}},
+		{"params before method", `{"params":{"arguments":{"name":"x"},"name":"add"},"id":"a\"b","method":"tools/call"}`,
+			Body{Messages: []Message{{Method: "tools/call", Name: "add", ID: `"a\"b"`}}}},
+		{"resources/read names its uri", `{"id":-2.5e3,"method":"resources/read","params":{"uri":"file:///etc/motd","name":"ignored"}}`,
+			Body{Messages: []Message{{Method: "resources/read", Name: "file:///etc/motd", ID: "-2.5e3"}}}},
+		{"prompts/get", `{"method":"prompts/get","params":{"name":"greet"}}`,
+			Body{Messages: []Message{{Method: "prompts/get", Name: "greet"}}}},
+		{"other methods name nothing", `{"method":"tools/list","params":{"name":"x","Name":"y","name":"z"}}`,
+			Body{Messages: []Message{{Method: "tools/list"}}}},
+		{"escapes decoded", `{"method":"tools\/call","params":{"n\u0061me":"ech\u006f \ud83d\ude00"}}`,
+			Body{Messages: []Message{{Method: "tools/call", Name: "echo \U0001F600"}}}},
+		{"a response is no message", `{"jsonrpc":"2.0","id":1,"result":{}}`, Body{}},
+		{"an id that is not a string or number is not kept", `{"method":"ping","id":{"a":1}}`,
+			Body{Messages: []Message{{Method: "ping"}}}},
+		{"not an object", `"just a string"`, Body{}},
+		{"batch", `[{"method":"tools/call","params":{"name":"a"},"id":1}, 5, {"result":1}, {"method":"notifications/initialized"}]`,
+			Body{Batch: true, Len: 4, Messages: []Message{{Method: "tools/call", Name: "a", ID: "1"}, {Index: 3, Method: "notifications/initialized"}}}},
+		{"empty batch", ` [ ] `, Body{Batch: true}},
+		{"all of JSON", ` {"method" : "ping" , "id" : 0 , "x":[true,false,null,{},[],-0.0e-0,1E+2,"\b\f\n\r\t\/\\"]} `,
+			Body{Messages: []Message{{Method: "ping", ID: "0"}}}},
+		{"other keys may repeat", `{"method":"ping","x":1,"x":2,"jsonrpc":"2.0","jsonrpc":"2.0"}`,
+			Body{Messages: []Message{{Method: "ping"}}}},
+		{"deep nesting within the limit", `{"method":"ping","x":` + strings.Repeat("[", MaxDepth-1) + strings.Repeat("]", MaxDepth-1) + `}`,
+			Body{Messages: []Message{{Method: "ping"}}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := Parse([]byte(c.body))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("got %+v, want %+v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestParseRefuses(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		body string
+		want error
+	}{
+		{"duplicate name: the last would win elsewhere", `{"method":"tools/call","params":{"name":"a","name":"b"}}`, ErrAmbiguous},
+		{"case variant of name: encoding/json would read b", `{"method":"tools/call","params":{"name":"a","Name":"b"}}`, ErrAmbiguous},
+		{"case variant alone", `{"method":"tools/call","params":{"NAME":"b"}}`, ErrAmbiguous},
+		{"long s folds to s", `{"method":"tools/call","params":{"name":"a"},"paramſ":{"name":"b"}}`, ErrAmbiguous},
+		{"underscore variant (json/v2 nocase)", `{"method":"tools/call","params":{"na_me":"b","name":"a"}}`, ErrAmbiguous},
+		{"escaped duplicate", `{"method":"tools/call","params":{"name":"a","n\u0061me":"b"}}`, ErrAmbiguous},
+		{"duplicate uri", `{"method":"resources/read","params":{"uri":"a","uri":"b"}}`, ErrAmbiguous},
+		{"variant uri", `{"method":"resources/read","params":{"uri":"a","URI":"b"}}`, ErrAmbiguous},
+		{"duplicate method", `{"method":"ping","method":"tools/call","params":{"name":"a"}}`, ErrAmbiguous},
+		{"variant method", `{"method":"ping","Method":"tools/call"}`, ErrAmbiguous},
+		{"variant method alone", `{"METHOD":"tools/call","params":{"name":"a"}}`, ErrAmbiguous},
+		{"duplicate params", `{"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}`, ErrAmbiguous},
+		{"variant params", `{"method":"tools/call","params":{"name":"a"},"Params":{"name":"b"}}`, ErrAmbiguous},
+		{"in a batch", `[{"method":"ping"},{"method":"tools/call","params":{"name":"a","Name":"b"}}]`, ErrAmbiguous},
+		{"method not a string", `{"method":5}`, ErrInvalid},
+		{"method null", `{"method":null,"id":1}`, ErrInvalid},
+		{"tools/call without params", `{"method":"tools/call"}`, ErrInvalid},
+		{"tools/call with params not an object", `{"method":"tools/call","params":["a"]}`, ErrInvalid},
+		{"tools/call without a name", `{"method":"tools/call","params":{}}`, ErrInvalid},
+		{"name not a string", `{"method":"tools/call","params":{"name":5}}`, ErrInvalid},
+		{"name with a lone surrogate", `{"method":"tools/call","params":{"name":"a\ud800"}}`, ErrInvalid},
+		{"empty", ``, ErrSyntax},
+		{"white space only", " \n", ErrSyntax},
+		{"cut off", `{"method":"ping"`, ErrSyntax},
+		{"trailing bytes", `{"method":"ping"} x`, ErrSyntax},
+		{"two values", `{"method":"ping"}{}`, ErrSyntax},
+		{"BOM", "\xef\xbb\xbf{}", ErrSyntax},
+		{"leading zero", `{"id":01}`, ErrSyntax},
+		{"bare dot", `{"id":1.}`, ErrSyntax},
+		{"bad exponent", `{"id":1e}`, ErrSyntax},
+		{"minus alone", `[-]`, ErrSyntax},
+		{"bad literal", `{"id":tru}`, ErrSyntax},
+		{"bad escape", `{"a":"\x"}`, ErrSyntax},
+		{"short unicode escape", `{"a":"\u12"}`, ErrSyntax},
+		{"control byte", "{\"a\":\"\x01\"}", ErrSyntax},
+		{"invalid UTF-8", "{\"a\":\"\xff\"}", ErrSyntax},
+		{"UTF-8 surrogate", "{\"a\":\"\xed\xa0\x80\"}", ErrSyntax},
+		{"trailing comma in object", `{"a":1,}`, ErrSyntax},
+		{"trailing comma in array", `[1,]`, ErrSyntax},
+		{"single quotes", `{'method':'ping'}`, ErrSyntax},
+		{"too deep", strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1), ErrSyntax},
+		{"too deep in a message", `{"method":"ping","x":` + strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth) + `}`, ErrSyntax},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.body))
+			if !errors.Is(err, c.want) {
+				t.Errorf("Parse(%.60q): got %v, want %v", c.body, err, c.want)
+			}
+		})
+	}
+}
+
+func TestParsePrefix(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		prefix string
+		want   Body
+		err    error
+	}{
+		{"a whole body is still only a prefix", `{"method":"ping"}`, Body{Messages: []Message{{Method: "ping"}}}, ErrTruncated},
+		{"cut in the arguments", `{"method":"tools/call","id":3,"params":{"name":"echo","arguments":{"s":"abc`,
+			Body{Messages: []Message{{Method: "tools/call", Name: "echo", ID: "3"}}}, ErrTruncated},
+		{"cut in the name", `{"method":"tools/call","params":{"name":"ech`, Body{Messages: []Message{{Method: "tools/call"}}}, ErrTruncated},
+		{"cut before the method", `{"params":{"name":"echo"},"x":tr`, Body{}, ErrTruncated},
+		{"cut in a number", `{"method":"ping","id":12`, Body{Messages: []Message{{Method: "ping"}}}, ErrTruncated},
+		{"cut in a UTF-8 sequence", "{\"method\":\"ping\",\"x\":\"\xe2\x82", Body{Messages: []Message{{Method: "ping"}}}, ErrTruncated},
+		{"cut in an escape", `{"method":"ping","x":"\u00`, Body{Messages: []Message{{Method: "ping"}}}, ErrTruncated},
+		{"cut in a batch", `[{"method":"ping"},{"method":"tools/call","params":{"name":"a`,
+			Body{Batch: true, Len: 2, Messages: []Message{{Method: "ping"}, {Index: 1, Method: "tools/call"}}}, ErrTruncated},
+		{"a wrong byte before the cut", `{"method":"ping"}}`, Body{Messages: []Message{{Method: "ping"}}}, ErrSyntax},
+		{"a duplicate before the cut names nothing", `{"method":"tools/call","params":{"name":"a","name":"b"},"x":"`, Body{Messages: []Message{{Method: "tools/call"}}}, ErrTruncated},
+		{"a duplicate method before the cut", `{"method":"tools/call","method":"ping","x":"`, Body{Messages: []Message{{Method: "ping"}}}, ErrAmbiguous},
+		{"empty", ``, Body{}, ErrTruncated},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ParsePrefix([]byte(c.prefix))
+			if !errors.Is(err, c.err) {
+				t.Fatalf("error: got %v, want %v", err, c.err)
+			}
+			if !reflect.DeepEqual(got, c.want) {
+				t.Errorf("got %+v, want %+v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestLooseEqual(t *testing.T) {
+	for _, c := range []struct {
+		key, want string
+		eq        bool
+	}{
+		{"name", "name", true}, {"Name", "name", true}, {"NAME", "name", true}, {"na_me", "name", true},
+		{"-name-", "name", true}, {"paramſ", "params", true}, {"\u212Aey", "key", true}, {"nam", "name", false},
+		{"names", "name", false}, {"", "name", false}, {"näme", "name", false}, {"arguments", "name", false},
+		{"_meta", "method", false}, {"uri", "uri", true}, {"URİ", "uri", false}, // U+0130 does not simple-fold to i
+	} {
+		if got := looseEqual([]byte(c.key), c.want); got != c.eq {
+			t.Errorf("looseEqual(%q, %q) = %v, want %v", c.key, c.want, got, c.eq)
+		}
+	}
+}
+
+// strictSeeds are bodies for the fuzz targets.
+var strictSeeds = []string{
+	`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":[1,2.5e3,true,null]}}}`,
+	`[{"method":"resources/read","params":{"uri":"file:///x"}},{"method":"ping"},3]`,
+	`{"method":"tools\/call","params":{"name":"\u00e9"}}`,
+	`{"method":"tools/call","params":{"name":"a","Name":"b"}}`,
+	`{"method":"prompts/get","params":{"name":"p"},"id":"x"}`,
+	`{"a":-0.0e-0}`, `[]`, `{}`, `"x"`, `{"method":5}`, `{"id":1,"result":{"tools":[]}}`,
+}
+
+// FuzzParse: Parse never panics; on UTF-8 input it calls ErrSyntax exactly
+// what encoding/json calls invalid; when it accepts a body, encoding/json
+// reads the same messages, both into maps (exact keys) and into structs
+// (case-insensitive keys), so no decoder reads another call; and no prefix
+// of a body is ever read as complete, nor says other than the whole body.
+func FuzzParse(f *testing.F) {
+	for _, s := range strictSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := Parse(b)
+		if utf8.Valid(b) {
+			if valid := json.Valid(b); errors.Is(err, ErrSyntax) == valid {
+				t.Fatalf("Parse(%q): %v, json.Valid = %v", b, err, valid)
+			}
+		}
+		if err != nil {
+			for i := 0; i <= len(b); i += max(1, len(b)/64) {
+				_, _ = ParsePrefix(b[:i]) // no panic
+			}
+			return
+		}
+		canon := got
+		canon.Messages = append([]Message(nil), got.Messages...)
+		for i := range canon.Messages {
+			if canon.Messages[i].ID != "" {
+				canon.Messages[i].ID = canonicalID(t, canon.Messages[i].ID)
+			}
+		}
+		if want := decodeMaps(t, b); !reflect.DeepEqual(canon, want) {
+			t.Fatalf("Parse(%q) = %+v, encoding/json reads %+v", b, got, want)
+		}
+		checkStructs(t, b, got)
+		step := max(1, len(b)/64) // every cut of a small body, 64 of a large one
+		for i := 0; i <= len(b); i += step {
+			part, err := ParsePrefix(b[:i])
+			if err == nil {
+				t.Fatalf("ParsePrefix(%q) read a cut-off body as whole", b[:i])
+			}
+			if !errors.Is(err, ErrTruncated) {
+				t.Fatalf("ParsePrefix(%q): %v, want ErrTruncated", b[:i], err)
+			}
+			if len(part.Messages) > len(got.Messages) {
+				t.Fatalf("ParsePrefix(%q) found more messages than Parse", b[:i])
+			}
+			for k, m := range part.Messages {
+				w := got.Messages[k]
+				if m.Index != w.Index || m.Method != w.Method || m.Name != "" && m.Name != w.Name {
+					t.Fatalf("ParsePrefix(%q) = %+v, but the whole body says %+v", b[:i], m, w)
+				}
+			}
+		}
+	})
+}
+
+// decodeMaps reads b with encoding/json into maps, as Parse should.
+func decodeMaps(t *testing.T, b []byte) Body {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // 1e700 is valid JSON
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("encoding/json refused what Parse accepted: %q: %v", b, err)
+	}
+	msg := func(i int, v any) (Message, bool) {
+		o, ok := v.(map[string]any)
+		if !ok {
+			return Message{}, false
+		}
+		m := Message{Index: i}
+		if m.Method, ok = o["method"].(string); !ok {
+			return Message{}, false
+		}
+		if p, ok := o["params"].(map[string]any); ok && nameKey(m.Method) != "" {
+			m.Name, _ = p[nameKey(m.Method)].(string)
+		}
+		switch id := o["id"].(type) {
+		case string, json.Number:
+			raw, _ := json.Marshal(id)
+			m.ID = string(raw)
+		}
+		return m, true
+	}
+	var want Body
+	switch v := v.(type) {
+	case map[string]any:
+		if m, ok := msg(0, v); ok {
+			want.Messages = append(want.Messages, m)
+		}
+	case []any:
+		want.Batch, want.Len = true, len(v)
+		for i, e := range v {
+			if m, ok := msg(i, e); ok {
+				want.Messages = append(want.Messages, m)
+			}
+		}
+	}
+	// IDs: compare decoded values, as the raw text may escape differently.
+	for i := range want.Messages {
+		if want.Messages[i].ID != "" {
+			want.Messages[i].ID = canonicalID(t, want.Messages[i].ID)
+		}
+	}
+	return want
+}
+
+func canonicalID(t *testing.T, raw string) string {
+	var v any
+	dec := json.NewDecoder(strings.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		t.Fatalf("id %q: %v", raw, err)
+	}
+	out, _ := json.Marshal(v)
+	return string(out)
+}
+
+// checkStructs decodes b into structs, whose keys encoding/json matches
+// case-insensitively (last one wins), and checks that it reads got's calls.
+func checkStructs(t *testing.T, b []byte, got Body) {
+	type msg struct {
+		Method string `json:"method"`
+		Params struct {
+			Name string `json:"name"`
+			URI  string `json:"uri"`
+		} `json:"params"`
+	}
+	named := func(m msg) string {
+		if nameKey(m.Method) == "uri" {
+			return m.Params.URI
+		}
+		return m.Params.Name
+	}
+	check := func(m msg, w Message) {
+		if m.Method != w.Method || nameKey(w.Method) != "" && named(m) != w.Name {
+			t.Fatalf("encoding/json into a struct reads %q as %+v, Parse as %+v", b, m, w)
+		}
+	}
+	if got.Batch {
+		var ms []json.RawMessage
+		if json.Unmarshal(b, &ms) != nil {
+			return
+		}
+		for _, w := range got.Messages {
+			var m msg
+			if json.Unmarshal(ms[w.Index], &m) == nil {
+				check(m, w)
+			}
+		}
+		return
+	}
+	var m msg
+	if len(got.Messages) == 1 && json.Unmarshal(b, &m) == nil {
+		check(m, got.Messages[0])
+	}
+}
