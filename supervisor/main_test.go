@@ -50,6 +50,10 @@ func helperServe() {
 			os.Exit(1)
 		}
 	}
+	// Handle signals before listening: the supervisor counts the child
+	// ready once it listens, and tests signal it from then on.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
 	l, err := net.Listen("tcp", "127.0.0.1:"+port)
 	if err != nil {
 		if f := os.Getenv("SVTEST_BINDFAIL"); f != "" {
@@ -58,8 +62,6 @@ func helperServe() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		for sig := range sigs {
 			if sig == syscall.SIGHUP {
