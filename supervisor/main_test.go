@@ -136,32 +136,62 @@ func pid1Harness() int {
 	return code
 }
 
-// syncBuf is a goroutine-safe log sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// logSink is a goroutine-safe sink for hclog's JSON lines. It keeps them
+// all and passes every restart delay the supervisor logs to delays, so tests
+// see the delays in the log a user reads.
+type logSink struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	partial []byte
+	delays  chan time.Duration // nil: not watched
 }
 
-func (s *syncBuf) Write(p []byte) (int, error) {
+func (s *logSink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.b.Write(p)
+	s.b.Write(p)
+	s.partial = append(s.partial, p...)
+	for {
+		i := bytes.IndexByte(s.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := s.partial[:i]
+		s.partial = s.partial[i+1:]
+		var e entry
+		if s.delays == nil || json.Unmarshal(line, &e) != nil || e.Message != "restarting child after a delay" {
+			continue
+		}
+		if d, err := time.ParseDuration(e.Duration); err == nil {
+			select {
+			case s.delays <- d:
+			default:
+			}
+		}
+	}
 }
 
+func (s *logSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// entry is one JSON log line, with the keys the tests look at.
 type entry struct {
-	Message string `json:"@message"`
-	Stream  string `json:"stream"`
-	PID     int    `json:"pid"`
+	Message  string `json:"@message"`
+	Stream   string `json:"stream"`
+	PID      int    `json:"pid"`
+	Port     int    `json:"port"`
+	Duration string `json:"duration"`
+	Hint     string `json:"hint"`
 }
 
 // entries parses the JSON log lines written so far.
-func (s *syncBuf) entries(t *testing.T) []entry {
+func (s *logSink) entries(t *testing.T) []entry {
 	t.Helper()
-	s.mu.Lock()
-	data := append([]byte(nil), s.b.Bytes()...)
-	s.mu.Unlock()
 	var out []entry
-	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc := bufio.NewScanner(strings.NewReader(s.String()))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var e entry
@@ -169,6 +199,18 @@ func (s *syncBuf) entries(t *testing.T) []entry {
 			t.Fatalf("log line %q: %v", sc.Text(), err)
 		}
 		out = append(out, e)
+	}
+	return out
+}
+
+// find returns the entries whose message is msg.
+func (s *logSink) find(t *testing.T, msg string) []entry {
+	t.Helper()
+	var out []entry
+	for _, e := range s.entries(t) {
+		if e.Message == msg {
+			out = append(out, e)
+		}
 	}
 	return out
 }
@@ -183,12 +225,11 @@ func testBin(t *testing.T) string {
 	return p
 }
 
-// harness is a Supervisor under test with its logs and restart delays.
+// harness is a Supervisor under test with its logs.
 type harness struct {
 	s      *Supervisor
-	log    *syncBuf // supervisor's logs (text)
-	child  *syncBuf // child's lines (JSON)
-	delays chan time.Duration
+	log    *logSink // the supervisor's lines; its restart delays in log.delays
+	child  *logSink // the child's lines
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -204,8 +245,8 @@ func startSup(t *testing.T, cfg Config) *harness {
 
 func newSup(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	h := &harness{log: &syncBuf{}, child: &syncBuf{}, delays: make(chan time.Duration, 1000)}
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "supervisor", Output: h.log, Level: hclog.Debug})
+	h := &harness{log: &logSink{delays: make(chan time.Duration, 1000)}, child: &logSink{}}
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "supervisor", Output: h.log, JSONFormat: true, Level: hclog.Debug})
 	cfg.ChildLogger = hclog.New(&hclog.LoggerOptions{Name: "child", Output: h.child, JSONFormat: true})
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 10 * time.Millisecond
@@ -225,12 +266,6 @@ func newSup(t *testing.T, cfg Config) *harness {
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
-	}
-	s.onBackoff = func(d time.Duration) {
-		select {
-		case h.delays <- d:
-		default:
-		}
 	}
 	h.s = s
 	return h
@@ -270,17 +305,13 @@ func (h *harness) wait(t *testing.T) error {
 	}
 }
 
-func (h *harness) logs() string {
-	h.log.mu.Lock()
-	defer h.log.mu.Unlock()
-	return h.log.b.String()
-}
+func (h *harness) logs() string { return h.log.String() }
 
-// nextDelay waits for the next restart delay.
+// nextDelay waits for the next restart delay the supervisor logs.
 func (h *harness) nextDelay(t *testing.T) time.Duration {
 	t.Helper()
 	select {
-	case d := <-h.delays:
+	case d := <-h.log.delays:
 		return d
 	case <-time.After(20 * time.Second):
 		t.Fatalf("no restart scheduled; status %+v; logs:\n%s", h.s.Status(), h.logs())

@@ -138,10 +138,6 @@ type Supervisor struct {
 	now      func() time.Time
 	shell    string // "/bin/sh"; tests change it
 
-	// onBackoff, if set, is called with each restart delay before waiting it
-	// (tests use it to see the delays without reading the clock).
-	onBackoff func(time.Duration)
-
 	started atomic.Bool
 	ready   atomic.Bool
 	target  atomic.Pointer[url.URL]
@@ -336,9 +332,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		delay := b.NextBackOff()
 		s.setState(StateBackoff)
 		s.log.Info("restarting child after a delay", "duration", delay.String())
-		if s.onBackoff != nil {
-			s.onBackoff(delay)
-		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
