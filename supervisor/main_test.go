@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as the fixtures: with SVTEST_HELPER set, TestMain
@@ -30,6 +31,8 @@ import (
 //	       SVTEST_TERM_DELAY: on SIGTERM wait this long, then exit 0.
 //	pid1:  the gateway's supervisor with main's signal handling, exiting
 //	       with ExitCode() (run as PID 1 in a new PID namespace).
+//	       SVTEST_HIDE: first cover this directory with an empty tmpfs
+//	       (in a new mount namespace).
 func TestMain(m *testing.M) {
 	switch os.Getenv("SVTEST_HELPER") {
 	case "serve":
@@ -90,6 +93,18 @@ func helperServe() {
 // forwarded.
 func pid1Harness() int {
 	log := hclog.New(&hclog.LoggerOptions{Name: "supervisor", Output: os.Stderr, JSONFormat: true, Level: hclog.Debug})
+	if dir := os.Getenv("SVTEST_HIDE"); dir != "" {
+		// In our own mount namespace: keep the mount to ourselves, then
+		// cover dir with an empty tmpfs.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			log.Error("harness: make mounts private", "error", err)
+			return 1
+		}
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, ""); err != nil {
+			log.Error("harness: hide "+dir, "error", err)
+			return 1
+		}
+	}
 	dur := func(name string, def time.Duration) time.Duration {
 		if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
 			return d

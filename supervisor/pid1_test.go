@@ -28,16 +28,22 @@ type pid1 struct {
 // environment; it skips when PID namespaces are not permitted.
 func startPID1(t *testing.T, command string, env ...string) *pid1 {
 	t.Helper()
+	return startHarness(t, syscall.CLONE_NEWPID, command, env...)
+}
+
+// startHarness runs the harness in the new namespaces of cloneflags.
+func startHarness(t *testing.T, cloneflags uintptr, command string, env ...string) *pid1 {
+	t.Helper()
 	cmd := exec.Command(testBin(t), "-test.run=^$")
 	cmd.Env = append(os.Environ(), append([]string{"SVTEST_HELPER=pid1", "SVTEST_CMD=" + command}, env...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: cloneflags, Setpgid: true}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
 		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) {
-			t.Skipf("creating a PID namespace needs CAP_SYS_ADMIN (root): %v", err)
+			t.Skipf("creating namespaces needs CAP_SYS_ADMIN (root): %v", err)
 		}
 		t.Fatal(err)
 	}
@@ -214,5 +220,23 @@ func TestPID1ForwardsHUP(t *testing.T) {
 	p.exitCode(t)
 	if strings.Contains(p.logs(), "restarting child") {
 		t.Errorf("SIGHUP caused a restart:\n%s", p.logs())
+	}
+}
+
+// TestNoShellStopsRun: in an image without /bin/sh (distroless), a Command
+// cannot run at all. The harness hides /usr/bin (where /bin/sh lives here)
+// in its own mount namespace and must exit 127 with an error that says the
+// command needs /bin/sh.
+func TestNoShellStopsRun(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/sh"); err != nil {
+		t.Skipf("the test hides /usr/bin to remove /bin/sh, and sh is not there: %v", err)
+	}
+	p := startHarness(t, syscall.CLONE_NEWPID|syscall.CLONE_NEWNS, "true", "SVTEST_HIDE=/usr/bin")
+	if got := p.exitCode(t); got != 127 {
+		t.Fatalf("exit code %d, want 127:\n%s", got, p.logs())
+	}
+	want := `cannot start the MCP server: \"true\": it needs /bin/sh: no such file or directory (exit 127)`
+	if !strings.Contains(p.logs(), want) {
+		t.Errorf("no log line with %s:\n%s", want, p.logs())
 	}
 }
