@@ -11,7 +11,9 @@
 // can bound how often). A command that cannot start at all ends Run instead,
 // with a *StartError that carries the exit status a shell would report (127
 // not found, 126 not executable); Config.FailFast extends that to any child
-// that exits before it was ready.
+// that exits before it was ready. While a child
+// does not listen, Run says every few seconds which port it waits on and how
+// the child is told it.
 //
 // # Reaping
 //
@@ -44,6 +46,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -75,6 +78,10 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// PollInterval is the time between readiness probes. 0: 100ms.
 	PollInterval time.Duration
+	// WaitLogInterval is the time between the info lines that say a
+	// starting child is still awaited, naming its port and how it is told
+	// the port. 0: 5s.
+	WaitLogInterval time.Duration
 	// FailFast makes a child that exits before it was ready end Run with a
 	// *StartError (its status and last output lines) instead of being
 	// restarted: for development, where such an exit is a mistake to show,
@@ -187,7 +194,7 @@ func New(cfg Config) (*Supervisor, error) {
 	case cfg.MaxRestarts < 0:
 		return nil, fmt.Errorf("new supervisor: max restarts %d is negative", cfg.MaxRestarts)
 	}
-	for _, d := range []time.Duration{cfg.ReadyTimeout, cfg.PollInterval, cfg.InitialBackoff, cfg.MaxBackoff, cfg.ResetAfter, cfg.RestartWindow, cfg.StopGrace} {
+	for _, d := range []time.Duration{cfg.ReadyTimeout, cfg.PollInterval, cfg.WaitLogInterval, cfg.InitialBackoff, cfg.MaxBackoff, cfg.ResetAfter, cfg.RestartWindow, cfg.StopGrace} {
 		if d < 0 {
 			return nil, fmt.Errorf("new supervisor: negative duration %s", d)
 		}
@@ -199,6 +206,7 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	def(&cfg.ReadyTimeout, 120*time.Second)
 	def(&cfg.PollInterval, 100*time.Millisecond)
+	def(&cfg.WaitLogInterval, 5*time.Second)
 	def(&cfg.InitialBackoff, 500*time.Millisecond)
 	def(&cfg.MaxBackoff, 30*time.Second)
 	def(&cfg.ResetAfter, 60*time.Second)
@@ -425,7 +433,8 @@ func (s *Supervisor) runOnce(ctx context.Context) attempt {
 }
 
 // awaitReady waits until the child answers on port (readySince is set), it
-// exits (exited, with its status), ReadyTimeout passes or ctx is done.
+// exits (exited, with its status), ReadyTimeout passes or ctx is done. Every
+// WaitLogInterval it says at info what it waits for.
 func (s *Supervisor) awaitReady(ctx context.Context, c *child, port int) (ws syscall.WaitStatus, exited bool, readySince time.Time) {
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	readyCh := make(chan struct{})
@@ -443,19 +452,48 @@ func (s *Supervisor) awaitReady(ctx context.Context, c *child, port int) (ws sys
 	}()
 	timeout := time.NewTimer(s.cfg.ReadyTimeout)
 	defer timeout.Stop()
-	select {
-	case <-readyCh:
-		readySince = s.now()
-		s.ready.Store(true)
-		s.setState(StateReady)
-		s.log.Info("child ready", "pid", c.pid, "port", port)
-	case ws = <-c.status:
-		exited = true
-	case <-timeout.C:
-		s.log.Error("child did not answer in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout.String())
-	case <-ctx.Done():
+	tick := time.NewTicker(s.cfg.WaitLogInterval)
+	defer tick.Stop()
+	var waited time.Duration
+	for {
+		select {
+		case <-readyCh:
+			readySince = s.now()
+			s.ready.Store(true)
+			s.setState(StateReady)
+			s.log.Info("child ready", "pid", c.pid, "port", port)
+			return ws, false, readySince
+		case ws = <-c.status:
+			return ws, true, readySince
+		case <-timeout.C:
+			s.log.Error("child did not listen in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout.String(), "hint", s.portHint())
+			return ws, false, readySince
+		case <-ctx.Done():
+			return ws, false, readySince
+		case <-tick.C:
+			waited += s.cfg.WaitLogInterval
+			s.log.Info("waiting for the child to listen", "pid", c.pid, "port", port, "duration", waited.String(), "hint", s.portHint())
+		}
 	}
-	return ws, exited, readySince
+}
+
+// portHint says how the child is told its port, for the messages of a child
+// that does not listen.
+func (s *Supervisor) portHint() string {
+	placeholder := strings.Contains(s.cfg.Command, "{port}")
+	for _, a := range s.cfg.Args {
+		placeholder = placeholder || strings.Contains(a, "{port}")
+	}
+	switch {
+	case s.cfg.Port != 0 && placeholder:
+		return "the port is fixed (MCP_SPAWN_PORT); the server is told it in the PORT environment variable and as {port} in its command"
+	case s.cfg.Port != 0:
+		return "the port is fixed (MCP_SPAWN_PORT) and in the PORT environment variable; a server that reads neither must be set to listen on it"
+	case placeholder:
+		return "the port is chosen at each start; the server is told it in the PORT environment variable and as {port} in its command"
+	default:
+		return "the port is chosen at each start and told to the server only in the PORT environment variable; a server that ignores PORT needs {port} in its command (e.g. --port {port}) or a fixed MCP_SPAWN_PORT"
+	}
 }
 
 // stopGroup sends SIGTERM to the child's group, SIGKILL after StopGrace, and

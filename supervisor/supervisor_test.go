@@ -381,12 +381,54 @@ func TestReadyTimeoutStopsAndRetries(t *testing.T) {
 	if got := h.s.Status().LastExit; got != "signal: terminated" {
 		t.Errorf("LastExit = %q, want signal: terminated", got)
 	}
+	e := h.log.find(t, "child did not listen in time; stopping it")
+	if len(e) == 0 || e[0].Port == 0 || e[0].Duration != "150ms" || !strings.Contains(e[0].Hint, "only in the PORT environment variable") {
+		t.Errorf("timeout message %+v does not name the port, the wait and how the port is told:\n%s", e, h.logs())
+	}
 	waitFor(t, "a second start", func() bool {
 		b, _ := os.ReadFile(dir + "/pids")
 		return len(strings.Fields(string(b))) >= 2
 	})
 	if st := h.s.Status(); st.Restarts < 1 {
 		t.Errorf("Restarts = %d", st.Restarts)
+	}
+}
+
+// TestWaitingForPortIsLogged: while a child does not listen (here sleep,
+// a server that ignores PORT), a line at info every WaitLogInterval names
+// the port and how the server is told it.
+func TestWaitingForPortIsLogged(t *testing.T) {
+	fixed, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		hint string
+	}{
+		{"PORT only", Config{Command: "exec sleep 100"}, "told to the server only in the PORT environment variable; a server that ignores PORT needs {port} in its command"},
+		{"{port} in the command", Config{Command: "exec sleep 100 {port}"}, "in the PORT environment variable and as {port} in its command"},
+		{"{port} in the arguments", Config{Args: []string{"sleep", "100", "{port}"}}, "in the PORT environment variable and as {port} in its command"},
+		{"a fixed port", Config{Command: "exec sleep 100", Port: fixed}, "the port is fixed (MCP_SPAWN_PORT) and in the PORT environment variable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.WaitLogInterval = 20 * time.Millisecond
+			tc.cfg.ReadyTimeout = time.Hour
+			h := startSup(t, tc.cfg)
+			var e []entry
+			waitFor(t, "two waiting lines", func() bool {
+				e = h.log.find(t, "waiting for the child to listen")
+				return len(e) >= 2
+			})
+			st := h.s.Status()
+			if e[0].Port != st.Port || e[0].PID != st.PID || e[0].Duration != "20ms" || e[1].Duration != "40ms" {
+				t.Errorf("waiting lines %+v, want port %d, pid %d, 20ms then 40ms", e[:2], st.Port, st.PID)
+			}
+			if !strings.Contains(e[0].Hint, tc.hint) {
+				t.Errorf("hint %q, want it to contain %q", e[0].Hint, tc.hint)
+			}
+		})
 	}
 }
 
