@@ -23,18 +23,26 @@ import (
 // are split into pieces of this size, nothing is dropped.
 const maxLine = 64 * 1024
 
-// fatalError marks a start failure that no restart can cure.
-type fatalError struct{ err error }
+// shell runs Config.Command, as `sh -c` does for MCP_SPAWN_CMD.
+const shell = "/bin/sh"
 
-func (e *fatalError) Error() string { return e.err.Error() }
+// execError is a start that failed because the program could not be run at
+// all (not found, not executable, no shell), as opposed to a shortage of
+// resources (pipes, file descriptors) that a later start may not meet.
+type execError struct{ err error }
+
+func (e *execError) Error() string { return e.err.Error() }
+func (e *execError) Unwrap() error { return e.err }
 
 // child is one started process: its pid (also its process group id), the
-// channel the reaper delivers its status on, and its output readers.
+// channel the reaper delivers its status on, its output readers and the last
+// lines they read.
 type child struct {
 	pid     int
 	status  <-chan syscall.WaitStatus
 	outDone chan struct{} // closed when stdout and stderr both reached EOF
 	readers []*os.File
+	tail    *tail
 }
 
 // start starts the child on port: in its own process group, stdin on
@@ -45,10 +53,7 @@ func (s *Supervisor) start(port int) (*child, error) {
 	var name string
 	var argv []string
 	if s.cfg.Command != "" {
-		if _, err := os.Stat(s.shell); err != nil {
-			return nil, &fatalError{fmt.Errorf("start child: a command needs a shell at %s (or give the command as arguments after --): %w", s.shell, err)}
-		}
-		name, argv = s.shell, []string{s.shell, "-c", strings.ReplaceAll(s.cfg.Command, "{port}", p)}
+		name, argv = shell, []string{shell, "-c", strings.ReplaceAll(s.cfg.Command, "{port}", p)}
 	} else {
 		argv = make([]string, len(s.cfg.Args))
 		for i, a := range s.cfg.Args {
@@ -56,10 +61,7 @@ func (s *Supervisor) start(port int) (*child, error) {
 		}
 		path, err := exec.LookPath(argv[0])
 		if err != nil {
-			if errors.Is(err, exec.ErrNotFound) {
-				err = fmt.Errorf("%w: %w", err, syscall.ENOENT)
-			}
-			return nil, fmt.Errorf("start child: %w", err)
+			return nil, fmt.Errorf("start child: %w", &execError{err})
 		}
 		name = path
 	}
@@ -90,7 +92,7 @@ func (s *Supervisor) start(port int) (*child, error) {
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		return nil, fmt.Errorf("start child: %w", err)
+		return nil, fmt.Errorf("start child: %w", &execError{err})
 	}
 	s.mu.Lock()
 	s.pid, s.pgid = pid, pid
@@ -99,11 +101,11 @@ func (s *Supervisor) start(port int) (*child, error) {
 		s.log.Info("chose a port for the child", "port", port)
 	}
 
-	c := &child{pid: pid, status: status, outDone: make(chan struct{}), readers: []*os.File{outR, errR}}
+	c := &child{pid: pid, status: status, outDone: make(chan struct{}), readers: []*os.File{outR, errR}, tail: &tail{}}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); copyLines(outR, s.childLog, "stdout", pid) }()
-	go func() { defer wg.Done(); copyLines(errR, s.childLog, "stderr", pid) }()
+	go func() { defer wg.Done(); copyLines(outR, s.childLog, c.tail, "stdout", pid) }()
+	go func() { defer wg.Done(); copyLines(errR, s.childLog, c.tail, "stderr", pid) }()
 	go func() { wg.Wait(); close(c.outDone) }()
 	return c, nil
 }
@@ -124,9 +126,10 @@ func (c *child) waitOutput(d time.Duration) {
 	<-c.outDone
 }
 
-// copyLines logs r line by line. Lines longer than maxLine are logged in
-// pieces of maxLine bytes; a last line without a newline is logged too.
-func copyLines(r io.Reader, log hclog.Logger, stream string, pid int) {
+// copyLines logs r line by line and keeps the last lines in t. Lines longer
+// than maxLine are logged in pieces of maxLine bytes; a last line without a
+// newline is logged too.
+func copyLines(r io.Reader, log hclog.Logger, t *tail, stream string, pid int) {
 	br := bufio.NewReaderSize(r, maxLine)
 	for {
 		line, err := br.ReadSlice('\n')
@@ -136,6 +139,7 @@ func copyLines(r io.Reader, log hclog.Logger, stream string, pid int) {
 				text = strings.TrimSuffix(t, "\r")
 			}
 			log.Info(text, "stream", stream, "pid", pid)
+			t.add(text)
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as the fixtures: with SVTEST_HELPER set, TestMain
@@ -30,6 +31,8 @@ import (
 //	       SVTEST_TERM_DELAY: on SIGTERM wait this long, then exit 0.
 //	pid1:  the gateway's supervisor with main's signal handling, exiting
 //	       with ExitCode() (run as PID 1 in a new PID namespace).
+//	       SVTEST_HIDE: first cover this directory with an empty tmpfs
+//	       (in a new mount namespace).
 func TestMain(m *testing.M) {
 	switch os.Getenv("SVTEST_HELPER") {
 	case "serve":
@@ -50,6 +53,10 @@ func helperServe() {
 			os.Exit(1)
 		}
 	}
+	// Handle signals before listening: the supervisor counts the child
+	// ready once it listens, and tests signal it from then on.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
 	l, err := net.Listen("tcp", "127.0.0.1:"+port)
 	if err != nil {
 		if f := os.Getenv("SVTEST_BINDFAIL"); f != "" {
@@ -58,8 +65,6 @@ func helperServe() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		for sig := range sigs {
 			if sig == syscall.SIGHUP {
@@ -88,6 +93,18 @@ func helperServe() {
 // forwarded.
 func pid1Harness() int {
 	log := hclog.New(&hclog.LoggerOptions{Name: "supervisor", Output: os.Stderr, JSONFormat: true, Level: hclog.Debug})
+	if dir := os.Getenv("SVTEST_HIDE"); dir != "" {
+		// In our own mount namespace: keep the mount to ourselves, then
+		// cover dir with an empty tmpfs.
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			log.Error("harness: make mounts private", "error", err)
+			return 1
+		}
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, ""); err != nil {
+			log.Error("harness: hide "+dir, "error", err)
+			return 1
+		}
+	}
 	dur := func(name string, def time.Duration) time.Duration {
 		if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
 			return d
@@ -134,32 +151,62 @@ func pid1Harness() int {
 	return code
 }
 
-// syncBuf is a goroutine-safe log sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// logSink is a goroutine-safe sink for hclog's JSON lines. It keeps them
+// all and passes every restart delay the supervisor logs to delays, so tests
+// see the delays in the log a user reads.
+type logSink struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	partial []byte
+	delays  chan time.Duration // nil: not watched
 }
 
-func (s *syncBuf) Write(p []byte) (int, error) {
+func (s *logSink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.b.Write(p)
+	s.b.Write(p)
+	s.partial = append(s.partial, p...)
+	for {
+		i := bytes.IndexByte(s.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := s.partial[:i]
+		s.partial = s.partial[i+1:]
+		var e entry
+		if s.delays == nil || json.Unmarshal(line, &e) != nil || e.Message != "restarting child after a delay" {
+			continue
+		}
+		if d, err := time.ParseDuration(e.Duration); err == nil {
+			select {
+			case s.delays <- d:
+			default:
+			}
+		}
+	}
 }
 
+func (s *logSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// entry is one JSON log line, with the keys the tests look at.
 type entry struct {
-	Message string `json:"@message"`
-	Stream  string `json:"stream"`
-	PID     int    `json:"pid"`
+	Message  string `json:"@message"`
+	Stream   string `json:"stream"`
+	PID      int    `json:"pid"`
+	Port     int    `json:"port"`
+	Duration string `json:"duration"`
+	Hint     string `json:"hint"`
 }
 
 // entries parses the JSON log lines written so far.
-func (s *syncBuf) entries(t *testing.T) []entry {
+func (s *logSink) entries(t *testing.T) []entry {
 	t.Helper()
-	s.mu.Lock()
-	data := append([]byte(nil), s.b.Bytes()...)
-	s.mu.Unlock()
 	var out []entry
-	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc := bufio.NewScanner(strings.NewReader(s.String()))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var e entry
@@ -167,6 +214,18 @@ func (s *syncBuf) entries(t *testing.T) []entry {
 			t.Fatalf("log line %q: %v", sc.Text(), err)
 		}
 		out = append(out, e)
+	}
+	return out
+}
+
+// find returns the entries whose message is msg.
+func (s *logSink) find(t *testing.T, msg string) []entry {
+	t.Helper()
+	var out []entry
+	for _, e := range s.entries(t) {
+		if e.Message == msg {
+			out = append(out, e)
+		}
 	}
 	return out
 }
@@ -181,12 +240,11 @@ func testBin(t *testing.T) string {
 	return p
 }
 
-// harness is a Supervisor under test with its logs and restart delays.
+// harness is a Supervisor under test with its logs.
 type harness struct {
 	s      *Supervisor
-	log    *syncBuf // supervisor's logs (text)
-	child  *syncBuf // child's lines (JSON)
-	delays chan time.Duration
+	log    *logSink // the supervisor's lines; its restart delays in log.delays
+	child  *logSink // the child's lines
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -202,8 +260,8 @@ func startSup(t *testing.T, cfg Config) *harness {
 
 func newSup(t *testing.T, cfg Config) *harness {
 	t.Helper()
-	h := &harness{log: &syncBuf{}, child: &syncBuf{}, delays: make(chan time.Duration, 1000)}
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "supervisor", Output: h.log, Level: hclog.Debug})
+	h := &harness{log: &logSink{delays: make(chan time.Duration, 1000)}, child: &logSink{}}
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "supervisor", Output: h.log, JSONFormat: true, Level: hclog.Debug})
 	cfg.ChildLogger = hclog.New(&hclog.LoggerOptions{Name: "child", Output: h.child, JSONFormat: true})
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 10 * time.Millisecond
@@ -223,12 +281,6 @@ func newSup(t *testing.T, cfg Config) *harness {
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
-	}
-	s.onBackoff = func(d time.Duration) {
-		select {
-		case h.delays <- d:
-		default:
-		}
 	}
 	h.s = s
 	return h
@@ -268,17 +320,13 @@ func (h *harness) wait(t *testing.T) error {
 	}
 }
 
-func (h *harness) logs() string {
-	h.log.mu.Lock()
-	defer h.log.mu.Unlock()
-	return h.log.b.String()
-}
+func (h *harness) logs() string { return h.log.String() }
 
-// nextDelay waits for the next restart delay.
+// nextDelay waits for the next restart delay the supervisor logs.
 func (h *harness) nextDelay(t *testing.T) time.Duration {
 	t.Helper()
 	select {
-	case d := <-h.delays:
+	case d := <-h.log.delays:
 		return d
 	case <-time.After(20 * time.Second):
 		t.Fatalf("no restart scheduled; status %+v; logs:\n%s", h.s.Status(), h.logs())

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -27,16 +28,22 @@ type pid1 struct {
 // environment; it skips when PID namespaces are not permitted.
 func startPID1(t *testing.T, command string, env ...string) *pid1 {
 	t.Helper()
+	return startHarness(t, syscall.CLONE_NEWPID, command, env...)
+}
+
+// startHarness runs the harness in the new namespaces of cloneflags.
+func startHarness(t *testing.T, cloneflags uintptr, command string, env ...string) *pid1 {
+	t.Helper()
 	cmd := exec.Command(testBin(t), "-test.run=^$")
 	cmd.Env = append(os.Environ(), append([]string{"SVTEST_HELPER=pid1", "SVTEST_CMD=" + command}, env...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: cloneflags, Setpgid: true}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
 		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) {
-			t.Skipf("creating a PID namespace needs CAP_SYS_ADMIN (root): %v", err)
+			t.Skipf("creating namespaces needs CAP_SYS_ADMIN (root): %v", err)
 		}
 		t.Fatal(err)
 	}
@@ -72,20 +79,26 @@ func (p *pid1) logs() string {
 // waitLog waits for a log line containing s.
 func (p *pid1) waitLog(t *testing.T, s string) {
 	t.Helper()
+	p.waitLogCount(t, s, 1)
+}
+
+// waitLogCount waits for n log lines containing s.
+func (p *pid1) waitLogCount(t *testing.T, s string, n int) {
+	t.Helper()
 	timeout := time.After(20 * time.Second)
 	for {
-		if strings.Contains(p.logs(), s) {
+		if strings.Count(p.logs(), s) >= n {
 			return
 		}
 		select {
 		case <-p.more:
 		case <-p.done:
-			if strings.Contains(p.logs(), s) {
+			if strings.Count(p.logs(), s) >= n {
 				return
 			}
-			t.Fatalf("harness exited before logging %q:\n%s", s, p.logs())
+			t.Fatalf("harness exited before logging %q %d times:\n%s", s, n, p.logs())
 		case <-timeout:
-			t.Fatalf("no log line with %q:\n%s", s, p.logs())
+			t.Fatalf("no %d log lines with %q:\n%s", n, s, p.logs())
 		}
 	}
 }
@@ -122,10 +135,12 @@ func TestPID1ExitCodes(t *testing.T) {
 	}{
 		{"child exited 3, stopped during backoff", "exit 3", "restarting child after a delay", []string{"SVTEST_INITIAL=1h"}, 3},
 		{"child killed by SIGTERM", "echo up; exec sleep 100", `"@message":"up"`, nil, 143},
-		// sleep is started before "up": a trapping shell that gets TERM
-		// while it forks still forks, and a sleep born after the group's
-		// TERM would outlive it until the SIGKILL.
-		{"child traps TERM and exits 7", "trap 'exit 7' TERM; sleep 100 & echo up; wait", `"@message":"up"`, nil, 7},
+		// "up" comes from the background job itself, once it runs a new
+		// program. Between fork and exec it is still the trapping shell:
+		// a TERM then runs the trap's handler, which only notes it, and
+		// the program exec'd next never sees it. "up" from the parent (as
+		// in `sleep 100 & echo up`) can come before that exec.
+		{"child traps TERM and exits 7", `trap 'exit 7' TERM; sh -c 'echo up; exec sleep 100' & wait`, `"@message":"up"`, nil, 7},
 		{"child ignores TERM and is killed", "trap '' TERM; echo up; sleep 100", `"@message":"up"`, []string{"SVTEST_GRACE=300ms"}, 137},
 		{"three-level tree all get TERM", `sh -c 'sh -c "sleep 100" & sleep 100' & echo up; wait`, `"@message":"up"`, nil, 143},
 	} {
@@ -174,13 +189,20 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	}
 }
 
+// TestPID1SecondTermWaitsForChild: a second SIGTERM while the child runs
+// its TERM trap does not end PID 1 before the child. The trap waits for a
+// file the test creates only once the harness has logged the second TERM.
 func TestPID1SecondTermWaitsForChild(t *testing.T) {
-	p := startPID1(t, `trap 'sleep 1; echo finishing; exit 0' TERM; sleep 100 & echo up; wait`)
+	goFile := t.TempDir() + "/go"
+	p := startPID1(t, fmt.Sprintf(`trap 'echo stopping; while [ ! -f %s ]; do sleep 0.01; done; echo finishing; exit 0' TERM; sh -c 'echo up; exec sleep 100' & wait`, goFile))
 	p.waitLog(t, `"@message":"up"`)
 	p.signal(t, syscall.SIGTERM)
-	p.waitLog(t, "harness got a stop signal")
-	time.Sleep(200 * time.Millisecond)
+	p.waitLog(t, `"@message":"stopping"`)
 	p.signal(t, syscall.SIGTERM)
+	p.waitLogCount(t, "harness got a stop signal", 2)
+	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if got := p.exitCode(t); got != 0 {
 		t.Errorf("exit code %d, want 0 (the child's, after its trap ran):\n%s", got, p.logs())
 	}
@@ -198,5 +220,23 @@ func TestPID1ForwardsHUP(t *testing.T) {
 	p.exitCode(t)
 	if strings.Contains(p.logs(), "restarting child") {
 		t.Errorf("SIGHUP caused a restart:\n%s", p.logs())
+	}
+}
+
+// TestNoShellStopsRun: in an image without /bin/sh (distroless), a Command
+// cannot run at all. The harness hides /usr/bin (where /bin/sh lives here)
+// in its own mount namespace and must exit 127 with an error that says the
+// command needs /bin/sh.
+func TestNoShellStopsRun(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/sh"); err != nil {
+		t.Skipf("the test hides /usr/bin to remove /bin/sh, and sh is not there: %v", err)
+	}
+	p := startHarness(t, syscall.CLONE_NEWPID|syscall.CLONE_NEWNS, "true", "SVTEST_HIDE=/usr/bin")
+	if got := p.exitCode(t); got != 127 {
+		t.Fatalf("exit code %d, want 127:\n%s", got, p.logs())
+	}
+	want := `cannot start the MCP server: \"true\": it needs /bin/sh: no such file or directory (exit 127)`
+	if !strings.Contains(p.logs(), want) {
+		t.Errorf("no log line with %s:\n%s", want, p.logs())
 	}
 }

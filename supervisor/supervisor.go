@@ -5,6 +5,16 @@
 // (main turns SIGTERM/SIGINT into a cancelled context and passes other signals
 // to Signal) nor the HTTP side (the gate asks Endpoint on every request).
 //
+// # Failures
+//
+// A child that exits is restarted with exponential backoff (Config.MaxRestarts
+// can bound how often). A command that cannot start at all ends Run instead,
+// with a *StartError that carries the exit status a shell would report (127
+// not found, 126 not executable); Config.FailFast extends that to any child
+// that exits before it was ready. While a child
+// does not listen, Run says every few seconds which port it waits on and how
+// the child is told it.
+//
 // # Reaping
 //
 // A wait4(-1) reaper and os/exec cannot share a process: the reaper can collect
@@ -33,10 +43,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -68,6 +78,18 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// PollInterval is the time between readiness probes. 0: 100ms.
 	PollInterval time.Duration
+	// WaitLogInterval is the time between the info lines that say a
+	// starting child is still awaited, naming its port and how it is told
+	// the port. 0: 5s.
+	WaitLogInterval time.Duration
+	// FailFast makes a child that exits before it was ready end Run with a
+	// *StartError (its status and last output lines) instead of being
+	// restarted: for development, where such an exit is a mistake to show,
+	// not a crash to ride out. A child that was ready, or that is stopped
+	// for not listening within ReadyTimeout, is restarted either way. Off
+	// (production), only what no restart can cure ends Run (see
+	// StartError); crashes are restarted with backoff.
+	FailFast bool
 	// Env is the child's environment, with PORT replaced by the child's
 	// port. The caller removes its own configuration and secrets first (the
 	// gateway drops every variable it reads). nil: an environment with only
@@ -136,11 +158,6 @@ type Supervisor struct {
 	log      hclog.Logger
 	childLog hclog.Logger
 	now      func() time.Time
-	shell    string // "/bin/sh"; tests change it
-
-	// onBackoff, if set, is called with each restart delay before waiting it
-	// (tests use it to see the delays without reading the clock).
-	onBackoff func(time.Duration)
 
 	started atomic.Bool
 	ready   atomic.Bool
@@ -159,7 +176,9 @@ type Supervisor struct {
 	reap reaper
 }
 
-// New validates cfg and applies its defaults. It starts nothing.
+// New checks cfg for programmer errors (the caller validates what users
+// set, with messages that name their settings) and applies its defaults. It
+// starts nothing; whether the command can be run is found out by Run.
 func New(cfg Config) (*Supervisor, error) {
 	switch {
 	case cfg.Command == "" && len(cfg.Args) == 0:
@@ -175,12 +194,7 @@ func New(cfg Config) (*Supervisor, error) {
 	case cfg.MaxRestarts < 0:
 		return nil, fmt.Errorf("new supervisor: max restarts %d is negative", cfg.MaxRestarts)
 	}
-	if cfg.Command != "" {
-		if _, err := os.Stat("/bin/sh"); err != nil {
-			return nil, fmt.Errorf("new supervisor: a command needs a shell at /bin/sh (or give the command as arguments after --): %w", err)
-		}
-	}
-	for _, d := range []time.Duration{cfg.ReadyTimeout, cfg.PollInterval, cfg.InitialBackoff, cfg.MaxBackoff, cfg.ResetAfter, cfg.RestartWindow, cfg.StopGrace} {
+	for _, d := range []time.Duration{cfg.ReadyTimeout, cfg.PollInterval, cfg.WaitLogInterval, cfg.InitialBackoff, cfg.MaxBackoff, cfg.ResetAfter, cfg.RestartWindow, cfg.StopGrace} {
 		if d < 0 {
 			return nil, fmt.Errorf("new supervisor: negative duration %s", d)
 		}
@@ -192,6 +206,7 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	def(&cfg.ReadyTimeout, 120*time.Second)
 	def(&cfg.PollInterval, 100*time.Millisecond)
+	def(&cfg.WaitLogInterval, 5*time.Second)
 	def(&cfg.InitialBackoff, 500*time.Millisecond)
 	def(&cfg.MaxBackoff, 30*time.Second)
 	def(&cfg.ResetAfter, 60*time.Second)
@@ -202,7 +217,7 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	cfg.Args = append([]string(nil), cfg.Args...)
 	cfg.Env = append([]string(nil), cfg.Env...)
-	s := &Supervisor{cfg: cfg, log: cfg.Logger, childLog: cfg.ChildLogger, now: cfg.Now, shell: "/bin/sh", state: StateStarting}
+	s := &Supervisor{cfg: cfg, log: cfg.Logger, childLog: cfg.ChildLogger, now: cfg.Now, state: StateStarting}
 	if s.log == nil {
 		s.log = hclog.NewNullLogger()
 	}
@@ -269,8 +284,9 @@ func (s *Supervisor) setState(state string) {
 // restarts it with backoff when it exits, and reaps zombies. When ctx is done
 // it sends SIGTERM to the child's process group, SIGKILL after StopGrace,
 // waits until the group is gone and returns nil. It returns an error only
-// when it cannot go on: the restart limit was exceeded, or /bin/sh is
-// missing. Every goroutine it starts has ended when it returns.
+// when it cannot go on: a *StartError when the command cannot be started (or,
+// with FailFast, exited before it was ready), or an error when the restart
+// limit was exceeded. Every goroutine it starts has ended when it returns.
 func (s *Supervisor) Run(ctx context.Context) error {
 	if s.started.Swap(true) {
 		return errors.New("run supervisor: already run")
@@ -305,18 +321,21 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	b.Reset()
 
 	var restartTimes []time.Time
-	for {
+	for first := true; ; first = false {
 		if ctx.Err() != nil {
 			return nil
 		}
-		readyFor, err := s.runOnce(ctx)
-		if err != nil {
+		a := s.runOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := s.unrecoverable(a, first); err != nil {
 			return err
 		}
-		if ctx.Err() != nil {
-			return nil
+		if a.execErr != nil {
+			s.log.Error("start child", "error", a.execErr)
 		}
-		if readyFor >= s.cfg.ResetAfter {
+		if a.readyFor >= s.cfg.ResetAfter {
 			b.Reset()
 		}
 		now := s.now()
@@ -336,9 +355,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		delay := b.NextBackOff()
 		s.setState(StateBackoff)
 		s.log.Info("restarting child after a delay", "duration", delay.String())
-		if s.onBackoff != nil {
-			s.onBackoff(delay)
-		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -354,16 +370,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 // runOnce starts one child and supervises it until it exits, fails to become
 // ready in time, or ctx is done; in every case its whole group is gone when
-// runOnce returns. It reports how long the child was ready. The error is
-// fatal (no shell).
-func (s *Supervisor) runOnce(ctx context.Context) (time.Duration, error) {
+// runOnce returns. It reports how the start went.
+func (s *Supervisor) runOnce(ctx context.Context) attempt {
 	port := s.cfg.Port
 	if port == 0 {
 		p, err := freePort()
 		if err != nil {
 			s.log.Error("pick a port for the child", "error", err)
 			s.recordExit(1, "no free port")
-			return 0, nil
+			return attempt{}
 		}
 		port = p
 	}
@@ -374,21 +389,53 @@ func (s *Supervisor) runOnce(ctx context.Context) (time.Duration, error) {
 
 	c, err := s.start(port)
 	if err != nil {
-		var fatal *fatalError
-		if errors.As(err, &fatal) {
-			return 0, fatal.err
+		var ee *execError
+		if errors.As(err, &ee) {
+			code := execExitCode(err)
+			s.recordExit(code, fmt.Sprintf("exit status %d", code))
+			return attempt{execErr: err} // Run logs it or returns it
 		}
-		code := execExitCode(err)
 		s.log.Error("start child", "error", err)
-		s.recordExit(code, fmt.Sprintf("exit status %d", code))
-		return 0, nil
+		s.recordExit(1, "exit status 1")
+		return attempt{}
 	}
 	s.mu.Lock()
 	s.starts++
 	s.mu.Unlock()
 	s.log.Info("child started", "pid", c.pid, "port", port)
 
-	// Starting: wait for readiness, the child's exit, the timeout or ctx.
+	var a attempt
+	var readySince time.Time
+	a.ws, a.exited, readySince = s.awaitReady(ctx, c, port)
+	if !readySince.IsZero() {
+		a.ready = true
+		select {
+		case a.ws = <-c.status:
+			a.exited = true
+		case <-ctx.Done():
+		}
+	}
+	s.ready.Store(false)
+	if a.exited {
+		s.setState(StateBackoff)
+	} else if ctx.Err() != nil {
+		s.setState(StateStopping)
+	}
+	if !a.exited {
+		a.ws = s.stopGroup(c)
+	}
+	s.finish(c, a.ws, a.exited)
+	a.tail = c.tail.snapshot()
+	if a.ready {
+		a.readyFor = s.now().Sub(readySince)
+	}
+	return a
+}
+
+// awaitReady waits until the child answers on port (readySince is set), it
+// exits (exited, with its status), ReadyTimeout passes or ctx is done. Every
+// WaitLogInterval it says at info what it waits for.
+func (s *Supervisor) awaitReady(ctx context.Context, c *child, port int) (ws syscall.WaitStatus, exited bool, readySince time.Time) {
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	readyCh := make(chan struct{})
 	var probeWG sync.WaitGroup
@@ -399,48 +446,54 @@ func (s *Supervisor) runOnce(ctx context.Context) (time.Duration, error) {
 			close(readyCh)
 		}
 	}()
+	defer func() {
+		stopProbe()
+		probeWG.Wait()
+	}()
 	timeout := time.NewTimer(s.cfg.ReadyTimeout)
-	var readySince time.Time
-	var ws syscall.WaitStatus
-	exited := false
-	select {
-	case <-readyCh:
-		readySince = s.now()
-		s.ready.Store(true)
-		s.setState(StateReady)
-		s.log.Info("child ready", "pid", c.pid, "port", port)
-	case ws = <-c.status:
-		exited = true
-	case <-timeout.C:
-		s.log.Error("child did not answer in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout.String())
-	case <-ctx.Done():
-	}
-	timeout.Stop()
-	stopProbe()
-	probeWG.Wait()
-
-	if !exited && !readySince.IsZero() {
+	defer timeout.Stop()
+	tick := time.NewTicker(s.cfg.WaitLogInterval)
+	defer tick.Stop()
+	var waited time.Duration
+	for {
 		select {
+		case <-readyCh:
+			readySince = s.now()
+			s.ready.Store(true)
+			s.setState(StateReady)
+			s.log.Info("child ready", "pid", c.pid, "port", port)
+			return ws, false, readySince
 		case ws = <-c.status:
-			exited = true
+			return ws, true, readySince
+		case <-timeout.C:
+			s.log.Error("child did not listen in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout.String(), "hint", s.portHint())
+			return ws, false, readySince
 		case <-ctx.Done():
+			return ws, false, readySince
+		case <-tick.C:
+			waited += s.cfg.WaitLogInterval
+			s.log.Info("waiting for the child to listen", "pid", c.pid, "port", port, "duration", waited.String(), "hint", s.portHint())
 		}
 	}
-	s.ready.Store(false)
-	if exited {
-		s.setState(StateBackoff)
-	} else if ctx.Err() != nil {
-		s.setState(StateStopping)
+}
+
+// portHint says how the child is told its port, for the messages of a child
+// that does not listen.
+func (s *Supervisor) portHint() string {
+	placeholder := strings.Contains(s.cfg.Command, "{port}")
+	for _, a := range s.cfg.Args {
+		placeholder = placeholder || strings.Contains(a, "{port}")
 	}
-	if !exited {
-		ws = s.stopGroup(c)
+	switch {
+	case s.cfg.Port != 0 && placeholder:
+		return "the port is fixed (MCP_SPAWN_PORT); the server is told it in the PORT environment variable and as {port} in its command"
+	case s.cfg.Port != 0:
+		return "the port is fixed (MCP_SPAWN_PORT) and in the PORT environment variable; a server that reads neither must be set to listen on it"
+	case placeholder:
+		return "the port is chosen at each start; the server is told it in the PORT environment variable and as {port} in its command"
+	default:
+		return "the port is chosen at each start and told to the server only in the PORT environment variable; a server that ignores PORT needs {port} in its command (e.g. --port {port}) or a fixed MCP_SPAWN_PORT"
 	}
-	s.finish(c, ws, exited)
-	var readyFor time.Duration
-	if !readySince.IsZero() {
-		readyFor = s.now().Sub(readySince)
-	}
-	return readyFor, nil
 }
 
 // stopGroup sends SIGTERM to the child's group, SIGKILL after StopGrace, and
@@ -549,16 +602,5 @@ func describe(ws syscall.WaitStatus) (int, string) {
 		return 128 + int(ws.Signal()), "signal: " + ws.Signal().String()
 	default:
 		return 1, fmt.Sprintf("wait status %#x", uint32(ws))
-	}
-}
-
-// execExitCode maps an exec failure as a shell does: 127 not found, 126 not
-// executable.
-func execExitCode(err error) int {
-	switch {
-	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.ENOEXEC), errors.Is(err, syscall.EISDIR):
-		return 126
-	default: // ENOENT, ENOTDIR, exec.ErrNotFound, anything else
-		return 127
 	}
 }

@@ -2,11 +2,13 @@ package supervisor
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,12 +39,9 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
+// TestExitCodes: a child's status, as a shell reports it, for crashes that
+// are restarted.
 func TestExitCodes(t *testing.T) {
-	dir := t.TempDir()
-	plain := filepath.Join(dir, "plain")
-	os.WriteFile(plain, []byte("echo hi\n"), 0o644)
-	garbage := filepath.Join(dir, "garbage")
-	os.WriteFile(garbage, []byte("\x00\x01\x02 not a program"), 0o755)
 	for _, tc := range []struct {
 		name     string
 		cfg      Config
@@ -51,13 +50,8 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{"exit 0", Config{Command: "exit 0"}, 0, "exit status 0"},
 		{"exit 3", Config{Command: "exit 3"}, 3, "exit status 3"},
+		{"false", Config{Args: []string{"false"}}, 1, "exit status 1"},
 		{"killed by SIGUSR1", Config{Command: "kill -USR1 $$"}, 128 + 10, "signal: user defined signal 1"},
-		{"sh: command not found", Config{Command: "no-such-command-zz9"}, 127, "exit status 127"},
-		{"sh: not executable", Config{Command: plain}, 126, "exit status 126"},
-		{"args: no such file", Config{Args: []string{filepath.Join(dir, "missing")}}, 127, "exit status 127"},
-		{"args: not in PATH", Config{Args: []string{"no-such-command-zz9"}}, 127, "exit status 127"},
-		{"args: not executable", Config{Args: []string{plain}}, 126, "exit status 126"},
-		{"args: exec format error", Config{Args: []string{garbage}}, 126, "exit status 126"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := startSup(t, tc.cfg)
@@ -76,6 +70,170 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
+// TestUnstartableStopsRun: a first start that cannot execute the program, or
+// whose child exits 126 or 127 (what sh reports for a command it cannot
+// run), ends Run with a StartError naming the command, without a restart.
+func TestUnstartableStopsRun(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	os.WriteFile(plain, []byte("echo hi\n"), 0o644)
+	garbage := filepath.Join(dir, "garbage")
+	os.WriteFile(garbage, []byte("\x00\x01\x02 not a program"), 0o755)
+	missing := filepath.Join(dir, "missing")
+	const shellSays = `(/bin/)?sh: (line )?1: ` // dash, bash or busybox, before its message
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string // the error's text, a regular expression
+	}{
+		{"args: no such file", Config{Args: []string{missing, "--port", "{port}"}},
+			regexp.QuoteMeta(fmt.Sprintf("cannot start the MCP server: %q: no such file or directory (exit 127)", missing))},
+		{"args: not in PATH", Config{Args: []string{"no-such-command-zz9"}},
+			regexp.QuoteMeta(`cannot start the MCP server: "no-such-command-zz9": executable file not found in $PATH (exit 127)`)},
+		{"args: not executable", Config{Args: []string{plain}},
+			regexp.QuoteMeta(fmt.Sprintf("cannot start the MCP server: %q: permission denied (exit 126)", plain))},
+		{"args: exec format error", Config{Args: []string{garbage}},
+			regexp.QuoteMeta(fmt.Sprintf("cannot start the MCP server: %q: exec format error (exit 126)", garbage))},
+		{"args: the program exits 127", Config{Args: []string{"sh", "-c", "exit 127"}},
+			regexp.QuoteMeta(`cannot start the MCP server: "sh": command not found (exit 127)`)},
+		// The reason is what the shell printed last, in its own words.
+		{"sh: command not found", Config{Command: "no-such-command-zz9 --port {port}"},
+			`cannot start the MCP server: "no-such-command-zz9 --port {port}": ` + shellSays + `no-such-command-zz9: (command )?not found \(exit 127\)`},
+		{"sh: not executable", Config{Command: plain},
+			fmt.Sprintf(`cannot start the MCP server: %q: %s%s: permission denied \(exit 126\)`, plain, shellSays, regexp.QuoteMeta(plain))},
+		{"sh: exit 127", Config{Command: "exit 127"},
+			regexp.QuoteMeta(`cannot start the MCP server: "exit 127": command not found (exit 127)`)},
+		{"sh: exit 126", Config{Command: "echo cannot run it >&2; exit 126"},
+			regexp.QuoteMeta(`cannot start the MCP server: "echo cannot run it >&2; exit 126": cannot run it (exit 126)`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startSup(t, tc.cfg)
+			err := h.wait(t)
+			var se *StartError
+			if !errors.As(err, &se) {
+				t.Fatalf("Run = %v, want a *StartError; logs:\n%s", err, h.logs())
+			}
+			if got := err.Error(); !regexp.MustCompile("(?i)^" + tc.want + "$").MatchString(got) {
+				t.Errorf("error:\n got %s\nwant %s", got, tc.want)
+			}
+			if got := h.s.ExitCode(); got != se.Code {
+				t.Errorf("ExitCode = %d, StartError.Code = %d", got, se.Code)
+			}
+			if st := h.s.Status(); st.Restarts != 0 || st.State != StateStopped {
+				t.Errorf("Status = %+v, want stopped without a restart", st)
+			}
+			if d := h.log.find(t, "restarting child after a delay"); len(d) != 0 {
+				t.Errorf("a restart was scheduled:\n%s", h.logs())
+			}
+		})
+	}
+}
+
+// TestLaterExecFailureIsRestarted: what is fatal at the first start is a
+// crash like any other once the command has run: the binary may be in the
+// middle of an upgrade.
+func TestLaterExecFailureIsRestarted(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{
+		Command:        fmt.Sprintf(`if [ -f %[1]s/ran ]; then exit 127; fi; touch %[1]s/ran; exit 1`, dir),
+		InitialBackoff: time.Millisecond,
+		MaxBackoff:     time.Millisecond,
+	})
+	h.nextDelay(t)
+	h.nextDelay(t)
+	h.nextDelay(t)
+	if err := h.stop(t); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	if got := h.s.Status().Restarts; got < 2 {
+		t.Errorf("Restarts = %d, want at least 2", got)
+	}
+}
+
+// TestFailFast: with FailFast (development), a child that exits before it
+// was ready ends Run with its status and last lines; without it, the same
+// child is restarted with backoff. A child that was ready is restarted
+// either way.
+func TestFailFast(t *testing.T) {
+	lines := `for i in $(seq 30); do echo line $i; done; `
+	for _, tc := range []struct {
+		name    string
+		command string
+		code    int
+		reason  string
+	}{
+		{"exits 3", lines + "exit 3", 3, "exited before it was ready"},
+		{"killed by a signal", lines + "kill -KILL $$", 137, "killed by SIGKILL before it was ready"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := startSup(t, Config{Command: tc.command, FailFast: true})
+			err := h.wait(t)
+			var se *StartError
+			if !errors.As(err, &se) {
+				t.Fatalf("Run = %v, want a *StartError", err)
+			}
+			want := fmt.Sprintf("cannot start the MCP server: %q: %s (exit %d)", tc.command, tc.reason, tc.code)
+			if se.Error() != want || se.Code != tc.code || h.s.ExitCode() != tc.code {
+				t.Errorf("error %q, code %d, ExitCode %d; want %q, %d", se, se.Code, h.s.ExitCode(), want, tc.code)
+			}
+			var wantTail []string
+			for i := 11; i <= 30; i++ {
+				wantTail = append(wantTail, fmt.Sprintf("line %d", i))
+			}
+			if !slices.Equal(se.Tail, wantTail) {
+				t.Errorf("Tail = %q, want %q", se.Tail, wantTail)
+			}
+		})
+	}
+
+	t.Run("off: restarted with backoff", func(t *testing.T) {
+		h := startSup(t, Config{Args: []string{"false"}, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond})
+		h.nextDelay(t)
+		h.nextDelay(t)
+		if err := h.stop(t); err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+	})
+
+	t.Run("on: a child that was ready is restarted", func(t *testing.T) {
+		h := startSup(t, Config{
+			Args:     []string{testBin(t)},
+			Env:      []string{"SVTEST_HELPER=serve"},
+			FailFast: true,
+		})
+		waitFor(t, "ready", func() bool { _, ok := h.s.Endpoint(); return ok })
+		syscall.Kill(h.s.Status().PID, syscall.SIGKILL)
+		h.nextDelay(t)
+		if err := h.stop(t); err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+	})
+}
+
+// TestStartErrorTailBounded: the lines kept for a StartError are bounded
+// in number and length whatever the child writes.
+func TestStartErrorTailBounded(t *testing.T) {
+	h := startSup(t, Config{
+		Command:  `for i in $(seq 1000); do echo $i; done; head -c 204800 /dev/zero | tr '\0' x; echo; echo last; exit 1`,
+		FailFast: true,
+	})
+	var se *StartError
+	if err := h.wait(t); !errors.As(err, &se) {
+		t.Fatalf("Run = %v, want a *StartError", err)
+	}
+	if len(se.Tail) != tailLines || se.Tail[len(se.Tail)-1] != "last" {
+		t.Fatalf("Tail: %d lines, last %q; want %d, \"last\"", len(se.Tail), se.Tail[len(se.Tail)-1], tailLines)
+	}
+	for _, l := range se.Tail {
+		if len(l) > tailLineMax+len("…") {
+			t.Errorf("a kept line has %d bytes", len(l))
+		}
+	}
+	if got := se.Tail[len(se.Tail)-2]; got != strings.Repeat("x", tailLineMax)+"…" {
+		t.Errorf("long line kept as %d bytes %.20q", len(got), got)
+	}
+}
+
 func TestExitCodeZeroBeforeStart(t *testing.T) {
 	s, err := New(Config{Command: "true"})
 	if err != nil {
@@ -86,16 +244,6 @@ func TestExitCodeZeroBeforeStart(t *testing.T) {
 	}
 	if u, ok := s.Endpoint(); u != nil || ok {
 		t.Errorf("Endpoint = %v, %v before Run", u, ok)
-	}
-}
-
-func TestNoShellIsFatal(t *testing.T) {
-	h := newSup(t, Config{Command: "true"})
-	h.s.shell = "/nonexistent/sh"
-	h.run(t)
-	err := h.wait(t)
-	if err == nil || !strings.Contains(err.Error(), "/nonexistent/sh") {
-		t.Fatalf("Run = %v, want an error naming the shell", err)
 	}
 }
 
@@ -233,12 +381,54 @@ func TestReadyTimeoutStopsAndRetries(t *testing.T) {
 	if got := h.s.Status().LastExit; got != "signal: terminated" {
 		t.Errorf("LastExit = %q, want signal: terminated", got)
 	}
+	e := h.log.find(t, "child did not listen in time; stopping it")
+	if len(e) == 0 || e[0].Port == 0 || e[0].Duration != "150ms" || !strings.Contains(e[0].Hint, "only in the PORT environment variable") {
+		t.Errorf("timeout message %+v does not name the port, the wait and how the port is told:\n%s", e, h.logs())
+	}
 	waitFor(t, "a second start", func() bool {
 		b, _ := os.ReadFile(dir + "/pids")
 		return len(strings.Fields(string(b))) >= 2
 	})
 	if st := h.s.Status(); st.Restarts < 1 {
 		t.Errorf("Restarts = %d", st.Restarts)
+	}
+}
+
+// TestWaitingForPortIsLogged: while a child does not listen (here sleep,
+// a server that ignores PORT), a line at info every WaitLogInterval names
+// the port and how the server is told it.
+func TestWaitingForPortIsLogged(t *testing.T) {
+	fixed, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		hint string
+	}{
+		{"PORT only", Config{Command: "exec sleep 100"}, "told to the server only in the PORT environment variable; a server that ignores PORT needs {port} in its command"},
+		{"{port} in the command", Config{Command: "exec sleep 100 {port}"}, "in the PORT environment variable and as {port} in its command"},
+		{"{port} in the arguments", Config{Args: []string{"sleep", "100", "{port}"}}, "in the PORT environment variable and as {port} in its command"},
+		{"a fixed port", Config{Command: "exec sleep 100", Port: fixed}, "the port is fixed (MCP_SPAWN_PORT) and in the PORT environment variable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.WaitLogInterval = 20 * time.Millisecond
+			tc.cfg.ReadyTimeout = time.Hour
+			h := startSup(t, tc.cfg)
+			var e []entry
+			waitFor(t, "two waiting lines", func() bool {
+				e = h.log.find(t, "waiting for the child to listen")
+				return len(e) >= 2
+			})
+			st := h.s.Status()
+			if e[0].Port != st.Port || e[0].PID != st.PID || e[0].Duration != "20ms" || e[1].Duration != "40ms" {
+				t.Errorf("waiting lines %+v, want port %d, pid %d, 20ms then 40ms", e[:2], st.Port, st.PID)
+			}
+			if !strings.Contains(e[0].Hint, tc.hint) {
+				t.Errorf("hint %q, want it to contain %q", e[0].Hint, tc.hint)
+			}
+		})
 	}
 }
 
@@ -327,7 +517,7 @@ func TestCancelDuringStartup(t *testing.T) {
 	if st := h.s.Status(); st.Restarts != 0 || st.State != StateStopped || st.PID != 0 {
 		t.Errorf("Status = %+v", st)
 	}
-	if len(h.delays) != 0 {
+	if d := h.log.find(t, "restarting child after a delay"); len(d) != 0 {
 		t.Error("a restart was scheduled after cancel")
 	}
 }
@@ -463,7 +653,7 @@ func TestArgsReachChildUnchanged(t *testing.T) {
 	if got.Port != port || u.Port() != port || port == "0" {
 		t.Errorf("PORT = %s, status port %s, endpoint %v", got.Port, port, u)
 	}
-	if !strings.Contains(h.logs(), "chose a port for the child: port="+port) {
+	if e := h.log.find(t, "chose a port for the child"); len(e) != 1 || strconv.Itoa(e[0].Port) != port {
 		t.Errorf("chosen port not logged:\n%s", h.logs())
 	}
 }
@@ -504,20 +694,18 @@ func TestMaxRestartsExceeded(t *testing.T) {
 }
 
 func TestMaxRestartsWindowSlides(t *testing.T) {
+	// A clock that moves a minute each time it is read: the supervisor
+	// reads it once per restart of a child that is never ready, so the
+	// restarts are a minute apart, never more than one in the window.
 	clock := &fakeClock{}
-	h := newSup(t, Config{
+	h := startSup(t, Config{
 		Command:        "exit 3",
 		InitialBackoff: time.Millisecond,
 		MaxBackoff:     time.Millisecond,
 		MaxRestarts:    2,
 		RestartWindow:  time.Minute,
-		Now:            clock.now,
+		Now:            func() time.Time { clock.advance(time.Minute); return clock.now() },
 	})
-	// Every restart happens a minute after the previous one: never more
-	// than one in the window.
-	inner := h.s.onBackoff
-	h.s.onBackoff = func(d time.Duration) { clock.advance(time.Minute); inner(d) }
-	h.run(t)
 	for range 5 {
 		h.nextDelay(t)
 	}
