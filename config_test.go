@@ -10,11 +10,6 @@ import (
 	"time"
 )
 
-// envOf returns a getenv over m.
-func envOf(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
-}
-
 func validEnv() map[string]string {
 	return map[string]string{
 		"OIDC_ISSUER_URL":  "https://auth.example.com/application/o/my-mcp/",

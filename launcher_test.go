@@ -3,29 +3,12 @@ package main
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
 )
-
-// argvServer is the child of the launcher tests (the test binary re-executed
-// with MOP_TEST_ARGV_SERVER=1): it answers every request with its argv and
-// PORT, on 127.0.0.1:$PORT, and exits with status 3 on /crash.
-func argvServer() {
-	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
-	if err != nil {
-		os.Exit(1)
-	}
-	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/crash" {
-			os.Exit(3)
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"args": os.Args[1:], "port": os.Getenv("PORT"), "path": r.URL.Path, "secret": os.Getenv("STATIC_CLIENT_SECRET")})
-	}))
-}
 
 // TestLauncherForm runs `mcp-oauth-proxy -- CMD ARGS...` with no spawn
 // port: the arguments reach the child exactly, {port} and PORT carry the

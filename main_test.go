@@ -4,192 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/demo"
-	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 )
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger
-// and the reads of a test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitFor polls cond until it holds or the deadline passes. It waits for a
-// state, it does not time one.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// gatewayEnv is the configuration of an in-process test gateway: issuer,
-// audience and resource https://mcp.example.com/mcp, subject alice allowed,
-// loopback on a free port, JSON logs, a 2 s grace; extra adds or overrides.
-func gatewayEnv(issuerURL string, extra map[string]string) map[string]string {
-	env := map[string]string{
-		"OIDC_ISSUER_URL": issuerURL,
-		"OIDC_AUDIENCE":   "https://mcp.example.com/mcp",
-		"RESOURCE_URL":    "https://mcp.example.com/mcp",
-		"ALLOW_SUBS":      "alice",
-		"PORT":            "0",
-		"LISTEN_HOST":     "127.0.0.1",
-		"LOG_FORMAT":      "json",
-		"SHUTDOWN_GRACE":  "2s",
-	}
-	for k, v := range extra {
-		env[k] = v
-	}
-	return env
-}
-
-// terminate sends SIGTERM to cmd and returns how it exited, failing the
-// test if it is still running after 15 s.
-func terminate(t *testing.T, cmd *exec.Cmd) error {
-	t.Helper()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		return err
-	case <-time.After(15 * time.Second):
-		t.Fatal("still running 15 s after SIGTERM")
-		return nil
-	}
-}
-
-// running is run() started in a goroutine, as main starts it, stopped when
-// the test ends if the test did not stop it.
-type running struct {
-	stdout, stderr syncBuffer
-	cancel         context.CancelFunc
-	done           chan error
-	stopOnce       sync.Once
-	err            error
-}
-
-// startRun calls run with args (after the program name) and env.
-func startRun(t *testing.T, args []string, env map[string]string) *running {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		r.done <- run(ctx, append([]string{"mcp-oauth-proxy"}, args...), envOf(env), &r.stdout, &r.stderr)
-	}()
-	t.Cleanup(func() { r.stop(t) })
-	return r
-}
-
-// addr waits for the "listening" log line and returns the address in it.
-func (r *running) addr(t *testing.T) string {
-	t.Helper()
-	var addr string
-	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(r.stderr.String()); return addr != "" })
-	return addr
-}
-
-// stop ends the run as SIGTERM would and returns what run returned.
-func (r *running) stop(t *testing.T) error {
-	t.Helper()
-	r.stopOnce.Do(func() {
-		r.cancel()
-		select {
-		case r.err = <-r.done:
-		case <-time.After(15 * time.Second):
-			r.err = errors.New("run did not return within 15 s of its context ending")
-			t.Error(r.err)
-		}
-	})
-	return r.err
-}
-
-// listenAddr finds the gateway's address in its JSON log.
-func listenAddr(logs string) string { return loggedAddr(logs, "listening") }
-
-// loggedAddr finds the addr of the first JSON log line whose message is msg.
-func loggedAddr(logs, msg string) string {
-	for _, line := range strings.Split(logs, "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) != nil || m["@message"] != msg {
-			continue
-		}
-		if a, ok := m["addr"].(string); ok {
-			return a
-		}
-	}
-	return ""
-}
-
-func startIssuer(t *testing.T) *devissuer.Issuer {
-	t.Helper()
-	is, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(is)
-	is.URL = "http://" + srv.Listener.Addr().String()
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return is
-}
-
-func mcpPost(t *testing.T, url, token, body string) (*http.Response, string) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
-}
-
-const toolsList = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
 
 // TestRunOnPortZero runs the whole gateway in-process, as main does, against
 // a real issuer and a real MCP server.
@@ -270,57 +96,6 @@ func TestVersion(t *testing.T) {
 	if !strings.HasPrefix(out.String(), "mcp-oauth-proxy ") || !strings.Contains(out.String(), "go1.") {
 		t.Errorf("got %q, want the version and the Go version", out.String())
 	}
-}
-
-// binary builds the gateway once per test run, static (CGO_ENABLED=0) as
-// the Dockerfile builds it.
-var binary struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	binary.once.Do(func() {
-		binary.dir, binary.err = os.MkdirTemp("", "mop-bin-")
-		if binary.err != nil {
-			return
-		}
-		binary.path = filepath.Join(binary.dir, "mcp-oauth-proxy")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", binary.path, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binary.err != nil {
-		t.Fatal(binary.err)
-	}
-	return binary.path
-}
-
-func TestMain(m *testing.M) {
-	if os.Getenv("MOP_TEST_ARGV_SERVER") == "1" {
-		argvServer()
-		return
-	}
-	code := m.Run()
-	if binary.dir != "" {
-		os.RemoveAll(binary.dir)
-	}
-	os.Exit(code)
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // TestDevMode runs `mcp-oauth-proxy dev` as a user would and follows what
