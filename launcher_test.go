@@ -58,6 +58,24 @@ func TestLauncherForm(t *testing.T) {
 	}
 	waitFor(t, "the child to be ready", 10*time.Second, func() bool { return ask("/hello") == http.StatusOK })
 	firstPort := got.Port
+	// /readyz reports the supervisor's own account of the child.
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready struct {
+		Checks map[string]struct {
+			Ready  bool
+			Detail string
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ready); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if c := ready.Checks["child"]; !c.Ready || c.Detail != "ready, 0 restarts" {
+		t.Errorf("/readyz child: got %+v, want ready with detail %q", c, "ready, 0 restarts")
+	}
 	want := []string{"two words", `"quoted" 'single'`, "$HOME", "--port=" + firstPort, firstPort}
 	if strings.Join(got.Args, "\x00") != strings.Join(want, "\x00") {
 		t.Errorf("child argv: got %q, want %q", got.Args, want)

@@ -181,7 +181,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 
 	var upstream gate.Upstream
 	var sup *supervisor.Supervisor
-	checks := []healthz.Check{{Name: "provider", Ready: prov.Ready}}
+	checks := []healthz.Check{{Name: "provider", Part: prov}}
 	if cfg.Spawned() {
 		sup, err = supervisor.New(supervisor.Config{
 			Command:        cfg.SpawnCmd,
@@ -206,14 +206,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		if met != nil {
 			met.WatchChild(sup)
 		}
-		checks = append(checks, healthz.Check{Name: "child", Ready: func() (bool, string) {
-			st := sup.Status()
-			detail := fmt.Sprintf("%s, %d restarts", st.State, st.Restarts)
-			if st.LastExit != "" {
-				detail += ", last exit: " + st.LastExit
-			}
-			return st.State == supervisor.StateReady, detail
-		}})
+		checks = append(checks, healthz.Check{Name: "child", Part: sup})
 	} else {
 		upstream = gate.Static(cfg.UpstreamURL)
 	}
