@@ -78,7 +78,7 @@ func TestRunOnPortZero(t *testing.T) {
 func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
 	var stdout, stderr syncBuffer
 	err := run(context.Background(), []string{"mcp-oauth-proxy"}, envOf(map[string]string{"RATE_LIMIT_RPM": "many"}), &stdout, &stderr)
-	if got := exitStatus(err, io.Discard); got != 2 {
+	if got := exitStatus(err); got != 2 {
 		t.Fatalf("got exit status %d, want 2", got)
 	}
 	for _, want := range []string{"OIDC_ISSUER_URL", "RATE_LIMIT_RPM"} {
@@ -204,6 +204,47 @@ func TestDevModeRefusesNonLoopback(t *testing.T) {
 	err := run(context.Background(), []string{"mcp-oauth-proxy", "dev"}, envOf(map[string]string{"LISTEN_HOST": "0.0.0.0", "PORT": "0"}), &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Fatalf("got %v, want a refusal naming loopback", err)
+	}
+}
+
+// TestCtrlCExitStatus: Ctrl-C (SIGINT) with a child running ends dev mode
+// with status 0, and the gateway with the child's status (128+SIGTERM), as
+// a container runtime expects.
+func TestCtrlCExitStatus(t *testing.T) {
+	bin := buildBinary(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		want int
+	}{
+		{"dev mode", []string{"dev"}, nil, 0},
+		{"production", nil, []string{"OIDC_ISSUER_URL=http://127.0.0.1:1", "OIDC_AUDIENCE=x", "RESOURCE_URL=http://127.0.0.1", "ALLOW_SUBS=x"}, 143},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, append(tc.args, "--", "sh", "-c", "echo up; exec sleep 100")...)
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "PORT=0", "LISTEN_HOST=127.0.0.1", "LOG_FORMAT=json"}, tc.env...)
+			var out syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitErr := make(chan error, 1)
+			go func() { waitErr <- cmd.Wait() }()
+			t.Cleanup(func() { _ = cmd.Process.Kill() })
+			waitFor(t, "the child to be up", 10*time.Second, func() bool { return strings.Contains(out.String(), `"@message":"up"`) })
+			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-waitErr:
+			case <-time.After(15 * time.Second):
+				t.Fatalf("still running 15 s after SIGINT; output:\n%s", out.String())
+			}
+			if got := cmd.ProcessState.ExitCode(); got != tc.want {
+				t.Errorf("exit status %d, want %d; output:\n%s", got, tc.want, out.String())
+			}
+		})
 	}
 }
 
