@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -43,6 +44,10 @@ type Config struct {
 	// allowed subject and (when none is named) the upstream itself, so
 	// they are not required; and it binds loopback only.
 	dev bool
+
+	// warnings name variables that look like misspelt settings; serve logs
+	// them once the logger exists.
+	warnings []string
 }
 
 // ListenConfig is the public listener's and the metrics listener's.
@@ -80,10 +85,10 @@ func flagName(env string) string { return strings.ReplaceAll(strings.ToLower(env
 
 // settings binds every setting to its place in c, in the order --help and
 // the README list them. It is the only list of settings: parsing, --help,
-// the README test and the child's environment all read it. A value one
-// component needs twice goes to every destination (bind takes several);
-// each parser checks one value, and checks that span settings are in
-// concerns.
+// the README test, the misspelling warnings and the child's environment all
+// read it. A value one component needs twice goes to every destination
+// (bind takes several); each parser checks one value, and checks that span
+// settings are in concerns.
 func settings(c *Config) []setting {
 	p, w, g, s, l := &c.Provider, &c.WellKnown, &c.Gate, &c.Supervisor, &c.Listen
 	return []setting{
@@ -283,6 +288,23 @@ func parseConfig(args []string, getenv func(string) string, dev bool) (*Config, 
 		}
 		return nil, ce
 	}
+	return c, nil
+}
+
+// configure is parseConfig plus the misspelling warnings (misspelt): the
+// variables' names come from os.Environ, since getenv cannot list them.
+// When the configuration is invalid a misspelling is a likely cause, so
+// the warnings join the error's hints; otherwise serve logs them.
+func configure(args []string, getenv func(string) string, dev bool) (*Config, error) {
+	warnings := misspelt(os.Environ())
+	c, err := parseConfig(args, getenv, dev)
+	if ce := (*configError)(nil); errors.As(err, &ce) && !ce.usage {
+		ce.hints = append(warnings, ce.hints...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.warnings = warnings
 	return c, nil
 }
 

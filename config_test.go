@@ -215,6 +215,55 @@ func TestParseConfigUnknownVariablesIgnored(t *testing.T) {
 	}
 }
 
+// TestMisspelt: a variable that looks like a misspelt setting draws a
+// warning naming the setting; the MCP server's own variables do not.
+func TestMisspelt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want string // "": no warning
+	}{
+		{"OIDC_ISSUER", "OIDC_ISSUER_URL"},
+		{"ALLOW_EMAIL", "ALLOW_EMAILS"},
+		{"ALLOW_SUB", "ALLOW_SUBS"},
+		{"OIDC_AUDIENCES", "OIDC_AUDIENCE"},
+		{"RESOURCE_URI", "RESOURCE_URL"},
+		{"MCP_UPSTREAM", "MCP_UPSTREAM_URL"},
+		{"MCP_SPAWN_CDM", "MCP_SPAWN_CMD"},
+		{"oidc_issuer_url", "OIDC_ISSUER_URL"},
+		{"LOG_LEVL", "LOG_LEVEL"},
+		// Settings, and names that are not near one.
+		{"OIDC_ISSUER_URL", ""},
+		{"PORT", ""},
+		{"PATH", ""},
+		{"HOST", ""},
+		{"SOMETHING_ELSE", ""},
+		// The MCP server's own variables.
+		{"MCP_API_KEY", ""},
+		{"MCP_PORT", ""},
+		{"MCP_HOST", ""},
+		{"MCP_AUDIT_LOG", ""},
+		{"MCP_SERVER_URL", ""},
+		{"MCP_TRANSPORT", ""},
+		{"LISTEN_PORT", ""},
+		{"LOG_FILE", ""},
+		{"OIDC_CLIENT_SECRET", ""},
+		// Names other programs read.
+		{"RATE_LIMIT", ""},
+		{"CORS_ALLOW_ORIGIN", ""},
+		{"AUTH_SERVER", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := misspelt([]string{tc.name + "=x"})
+			switch {
+			case tc.want == "" && len(got) > 0:
+				t.Errorf("got %q, want no warning", got)
+			case tc.want != "" && (len(got) != 1 || !strings.HasSuffix(got[0], "did you mean "+tc.want+"?") || !strings.HasPrefix(got[0], tc.name+" ")):
+				t.Errorf("got %q, want one warning naming %s and suggesting %s", got, tc.name, tc.want)
+			}
+		})
+	}
+}
+
 func TestHelpListsEverySetting(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"help"}, {"-h"}, {"--port", "1", "--help"}, {"dev", "--help"}} {
 		var stdout, stderr syncBuffer

@@ -29,7 +29,7 @@ const (
 // makes the resource (and the audience) the gateway's own loopback URL
 // unless they are set.
 func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := parseConfig(args, devEnv(getenv), true)
+	cfg, err := configure(args, devEnv(getenv), true)
 	if errors.Is(err, errHelp) {
 		printUsage(stdout)
 		return nil

@@ -58,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return nil
 		}
 	}
-	cfg, err := parseConfig(args, getenv, false)
+	cfg, err := configure(args, getenv, false)
 	if errors.Is(err, errHelp) {
 		printUsage(stdout)
 		return nil
@@ -102,6 +102,9 @@ func newLogger(lc LogConfig, w io.Writer) hclog.Logger {
 // 0. extra adds actors (dev mode's issuer and demo server).
 func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listener, extra []actor) error {
 	defer ln.Close() // on every path out; a second Close after Serve is harmless
+	for _, w := range cfg.warnings {
+		logger.Warn(w)
+	}
 	// Metrics, when METRICS_ADDR is set: a registry of the gateway's own,
 	// served on a listener of its own, never on ln.
 	var metricsLn net.Listener

@@ -88,6 +88,28 @@ func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
 	}
 }
 
+// TestMisspeltVariables: a variable that looks like a misspelt setting is
+// named, with the setting meant, among the errors of an invalid
+// configuration and as a warning in the log of a valid one.
+func TestMisspeltVariables(t *testing.T) {
+	t.Setenv("ALLOW_EMAIL", "me@example.com")
+	env := validEnv()
+	delete(env, "ALLOW_EMAILS")
+	var stdout, stderr syncBuffer
+	err := run(t.Context(), []string{"mcp-oauth-proxy"}, envOf(env), &stdout, &stderr)
+	want := "ALLOW_EMAIL is set but is not a setting; did you mean ALLOW_EMAILS?"
+	if exitStatus(err) != 2 || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v, want a configuration error saying %q", err, want)
+	}
+
+	is := startIssuer(t)
+	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": "http://127.0.0.1:1"}))
+	gw.addr(t)
+	if !strings.Contains(gw.stderr.String(), `"@level":"warn","@message":"`+want) {
+		t.Errorf("the log does not warn %q:\n%s", want, gw.stderr.String())
+	}
+}
+
 func TestVersion(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"mcp-oauth-proxy", "--version"}, envOf(nil), &out, io.Discard); err != nil {

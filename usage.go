@@ -67,6 +67,67 @@ func strayArgument(arg string) error {
 	return e
 }
 
+// misspelt warns of each variable in environ that is not a setting but
+// looks like a misspelling of one, naming the setting probably meant. So
+// that the MCP server's own variables stay quiet, a name is suspect only
+// when, for some setting:
+//
+//   - it is in the setting's family: the same first word (OIDC, ALLOW,
+//     RATE, ...), or the same first two for MCP_ settings (MCP_SPAWN,
+//     MCP_UPSTREAM, MCP_AUDIT), because MCP_* names are the MCP server's
+//     too; a setting of one word (PORT) has no family and is never matched;
+//   - and it is within one edit of the setting (two for names of 12
+//     characters or more), or the setting cut short at a word boundary
+//     (OIDC_ISSUER for OIDC_ISSUER_URL), case aside;
+//   - and it is not a name other programs commonly read (usedElsewhere).
+func misspelt(environ []string) []string {
+	own := map[string]bool{}
+	for _, s := range settings(new(Config)) {
+		own[s.env] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		upper := strings.ToUpper(name)
+		if own[name] || usedElsewhere(upper) {
+			continue
+		}
+		var family []string
+		for env := range own {
+			if f := familyOf(env); f != "" && f == familyOf(upper) {
+				family = append(family, env)
+			}
+		}
+		if s := closest(upper, family, '_'); s != "" {
+			out = append(out, fmt.Sprintf("%s is set but is not a setting; did you mean %s?", name, s))
+		}
+	}
+	return out
+}
+
+// familyOf is the first word of a variable's name, or its first two for an
+// MCP_ name; "" for a name of one word.
+func familyOf(env string) string {
+	words := strings.SplitN(env, "_", 3)
+	switch {
+	case len(words) < 2:
+		return ""
+	case words[0] == "MCP":
+		return words[0] + "_" + words[1]
+	}
+	return words[0]
+}
+
+// usedElsewhere lists names near a setting that other programs read: an MCP
+// server may well be configured with them.
+func usedElsewhere(name string) bool {
+	switch name {
+	case "RATE_LIMIT", "CORS_ALLOW_ORIGIN", "AUTH_SERVER":
+		return true
+	}
+	return false
+}
+
 // closest returns the candidate name most likely meant by name: one within
 // one edit (two for candidates of 12 characters or more), or, when name has
 // several words, one it is cut short of at a word boundary (sep); the
