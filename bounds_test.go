@@ -1,116 +1,20 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 )
 
-// gateway is an in-process run() on 127.0.0.1:0 in front of a recording
-// upstream, stopped when the test ends.
-type gateway struct {
-	base   string
-	is     *devissuer.Issuer
-	logs   *syncBuffer
-	up     *httptest.Server
-	upHits atomic.Int64
-}
-
-const gwAudience = "https://mcp.example.com/mcp"
-
-// startGateway runs the gateway with the test defaults plus env; upstream,
-// if not nil, answers proxied requests (else 200 "{}").
-func startGateway(t *testing.T, env map[string]string, upstream http.HandlerFunc) *gateway {
-	t.Helper()
-	g := &gateway{is: startIssuer(t)}
-	g.up = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		g.upHits.Add(1)
-		if upstream != nil {
-			upstream(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, "{}")
-	}))
-	t.Cleanup(g.up.Close)
-	full := gatewayEnv(g.is.URL, map[string]string{"OIDC_AUDIENCE": gwAudience, "RESOURCE_URL": gwAudience, "MCP_UPSTREAM_URL": g.up.URL})
-	for k, v := range env {
-		full[k] = v
-	}
-	r := startRun(t, nil, full)
-	g.logs = &r.stderr
-	g.base = "http://" + r.addr(t)
-	waitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get(g.base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return g
-}
-
-func (g *gateway) token(t testing.TB, sub string, extra map[string]any) string {
-	t.Helper()
-	tok, err := g.is.AccessToken(sub, gwAudience, time.Hour, extra)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-// rawRequest writes req on a new connection and reads one response.
-func (g *gateway) rawRequest(t *testing.T, req string) *http.Response {
-	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(g.base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp
-}
-
-func do(t testing.TB, c *http.Client, method, url, token string, body io.Reader) int {
-	t.Helper()
-	req, err := http.NewRequest(method, url, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
-// TestBounds checks the bounds of issue 6 item 3 through the real server
-// configuration of run().
+// TestBounds checks the request bounds (header size, MAX_TOKEN_BYTES,
+// MAX_BODY_BYTES) through the real server configuration of run().
 func TestBounds(t *testing.T) {
 	g := startGateway(t, map[string]string{"MAX_BODY_BYTES": "1024"}, nil)
 	tok := g.token(t, "alice", nil)

@@ -1,19 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
-)
 
-// envOf returns a getenv over m.
-func envOf(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
-}
+	"github.com/hashicorp/go-hclog"
+)
 
 func validEnv() map[string]string {
 	return map[string]string{
@@ -26,7 +22,7 @@ func validEnv() map[string]string {
 }
 
 func TestParseConfigDefaults(t *testing.T) {
-	c, err := parseConfig(nil, envOf(validEnv()), &bytes.Buffer{})
+	c, err := parseConfig(nil, envOf(validEnv()), false)
 	if err != nil {
 		t.Fatalf("parseConfig: %v", err)
 	}
@@ -34,19 +30,26 @@ func TestParseConfigDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"port", c.Port, 8080},
+		{"port", c.Listen.Port, 8080},
 		{"rate limit", c.RateLimitRPM, 60},
-		{"log level", c.LogLevel, "info"},
-		{"mode", c.AuthServerMode, "facade"},
-		{"groups claim", c.GroupsClaim, "groups"},
-		{"cors", strings.Join(c.CORSOrigins, ","), "https://claude.ai,https://claude.com"},
-		{"scopes", strings.Join(c.ScopesSupported, ","), "openid,profile,email,offline_access"},
-		{"emails lower-cased", c.AllowEmails[0], "me@example.com"},
-		{"grace", c.ShutdownGrace, 10 * time.Second},
-		{"skew", c.ClockSkew, 30 * time.Second},
-		{"ready timeout", c.SpawnReadyTimeout, 120 * time.Second},
-		{"max token bytes", c.MaxTokenBytes, 16384},
-		{"max body", c.MaxBodyBytes, int64(10 << 20)},
+		{"log level", c.Log.Level, hclog.Info},
+		{"mode", c.WellKnown.Mode, "facade"},
+		{"groups claim", c.Provider.GroupsClaim, "groups"},
+		{"issuer for the provider", c.Provider.IssuerURL, "https://auth.example.com/application/o/my-mcp/"},
+		{"issuer for the discovery documents", c.WellKnown.IssuerURL, c.Provider.IssuerURL},
+		{"cors", strings.Join(c.Gate.CORSOrigins, ","), "https://claude.ai,https://claude.com"},
+		{"scopes advertised", strings.Join(c.WellKnown.Scopes, ","), "openid,profile,email,offline_access"},
+		{"scopes challenged", strings.Join(c.Gate.ChallengeScopes, ","), "openid,profile,email,offline_access"},
+		{"emails lower-cased", c.Gate.AllowEmails[0], "me@example.com"},
+		{"drain grace", c.Listen.ShutdownGrace, 10 * time.Second},
+		{"child's stop grace", c.Supervisor.StopGrace, 10 * time.Second},
+		{"skew", c.Provider.ClockSkew, 30 * time.Second},
+		{"jwks cooldown", c.Provider.RefreshCooldown, 30 * time.Second},
+		{"ready timeout", c.Supervisor.ReadyTimeout, 120 * time.Second},
+		{"max token bytes", c.Gate.MaxTokenBytes, 16384},
+		{"max body", c.Gate.MaxBodyBytes, int64(10 << 20)},
+		{"audit reads the gate's default", c.Gate.MCPAuditBytes, 0},
+		{"upstream", c.Upstream.String(), "http://127.0.0.1:8765"},
 		{"not spawned", c.Spawned(), false},
 	}
 	for _, ch := range checks {
@@ -58,15 +61,15 @@ func TestParseConfigDefaults(t *testing.T) {
 
 func TestParseConfigFlagBeatsEnv(t *testing.T) {
 	env := validEnv()
-	env["PORT"] = "9000"
-	c, err := parseConfig([]string{"--port", "9001", "--oidc-audience=a,b"}, envOf(env), &bytes.Buffer{})
+	env["PORT"] = "not a port" // never read: the flag wins
+	c, err := parseConfig([]string{"--port", "9001", "--oidc-audience=a,b"}, envOf(env), false)
 	if err != nil {
 		t.Fatalf("parseConfig: %v", err)
 	}
-	if c.Port != 9001 {
-		t.Errorf("got port %d, want 9001 (the flag)", c.Port)
+	if c.Listen.Port != 9001 {
+		t.Errorf("got port %d, want 9001 (the flag)", c.Listen.Port)
 	}
-	if got := strings.Join(c.Audiences, "|"); got != "a|b" {
+	if got := strings.Join(c.Provider.Audiences, "|"); got != "a|b" {
 		t.Errorf("got audiences %q, want a|b", got)
 	}
 }
@@ -74,15 +77,15 @@ func TestParseConfigFlagBeatsEnv(t *testing.T) {
 func TestParseConfigLauncherForm(t *testing.T) {
 	env := validEnv()
 	delete(env, "MCP_UPSTREAM_URL")
-	c, err := parseConfig([]string{"--port", "0", "--", "npx", "-y", "some server", "--port", "{port}"}, envOf(env), &bytes.Buffer{})
+	c, err := parseConfig([]string{"--port", "0", "--", "npx", "-y", "some server", "--port", "{port}"}, envOf(env), false)
 	if err != nil {
 		t.Fatalf("parseConfig: %v", err)
 	}
-	if got, want := strings.Join(c.SpawnArgs, "|"), "npx|-y|some server|--port|{port}"; got != want {
+	if got, want := strings.Join(c.Supervisor.Args, "|"), "npx|-y|some server|--port|{port}"; got != want {
 		t.Errorf("got args %q, want %q", got, want)
 	}
-	if c.SpawnPort != 0 || !c.Spawned() {
-		t.Errorf("got port %d spawned %v, want 0 true", c.SpawnPort, c.Spawned())
+	if c.Supervisor.Port != 0 || !c.Spawned() {
+		t.Errorf("got port %d spawned %v, want 0 true", c.Supervisor.Port, c.Spawned())
 	}
 }
 
@@ -97,11 +100,14 @@ func TestParseConfigErrors(t *testing.T) {
 			for k := range m {
 				delete(m, k)
 			}
-		}, nil, []string{"OIDC_ISSUER_URL is required", "OIDC_AUDIENCE is required", "RESOURCE_URL is required", "ALLOW_SUBS, ALLOW_EMAILS or ALLOW_GROUPS", "MCP_UPSTREAM_URL, MCP_SPAWN_CMD", "mcp-oauth-proxy dev"}},
+		}, nil, []string{"OIDC_ISSUER_URL is required", "OIDC_AUDIENCE is required", "RESOURCE_URL is required", "ALLOW_SUBS, ALLOW_EMAILS or ALLOW_GROUPS", "MCP_UPSTREAM_URL, MCP_SPAWN_CMD", "mcp-oauth-proxy dev", "see mcp-oauth-proxy --help"}},
 		{"http issuer off loopback", func(m map[string]string) { m["OIDC_ISSUER_URL"] = "http://auth.example.com" }, nil, []string{"OIDC_ISSUER_URL", "https"}},
 		{"resource with query", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/?a=1" }, nil, []string{"RESOURCE_URL", "query or fragment"}},
 		{"resource with fragment", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/#x" }, nil, []string{"RESOURCE_URL", "query or fragment"}},
 		{"resource relative", func(m map[string]string) { m["RESOURCE_URL"] = "/mcp" }, nil, []string{"RESOURCE_URL", "absolute"}},
+		{"resource of another scheme", func(m map[string]string) { m["RESOURCE_URL"] = "ftp://mcp.example.com/mcp" }, nil, []string{"RESOURCE_URL", "absolute http(s)"}},
+		{"resource with user information", func(m map[string]string) { m["RESOURCE_URL"] = "https://u:p@mcp.example.com/mcp" }, nil, []string{"RESOURCE_URL", "user information"}},
+		{"resource with dot segments", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/a/../mcp" }, nil, []string{"RESOURCE_URL", "clean path"}},
 		{"both upstreams", func(m map[string]string) { m["MCP_SPAWN_CMD"] = "x" }, nil, []string{"MCP_UPSTREAM_URL and MCP_SPAWN_CMD"}},
 		{"launcher and spawn cmd", func(m map[string]string) { delete(m, "MCP_UPSTREAM_URL"); m["MCP_SPAWN_CMD"] = "x" }, []string{"--", "y"}, []string{"-- and MCP_SPAWN_CMD"}},
 		{"launcher and upstream url", func(m map[string]string) {}, []string{"--", "y"}, []string{"-- and MCP_UPSTREAM_URL"}},
@@ -112,22 +118,33 @@ func TestParseConfigErrors(t *testing.T) {
 			m["MCP_SPAWN_PORT"] = "70000"
 		}, nil, []string{"MCP_SPAWN_PORT"}},
 		{"half a static client", func(m map[string]string) { m["STATIC_CLIENT_ID"] = "id" }, nil, []string{"STATIC_CLIENT_ID and STATIC_CLIENT_SECRET"}},
+		{"static client in direct mode", func(m map[string]string) {
+			m["STATIC_CLIENT_ID"], m["STATIC_CLIENT_SECRET"], m["AUTH_SERVER_MODE"] = "id", "secret", "direct"
+		}, nil, []string{"STATIC_CLIENT_ID needs AUTH_SERVER_MODE=facade"}},
 		{"zero rate", func(m map[string]string) { m["RATE_LIMIT_RPM"] = "0" }, nil, []string{"RATE_LIMIT_RPM", "at least 1"}},
 		{"word rate", func(m map[string]string) { m["RATE_LIMIT_RPM"] = "lots" }, nil, []string{"RATE_LIMIT_RPM", "whole number"}},
 		{"bad log level", func(m map[string]string) { m["LOG_LEVEL"] = "loud" }, nil, []string{"LOG_LEVEL", "trace, debug"}},
 		{"bad mode", func(m map[string]string) { m["AUTH_SERVER_MODE"] = "proxy" }, nil, []string{"AUTH_SERVER_MODE"}},
 		{"bad duration", func(m map[string]string) { m["SHUTDOWN_GRACE"] = "soon" }, nil, []string{"SHUTDOWN_GRACE", "duration"}},
+		{"zero jwks cooldown", func(m map[string]string) { m["JWKS_REFRESH_COOLDOWN"] = "0" }, nil, []string{"JWKS_REFRESH_COOLDOWN", "positive"}},
+		{"initial restart delay over the max", func(m map[string]string) { m["MCP_SPAWN_RESTART_INITIAL"] = "1m" }, nil, []string{"MCP_SPAWN_RESTART_INITIAL (1m0s) must not exceed MCP_SPAWN_RESTART_MAX"}},
 		{"bad cidr", func(m map[string]string) { m["TRUSTED_PROXIES"] = "10.0.0.0/99" }, nil, []string{"TRUSTED_PROXIES"}},
 		{"bad origin", func(m map[string]string) { m["CORS_ALLOW_ORIGINS"] = "claude.ai" }, nil, []string{"CORS_ALLOW_ORIGINS"}},
+		{"scope with a space", func(m map[string]string) { m["REQUIRED_SCOPES"] = "mcp read" }, nil, []string{"REQUIRED_SCOPES", "RFC 6749 §3.3"}},
 		{"redirect pattern off loopback", func(m map[string]string) { m["REGISTER_REDIRECT_URIS"] = "https://evil.example:*" }, nil, []string{"REGISTER_REDIRECT_URIS"}},
+		{"query after a loopback pattern", func(m map[string]string) { m["REGISTER_REDIRECT_URIS"] = "http://127.0.0.1:*?x" }, nil, []string{"REGISTER_REDIRECT_URIS"}},
 		{"unclean upstream path", func(m map[string]string) { m["MCP_UPSTREAM_PATH"] = "/a/../b" }, nil, []string{"MCP_UPSTREAM_PATH"}},
-		{"unknown flag", func(m map[string]string) {}, []string{"--nope"}, []string{"nope"}},
+		{"upstream path that needs escaping", func(m map[string]string) { m["MCP_UPSTREAM_PATH"] = "/a b" }, nil, []string{"MCP_UPSTREAM_PATH"}},
+		{"upstream path with a parameter", func(m map[string]string) { m["MCP_UPSTREAM_PATH"] = "/mcp;x" }, nil, []string{"MCP_UPSTREAM_PATH"}},
+		{"a bad flag names the flag", func(m map[string]string) {}, []string{"--port", "x"}, []string{`--port "x" is not a port number`}},
+		{"bad flags and variables together", func(m map[string]string) { m["LOG_LEVEL"] = "loud" }, []string{"--rate-limit-rpm=0"}, []string{"LOG_LEVEL", "--rate-limit-rpm"}},
+		{"unknown flag", func(m map[string]string) {}, []string{"--nope"}, []string{"unknown flag --nope"}},
 		{"stray argument", func(m map[string]string) {}, []string{"serve"}, []string{"unexpected argument"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := validEnv()
 			tc.edit(env)
-			_, err := parseConfig(tc.args, envOf(env), &bytes.Buffer{})
+			_, err := parseConfig(tc.args, envOf(env), false)
 			var ce *configError
 			if !errors.As(err, &ce) {
 				t.Fatalf("got %v, want a configError", err)
@@ -141,43 +158,151 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
+// TestInvalidIsNotAlsoMissing: a value that is refused is reported as
+// such, not also as missing.
+func TestInvalidIsNotAlsoMissing(t *testing.T) {
+	for _, tc := range []struct {
+		env, value, notWant string
+		args                []string
+	}{
+		{"OIDC_ISSUER_URL", "http://auth.example.com", "OIDC_ISSUER_URL is required", nil},
+		{"RESOURCE_URL", "/mcp", "RESOURCE_URL is required", nil},
+		{"MCP_UPSTREAM_URL", "ftp://x", "one of MCP_UPSTREAM_URL", nil},
+		{"OIDC_ISSUER_URL", "", "OIDC_ISSUER_URL is required", []string{"--oidc-issuer-url", "ftp://x"}},
+	} {
+		env := validEnv()
+		env[tc.env] = tc.value
+		_, err := parseConfig(tc.args, envOf(env), false)
+		if err == nil || strings.Contains(err.Error(), tc.notWant) {
+			t.Errorf("%s=%q %q: got %v, want the refusal alone", tc.env, tc.value, tc.args, err)
+		}
+	}
+}
+
+// TestUsageErrorsHint: a command-line mistake says what is wrong first, then
+// what was probably meant, then where to read more; never the whole usage.
+func TestUsageErrorsHint(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // the whole message
+	}{
+		{"a flag cut short", []string{"--oidc-issuer", "x"}, "unknown flag --oidc-issuer\ndid you mean --oidc-issuer-url?\nsee mcp-oauth-proxy --help"},
+		{"a flag misspelt", []string{"--alow-subs=x"}, "unknown flag --alow-subs\ndid you mean --allow-subs?\nsee mcp-oauth-proxy --help"},
+		{"a variable's name as a flag", []string{"--ALLOW_EMAILS=x"}, "unknown flag --ALLOW_EMAILS\ndid you mean --allow-emails?\nsee mcp-oauth-proxy --help"},
+		{"a flag like none", []string{"--frobnicate"}, "unknown flag --frobnicate\nsee mcp-oauth-proxy --help"},
+		{"a flag without its value", []string{"--port"}, "flag needs an argument: --port\nsee mcp-oauth-proxy --help"},
+		{"a subcommand misspelt", []string{"helthcheck"}, "unexpected argument \"helthcheck\"\ndid you mean `mcp-oauth-proxy healthcheck`? (a subcommand comes first)\n" +
+			"the MCP server's own command goes after --: mcp-oauth-proxy [flags] -- COMMAND ARGS...\nsee mcp-oauth-proxy --help"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig(tc.args, envOf(validEnv()), false)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("got\n%v\nwant\n%s", err, tc.want)
+			}
+			if got := exitStatus(err); got != 2 {
+				t.Errorf("exit status %d, want 2", got)
+			}
+		})
+	}
+}
+
 func TestParseConfigUnknownVariablesIgnored(t *testing.T) {
 	env := validEnv()
 	env["SOMETHING_ELSE"] = "x"
-	if _, err := parseConfig(nil, envOf(env), &bytes.Buffer{}); err != nil {
+	if _, err := parseConfig(nil, envOf(env), false); err != nil {
 		t.Fatalf("parseConfig: %v", err)
 	}
 }
 
-func TestHelpListsEverySetting(t *testing.T) {
-	var out bytes.Buffer
-	_, err := parseConfig([]string{"--help"}, envOf(nil), &out)
-	if !errors.Is(err, errHelp) {
-		t.Fatalf("got %v, want errHelp", err)
+// TestMisspelt: a variable that looks like a misspelt setting draws a
+// warning naming the setting; the MCP server's own variables do not.
+func TestMisspelt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want string // "": no warning
+	}{
+		{"OIDC_ISSUER", "OIDC_ISSUER_URL"},
+		{"ALLOW_EMAIL", "ALLOW_EMAILS"},
+		{"ALLOW_SUB", "ALLOW_SUBS"},
+		{"OIDC_AUDIENCES", "OIDC_AUDIENCE"},
+		{"RESOURCE_URI", "RESOURCE_URL"},
+		{"MCP_UPSTREAM", "MCP_UPSTREAM_URL"},
+		{"MCP_SPAWN_CDM", "MCP_SPAWN_CMD"},
+		{"oidc_issuer_url", "OIDC_ISSUER_URL"},
+		{"LOG_LEVL", "LOG_LEVEL"},
+		// Settings, and names that are not near one.
+		{"OIDC_ISSUER_URL", ""},
+		{"PORT", ""},
+		{"PATH", ""},
+		{"HOST", ""},
+		{"SOMETHING_ELSE", ""},
+		// The MCP server's own variables.
+		{"MCP_API_KEY", ""},
+		{"MCP_PORT", ""},
+		{"MCP_HOST", ""},
+		{"MCP_AUDIT_LOG", ""},
+		{"MCP_SERVER_URL", ""},
+		{"MCP_TRANSPORT", ""},
+		{"LISTEN_PORT", ""},
+		{"LOG_FILE", ""},
+		{"OIDC_CLIENT_SECRET", ""},
+		// Names other programs read.
+		{"RATE_LIMIT", ""},
+		{"CORS_ALLOW_ORIGIN", ""},
+		{"AUTH_SERVER", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := misspelt([]string{tc.name + "=x"})
+			switch {
+			case tc.want == "" && len(got) > 0:
+				t.Errorf("got %q, want no warning", got)
+			case tc.want != "" && (len(got) != 1 || !strings.HasSuffix(got[0], "did you mean "+tc.want+"?") || !strings.HasPrefix(got[0], tc.name+" ")):
+				t.Errorf("got %q, want one warning naming %s and suggesting %s", got, tc.name, tc.want)
+			}
+		})
 	}
-	for _, s := range settings() {
-		if !strings.Contains(out.String(), "--"+s.flag) || !strings.Contains(out.String(), "["+s.env+"]") {
-			t.Errorf("--help does not list --%s [%s]", s.flag, s.env)
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"help"}, {"-h"}, {"--port", "1", "--help"}, {"dev", "--help"}} {
+		var stdout, stderr syncBuffer
+		err := run(t.Context(), append([]string{"mcp-oauth-proxy"}, args...), envOf(nil), &stdout, &stderr)
+		if err != nil || stderr.String() != "" {
+			t.Errorf("%q: got %v and stderr %q, want nil and nothing (help goes to stdout)", args, err, stderr.String())
+		}
+		for _, s := range settings(new(Config)) {
+			if !strings.Contains(stdout.String(), "--"+s.flag()) || !strings.Contains(stdout.String(), "["+s.env+"]") {
+				t.Errorf("%q does not list --%s [%s]", args, s.flag(), s.env)
+			}
 		}
 	}
 }
 
 // FuzzParseConfig: no input makes the parser panic, and a config it accepts
-// always names an upstream and an allow-list.
+// names an upstream and an allow-list, and builds: the components, which
+// trust it, find no fault in it.
 func FuzzParseConfig(f *testing.F) {
-	f.Add("https://a.example/", "aud", "https://mcp.example.com/mcp", "x", "http://127.0.0.1:1", "60", "30s")
-	f.Add("http://127.0.0.1:9/", "a,b", "https://mcp.example.com?x", "", "", "-1", "-5s")
-	f.Add("", "", "%zz", ",,,", "ftp://x", "1e9", "9999999999h")
-	f.Fuzz(func(t *testing.T, issuer, aud, resource, subs, upstream, rpm, grace string) {
+	f.Add("https://a.example/", "aud", "https://mcp.example.com/mcp", "x", "http://127.0.0.1:1", "60", "30s", "/mcp", "http://127.0.0.1:*/cb")
+	f.Add("http://127.0.0.1:9/", "a,b", "https://mcp.example.com?x", "", "", "-1", "-5s", "/a/../b", "https://x.example:*")
+	f.Add("", "", "%zz", ",,,", "ftp://x", "1e9", "9999999999h", "//", "/cb")
+	f.Add("https://a.example/", "aud", "https://mcp.example.com/a%2Fb", "x", "http://[::1]:1/base", "1", "0", "/a:b@c/", "http://[::1]:*")
+	f.Fuzz(func(t *testing.T, issuer, aud, resource, subs, upstream, rpm, grace, path, redirects string) {
 		env := map[string]string{"OIDC_ISSUER_URL": issuer, "OIDC_AUDIENCE": aud, "RESOURCE_URL": resource,
-			"ALLOW_SUBS": subs, "MCP_UPSTREAM_URL": upstream, "RATE_LIMIT_RPM": rpm, "SHUTDOWN_GRACE": grace}
-		c, err := parseConfig(nil, envOf(env), &bytes.Buffer{})
+			"ALLOW_SUBS": subs, "MCP_UPSTREAM_URL": upstream, "RATE_LIMIT_RPM": rpm, "SHUTDOWN_GRACE": grace,
+			"MCP_UPSTREAM_PATH": path, "REGISTER_REDIRECT_URIS": redirects, "STATIC_CLIENT_ID": "id", "STATIC_CLIENT_SECRET": "secret"}
+		c, err := parseConfig(nil, envOf(env), false)
 		if err != nil {
 			return
 		}
-		if c.UpstreamURL == nil || len(c.AllowSubs) == 0 || c.ResourceURL == nil || c.RateLimitRPM < 1 {
+		if c.Upstream == nil || len(c.Gate.AllowSubs) == 0 || c.WellKnown.ResourceURL == "" || c.RateLimitRPM < 1 {
 			t.Fatalf("accepted an incomplete config: %+v", c)
 		}
+		p, err := build(c, hclog.NewNullLogger(), false)
+		if err != nil {
+			t.Fatalf("accepted a config the components refuse: %v", err)
+		}
+		p.endStreams()
 	})
 }
 
@@ -188,26 +313,66 @@ func TestREADMEListsEverySetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range settings() {
+	for _, s := range settings(new(Config)) {
 		def := "—"
 		if s.def != "" {
 			def = "`" + s.def + "`"
 		}
-		row := fmt.Sprintf("| `%s` | `--%s` | %s |", s.env, s.flag, def)
+		row := fmt.Sprintf("| `%s` | `--%s` | %s |", s.env, s.flag(), def)
 		if !strings.Contains(string(readme), row) {
 			t.Errorf("README lacks the row starting %q", row)
 		}
 	}
 }
 
+// TestChildEnvironment: the child sees no setting of the gateway's (every
+// row of the table, present and future) and no variable named like a
+// credential, set or not; everything else passes.
 func TestChildEnvironment(t *testing.T) {
 	var environ []string
-	for _, s := range settings() {
+	for _, s := range settings(new(Config)) {
 		environ = append(environ, s.env+"=gateway's")
 	}
-	environ = append(environ, "OIDC_CLIENT_SECRET=x", "STATIC_CLIENT_OTHER=x", "PATH=/bin", "MCP_API_KEY=child's", "HOME=/root")
+	secrets := []string{"OIDC_CLIENT_SECRET=x", "OIDC_CLIENT_ID=x", "STATIC_CLIENT_OTHER=x", "BROKER_SECRET=x", "BROKER_SECRET_PREVIOUS=x"}
+	environ = append(environ, secrets...)
+	environ = append(environ, "PATH=/bin", "MCP_API_KEY=child's", "HOME=/root")
 	got := childEnvironment(environ)
 	if want := []string{"PATH=/bin", "MCP_API_KEY=child's", "HOME=/root"}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("got %q, want %q", got, want)
+	}
+	// A setting that holds a credential is named as one, so that it stays
+	// out of the child's environment even when it is unset in the table's
+	// sense (empty) or read another way.
+	for _, s := range settings(new(Config)) {
+		if strings.Contains(s.env, "SECRET") && !isSecretName(s.env) {
+			t.Errorf("%s holds a secret but is not under a credential prefix", s.env)
+		}
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"clean stop", nil, 0},
+		{"configuration error", &configError{problems: []string{"x"}}, 2},
+		{"usage error", usageError("unknown flag --x"), 2},
+		{"failure before serving", errors.New("listen: address in use"), 1},
+		{"a part failed, no child", &stopped{failed: true}, 1},
+		{"signal, child killed by SIGTERM", &stopped{spawned: true, child: 143}, 143},
+		{"signal, child trapped TERM and exited 5", &stopped{spawned: true, child: 5}, 5},
+		{"a part failed, child exited 0", &stopped{failed: true, spawned: true}, 1},
+		{"a part failed, child exited 3", &stopped{failed: true, spawned: true, child: 3}, 3},
+		{"dev mode, Ctrl-C with a child", &stopped{dev: true, spawned: true, child: 130}, 0},
+		{"dev mode, a part failed", &stopped{dev: true, failed: true, spawned: true, child: 3}, 3},
+		{"dev mode, a part failed, no child", &stopped{dev: true, failed: true}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := exitStatus(tc.err); got != tc.want {
+				t.Errorf("got %d, want %d", got, tc.want)
+			}
+		})
 	}
 }

@@ -55,22 +55,22 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 			if errors.Is(err, flag.ErrHelp) {
 				return nil
 			}
-			return &exitError{code: 2}
+			return &status{code: 2}
 		}
 		if fs.NArg() == 0 {
 			break
 		}
 		if target != "" {
-			return &exitError{code: 2, err: fmt.Errorf("doctor takes one URL; got %q and %q", target, fs.Arg(0))}
+			return &status{code: 2, err: fmt.Errorf("doctor takes one URL; got %q and %q", target, fs.Arg(0))}
 		}
 		target, args = fs.Arg(0), fs.Args()[1:]
 	}
 	if target == "" {
 		fs.Usage()
-		return &exitError{code: 2, err: errors.New("doctor needs the MCP endpoint's URL, e.g. mcp-oauth-proxy doctor https://mcp.example.com/mcp")}
+		return &status{code: 2, err: errors.New("doctor needs the MCP endpoint's URL, e.g. mcp-oauth-proxy doctor https://mcp.example.com/mcp")}
 	}
 	if *requestTimeout <= 0 || *loginWait <= 0 || *timeout < 0 {
-		return &exitError{code: 2, err: errors.New("doctor: --request-timeout and --login-wait must be positive, --timeout not negative")}
+		return &status{code: 2, err: errors.New("doctor: --request-timeout and --login-wait must be positive, --timeout not negative")}
 	}
 
 	cfg := doctor.Config{URL: target, RequestTimeout: *requestTimeout, Origin: *origin, Register: *register}
@@ -102,7 +102,7 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	report, err := doctor.Run(ctx, cfg)
 	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("doctor: %w", err)}
+		return &status{code: 2, err: fmt.Errorf("doctor: %w", err)}
 	}
 	if *asJSON {
 		err = report.WriteJSON(stdout)
@@ -110,10 +110,10 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 		err = report.WriteSummary(stdout)
 	}
 	if err != nil {
-		return &exitError{code: 1, err: fmt.Errorf("doctor: write the report: %w", err)}
+		return &status{code: 1, err: fmt.Errorf("doctor: write the report: %w", err)}
 	}
 	if report.Failed {
-		return &exitError{code: 1}
+		return &status{code: 1}
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -27,7 +26,7 @@ func runDoctorCmd(t *testing.T, args ...string) doctorResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	err := run(ctx, append([]string{"mcp-oauth-proxy", "doctor"}, args...), envOf(nil), &stdout, &stderr)
-	r := doctorResult{status: exitStatus(err, io.Discard), out: stdout.String() + stderr.String()}
+	r := doctorResult{status: exitStatus(err), out: stdout.String() + stderr.String()}
 	var doc struct {
 		Checks []struct{ ID, Status, Message, Fix string } `json:"checks"`
 	}

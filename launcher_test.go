@@ -2,30 +2,12 @@ package main
 
 import (
 	"encoding/json"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
 )
-
-// argvServer is the child of the launcher tests (the test binary re-executed
-// with MOP_TEST_ARGV_SERVER=1): it answers every request with its argv and
-// PORT, on 127.0.0.1:$PORT, and exits with status 3 on /crash.
-func argvServer() {
-	ln, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
-	if err != nil {
-		os.Exit(1)
-	}
-	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/crash" {
-			os.Exit(3)
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"args": os.Args[1:], "port": os.Getenv("PORT"), "path": r.URL.Path, "secret": os.Getenv("STATIC_CLIENT_SECRET")})
-	}))
-}
 
 // TestLauncherForm runs `mcp-oauth-proxy -- CMD ARGS...` with no spawn
 // port: the arguments reach the child exactly, {port} and PORT carry the
@@ -75,6 +57,24 @@ func TestLauncherForm(t *testing.T) {
 	}
 	waitFor(t, "the child to be ready", 10*time.Second, func() bool { return ask("/hello") == http.StatusOK })
 	firstPort := got.Port
+	// /readyz reports the supervisor's own account of the child.
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready struct {
+		Checks map[string]struct {
+			Ready  bool
+			Detail string
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ready); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if c := ready.Checks["child"]; !c.Ready || c.Detail != "ready, 0 restarts" {
+		t.Errorf("/readyz child: got %+v, want ready with detail %q", c, "ready, 0 restarts")
+	}
 	want := []string{"two words", `"quoted" 'single'`, "$HOME", "--port=" + firstPort, firstPort}
 	if strings.Join(got.Args, "\x00") != strings.Join(want, "\x00") {
 		t.Errorf("child argv: got %q, want %q", got.Args, want)
@@ -103,7 +103,7 @@ func TestLauncherForm(t *testing.T) {
 	}
 
 	// The child was stopped with SIGTERM: 128+15.
-	if got := exitStatus(gw.stop(t), io.Discard); got != 143 {
+	if got := exitStatus(gw.stop(t)); got != 143 {
 		t.Errorf("got exit status %d, want 143 (the child's SIGTERM)", got)
 	}
 }
@@ -144,5 +144,8 @@ func TestDevModeWithOwnServer(t *testing.T) {
 	if len(got.Args) != 1 || got.Args[0] != "mine" {
 		t.Errorf("got child args %q, want [mine]", got.Args)
 	}
-	_ = gw.stop(t)
+	// Stopped with its child running, dev mode exits 0.
+	if err := gw.stop(t); exitStatus(err) != 0 {
+		t.Errorf("run returned %v, exit status %d, want 0", err, exitStatus(err))
+	}
 }

@@ -5,7 +5,8 @@
 // PID 1.
 //
 // This file is wiring only: configuration, logger, components, listener,
-// and one oklog/run actor per long-lived part.
+// and one oklog/run actor per long-lived part. The settings are in
+// config.go, the public routes in routes.go, the exit statuses in exit.go.
 package main
 
 import (
@@ -29,7 +30,6 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/healthz"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/metrics"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
-	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/supervisor"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
@@ -37,84 +37,59 @@ import (
 
 func main() {
 	err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr)
-	os.Exit(exitStatus(err, os.Stderr))
-}
-
-// exitError carries the process's exit status out of run.
-type exitError struct {
-	code int
-	err  error // nil: nothing to print
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return "exit status " + strconv.Itoa(e.code)
-	}
-	return e.err.Error()
-}
-
-func (e *exitError) Unwrap() error { return e.err }
-
-// exitStatus prints err (if it says anything) and maps it to the exit status.
-func exitStatus(err error, stderr io.Writer) int {
-	if err == nil {
-		return 0
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintln(stderr, "mcp-oauth-proxy:", ee.err)
-		}
-		return ee.code
-	}
-	var ce *configError
-	if errors.As(err, &ce) {
-		fmt.Fprintln(stderr, "mcp-oauth-proxy:", err)
-		return 2
-	}
-	fmt.Fprintln(stderr, "mcp-oauth-proxy:", err)
-	return 1
+	os.Exit(exit(err, os.Stderr))
 }
 
 // run is the whole program; main and the tests call it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) > 1 {
-		switch args[1] {
+	if len(args) > 0 {
+		args = args[1:] // the program's name
+	}
+	if len(args) > 0 {
+		switch args[0] {
 		case "dev":
-			return runDev(ctx, args[2:], getenv, stdout, stderr)
+			return runDev(ctx, args[1:], getenv, stdout, stderr)
 		case "healthcheck":
-			return runHealthcheck(ctx, args[2:], getenv, stdout, stderr)
+			return runHealthcheck(ctx, args[1:], getenv, stdout)
 		case "doctor":
-			return runDoctor(ctx, args[2:], getenv, stdout, stderr)
+			return runDoctor(ctx, args[1:], getenv, stdout, stderr)
 		case "version", "--version", "-version":
 			printVersion(stdout)
 			return nil
+		case "help", "--help", "-help", "-h":
+			printUsage(stdout)
+			return nil
 		}
 	}
-	var rest []string
-	if len(args) > 1 {
-		rest = args[1:]
-	}
-	cfg, err := parseConfig(rest, getenv, stderr)
+	cfg, err := configure(args, getenv, false)
 	if errors.Is(err, errHelp) {
+		printUsage(stdout)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	logger := newLogger(cfg, stderr)
-	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.Port)))
+	ln, err := listen(cfg)
 	if err != nil {
-		return &exitError{code: 1, err: fmt.Errorf("listen on port %d (set PORT to choose another): %w", cfg.Port, err)}
+		return err
 	}
-	return serve(ctx, cfg, logger, ln, nil)
+	return serve(ctx, cfg, newLogger(cfg.Log, stderr), ln, nil)
+}
+
+// listen opens the public listener.
+func listen(cfg *Config) (net.Listener, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Listen.Host, strconv.Itoa(cfg.Listen.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("listen on port %d (set PORT to choose another): %w", cfg.Listen.Port, err)
+	}
+	return ln, nil
 }
 
 // newLogger builds the root logger: JSON unless asked for text or writing
 // to a terminal.
-func newLogger(cfg *Config, w io.Writer) hclog.Logger {
-	json := cfg.LogFormat == "json"
-	if cfg.LogFormat == "" {
+func newLogger(lc LogConfig, w io.Writer) hclog.Logger {
+	json := lc.Format == "json"
+	if lc.Format == "" {
 		json = true
 		if f, ok := w.(*os.File); ok {
 			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
@@ -122,172 +97,35 @@ func newLogger(cfg *Config, w io.Writer) hclog.Logger {
 			}
 		}
 	}
-	return hclog.New(&hclog.LoggerOptions{
-		Name:       "mcp-oauth-proxy",
-		Level:      hclog.LevelFromString(cfg.LogLevel),
-		Output:     w,
-		JSONFormat: json,
-	})
+	return hclog.New(&hclog.LoggerOptions{Name: "mcp-oauth-proxy", Level: lc.Level, Output: w, JSONFormat: json})
 }
 
 // serve runs the gateway on ln until ctx ends, a terminating signal
-// arrives, or a part fails. extra adds actors (dev mode's issuer and demo
-// server); each is stopped after the gateway and its child.
+// arrives, or a part fails; it returns a *stopped unless the exit status is
+// 0. extra adds actors (dev mode's issuer and demo server).
 func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listener, extra []actor) error {
 	defer ln.Close() // on every path out; a second Close after Serve is harmless
+	for _, w := range cfg.warnings {
+		logger.Warn(w)
+	}
 	// Metrics, when METRICS_ADDR is set: a registry of the gateway's own,
 	// served on a listener of its own, never on ln.
-	var met *metrics.Metrics
-	var gateMetrics gate.Metrics // stays a nil interface without metrics
-	var onFetch func(kind, result string)
 	var metricsLn net.Listener
-	if cfg.MetricsAddr != "" {
+	if cfg.Listen.MetricsAddr != "" {
 		var err error
-		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
-			return &exitError{code: 1, err: fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsAddr, err)}
+		if metricsLn, err = net.Listen("tcp", cfg.Listen.MetricsAddr); err != nil {
+			return fmt.Errorf("listen for metrics on %s: %w", cfg.Listen.MetricsAddr, err)
 		}
 		defer metricsLn.Close()
-		met = metrics.New()
-		gateMetrics, onFetch = met, met.Fetch
 	}
-	auditBytes := 0 // gate.DefaultMCPAuditBytes
-	if !cfg.MCPAudit {
-		auditBytes = -1
-	}
-
-	prov := provider.New(provider.Config{
-		IssuerURL:        cfg.IssuerURL,
-		Audiences:        cfg.Audiences,
-		ClockSkew:        cfg.ClockSkew,
-		RefreshCooldown:  cfg.JWKSCooldown,
-		GroupsClaim:      cfg.GroupsClaim,
-		MaxTokenLifetime: cfg.MaxTokenLife,
-		HTTPClient:       &http.Client{Timeout: 10 * time.Second},
-		Logger:           logger.Named("provider"),
-		OnFetch:          onFetch,
-	})
-
-	// Budgets kept in memory: per subject, and per client for failed
-	// authentications and for registrations.
-	subjectLimits, err1 := store.NewLimiter(store.LimiterConfig{PerMinute: cfg.RateLimitRPM})
-	failureLimits, err2 := store.NewLimiter(store.LimiterConfig{PerMinute: gate.DefaultFailedAuthPerIPPerMinute})
-	registerLimits, err3 := store.NewLimiter(store.LimiterConfig{PerMinute: wellknown.DefaultRegisterPerIPPerMinute})
-	if err := errors.Join(err1, err2, err3); err != nil {
-		return &exitError{code: 2, err: err}
-	}
-
-	wk, err := wellknown.New(wellknown.Config{
-		ResourceURL:        cfg.ResourceURLRaw,
-		Mode:               cfg.AuthServerMode,
-		IssuerURL:          cfg.IssuerURL,
-		Scopes:             cfg.ScopesSupported,
-		StaticClientID:     cfg.StaticClientID,
-		StaticClientSecret: cfg.StaticClientSecret,
-		RedirectURIs:       cfg.RegisterRedirectURIs,
-		RegisterLimiter:    registerLimits,
-		ClientKey:          gate.ClientKey(cfg.TrustedProxies),
-		Metadata:           prov,
-		Logger:             logger.Named("wellknown"),
-	})
+	p, err := build(cfg, logger, metricsLn != nil)
 	if err != nil {
-		return &exitError{code: 2, err: err}
+		return err
 	}
+	defer p.endStreams()
 
-	var upstream gate.Upstream
-	var sup *supervisor.Supervisor
-	checks := []healthz.Check{{Name: "provider", Ready: prov.Ready}}
-	if cfg.Spawned() {
-		sup, err = supervisor.New(supervisor.Config{
-			Command:        cfg.SpawnCmd,
-			Args:           cfg.SpawnArgs,
-			Port:           cfg.SpawnPort,
-			ReadyPath:      cfg.SpawnReadyPath,
-			ReadyTimeout:   cfg.SpawnReadyTimeout,
-			Env:            childEnvironment(os.Environ()),
-			InitialBackoff: cfg.RestartInitial,
-			MaxBackoff:     cfg.RestartMax,
-			ResetAfter:     cfg.RestartResetAfter,
-			MaxRestarts:    cfg.MaxRestarts,
-			RestartWindow:  cfg.RestartWindow,
-			StopGrace:      cfg.ShutdownGrace,
-			Logger:         logger.Named("supervisor"),
-			ChildLogger:    logger.Named("child"),
-		})
-		if err != nil {
-			return &exitError{code: 2, err: err}
-		}
-		upstream = sup
-		if met != nil {
-			met.WatchChild(sup)
-		}
-		checks = append(checks, healthz.Check{Name: "child", Ready: func() (bool, string) {
-			st := sup.Status()
-			detail := fmt.Sprintf("%s, %d restarts", st.State, st.Restarts)
-			if st.LastExit != "" {
-				detail += ", last exit: " + st.LastExit
-			}
-			return st.State == supervisor.StateReady, detail
-		}})
-	} else {
-		upstream = gate.Static(cfg.UpstreamURL)
-	}
-
-	// Every public route, in one place. Anything else needs a token.
-	routes := []gate.Route{
-		{Method: http.MethodGet, Path: "/healthz", Handler: healthz.Live()},
-		{Method: http.MethodGet, Path: "/readyz", Handler: healthz.Ready(checks...)},
-	}
-	for _, p := range wk.ProtectedResourcePaths() {
-		routes = append(routes, gate.Route{Method: http.MethodGet, Path: p, Handler: wk.ProtectedResource()})
-	}
-	for _, p := range wk.AuthorizationServerPaths() {
-		routes = append(routes, gate.Route{Method: http.MethodGet, Path: p, Handler: wk.AuthorizationServer()})
-	}
-	// /oauth/register is the gateway's own path: without a static client it
-	// is 404 for every method, never proxied.
-	if p := wk.RegisterPath(); p != "" {
-		routes = append(routes, gate.Route{Method: http.MethodPost, Path: p, Handler: wk.Register()})
-	} else {
-		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-			routes = append(routes, gate.Route{Method: m, Path: wellknown.RegisterPath, Handler: notFound()})
-		}
-	}
-
-	// Streams never finish on their own: they end when shutdown begins, so
-	// the drain waits only for requests that do.
-	streamsCtx, endStreams := context.WithCancel(context.Background())
-	defer endStreams()
-	handler, err := gate.New(gate.Config{
-		Verifier:            prov,
-		Upstream:            upstream,
-		UpstreamRestarts:    sup != nil,
-		UpstreamPath:        cfg.UpstreamPath,
-		Public:              routes,
-		ResourceMetadataURL: wk.ResourceMetadataURL(),
-		ChallengeScopes:     cfg.ScopesSupported,
-		RequiredScopes:      cfg.RequiredScopes,
-		AllowSubs:           cfg.AllowSubs,
-		AllowEmails:         cfg.AllowEmails,
-		AllowGroups:         cfg.AllowGroups,
-		SubjectLimiter:      subjectLimits,
-		FailedAuthLimiter:   failureLimits,
-		CORSOrigins:         cfg.CORSOrigins,
-		MaxTokenBytes:       cfg.MaxTokenBytes,
-		MaxBodyBytes:        cfg.MaxBodyBytes,
-		TrustedProxies:      cfg.TrustedProxies,
-		Shutdown:            streamsCtx,
-		Logger:              logger.Named("gate"),
-		Metrics:             gateMetrics,
-		MCPAuditBytes:       auditBytes,
-	})
-	if err != nil {
-		return &exitError{code: 2, err: err}
-	}
-
-	srv := newHTTPServer(handler, cfg, logger)
-
-	// Keep every signal registration until run returns: after signal.Stop a
-	// second SIGTERM would kill the gateway before its child (pid1-notes).
+	// Keep every signal registration until serve returns: after signal.Stop
+	// a second SIGTERM would kill the gateway before its child.
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1,
 		syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH)
@@ -295,39 +133,22 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 
 	var g oklog.Group
 	{ // Signals: SIGTERM/SIGINT stop everything; the rest go to the child.
-		done := make(chan struct{})
-		g.Add(func() error {
-			for {
-				select {
-				case <-done:
-					return nil
-				case <-ctx.Done():
-					return ctx.Err()
-				case s := <-sigs:
-					if s == syscall.SIGTERM || s == syscall.SIGINT {
-						logger.Info("shutting down", "signal", s.String())
-						return oklog.SignalError{Signal: s}
-					}
-					if sup != nil {
-						logger.Debug("forwarding signal to the child", "signal", s.String())
-						sup.Signal(s)
-					}
-				}
-			}
-		}, onceFunc(func() { close(done) }))
+		a := signalActor(ctx, sigs, logger, p.supervisor)
+		g.Add(a.execute, a.interrupt)
 	}
 	{ // The public listener. Its interrupt drains: it returns once in-flight
 		// requests finished or the grace ran out, so the child (next actor)
 		// is stopped only after that.
+		srv := newHTTPServer(p.handler, cfg.Listen, logger)
 		g.Add(func() error {
-			logger.Info("listening", "addr", ln.Addr().String(), "resource", cfg.ResourceURLRaw)
+			logger.Info("listening", "addr", ln.Addr().String(), "resource", cfg.WellKnown.ResourceURL)
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve: %w", err)
 			}
 			return nil
 		}, onceFunc(func() {
-			endStreams()
-			drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+			p.endStreams()
+			drainCtx, cancel := context.WithTimeout(context.Background(), cfg.Listen.ShutdownGrace)
 			defer cancel()
 			if err := srv.Shutdown(drainCtx); err != nil {
 				logger.Warn("requests still open after the shutdown grace; closing them", "error", err)
@@ -335,25 +156,21 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 			}
 		}))
 	}
-	if sup != nil { // The child.
+	if p.supervisor != nil { // The child.
 		supCtx, stop := context.WithCancel(context.Background())
-		g.Add(func() error { return sup.Run(supCtx) }, func(error) { stop() })
+		g.Add(func() error { return p.supervisor.Run(supCtx) }, func(error) { stop() })
 	}
 	{ // The provider's discovery and keys.
 		provCtx, stop := context.WithCancel(context.Background())
-		g.Add(func() error { return prov.Run(provCtx) }, func(error) { stop() })
+		g.Add(func() error { return p.provider.Run(provCtx) }, func(error) { stop() })
 	}
 	if metricsLn != nil { // Metrics, last to stop, so a drain can be watched.
 		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", met.Handler()) // the only route
-		msrv := newHTTPServer(mux, cfg, logger)
-		g.Add(func() error {
+		mux.Handle("GET /metrics", p.metrics.Handler()) // the only route
+		a := serverActor(newHTTPServer(mux, cfg.Listen, logger), metricsLn, func() {
 			logger.Info("metrics listening", "addr", metricsLn.Addr().String())
-			if err := msrv.Serve(metricsLn); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("serve metrics: %w", err)
-			}
-			return nil
-		}, onceFunc(func() { _ = msrv.Close() }))
+		})
+		g.Add(a.execute, a.interrupt)
 	}
 	for _, a := range extra {
 		g.Add(a.execute, a.interrupt)
@@ -361,55 +178,158 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 
 	err = g.Run()
 	var sigErr oklog.SignalError
+	end := &stopped{spawned: p.supervisor != nil, dev: cfg.dev}
 	switch {
-	case errors.As(err, &sigErr), errors.Is(err, context.Canceled), err == nil:
-		err = nil
-	default:
+	case errors.As(err, &end.start):
+		end.failed = true // said on stderr by exit, with the child's last lines
+	case !errors.As(err, &sigErr) && !errors.Is(err, context.Canceled) && err != nil:
 		logger.Error("stopping", "error", err)
+		end.failed = true
 	}
-	if sup != nil {
-		code := sup.ExitCode()
-		if err != nil && code == 0 {
-			code = 1
-		}
-		logger.Info("stopped", "status", code)
-		if code != 0 || err != nil {
-			return &exitError{code: code}
-		}
-		return nil
+	if p.supervisor != nil {
+		end.child = p.supervisor.ExitCode()
 	}
-	if err != nil {
-		return &exitError{code: 1}
+	status := exitStatus(end)
+	logger.Info("stopped", "status", status)
+	if status != 0 {
+		return end
 	}
-	logger.Info("stopped", "status", 0)
 	return nil
+}
+
+// parts are the gateway's components, built from the configuration.
+type parts struct {
+	provider   *provider.Provider
+	supervisor *supervisor.Supervisor // nil: the MCP server is not the gateway's to run
+	metrics    *metrics.Metrics       // nil: no metrics listener
+	handler    http.Handler           // the public listener's: the gate
+	endStreams context.CancelFunc     // ends open event streams when shutdown begins
+}
+
+// build makes the parts; it starts nothing. cfg was validated, so an error
+// here is a programmer error or the machine's (no /bin/sh).
+func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
+	p := &parts{}
+	var gateMetrics gate.Metrics // stays a nil interface without metrics
+	pc, wc, gc := cfg.Provider, cfg.WellKnown, cfg.Gate
+	if withMetrics {
+		p.metrics = metrics.New()
+		gateMetrics, pc.OnFetch = p.metrics, p.metrics.Fetch
+	}
+	pc.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	pc.Logger = logger.Named("provider")
+	p.provider = provider.New(pc)
+
+	// Budgets kept in memory: per subject, and per client for failed
+	// authentications and for registrations.
+	subjectLimits, err1 := store.NewLimiter(store.LimiterConfig{PerMinute: cfg.RateLimitRPM})
+	failureLimits, err2 := store.NewLimiter(store.LimiterConfig{PerMinute: gate.DefaultFailedAuthPerIPPerMinute})
+	registerLimits, err3 := store.NewLimiter(store.LimiterConfig{PerMinute: wellknown.DefaultRegisterPerIPPerMinute})
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, err
+	}
+	gc.SubjectLimiter, gc.FailedAuthLimiter = subjectLimits, failureLimits
+
+	wc.Metadata = p.provider
+	wc.RegisterLimiter = registerLimits
+	wc.ClientKey = gate.ClientKey(cfg.Gate.TrustedProxies)
+	wc.Logger = logger.Named("wellknown")
+	wk, err := wellknown.New(wc)
+	if err != nil {
+		return nil, err
+	}
+
+	ready := []healthz.Check{{Name: "provider", Part: p.provider}}
+	if cfg.Spawned() {
+		sc := cfg.Supervisor
+		sc.Env = childEnvironment(os.Environ())
+		sc.Logger, sc.ChildLogger = logger.Named("supervisor"), logger.Named("child")
+		if p.supervisor, err = supervisor.New(sc); err != nil {
+			return nil, err
+		}
+		gc.Upstream, gc.UpstreamRestarts = p.supervisor, true
+		ready = append(ready, healthz.Check{Name: "child", Part: p.supervisor})
+		if p.metrics != nil {
+			p.metrics.WatchChild(p.supervisor)
+		}
+	} else {
+		gc.Upstream = gate.Static(cfg.Upstream)
+	}
+
+	// Streams never finish on their own: they end when shutdown begins, so
+	// the drain waits only for requests that do.
+	streams, endStreams := context.WithCancel(context.Background())
+	gc.Verifier = p.provider
+	gc.Public = publicRoutes(wk, ready)
+	gc.ResourceMetadataURL = wk.ResourceMetadataURL()
+	gc.Shutdown = streams
+	gc.Logger = logger.Named("gate")
+	gc.Metrics = gateMetrics
+	if p.handler, err = gate.New(gc); err != nil {
+		endStreams()
+		return nil, err
+	}
+	p.endStreams = endStreams
+	return p, nil
 }
 
 // newHTTPServer is the HTTP server of both listeners: bounded headers
 // (431 past 32 KiB), slow clients cut after READ_HEADER_TIMEOUT, idle
 // keep-alive connections closed after 2 minutes, no timeout on a response
 // (streams stay open), and its errors logged at debug.
-func newHTTPServer(h http.Handler, cfg *Config, logger hclog.Logger) *http.Server {
+func newHTTPServer(h http.Handler, lc ListenConfig, logger hclog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadHeaderTimeout: lc.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
 }
 
-// notFound answers 404 with a JSON body.
-func notFound() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		respond.Error(w, http.StatusNotFound, "not_found", "")
-	})
-}
-
 // actor is one oklog/run actor.
 type actor struct {
 	execute   func() error
 	interrupt func(error)
+}
+
+// signalActor ends the group on SIGTERM or SIGINT and forwards the other
+// signals to the child (sup nil: there is none).
+func signalActor(ctx context.Context, sigs <-chan os.Signal, logger hclog.Logger, sup *supervisor.Supervisor) actor {
+	done := make(chan struct{})
+	return actor{func() error {
+		for {
+			select {
+			case <-done:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			case s := <-sigs:
+				if s == syscall.SIGTERM || s == syscall.SIGINT {
+					logger.Info("shutting down", "signal", s.String())
+					return oklog.SignalError{Signal: s}
+				}
+				if sup != nil {
+					logger.Debug("forwarding signal to the child", "signal", s.String())
+					sup.Signal(s)
+				}
+			}
+		}
+	}, onceFunc(func() { close(done) })}
+}
+
+// serverActor serves ln with srv until interrupted, which closes both.
+// started, if not nil, runs first.
+func serverActor(srv *http.Server, ln net.Listener, started func()) actor {
+	return actor{func() error {
+		if started != nil {
+			started()
+		}
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+		}
+		return nil
+	}, onceFunc(func() { _ = srv.Close() })}
 }
 
 // onceFunc makes an idempotent interrupt.

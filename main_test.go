@@ -4,192 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/demo"
-	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 )
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger
-// and the reads of a test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitFor polls cond until it holds or the deadline passes. It waits for a
-// state, it does not time one.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// gatewayEnv is the configuration of an in-process test gateway: issuer,
-// audience and resource https://mcp.example.com/mcp, subject alice allowed,
-// loopback on a free port, JSON logs, a 2 s grace; extra adds or overrides.
-func gatewayEnv(issuerURL string, extra map[string]string) map[string]string {
-	env := map[string]string{
-		"OIDC_ISSUER_URL": issuerURL,
-		"OIDC_AUDIENCE":   "https://mcp.example.com/mcp",
-		"RESOURCE_URL":    "https://mcp.example.com/mcp",
-		"ALLOW_SUBS":      "alice",
-		"PORT":            "0",
-		"LISTEN_HOST":     "127.0.0.1",
-		"LOG_FORMAT":      "json",
-		"SHUTDOWN_GRACE":  "2s",
-	}
-	for k, v := range extra {
-		env[k] = v
-	}
-	return env
-}
-
-// terminate sends SIGTERM to cmd and returns how it exited, failing the
-// test if it is still running after 15 s.
-func terminate(t *testing.T, cmd *exec.Cmd) error {
-	t.Helper()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		return err
-	case <-time.After(15 * time.Second):
-		t.Fatal("still running 15 s after SIGTERM")
-		return nil
-	}
-}
-
-// running is run() started in a goroutine, as main starts it, stopped when
-// the test ends if the test did not stop it.
-type running struct {
-	stdout, stderr syncBuffer
-	cancel         context.CancelFunc
-	done           chan error
-	stopOnce       sync.Once
-	err            error
-}
-
-// startRun calls run with args (after the program name) and env.
-func startRun(t *testing.T, args []string, env map[string]string) *running {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1)}
-	go func() {
-		r.done <- run(ctx, append([]string{"mcp-oauth-proxy"}, args...), envOf(env), &r.stdout, &r.stderr)
-	}()
-	t.Cleanup(func() { r.stop(t) })
-	return r
-}
-
-// addr waits for the "listening" log line and returns the address in it.
-func (r *running) addr(t *testing.T) string {
-	t.Helper()
-	var addr string
-	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(r.stderr.String()); return addr != "" })
-	return addr
-}
-
-// stop ends the run as SIGTERM would and returns what run returned.
-func (r *running) stop(t *testing.T) error {
-	t.Helper()
-	r.stopOnce.Do(func() {
-		r.cancel()
-		select {
-		case r.err = <-r.done:
-		case <-time.After(15 * time.Second):
-			r.err = errors.New("run did not return within 15 s of its context ending")
-			t.Error(r.err)
-		}
-	})
-	return r.err
-}
-
-// listenAddr finds the gateway's address in its JSON log.
-func listenAddr(logs string) string { return loggedAddr(logs, "listening") }
-
-// loggedAddr finds the addr of the first JSON log line whose message is msg.
-func loggedAddr(logs, msg string) string {
-	for _, line := range strings.Split(logs, "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) != nil || m["@message"] != msg {
-			continue
-		}
-		if a, ok := m["addr"].(string); ok {
-			return a
-		}
-	}
-	return ""
-}
-
-func startIssuer(t *testing.T) *devissuer.Issuer {
-	t.Helper()
-	is, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(is)
-	is.URL = "http://" + srv.Listener.Addr().String()
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return is
-}
-
-func mcpPost(t *testing.T, url, token, body string) (*http.Response, string) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
-}
-
-const toolsList = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
 
 // TestRunOnPortZero runs the whole gateway in-process, as main does, against
 // a real issuer and a real MCP server.
@@ -252,13 +79,35 @@ func TestRunOnPortZero(t *testing.T) {
 func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
 	var stdout, stderr syncBuffer
 	err := run(context.Background(), []string{"mcp-oauth-proxy"}, envOf(map[string]string{"RATE_LIMIT_RPM": "many"}), &stdout, &stderr)
-	if got := exitStatus(err, io.Discard); got != 2 {
+	if got := exitStatus(err); got != 2 {
 		t.Fatalf("got exit status %d, want 2", got)
 	}
 	for _, want := range []string{"OIDC_ISSUER_URL", "RATE_LIMIT_RPM"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
+	}
+}
+
+// TestMisspeltVariables: a variable that looks like a misspelt setting is
+// named, with the setting meant, among the errors of an invalid
+// configuration and as a warning in the log of a valid one.
+func TestMisspeltVariables(t *testing.T) {
+	t.Setenv("ALLOW_EMAIL", "me@example.com")
+	env := validEnv()
+	delete(env, "ALLOW_EMAILS")
+	var stdout, stderr syncBuffer
+	err := run(t.Context(), []string{"mcp-oauth-proxy"}, envOf(env), &stdout, &stderr)
+	want := "ALLOW_EMAIL is set but is not a setting; did you mean ALLOW_EMAILS?"
+	if exitStatus(err) != 2 || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v, want a configuration error saying %q", err, want)
+	}
+
+	is := startIssuer(t)
+	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": "http://127.0.0.1:1"}))
+	gw.addr(t)
+	if !strings.Contains(gw.stderr.String(), `"@level":"warn","@message":"`+want) {
+		t.Errorf("the log does not warn %q:\n%s", want, gw.stderr.String())
 	}
 }
 
@@ -270,57 +119,6 @@ func TestVersion(t *testing.T) {
 	if !strings.HasPrefix(out.String(), "mcp-oauth-proxy ") || !strings.Contains(out.String(), "go1.") {
 		t.Errorf("got %q, want the version and the Go version", out.String())
 	}
-}
-
-// binary builds the gateway once per test run, static (CGO_ENABLED=0) as
-// the Dockerfile builds it.
-var binary struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	binary.once.Do(func() {
-		binary.dir, binary.err = os.MkdirTemp("", "mop-bin-")
-		if binary.err != nil {
-			return
-		}
-		binary.path = filepath.Join(binary.dir, "mcp-oauth-proxy")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", binary.path, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binary.err != nil {
-		t.Fatal(binary.err)
-	}
-	return binary.path
-}
-
-func TestMain(m *testing.M) {
-	if os.Getenv("MOP_TEST_ARGV_SERVER") == "1" {
-		argvServer()
-		return
-	}
-	code := m.Run()
-	if binary.dir != "" {
-		os.RemoveAll(binary.dir)
-	}
-	os.Exit(code)
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // TestDevMode runs `mcp-oauth-proxy dev` as a user would and follows what
@@ -432,6 +230,47 @@ func TestDevModeRefusesNonLoopback(t *testing.T) {
 	}
 }
 
+// TestCtrlCExitStatus: Ctrl-C (SIGINT) with a child running ends dev mode
+// with status 0, and the gateway with the child's status (128+SIGTERM), as
+// a container runtime expects.
+func TestCtrlCExitStatus(t *testing.T) {
+	bin := buildBinary(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		want int
+	}{
+		{"dev mode", []string{"dev"}, nil, 0},
+		{"production", nil, []string{"OIDC_ISSUER_URL=http://127.0.0.1:1", "OIDC_AUDIENCE=x", "RESOURCE_URL=http://127.0.0.1", "ALLOW_SUBS=x"}, 143},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, append(tc.args, "--", "sh", "-c", "echo up; exec sleep 100")...)
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "PORT=0", "LISTEN_HOST=127.0.0.1", "LOG_FORMAT=json"}, tc.env...)
+			var out syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitErr := make(chan error, 1)
+			go func() { waitErr <- cmd.Wait() }()
+			t.Cleanup(func() { _ = cmd.Process.Kill() })
+			waitFor(t, "the child to be up", 10*time.Second, func() bool { return strings.Contains(out.String(), `"@message":"up"`) })
+			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-waitErr:
+			case <-time.After(15 * time.Second):
+				t.Fatalf("still running 15 s after SIGINT; output:\n%s", out.String())
+			}
+			if got := cmd.ProcessState.ExitCode(); got != tc.want {
+				t.Errorf("exit status %d, want %d; output:\n%s", got, tc.want, out.String())
+			}
+		})
+	}
+}
+
 // TestStaticBinaryAsPID1 runs the CGO_ENABLED=0 binary, as the image does,
 // as PID 1 of a new PID namespace, probes it with the healthcheck
 // subcommand, and stops it with SIGTERM.
@@ -463,5 +302,50 @@ func TestStaticBinaryAsPID1(t *testing.T) {
 	waitFor(t, "the listening line in the log", 5*time.Second, func() bool { return strings.Contains(stderr.String(), "listening") })
 	if err := terminate(t, cmd); err != nil {
 		t.Errorf("PID 1 after SIGTERM: %v, want exit 0; log:\n%s", err, stderr.String())
+	}
+}
+
+// TestDevModeStopsOnAServerThatCannotStart: in dev mode a command that
+// cannot run, or a server that exits before it ever listened, stops the
+// gateway with one line naming the command, the server's last lines and its
+// status, instead of restarting it forever (issue 19.1).
+func TestDevModeStopsOnAServerThatCannotStart(t *testing.T) {
+	bin := buildBinary(t)
+	cases := []struct {
+		name       string
+		args       []string
+		wantStatus int
+		wantOut    []string
+	}{
+		{"no such program", []string{"--", "/nonexistent/mcp-server"}, 127,
+			[]string{`cannot start the MCP server: "/nonexistent/mcp-server"`, "(exit 127)"}},
+		{"a shell command not found", []string{"--mcp-spawn-cmd", "no-such-mcp-server --port {port}"}, 127,
+			[]string{`cannot start the MCP server: "no-such-mcp-server --port {port}"`, "not found"}},
+		{"exits before it listens", []string{"--", "sh", "-c", "echo missing API_KEY >&2; exit 3"}, 3,
+			[]string{`cannot start the MCP server: "sh"`, "its last lines:", "missing API_KEY"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, append([]string{"dev"}, tc.args...)...)
+			cmd.Env = append(os.Environ(), "PORT=0", "LOG_FORMAT=json")
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				t.Fatalf("dev %v: %v, want an exit status\n%s", tc.args, err, out)
+			}
+			if got := ee.ExitCode(); got != tc.wantStatus {
+				t.Errorf("exit status %d, want %d\n%s", got, tc.wantStatus, out)
+			}
+			for _, w := range tc.wantOut {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if n := strings.Count(string(out), "child started"); n != 1 && tc.wantStatus != 127 {
+				t.Errorf("the child started %d times, want once (no restart)\n%s", n, out)
+			}
+		})
 	}
 }

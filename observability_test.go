@@ -344,8 +344,8 @@ func TestObservabilitySettings(t *testing.T) {
 		problem string // "" : valid
 		check   func(*Config) bool
 	}{
-		{"metrics off by default", nil, "", func(c *Config) bool { return c.MetricsAddr == "" && c.MCPAudit }},
-		{"metrics on loopback", map[string]string{"METRICS_ADDR": "127.0.0.1:9090"}, "", func(c *Config) bool { return c.MetricsAddr == "127.0.0.1:9090" }},
+		{"metrics off by default", nil, "", func(c *Config) bool { return c.Listen.MetricsAddr == "" && c.Gate.MCPAuditBytes == 0 }},
+		{"metrics on loopback", map[string]string{"METRICS_ADDR": "127.0.0.1:9090"}, "", func(c *Config) bool { return c.Listen.MetricsAddr == "127.0.0.1:9090" }},
 		{"metrics on every interface", map[string]string{"METRICS_ADDR": ":9090"}, "", nil},
 		{"metrics on IPv6 loopback", map[string]string{"METRICS_ADDR": "[::1]:9090"}, "", nil},
 		{"a port alone", map[string]string{"METRICS_ADDR": "9090"}, "METRICS_ADDR", nil},
@@ -353,7 +353,7 @@ func TestObservabilitySettings(t *testing.T) {
 		{"a bad port", map[string]string{"METRICS_ADDR": "127.0.0.1:99999"}, "METRICS_ADDR", nil},
 		{"the public port", map[string]string{"METRICS_ADDR": ":8080", "PORT": "8080"}, "public port", nil},
 		{"the public port on loopback", map[string]string{"METRICS_ADDR": "127.0.0.1:8080", "PORT": "8080"}, "public port", nil},
-		{"audit off", map[string]string{"MCP_AUDIT": "false"}, "", func(c *Config) bool { return !c.MCPAudit }},
+		{"audit off", map[string]string{"MCP_AUDIT": "false"}, "", func(c *Config) bool { return c.Gate.MCPAuditBytes < 0 }},
 		{"audit garbage", map[string]string{"MCP_AUDIT": "sometimes"}, "MCP_AUDIT", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -361,7 +361,7 @@ func TestObservabilitySettings(t *testing.T) {
 			for k, v := range c.env {
 				env[k] = v
 			}
-			cfg, err := parseConfig(nil, envOf(env), io.Discard)
+			cfg, err := parseConfig(nil, envOf(env), false)
 			switch {
 			case c.problem == "" && err != nil:
 				t.Fatalf("got %v, want valid", err)

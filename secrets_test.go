@@ -92,15 +92,6 @@ func TestNoSecretsInLogs(t *testing.T) {
 	t.Logf("%d log lines checked", len(lines))
 }
 
-func mustToken(t *testing.T, g *gateway, sub, aud string, ttl time.Duration) string {
-	t.Helper()
-	tok, err := g.is.AccessToken(sub, aud, ttl, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
 // tamper changes the token's payload without re-signing it.
 func tamper(tok string) string {
 	parts := strings.Split(tok, ".")

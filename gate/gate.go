@@ -191,7 +191,9 @@ type Config struct {
 
 	// UpstreamPath (MCP_UPSTREAM_PATH) is a prefix joined after the upstream
 	// URL's own path: "/" is sent to UpstreamPath, "/x" to UpstreamPath+"/x".
-	// The query is kept. Empty or "/": no prefix.
+	// The query is kept. Empty or "/": no prefix. The caller validates it: a
+	// clean absolute path whose characters need no escaping (no dot
+	// segments, "//", "%", ";", "?" or "#").
 	UpstreamPath string
 
 	// Public lists the unauthenticated routes (discovery documents, health).
@@ -364,19 +366,10 @@ func New(cfg Config) (http.Handler, error) {
 	}
 
 	up := strings.TrimRight(cfg.UpstreamPath, "/")
-	if up != "" {
-		if !strings.HasPrefix(up, "/") {
-			return nil, fmt.Errorf("new gate: upstream path %q does not start with /", cfg.UpstreamPath)
-		}
-		if status, reason := checkPath(up); status != 0 {
-			return nil, fmt.Errorf("new gate: upstream path %q: %s", cfg.UpstreamPath, reason)
-		}
-		p, err := url.PathUnescape(up)
-		if err != nil {
-			return nil, fmt.Errorf("new gate: upstream path %q: %w", cfg.UpstreamPath, err)
-		}
-		g.upstreamPath, g.upstreamRaw = p, up
+	if up != "" && !strings.HasPrefix(up, "/") {
+		return nil, fmt.Errorf("new gate: upstream path %q does not start with /", cfg.UpstreamPath)
 	}
+	g.upstreamPath, g.upstreamRaw = up, up // needs no escaping (Config.UpstreamPath)
 
 	for _, rt := range cfg.Public {
 		if rt.Handler == nil || rt.Method == "" {

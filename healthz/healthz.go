@@ -2,7 +2,7 @@
 // the process is alive and serving, /readyz says whether it can admit traffic
 // (the provider's keys are loaded and, in spawn mode, the child is ready).
 //
-// It owns no state: each check is a function the caller passes in, so the
+// It owns no state: each check asks a part the caller passes in, so the
 // answer is always current. It does not route: the gate maps the exact
 // paths to these handlers.
 package healthz
@@ -14,11 +14,18 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
-// Check is one readiness condition. Ready reports whether it holds and, when
-// it does not (or for information), a short human-readable detail.
+// Part is one part of the gateway whose readiness /readyz reports (a
+// *provider.Provider, a *supervisor.Supervisor). Ready reports whether it
+// can serve now and, when it cannot (or for information), a short
+// human-readable detail.
+type Part interface {
+	Ready() (ok bool, detail string)
+}
+
+// Check names a Part in /readyz's answer.
 type Check struct {
-	Name  string
-	Ready func() (ok bool, detail string)
+	Name string
+	Part Part
 }
 
 // Live answers 200 {"status":"ok"} while the process serves.
@@ -42,7 +49,7 @@ func Ready(checks ...Check) http.Handler {
 		results := make(map[string]checkResult, len(checks))
 		all := true
 		for _, c := range checks {
-			ok, detail := c.Ready()
+			ok, detail := c.Part.Ready()
 			results[c.Name] = checkResult{Ready: ok, Detail: detail}
 			all = all && ok
 		}

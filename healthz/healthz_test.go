@@ -20,16 +20,21 @@ func TestLive(t *testing.T) {
 	}
 }
 
+// readyFunc is a Part that asks a function.
+type readyFunc func() (bool, string)
+
+func (f readyFunc) Ready() (bool, string) { return f() }
+
 func TestReady(t *testing.T) {
 	childReady := false
 	h := Ready(
-		Check{Name: "provider", Ready: func() (bool, string) { return true, "" }},
-		Check{Name: "child", Ready: func() (bool, string) {
+		Check{Name: "provider", Part: readyFunc(func() (bool, string) { return true, "" })},
+		Check{Name: "child", Part: readyFunc(func() (bool, string) {
 			if childReady {
 				return true, ""
 			}
 			return false, "starting, 2 restarts, last exit status 3"
-		}},
+		})},
 	)
 	for _, tc := range []struct {
 		name       string

@@ -245,6 +245,17 @@ func (s *Supervisor) Status() Status {
 	return Status{State: s.state, Starts: s.starts, Restarts: s.restarts, LastExit: s.lastExit, Port: s.port, PID: s.pid}
 }
 
+// Ready reports whether the child is ready to serve, with its state, its
+// restarts and how the last child ended, for /readyz.
+func (s *Supervisor) Ready() (ok bool, detail string) {
+	st := s.Status()
+	detail = fmt.Sprintf("%s, %d restarts", st.State, st.Restarts)
+	if st.LastExit != "" {
+		detail += ", last exit: " + st.LastExit
+	}
+	return st.State == StateReady, detail
+}
+
 // ExitCode returns the last child's status as a shell reports it: its exit
 // code, 128+N when it was killed by signal N, 127 when the command was not
 // found and 126 when it was not executable. 0 if no child was ever started.

@@ -160,6 +160,14 @@ type redirectRule struct {
 	path  string // loopback pattern: required path, "" for any
 }
 
+// CheckRedirectURI reports why one REGISTER_REDIRECT_URIS entry is neither
+// an absolute URI nor one of the loopback patterns of Config.RedirectURIs,
+// or nil: the caller validates the setting with it, naming the variable.
+func CheckRedirectURI(entry string) error {
+	_, err := parseRedirectRule(strings.TrimSpace(entry))
+	return err
+}
+
 func parseRedirectRules(entries []string) ([]redirectRule, error) {
 	var rules []redirectRule
 	for _, e := range entries {

@@ -256,9 +256,6 @@ func TestNewRejects(t *testing.T) {
 		cfg  Config
 	}{
 		{"relative resource url", Config{ResourceURL: "/mcp", Metadata: md}},
-		{"resource url with a query", Config{ResourceURL: "https://mcp.example.com/mcp?x=1", Metadata: md}},
-		{"resource url with a fragment", Config{ResourceURL: "https://mcp.example.com/mcp#f", Metadata: md}},
-		{"resource url of another scheme", Config{ResourceURL: "ftp://mcp.example.com/mcp", Metadata: md}},
 		{"unknown mode", Config{ResourceURL: "https://mcp.example.com", Mode: "proxy", Metadata: md}},
 		{"facade without metadata", Config{ResourceURL: "https://mcp.example.com"}},
 		{"direct without issuer", Config{ResourceURL: "https://mcp.example.com", Mode: ModeDirect}},

@@ -1,0 +1,361 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
+)
+
+// value is a typed flag: Set parses its argument, blanks trimmed, and
+// stores the result in every destination. A parser's error reads after the
+// name of the variable or flag: `is not a port number`, `entry "x" is ...`.
+type value[T any] struct {
+	dst   []*T
+	parse func(string) (T, error)
+	raw   string
+}
+
+// bind makes the flag that parses into dst.
+func bind[T any](parse func(string) (T, error), dst ...*T) flag.Value {
+	return &value[T]{dst: dst, parse: parse}
+}
+
+func (v *value[T]) Set(s string) error {
+	s = strings.TrimSpace(s)
+	x, err := v.parse(s)
+	if err != nil {
+		return err
+	}
+	for _, d := range v.dst {
+		*d = x
+	}
+	v.raw = s
+	return nil
+}
+
+func (v *value[T]) String() string { return v.raw }
+
+// The parsers. An empty string is the zero value where "unset" means
+// something (an optional URL, an empty list); a number or a duration must
+// be given.
+
+func text(s string) (string, error) { return s, nil }
+
+// httpURL parses an absolute http or https URL.
+func httpURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	return u, nil
+}
+
+// issuerURL is OIDC_ISSUER_URL: absolute https, or http on loopback, with
+// no query or fragment.
+func issuerURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := httpURL(s)
+	switch {
+	case err != nil:
+		return "", err
+	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
+		return "", fmt.Errorf("%q must use https (http is allowed only for loopback addresses)", s)
+	case u.RawQuery != "" || u.Fragment != "":
+		return "", fmt.Errorf("%q must not have a query or fragment", s)
+	}
+	return s, nil
+}
+
+// resourceURL is RESOURCE_URL, kept exactly as given (RFC 9728 §3.3): an
+// absolute http(s) URL without query, fragment (RFC 9728 §1.2) or user
+// information, whose path is clean.
+func resourceURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := httpURL(s)
+	switch {
+	case err != nil:
+		return "", err
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
+		return "", fmt.Errorf("%q must not have a query or fragment (RFC 9728 §1.2)", s)
+	case u.User != nil:
+		return "", fmt.Errorf("%q must not contain user information", s)
+	case u.RawPath != "" || strings.Contains(u.Path, "//") || hasDotSegment(u.Path):
+		return "", fmt.Errorf("%q must have a clean path", s)
+	}
+	return s, nil
+}
+
+// upstreamURL is MCP_UPSTREAM_URL.
+func upstreamURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, err := httpURL(s)
+	switch {
+	case err != nil:
+		return nil, err
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return nil, fmt.Errorf("%q must not have a query, fragment or user information", s)
+	}
+	return u, nil
+}
+
+// upstreamPath is MCP_UPSTREAM_PATH, without its trailing slashes: a clean
+// absolute path whose characters need no escaping (RFC 3986 §3.3 pchar
+// without ";" and "%"), so it is its own escaped form.
+func upstreamPath(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	bad := !strings.HasPrefix(s, "/") || strings.Contains(s, "//") || hasDotSegment(s)
+	for i := 0; i < len(s) && !bad; i++ {
+		c := s[i]
+		bad = !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("/-._~!$&'()*+,=:@", c) >= 0)
+	}
+	if bad {
+		return "", fmt.Errorf("%q must be a clean absolute path such as /mcp", s)
+	}
+	return strings.TrimRight(s, "/"), nil
+}
+
+func hasDotSegment(p string) bool {
+	return strings.Contains(p+"/", "/./") || strings.Contains(p+"/", "/../")
+}
+
+func readyPath(s string) (string, error) {
+	if s != "" && !strings.HasPrefix(s, "/") {
+		return "", fmt.Errorf("%q must start with /", s)
+	}
+	return s, nil
+}
+
+// port parses a port number from min to 65535; empty is 0 when min is 1
+// (an optional port).
+func port(min int) func(string) (int, error) {
+	return func(s string) (int, error) {
+		if s == "" && min == 1 {
+			return 0, nil
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < min || n > 65535 {
+			return 0, fmt.Errorf("%q is not a port number (%d-65535)", s, min)
+		}
+		return n, nil
+	}
+}
+
+func whole(min int) func(string) (int, error) {
+	return func(s string) (int, error) {
+		n, err := strconv.Atoi(s)
+		switch {
+		case err != nil:
+			return 0, fmt.Errorf("%q is not a whole number", s)
+		case n < min:
+			return 0, fmt.Errorf("%q must be at least %d", s, min)
+		}
+		return n, nil
+	}
+}
+
+func whole64(min int) func(string) (int64, error) {
+	return func(s string) (int64, error) {
+		n, err := whole(min)(s)
+		return int64(n), err
+	}
+}
+
+// duration parses Go syntax ("30s", "2m") or a bare number of seconds.
+func duration(positive bool) func(string) (time.Duration, error) {
+	return func(s string) (time.Duration, error) {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			n, nerr := strconv.Atoi(s)
+			if nerr != nil {
+				return 0, fmt.Errorf("%q is not a duration such as 30s or 2m", s)
+			}
+			d = time.Duration(n) * time.Second
+		}
+		switch {
+		case positive && d <= 0:
+			return 0, fmt.Errorf("%q must be positive", s)
+		case d < 0:
+			return 0, fmt.Errorf("%q must be zero or positive", s)
+		}
+		return d, nil
+	}
+}
+
+// oneOf accepts one of values, case-insensitively, or empty.
+func oneOf(values ...string) func(string) (string, error) {
+	return func(s string) (string, error) {
+		l := strings.ToLower(s)
+		for _, v := range values {
+			if l == v {
+				return l, nil
+			}
+		}
+		if s == "" {
+			return "", nil
+		}
+		return "", fmt.Errorf("%q is not %s", s, strings.Join(values, " or "))
+	}
+}
+
+// authServerMode is AUTH_SERVER_MODE.
+func authServerMode(s string) (string, error) {
+	m, err := oneOf(wellknown.ModeFacade, wellknown.ModeDirect)(s)
+	if err == nil && m == "" {
+		err = errors.New(`"" is not facade or direct`)
+	}
+	return m, err
+}
+
+// logLevel is LOG_LEVEL. go-hclog has no fatal level: "fatal" logs errors
+// only, as "error" does.
+func logLevel(s string) (hclog.Level, error) {
+	switch strings.ToLower(s) {
+	case "fatal":
+		return hclog.Error, nil
+	case "trace", "debug", "info", "warn", "error":
+		return hclog.LevelFromString(s), nil
+	}
+	return hclog.NoLevel, fmt.Errorf("%q is not one of trace, debug, info, warn, error, fatal", s)
+}
+
+// auditBytes is MCP_AUDIT, a boolean, as gate.Config.MCPAuditBytes: true
+// reads the gate's default amount of each body, false none.
+func auditBytes(s string) (int, error) {
+	on, err := strconv.ParseBool(s)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("%q is not true or false", s)
+	case on:
+		return 0, nil // gate.DefaultMCPAuditBytes
+	}
+	return -1, nil
+}
+
+func ipHost(s string) (string, error) {
+	if s != "" && s != "localhost" && net.ParseIP(s) == nil {
+		return "", fmt.Errorf("%q is not an IP address", s)
+	}
+	return s, nil
+}
+
+// hostPort is METRICS_ADDR: an IP address (or none, or localhost) and a
+// port.
+func hostPort(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	host, p, err := net.SplitHostPort(s)
+	n, perr := strconv.Atoi(p)
+	switch {
+	case err != nil || perr != nil || n < 0 || n > 65535:
+		return "", fmt.Errorf("%q is not host:port such as 127.0.0.1:9090", s)
+	case host != "" && host != "localhost" && net.ParseIP(host) == nil:
+		return "", fmt.Errorf("%q: the host is not an IP address", s)
+	}
+	return s, nil
+}
+
+// list parses a comma-separated list, dropping blanks; item, when not nil,
+// checks (and may rewrite) each entry.
+func list(item func(string) (string, error)) func(string) ([]string, error) {
+	return func(s string) ([]string, error) {
+		var out []string
+		for _, f := range strings.Split(s, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			if item != nil {
+				var err error
+				if f, err = item(f); err != nil {
+					return nil, err
+				}
+			}
+			out = append(out, f)
+		}
+		return out, nil
+	}
+}
+
+// lowerCase folds ASCII letters only, as the gate compares identities: a
+// Unicode-aware lowering would map U+212A KELVIN SIGN to k.
+func lowerCase(s string) (string, error) {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b), nil
+}
+
+func origin(s string) (string, error) {
+	if s == "*" {
+		return s, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Path != "" || u.RawQuery != "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", fmt.Errorf("entry %q is not an origin such as https://claude.ai (or *)", s)
+	}
+	return s, nil
+}
+
+// redirectURI is one REGISTER_REDIRECT_URIS entry, as wellknown reads it.
+func redirectURI(s string) (string, error) {
+	if err := wellknown.CheckRedirectURI(s); err != nil {
+		return "", fmt.Errorf("entry rejected: %w", err)
+	}
+	return s, nil
+}
+
+// scope is one scope token (RFC 6749 §3.3).
+func scope(s string) (string, error) {
+	if strings.ContainsAny(s, " \"\\") {
+		return "", fmt.Errorf("entry %q must not contain spaces, quotes or backslashes (RFC 6749 §3.3)", s)
+	}
+	return s, nil
+}
+
+// prefixes is TRUSTED_PROXIES: CIDRs, or addresses taken as one-address
+// prefixes.
+func prefixes(s string) ([]netip.Prefix, error) {
+	entries, _ := list(nil)(s)
+	var out []netip.Prefix
+	for _, e := range entries {
+		pfx, err := netip.ParsePrefix(e)
+		if err != nil {
+			a, aerr := netip.ParseAddr(e)
+			if aerr != nil {
+				return nil, fmt.Errorf("entry %q is not a CIDR such as 10.0.0.0/8", e)
+			}
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, pfx.Masked())
+	}
+	return out, nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
