@@ -1,10 +1,13 @@
 // Package e2e proves the whole chain with components nobody here wrote: a real OIDC provider
 // (npm oidc-provider, provider.mjs), a real MCP server (npm
 // @modelcontextprotocol/server-everything) launched by the gateway itself through npx, and
-// real MCP clients (the TypeScript SDK through client.mjs, and the Go SDK).
+// real MCP clients (the TypeScript SDK 1.x through client.mjs, the 2026-07-28 client 2.x
+// through client-v2.mjs, the Go SDK, MCP Inspector's CLI), and a real browser (Debian's
+// chromium through browser.mjs).
 //
-// It needs node, npm and `npm ci` run in this directory; without them every test is skipped
-// with a message naming what is missing. See README.md.
+// It needs node, npm and `npm ci` run in this directory, and for some tests Debian's
+// chromium, redis-server and nginx; a test that lacks one skips with a message naming it, or
+// fails when CI is set. See README.md.
 package e2e
 
 import (
