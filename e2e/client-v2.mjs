@@ -26,7 +26,7 @@ import {
   Client, StreamableHTTPClientTransport, UnauthorizedError,
 } from '@modelcontextprotocol/client';
 import { randomBytes } from 'node:crypto';
-import { authorize, decodeJwt, parseSteps, recordingFetch } from './flow.mjs';
+import { loginAndConnect, parseSteps, recordingFetch, RecordingOAuthProvider } from './flow.mjs';
 
 function parseArgs(argv) {
   const out = {
@@ -56,28 +56,14 @@ const stamp = () => Date.now() - t0;
 const steps = args.browser ? await parseSteps(args.browser) : undefined;
 const fetchFn = recordingFetch(result.requests, stamp);
 
-class MemoryOAuthProvider {
-  constructor(redirectUrl, loginHint) {
-    this._redirectUrl = redirectUrl;
-    this._loginHint = loginHint;
-    this._client = undefined;
-    this._tokens = undefined;
-    this._verifier = undefined;
+// The 2.x additions: the client's own state check, the discovery state the SDK uses to bind
+// the callback to the authorization server the flow started with (SEP-2352), and a way to
+// spoil the access token.
+class StrictOAuthProvider extends RecordingOAuthProvider {
+  constructor(...a) {
+    super(...a);
     this._state = undefined;
     this._discovery = undefined;
-    this.callback = undefined; // the redirect URI's query parameters
-  }
-
-  get redirectUrl() { return this._redirectUrl; }
-
-  get clientMetadata() {
-    return {
-      client_name: 'mcp-oauth-proxy e2e (@modelcontextprotocol/client 2.x)',
-      redirect_uris: [this._redirectUrl],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
   }
 
   // The SDK does not check state (its documentation says so): the client does.
@@ -86,34 +72,10 @@ class MemoryOAuthProvider {
     return this._state;
   }
 
-  clientInformation() { return this._client; }
-  saveClientInformation(info) {
-    this._client = info;
-    result.flow.registration = {
-      client_id: info.client_id, token_endpoint_auth_method: info.token_endpoint_auth_method,
-      has_secret: Boolean(info.client_secret), issuer: info.issuer,
-    };
-  }
-  tokens() { return this._tokens; }
-  saveTokens(tokens) {
-    this._tokens = tokens;
-    const saved = {
-      token_type: tokens.token_type, expires_in: tokens.expires_in, scope: tokens.scope,
-      refresh_token: Boolean(tokens.refresh_token), issuer: tokens.issuer,
-      access_token_claims: decodeJwt(tokens.access_token),
-    };
-    if (!result.flow.tokens) result.flow.tokens = saved;
-    else (result.flow.refreshed ??= []).push(saved);
-  }
-  // Kept beside the code verifier, so the SDK can check that the authorization response
-  // comes from the authorization server the flow started with (SEP-2352).
+  stateMatches(params) { return params.get('state') === this._state; }
+
   saveDiscoveryState(state) { this._discovery = state; }
   discoveryState() { return this._discovery; }
-  saveCodeVerifier(v) { this._verifier = v; }
-  codeVerifier() {
-    if (!this._verifier) throw new Error('no code verifier saved');
-    return this._verifier;
-  }
 
   // spoilAccessToken keeps the refresh token but makes the access token one the gateway refuses.
   spoilAccessToken() {
@@ -121,21 +83,8 @@ class MemoryOAuthProvider {
   }
 
   async redirectToAuthorization(authorizationUrl) {
-    const url = new URL(authorizationUrl);
-    if (this._loginHint) url.searchParams.set('login_hint', this._loginHint);
-    result.flow.authorization = {
-      endpoint: `${url.origin}${url.pathname}`,
-      params: Object.fromEntries([...url.searchParams].filter(([k]) => k !== 'code_challenge' && k !== 'state')),
-      code_challenge_method: url.searchParams.get('code_challenge_method'),
-    };
-    const { params, hops, browser } = await authorize(url.href, this._redirectUrl, steps);
-    result.flow.authorization.hops = hops;
-    if (browser) result.flow.browser = browser;
-    this.callback = params;
-    result.flow.authorization_response = {
-      iss: params.get('iss') || undefined, state_matches: params.get('state') === this._state,
-      code: Boolean(params.get('code')), error: params.get('error') || undefined,
-    };
+    await super.redirectToAuthorization(authorizationUrl);
+    result.flow.authorization_response.state_matches = this.stateMatches(this.callback);
   }
 }
 
@@ -153,43 +102,31 @@ function newTransport(authProvider) {
 }
 
 async function main() {
-  const redirectUrl = `http://127.0.0.1:${args.redirectPort}/callback`;
-  const auth = new MemoryOAuthProvider(redirectUrl, args.loginHint);
-
-  // First connection: the gateway answers 401 and the SDK runs discovery, registration and
-  // sends the "browser" to the authorization endpoint.
-  let client = newClient();
-  let transport = newTransport(auth);
-  try {
-    await client.connect(transport);
-    throw new Error('connected without authorization: the gateway did not answer 401');
-  } catch (err) {
-    if (!(err instanceof UnauthorizedError)) throw err;
+  const auth = new StrictOAuthProvider(result, {
+    redirectUrl: `http://127.0.0.1:${args.redirectPort}/callback`,
+    loginHint: args.loginHint,
+    clientName: 'mcp-oauth-proxy e2e (@modelcontextprotocol/client 2.x)',
+    steps,
+  });
+  const connected = await loginAndConnect({
+    newClient,
+    newTransport: () => newTransport(auth),
+    auth,
+    finish: async (transport, cb) => {
+      if (!auth.stateMatches(cb)) throw new Error('the authorization response carries another state than the request');
+      // The whole query: finishAuth checks iss against the issuer before it redeems the code.
+      await transport.finishAuth(cb);
+    },
+    expectDenied: args.expectDenied,
+    isUnauthorized: (err) => err instanceof UnauthorizedError,
+    result,
+    stamp,
+  });
+  if (!connected) {
+    result.ok = true;
+    return;
   }
-  await client.close().catch(() => {});
-  if (!auth.callback) throw new Error('the SDK did not reach the authorization endpoint');
-  result.flow.t_authorized = stamp();
-  const cb = auth.callback;
-  if (cb.get('error')) throw new Error(`authorization error: ${cb.get('error')}: ${cb.get('error_description') || ''}`);
-  if (cb.get('state') !== auth._state) throw new Error('the authorization response carries another state than the request');
-  // The whole query: finishAuth checks iss against the issuer before it redeems the code.
-  await transport.finishAuth(cb);
-  result.flow.t_token = stamp();
-
-  // Second connection with the token.
-  client = newClient();
-  transport = newTransport(auth);
-  try {
-    await client.connect(transport);
-  } catch (err) {
-    if (args.expectDenied) {
-      result.ok = true;
-      result.denied = String(err?.message || err);
-      return;
-    }
-    throw err;
-  }
-  if (args.expectDenied) throw new Error('connected although a denial was expected');
+  const { client, transport } = connected;
   result.sessionId = transport.sessionId;
   result.serverVersion = client.getServerVersion();
   result.protocolVersion = client.getNegotiatedProtocolVersion();

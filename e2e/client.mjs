@@ -19,7 +19,7 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
-import { authorize, decodeJwt, parseSteps, recordingFetch } from './flow.mjs';
+import { loginAndConnect, parseSteps, recordingFetch, RecordingOAuthProvider } from './flow.mjs';
 
 function parseArgs(argv) {
   const out = { url: undefined, loginHint: undefined, redirectPort: 33418, expectDenied: false, browser: undefined };
@@ -43,104 +43,33 @@ const stamp = () => Date.now() - t0;
 
 const steps = args.browser ? await parseSteps(args.browser) : undefined;
 
-class MemoryOAuthProvider {
-  constructor(redirectUrl, loginHint) {
-    this._redirectUrl = redirectUrl;
-    this._loginHint = loginHint;
-    this._client = undefined;
-    this._tokens = undefined;
-    this._verifier = undefined;
-    this.code = undefined;
-    this.authorizationUrl = undefined;
-  }
-
-  get redirectUrl() { return this._redirectUrl; }
-
-  get clientMetadata() {
-    return {
-      client_name: 'mcp-oauth-proxy e2e (TypeScript SDK)',
-      redirect_uris: [this._redirectUrl],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-
-  clientInformation() { return this._client; }
-  saveClientInformation(info) { this._client = info; result.flow.registration = { client_id: info.client_id, token_endpoint_auth_method: info.token_endpoint_auth_method, has_secret: Boolean(info.client_secret) }; }
-  tokens() { return this._tokens; }
-  saveTokens(tokens) {
-    this._tokens = tokens;
-    result.flow.tokens = {
-      token_type: tokens.token_type, expires_in: tokens.expires_in, scope: tokens.scope,
-      refresh_token: Boolean(tokens.refresh_token), access_token_claims: decodeJwt(tokens.access_token),
-    };
-  }
-  saveCodeVerifier(v) { this._verifier = v; }
-  codeVerifier() {
-    if (!this._verifier) throw new Error('no code verifier saved');
-    return this._verifier;
-  }
-
-  async redirectToAuthorization(authorizationUrl) {
-    const url = new URL(authorizationUrl);
-    if (this._loginHint) url.searchParams.set('login_hint', this._loginHint);
-    this.authorizationUrl = url.href;
-    result.flow.authorization = {
-      endpoint: `${url.origin}${url.pathname}`,
-      params: Object.fromEntries([...url.searchParams].filter(([k]) => k !== 'code_challenge' && k !== 'state')),
-      code_challenge_method: url.searchParams.get('code_challenge_method'),
-    };
-    const { params, hops, browser } = await authorize(url.href, this._redirectUrl, steps);
-    result.flow.authorization.hops = hops;
-    if (browser) result.flow.browser = browser;
-    const err = params.get('error');
-    if (err) throw new Error(`authorization error: ${err}: ${params.get('error_description') || ''}`);
-    this.code = params.get('code');
-    if (!this.code) throw new Error(`redirect without code: ${params}`);
-    result.flow.authorization_response = { iss: params.get('iss') || undefined, state: Boolean(params.get('state')) };
-  }
-}
-
 function newTransport(authProvider) {
   return new StreamableHTTPClientTransport(new URL(args.url), { authProvider, fetch: recordingFetch(result.requests, stamp) });
 }
 
 async function main() {
-  const redirectUrl = `http://127.0.0.1:${args.redirectPort}/callback`;
-  const auth = new MemoryOAuthProvider(redirectUrl, args.loginHint);
+  const auth = new RecordingOAuthProvider(result, {
+    redirectUrl: `http://127.0.0.1:${args.redirectPort}/callback`,
+    loginHint: args.loginHint,
+    clientName: 'mcp-oauth-proxy e2e (TypeScript SDK)',
+    steps,
+  });
   const clientInfo = { name: 'mcp-oauth-proxy-e2e-ts', version: '1.0.0' };
-
-  // First connection: the gateway answers 401 and the SDK runs discovery, registration and
-  // sends the "browser" to the authorization endpoint.
-  let client = new Client(clientInfo);
-  let transport = newTransport(auth);
-  try {
-    await client.connect(transport);
-    throw new Error('connected without authorization: the gateway did not answer 401');
-  } catch (err) {
-    if (!(err instanceof UnauthorizedError)) throw err;
+  const connected = await loginAndConnect({
+    newClient: () => new Client(clientInfo),
+    newTransport: () => newTransport(auth),
+    auth,
+    finish: (transport, cb) => transport.finishAuth(cb.get('code')), // 1.x takes the code alone
+    expectDenied: args.expectDenied,
+    isUnauthorized: (err) => err instanceof UnauthorizedError,
+    result,
+    stamp,
+  });
+  if (!connected) {
+    result.ok = true;
+    return;
   }
-  await client.close().catch(() => {});
-  if (!auth.code) throw new Error('the SDK did not reach the authorization endpoint');
-  result.flow.t_authorized = stamp();
-  await transport.finishAuth(auth.code);
-  result.flow.t_token = stamp();
-
-  // Second connection with the token.
-  client = new Client(clientInfo);
-  transport = newTransport(auth);
-  try {
-    await client.connect(transport);
-  } catch (err) {
-    if (args.expectDenied) {
-      result.ok = true;
-      result.denied = String(err?.message || err);
-      return;
-    }
-    throw err;
-  }
-  if (args.expectDenied) throw new Error('connected although a denial was expected');
+  const { client, transport } = connected;
   result.sessionId = transport.sessionId;
   result.serverVersion = client.getServerVersion();
   result.protocolVersion = transport.protocolVersion;

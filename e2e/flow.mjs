@@ -92,3 +92,119 @@ async function followToRedirect(start, redirectUri) {
   }
   throw new Error('too many redirects during authorization');
 }
+
+// RecordingOAuthProvider is the OAuthClientProvider both SDK lines accept (2.x adds optional
+// methods; client-v2.mjs subclasses it): a public client keeping everything in memory,
+// recording registration, tokens and the authorization round trip into result.flow, and
+// playing the user through authorize(). After redirectToAuthorization, `callback` holds the
+// redirect URI's query parameters.
+export class RecordingOAuthProvider {
+  constructor(result, { redirectUrl, loginHint, clientName, steps }) {
+    this._result = result;
+    this._redirectUrl = redirectUrl;
+    this._loginHint = loginHint;
+    this._clientName = clientName;
+    this._steps = steps;
+    this._client = undefined;
+    this._tokens = undefined;
+    this._verifier = undefined;
+    this.callback = undefined;
+  }
+
+  get redirectUrl() { return this._redirectUrl; }
+
+  get clientMetadata() {
+    return {
+      client_name: this._clientName,
+      redirect_uris: [this._redirectUrl],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    };
+  }
+
+  clientInformation() { return this._client; }
+  saveClientInformation(info) {
+    this._client = info;
+    this._result.flow.registration = {
+      client_id: info.client_id, token_endpoint_auth_method: info.token_endpoint_auth_method,
+      has_secret: Boolean(info.client_secret), issuer: info.issuer,
+    };
+  }
+
+  tokens() { return this._tokens; }
+  // The first tokens are flow.tokens; those from refreshes go to flow.refreshed.
+  saveTokens(tokens) {
+    this._tokens = tokens;
+    const saved = {
+      token_type: tokens.token_type, expires_in: tokens.expires_in, scope: tokens.scope,
+      refresh_token: Boolean(tokens.refresh_token), issuer: tokens.issuer,
+      access_token_claims: decodeJwt(tokens.access_token),
+    };
+    if (!this._result.flow.tokens) this._result.flow.tokens = saved;
+    else (this._result.flow.refreshed ??= []).push(saved);
+  }
+
+  saveCodeVerifier(v) { this._verifier = v; }
+  codeVerifier() {
+    if (!this._verifier) throw new Error('no code verifier saved');
+    return this._verifier;
+  }
+
+  async redirectToAuthorization(authorizationUrl) {
+    const url = new URL(authorizationUrl);
+    if (this._loginHint) url.searchParams.set('login_hint', this._loginHint);
+    const flow = this._result.flow;
+    flow.authorization = {
+      endpoint: `${url.origin}${url.pathname}`,
+      params: Object.fromEntries([...url.searchParams].filter(([k]) => k !== 'code_challenge' && k !== 'state')),
+      code_challenge_method: url.searchParams.get('code_challenge_method'),
+    };
+    const { params, hops, browser } = await authorize(url.href, this._redirectUrl, this._steps);
+    flow.authorization.hops = hops;
+    if (browser) flow.browser = browser;
+    this.callback = params;
+    flow.authorization_response = {
+      iss: params.get('iss') || undefined, state: Boolean(params.get('state')),
+      code: Boolean(params.get('code')), error: params.get('error') || undefined,
+    };
+  }
+}
+
+// loginAndConnect runs the login as an MCP client does: a first connection that the gateway
+// answers 401, which makes the SDK discover, register and send the user to authorize; then
+// finish(callback parameters) redeems the code, and a second connection uses the token. It
+// returns the connected { client, transport }, or null when expectDenied and the gateway
+// refused the second connection (result.denied says how).
+export async function loginAndConnect({ newClient, newTransport, auth, finish, expectDenied, isUnauthorized, result, stamp }) {
+  let client = newClient();
+  let transport = newTransport();
+  try {
+    await client.connect(transport);
+    throw new Error('connected without authorization: the gateway did not answer 401');
+  } catch (err) {
+    if (!isUnauthorized(err)) throw err;
+  }
+  await client.close().catch(() => {});
+  const cb = auth.callback;
+  if (!cb) throw new Error('the SDK did not reach the authorization endpoint');
+  result.flow.t_authorized = stamp();
+  if (cb.get('error')) throw new Error(`authorization error: ${cb.get('error')}: ${cb.get('error_description') || ''}`);
+  if (!cb.get('code')) throw new Error(`redirect without code: ${cb}`);
+  await finish(transport, cb);
+  result.flow.t_token = stamp();
+
+  client = newClient();
+  transport = newTransport();
+  try {
+    await client.connect(transport);
+  } catch (err) {
+    if (expectDenied) {
+      result.denied = String(err?.message || err);
+      return null;
+    }
+    throw err;
+  }
+  if (expectDenied) throw new Error('connected although a denial was expected');
+  return { client, transport };
+}
