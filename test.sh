@@ -2,6 +2,9 @@
 # Runs every test of mcp-oauth-proxy on a fresh machine: installs the e2e
 # suite's pinned npm packages, checks formatting and vet, runs the Go tests
 # with the race detector (unit, PID 1, end-to-end), then each fuzzer briefly.
+# Some e2e tests also use Debian's redis-server, nginx and chromium (.ci/run
+# installs them); without them those tests skip, naming what is missing, and
+# fail instead when CI is set.
 #   FUZZTIME=1m ./test.sh          # fuzz each target longer or shorter (0 skips fuzzing)
 #   SOAK_DURATION=5m ./test.sh     # a longer soak (soak_test.go)
 set -euo pipefail

@@ -6,24 +6,29 @@
 // and a resource read.
 //
 // Usage: node client.mjs <mcp-url> [--login-hint alice@example.com] [--redirect-port 33418]
-//                                  [--expect-denied]
+//                                  [--expect-denied] [--browser STEPS]
 // Prints one JSON object on stdout; exits 0 on success, 1 on failure (the JSON then has
 // "ok": false and "error").
 //
 // redirectToAuthorization "opens the browser" by fetching the authorization URL and following
 // redirects by hand (with a cookie jar, as a browser would) until one points at our
-// redirect_uri; nothing listens there, the code is read from the Location header.
+// redirect_uri; nothing listens there, the code is read from the Location header. With
+// --browser STEPS (browser.mjs steps as a JSON array, inline or @file; needs Node 22) a
+// headless Chromium loads the pages and performs the steps instead, and the report gains
+// flow.browser (pages, console errors, cookies).
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
+import { loginAndConnect, parseSteps, recordingFetch, RecordingOAuthProvider } from './flow.mjs';
 
 function parseArgs(argv) {
-  const out = { url: undefined, loginHint: undefined, redirectPort: 33418, expectDenied: false };
+  const out = { url: undefined, loginHint: undefined, redirectPort: 33418, expectDenied: false, browser: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--login-hint') out.loginHint = argv[++i];
     else if (a === '--redirect-port') out.redirectPort = Number(argv[++i]);
     else if (a === '--expect-denied') out.expectDenied = true;
+    else if (a === '--browser') out.browser = argv[++i];
     else if (!out.url) out.url = a;
     else throw new Error(`unexpected argument ${a}`);
   }
@@ -36,162 +41,35 @@ const result = { ok: false, url: args.url, requests: [], flow: {} };
 const t0 = Date.now();
 const stamp = () => Date.now() - t0;
 
-// Every HTTP request the SDK makes, for the harness to assert on the discovery order.
-async function recordingFetch(input, init) {
-  const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-  const method = init?.method || (typeof input === 'object' && input.method) || 'GET';
-  let rpc;
-  if (typeof init?.body === 'string') {
-    try {
-      const b = JSON.parse(init.body);
-      rpc = Array.isArray(b) ? b.map((m) => m.method).join(',') : b.method;
-    } catch { /* not JSON */ }
-  }
-  const res = await fetch(input, init);
-  result.requests.push({
-    t: stamp(), method, url, rpc, status: res.status,
-    contentType: res.headers.get('content-type') || undefined,
-    wwwAuthenticate: res.headers.get('www-authenticate') || undefined,
-  });
-  return res;
-}
-
-class MemoryOAuthProvider {
-  constructor(redirectUrl, loginHint) {
-    this._redirectUrl = redirectUrl;
-    this._loginHint = loginHint;
-    this._client = undefined;
-    this._tokens = undefined;
-    this._verifier = undefined;
-    this.code = undefined;
-    this.authorizationUrl = undefined;
-  }
-
-  get redirectUrl() { return this._redirectUrl; }
-
-  get clientMetadata() {
-    return {
-      client_name: 'mcp-oauth-proxy e2e (TypeScript SDK)',
-      redirect_uris: [this._redirectUrl],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-
-  clientInformation() { return this._client; }
-  saveClientInformation(info) { this._client = info; result.flow.registration = { client_id: info.client_id, token_endpoint_auth_method: info.token_endpoint_auth_method, has_secret: Boolean(info.client_secret) }; }
-  tokens() { return this._tokens; }
-  saveTokens(tokens) {
-    this._tokens = tokens;
-    result.flow.tokens = {
-      token_type: tokens.token_type, expires_in: tokens.expires_in, scope: tokens.scope,
-      refresh_token: Boolean(tokens.refresh_token), access_token_claims: decodeJwt(tokens.access_token),
-    };
-  }
-  saveCodeVerifier(v) { this._verifier = v; }
-  codeVerifier() {
-    if (!this._verifier) throw new Error('no code verifier saved');
-    return this._verifier;
-  }
-
-  async redirectToAuthorization(authorizationUrl) {
-    const url = new URL(authorizationUrl);
-    if (this._loginHint) url.searchParams.set('login_hint', this._loginHint);
-    this.authorizationUrl = url.href;
-    result.flow.authorization = {
-      endpoint: `${url.origin}${url.pathname}`,
-      params: Object.fromEntries([...url.searchParams].filter(([k]) => k !== 'code_challenge' && k !== 'state')),
-      code_challenge_method: url.searchParams.get('code_challenge_method'),
-    };
-    const { code, hops } = await followToRedirect(url.href, this._redirectUrl);
-    result.flow.authorization.hops = hops;
-    this.code = code;
-  }
-}
-
-function decodeJwt(tok) {
-  try {
-    const p = tok.split('.');
-    if (p.length !== 3) return undefined;
-    return JSON.parse(Buffer.from(p[1], 'base64url').toString());
-  } catch { return undefined; }
-}
-
-// A browser, minus the HTML: follow redirects, keep cookies, stop at the redirect URI.
-async function followToRedirect(start, redirectUri) {
-  const jar = new Map();
-  let next = start;
-  const hops = [];
-  for (let i = 0; i < 20; i++) {
-    const cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-    const res = await fetch(next, { redirect: 'manual', headers: cookie ? { cookie } : {} });
-    for (const sc of res.headers.getSetCookie()) {
-      const [pair] = sc.split(';');
-      const eq = pair.indexOf('=');
-      const name = pair.slice(0, eq).trim();
-      const value = pair.slice(eq + 1).trim();
-      if (/expires=Thu, 01 Jan 1970/i.test(sc) || value === '') jar.delete(name); else jar.set(name, value);
-    }
-    hops.push(`${res.status} ${new URL(next).pathname}`);
-    const loc = res.headers.get('location');
-    if (res.status < 300 || res.status >= 400 || !loc) {
-      const body = await res.text();
-      throw new Error(`authorization stopped at ${next}: HTTP ${res.status}: ${body.slice(0, 500)}`);
-    }
-    const target = new URL(loc, next);
-    if (target.href.startsWith(redirectUri)) {
-      const err = target.searchParams.get('error');
-      if (err) throw new Error(`authorization error: ${err}: ${target.searchParams.get('error_description') || ''}`);
-      const code = target.searchParams.get('code');
-      if (!code) throw new Error(`redirect without code: ${target.href}`);
-      result.flow.authorization_response = { iss: target.searchParams.get('iss') || undefined, state: Boolean(target.searchParams.get('state')) };
-      return { code, hops };
-    }
-    next = target.href;
-  }
-  throw new Error('too many redirects during authorization');
-}
+const steps = args.browser ? await parseSteps(args.browser) : undefined;
 
 function newTransport(authProvider) {
-  return new StreamableHTTPClientTransport(new URL(args.url), { authProvider, fetch: recordingFetch });
+  return new StreamableHTTPClientTransport(new URL(args.url), { authProvider, fetch: recordingFetch(result.requests, stamp) });
 }
 
 async function main() {
-  const redirectUrl = `http://127.0.0.1:${args.redirectPort}/callback`;
-  const auth = new MemoryOAuthProvider(redirectUrl, args.loginHint);
+  const auth = new RecordingOAuthProvider(result, {
+    redirectUrl: `http://127.0.0.1:${args.redirectPort}/callback`,
+    loginHint: args.loginHint,
+    clientName: 'mcp-oauth-proxy e2e (TypeScript SDK)',
+    steps,
+  });
   const clientInfo = { name: 'mcp-oauth-proxy-e2e-ts', version: '1.0.0' };
-
-  // First connection: the gateway answers 401 and the SDK runs discovery, registration and
-  // sends the "browser" to the authorization endpoint.
-  let client = new Client(clientInfo);
-  let transport = newTransport(auth);
-  try {
-    await client.connect(transport);
-    throw new Error('connected without authorization: the gateway did not answer 401');
-  } catch (err) {
-    if (!(err instanceof UnauthorizedError)) throw err;
+  const connected = await loginAndConnect({
+    newClient: () => new Client(clientInfo),
+    newTransport: () => newTransport(auth),
+    auth,
+    finish: (transport, cb) => transport.finishAuth(cb.get('code')), // 1.x takes the code alone
+    expectDenied: args.expectDenied,
+    isUnauthorized: (err) => err instanceof UnauthorizedError,
+    result,
+    stamp,
+  });
+  if (!connected) {
+    result.ok = true;
+    return;
   }
-  await client.close().catch(() => {});
-  if (!auth.code) throw new Error('the SDK did not reach the authorization endpoint');
-  result.flow.t_authorized = stamp();
-  await transport.finishAuth(auth.code);
-  result.flow.t_token = stamp();
-
-  // Second connection with the token.
-  client = new Client(clientInfo);
-  transport = newTransport(auth);
-  try {
-    await client.connect(transport);
-  } catch (err) {
-    if (args.expectDenied) {
-      result.ok = true;
-      result.denied = String(err?.message || err);
-      return;
-    }
-    throw err;
-  }
-  if (args.expectDenied) throw new Error('connected although a denial was expected');
+  const { client, transport } = connected;
   result.sessionId = transport.sessionId;
   result.serverVersion = client.getServerVersion();
   result.protocolVersion = transport.protocolVersion;

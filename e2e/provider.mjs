@@ -25,6 +25,10 @@
 //   SERVICE_CLIENTS          id:secret,... for client_credentials (default svc-allowed, svc-denied, svc-short, svc-other)
 //   DEFAULT_RESOURCE         resource used when a client_credentials request names none
 //   DEFAULT_LOGIN            account logged in when no login_hint is given (default alice@example.com)
+//   PROVIDER_INTERACTIVE=1   login and consent are HTML pages a person (or browser.mjs) fills in,
+//                            instead of the scripted interaction: a login form (input[name=email],
+//                            prefilled from login_hint; button#login) and a consent form naming
+//                            the client and scopes (button#approve, button#deny)
 import http from 'node:http';
 import crypto from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -38,6 +42,7 @@ const staticSecret = env.STATIC_CLIENT_SECRET || 'e2e-static-secret';
 const staticAuth = env.STATIC_CLIENT_AUTH_METHOD || 'client_secret_post';
 const authMethods = (env.CLIENT_AUTH_METHODS || 'none,client_secret_basic,client_secret_post').split(',').map((s) => s.trim()).filter(Boolean);
 const defaultLogin = env.DEFAULT_LOGIN || 'alice@example.com';
+const interactive = env.PROVIDER_INTERACTIVE === '1';
 const serviceClients = (env.SERVICE_CLIENTS || 'svc-allowed:svc-allowed-secret,svc-denied:svc-denied-secret,svc-short:svc-short-secret,svc-other:svc-other-secret')
   .split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
     const i = s.indexOf(':');
@@ -180,46 +185,129 @@ provider.on('grant.error', (ctx, err) => log('grant.error', err.message, err.err
 provider.on('authorization.error', (ctx, err) => log('authorization.error', err.message, err.error_description));
 provider.on('registration_create.error', (ctx, err) => log('registration.error', err.message, err.error_description));
 
-// Scripted login and consent.
+// grantAll records consent to everything the authorization request asked for.
+async function grantAll(details) {
+  const { prompt, params, session } = details;
+  const grant = details.grantId
+    ? await provider.Grant.find(details.grantId)
+    : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+  const d = prompt.details;
+  if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+  if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
+  if (d.missingResourceScopes) {
+    for (const [indicator, scopes] of Object.entries(d.missingResourceScopes)) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+  }
+  // A resource asked for with no scope of its own still needs to be in the grant.
+  for (const r of [].concat(params.resource || [])) {
+    if (!grant.resources?.[r]) grant.addResourceScope(r, '');
+  }
+  return grant.save();
+}
+
+// Scripted login and consent: the account named by login_hint, everything granted.
+async function scriptedInteraction(req, res, details) {
+  const { prompt, params } = details;
+  if (prompt.name === 'login') {
+    const url = new URL(req.url, issuer);
+    const accountId = accountByHint(params.login_hint || url.searchParams.get('login_hint'));
+    if (!accountId) {
+      await provider.interactionFinished(req, res, {
+        error: 'access_denied', error_description: `unknown login_hint ${params.login_hint}`,
+      }, { mergeWithLastSubmission: false });
+      return;
+    }
+    await provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false });
+    return;
+  }
+  if (prompt.name === 'consent') {
+    const grantId = await grantAll(details);
+    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    return;
+  }
+  res.writeHead(400, { 'content-type': 'text/plain' });
+  res.end(`unexpected prompt ${prompt.name}`);
+}
+
+function escapeHTML(s) {
+  return String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+}
+
+function page(res, status, title, body) {
+  res.writeHead(status, {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+  });
+  res.end(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${escapeHTML(title)}</title></head>
+<body><h1>${escapeHTML(title)}</h1>
+${body}
+</body></html>`);
+}
+
+async function readForm(req) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+// Interactive login and consent (PROVIDER_INTERACTIVE=1): HTML forms.
+async function interactivePage(req, res, details) {
+  const { uid, prompt, params } = details;
+  const url = new URL(req.url, issuer);
+  if (req.method === 'GET' && prompt.name === 'login') {
+    const error = url.searchParams.get('error');
+    page(res, 200, 'Sign in', `${error ? `<p id="error" role="alert">${escapeHTML(error)}</p>` : ''}
+<form method="post" action="/interaction/${escapeHTML(uid)}/login">
+<label>Email <input type="email" name="email" autocomplete="username" value="${escapeHTML(params.login_hint)}" required></label>
+<button id="login" type="submit">Sign in</button>
+</form>`);
+    return;
+  }
+  if (req.method === 'POST' && prompt.name === 'login' && url.pathname.endsWith('/login')) {
+    const form = await readForm(req);
+    const accountId = accountByHint(form.get('email'));
+    if (!accountId) {
+      res.writeHead(303, { location: `/interaction/${uid}?error=${encodeURIComponent(`no account ${form.get('email')}`)}` });
+      res.end();
+      return;
+    }
+    await provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false });
+    return;
+  }
+  if (req.method === 'GET' && prompt.name === 'consent') {
+    const client = await provider.Client.find(params.client_id);
+    const scopes = String(params.scope || '').split(' ').filter(Boolean);
+    page(res, 200, 'Allow access?', `<p><strong id="client">${escapeHTML(client?.clientName || params.client_id)}</strong> asks for:</p>
+<ul>${scopes.map((s) => `<li>${escapeHTML(s)}</li>`).join('')}</ul>
+<p>Resource: <code>${escapeHTML([].concat(params.resource || []).join(' '))}</code></p>
+<form method="post" action="/interaction/${escapeHTML(uid)}/confirm">
+<button id="approve" type="submit" name="decision" value="approve">Allow</button>
+<button id="deny" type="submit" name="decision" value="deny">Deny</button>
+</form>`);
+    return;
+  }
+  if (req.method === 'POST' && prompt.name === 'consent' && url.pathname.endsWith('/confirm')) {
+    const form = await readForm(req);
+    if (form.get('decision') !== 'approve') {
+      await provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'the user denied access' }, { mergeWithLastSubmission: false });
+      return;
+    }
+    const grantId = await grantAll(details);
+    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    return;
+  }
+  page(res, 400, 'Unexpected request', `<p>${escapeHTML(req.method)} during prompt ${escapeHTML(prompt.name)}</p>`);
+}
+
 async function interaction(req, res) {
   try {
     const details = await provider.interactionDetails(req, res);
-    const { prompt, params, session } = details;
-    log('interaction', prompt.name, JSON.stringify(prompt.details));
-    if (prompt.name === 'login') {
-      const url = new URL(req.url, issuer);
-      const accountId = accountByHint(params.login_hint || url.searchParams.get('login_hint'));
-      if (!accountId) {
-        await provider.interactionFinished(req, res, {
-          error: 'access_denied', error_description: `unknown login_hint ${params.login_hint}`,
-        }, { mergeWithLastSubmission: false });
-        return;
-      }
-      await provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false });
-      return;
-    }
-    if (prompt.name === 'consent') {
-      const grant = details.grantId
-        ? await provider.Grant.find(details.grantId)
-        : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
-      const d = prompt.details;
-      if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
-      if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
-      if (d.missingResourceScopes) {
-        for (const [indicator, scopes] of Object.entries(d.missingResourceScopes)) {
-          grant.addResourceScope(indicator, scopes.join(' '));
-        }
-      }
-      // A resource asked for with no scope of its own still needs to be in the grant.
-      for (const r of [].concat(params.resource || [])) {
-        if (!grant.resources?.[r]) grant.addResourceScope(r, '');
-      }
-      const grantId = await grant.save();
-      await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
-      return;
-    }
-    res.writeHead(400, { 'content-type': 'text/plain' });
-    res.end(`unexpected prompt ${prompt.name}`);
+    log('interaction', details.prompt.name, JSON.stringify(details.prompt.details));
+    if (interactive) await interactivePage(req, res, details);
+    else await scriptedInteraction(req, res, details);
   } catch (err) {
     console.error('[provider] interaction failed:', err);
     res.writeHead(500, { 'content-type': 'text/plain' });
