@@ -162,8 +162,8 @@ func parseAllowHosts(entries []string) ([]hostRule, error) {
 		if host == "" {
 			return nil, fmt.Errorf("cimd allow host %q: no host", e)
 		}
-		if strings.Contains(host, ":") {
-			if _, err := netip.ParseAddr(host); err != nil {
+		if strings.Contains(host, ":") || strings.HasPrefix(e, "[") {
+			if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
 				return nil, fmt.Errorf("cimd allow host %q: not an IPv6 address", e)
 			}
 		}
