@@ -1,8 +1,11 @@
 package broker
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"html"
 	"net"
 	"net/http"
@@ -368,5 +371,293 @@ func TestCIMDRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// lookupDoc looks a metadata-document client up for the authorization
+// endpoint.
+func (e *env) lookupDoc(id string) error {
+	_, err := e.b.lookupClient(context.Background(), id, forAuthorization)
+	return err
+}
+
+// Documents are used as long as their Cache-Control says, within
+// [1 min, 1 h]; a no-store document is fetched at every use.
+func TestCIMDCache(t *testing.T) {
+	ds := newDocServer(t, false)
+	e := newCIMDEnv(t, ds, true, nil)
+	type step struct {
+		after time.Duration // the clock moves on, then a lookup
+		hits  int           // fetches so far
+	}
+	tests := []struct {
+		name  string
+		cc    string
+		steps []step
+	}{
+		{name: "max-age honoured", cc: "max-age=120", steps: []step{{0, 1}, {119 * time.Second, 1}, {2 * time.Second, 2}}},
+		{name: "max-age below the minimum", cc: "max-age=5", steps: []step{{0, 1}, {30 * time.Second, 1}, {31 * time.Second, 2}}},
+		{name: "max-age above the maximum", cc: "max-age=86400", steps: []step{{0, 1}, {59 * time.Minute, 1}, {2 * time.Minute, 2}}},
+		{name: "no Cache-Control", cc: "", steps: []step{{0, 1}, {9 * time.Minute, 1}, {2 * time.Minute, 2}}},
+		{name: "no-store", cc: "no-store", steps: []step{{0, 1}, {0, 2}, {time.Second, 3}}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := fmt.Sprintf("/c%d.json", i)
+			id := ds.url(path)
+			ds.serve(path, clientDoc(id), tt.cc)
+			for n, s := range tt.steps {
+				e.clock.add(s.after)
+				if err := e.lookupDoc(id); err != nil {
+					t.Fatalf("step %d: %v", n, err)
+				}
+				if got := ds.count(path); got != s.hits {
+					t.Fatalf("step %d: fetched %d times, want %d", n, got, s.hits)
+				}
+			}
+		})
+	}
+}
+
+// A failed fetch is the answer for 10 s, without fetching again: a URL
+// that fails cannot make the gateway hammer its host.
+func TestCIMDFailureRemembered(t *testing.T) {
+	ds := newDocServer(t, false)
+	e := newCIMDEnv(t, ds, true, nil)
+	id := ds.url("/flaky.json")
+	ds.handle("/flaky.json", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", http.StatusBadGateway) })
+	for n, after := range []time.Duration{0, 5 * time.Second, 4 * time.Second} {
+		e.clock.add(after)
+		if err := e.lookupDoc(id); err == nil || !strings.Contains(err.Error(), "answered 502") {
+			t.Fatalf("lookup %d: got %v, want the 502", n, err)
+		}
+		if got := ds.count("/flaky.json"); got != 1 {
+			t.Fatalf("lookup %d: fetched %d times, want 1", n, got)
+		}
+	}
+	ds.serve("/flaky.json", clientDoc(id), "")
+	e.clock.add(time.Second)
+	if err := e.lookupDoc(id); err != nil || ds.count("/flaky.json") != 2 {
+		t.Fatalf("after 10 s: %v, %d fetches", err, ds.count("/flaky.json"))
+	}
+}
+
+// waiting is how many lookups wait for the fetch of id in progress.
+func (c *docCache) waiting(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if call := c.calls[id]; call != nil {
+		return call.waiters
+	}
+	return -1
+}
+
+// Concurrent lookups of one URL share one fetch; the lookup that started
+// it leaving does not cancel it for the others, and a waiting lookup whose
+// request ends leaves at once.
+func TestCIMDCoalesced(t *testing.T) {
+	ds := newDocServer(t, false)
+	e := newCIMDEnv(t, ds, true, nil)
+	id := ds.url("/c.json")
+	body, _ := json.Marshal(clientDoc(id))
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open)
+	ds.handle("/c.json", func(w http.ResponseWriter, _ *http.Request) {
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+
+	const n = 8
+	errs := make(chan error, n+1)
+	leaderCtx, leave := context.WithCancel(context.Background())
+	go func() {
+		_, err := e.b.lookupClient(leaderCtx, id, forAuthorization)
+		errs <- err
+	}()
+	waitFor("the fetch", func() bool { return ds.count("/c.json") == 1 })
+	leave()
+	for range n - 1 {
+		go func() { errs <- e.lookupDoc(id) }()
+	}
+	quitterCtx, quit := context.WithCancel(context.Background())
+	quitter := make(chan error, 1)
+	go func() {
+		_, err := e.b.lookupClient(quitterCtx, id, forAuthorization)
+		quitter <- err
+	}()
+	waitFor("the waiting lookups", func() bool { return e.b.docs.waiting(id) == n })
+	quit()
+	if err := <-quitter; err == nil || !strings.Contains(err.Error(), "request ended") {
+		t.Errorf("the lookup that left: got %v", err)
+	}
+	open()
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("lookup: %v", err)
+		}
+	}
+	if got := ds.count("/c.json"); got != 1 {
+		t.Errorf("fetched %d times, want 1", got)
+	}
+}
+
+// Past its fetch slots the fetcher refuses at once rather than queueing.
+func TestCIMDFetchSlots(t *testing.T) {
+	ds := newDocServer(t, false)
+	e := newCIMDEnv(t, ds, true, nil)
+	e.b.fetcher.slots = make(chan struct{}, 1)
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	ds.handle("/held.json", func(http.ResponseWriter, *http.Request) { <-hold })
+	ds.serve("/other.json", clientDoc(ds.url("/other.json")), "")
+	go func() { _ = e.lookupDoc(ds.url("/held.json")) }()
+	for deadline := time.Now().Add(10 * time.Second); ds.count("/held.json") == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first fetch never started")
+		}
+	}
+	err := e.lookupDoc(ds.url("/other.json"))
+	var ce *cimdError
+	if !errors.As(err, &ce) || !ce.transient || !strings.Contains(ce.msg, "too many") {
+		t.Fatalf("second fetch: got %v", err)
+	}
+	if ds.count("/other.json") != 0 {
+		t.Error("the second document was fetched")
+	}
+}
+
+// At the token endpoint, a copy of the document validated within 24 h
+// stands in while the client's host is down (the authorization endpoint
+// still refuses); without a copy the answer is 503 with Retry-After and
+// the refresh token is not used up; a document that is gone is
+// invalid_client, whatever copy there was.
+func TestCIMDTokenEndpointOutage(t *testing.T) {
+	ds := newDocServer(t, false)
+	e := newCIMDEnv(t, ds, true, nil)
+	id := ds.url("/client.json")
+	body, _ := json.Marshal(clientDoc(id))
+	var mu sync.Mutex
+	status := http.StatusOK
+	set := func(s int) { mu.Lock(); status = s; mu.Unlock() }
+	ds.handle("/client.json", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		s := status
+		mu.Unlock()
+		if s != http.StatusOK {
+			http.Error(w, "no", s)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "max-age=60")
+		_, _ = w.Write(body)
+	})
+	c := docClient(id)
+	a := newAuthRequest(c)
+	tr := e.redeem(a, e.code(newBrowser(t), a, alice))
+	if tr.status != http.StatusOK {
+		t.Fatalf("redeem: %d %s %s", tr.status, tr.Error, tr.Desc)
+	}
+
+	set(http.StatusServiceUnavailable)
+	e.clock.add(2 * time.Minute)
+	rr := e.refresh(c, tr.RefreshToken)
+	if rr.status != http.StatusOK {
+		t.Fatalf("refresh with the host down and a copy: %d %s %s", rr.status, rr.Error, rr.Desc)
+	}
+	if page := newBrowser(t).get(newAuthRequest(c).url(e.origin)); page.status != http.StatusServiceUnavailable {
+		t.Errorf("authorization with the host down: status %d, want 503", page.status)
+	}
+
+	// No copy here (a restart, or another replica).
+	e.b.docs.mu.Lock()
+	clear(e.b.docs.entries)
+	e.b.docs.mu.Unlock()
+	r := e.refresh(c, rr.RefreshToken)
+	if r.status != http.StatusServiceUnavailable || r.Error != "temporarily_unavailable" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("refresh with the host down and no copy: %d %s (Retry-After %q)", r.status, r.Error, r.header.Get("Retry-After"))
+	}
+	set(http.StatusOK)
+	e.clock.add(cimdFailureTTL)
+	if r := e.refresh(c, rr.RefreshToken); r.status != http.StatusOK {
+		t.Fatalf("the same refresh token once the host is back: %d %s %s", r.status, r.Error, r.Desc)
+	} else {
+		rr = r
+	}
+
+	set(http.StatusNotFound)
+	e.clock.add(2 * time.Minute)
+	if r := e.refresh(c, rr.RefreshToken); r.status != http.StatusUnauthorized || r.Error != "invalid_client" || !strings.Contains(r.Desc, "answered 404") {
+		t.Fatalf("refresh with the document gone: %d %s %s", r.status, r.Error, r.Desc)
+	}
+}
+
+// The cache's bounds: a copy stands in for transient failures (forToken
+// only) for 24 h after it was last validated, never for a definitive
+// failure; and the cache holds at most its size.
+func TestDocCacheBounds(t *testing.T) {
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	rec := &clientRecord{Version: 1, Name: "copy"}
+	ok := func(context.Context) docResult { return docResult{rec: rec, ttl: time.Minute} }
+	down := func(context.Context) docResult { return docResult{err: &cimdError{msg: "down", transient: true}} }
+	gone := func(context.Context) docResult { return docResult{err: refused("gone")} }
+	get := func(c *docCache, stale bool, load func(context.Context) docResult) string {
+		got, err := c.get(context.Background(), "https://c.example/c.json", stale, load)
+		if err != nil {
+			return err.msg
+		}
+		return got.Name
+	}
+
+	c := newDocCache(clk.now, 10)
+	get(c, false, ok)
+	clk.add(2 * time.Minute)
+	for _, tt := range []struct {
+		name  string
+		after time.Duration
+		stale bool
+		load  func(context.Context) docResult
+		want  string
+	}{
+		{name: "authorization, host down", stale: false, load: down, want: "down"},
+		{name: "token, host down", stale: true, load: down, want: "copy"},
+		{name: "token, host down, near the end of the grace", after: cimdStaleGrace - 3*time.Minute, stale: true, load: down, want: "copy"},
+		{name: "token, host down, after the grace", after: 2 * time.Minute, stale: true, load: down, want: "down"},
+	} {
+		clk.add(tt.after)
+		if got := get(c, tt.stale, tt.load); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
+	}
+
+	c = newDocCache(clk.now, 10)
+	get(c, false, ok)
+	clk.add(2 * time.Minute)
+	if got := get(c, true, gone); got != "gone" {
+		t.Errorf("token, document gone: got %q", got)
+	}
+	clk.add(cimdFailureTTL)
+	if got := get(c, true, down); got != "down" {
+		t.Errorf("token, host down after the document was gone: got %q, want no copy", got)
+	}
+
+	c = newDocCache(clk.now, 10)
+	for i := range 50 {
+		if _, err := c.get(context.Background(), fmt.Sprintf("https://c.example/%d", i), false, ok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(c.entries); n > 10 {
+		t.Errorf("cache holds %d entries, want at most 10", n)
 	}
 }
