@@ -181,8 +181,10 @@ type Config struct {
 	// RedirectURIs is REGISTER_REDIRECT_URIS: exact redirect URIs, or the
 	// loopback patterns "http://127.0.0.1:*", "http://localhost:*" and
 	// "http://[::1]:*" (any port, then optionally an exact path).
-	// Registration accepts only redirect URIs they allow. Empty leaves only
-	// the built-in rules (https, http loopback, private-use schemes).
+	// Registration accepts only redirect URIs they allow; of a Client ID
+	// Metadata Document's redirect URIs, the others are ignored. Empty
+	// leaves only the built-in rules (https, http loopback, private-use
+	// schemes).
 	RedirectURIs []string
 
 	// Allow decides whether a user the provider logged in may use the
