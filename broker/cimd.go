@@ -356,7 +356,11 @@ func (b *Broker) clientErrorPage(w http.ResponseWriter, id string, err error) {
 			"This application is not registered with this gateway, or its registration is no longer valid. Remove the server from the application and add it again.")
 		return
 	}
-	status, msg := http.StatusBadRequest, "This application names itself by the client_id "+id+", which cannot be used (invalid_client): "+ce.msg+"."
+	shown := id
+	if len(shown) > maxClientIDURL {
+		shown = strings.ToValidUTF8(shown[:maxClientIDURL], "") + "…"
+	}
+	status, msg := http.StatusBadRequest, "This application names itself by the client_id "+shown+", which cannot be used (invalid_client): "+ce.msg+"."
 	if _, uerr := checkClientIDURL(id); uerr == nil {
 		msg = "This application identifies itself by the metadata document at " + id + ", which cannot be used (invalid_client): " + ce.msg + "."
 	}
