@@ -62,10 +62,9 @@ func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest, "Bad request", "The authorization request must name exactly one client_id and at most one redirect_uri.")
 		return
 	}
-	c, err := b.lookupClient(ctx, q.Get("client_id"))
+	c, err := b.lookupClient(ctx, q.Get("client_id"), forAuthorization)
 	if err != nil {
-		b.errorPage(w, http.StatusBadRequest, "Unknown application",
-			"This application is not registered with this gateway, or its registration is no longer valid. Remove the server from the application and add it again.")
+		b.clientErrorPage(w, q.Get("client_id"), err)
 		return
 	}
 	redirect := q.Get("redirect_uri")

@@ -26,6 +26,7 @@ package broker
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -180,8 +181,10 @@ type Config struct {
 	// RedirectURIs is REGISTER_REDIRECT_URIS: exact redirect URIs, or the
 	// loopback patterns "http://127.0.0.1:*", "http://localhost:*" and
 	// "http://[::1]:*" (any port, then optionally an exact path).
-	// Registration accepts only redirect URIs they allow. Empty leaves only
-	// the built-in rules (https, http loopback, private-use schemes).
+	// Registration accepts only redirect URIs they allow; of a Client ID
+	// Metadata Document's redirect URIs, the others are ignored. Empty
+	// leaves only the built-in rules (https, http loopback, private-use
+	// schemes).
 	RedirectURIs []string
 
 	// Allow decides whether a user the provider logged in may use the
@@ -211,6 +214,22 @@ type Config struct {
 	// ClientLimiter limits token and revocation requests per client (keys
 	// "broker-client:<hash of the client_id>"). Nil means no limit.
 	ClientLimiter Limiter
+
+	// CIMDAllowHosts is CIMD_ALLOW_HOSTS: hosts ("host" or "host:port"; an
+	// IPv6 address in brackets when a port follows) whose Client ID
+	// Metadata Documents are fetched whatever address they resolve to,
+	// loopback and private ones included, and over http as well as https:
+	// for tests and clients inside the operator's network. An entry
+	// without a port allows every port. Every other document is fetched
+	// over https from public addresses only; nothing else loosens that.
+	// Nil means none.
+	CIMDAllowHosts []string
+
+	// CIMDRootCAs are the certificate authorities trusted when fetching
+	// Client ID Metadata Documents over https. Nil means the system roots
+	// (on Linux, SSL_CERT_FILE and SSL_CERT_DIR choose them). Main leaves
+	// it nil; tests set it to trust their own server.
+	CIMDRootCAs *x509.CertPool
 
 	// RegisterLimiter limits registrations per client IP (keys
 	// "broker-register:<ip>"). Nil means no limit.
@@ -283,6 +302,8 @@ type Broker struct {
 	pages   *template.Template
 	csp     string
 	cache   *tokenCache // nil when disabled
+	fetcher *cimdFetcher
+	docs    *docCache
 
 	metadata []byte
 	jwks     []byte
@@ -317,6 +338,10 @@ func New(cfg Config) (*Broker, error) {
 		return nil, errors.New("new broker: negative lifetime or skew")
 	}
 	rules, err := parseRedirectRules(cfg.RedirectURIs)
+	if err != nil {
+		return nil, fmt.Errorf("new broker: %w", err)
+	}
+	allowHosts, err := parseAllowHosts(cfg.CIMDAllowHosts)
 	if err != nil {
 		return nil, fmt.Errorf("new broker: %w", err)
 	}
@@ -383,6 +408,8 @@ func New(cfg Config) (*Broker, error) {
 		b.httpClient = &http.Client{Timeout: defaultHTTPTimeout}
 	}
 	b.seal = &sealer{keys: keys.seal, now: b.now}
+	b.fetcher = newCIMDFetcher(allowHosts, cfg.CIMDRootCAs)
+	b.docs = newDocCache(b.now, cimdCacheSize)
 	b.cookies = newCookieNames(iu.Scheme == "https")
 	if b.pages, b.csp, err = parsePages(); err != nil {
 		return nil, fmt.Errorf("new broker: %w", err)

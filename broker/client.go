@@ -41,10 +41,12 @@ type clientRecord struct {
 	IssuedAt  int64    `json:"i"`
 }
 
-// client is a known client.
+// client is a known client: a registration, or a Client ID Metadata
+// Document (doc is its URL; rec holds what the document says).
 type client struct {
 	id  string
 	rec clientRecord
+	doc *url.URL
 }
 
 func (c *client) authMethod() string {
@@ -58,6 +60,17 @@ func (c *client) authMethod() string {
 // the first 96 bits of the SHA-256 of its client_id.
 func (c *client) key() string { return clientKey(c.id) }
 
+// approvalKey names c in the consent cookie. A registration cannot change;
+// a metadata document can (draft §8.4), so its approval covers the
+// redirect URIs and name it had: a document that adds a redirect URI asks
+// the user again.
+func (c *client) approvalKey() string {
+	if c.doc == nil {
+		return c.key()
+	}
+	return clientKey(c.id + "\x00" + strings.Join(c.rec.Redirects, "\x00") + "\x00" + c.rec.Name)
+}
+
 func clientKey(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return base64.RawURLEncoding.EncodeToString(sum[:12])
@@ -67,11 +80,13 @@ func clientKey(id string) string {
 // was rotated out).
 var errUnknownClient = errors.New("unknown client")
 
-// lookupClient returns the client a client_id names.
-func (b *Broker) lookupClient(_ context.Context, id string) (*client, error) {
-	if strings.HasPrefix(id, "https://") {
-		// A Client ID Metadata Document URL: issue 16 resolves these.
-		return nil, errUnknownClient
+// lookupClient returns the client a client_id names: a registration
+// sealed into it, or the client whose metadata document is at that URL
+// (an error of the document is a *cimdError). A sealed registration is
+// base64url, which has no colon; a client_id with one is a URL.
+func (b *Broker) lookupClient(ctx context.Context, id string, mode lookupMode) (*client, error) {
+	if strings.Contains(id, ":") {
+		return b.documentClient(ctx, id, mode)
 	}
 	var rec clientRecord
 	if err := b.seal.open(purposeClient, id, &rec); err != nil || rec.Version != 1 || len(rec.Redirects) == 0 {
@@ -276,8 +291,14 @@ func (b *Broker) authenticateClient(ctx context.Context, r *http.Request, form u
 	if id == "" {
 		return nil, &clientError{http.StatusUnauthorized, "invalid_client", "client_id is required", false}
 	}
-	c, err := b.lookupClient(ctx, id)
-	if err != nil {
+	c, err := b.lookupClient(ctx, id, forToken)
+	var ce *cimdError
+	switch {
+	case errors.As(err, &ce) && ce.transient:
+		return nil, &clientError{http.StatusServiceUnavailable, "temporarily_unavailable", "the client's metadata document cannot be fetched right now (" + ce.msg + "); try again", basic}
+	case errors.As(err, &ce):
+		return nil, &clientError{http.StatusUnauthorized, "invalid_client", "the client's metadata document cannot be used: " + ce.msg, basic}
+	case err != nil:
 		return nil, &clientError{http.StatusUnauthorized, "invalid_client", "the client is not registered here; register it again", basic}
 	}
 	if c.authMethod() == authNone {

@@ -32,8 +32,11 @@ func (b *Broker) consentData(c *client, p *pending, flowID string) pageConsent {
 	default: // a private-use scheme, RFC 8252 §7.1
 		d.Destination, d.Where = u.Scheme+":", "the app on this device that claims this scheme"
 	}
-	if strings.HasPrefix(c.id, "https://") {
-		d.MetadataURL = c.id
+	if c.doc != nil {
+		// draft §8.5: the host is what the user can rely on; the gateway
+		// fetched the document from it (over TLS unless it is an http
+		// host of CIMD_ALLOW_HOSTS).
+		d.MetadataURL, d.MetadataHost, d.HostVerified = c.id, c.doc.Host, c.doc.Scheme == "https"
 	}
 	return d
 }
@@ -63,9 +66,14 @@ func (b *Broker) serveConsent(w http.ResponseWriter, r *http.Request) {
 			"This consent page has expired or was opened in another browser. Start again from your application.")
 		return
 	}
-	c, err := b.lookupClient(r.Context(), f.Req.ClientID)
+	c, err := b.lookupClient(r.Context(), f.Req.ClientID, forAuthorization)
 	if err != nil {
-		b.errorPage(w, http.StatusBadRequest, "Unknown application", "This application's registration is no longer valid.")
+		b.clientErrorPage(w, f.Req.ClientID, err)
+		return
+	}
+	if !c.redirectRegistered(f.Req.Redirect) { // a metadata document changed meanwhile
+		b.errorPage(w, http.StatusBadRequest, "Unregistered redirect URI",
+			"The application's metadata no longer lists the address it asked to be answered at. Nothing was sent to it.")
 		return
 	}
 	switch r.PostForm.Get("decision") {

@@ -78,15 +78,15 @@ func (b *Broker) approved(r *http.Request, c *client) bool {
 	if b.seal.open(purposeConsent, b.cookies.get(r, consentCookie), &rec) != nil {
 		return false
 	}
-	return slices.Contains(rec.Clients, c.key())
+	return slices.Contains(rec.Clients, c.approvalKey())
 }
 
 // remember adds c to the consent cookie, keeping the newest maxApproved.
 func (b *Broker) remember(w http.ResponseWriter, r *http.Request, c *client) error {
 	var rec consentRecord
 	_ = b.seal.open(purposeConsent, b.cookies.get(r, consentCookie), &rec) // none or unreadable: start afresh
-	rec.Clients = slices.DeleteFunc(rec.Clients, func(k string) bool { return k == c.key() })
-	rec.Clients = append(rec.Clients, c.key())
+	rec.Clients = slices.DeleteFunc(rec.Clients, func(k string) bool { return k == c.approvalKey() })
+	rec.Clients = append(rec.Clients, c.approvalKey())
 	if n := len(rec.Clients); n > maxApproved {
 		rec.Clients = rec.Clients[n-maxApproved:]
 	}

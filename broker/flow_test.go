@@ -111,6 +111,7 @@ func TestMetadata(t *testing.T) {
 		"revocation_endpoint":    e.origin + "/oauth/revoke",
 		"jwks_uri":               e.origin + "/oauth/jwks",
 		"authorization_response_iss_parameter_supported": true,
+		"client_id_metadata_document_supported":          true,
 	}
 	for k, v := range want {
 		if m[k] != v {

@@ -24,6 +24,11 @@ type metadata struct {
 	// RFC 9207 §3: every authorization response carries iss; MCP clients
 	// of the 2026-07-28 revision then require it.
 	AuthorizationResponseISSParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
+	// draft-ietf-oauth-client-id-metadata-document §6: a client_id may be
+	// the https URL of the client's metadata. MCP clients (and claude.ai,
+	// when "none" is among the token endpoint auth methods) then use it
+	// instead of registering.
+	ClientIDMetadataDocumentSupported bool `json:"client_id_metadata_document_supported"`
 }
 
 // metadataDoc builds the metadata once: it depends on configuration only.
@@ -44,6 +49,7 @@ func (b *Broker) metadataDoc() ([]byte, error) {
 		RevocationEndpointAuthMethods:              methods,
 		CodeChallengeMethodsSupported:              []string{"S256"},
 		AuthorizationResponseISSParameterSupported: true,
+		ClientIDMetadataDocumentSupported:          true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode metadata: %w", err)

@@ -33,13 +33,17 @@ const pagesTemplate = `{{define "head"}}<!doctype html>
 </body></html>{{end}}
 
 {{define "consent"}}{{template "head" "Allow access?"}}
-<h1>Allow {{if .Name}}“{{.Name}}”{{else}}an unnamed application{{end}} to use {{.Resource}}?</h1>
+{{if .MetadataHost}}<h1>Allow an application from <strong>{{.MetadataHost}}</strong> to use {{.Resource}}?</h1>
 <div class="box">
-<p>After you sign in, this application will be able to call the MCP server at <code>{{.Resource}}</code> as you{{if .Scopes}}, with the scopes <code>{{.Scopes}}</code>{{end}}.</p>
+{{if .HostVerified}}<p><strong>Verified:</strong> this application is identified by <code>{{.MetadataURL}}</code>; the gateway fetched its metadata from <strong>{{.MetadataHost}}</strong> over HTTPS.</p>
+{{else}}<p><strong>Not verified:</strong> this application is identified by <code>{{.MetadataURL}}</code>; the gateway fetched its metadata from <strong>{{.MetadataHost}}</strong> over plain HTTP, which this gateway's operator allows for this host.</p>
+{{end}}<p>It calls itself {{if .Name}}“{{.Name}}”{{else}}nothing{{end}}: <strong>not verified</strong>, the application chooses its name itself.</p>
+{{else}}<h1>Allow {{if .Name}}“{{.Name}}”{{else}}an unnamed application{{end}} to use {{.Resource}}?</h1>
+<div class="box">
+{{end}}<p>After you sign in, this application will be able to call the MCP server at <code>{{.Resource}}</code> as you{{if .Scopes}}, with the scopes <code>{{.Scopes}}</code>{{end}}.</p>
 <p>It receives its access at <code>{{.Destination}}</code>{{if .Where}} ({{.Where}}){{end}}.</p>
-{{if .MetadataURL}}<p>Its metadata is published at <code>{{.MetadataURL}}</code>.</p>{{end}}
 </div>
-<p class="muted">The name is chosen by the application itself and is not verified. Allow only if you started this just now, in an application you trust.</p>
+<p class="muted">{{if .MetadataHost}}Only the host that publishes its metadata is verified, not the name.{{else}}The name is chosen by the application itself and is not verified.{{end}} Allow only if you started this just now, in an application you trust.</p>
 <form method="post" action="{{.Action}}">
 <input type="hidden" name="flow" value="{{.Flow}}">
 <button type="submit" name="decision" value="approve" class="primary">Allow</button>
@@ -61,8 +65,12 @@ type (
 	pageConsent struct {
 		Name, Resource, Scopes string
 		Destination, Where     string
-		MetadataURL            string
-		Action, Flow           string
+		// A metadata-document client (draft §8.5): its URL, and its
+		// host, which the page names as the verified part when the
+		// document came over https.
+		MetadataURL, MetadataHost string
+		HostVerified              bool
+		Action, Flow              string
 	}
 
 	pageDenied struct {

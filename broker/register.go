@@ -110,34 +110,20 @@ func (b *Broker) parseRegistration(body []byte) (*clientRecord, string, error) {
 		return nil, bad, errors.New("the request body must be a JSON object")
 	}
 	rec := &clientRecord{}
-
-	var redirects []string
-	if err := strictStrings(md["redirect_uris"], &redirects); err != nil || len(redirects) == 0 {
-		return nil, "invalid_redirect_uri", errors.New("redirect_uris must be a non-empty array of strings")
-	}
-	if len(redirects) > maxRedirectURIs {
-		return nil, "invalid_redirect_uri", fmt.Errorf("at most %d redirect_uris", maxRedirectURIs)
+	redirects, err := redirectList(md["redirect_uris"])
+	if err != nil {
+		return nil, "invalid_redirect_uri", err
 	}
 	for _, u := range redirects {
-		if len(u) > maxRedirectURILen {
-			return nil, "invalid_redirect_uri", fmt.Errorf("a redirect uri is longer than %d bytes", maxRedirectURILen)
-		}
-		if err := checkRedirectShape(u); err != nil {
-			return nil, "invalid_redirect_uri", err
-		}
 		if !b.redirectAllowed(u) {
 			return nil, "invalid_redirect_uri", fmt.Errorf("redirect uri %q is not allowed by this gateway", u)
 		}
-		if !slices.Contains(rec.Redirects, u) {
-			rec.Redirects = append(rec.Redirects, u)
-		}
 	}
+	rec.Redirects = redirects
 
-	var method string
-	if raw, ok := md["token_endpoint_auth_method"]; ok && string(raw) != "null" {
-		if json.Unmarshal(raw, &method) != nil {
-			return nil, bad, errors.New("token_endpoint_auth_method must be a string")
-		}
+	method, err := authMethodOf(md)
+	if err != nil {
+		return nil, bad, err
 	}
 	switch method {
 	case "", authNone:
@@ -146,41 +132,87 @@ func (b *Broker) parseRegistration(body []byte) (*clientRecord, string, error) {
 	default:
 		return nil, bad, fmt.Errorf("token_endpoint_auth_method %q is not supported (none, client_secret_basic, client_secret_post)", method)
 	}
+	if err := parseClientFields(md, rec); err != nil {
+		return nil, bad, err
+	}
+	return rec, "", nil
+}
 
+// redirectList validates redirect_uris (RFC 7591 §2): a non-empty array of
+// at most 10 strings, each of a shape checkRedirectShape allows and at most
+// 512 bytes, returned without duplicates. The same rules hold for
+// registrations and for Client ID Metadata Documents.
+func redirectList(raw json.RawMessage) ([]string, error) {
+	var redirects []string
+	if err := strictStrings(raw, &redirects); err != nil || len(redirects) == 0 {
+		return nil, errors.New("redirect_uris must be a non-empty array of strings")
+	}
+	if len(redirects) > maxRedirectURIs {
+		return nil, fmt.Errorf("at most %d redirect_uris", maxRedirectURIs)
+	}
+	var out []string
+	for _, u := range redirects {
+		if len(u) > maxRedirectURILen {
+			return nil, fmt.Errorf("a redirect uri is longer than %d bytes", maxRedirectURILen)
+		}
+		if err := checkRedirectShape(u); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+// authMethodOf returns token_endpoint_auth_method, "" when absent or null.
+func authMethodOf(md map[string]json.RawMessage) (string, error) {
+	var method string
+	if raw, ok := md["token_endpoint_auth_method"]; ok && string(raw) != "null" {
+		if json.Unmarshal(raw, &method) != nil {
+			return "", errors.New("token_endpoint_auth_method must be a string")
+		}
+	}
+	return method, nil
+}
+
+// parseClientFields applies grant_types, response_types and client_name
+// (RFC 7591 §2) to rec, for registrations and metadata documents alike.
+func parseClientFields(md map[string]json.RawMessage, rec *clientRecord) error {
 	if raw, ok := md["grant_types"]; ok && string(raw) != "null" {
 		var grants []string
 		if err := strictStrings(raw, &grants); err != nil {
-			return nil, bad, errors.New("grant_types must be an array of strings")
+			return errors.New("grant_types must be an array of strings")
 		}
 		for _, g := range grants {
 			if g != grantCode && g != grantRefresh {
-				return nil, bad, fmt.Errorf("grant type %q is not supported (authorization_code, refresh_token)", g)
+				return fmt.Errorf("grant type %q is not supported (authorization_code, refresh_token)", g)
 			}
 		}
 		if !slices.Contains(grants, grantCode) {
-			return nil, bad, errors.New("grant_types must include authorization_code")
+			return errors.New("grant_types must include authorization_code")
 		}
 		rec.NoRefresh = !slices.Contains(grants, grantRefresh)
 	}
 	if raw, ok := md["response_types"]; ok && string(raw) != "null" {
 		var types []string
 		if err := strictStrings(raw, &types); err != nil {
-			return nil, bad, errors.New("response_types must be an array of strings")
+			return errors.New("response_types must be an array of strings")
 		}
 		for _, t := range types {
 			if t != "code" {
-				return nil, bad, fmt.Errorf("response type %q is not supported (code)", t)
+				return fmt.Errorf("response type %q is not supported (code)", t)
 			}
 		}
 	}
 	if raw, ok := md["client_name"]; ok && string(raw) != "null" {
 		var name string
 		if json.Unmarshal(raw, &name) != nil {
-			return nil, bad, errors.New("client_name must be a string")
+			return errors.New("client_name must be a string")
 		}
 		rec.Name = cleanName(name)
 	}
-	return rec, "", nil
+	return nil
 }
 
 // strictStrings decodes an array of strings; absent or null fails.

@@ -160,7 +160,7 @@ func TestRegistrationSurvivesRestart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = b.lookupClient(t.Context(), c.ID)
+			_, err = b.lookupClient(t.Context(), c.ID, forAuthorization)
 			if got := err == nil; got != tt.want {
 				t.Fatalf("client known: got %v, want %v", got, tt.want)
 			}

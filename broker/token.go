@@ -342,5 +342,8 @@ func clientErrorResponse(w http.ResponseWriter, e *clientError) {
 	if e.basic && e.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="oauth", charset="UTF-8"`)
 	}
+	if e.status == http.StatusServiceUnavailable { // a metadata document could not be fetched
+		w.Header().Set("Retry-After", retryAfter(cimdFailureTTL))
+	}
 	oauthError(w, e.status, e.code, e.description)
 }
