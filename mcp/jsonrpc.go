@@ -12,6 +12,7 @@ import (
 // JSON-RPC error codes the gateway answers with (JSON-RPC 2.0 §5.1; MCP
 // 2026-07-28 "Error Codes").
 const (
+	CodeParseError     = -32700 // not JSON
 	CodeInvalidRequest = -32600 // not a valid request
 	CodeHeaderMismatch = -32020 // HeaderMismatch: headers disagree with the body
 )
