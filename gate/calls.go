@@ -76,7 +76,7 @@ func (g *gate) decide(w *recorder, r *http.Request, id *provider.Identity, c *ca
 	if d.Kind == 0 {
 		return true // no call to decide
 	}
-	w.rule, w.decision = d.RuleLabel(), d.Outcome.String()
+	w.decided, w.rule, w.decision = true, int32(d.Rule), d.Outcome
 	switch d.Outcome {
 	case policy.StepUp:
 		// RFC 6750 §3.1 and MCP step-up authorization: one challenge

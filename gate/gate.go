@@ -530,8 +530,9 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == 0 {
 			status = http.StatusOK
 		}
+		rule, decision := rec.decidedLabels()
 		g.metrics.Request(Outcome{Class: rec.class, Reason: rec.reason, Status: status,
-			Duration: time.Since(start), Upstream: rec.upstream, Rule: rec.rule, Decision: rec.decision, Stream: rec.stream})
+			Duration: time.Since(start), Upstream: rec.upstream, Rule: rule, Decision: decision, Stream: rec.stream})
 	}
 	if rec.aborted {
 		// What ReverseProxy meant: the server drops the connection, so the
@@ -678,8 +679,8 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	args = append(args, "sub", id.Subject, "email", id.Email, "method", r.Method, "path", path,
 		"status", status, "bytes", w.bytes, "duration", g.now().Sub(start), "request_id", w.id,
 		"client_ip", w.client.String())
-	if w.rule != "" {
-		args = append(args, "rule", w.rule)
+	if rule, _ := w.decidedLabels(); rule != "" {
+		args = append(args, "rule", rule)
 	}
 	g.log.Info("proxied", c.info.args(args)...)
 }

@@ -72,8 +72,10 @@ type filteredEvents struct {
 func (f *filteredEvents) Read(p []byte) (int, error) {
 	n, err := f.EventFilter.Read(p)
 	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) {
-		f.log.Warn("proxy: listing event stream cut: an event could not be filtered (the cap is "+strconv.Itoa(f.max)+" bytes)",
-			"request_id", f.id, "error", err)
+		if errors.Is(err, mcp.ErrTooLarge) {
+			err = fmt.Errorf("an event larger than the cap of %d bytes: %w", f.max, err)
+		}
+		f.log.Warn("proxy: listing event stream cut", "request_id", f.id, "error", err)
 		err = context.Canceled // said above; ReverseProxy need not say it again
 	}
 	return n, err

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
@@ -238,21 +239,34 @@ type recorder struct {
 	status int
 	bytes  int64
 
-	id             string     // the request ID
-	client         netip.Addr // the client's address (TRUSTED_PROXIES applied), computed once
-	class          string     // Outcome.Class
-	reason         string     // Outcome.Reason
-	rule, decision string     // Outcome.Rule and Outcome.Decision
+	id     string     // the request ID
+	client netip.Addr // the client's address (TRUSTED_PROXIES applied), computed once
+	class  string     // Outcome.Class
+	reason string     // Outcome.Reason
 
 	// Set while proxying.
-	metrics     Metrics       // nil: no stream counting
-	proxyStart  time.Time     // when the request went to the proxy
-	proxyFailed bool          // proxyError is answering
-	upstream    time.Duration // proxyStart to the upstream's response headers
-	stream      bool          // the response is an event stream, counted in Metrics
-	aborted     bool          // the proxy aborted the answer (http.ErrAbortHandler): re-raised once counted
-	own         [5][]string   // the gate's own response headers (ownHeaderNames), kept by proxying
-	info        bool          // the upstream sent an informational (1xx) answer
+	metrics    Metrics       // nil: no stream counting
+	proxyStart time.Time     // when the request went to the proxy
+	upstream   time.Duration // proxyStart to the upstream's response headers
+	own        [5][]string   // the gate's own response headers (ownHeaderNames), kept by proxying
+
+	// Small fields together, so a recorder stays in a small size class.
+	rule        int32          // the deciding rule (policy.Decision.Rule), when decided
+	decision    policy.Outcome // what the policy decided, when decided
+	decided     bool           // the policy decided calls of the body (Outcome.Rule, Outcome.Decision)
+	proxyFailed bool           // proxyError is answering
+	stream      bool           // the response is an event stream, counted in Metrics
+	aborted     bool           // the proxy aborted the answer (http.ErrAbortHandler): re-raised once counted
+	info        bool           // the upstream sent an informational (1xx) answer
+}
+
+// decidedLabels are Outcome.Rule and Outcome.Decision: empty when nothing
+// was decided.
+func (r *recorder) decidedLabels() (rule, decision string) {
+	if !r.decided {
+		return "", ""
+	}
+	return policy.Decision{Rule: int(r.rule)}.RuleLabel(), r.decision.String()
 }
 
 // ownHeaderNames are the response headers the gate sets before proxying.
