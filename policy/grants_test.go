@@ -125,6 +125,11 @@ func TestGrantsHook(t *testing.T) {
 	if !slices.Equal(requested, []string{"files:write", "deploy", "profile"}) {
 		t.Errorf("the hook changed the requested scopes: %q", requested)
 	}
+	// No BROKER_SCOPE_GRANTS: the scopes the policy names go to no one.
+	var none *Grants
+	if got, want := none.Hook([]string{"deploy", "files:write"})(&provider.Identity{Subject: "alice"}, requested), []string{"profile"}; !slices.Equal(got, want) {
+		t.Errorf("no grants: got %q, want %q", got, want)
+	}
 }
 
 // FuzzParseGrants: ParseGrants never panics; an error points into the rule
