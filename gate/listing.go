@@ -71,7 +71,11 @@ type filteredEvents struct {
 
 func (f *filteredEvents) Read(p []byte) (int, error) {
 	n, err := f.EventFilter.Read(p)
-	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) {
+	switch {
+	case err == nil || err == io.EOF:
+	case errors.Is(err, context.Canceled):
+		err = context.Canceled // the stream ended at shutdown: nothing to report
+	default:
 		if errors.Is(err, mcp.ErrTooLarge) {
 			err = fmt.Errorf("an event larger than the cap of %d bytes: %w", f.max, err)
 		}
