@@ -541,6 +541,9 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// serve runs the decisions of the package comment, in that order. It is
+// long on purpose: the order is the security argument, and it reads top to
+// bottom here as it does there; each step that needs more is a method.
 func (g *gate) serve(w *recorder, r *http.Request) {
 	// CORS first: a preflight never needs a token (Fetch standard), and a
 	// foreign Origin is refused before anything else (MCP transport spec,
