@@ -638,7 +638,7 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		r = r.WithContext(ctx)
 	}
 
-	// What a JSON-RPC body asks for: with a policy, decided (policy.go);
+	// What a JSON-RPC body asks for: with a policy, decided (calls.go);
 	// without, named in the audit line. Either way the upstream gets the
 	// same bytes, and headers that disagree with a body read whole never
 	// reach it.
