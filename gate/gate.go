@@ -2,8 +2,9 @@
 // hygiene, the exact-match public routes, the bearer token (RFC 6750), its
 // verification, the allow-list, required scopes, per-subject and per-IP rate
 // limits, request IDs, the audit log (naming the MCP method and tool of
-// JSON-RPC POSTs), the request counts it hands to Metrics, and the reverse
-// proxy to the MCP server.
+// JSON-RPC POSTs), applying MCP_POLICY to request bodies and listing
+// answers, the request counts it hands to Metrics, and the reverse proxy to
+// the MCP server.
 //
 // It does not verify token signatures itself (package provider does, behind
 // Verifier), does not keep the limits' budgets (Limiter and FailureLimiter
@@ -11,7 +12,8 @@
 // caller passes them in as public Routes), and does not know how the MCP
 // server is run (Upstream tells it where the server listens and whether it
 // is ready), nor how counts become Prometheus metrics (package metrics
-// implements Metrics).
+// implements Metrics). Package mcp reads bodies and headers for it, and
+// package policy decides.
 //
 // Order of decisions for every request:
 //
