@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/supervisor"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
@@ -43,6 +45,11 @@ type Config struct {
 	// RateLimitRPM is the per-subject budget in requests per minute
 	// (RATE_LIMIT_RPM), with a burst of the same size.
 	RateLimitRPM int
+
+	// ScopeGrants is BROKER_SCOPE_GRANTS: which users broker mode grants
+	// the scopes MCP_POLICY asks for (broker.Config.GrantScopes, through
+	// ScopeGrants.Hook). Nil: none set.
+	ScopeGrants *policy.Grants
 
 	// dev: dev mode supplies the issuer, the resource and its audience, an
 	// allowed subject and (when none is named) the upstream itself, so
@@ -127,6 +134,8 @@ func settings(c *Config) []setting {
 		{"REGISTER_REDIRECT_URIS", "", "redirect URIs /oauth/register accepts, comma-separated (http://127.0.0.1:* patterns allowed); empty: https, http on loopback hosts, and private-use schemes with a dot (com.example.app:/cb)", bind(list(redirectURI), &w.RedirectURIs)},
 		{"SCOPES_SUPPORTED", "openid,profile,email,offline_access", "scopes advertised in the discovery documents", bind(list(scope), &w.Scopes, &g.ChallengeScopes)},
 		{"REQUIRED_SCOPES", "", "scopes every token must carry (403 insufficient_scope otherwise)", bind(list(scope), &g.RequiredScopes)},
+		{"MCP_POLICY", "", "per-tool rules, e.g. tool:delete_*=group:admins; tool:write_file=scope:files:write (docs/policy.md); empty: every call the allow-list admits", bind(mcpPolicy, &g.Policy)},
+		{"BROKER_SCOPE_GRANTS", "", "broker mode: who is granted the scopes MCP_POLICY asks for, e.g. files:write=group:editors; deploy=group:ops|sub:alice (docs/policy.md)", bind(scopeGrants, &c.ScopeGrants)},
 		{"AUTH_SERVER_MODE", "facade", "facade: the gateway advertises itself as the authorization server; direct: the provider's issuer", bind(authServerMode, &w.Mode)},
 		{"CLOCK_SKEW", "30s", "tolerance for exp, nbf and iat", bind(duration(false), &p.ClockSkew)},
 		{"JWKS_REFRESH_COOLDOWN", "30s", "least time between JWKS fetches caused by unknown key ids", bind(duration(true), &p.RefreshCooldown)},
@@ -146,7 +155,7 @@ func settings(c *Config) []setting {
 func concerns() []func(*Config, *problems) {
 	return []func(*Config, *problems){
 		checkProvider, checkResource, checkAllowList, checkUpstream,
-		checkRestarts, checkListen, checkMetrics, checkStaticClient,
+		checkRestarts, checkListen, checkMetrics, checkStaticClient, checkScopeGrants,
 	}
 }
 
@@ -227,6 +236,23 @@ func checkStaticClient(c *Config, p *problems) {
 	}
 	if w.Mode == wellknown.ModeDirect && w.StaticClientID != "" {
 		p.add("STATIC_CLIENT_ID needs AUTH_SERVER_MODE=facade (in direct mode clients never see the gateway's registration endpoint)")
+	}
+}
+
+// checkScopeGrants: grants are the broker's, and each names a scope a
+// client can ask for.
+func checkScopeGrants(c *Config, p *problems) {
+	if c.ScopeGrants == nil {
+		return
+	}
+	if c.WellKnown.Mode != "broker" { // the broker's mode, once AUTH_SERVER_MODE accepts it
+		p.add("BROKER_SCOPE_GRANTS needs AUTH_SERVER_MODE=broker (otherwise the provider decides who gets which scope)")
+		return
+	}
+	for _, sc := range c.ScopeGrants.Scopes() {
+		if !slices.Contains(c.WellKnown.Scopes, sc) && !slices.Contains(c.Gate.Policy.Scopes(), sc) {
+			p.addf("BROKER_SCOPE_GRANTS grants %q, which neither SCOPES_SUPPORTED nor MCP_POLICY names (no client could ask for it)", sc)
+		}
 	}
 }
 

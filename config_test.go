@@ -139,6 +139,15 @@ func TestParseConfigErrors(t *testing.T) {
 		{"a bad flag names the flag", func(m map[string]string) {}, []string{"--port", "x"}, []string{`--port "x" is not a port number`}},
 		{"bad flags and variables together", func(m map[string]string) { m["LOG_LEVEL"] = "loud" }, []string{"--rate-limit-rpm=0"}, []string{"LOG_LEVEL", "--rate-limit-rpm"}},
 		{"unknown flag", func(m map[string]string) {}, []string{"--nope"}, []string{"unknown flag --nope"}},
+		{"a policy rule that cannot be read", func(m map[string]string) {
+			m["MCP_POLICY"] = "tool:a=any; resource:file:///my%20file=deny"
+		}, nil, []string{"MCP_POLICY rule 2, column 20: unknown escape", "\n    resource:file:///my%20file=deny\n                       ^"}},
+		{"a policy scope that cannot be challenged", func(m map[string]string) { m["MCP_POLICY"] = `tool:a=scope:a"b` }, nil, []string{"MCP_POLICY rule 1, column 8", "RFC 6749"}},
+		{"scope grants that cannot be read", func(m map[string]string) { m["BROKER_SCOPE_GRANTS"] = "files:write=scope:x" }, nil,
+			[]string{"BROKER_SCOPE_GRANTS rule 1, column 13: a grant cannot require a scope", "\n    files:write=scope:x\n                ^"}},
+		{"scope grants outside broker mode", func(m map[string]string) {
+			m["MCP_POLICY"], m["BROKER_SCOPE_GRANTS"] = "tool:w=scope:files:write", "files:write=group:editors"
+		}, nil, []string{"BROKER_SCOPE_GRANTS needs AUTH_SERVER_MODE=broker"}},
 		{"stray argument", func(m map[string]string) {}, []string{"serve"}, []string{"unexpected argument"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -374,5 +383,33 @@ func TestExitStatus(t *testing.T) {
 				t.Errorf("got %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPolicySettings: MCP_POLICY reaches the gate, its scopes the
+// discovery documents, and the components build with it.
+func TestPolicySettings(t *testing.T) {
+	env := validEnv()
+	env["MCP_POLICY"] = "tool:delete_*=group:admins; tool:write_file=scope:files:write; tool:*=any"
+	c, err := parseConfig(nil, envOf(env), false)
+	if err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if c.Gate.Policy == nil || c.Gate.Policy.Len() != 3 {
+		t.Fatalf("policy: got %v, want 3 rules", c.Gate.Policy)
+	}
+	if got, want := appendMissing(c.WellKnown.Scopes, c.Gate.Policy.Scopes()), []string{"openid", "profile", "email", "offline_access", "files:write"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("scopes advertised: got %q, want %q", got, want)
+	}
+	p, err := build(c, hclog.NewNullLogger(), false)
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	p.endStreams()
+	if pol, err := mcpPolicy("tool:a=any;"); err != nil || pol == nil {
+		t.Errorf("one rule and a semicolon: got %v, %v", pol, err)
+	}
+	if g, err := scopeGrants("files:write=group:editors; deploy=group:ops|sub:alice"); err != nil || len(g.Scopes()) != 2 {
+		t.Errorf("scope grants: got %v, %v", g, err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -230,6 +231,10 @@ func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
 	}
 	gc.SubjectLimiter, gc.FailedAuthLimiter = subjectLimits, failureLimits
 
+	// Every scope the policy asks for is one a client may request (RFC
+	// 9728 §2 scopes_supported); the 401 challenge keeps SCOPES_SUPPORTED
+	// only, so a first login asks for no more than that (step-up later).
+	wc.Scopes = appendMissing(wc.Scopes, cfg.Gate.Policy.Scopes())
 	wc.Metadata = p.provider
 	wc.RegisterLimiter = registerLimits
 	wc.ClientKey = gate.ClientKey(cfg.Gate.TrustedProxies)
@@ -336,4 +341,15 @@ func serverActor(srv *http.Server, ln net.Listener, started func()) actor {
 func onceFunc(f func()) func(error) {
 	o := sync.OnceFunc(f)
 	return func(error) { o() }
+}
+
+// appendMissing returns list with each of more it lacks appended.
+func appendMissing(list, more []string) []string {
+	out := slices.Clone(list)
+	for _, s := range more {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
 )
 
@@ -358,4 +359,40 @@ func isLoopbackHost(h string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
+}
+
+// mcpPolicy is MCP_POLICY (package policy has the grammar). A rule that
+// cannot be read is shown with a caret under the column that failed.
+func mcpPolicy(s string) (*policy.Policy, error) {
+	p, err := policy.Parse(s)
+	if err != nil {
+		return nil, ruleError(err)
+	}
+	if p.Len() == 0 {
+		return nil, nil // no rules: no policy, and no cost
+	}
+	return p, nil
+}
+
+// scopeGrants is BROKER_SCOPE_GRANTS (policy.ParseGrants has the grammar).
+func scopeGrants(s string) (*policy.Grants, error) {
+	g, err := policy.ParseGrants(s)
+	if err != nil {
+		return nil, ruleError(err)
+	}
+	if len(g.Scopes()) == 0 {
+		return nil, nil
+	}
+	return g, nil
+}
+
+// ruleError renders a *policy.ParseError to read after the variable's
+// name, the rule and a caret under the column below it.
+func ruleError(err error) error {
+	var pe *policy.ParseError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	caret := strings.ReplaceAll(pe.Caret(), "\n", "\n    ")
+	return fmt.Errorf("rule %d, column %d: %s:\n    %s", pe.Rule, pe.Column, pe.Reason, caret)
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/mcp"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 )
 
 // sampler logs rejections at info, at most perSecond a second (burst the
@@ -32,7 +33,7 @@ func newSampler(log hclog.Logger, perSecond int, now func() time.Time) *sampler 
 	return &sampler{log: log, lim: rate.NewLimiter(rate.Limit(perSecond), perSecond), now: now}
 }
 
-func (s *sampler) rejected(status int, reason, sub string, w *recorder, r *http.Request) {
+func (s *sampler) rejected(status int, reason, sub string, w *recorder, r *http.Request, extra ...any) {
 	if !s.log.IsInfo() {
 		return
 	}
@@ -44,6 +45,7 @@ func (s *sampler) rejected(status int, reason, sub string, w *recorder, r *http.
 	if sub != "" {
 		args = append(args, "sub", sub)
 	}
+	args = append(args, extra...)
 	if n := s.suppressed.Swap(0); n > 0 {
 		args = append(args, "suppressed", n)
 	}
@@ -200,12 +202,19 @@ func isJSON(ct string) bool {
 	return rest == "" || rest[0] == ';' || rest[0] == ' ' || rest[0] == '\t'
 }
 
-// readMCP reads up to the audit bound of r's body, names what it asks for,
-// and puts back a body that yields exactly the same bytes: the prefix read
-// here, then the rest (or the error the read met). ContentLength is not
-// touched. The prefix lives in a pooled buffer until the body is closed or
-// read past it.
-func (g *gate) readMCP(r *http.Request) mcpInfo {
+// readMCP reads up to the audit bound of r's body, names what it asks for
+// in c.info, and puts back a body that yields exactly the same bytes: the
+// prefix read here, then the rest (or the error the read met).
+// ContentLength is not touched. The prefix lives in a pooled buffer until
+// the body is closed or read past it.
+//
+// A body read whole is the one case where the audit can hold Mcp-Method
+// and Mcp-Name to the body (2026-07-28 transport, "Server Validation"):
+// when they disagree, or the body cannot be read strictly to tell, readMCP
+// answers 400 with the JSON-RPC error -32020 and returns false; nothing
+// goes upstream. A body cut off by the bound is not checked: the upstream
+// reads it whole and checks it itself.
+func (g *gate) readMCP(w *recorder, r *http.Request, id *provider.Identity, c *call) bool {
 	bp := g.auditPool.Get().(*[]byte)
 	buf := (*bp)[:g.auditBytes]
 	if r.ContentLength >= 0 && r.ContentLength < int64(len(buf)) {
@@ -233,9 +242,21 @@ func (g *gate) readMCP(r *http.Request) mcpInfo {
 	} else {
 		body, perr = mcp.ParsePrefix(buf[:n])
 	}
-	info := auditInfo(body, perr)
-	r.Body = &auditBody{pool: g.auditPool, buf: bp, p: buf[:n], err: err, rest: r.Body}
-	return info
+	c.info = auditInfo(body, perr)
+	ab := &auditBody{pool: g.auditPool, buf: bp, p: buf[:n], err: err, rest: r.Body}
+	r.Body = ab
+	if complete && hasMCPHeaders(r.Header) {
+		herr := perr
+		if herr == nil {
+			herr = mcp.CheckHeaders(r.Header, body)
+		}
+		if herr != nil {
+			ab.done()
+			g.headerMismatch(w, r, id, body, herr)
+			return false
+		}
+	}
+	return true
 }
 
 // auditBody is a request body whose first bytes were read for the audit.

@@ -4,8 +4,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 )
 
 // canned is a RoundTripper that answers without a network, so the benchmark
@@ -129,6 +132,63 @@ func BenchmarkFramingCheck(b *testing.B) {
 			}
 			if got, want := w.Header().Get("Connection") == "close", chunked; got != want {
 				b.Fatalf("Connection: close set: got %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// BenchmarkAdmitToolsCall is the admit path of a tools/call through the
+// whole gate handler, without a policy and with a policy of 20 rules whose
+// last one decides: what MCP_POLICY costs a call (reading the body whole
+// and strictly, the header check, the decision, putting the body back).
+func BenchmarkAdmitToolsCall(b *testing.B) {
+	env := newIssuer(b)
+	var rules []string
+	for i := range 19 {
+		rules = append(rules, "tool:other_"+itoa(i)+"_*=group:g"+itoa(i)+",scope:s"+itoa(i))
+	}
+	rules = append(rules, "tool:*=any")
+	pol, err := policy.Parse(strings.Join(rules, "; "))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := env.token(b, "alice", map[string]any{"email": "alice@example.com", "groups": []string{"mcp-users"}})
+	const body = `{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"quarterly report","limit":10},"_meta":{"progressToken":"p-42"}}}`
+	for _, c := range []struct {
+		name   string
+		policy *policy.Policy
+	}{{"no policy", nil}, {"20 rules", pol}} {
+		b.Run(c.name, func(b *testing.B) {
+			g, err := New(Config{
+				Verifier:            env.p,
+				Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
+				UpstreamPath:        "/mcp",
+				ResourceMetadataURL: testMetadataURL,
+				AllowEmails:         []string{"alice@example.com"},
+				SubjectLimiter:      testLimiter(b, 1<<30, nil),
+				FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
+				Transport:           canned{},
+				Policy:              c.policy,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rd := strings.NewReader(body)
+			req := httptest.NewRequest(http.MethodPost, "/", rd)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Mcp-Method", "tools/call")
+			req.Header.Set("Mcp-Name", "search_documents")
+			req.RemoteAddr = "192.0.2.1:1234"
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(body)
+				req.Body = io.NopCloser(rd)
+				w := httptest.NewRecorder()
+				g.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatalf("status: got %d (%s)", w.Code, w.Body)
+				}
 			}
 		})
 	}

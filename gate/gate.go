@@ -2,8 +2,9 @@
 // hygiene, the exact-match public routes, the bearer token (RFC 6750), its
 // verification, the allow-list, required scopes, per-subject and per-IP rate
 // limits, request IDs, the audit log (naming the MCP method and tool of
-// JSON-RPC POSTs), the request counts it hands to Metrics, and the reverse
-// proxy to the MCP server.
+// JSON-RPC POSTs), applying MCP_POLICY to request bodies and listing
+// answers, the request counts it hands to Metrics, and the reverse proxy to
+// the MCP server.
 //
 // It does not verify token signatures itself (package provider does, behind
 // Verifier), does not keep the limits' budgets (Limiter and FailureLimiter
@@ -11,7 +12,8 @@
 // caller passes them in as public Routes), and does not know how the MCP
 // server is run (Upstream tells it where the server listens and whether it
 // is ready), nor how counts become Prometheus metrics (package metrics
-// implements Metrics).
+// implements Metrics). Package mcp reads bodies and headers for it, and
+// package policy decides.
 //
 // Order of decisions for every request:
 //
@@ -26,8 +28,13 @@
 //	-> Verify (401 invalid_token; 503 while the provider's keys are not loaded)
 //	-> allow-list (403) -> required scopes (403 insufficient_scope)
 //	-> per-subject rate limit (429) -> body size (413) -> upstream ready? (503)
-//	-> JSON-RPC method and tool read from the body for the audit line
-//	-> reverse proxy.
+//	-> the JSON-RPC body: with a policy, read whole and strictly (400), its
+//	   Mcp-Method and Mcp-Name headers checked against it (400 -32020), its
+//	   calls decided (403 step-up or denied); without one, read as far as
+//	   the audit bound for the audit line (and the headers checked when
+//	   the body was read whole)
+//	-> reverse proxy (with a policy, tools/list, resources/list and
+//	   prompts/list answers filtered on the way back).
 package gate
 
 import (
@@ -45,6 +52,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
@@ -111,9 +119,16 @@ type Outcome struct {
 	// Upstream runs from forwarding the request to the upstream's response
 	// headers. Zero when no upstream answered (not proxied, or 502).
 	Upstream time.Duration
-	// Stream is set when the proxied response was an event stream
-	// answering a GET: the MCP server's stream of messages, open as long as
-	// the client stays, so its Duration says nothing of latency.
+	// Rule and Decision say what the policy decided of the calls in the
+	// body (tools/call, resources/read, prompts/get): Rule is the deciding
+	// rule's number or "none" (policy.Decision.RuleLabel), Decision
+	// "allow", "deny" or "step_up" (policy.Outcome). Both are empty when
+	// nothing was decided (no policy, or no call in the body).
+	Rule, Decision string
+	// Stream is set when the proxied response was an event stream (a GET
+	// stream of earlier revisions, a subscriptions/listen POST, a call
+	// sending progress): open as long as the server or the client keeps it,
+	// so its Duration says nothing of latency.
 	Stream bool
 }
 
@@ -140,6 +155,9 @@ const (
 	RejectRateLimited       = "rate_limited"       // the subject's rate limit (429)
 	RejectTooLarge          = "too_large"          // a body larger than MaxBodyBytes (413)
 	RejectUpstreamNotReady  = "upstream_not_ready" // the MCP server is not ready (503)
+	RejectBadBody           = "bad_body"           // with a policy, a body that cannot be read strictly (400)
+	RejectHeaderMismatch    = "header_mismatch"    // Mcp-Method or Mcp-Name disagrees with the body (400, JSON-RPC -32020)
+	RejectPolicyDenied      = "policy_denied"      // the policy denies a call of the body (403, JSON-RPC error)
 )
 
 // RejectReasons lists every Outcome.Reason, in the order of the gate's
@@ -147,7 +165,8 @@ const (
 func RejectReasons() []string {
 	return []string{RejectOrigin, RejectPath, RejectNoToken, RejectBadRequest, RejectIPLimited,
 		RejectInvalid, RejectExpired, RejectAudience, RejectProviderNotReady, RejectForbidden,
-		RejectInsufficientScope, RejectRateLimited, RejectTooLarge, RejectUpstreamNotReady}
+		RejectInsufficientScope, RejectRateLimited, RejectTooLarge, RejectUpstreamNotReady,
+		RejectBadBody, RejectHeaderMismatch, RejectPolicyDenied}
 }
 
 // Route is a public, unauthenticated route: it matches an exact method and
@@ -205,7 +224,11 @@ type Config struct {
 	ResourceMetadataURL string
 
 	// ChallengeScopes are sent as scope= in 401 challenges
-	// (SCOPES_SUPPORTED). Empty: no scope attribute.
+	// (SCOPES_SUPPORTED): what a client asks for at its first login. The
+	// scopes a policy asks for come later, by step-up. offline_access is
+	// never sent (MCP 2026-07-28 authorization: a resource server does not
+	// choose whether the client gets refresh tokens). Empty: no scope
+	// attribute.
 	ChallengeScopes []string
 
 	// RequiredScopes must all be in the token's scopes, else 403
@@ -251,11 +274,30 @@ type Config struct {
 	// Nil: no limit.
 	FailedAuthLimiter FailureLimiter
 
+	// Policy is MCP_POLICY. When set, every request body is read whole
+	// (up to MaxBodyBytes) and strictly (package mcp): one that cannot be
+	// read so is 400; its Mcp-Method and Mcp-Name headers must agree with
+	// it (400, JSON-RPC -32020); its tools/call, resources/read and
+	// prompts/get are decided (403 with a step-up challenge, or with a
+	// JSON-RPC error when denied), nothing of a refused body reaching the
+	// upstream; and answers to tools/list, resources/list and prompts/list
+	// lose the entries the caller may not use. Nil: no policy; bodies are
+	// read only for the audit line.
+	Policy *policy.Policy
+
+	// MaxListingBytes bounds, with a Policy, a listing answer the gate
+	// filters: a JSON body, or one event of an event stream. A larger one
+	// is refused (502, or an event stream cut there) and logged, never
+	// passed unfiltered. Zero: policy.DefaultListingCap (1 MiB).
+	MaxListingBytes int
+
 	// Shutdown ends when the server begins to shut down. Open event streams
-	// (GET requests for text/event-stream, which never finish on their own)
-	// are ended then, so the drain waits only for requests that do finish;
-	// MCP clients reconnect with Last-Event-ID. Nil: streams are left to the
-	// server's own shutdown.
+	// (an event-stream answer to any request: a GET stream of earlier
+	// revisions, a 2026-07-28 subscriptions/listen, a call sending
+	// progress; they need not finish on their own) are ended then, so the
+	// drain waits only for requests that do finish; clients of earlier
+	// revisions reconnect with Last-Event-ID, those of 2026-07-28 listen
+	// again. Nil: streams are left to the server's own shutdown.
 	Shutdown context.Context
 
 	// Transport carries proxied requests. Nil: a keep-alive *http.Transport
@@ -318,6 +360,9 @@ type gate struct {
 
 	auditBytes int        // 0: bodies are not read
 	auditPool  *sync.Pool // of *[]byte of auditBytes
+
+	policy     *policy.Policy // nil: none
+	maxListing int            // bytes of a listing answer filtered
 }
 
 // New validates cfg and returns the gateway's handler. It starts no
@@ -351,6 +396,11 @@ func New(cfg Config) (http.Handler, error) {
 		metrics:        cfg.Metrics,
 		subLimits:      cfg.SubjectLimiter,
 		ipLimits:       cfg.FailedAuthLimiter,
+		policy:         cfg.Policy,
+		maxListing:     cfg.MaxListingBytes,
+	}
+	if g.maxListing <= 0 {
+		g.maxListing = policy.DefaultListingCap
 	}
 	if g.log == nil {
 		g.log = hclog.NewNullLogger()
@@ -403,7 +453,7 @@ func New(cfg Config) (http.Handler, error) {
 	}
 
 	g.cors = newCORS(cfg.CORSOrigins)
-	g.chal = newChallenges(cfg.ResourceMetadataURL, cfg.ChallengeScopes, cfg.RequiredScopes)
+	g.chal = newChallenges(cfg.ResourceMetadataURL, withoutOfflineAccess(cfg.ChallengeScopes), cfg.RequiredScopes)
 
 	g.audit = newSampler(g.log, 20, g.now)
 	switch {
@@ -436,7 +486,7 @@ func New(cfg Config) (http.Handler, error) {
 		// streams are; -1 would run a flush timer for every response.
 		FlushInterval:  0,
 		BufferPool:     newBufferPool(),
-		ModifyResponse: modifyResponse,
+		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
 		ErrorLog:       g.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
 	}
@@ -482,11 +532,20 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == 0 {
 			status = http.StatusOK
 		}
+		rule, decision := rec.decidedLabels()
 		g.metrics.Request(Outcome{Class: rec.class, Reason: rec.reason, Status: status,
-			Duration: time.Since(start), Upstream: rec.upstream, Stream: rec.stream && r.Method == http.MethodGet})
+			Duration: time.Since(start), Upstream: rec.upstream, Rule: rule, Decision: decision, Stream: rec.stream})
+	}
+	if rec.aborted {
+		// What ReverseProxy meant: the server drops the connection, so the
+		// client never takes a cut answer for a whole one.
+		panic(http.ErrAbortHandler)
 	}
 }
 
+// serve runs the decisions of the package comment, in that order. It is
+// long on purpose: the order is the security argument, and it reads top to
+// bottom here as it does there; each step that needs more is a method.
 func (g *gate) serve(w *recorder, r *http.Request) {
 	// CORS first: a preflight never needs a token (Fetch standard), and a
 	// foreign Origin is refused before anything else (MCP transport spec,
@@ -581,20 +640,33 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		r = r.WithContext(ctx)
 	}
 
-	// The audit line names what a JSON-RPC POST asks for; the upstream gets
-	// the same bytes (readMCP puts them back).
+	// What a JSON-RPC body asks for: with a policy, decided (calls.go);
+	// without, named in the audit line. Either way the upstream gets the
+	// same bytes, and headers that disagree with a body read whole never
+	// reach it.
 	audit := g.log.IsInfo()
-	var mcp mcpInfo
-	if audit && g.auditPool != nil && r.Method == http.MethodPost && r.Body != nil && r.Body != http.NoBody &&
-		isJSON(r.Header.Get("Content-Type")) {
-		mcp = g.readMCP(r)
+	var c call
+	switch {
+	case g.policy != nil:
+		if !g.decide(w, r, id, &c) {
+			return
+		}
+	case audit && g.auditPool != nil && r.Method == http.MethodPost && r.Body != nil && r.Body != http.NoBody &&
+		isJSON(r.Header.Get("Content-Type")):
+		if !g.readMCP(w, r, id, &c) {
+			return
+		}
 	}
 
 	w.class = ClassProxied
 	w.metrics = g.metrics
 	start := g.now()
+	proxy := g.proxy
+	if c.lists != 0 {
+		proxy = g.listingProxy(w, r, c.lists, c.subject)
+	}
 	w.proxying()
-	g.proxy.ServeHTTP(w, r)
+	w.aborted = g.forward(proxy, w, r)
 	if ab, ok := r.Body.(*auditBody); ok {
 		ab.done()
 	}
@@ -608,11 +680,32 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	args := make([]any, 0, 26)
+	args := make([]any, 0, 28)
 	args = append(args, "sub", id.Subject, "email", id.Email, "method", r.Method, "path", path,
 		"status", status, "bytes", w.bytes, "duration", g.now().Sub(start), "request_id", w.id,
 		"client_ip", w.client.String())
-	g.log.Info("proxied", mcp.args(args)...)
+	if rule, _ := w.decidedLabels(); rule != "" {
+		args = append(args, "rule", rule)
+	}
+	g.log.Info("proxied", c.info.args(args)...)
+}
+
+// forward proxies r. When the copy of the answer fails (the client went
+// away, a stream ended at shutdown) ReverseProxy aborts the handler with
+// http.ErrAbortHandler; forward stops that panic so the request is still
+// counted and logged (an open stream's gauge still goes down), and reports
+// it, for ServeHTTP to raise again at its end. Any other panic goes on.
+func (g *gate) forward(proxy *httputil.ReverseProxy, w *recorder, r *http.Request) (aborted bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v)
+			}
+			aborted = true
+		}
+	}()
+	proxy.ServeHTTP(w, r)
+	return false
 }
 
 // authenticate reads and verifies the bearer token. When it returns false

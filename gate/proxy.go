@@ -10,8 +10,10 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
@@ -103,8 +105,11 @@ func (g *gate) joinPath(basePath, baseRaw, reqPath, reqRaw string) (path, raw st
 // protocols, so ReverseProxy must not start a tunnel), drops the upstream's
 // CORS headers and X-Request-Id (the gate's own, already on the response
 // writer, are the only ones the client sees), and drops its trailers, which
-// could carry the same headers after the body.
-func modifyResponse(resp *http.Response) error {
+// could carry the same headers after the body. An event stream's body is
+// ended when shutdown begins (Config.Shutdown), whatever request it
+// answers: a GET stream of earlier revisions, a subscriptions/listen POST
+// of 2026-07-28, a tools/call sending progress.
+func (g *gate) modifyResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return errUpstreamSwitched
 	}
@@ -114,6 +119,11 @@ func modifyResponse(resp *http.Response) error {
 		}
 	}
 	delete(resp.Header, "X-Request-Id")
+	if g.shutdown != nil && isEventStream(resp.Header.Get("Content-Type")) {
+		// Around the transport's body itself, which may be closed while
+		// it is read; trailerless may not.
+		resp.Body = endOnShutdown(g.shutdown, resp.Body)
+	}
 	if resp.Trailer != nil || len(resp.TransferEncoding) > 0 {
 		// Declared trailers go now (ReverseProxy announces what is left);
 		// the transport fills resp.Trailer again, undeclared ones
@@ -123,6 +133,44 @@ func modifyResponse(resp *http.Response) error {
 		resp.Body = &trailerless{ReadCloser: resp.Body, resp: resp}
 	}
 	return nil
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream.
+func isEventStream(ct string) bool {
+	const want = "text/event-stream"
+	return len(ct) >= len(want) && equalFoldASCII(ct[:len(want)], want)
+}
+
+// streamBody is the body of an event stream, closed when shutdown begins:
+// the proxy's copy then ends as for a cancelled request, and the upstream
+// sees its request end. An open stream never finishes on its own, so the
+// drain would otherwise wait its whole grace for it.
+type streamBody struct {
+	io.ReadCloser
+	ended atomic.Bool // closed because shutdown began
+	stop  func() bool // context.AfterFunc's
+}
+
+func endOnShutdown(shutdown context.Context, body io.ReadCloser) io.ReadCloser {
+	b := &streamBody{ReadCloser: body}
+	b.stop = context.AfterFunc(shutdown, func() {
+		b.ended.Store(true)
+		_ = body.Close() // ends a Read in progress; the error is the point
+	})
+	return b
+}
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.ended.Load() {
+		err = context.Canceled // ReverseProxy logs no read error for this one
+	}
+	return n, err
+}
+
+func (b *streamBody) Close() error {
+	b.stop()
+	return b.ReadCloser.Close()
 }
 
 // trailerless empties its response's trailers once the body has been read
@@ -155,7 +203,12 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		id = rec.id
 	}
 	var tooLarge *http.MaxBytesError
+	var listing *listingError
 	switch {
+	case errors.As(err, &listing):
+		// Never passed on unfiltered: the caller would see what the
+		// policy hides.
+		g.log.Warn("proxy: listing refused", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 	case errors.As(err, &tooLarge):
 		respond.JSON(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
 		return
@@ -192,13 +245,28 @@ type recorder struct {
 	reason string     // Outcome.Reason
 
 	// Set while proxying.
-	metrics     Metrics       // nil: no stream counting
-	proxyStart  time.Time     // when the request went to the proxy
-	proxyFailed bool          // proxyError is answering
-	upstream    time.Duration // proxyStart to the upstream's response headers
-	stream      bool          // the response is an event stream, counted in Metrics
-	own         [5][]string   // the gate's own response headers (ownHeaderNames), kept by proxying
-	info        bool          // the upstream sent an informational (1xx) answer
+	metrics    Metrics       // nil: no stream counting
+	proxyStart time.Time     // when the request went to the proxy
+	upstream   time.Duration // proxyStart to the upstream's response headers
+	own        [5][]string   // the gate's own response headers (ownHeaderNames), kept by proxying
+
+	// Small fields together, so a recorder stays in a small size class.
+	rule        int32          // the deciding rule (policy.Decision.Rule), when decided
+	decision    policy.Outcome // what the policy decided, when decided
+	decided     bool           // the policy decided calls of the body (Outcome.Rule, Outcome.Decision)
+	proxyFailed bool           // proxyError is answering
+	stream      bool           // the response is an event stream, counted in Metrics
+	aborted     bool           // the proxy aborted the answer (http.ErrAbortHandler): re-raised once counted
+	info        bool           // the upstream sent an informational (1xx) answer
+}
+
+// decidedLabels are Outcome.Rule and Outcome.Decision: empty when nothing
+// was decided.
+func (r *recorder) decidedLabels() (rule, decision string) {
+	if !r.decided {
+		return "", ""
+	}
+	return policy.Decision{Rule: int(r.rule)}.RuleLabel(), r.decision.String()
 }
 
 // ownHeaderNames are the response headers the gate sets before proxying.
@@ -241,7 +309,7 @@ func (r *recorder) WriteHeader(code int) {
 			// ReverseProxy writes the upstream's status as soon as its
 			// headers arrived (after modifyResponse).
 			r.upstream = time.Since(r.proxyStart)
-			if r.metrics != nil && strings.HasPrefix(r.Header().Get("Content-Type"), "text/event-stream") {
+			if r.metrics != nil && isEventStream(r.Header().Get("Content-Type")) {
 				r.stream = true
 				r.metrics.Stream(+1)
 			}

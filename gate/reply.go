@@ -36,6 +36,7 @@ func errBadPath(status int) string {
 // challenges holds the WWW-Authenticate values (RFC 6750 §3, RFC 9728 §5.1)
 // built once from configuration.
 type challenges struct {
+	metadata          string // the resource metadata URL, sanitized
 	tail              string // `resource_metadata="...", scope="..."`
 	missing           []string
 	invalidRequest    []string
@@ -48,12 +49,21 @@ func newChallenges(metadataURL string, scopes, required []string) challenges {
 		tail += `, scope="` + sanitize(strings.Join(scopes, " ")) + `"`
 	}
 	return challenges{
+		metadata:       sanitize(metadataURL),
 		tail:           tail,
 		missing:        []string{"Bearer " + tail},
 		invalidRequest: []string{`Bearer error="invalid_request", ` + tail},
 		insufficientScope: []string{`Bearer error="insufficient_scope", scope="` +
 			sanitize(strings.Join(required, " ")) + `", resource_metadata="` + sanitize(metadataURL) + `"`},
 	}
+}
+
+// stepUp is the challenge of a call the policy refuses only for missing
+// scopes (RFC 6750 §3.1 insufficient_scope; MCP authorization, step-up):
+// scope names every scope the call needs. Policy scopes are scope-tokens
+// (policy.Parse checks), so they go in as they are, however many.
+func (c challenges) stepUp(scopes []string) string {
+	return `Bearer error="insufficient_scope", scope="` + strings.Join(scopes, " ") + `", resource_metadata="` + c.metadata + `"`
 }
 
 func (c challenges) invalidToken(desc string) string {

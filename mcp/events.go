@@ -10,33 +10,23 @@ import (
 
 // FilterEvents copies an event stream (text/event-stream, HTML Living
 // Standard "Server-sent events" §9.2.6) from src to dst event by event,
-// filtering the listings in each event's data as FilterList does. An event
-// whose type is "message" (or absent, which means the same) carries one
-// JSON-RPC message in its data; it is rewritten only when entries are
-// dropped: its data lines are replaced, where the first one was, by the
-// filtered JSON, one data line per line of it. Every other byte (comments,
-// other fields, other events, line endings) passes as it was. Each event is
-// written to dst once it is whole, and dst is flushed when it is an
+// filtering the listings in each event's data as NewEventFilter does. Each
+// event is written to dst once it is whole, and dst is flushed when it is an
 // http.Flusher.
 //
 // An event of more than max bytes is ErrTooLarge; the data of a message
 // event that is not JSON (a client would fail on it too) is ErrSyntax. On an
 // error, dst has every event before the one that failed.
 func FilterEvents(dst io.Writer, src io.Reader, max int, lists List, keep Keep) error {
-	e := eventReader{r: bufio.NewReader(src), max: max, first: true}
+	f := NewEventFilter(src, max, lists, keep)
 	flusher, _ := dst.(http.Flusher)
 	for {
-		err := e.read()
-		if len(e.raw) > 0 && (err == nil || err == io.EOF) {
-			out, ferr := e.filtered(lists, keep)
-			if ferr != nil {
-				_, _ = dst.Write(e.raw[:e.lead]) // the last event's LF; the error is what matters
-				return fmt.Errorf("filter mcp event stream: %w", ferr)
-			}
+		out, err := f.next()
+		if len(out) > 0 {
 			if _, werr := dst.Write(out); werr != nil {
 				return werr
 			}
-			if flusher != nil {
+			if flusher != nil && (err == nil || err == io.EOF) {
 				flusher.Flush()
 			}
 		}
@@ -44,10 +34,71 @@ func FilterEvents(dst io.Writer, src io.Reader, max int, lists List, keep Keep) 
 		case err == io.EOF:
 			return nil
 		case err != nil:
-			_, _ = dst.Write(e.raw[:e.lead])
-			return fmt.Errorf("filter mcp event stream: %w", err)
+			return err
 		}
 	}
+}
+
+// EventFilter reads an event stream from its source, filtering the
+// listings in each event's data. Build it with NewEventFilter.
+type EventFilter struct {
+	e     eventReader
+	lists List
+	keep  Keep
+	out   []byte // what Read has still to return of the last event
+	err   error  // returned once out is drained
+}
+
+// NewEventFilter returns a reader of the event stream src (text/event-stream,
+// HTML Living Standard "Server-sent events" §9.2.6), with the listings in
+// each event's data filtered as FilterList does. An event whose type is
+// "message" (or absent, which means the same) carries one JSON-RPC message
+// in its data; it is rewritten only when entries are dropped: its data
+// lines are replaced, where the first one was, by the filtered JSON, one
+// data line per line of it. Every other byte (comments, other fields, other
+// events, line endings) passes as it was.
+//
+// Read returns bytes of one event at a time, and only once that event is
+// whole, so a proxy that flushes after each write streams event by event;
+// it never waits for more of src than the event it returns. Memory is
+// bounded by max: an event of more than max bytes is ErrTooLarge; the data
+// of a message event that is not JSON (a client would fail on it too) is
+// ErrSyntax. After an error, Read has returned every event before the one
+// that failed.
+func NewEventFilter(src io.Reader, max int, lists List, keep Keep) *EventFilter {
+	return &EventFilter{e: eventReader{r: bufio.NewReader(src), max: max, first: true}, lists: lists, keep: keep}
+}
+
+// Read implements io.Reader.
+func (f *EventFilter) Read(p []byte) (int, error) {
+	for len(f.out) == 0 {
+		if f.err != nil {
+			return 0, f.err
+		}
+		f.out, f.err = f.next()
+	}
+	n := copy(p, f.out)
+	f.out = f.out[n:]
+	return n, nil
+}
+
+// next reads and filters the next event: its bytes (valid until the next
+// call), and io.EOF at the end of the stream or the error that ended it.
+func (f *EventFilter) next() ([]byte, error) {
+	e := &f.e
+	err := e.read()
+	if len(e.raw) > 0 && (err == nil || err == io.EOF) {
+		out, ferr := e.filtered(f.lists, f.keep)
+		if ferr != nil {
+			// The last event's LF; the error is what matters.
+			return e.raw[:e.lead], fmt.Errorf("filter mcp event stream: %w", ferr)
+		}
+		return out, err
+	}
+	if err != nil && err != io.EOF {
+		return e.raw[:e.lead], fmt.Errorf("filter mcp event stream: %w", err)
+	}
+	return nil, err
 }
 
 // eventReader reads an event stream one event at a time, keeping the

@@ -12,8 +12,14 @@ import (
 // JSON-RPC error codes the gateway answers with (JSON-RPC 2.0 §5.1; MCP
 // 2026-07-28 "Error Codes").
 const (
+	CodeParseError     = -32700 // not JSON
 	CodeInvalidRequest = -32600 // not a valid request
 	CodeHeaderMismatch = -32020 // HeaderMismatch: headers disagree with the body
+
+	// CodeForbidden is the gateway's own: a call its policy refuses. MCP
+	// 2026-07-28 ("Error Codes") has codes for purposes it does not
+	// define allocated outside -32768..-32000; 403 is for the HTTP status.
+	CodeForbidden = -31403
 )
 
 // ErrorBody returns a JSON-RPC error response (JSON-RPC 2.0 §5): id is a

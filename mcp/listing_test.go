@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // keepNoSecret keeps every entry whose name does not hold "secret".
@@ -269,5 +271,51 @@ func FuzzFilterEvents(f *testing.F) {
 		if err := FilterEvents(&kept, bytes.NewReader(b), 1<<16, 0, keepNoSecret); err == nil && kept.String() != string(b) {
 			t.Fatalf("%q: filtering no listing gave %q", b, kept.String())
 		}
+		read, errRead := io.ReadAll(NewEventFilter(iotest.OneByteReader(bytes.NewReader(b)), 1<<16, ListTools, keepNoSecret))
+		if (err == nil) != (errRead == nil) || string(read) != all.String() {
+			t.Fatalf("%q: FilterEvents %q (%v), EventFilter %q (%v)", b, all.String(), err, read, errRead)
+		}
 	})
+}
+
+// TestEventFilterStreams: Read returns an event as soon as it is whole,
+// without waiting for the next one, so a stream stays a stream.
+func TestEventFilterStreams(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	f := NewEventFilter(pr, 1<<20, ListTools, keepNoSecret)
+	got := make(chan string)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := f.Read(buf)
+			if n > 0 {
+				got <- string(buf[:n])
+			}
+			if err != nil {
+				close(got)
+				return
+			}
+		}
+	}()
+	for _, c := range []struct{ in, want string }{
+		{"data: {\"result\":{\"tools\":[{\"name\":\"secret\"},{\"name\":\"a\"}]}}\n\n", "data: {\"result\":{\"tools\":[{\"name\":\"a\"}]}}\n\n"},
+		{": keep-alive\n\n", ": keep-alive\n\n"},
+	} {
+		if _, err := io.WriteString(pw, c.in); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case out := <-got:
+			if out != c.want {
+				t.Errorf("got %q, want %q", out, c.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the event %q was not returned before the next one was sent", c.in)
+		}
+	}
+	pw.Close()
+	if out, ok := <-got; ok {
+		t.Errorf("after the end: got %q", out)
+	}
 }

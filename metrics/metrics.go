@@ -7,8 +7,9 @@
 //
 // It does not listen: main serves Handler on METRICS_ADDR, a listener of
 // its own, never the public port. Label values come from fixed sets (route
-// class, status code, rejection reason, fetch result, child state); no
-// subject, token or path is ever a label.
+// class, status code, rejection reason, fetch result, child state, a
+// policy rule's number and its decision); no subject, token, path or tool
+// name is ever a label.
 package metrics
 
 import (
@@ -57,6 +58,7 @@ type Metrics struct {
 	rejected    map[string]prometheus.Counter // every gate.RejectReasons(); read-only after New
 	rejectedVec *prometheus.CounterVec        // a reason New did not know
 	streams     prometheus.Gauge
+	decisions   *prometheus.CounterVec // by rule number and decision: as many children as rules, times three
 
 	jwksOK, jwksError, metadataOK, metadataError prometheus.Counter
 }
@@ -81,7 +83,7 @@ func New() *Metrics {
 	}, []string{"route", "code"})
 	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace, Name: "request_duration_seconds",
-		Help:    "Time to answer a request, by route class (event streams answering a GET are not observed).",
+		Help:    "Time to answer a request, by route class (event streams, open as long as their client stays, are not observed).",
 		Buckets: durationBuckets,
 	}, []string{"route"})
 	for i, class := range []string{gate.ClassPublic, gate.ClassProxied, gate.ClassRejected} {
@@ -112,6 +114,10 @@ func New() *Metrics {
 		Help: "Proxied event-stream (text/event-stream) responses open now.",
 	})
 	m.streams = streams
+	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "policy_decisions_total",
+		Help: "Bodies whose calls (tools/call, resources/read, prompts/get) MCP_POLICY decided, by the deciding rule's number (\"none\": no rule matched) and decision (allow, deny, step_up).",
+	}, []string{"rule", "decision"})
 
 	jwks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "jwks_refresh_total",
@@ -124,7 +130,7 @@ func New() *Metrics {
 	m.jwksOK, m.jwksError = jwks.WithLabelValues(provider.FetchOK), jwks.WithLabelValues(provider.FetchError)
 	m.metadataOK, m.metadataError = metadata.WithLabelValues(provider.FetchOK), metadata.WithLabelValues(provider.FetchError)
 
-	reg.MustRegister(requests, durations, upstream, admitted, m.rejectedVec, streams, jwks, metadata)
+	reg.MustRegister(requests, durations, upstream, admitted, m.rejectedVec, streams, m.decisions, jwks, metadata)
 	return m
 }
 
@@ -146,6 +152,10 @@ func (m *Metrics) Request(o gate.Outcome) {
 		} else {
 			m.rejectedVec.WithLabelValues(o.Reason).Inc()
 		}
+	}
+	if o.Decision != "" {
+		// Bounded: a rule's number, never the tool's name.
+		m.decisions.WithLabelValues(o.Rule, o.Decision).Inc()
 	}
 	if !o.Stream {
 		m.durations[i].Observe(o.Duration.Seconds())

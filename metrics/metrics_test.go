@@ -19,6 +19,7 @@ import (
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/supervisor"
@@ -171,6 +172,10 @@ func TestRejectionReasons(t *testing.T) {
 		{gate.RejectRateLimited, 429, func(c *gate.Config) { c.SubjectLimiter = limiter(1) }, nil}, // below
 		{gate.RejectTooLarge, 413, func(c *gate.Config) { c.MaxBodyBytes = 4 }, req("POST", "/mcp", auth(alice), "too large")},
 		{gate.RejectUpstreamNotReady, 503, func(c *gate.Config) { c.Upstream = notReady{upURL} }, req("GET", "/mcp", auth(alice), "")},
+		{gate.RejectBadBody, 400, withPolicy(t, "tool:x=deny"), req("POST", "/mcp", auth(alice), `{"method":"tools/call"`)},
+		{gate.RejectHeaderMismatch, 400, withPolicy(t, "tool:x=deny"),
+			req("POST", "/mcp", http.Header{"Authorization": {"Bearer " + alice}, "Mcp-Method": {"tools/list"}}, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"y"}}`)},
+		{gate.RejectPolicyDenied, 403, withPolicy(t, "tool:y=any; tool:x=deny"), req("POST", "/mcp", auth(alice), `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`)},
 	} {
 		t.Run(c.reason, func(t *testing.T) {
 			seen[c.reason] = true
@@ -202,6 +207,12 @@ func TestRejectionReasons(t *testing.T) {
 				}
 				if got := v - before[series]; got != want {
 					t.Errorf("%s moved by %v, want %v", series, got, want)
+				}
+			}
+			if c.reason == gate.RejectPolicyDenied {
+				series := `mcp_oauth_proxy_policy_decisions_total{decision="deny",rule="2"}`
+				if got := after[series] - before[series]; got != 1 {
+					t.Errorf("%s moved by %v, want 1", series, got)
 				}
 			}
 		})
@@ -401,4 +412,14 @@ func TestExamplesUseRealMetrics(t *testing.T) {
 	if err := json.Unmarshal(b, &dash); err != nil || len(dash.Panels) == 0 {
 		t.Fatalf("the dashboard is not a JSON dashboard with panels: %v", err)
 	}
+}
+
+// withPolicy sets MCP_POLICY.
+func withPolicy(t *testing.T, rules string) func(*gate.Config) {
+	t.Helper()
+	p, err := policy.Parse(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(c *gate.Config) { c.Policy = p }
 }

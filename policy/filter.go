@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strings"
@@ -36,45 +37,44 @@ func (p *Policy) Keep(s *Subject) mcp.Keep {
 	}
 }
 
-// Filter copies a response to a listing request (tools/list,
+// Filter returns the response to a listing request (tools/list,
 // resources/list, prompts/list: lists is what the request asked for, see
-// mcp.ListOf) from src to dst, without the entries s may not use (Keep),
+// mcp.ListOf), read from src, without the entries s may not use (Keep),
 // every other byte as it came:
-//   - application/json: the body is read whole, up to max bytes, then
-//     filtered (mcp.FilterList) and written at once, so on an error nothing
-//     has been written and the gate can still answer 502;
-//   - text/event-stream: event by event (mcp.FilterEvents), each event up
-//     to max bytes and written once filtered; an error after the first
-//     event can only end the stream;
-//   - anything else is not a listing a client reads, and is copied.
+//   - application/json: the body is read whole, up to max bytes, and
+//     filtered (mcp.FilterList) before Filter returns, so an error comes
+//     before anything is passed on and the gate can still answer 502; the
+//     reader returned is a *bytes.Reader;
+//   - text/event-stream: the reader filters event by event as the events
+//     arrive (mcp.NewEventFilter), each event up to max bytes; its errors
+//     come from Read, after the events before the one that failed, and can
+//     only end the stream;
+//   - anything else is not a listing a client reads: src itself.
 //
 // The type is told as the MCP SDKs tell it (the header contains one of the
 // two, in any case), not by a stricter parse a client would not share; a
 // header naming both is refused.
 //
 // Errors wrap mcp.ErrTooLarge (over max), mcp.ErrSyntax or
-// mcp.ErrAmbiguous (a listing that cannot be filtered), or are src's or
-// dst's.
-func (p *Policy) Filter(dst io.Writer, src io.Reader, contentType string, lists mcp.List, s *Subject, max int) error {
+// mcp.ErrAmbiguous (a listing that cannot be filtered), or are src's.
+func (p *Policy) Filter(src io.Reader, contentType string, lists mcp.List, s *Subject, max int) (io.Reader, error) {
 	ct := strings.ToLower(contentType)
 	json, events := strings.Contains(ct, "application/json"), strings.Contains(ct, "text/event-stream")
 	switch {
 	case json && events:
-		return fmt.Errorf("filter listing: Content-Type names both JSON and an event stream: %w", mcp.ErrAmbiguous)
+		return nil, fmt.Errorf("filter listing: Content-Type names both JSON and an event stream: %w", mcp.ErrAmbiguous)
 	case json:
 		body, err := mcp.ReadBody(src, int64(max))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		out, err := mcp.FilterList(body, lists, p.Keep(s))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		_, err = dst.Write(out)
-		return err
+		return bytes.NewReader(out), nil
 	case events:
-		return mcp.FilterEvents(dst, src, max, lists, p.Keep(s))
+		return mcp.NewEventFilter(src, max, lists, p.Keep(s)), nil
 	}
-	_, err := io.Copy(dst, src)
-	return err
+	return src, nil
 }

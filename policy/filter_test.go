@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -46,12 +47,16 @@ func TestFilter(t *testing.T) {
 		{"a listing not asked for is left alone", "application/json", tools, tools, mcp.ListPrompts},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var out bytes.Buffer
-			if err := p.Filter(&out, strings.NewReader(c.body), c.contentType, c.lists, ops, DefaultListingCap); err != nil {
+			r, err := p.Filter(strings.NewReader(c.body), c.contentType, c.lists, ops, DefaultListingCap)
+			if err != nil {
 				t.Fatalf("Filter: %v", err)
 			}
-			if out.String() != c.want {
-				t.Errorf("got\n%s\nwant\n%s", out.String(), c.want)
+			out, err := io.ReadAll(r)
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			if string(out) != c.want {
+				t.Errorf("got\n%s\nwant\n%s", out, c.want)
 			}
 		})
 	}
@@ -60,24 +65,32 @@ func TestFilter(t *testing.T) {
 func TestFilterRefuses(t *testing.T) {
 	p := mustParse(t, issuePolicy)
 	big := `{"result":{"tools":[` + strings.Repeat(`{"name":"echo"},`, 100) + `{"name":"delete_all"}]}}`
+	first := "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n"
 	for _, c := range []struct {
 		name, contentType, body string
 		want                    error
+		before                  string // read before the error; "": Filter itself refuses
 	}{
-		{"a JSON listing over the cap", "application/json", big, mcp.ErrTooLarge},
-		{"an event over the cap", "text/event-stream", "data: " + big + "\n\n", mcp.ErrTooLarge},
-		{"both types named", "application/json, text/event-stream", `{"result":{"tools":[]}}`, mcp.ErrAmbiguous},
-		{"an ambiguous listing", "application/json", `{"result":{"tools":[],"tools":[{"name":"delete_all"}]}}`, mcp.ErrAmbiguous},
-		{"not JSON", "application/json", `{"result":`, mcp.ErrSyntax},
+		{"a JSON listing over the cap", "application/json", big, mcp.ErrTooLarge, ""},
+		{"an event over the cap", "text/event-stream", first + "data: " + big + "\n\n", mcp.ErrTooLarge, first},
+		{"both types named", "application/json, text/event-stream", `{"result":{"tools":[]}}`, mcp.ErrAmbiguous, ""},
+		{"an ambiguous listing", "application/json", `{"result":{"tools":[],"tools":[{"name":"delete_all"}]}}`, mcp.ErrAmbiguous, ""},
+		{"not JSON", "application/json", `{"result":`, mcp.ErrSyntax, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			rec := httptest.NewRecorder()
-			err := p.Filter(rec, strings.NewReader(c.body), c.contentType, mcp.ListTools, &Subject{}, 1000)
+			r, err := p.Filter(strings.NewReader(c.body), c.contentType, mcp.ListTools, &Subject{}, 1000)
+			var out []byte
+			if c.before != "" {
+				if err != nil {
+					t.Fatalf("Filter refused an event stream before reading it: %v", err)
+				}
+				out, err = io.ReadAll(r)
+			}
 			if !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
-			if rec.Body.Len() != 0 {
-				t.Errorf("wrote %q before refusing: the gate could not answer 502", rec.Body)
+			if string(out) != c.before {
+				t.Errorf("read before the error: got %q, want %q", out, c.before)
 			}
 		})
 	}
@@ -125,13 +138,15 @@ func TestFilterGoSDKListings(t *testing.T) {
 			}
 			ct := resp.Header.Get("Content-Type")
 			seen[strings.Contains(ct, "text/event-stream")] = true
-			var out bytes.Buffer
-			err = p.Filter(&out, resp.Body, ct, mcp.ListOf(c.method), ops, DefaultListingCap)
+			r, err := p.Filter(resp.Body, ct, mcp.ListOf(c.method), ops, DefaultListingCap)
+			var msg []byte
+			if err == nil {
+				msg, err = io.ReadAll(r)
+			}
 			resp.Body.Close()
 			if err != nil {
 				t.Fatalf("%s (%s): %v", c.method, ct, err)
 			}
-			msg := out.Bytes()
 			if strings.Contains(ct, "event-stream") {
 				_, data, ok := bytes.Cut(msg, []byte("data: "))
 				if !ok {

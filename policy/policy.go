@@ -3,7 +3,8 @@
 // tools/call, resources/read or prompts/get may go on (or must first get
 // more scopes: step-up authorization), names the scopes the rules ask for,
 // and filters the tools/list, resources/list and prompts/list responses a
-// caller sees.
+// caller sees. It also reads BROKER_SCOPE_GRANTS (Grants, ParseGrants): which
+// users broker mode grants the scopes the rules ask for.
 //
 // A policy is a list of rules separated by ";", each KIND:PATTERN=REQUIREMENTS
 // split at its last "=":
@@ -107,10 +108,16 @@ type ParseError struct {
 	Column int
 	Text   string // the rule as written, without surrounding white space
 	Reason string
+
+	grants bool // a rule of ParseGrants
 }
 
 func (e *ParseError) Error() string {
-	return fmt.Sprintf("parse policy: rule %d, column %d: %s: %q", e.Rule, e.Column, e.Reason, e.Text)
+	what := "policy"
+	if e.grants {
+		what = "scope grants"
+	}
+	return fmt.Sprintf("parse %s: rule %d, column %d: %s: %q", what, e.Rule, e.Column, e.Reason, e.Text)
 }
 
 // Caret renders the rule with a caret under the column, for a terminal.
@@ -192,7 +199,7 @@ func parseRule(text string) (rule, *ParseError) {
 		r.deny = true
 		return r, nil
 	}
-	r.sets, err = parseSets(reqs, off)
+	r.sets, err = parseSets(reqs, off, true)
 	return r, err
 }
 
@@ -244,8 +251,8 @@ func isHex(c byte) bool {
 
 // parseSets reads REQUIREMENTS other than any and deny: sets separated by
 // "|", each requirements separated by ",". off is where reqs starts in the
-// rule.
-func parseSets(reqs string, off int) ([]set, *ParseError) {
+// rule. Without scopes, a scope: requirement is an error.
+func parseSets(reqs string, off int, scopes bool) ([]set, *ParseError) {
 	var sets []set
 	at := off
 	for alt := range strings.SplitSeq(reqs, "|") {
@@ -280,8 +287,10 @@ func parseSets(reqs string, off int) ([]set, *ParseError) {
 				return nil, &ParseError{Column: col, Reason: "requirement without a value"}
 			case value != strings.Trim(value, space):
 				return nil, &ParseError{Column: col + len(typ) + 1, Reason: `white space after ":"`}
-			case r.typ == reqScope && strings.ContainsAny(value, space):
-				return nil, &ParseError{Column: col, Reason: "a scope holds no white space (RFC 6749 §3.3)"}
+			case r.typ == reqScope && !scopes:
+				return nil, &ParseError{Column: col, Reason: "a grant cannot require a scope (want sub:, email: or group:)"}
+			case r.typ == reqScope && !validScope(value):
+				return nil, &ParseError{Column: col, Reason: scopeReason}
 			}
 			st.reqs = append(st.reqs, r)
 			if r.typ == reqScope {
@@ -294,6 +303,23 @@ func parseSets(reqs string, off int) ([]set, *ParseError) {
 		at += len(alt) + 1
 	}
 	return sets, nil
+}
+
+// scopeReason is why a scope is refused.
+const scopeReason = `a scope is printable ASCII without white space, '"' or '\' (RFC 6749 §3.3)`
+
+// validScope reports whether s is a scope-token: 1*NQCHAR (RFC 6749 §3.3),
+// so it can stand in a challenge's quoted scope (RFC 6750 §3) as it is.
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // Scopes returns every scope the policy names, sorted, once each: what the
@@ -353,18 +379,23 @@ func (p *Policy) String() string {
 		case r.sets == nil:
 			b.WriteString("any")
 		}
-		for j, st := range r.sets {
-			if j > 0 {
-				b.WriteByte('|')
-			}
-			for k, q := range st.reqs {
-				if k > 0 {
-					b.WriteByte(',')
-				}
-				b.WriteString([...]string{reqSub: "sub:", reqEmail: "email:", reqGroup: "group:", reqScope: "scope:"}[q.typ])
-				b.WriteString(q.value)
-			}
-		}
+		writeSets(&b, r.sets)
 	}
 	return b.String()
+}
+
+// writeSets writes sets as REQUIREMENTS other than any and deny.
+func writeSets(b *strings.Builder, sets []set) {
+	for j, st := range sets {
+		if j > 0 {
+			b.WriteByte('|')
+		}
+		for k, q := range st.reqs {
+			if k > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString([...]string{reqSub: "sub:", reqEmail: "email:", reqGroup: "group:", reqScope: "scope:"}[q.typ])
+			b.WriteString(q.value)
+		}
+	}
 }

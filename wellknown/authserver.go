@@ -116,7 +116,14 @@ func (s *Server) authorizationServerDoc(src map[string]json.RawMessage) ([]byte,
 		return nil, err
 	}
 	if len(s.cfg.Scopes) > 0 {
-		if err := set("scopes_supported", s.cfg.Scopes); err != nil {
+		// offline_access only when the provider grants it: a client
+		// that asks for what the provider does not know fails its login.
+		scopes := s.cfg.Scopes
+		var theirs []any
+		if err := json.Unmarshal(src["scopes_supported"], &theirs); err != nil || !containsString(theirs, offlineAccess) {
+			scopes = withoutOfflineAccess(scopes)
+		}
+		if err := set("scopes_supported", scopes); err != nil {
 			return nil, err
 		}
 	}

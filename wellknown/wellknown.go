@@ -84,9 +84,14 @@ type Config struct {
 	// document, once fetched, names its issuer.
 	IssuerURL string
 
-	// Scopes is SCOPES_SUPPORTED: scopes_supported of every document and the
-	// scope of registration answers. Empty omits them (the authorization
-	// server metadata then keeps the provider's own).
+	// Scopes is SCOPES_SUPPORTED and the scopes MCP_POLICY names:
+	// scopes_supported of every document and the scope of registration
+	// answers. offline_access is never listed in the protected-resource
+	// metadata (MCP 2026-07-28 authorization: whether a client gets
+	// refresh tokens is the authorization server's business), and in the
+	// facade's authorization-server metadata only when the provider's own
+	// document lists it. Empty omits them (the authorization server
+	// metadata then keeps the provider's own).
 	Scopes []string
 
 	// StaticClientID and StaticClientSecret, both set, enable registration
@@ -288,7 +293,7 @@ func (s *Server) protectedResourceDoc(as string) ([]byte, error) {
 	}{
 		Resource:               s.cfg.ResourceURL,
 		AuthorizationServers:   []string{as},
-		ScopesSupported:        s.cfg.Scopes,
+		ScopesSupported:        withoutOfflineAccess(s.cfg.Scopes),
 		BearerMethodsSupported: []string{"header"}, // RFC 6750 §2.1 only; never the query
 	}
 	b, err := json.Marshal(doc)
@@ -339,4 +344,20 @@ func allowMethods(w http.ResponseWriter, r *http.Request, methods ...string) boo
 	w.Header().Set("Allow", strings.Join(methods, ", "))
 	respond.Error(w, http.StatusMethodNotAllowed, "invalid_request", "method not allowed")
 	return false
+}
+
+// offlineAccess is the scope that asks for refresh tokens (OpenID Connect
+// Core §11).
+const offlineAccess = "offline_access"
+
+// withoutOfflineAccess returns scopes without offline_access; nil when
+// nothing is left.
+func withoutOfflineAccess(scopes []string) []string {
+	var out []string
+	for _, sc := range scopes {
+		if sc != offlineAccess {
+			out = append(out, sc)
+		}
+	}
+	return out
 }

@@ -152,7 +152,7 @@ func TestProtectedResource(t *testing.T) {
 			paths:       []string{"/.well-known/oauth-protected-resource"},
 			metadataURL: "https://mcp.example.com/.well-known/oauth-protected-resource",
 			want: `{"resource":"https://mcp.example.com","authorization_servers":["https://mcp.example.com"],
-				"scopes_supported":["openid","profile","email","offline_access"],"bearer_methods_supported":["header"]}`,
+				"scopes_supported":["openid","profile","email"],"bearer_methods_supported":["header"]}`,
 		},
 		{
 			name:        "facade with a path and a port",
@@ -160,7 +160,7 @@ func TestProtectedResource(t *testing.T) {
 			paths:       []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"},
 			metadataURL: "https://mcp.example.com:8443/.well-known/oauth-protected-resource/mcp",
 			want: `{"resource":"https://mcp.example.com:8443/mcp","authorization_servers":["https://mcp.example.com:8443"],
-				"scopes_supported":["openid","profile","email","offline_access"],"bearer_methods_supported":["header"]}`,
+				"scopes_supported":["openid","profile","email"],"bearer_methods_supported":["header"]}`,
 		},
 		{
 			name:        "root path only",
@@ -168,7 +168,7 @@ func TestProtectedResource(t *testing.T) {
 			paths:       []string{"/.well-known/oauth-protected-resource"},
 			metadataURL: "https://mcp.example.com/.well-known/oauth-protected-resource",
 			want: `{"resource":"https://mcp.example.com/","authorization_servers":["https://mcp.example.com"],
-				"scopes_supported":["openid","profile","email","offline_access"],"bearer_methods_supported":["header"]}`,
+				"scopes_supported":["openid","profile","email"],"bearer_methods_supported":["header"]}`,
 		},
 		{
 			name: "trailing slash served both ways",
@@ -177,7 +177,7 @@ func TestProtectedResource(t *testing.T) {
 				"/.well-known/oauth-protected-resource/a/mcp"},
 			metadataURL: "https://mcp.example.com/.well-known/oauth-protected-resource/a/mcp/",
 			want: `{"resource":"https://mcp.example.com/a/mcp/","authorization_servers":["https://mcp.example.com"],
-				"scopes_supported":["openid","profile","email","offline_access"],"bearer_methods_supported":["header"]}`,
+				"scopes_supported":["openid","profile","email"],"bearer_methods_supported":["header"]}`,
 		},
 		{
 			name:        "direct names the configured issuer",
@@ -185,7 +185,7 @@ func TestProtectedResource(t *testing.T) {
 			paths:       []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"},
 			metadataURL: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp",
 			want: `{"resource":"https://mcp.example.com/mcp","authorization_servers":["https://idp.example.com/realms/x"],
-				"scopes_supported":["openid","profile","email","offline_access"],"bearer_methods_supported":["header"]}`,
+				"scopes_supported":["openid","profile","email"],"bearer_methods_supported":["header"]}`,
 		},
 		{
 			name: "direct prefers the issuer of the provider's document",
@@ -194,7 +194,7 @@ func TestProtectedResource(t *testing.T) {
 			paths:       []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"},
 			metadataURL: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp",
 			want: `{"resource":"https://mcp.example.com/mcp","authorization_servers":["https://idp.example.com/realms/x"],
-				"scopes_supported":["openid","profile","email","offline_access"],"bearer_methods_supported":["header"]}`,
+				"scopes_supported":["openid","profile","email"],"bearer_methods_supported":["header"]}`,
 		},
 		{
 			name:        "direct before the provider answered",
@@ -202,7 +202,7 @@ func TestProtectedResource(t *testing.T) {
 			paths:       []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"},
 			metadataURL: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp",
 			want: `{"resource":"https://mcp.example.com/mcp","authorization_servers":["https://idp.example.com/realms/x/"],
-				"scopes_supported":["openid","profile","email","offline_access"],"bearer_methods_supported":["header"]}`,
+				"scopes_supported":["openid","profile","email"],"bearer_methods_supported":["header"]}`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -294,7 +294,7 @@ func TestAuthorizationServer(t *testing.T) {
 				"token_endpoint": "https://idp.example.com/realms/x/token",
 				"jwks_uri": "https://idp.example.com/realms/x/certs",
 				"response_types_supported": ["code"],
-				"scopes_supported": ["openid", "profile", "email", "offline_access"],
+				"scopes_supported": ["openid", "profile", "email"],
 				"token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
 				"code_challenge_methods_supported": ["S256"],
 				"registration_endpoint": "https://mcp.example.com/oauth/register",
@@ -308,7 +308,14 @@ func TestAuthorizationServer(t *testing.T) {
 			scopes: defaultScopes(),
 			want: `{"issuer":"https://mcp.example.com","authorization_endpoint":"https://idp.example.com/a","token_endpoint":"https://idp.example.com/t",
 				"code_challenge_methods_supported":["plain","S256"],"registration_endpoint":"https://idp.example.com/reg",
-				"scopes_supported":["openid","profile","email","offline_access"]}`,
+				"scopes_supported":["openid","profile","email"]}`,
+		},
+		{
+			name:   "offline_access kept when the provider lists it",
+			doc:    `{"issuer":"https://idp.example.com","code_challenge_methods_supported":["S256"],"scopes_supported":["openid","offline_access"]}`,
+			scopes: append(defaultScopes(), "files:write"),
+			want: `{"issuer":"https://mcp.example.com","code_challenge_methods_supported":["S256"],
+				"scopes_supported":["openid","profile","email","offline_access","files:write"]}`,
 		},
 		{
 			name: "S256 appended to other methods; static registration replaces the provider's",
