@@ -168,7 +168,13 @@ func TestRejectionReasons(t *testing.T) {
 		}, req("GET", "/mcp", auth(alice), "")},
 		{gate.RejectForbidden, 403, nil, req("GET", "/mcp", auth(env.token(t, "mallory", audience, time.Hour, nil)), "")},
 		{gate.RejectInsufficientScope, 403, func(c *gate.Config) { c.RequiredScopes = []string{"mcp:admin"} }, req("GET", "/mcp", auth(alice), "")},
-		{gate.RejectRateLimited, 429, func(c *gate.Config) { c.SubjectLimiter = limiter(1) }, nil}, // below
+		{gate.RejectRateLimited, 429, func(c *gate.Config) {
+			a, err := store.NewAdmission(limiter(1), store.NewMemory(store.MemoryConfig{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SubjectLimiter = a
+		}, nil}, // below
 		{gate.RejectTooLarge, 413, func(c *gate.Config) { c.MaxBodyBytes = 4 }, req("POST", "/mcp", auth(alice), "too large")},
 		{gate.RejectUpstreamNotReady, 503, func(c *gate.Config) { c.Upstream = notReady{upURL} }, req("GET", "/mcp", auth(alice), "")},
 	} {
