@@ -168,6 +168,7 @@ type Redis struct {
 
 	limitScript, revokeScript *redis.Script
 
+	wake      chan struct{} // a request saw Redis fail: Run probes every Retry from now
 	trips     atomic.Uint64 // commands sent (RoundTrips)
 	skipUntil atomic.Int64  // unix nanoseconds (of now); 0: Redis is asked
 	down      atomic.Bool
@@ -247,6 +248,7 @@ func OpenRedis(cfg RedisConfig) (*Redis, error) {
 
 		limitScript:  redis.NewScript(limitLua),
 		revokeScript: redis.NewScript(revokeLua),
+		wake:         make(chan struct{}, 1),
 	}
 	if r.retry <= 0 {
 		r.retry = defaultRedisRetry
@@ -349,6 +351,9 @@ func (r *Redis) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-r.wake:
+			t.Reset(r.retry)
+			continue
 		case <-t.C:
 		}
 		wasDown := r.down.Load()
@@ -458,6 +463,10 @@ func (r *Redis) fail(err error) {
 	}
 	r.down.Store(true)
 	r.downSince, r.lastLog = now, now
+	select {
+	case r.wake <- struct{}{}:
+	default: // Run is already woken
+	}
 	r.log.Warn("redis unreachable: limits and revocation checks use this replica's state; codes and refresh tokens are refused until it answers",
 		"addr", r.addr, "error", err)
 	if r.onFall != nil {
