@@ -618,3 +618,38 @@ func BenchmarkRedisAdmit(b *testing.B) {
 		})
 	}
 }
+
+// TestRedisACL: an ACL user with only the commands docs/replicas.md lists,
+// on the mop:* keys, can do everything the store does.
+func TestRedisACL(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	raw := rawClient(t, srv)
+	err := raw.Do(ctx, "ACL", "SETUSER", "gateway", "on", ">gw-pass", "~mop:*", "resetchannels",
+		"+@connection", "+get", "+set", "+exists", "+pttl", "+time", "+eval", "+evalsha", "+script|load").Err()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := openTestRedis(t, srv, func(c *RedisConfig) {
+		c.URL = strings.Replace(c.URL, "redis://", "redis://gateway:gw-pass@", 1)
+	})
+	l := testRedisLimiter(t, r, "sub", 10)
+	if first, err := r.Claim(ctx, "code:acl", time.Minute); !first || err != nil {
+		t.Fatalf("claim: %v %v", first, err)
+	}
+	if err := r.Revoke(ctx, "fam:acl", time.Minute); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	if got, err := r.Revoked(ctx, "jti:acl", "fam:acl"); !got || err != nil {
+		t.Fatalf("revoked: %v %v", got, err)
+	}
+	if ok, _, revoked := l.Admit(ctx, "acl", []string{"jti:acl"}); !ok || revoked {
+		t.Fatalf("admit: %v %v", ok, revoked)
+	}
+	l.Spend(ctx, "acl")
+	if err := errors.Join(r.limitScript.Load(ctx, r.client).Err(), r.client.Ping(ctx).Err()); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	if r.down.Load() {
+		t.Errorf("an operation failed: the store is down")
+	}
+}
