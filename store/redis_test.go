@@ -412,8 +412,10 @@ func TestRedisDown(t *testing.T) {
 func TestRedisHangs(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	var o ops
+	c := newClock() // stands still: every admission below is within Retry
 	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
 		o.hook(cfg)
+		cfg.Now = c.now
 		cfg.Retry, cfg.Probe = 50*time.Millisecond, time.Hour
 	})
 	l := testRedisLimiter(t, r, "sub", 100)
