@@ -51,6 +51,12 @@ type Config struct {
 	// ScopeGrants.Hook). Nil: none set.
 	ScopeGrants *policy.Grants
 
+	// StoreURL is STORE_URL: the Redis that replicas share their limits,
+	// used codes and revocations through (store.RedisConfig.URL). Empty:
+	// this process's memory. It may hold a password: it is never logged,
+	// never echoed in an error, and never passed to the child.
+	StoreURL string
+
 	// dev: dev mode supplies the issuer, the resource and its audience, an
 	// allowed subject and (when none is named) the upstream itself, so
 	// they are not required; and it binds loopback only.
@@ -128,6 +134,7 @@ func settings(c *Config) []setting {
 		{"METRICS_ADDR", "", "host:port of a separate listener serving Prometheus metrics at /metrics, e.g. 127.0.0.1:9090; empty: no metrics", bind(hostPort, &l.MetricsAddr)},
 		{"MCP_AUDIT", "true", "true: the audit log names the JSON-RPC method, tool and resource URI of each proxied POST (read from its first 64 KiB)", bind(auditBytes, &g.MCPAuditBytes)},
 		{"RATE_LIMIT_RPM", "60", "requests per minute per token subject (burst of the same size)", bind(whole(1), &c.RateLimitRPM)},
+		{"STORE_URL", "", "Redis shared by replicas (limits, used codes, revocations): redis://:password@host:6379/0, rediss:// for TLS; empty: this process's memory", bind(storeURL, &c.StoreURL)},
 		{"CORS_ALLOW_ORIGINS", "https://claude.ai,https://claude.com", "allowed browser origins, comma-separated; * allows any", bind(list(origin), &g.CORSOrigins)},
 		{"STATIC_CLIENT_ID", "", "pre-created client id handed out by POST /oauth/register", bind(text, &w.StaticClientID)},
 		{"STATIC_CLIENT_SECRET", "", "its secret; set both or neither", bind(text, &w.StaticClientSecret)},
@@ -156,6 +163,10 @@ func concerns() []func(*Config, *problems) {
 	return []func(*Config, *problems){
 		checkProvider, checkResource, checkAllowList, checkUpstream,
 		checkRestarts, checkListen, checkMetrics, checkStaticClient, checkScopeGrants,
+		// TODO(broker wiring): add checkStore when AUTH_SERVER_MODE=broker
+		// and BROKER_SECRET exist here: with STORE_URL set, broker mode
+		// without BROKER_SECRET must refuse to start (issue 15.1), since
+		// replicas sharing a store must seal and sign with the same keys.
 	}
 }
 

@@ -31,7 +31,6 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/healthz"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/metrics"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
-	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/supervisor"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
 )
@@ -124,6 +123,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		return err
 	}
 	defer p.endStreams()
+	defer p.state.close() // after every actor stopped: draining requests may use it
 
 	// Keep every signal registration until serve returns: after signal.Stop
 	// a second SIGTERM would kill the gateway before its child.
@@ -165,6 +165,10 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		provCtx, stop := context.WithCancel(context.Background())
 		g.Add(func() error { return p.provider.Run(provCtx) }, func(error) { stop() })
 	}
+	if p.state.redis != nil { // Redis's health probe (the client reconnects by itself).
+		probeCtx, stop := context.WithCancel(context.Background())
+		g.Add(func() error { return p.state.redis.Run(probeCtx) }, func(error) { stop() })
+	}
 	if metricsLn != nil { // Metrics, last to stop, so a drain can be watched.
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", p.metrics.Handler()) // the only route
@@ -203,6 +207,7 @@ type parts struct {
 	provider   *provider.Provider
 	supervisor *supervisor.Supervisor // nil: the MCP server is not the gateway's to run
 	metrics    *metrics.Metrics       // nil: no metrics listener
+	state      *state                 // limits, one-time values, revocations
 	handler    http.Handler           // the public listener's: the gate
 	endStreams context.CancelFunc     // ends open event streams when shutdown begins
 }
@@ -221,35 +226,41 @@ func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
 	pc.Logger = logger.Named("provider")
 	p.provider = provider.New(pc)
 
-	// Budgets kept in memory: per subject, and per client for failed
-	// authentications and for registrations.
-	subjectLimits, err1 := store.NewLimiter(store.LimiterConfig{PerMinute: cfg.RateLimitRPM})
-	failureLimits, err2 := store.NewLimiter(store.LimiterConfig{PerMinute: gate.DefaultFailedAuthPerIPPerMinute})
-	registerLimits, err3 := store.NewLimiter(store.LimiterConfig{PerMinute: wellknown.DefaultRegisterPerIPPerMinute})
-	if err := errors.Join(err1, err2, err3); err != nil {
+	// What is remembered across requests (in memory, or in the Redis of
+	// STORE_URL): the budgets per subject (with the revocation check, one
+	// admission), per client for failed authentications and for
+	// registrations, and one-time values and revocations.
+	st, err := newState(cfg, logger, p.metrics)
+	if err != nil {
 		return nil, err
 	}
-	gc.SubjectLimiter, gc.FailedAuthLimiter = subjectLimits, failureLimits
+	p.state = st
+	gc.SubjectLimiter, gc.FailedAuthLimiter = st.subjects, st.failures
 
 	// Every scope the policy asks for is one a client may request (RFC
 	// 9728 §2 scopes_supported); the 401 challenge keeps SCOPES_SUPPORTED
 	// only, so a first login asks for no more than that (step-up later).
 	wc.Scopes = appendMissing(wc.Scopes, cfg.Gate.Policy.Scopes())
 	wc.Metadata = p.provider
-	wc.RegisterLimiter = registerLimits
+	wc.RegisterLimiter = st.register
 	wc.ClientKey = gate.ClientKey(cfg.Gate.TrustedProxies)
 	wc.Logger = logger.Named("wellknown")
 	wk, err := wellknown.New(wc)
 	if err != nil {
+		st.close()
 		return nil, err
 	}
 
 	ready := []healthz.Check{{Name: "provider", Part: p.provider}}
+	if st.redis != nil { // named in /readyz, never making it 503
+		ready = append(ready, healthz.Check{Name: "store", Part: st.redis})
+	}
 	if cfg.Spawned() {
 		sc := cfg.Supervisor
 		sc.Env = childEnvironment(os.Environ())
 		sc.Logger, sc.ChildLogger = logger.Named("supervisor"), logger.Named("child")
 		if p.supervisor, err = supervisor.New(sc); err != nil {
+			st.close()
 			return nil, err
 		}
 		gc.Upstream, gc.UpstreamRestarts = p.supervisor, true
@@ -272,6 +283,7 @@ func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
 	gc.Metrics = gateMetrics
 	if p.handler, err = gate.New(gc); err != nil {
 		endStreams()
+		st.close()
 		return nil, err
 	}
 	p.endStreams = endStreams

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
 )
 
@@ -293,6 +294,18 @@ func list(item func(string) (string, error)) func(string) ([]string, error) {
 		}
 		return out, nil
 	}
+}
+
+// storeURL is STORE_URL. Its error never repeats the value, which may
+// hold a password.
+func storeURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	if err := store.CheckRedisURL(s); err != nil {
+		return "", err
+	}
+	return s, nil
 }
 
 // lowerCase folds ASCII letters only, as the gate compares identities: a

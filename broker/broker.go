@@ -207,6 +207,17 @@ type Config struct {
 	// replicas, lost on restart: see store.Memory).
 	Store Store
 
+	// CallerChecksRevocation leaves the revocation check of Verify's tokens
+	// to its caller: Verify does not ask Store, and the identity it returns
+	// names the token's revocation keys ("jti:<jti>", "fam:<family>") in
+	// provider.Identity.Revocation, which the caller MUST check against
+	// Store before admitting a request. Main sets it because the gate's
+	// admission checks them in the same round trip as the subject's rate
+	// limit (and, when Redis is down, from the replica's own state, so that
+	// verifying an access token never needs Redis). False means Verify asks
+	// Store on every call and answers provider.ErrNotReady when it cannot.
+	CallerChecksRevocation bool
+
 	// IPLimiter limits requests to the authorization, token and revocation
 	// endpoints per client IP (keys "broker-ip:<ip>"). Nil means no limit.
 	IPLimiter Limiter
@@ -288,6 +299,7 @@ type Broker struct {
 	allow       func(*provider.Identity) bool
 	grant       func(*provider.Identity, []string) []string
 	store       Store
+	callerRevs  bool // Config.CallerChecksRevocation
 	ipLimit     Limiter
 	clientLimit Limiter
 	regLimit    Limiter
@@ -368,6 +380,7 @@ func New(cfg Config) (*Broker, error) {
 		allow:       cfg.Allow,
 		grant:       cfg.GrantScopes,
 		store:       cfg.Store,
+		callerRevs:  cfg.CallerChecksRevocation,
 		ipLimit:     cfg.IPLimiter,
 		clientLimit: cfg.ClientLimiter,
 		regLimit:    cfg.RegisterLimiter,

@@ -331,7 +331,7 @@ func TestBodyLimit(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	env := newIssuer(t)
-	s := newSetup(t, env, nil, func(c *Config) { c.SubjectLimiter = testLimiter(t, 3, c.Now) })
+	s := newSetup(t, env, nil, func(c *Config) { c.SubjectLimiter = testAdmission(t, 3, c.Now) })
 	alice, carol := env.token(t, "alice", nil), env.token(t, "carol", map[string]any{"groups": "mcp-users"})
 	for i := range 3 {
 		if resp, _ := s.do(t, "GET", "/", bearerHeader(alice), nil); resp.StatusCode != 200 {

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store/redistest"
 )
 
 // canned is a RoundTripper that answers without a network, so the benchmark
@@ -36,7 +38,7 @@ func BenchmarkAdmit(b *testing.B) {
 		UpstreamPath:        "/mcp",
 		ResourceMetadataURL: testMetadataURL,
 		AllowEmails:         []string{"alice@example.com"},
-		SubjectLimiter:      testLimiter(b, 1<<30, nil),
+		SubjectLimiter:      testAdmission(b, 1<<30, nil),
 		FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
 		Transport:           canned{},
 	})
@@ -61,6 +63,64 @@ func BenchmarkAdmit(b *testing.B) {
 		if w.Code != 200 {
 			b.Fatalf("status: got %d", w.Code)
 		}
+	}
+}
+
+// BenchmarkAdmitShared is the admit path of a token that names revocation
+// keys (as the broker's do), with the admission in memory and in a real
+// Redis on loopback (redis-server): ns/op, and the round trips to Redis per
+// request, counted by a go-redis hook.
+func BenchmarkAdmitShared(b *testing.B) {
+	env := newIssuer(b)
+	up := newUpstream(b, nil)
+	srv := redistest.Start(b, redistest.Options{})
+	rs, err := store.OpenRedis(store.RedisConfig{URL: srv.URL()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rs.Close()
+	shared, err := rs.Limiter("sub", store.LimiterConfig{PerMinute: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		admit Admitter
+	}{
+		{"memory", testAdmission(b, 1<<30, nil)},
+		{"redis", shared},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			g, err := New(Config{
+				Verifier:            revocable{env.p, []string{"jti:abc", "fam:def"}},
+				Upstream:            Static(up.url(b)),
+				UpstreamPath:        "/mcp",
+				ResourceMetadataURL: testMetadataURL,
+				AllowEmails:         []string{"alice@example.com"},
+				SubjectLimiter:      c.admit,
+				FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
+				Transport:           canned{},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			req := httptest.NewRequest(http.MethodPost, "/", nil)
+			req.Header.Set("Authorization", "Bearer "+env.token(b, "alice", map[string]any{"email": "alice@example.com"}))
+			req.Header.Set("Content-Type", "application/json")
+			req.RemoteAddr = "192.0.2.1:1234"
+			g.ServeHTTP(httptest.NewRecorder(), req) // warm: the token cache, the script
+			trips := rs.RoundTrips()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				g.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatalf("status: got %d", w.Code)
+				}
+			}
+			b.ReportMetric(float64(rs.RoundTrips()-trips)/float64(b.N), "roundtrips/op")
+		})
 	}
 }
 
@@ -165,7 +225,7 @@ func BenchmarkAdmitToolsCall(b *testing.B) {
 				UpstreamPath:        "/mcp",
 				ResourceMetadataURL: testMetadataURL,
 				AllowEmails:         []string{"alice@example.com"},
-				SubjectLimiter:      testLimiter(b, 1<<30, nil),
+				SubjectLimiter:      testAdmission(b, 1<<30, nil),
 				FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
 				Transport:           canned{},
 				Policy:              c.policy,

@@ -1,14 +1,15 @@
 // Package gate owns the request path of the gateway: CORS, request-target
 // hygiene, the exact-match public routes, the bearer token (RFC 6750), its
-// verification, the allow-list, required scopes, per-subject and per-IP rate
-// limits, request IDs, the audit log (naming the MCP method and tool of
+// verification, the allow-list, required scopes, the revocation check and
+// per-subject rate limit (one admission), the per-IP failed-authentication
+// limit, request IDs, the audit log (naming the MCP method and tool of
 // JSON-RPC POSTs), applying MCP_POLICY to request bodies and listing
 // answers, the request counts it hands to Metrics, and the reverse proxy to
 // the MCP server.
 //
 // It does not verify token signatures itself (package provider does, behind
-// Verifier), does not keep the limits' budgets (Limiter and FailureLimiter
-// do: a *store.Limiter), does not serve discovery or health documents (the
+// Verifier), does not keep the limits' budgets or the revocations (Admitter
+// and FailureLimiter do: the store package's types), does not serve discovery or health documents (the
 // caller passes them in as public Routes), and does not know how the MCP
 // server is run (Upstream tells it where the server listens and whether it
 // is ready), nor how counts become Prometheus metrics (package metrics
@@ -27,7 +28,9 @@
 //	-> per-IP failed-authentication limit (429, before any signature check)
 //	-> Verify (401 invalid_token; 503 while the provider's keys are not loaded)
 //	-> allow-list (403) -> required scopes (403 insufficient_scope)
-//	-> per-subject rate limit (429) -> body size (413) -> upstream ready? (503)
+//	-> per-subject admission: the token revoked? (401) and its subject's
+//	   rate limit (429), one decision (one round trip with a shared store)
+//	-> body size (413) -> upstream ready? (503)
 //	-> the JSON-RPC body: with a policy, read whole and strictly (400), its
 //	   Mcp-Method and Mcp-Name headers checked against it (400 -32020), its
 //	   calls decided (403 step-up or denied); without one, read as far as
@@ -64,11 +67,14 @@ type Verifier interface {
 	Verify(ctx context.Context, raw string) (*provider.Identity, error)
 }
 
-// Limiter models *store.Limiter as the per-subject rate limit uses it:
-// Allow takes a token from key's budget, or says how long until one is
-// left.
-type Limiter interface {
-	Allow(ctx context.Context, key string) (ok bool, wait time.Duration)
+// Admitter models *store.Admission and *store.RedisLimiter: the
+// per-subject admission. Admit decides in one step (one round trip with a
+// shared store) whether any of revocation, the token's revocation keys
+// (provider.Identity.Revocation), is revoked, in which case revoked is true
+// and nothing is spent; and otherwise whether key's budget has a token,
+// taking it (ok) or saying how long until one is left (wait).
+type Admitter interface {
+	Admit(ctx context.Context, key string, revocation []string) (ok bool, wait time.Duration, revoked bool)
 }
 
 // FailureLimiter models *store.Limiter as the failed-authentication limit
@@ -245,10 +251,15 @@ type Config struct {
 	AllowEmails []string
 	AllowGroups []string
 
-	// SubjectLimiter is the per-subject rate limit (RATE_LIMIT_RPM), keyed
-	// by the token's subject; past it the answer is 429 with Retry-After.
-	// Nil: no per-subject limit.
-	SubjectLimiter Limiter
+	// SubjectLimiter admits a verified, allowed request: it checks the
+	// token's revocation keys (401 invalid_token when revoked, spending the
+	// client's failed-authentication budget as any invalid token does) and
+	// the per-subject rate limit (RATE_LIMIT_RPM), keyed by the token's
+	// subject (429 with Retry-After past it). Nil: no per-subject limit and
+	// no revocation check, so the Verifier must check revocation itself; a
+	// token whose identity names revocation keys is then refused (503), as
+	// they cannot be checked.
+	SubjectLimiter Admitter
 
 	// CORSOrigins lists the allowed browser origins; "*" allows any.
 	// Empty: no browser origin is allowed (requests without Origin proceed).
@@ -347,7 +358,7 @@ type gate struct {
 	cors    cors
 	trusted []netip.Prefix
 
-	subLimits Limiter        // nil: no per-subject limit
+	subLimits Admitter       // nil: no per-subject limit or revocation check
 	ipLimits  FailureLimiter // nil: no failed-auth limit
 
 	chal     challenges
@@ -610,12 +621,8 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		g.reject(w, r, http.StatusForbidden, RejectInsufficientScope, "missing required scopes", id.Subject, bodyInsufficientScope)
 		return
 	}
-	if g.subLimits != nil {
-		if ok, wait := g.subLimits.Allow(r.Context(), id.Subject); !ok {
-			w.Header().Set("Retry-After", respond.RetryAfter(wait))
-			g.reject(w, r, http.StatusTooManyRequests, RejectRateLimited, "subject rate limit", id.Subject, bodyRateLimited)
-			return
-		}
+	if !g.admit(w, r, id) {
+		return
 	}
 
 	if r.ContentLength > g.maxBodyBytes {
@@ -791,6 +798,38 @@ func (g *gate) authenticate(w *recorder, r *http.Request) (*provider.Identity, b
 		return nil, false
 	}
 	return id, true
+}
+
+const bodyCannotCheckRevocation = `{"error":"unavailable","error_description":"token revocation cannot be checked"}` + "\n"
+
+// admit asks the SubjectLimiter whether the token is revoked and its
+// subject within the rate limit. When it returns false it has written the
+// response.
+func (g *gate) admit(w *recorder, r *http.Request, id *provider.Identity) bool {
+	if g.subLimits == nil {
+		if len(id.Revocation) > 0 {
+			// A wiring error: the verifier left revocation to the gate,
+			// which has nothing to check it with. Fail closed.
+			w.Header().Set("Retry-After", "2")
+			g.reject(w, r, http.StatusServiceUnavailable, RejectProviderNotReady, "token revocation cannot be checked (no subject limiter)", id.Subject, bodyCannotCheckRevocation)
+			return false
+		}
+		return true
+	}
+	ok, wait, revoked := g.subLimits.Admit(r.Context(), id.Subject, id.Revocation)
+	switch {
+	case revoked:
+		if g.ipLimits != nil {
+			g.ipLimits.Spend(r.Context(), ipKey(w.client).String())
+		}
+		g.invalidToken(w, r, RejectInvalid, "token is revoked")
+		return false
+	case !ok:
+		w.Header().Set("Retry-After", respond.RetryAfter(wait))
+		g.reject(w, r, http.StatusTooManyRequests, RejectRateLimited, "subject rate limit", id.Subject, bodyRateLimited)
+		return false
+	}
+	return true
 }
 
 // failed records a failed authentication from client (its limit key).

@@ -132,6 +132,17 @@ func testLimiter(t testing.TB, perMinute int, now func() time.Time) *store.Limit
 	return l
 }
 
+// testAdmission is the per-subject admission of a memory limiter, with a
+// revocation store of its own.
+func testAdmission(t testing.TB, perMinute int, now func() time.Time) *store.Admission {
+	t.Helper()
+	a, err := store.NewAdmission(testLimiter(t, perMinute, now), store.NewMemory(store.MemoryConfig{Now: now}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 // clock is a settable clock for the limiters.
 type clock struct {
 	mu sync.Mutex
@@ -176,7 +187,7 @@ func newSetup(t testing.TB, env *issuerEnv, h http.HandlerFunc, mod func(*Config
 		AllowSubs:           []string{"alice"},
 		AllowEmails:         []string{"bob@example.com"},
 		AllowGroups:         []string{"mcp-users"},
-		SubjectLimiter:      testLimiter(t, 1000, c.Now),
+		SubjectLimiter:      testAdmission(t, 1000, c.Now),
 		FailedAuthLimiter:   testLimiter(t, DefaultFailedAuthPerIPPerMinute, c.Now),
 		CORSOrigins:         []string{"https://claude.ai"},
 		Public: []Route{

@@ -47,7 +47,11 @@ func BenchmarkAdmit(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			m := New()
 			env := newIssuer(b, m)
-			subjects, err := store.NewLimiter(store.LimiterConfig{PerMinute: 1 << 30})
+			limits, err := store.NewLimiter(store.LimiterConfig{PerMinute: 1 << 30})
+			if err != nil {
+				b.Fatal(err)
+			}
+			subjects, err := store.NewAdmission(limits, store.NewMemory(store.MemoryConfig{}))
 			if err != nil {
 				b.Fatal(err)
 			}

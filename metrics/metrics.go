@@ -2,8 +2,9 @@
 // own (never the global one) holding the Go and process collectors and the
 // mcp_oauth_proxy_* metrics, and what feeds them: the gate's outcomes
 // (Metrics implements gate.Metrics), the provider's fetches (Fetch, for
-// provider.Config.OnFetch) and the child's state, read from the supervisor
-// at each scrape (WatchChild).
+// provider.Config.OnFetch), the child's state, read from the supervisor
+// at each scrape (WatchChild), and the shared store's round trips and
+// fallback (StoreHooks, for store.RedisConfig).
 //
 // It does not listen: main serves Handler on METRICS_ADDR, a listener of
 // its own, never the public port. Label values come from fixed sets (route
@@ -16,6 +17,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/supervisor"
 )
 
@@ -254,4 +257,58 @@ func (cc *childCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.LastExit != "" {
 		ch <- prometheus.MustNewConstMetric(cc.exit, prometheus.GaugeValue, float64(cc.c.ExitCode()))
 	}
+}
+
+// StoreHooks registers the store_* metrics and returns the hooks that feed
+// them, for store.RedisConfig's OnOp and OnFallback: operations by op and
+// result (store.Ops(), store.Results()), the round trips' latency by op,
+// and whether the store answers from the replica's own state. Call it
+// once, when the gateway shares its state through Redis.
+func (m *Metrics) StoreHooks() (onOp func(op, result string, d time.Duration), onFallback func(active bool)) {
+	ops := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "store_operations_total",
+		Help: "Operations of the shared store (Redis), by operation and result: ok, error (the round trip failed), skipped (Redis failed moments ago and was not asked). A limit that was not ok was decided from this replica's state; a claim or revocation failed.",
+	}, []string{"op", "result"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "store_round_trip_seconds",
+		Help:    "Time of a round trip to the shared store (Redis), answered or failed, by operation.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	}, []string{"op"})
+	fallback := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "store_fallback",
+		Help: "1 while the shared store (Redis) does not answer and limits and revocation checks use this replica's state; 0 otherwise.",
+	})
+	type opMetrics struct {
+		results map[string]prometheus.Counter
+		latency prometheus.Observer
+	}
+	byOp := map[string]opMetrics{} // read-only once built
+	for _, op := range store.Ops() {
+		om := opMetrics{results: map[string]prometheus.Counter{}, latency: latency.WithLabelValues(op)}
+		for _, res := range store.Results() {
+			om.results[res] = ops.WithLabelValues(op, res)
+		}
+		byOp[op] = om
+	}
+	m.reg.MustRegister(ops, latency, fallback)
+	onOp = func(op, result string, d time.Duration) {
+		om, ok := byOp[op]
+		c, known := om.results[result]
+		if !ok || !known { // not one of store's: counted, never dropped
+			ops.WithLabelValues(op, result).Inc()
+			return
+		}
+		c.Inc()
+		if result != store.ResultSkipped {
+			om.latency.Observe(d.Seconds())
+		}
+	}
+	onFallback = func(active bool) {
+		if active {
+			fallback.Set(1)
+		} else {
+			fallback.Set(0)
+		}
+	}
+	return onOp, onFallback
 }

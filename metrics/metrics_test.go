@@ -169,7 +169,13 @@ func TestRejectionReasons(t *testing.T) {
 		}, req("GET", "/mcp", auth(alice), "")},
 		{gate.RejectForbidden, 403, nil, req("GET", "/mcp", auth(env.token(t, "mallory", audience, time.Hour, nil)), "")},
 		{gate.RejectInsufficientScope, 403, func(c *gate.Config) { c.RequiredScopes = []string{"mcp:admin"} }, req("GET", "/mcp", auth(alice), "")},
-		{gate.RejectRateLimited, 429, func(c *gate.Config) { c.SubjectLimiter = limiter(1) }, nil}, // below
+		{gate.RejectRateLimited, 429, func(c *gate.Config) {
+			a, err := store.NewAdmission(limiter(1), store.NewMemory(store.MemoryConfig{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SubjectLimiter = a
+		}, nil}, // below
 		{gate.RejectTooLarge, 413, func(c *gate.Config) { c.MaxBodyBytes = 4 }, req("POST", "/mcp", auth(alice), "too large")},
 		{gate.RejectUpstreamNotReady, 503, func(c *gate.Config) { c.Upstream = notReady{upURL} }, req("GET", "/mcp", auth(alice), "")},
 		{gate.RejectBadBody, 400, withPolicy(t, "tool:x=deny"), req("POST", "/mcp", auth(alice), `{"method":"tools/call"`)},
@@ -350,6 +356,46 @@ func TestFetches(t *testing.T) {
 	}
 }
 
+// TestStoreHooks: the store's operations are counted by op and result,
+// round trips (not skipped ones) timed, and the fallback state is a gauge;
+// every op and result has its series from the start.
+func TestStoreHooks(t *testing.T) {
+	m := New()
+	onOp, onFallback := m.StoreHooks()
+	got := scrape(t, m)
+	for _, op := range store.Ops() {
+		for _, res := range store.Results() {
+			series := `mcp_oauth_proxy_store_operations_total{op="` + op + `",result="` + res + `"}`
+			if v, ok := got[series]; !ok || v != 0 {
+				t.Errorf("%s: got %v (present %v), want 0", series, v, ok)
+			}
+		}
+	}
+	onOp(store.OpAdmit, store.ResultOK, 300*time.Microsecond)
+	onOp(store.OpAdmit, store.ResultOK, 300*time.Microsecond)
+	onOp(store.OpAdmit, store.ResultError, 300*time.Millisecond)
+	onOp(store.OpClaim, store.ResultSkipped, 0)
+	onFallback(true)
+	got = scrape(t, m)
+	for series, want := range map[string]float64{
+		`mcp_oauth_proxy_store_operations_total{op="admit",result="ok"}`:          2,
+		`mcp_oauth_proxy_store_operations_total{op="admit",result="error"}`:       1,
+		`mcp_oauth_proxy_store_operations_total{op="claim",result="skipped"}`:     1,
+		`mcp_oauth_proxy_store_round_trip_seconds_count{op="admit"}`:              3,
+		`mcp_oauth_proxy_store_round_trip_seconds_bucket{op="admit",le="0.0005"}`: 2,
+		`mcp_oauth_proxy_store_round_trip_seconds_count{op="claim"}`:              0,
+		`mcp_oauth_proxy_store_fallback`:                                          1,
+	} {
+		if got[series] != want {
+			t.Errorf("%s = %v, want %v", series, got[series], want)
+		}
+	}
+	onFallback(false)
+	if got := scrape(t, m)[`mcp_oauth_proxy_store_fallback`]; got != 0 {
+		t.Errorf("fallback after recovery = %v, want 0", got)
+	}
+}
+
 // TestRegistryIsOwn: two Metrics do not share a registry, and the global
 // one is untouched.
 func TestRegistryIsOwn(t *testing.T) {
@@ -378,6 +424,7 @@ func (exited) ExitCode() int { return 3 }
 func TestExamplesUseRealMetrics(t *testing.T) {
 	m := New()
 	m.WatchChild(exited{})
+	m.StoreHooks() // with STORE_URL
 	m.Request(gate.Outcome{Class: gate.ClassProxied, Status: 200, Upstream: time.Millisecond})
 	exposed := map[string]bool{}
 	for series := range scrape(t, m) {

@@ -50,6 +50,13 @@ type Identity struct {
 	Audience      []string
 	ClientID      string // client_id, else azp
 	Expiry        time.Time
+
+	// Revocation lists the store keys under which this token may have been
+	// revoked (the broker's "jti:<jti>" and "fam:<session>"), for a caller
+	// that checks revocation itself: the gate's admission, in the same
+	// round trip as the subject's rate limit. Nil: the verifier checked it
+	// already, or the token cannot be revoked here (a provider's token).
+	Revocation []string
 }
 
 // Reasons a token is rejected (TokenError.Reason).

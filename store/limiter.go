@@ -225,3 +225,20 @@ func (l *Limiter) forgetNearestFull(keep int) {
 		}
 	}
 }
+
+// mirror records that key's bucket is full again d from now: the state a
+// shared store answered for it, so that Peek, and Allow when the shared
+// store cannot be asked, start from what the replicas decided together. A
+// debt deeper than Burst tokens is cut to Burst, as Spend cuts it; d <= 0
+// forgets key (a full bucket).
+func (l *Limiter) mirror(key string, d time.Duration) {
+	t := l.since()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, tracked := l.full[key]
+	if d <= 0 {
+		delete(l.full, key)
+		return
+	}
+	l.put(key, tracked, t+min(int64(d), 2*l.window), t)
+}

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store/redistest"
+)
+
+// replica is one in-process gateway of several that share a Redis.
+type replica struct {
+	base string
+	run  *running
+}
+
+// startReplicas starts n gateways on one issuer and one upstream, sharing
+// STORE_URL; extra adds settings to each.
+func startReplicas(t *testing.T, n int, storeURL string, extra map[string]string) (*devissuer.Issuer, []replica) {
+	t.Helper()
+	is := startIssuer(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+	}))
+	t.Cleanup(up.Close)
+	var rs []replica
+	for range n {
+		env := gatewayEnv(is.URL, map[string]string{
+			"OIDC_AUDIENCE": gwAudience, "RESOURCE_URL": gwAudience, "MCP_UPSTREAM_URL": up.URL, "STORE_URL": storeURL,
+		})
+		for k, v := range extra {
+			env[k] = v
+		}
+		r := startRun(t, nil, env)
+		rs = append(rs, replica{base: "http://" + r.addr(t), run: r})
+	}
+	for _, r := range rs {
+		waitFor(t, "the store's first probe", 10*time.Second, func() bool {
+			_, detail := readyz(t, r.base)
+			return detail != "" && detail != "redis not checked yet"
+		})
+	}
+	return is, rs
+}
+
+// readyz returns /readyz's status and the store check's detail.
+func readyz(t *testing.T, base string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Checks map[string]struct {
+			Ready  bool   `json:"ready"`
+			Detail string `json:"detail"`
+		} `json:"checks"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	st, ok := body.Checks["store"]
+	if !ok {
+		t.Fatalf("/readyz names no store check: %+v", body.Checks)
+	}
+	if !st.Ready {
+		t.Errorf("/readyz: the store check is not ready (it never should be): %q", st.Detail)
+	}
+	return resp.StatusCode, st.Detail
+}
+
+// TestReplicasShareTheSubjectLimit: two gateways with RATE_LIMIT_RPM=5 and
+// one Redis admit exactly 5 of 10 requests sent to them in turn.
+func TestReplicasShareTheSubjectLimit(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	is, rs := startReplicas(t, 2, srv.URL(), map[string]string{"RATE_LIMIT_RPM": "5"})
+	tok, err := is.AccessToken("alice", gwAudience, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	statuses := map[int]int{}
+	for i := range 10 {
+		resp, _ := mcpPost(t, rs[i%2].base+"/mcp", tok, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+		statuses[resp.StatusCode]++
+		if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
+			t.Errorf("request %d: 429 without Retry-After", i)
+		}
+	}
+	if statuses[200] != 5 || statuses[429] != 5 {
+		t.Errorf("statuses over two replicas: got %v, want 5 × 200 and 5 × 429", statuses)
+	}
+	for _, r := range rs {
+		if code, detail := readyz(t, r.base); code != 200 || detail != "redis reachable" {
+			t.Errorf("/readyz: got %d %q, want 200, redis reachable", code, detail)
+		}
+	}
+}
+
+// TestRedisDownGateway: Redis stops under a running gateway. Valid tokens
+// are still admitted (verification never needs Redis; the limit falls back
+// to the replica's own state), /readyz stays 200 and says so, the fallback
+// is logged once and counted; when Redis is back the gateway uses it again
+// by itself.
+func TestRedisDownGateway(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	is, rs := startReplicas(t, 1, srv.URL(), map[string]string{"METRICS_ADDR": "127.0.0.1:0"})
+	r := rs[0]
+	var metricsURL string
+	waitFor(t, "the metrics listener", 5*time.Second, func() bool {
+		a := metricsAddr(r.run.stderr.String())
+		metricsURL = "http://" + a + "/metrics"
+		return a != ""
+	})
+	tok, err := is.AccessToken("alice", gwAudience, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitted := func() int {
+		resp, _ := mcpPost(t, r.base+"/mcp", tok, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+		return resp.StatusCode
+	}
+	if got := admitted(); got != 200 {
+		t.Fatalf("before: %d", got)
+	}
+
+	srv.Stop()
+	for i := range 5 {
+		if got := admitted(); got != 200 {
+			t.Errorf("request %d with Redis down: %d, want 200", i, got)
+		}
+	}
+	code, detail := readyz(t, r.base)
+	if code != 200 || !strings.Contains(detail, "unreachable") {
+		t.Errorf("/readyz with Redis down: got %d %q, want 200 naming Redis unreachable", code, detail)
+	}
+	if got := scrapeValue(t, metricsURL, "mcp_oauth_proxy_store_fallback"); got != "1" {
+		t.Errorf("store_fallback with Redis down: %q, want 1", got)
+	}
+
+	srv.Restart()
+	waitFor(t, "the gateway to see Redis again", 10*time.Second, func() bool {
+		_, detail := readyz(t, r.base)
+		return detail == "redis reachable"
+	})
+	if got := admitted(); got != 200 {
+		t.Errorf("after: %d", got)
+	}
+	if got := scrapeValue(t, metricsURL, "mcp_oauth_proxy_store_fallback"); got != "0" {
+		t.Errorf("store_fallback after: %q, want 0", got)
+	}
+	logs := r.run.stderr.String()
+	if got := strings.Count(logs, "redis unreachable"); got != 1 {
+		t.Errorf("'redis unreachable' lines: %d, want 1", got)
+	}
+	if strings.Contains(logs, "connection pool") {
+		t.Errorf("go-redis's own lines reached the log at info level:\n%s", logs)
+	}
+}
+
+// scrapeValue reads one sample of a Prometheus exposition.
+func scrapeValue(t *testing.T, url, series string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// TestStoreURLPasswordNeverLogged: STORE_URL's password appears in no log
+// line, even at trace level through an outage, nor in the error about a
+// malformed STORE_URL.
+func TestStoreURLPasswordNeverLogged(t *testing.T) {
+	const password = "r3dis-pa55word-0123456789"
+	srv := redistest.Start(t, redistest.Options{Password: password})
+	is, rs := startReplicas(t, 1, srv.URL(), map[string]string{"LOG_LEVEL": "trace"})
+	tok, _ := is.AccessToken("alice", gwAudience, time.Hour, nil)
+	mcpPost(t, rs[0].base+"/mcp", tok, `{}`)
+	srv.Stop()
+	mcpPost(t, rs[0].base+"/mcp", tok, `{}`)
+	if err := rs[0].run.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if logs := rs[0].run.stderr.String(); strings.Contains(logs, password) {
+		t.Errorf("the password appears in the log:\n%s", logs)
+	}
+	for _, bad := range []string{
+		"http://:" + password + "@redis:6379", "redis://:" + password + "@redis:port/0",
+		"redis://:" + password + "@/0", "redis://:" + password + "@redis/0?nope=1",
+	} {
+		_, err := parseConfig(nil, envOf(gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": "http://127.0.0.1:1", "STORE_URL": bad})), false)
+		if err == nil || !strings.Contains(err.Error(), "STORE_URL") {
+			t.Errorf("STORE_URL %q: got %v, want an error naming STORE_URL", bad, err)
+		} else if strings.Contains(err.Error(), password) {
+			t.Errorf("the error repeats the password: %v", err)
+		}
+	}
+}
+
+// TestStateRevocationsReachTheAdmission is the contract broker mode's
+// wiring relies on: what is revoked in state.values (broker.Config.Store)
+// is refused by state.subjects (the gate's admission), in memory and with
+// Redis.
+func TestStateRevocationsReachTheAdmission(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	for _, tc := range []struct{ name, url string }{{"memory", ""}, {"redis", srv.URL()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := newState(&Config{RateLimitRPM: 5, StoreURL: tc.url}, hclog.NewNullLogger(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.close()
+			ctx := context.Background()
+			rev := []string{"jti:" + tc.name, "fam:" + tc.name}
+			if ok, _, revoked := st.subjects.Admit(ctx, "alice", rev); !ok || revoked {
+				t.Fatalf("before: ok %v revoked %v", ok, revoked)
+			}
+			if err := st.values.Revoke(ctx, rev[1], time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, revoked := st.subjects.Admit(ctx, "alice", rev); !revoked {
+				t.Errorf("after the revocation: admitted")
+			}
+			l, err := st.newLimiter("broker-ip", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, _ := l.Allow(ctx, "192.0.2.1"); !ok {
+				t.Errorf("a new limiter's first request: refused")
+			}
+			if ok, _ := l.Allow(ctx, "192.0.2.1"); ok {
+				t.Errorf("a new limiter of 1 a minute: second request admitted")
+			}
+		})
+	}
+}

@@ -1,0 +1,508 @@
+// Redis: the state replicas share (the package comment is in store.go).
+
+package store
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// ErrUnavailable is wrapped by the errors of Redis's Claim, Revoke and
+// Revoked when Redis cannot be asked (it failed less than
+// RedisConfig.Retry ago) or the round trip failed. The broker fails
+// closed on it: 503 with Retry-After, never a second use of a code or a
+// refresh token.
+var ErrUnavailable = errors.New("store: redis unavailable")
+
+// Operations, the op of RedisConfig.OnOp (a metric label: a fixed set).
+const (
+	OpAdmit   = "admit"   // RedisLimiter.Admit: revocation check and budget, one round trip
+	OpAllow   = "allow"   // RedisLimiter.Allow
+	OpSpend   = "spend"   // RedisLimiter.Spend
+	OpClaim   = "claim"   // Redis.Claim
+	OpRevoke  = "revoke"  // Redis.Revoke
+	OpRevoked = "revoked" // Redis.Revoked
+	OpPing    = "ping"    // Redis.Run's health probe
+)
+
+// Results of an operation, the result of RedisConfig.OnOp.
+const (
+	// ResultOK: Redis answered.
+	ResultOK = "ok"
+	// ResultError: the round trip failed. A limit was then decided from
+	// this replica's state; a claim, revocation or revocation check failed.
+	ResultError = "error"
+	// ResultSkipped: Redis was not asked, because it failed less than
+	// RedisConfig.Retry ago. A limit was decided from this replica's state;
+	// a claim, revocation or revocation check failed.
+	ResultSkipped = "skipped"
+)
+
+// Ops lists every operation, for metrics to create their series up front.
+func Ops() []string {
+	return []string{OpAdmit, OpAllow, OpSpend, OpClaim, OpRevoke, OpRevoked, OpPing}
+}
+
+// Results lists every result of an operation.
+func Results() []string { return []string{ResultOK, ResultError, ResultSkipped} }
+
+// Defaults of RedisConfig and of the client's timeouts. A round trip on the
+// request path waits at most a few hundred milliseconds for a Redis that
+// stopped answering; after a failure, requests stop asking it for Retry.
+const (
+	DefaultRedisPrefix   = "mop:"
+	defaultRedisTimeout  = 300 * time.Millisecond
+	defaultRedisRetry    = time.Second
+	defaultRedisProbe    = 5 * time.Second
+	redisStillDownLogGap = time.Minute
+	// A revocation Redis holds without a TTL (none of ours) is remembered
+	// locally this long.
+	revokedNoTTL = time.Hour
+)
+
+// RedisConfig configures OpenRedis. Only URL is required.
+type RedisConfig struct {
+	// URL is STORE_URL: redis://[user:password@]host[:port][/db], or
+	// rediss:// for TLS. go-redis's query parameters (dial_timeout,
+	// read_timeout, write_timeout, pool_size, pool_timeout, max_retries,
+	// ...) are honoured; the timeouts default to 300 ms each, retries to
+	// none (a retried claim could report a first use as a second), and
+	// pool_size to go-redis's 10 per CPU.
+	URL string
+
+	// TLSConfig, when not nil, replaces the TLS settings of a rediss URL
+	// (an empty ServerName becomes the URL's host). Nil: the system's
+	// roots (SSL_CERT_FILE and SSL_CERT_DIR are honoured), TLS 1.2 or
+	// later. Ignored for redis URLs.
+	TLSConfig *tls.Config
+
+	// Prefix starts every key, so that the gateway's keys never meet
+	// another application's in a shared Redis. Empty: DefaultRedisPrefix.
+	Prefix string
+
+	// Retry is how long after a failed round trip the store answers from
+	// this replica's state without asking Redis; the next request after it
+	// (or Run's probe) tries again. Zero: 1 s.
+	Retry time.Duration
+
+	// Probe is how often Run pings Redis while it answers (while it does
+	// not, Run pings every Retry). Zero: 5 s.
+	Probe time.Duration
+
+	// LocalMaxEntries bounds the revocations this replica remembers itself
+	// (those it made and those Redis reported): MemoryConfig.MaxEntries.
+	LocalMaxEntries int
+
+	// Logger says when Redis stops answering (with the error) and when it
+	// answers again: one line per change, and while it stays unreachable
+	// one a minute; never one per request. Nil: hclog.NewNullLogger().
+	Logger hclog.Logger
+
+	// OnOp is called after every operation with its op (one of Ops()), its
+	// result (one of Results()) and, unless skipped, the round trip's
+	// duration. It runs on the request path: it must be cheap and safe for
+	// concurrent use. Nil: nothing is reported.
+	OnOp func(op, result string, d time.Duration)
+
+	// OnFallback is called with true when the store starts answering from
+	// this replica's state (Redis failed) and with false when Redis
+	// answers again. Nil: nothing is reported.
+	OnFallback func(active bool)
+
+	// Now is the clock of this replica's own state (its copies of the
+	// limits, its revocations) and of Retry. Redis's decisions use Redis's
+	// own clock (TIME), so replicas whose clocks disagree still agree.
+	// Nil: time.Now.
+	Now func() time.Time
+}
+
+// Redis keeps one-time values and revocations in Redis, shared by every
+// replica that uses the same Redis (and BROKER_SECRET), and makes the
+// limits of RedisLimiter. Its Claim, Revoke and Revoked have Memory's
+// method set, so the broker's Store takes either.
+//
+// When Redis does not answer:
+//
+//   - Claim fails (ErrUnavailable): a code or refresh token is never
+//     accepted twice; the broker answers 503 with Retry-After.
+//   - Revoke remembers the key in this replica at once and fails: the
+//     revocation holds here, and the client is told to retry.
+//   - Revoked answers true from this replica's revocations, and otherwise
+//     fails.
+//   - RedisLimiter's decisions (Admit, Allow, Spend) are taken from this
+//     replica's state: its copy of each budget as Redis last reported it,
+//     and the revocations it made or learned. Each replica then admits the
+//     full rate by itself.
+//
+// A failed round trip makes the store skip Redis for RedisConfig.Retry,
+// so a Redis that is down costs requests little; go-redis reconnects by
+// itself, and Run's probe notices when Redis is back. A request whose
+// context ended is not a failure of Redis.
+//
+// Keys: Prefix+"v:"+key for values and revocations, Prefix+"rl:"+name+":"+key
+// for limits; every key has a TTL, so nothing grows without bound.
+// Redis 5 or later is needed (scripts with effects replication).
+type Redis struct {
+	client   *redis.Client
+	addr     string // host:port, for logs only
+	prefix   string // Prefix + "v:"
+	rlPrefix string // Prefix + "rl:"
+	local    *Memory
+	retry    time.Duration
+	probe    time.Duration
+	log      hclog.Logger
+	onOp     func(op, result string, d time.Duration)
+	onFall   func(bool)
+	now      func() time.Time
+
+	limitScript, revokeScript *redis.Script
+
+	wake      chan struct{} // a request saw Redis fail: Run probes every Retry from now
+	trips     atomic.Uint64 // commands sent (RoundTrips)
+	skipUntil atomic.Int64  // unix nanoseconds (of now); 0: Redis is asked
+	down      atomic.Bool
+	checked   atomic.Bool // a probe or an operation has had an answer or an error
+
+	mu        sync.Mutex // serializes changes of state, and guards the fields below
+	downSince time.Time
+	lastLog   time.Time
+}
+
+// CheckRedisURL reports whether s is a STORE_URL OpenRedis accepts. Its
+// error never repeats s, which may hold a password.
+func CheckRedisURL(s string) error {
+	_, err := parseRedisURL(s)
+	return err
+}
+
+// parseRedisURL parses STORE_URL; its errors never contain the password.
+func parseRedisURL(s string) (*redis.Options, error) {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return nil, errors.New("is not a URL such as redis://:password@host:6379/0")
+	case u.Scheme != "redis" && u.Scheme != "rediss":
+		return nil, errors.New("must start with redis:// or rediss:// (TLS)")
+	case u.Hostname() == "":
+		return nil, errors.New("names no host (redis://:password@host:6379/0)")
+	}
+	opt, err := redis.ParseURL(s)
+	if err != nil { // go-redis names the bad part (database, option), not the password
+		return nil, fmt.Errorf("is not a usable Redis URL: %s", strings.TrimPrefix(err.Error(), "redis: "))
+	}
+	return opt, nil
+}
+
+// OpenRedis makes the client for cfg.URL. It does not connect: go-redis
+// dials on first use, and Run's first probe says whether Redis answers.
+// Close it when done.
+func OpenRedis(cfg RedisConfig) (*Redis, error) {
+	opt, err := parseRedisURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("open redis: STORE_URL %w", err)
+	}
+	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout, &opt.PoolTimeout} {
+		if *d == 0 {
+			*d = defaultRedisTimeout
+		}
+	}
+	if opt.MaxRetries == 0 {
+		opt.MaxRetries = -1 // none
+	}
+	opt.DialerRetries = 1 // one dial per attempt: a refused dial fails at once
+	opt.DisableIdentity = true
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	if opt.TLSConfig != nil && cfg.TLSConfig != nil {
+		tc := cfg.TLSConfig.Clone()
+		if tc.ServerName == "" {
+			tc.ServerName = opt.TLSConfig.ServerName
+		}
+		opt.TLSConfig = tc
+	}
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = DefaultRedisPrefix
+	}
+	r := &Redis{
+		addr:     opt.Addr,
+		prefix:   prefix + "v:",
+		rlPrefix: prefix + "rl:",
+		local:    NewMemory(MemoryConfig{MaxEntries: cfg.LocalMaxEntries, Now: cfg.Now}),
+		retry:    cfg.Retry,
+		probe:    cfg.Probe,
+		log:      cfg.Logger,
+		onOp:     cfg.OnOp,
+		onFall:   cfg.OnFallback,
+		now:      cfg.Now,
+
+		limitScript:  redis.NewScript(limitLua),
+		revokeScript: redis.NewScript(revokeLua),
+		wake:         make(chan struct{}, 1),
+	}
+	if r.retry <= 0 {
+		r.retry = defaultRedisRetry
+	}
+	if r.probe <= 0 {
+		r.probe = defaultRedisProbe
+	}
+	if r.log == nil {
+		r.log = hclog.NewNullLogger()
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	r.client = redis.NewClient(opt)
+	r.client.AddHook(tripCounter{&r.trips})
+	return r, nil
+}
+
+// Addr is the host:port of Redis, for logs (never the URL: it may hold a
+// password).
+func (r *Redis) Addr() string { return r.addr }
+
+// Close closes the client's connections. Operations after it fail.
+func (r *Redis) Close() error { return r.client.Close() }
+
+// RoundTrips is the number of commands sent to Redis so far (a script's
+// NOSCRIPT retry counts twice), for benchmarks and tests.
+func (r *Redis) RoundTrips() uint64 { return r.trips.Load() }
+
+// Claim remembers key for ttl in Redis and reports whether this call is
+// the first to claim it (SET NX, atomic across replicas). It fails, and
+// claims nothing this replica would honour, when Redis cannot answer.
+func (r *Redis) Claim(ctx context.Context, key string, ttl time.Duration) (first bool, err error) {
+	if ttl <= 0 {
+		return false, fmt.Errorf("claim: ttl %v is not positive", ttl)
+	}
+	if r.skipping(OpClaim) {
+		return false, fmt.Errorf("claim: %w", ErrUnavailable)
+	}
+	start := time.Now()
+	first, err = r.client.SetNX(ctx, r.prefix+key, "1", ttl).Result()
+	if r.done(ctx, OpClaim, start, err) {
+		return false, fmt.Errorf("claim: %w: %w", ErrUnavailable, err)
+	}
+	return first, nil
+}
+
+// Revoke remembers key as revoked for at least ttl (a longer earlier TTL
+// is kept), in this replica at once and in Redis. It fails when Redis
+// cannot answer; the revocation then holds in this replica only.
+func (r *Redis) Revoke(ctx context.Context, key string, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("revoke: ttl %v is not positive", ttl)
+	}
+	_ = r.local.Revoke(ctx, key, ttl) // ErrFull here still leaves Redis to answer
+	if r.skipping(OpRevoke) {
+		return fmt.Errorf("revoke: %w", ErrUnavailable)
+	}
+	start := time.Now()
+	err := r.revokeScript.Run(ctx, r.client, []string{r.prefix + key}, ttl.Milliseconds()+1).Err()
+	if r.done(ctx, OpRevoke, start, err) {
+		return fmt.Errorf("revoke: %w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Revoked reports whether any of keys is revoked (or claimed): from this
+// replica's revocations without a round trip when they say so, else from
+// Redis. It fails when it must ask Redis and Redis cannot answer.
+func (r *Redis) Revoked(ctx context.Context, keys ...string) (bool, error) {
+	if len(keys) == 0 {
+		return false, nil
+	}
+	if known, _ := r.local.Revoked(ctx, keys...); known {
+		return true, nil
+	}
+	if r.skipping(OpRevoked) {
+		return false, fmt.Errorf("revoked: %w", ErrUnavailable)
+	}
+	full := make([]string, len(keys))
+	for i, k := range keys {
+		full[i] = r.prefix + k
+	}
+	start := time.Now()
+	n, err := r.client.Exists(ctx, full...).Result()
+	if r.done(ctx, OpRevoked, start, err) {
+		return false, fmt.Errorf("revoked: %w: %w", ErrUnavailable, err)
+	}
+	return n > 0, nil
+}
+
+// Run probes Redis until ctx ends: a PING every RedisConfig.Probe while it
+// answers, every Retry while it does not, so the state /readyz names is
+// current and a Redis that came back is used again without waiting for a
+// request. It returns nil when ctx ends; it does not close the client.
+func (r *Redis) Run(ctx context.Context) error {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.wake:
+			t.Reset(r.retry)
+			continue
+		case <-t.C:
+		}
+		wasDown := r.down.Load()
+		start := time.Now()
+		err := r.client.Ping(ctx).Err()
+		if err == nil && wasDown {
+			// Redis may have restarted without its script cache: load the
+			// scripts now, so the request path keeps to one round trip.
+			err = errors.Join(r.limitScript.Load(ctx, r.client).Err(), r.revokeScript.Load(ctx, r.client).Err())
+		}
+		r.done(ctx, OpPing, start, err)
+		next := r.probe
+		if r.down.Load() {
+			next = r.retry
+		}
+		t.Reset(next)
+	}
+}
+
+// Ready reports Redis's state for /readyz. It is always ready: a Redis
+// outage must not take every replica out of the load balancer, since each
+// can still admit requests from its own state. The detail never names the
+// address (it is a public answer).
+func (r *Redis) Ready() (bool, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case !r.checked.Load():
+		return true, "redis not checked yet"
+	case r.down.Load():
+		return true, fmt.Sprintf("redis unreachable for %s: limits and revocation checks use this replica's state; codes and refresh tokens are refused until it answers",
+			r.now().Sub(r.downSince).Round(time.Second))
+	}
+	return true, "redis reachable"
+}
+
+// skipping reports (and counts) that op does not ask Redis now, because a
+// round trip failed less than Retry ago.
+func (r *Redis) skipping(op string) bool {
+	u := r.skipUntil.Load()
+	if u == 0 || r.now().UnixNano() >= u {
+		return false
+	}
+	if r.onOp != nil {
+		r.onOp(op, ResultSkipped, 0)
+	}
+	return true
+}
+
+// done reports op's round trip, which began at start, and follows Redis's
+// state from its outcome. It reports whether err is a failure (redis.Nil,
+// an absent key, is an answer). An error after ctx ended is the caller's,
+// not Redis's: it does not change the state.
+func (r *Redis) done(ctx context.Context, op string, start time.Time, err error) (failed bool) {
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	if r.onOp != nil {
+		res := ResultOK
+		if err != nil {
+			res = ResultError
+		}
+		r.onOp(op, res, time.Since(start))
+	}
+	switch {
+	case err == nil:
+		if r.down.Load() || r.skipUntil.Load() != 0 || !r.checked.Load() {
+			r.up()
+		}
+	case ctx.Err() == nil:
+		r.fail(err)
+	}
+	return err != nil
+}
+
+// up records that Redis answered.
+func (r *Redis) up() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checked.Store(true)
+	r.skipUntil.Store(0)
+	if !r.down.Load() {
+		return
+	}
+	r.down.Store(false)
+	r.log.Info("redis reachable again; shared limits and revocations are used", "addr", r.addr,
+		"duration", r.now().Sub(r.downSince).Round(time.Millisecond))
+	if r.onFall != nil {
+		r.onFall(false)
+	}
+}
+
+// fail records that a round trip failed with err.
+func (r *Redis) fail(err error) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checked.Store(true)
+	r.skipUntil.Store(now.Add(r.retry).UnixNano())
+	if r.down.Load() {
+		if now.Sub(r.lastLog) >= redisStillDownLogGap {
+			r.lastLog = now
+			r.log.Warn("redis still unreachable", "addr", r.addr, "error", err,
+				"duration", now.Sub(r.downSince).Round(time.Second))
+		}
+		return
+	}
+	r.down.Store(true)
+	r.downSince, r.lastLog = now, now
+	select {
+	case r.wake <- struct{}{}:
+	default: // Run is already woken
+	}
+	r.log.Warn("redis unreachable: limits and revocation checks use this replica's state; codes and refresh tokens are refused until it answers",
+		"addr", r.addr, "error", err)
+	if r.onFall != nil {
+		r.onFall(true)
+	}
+}
+
+// tripCounter is a go-redis hook that counts the commands sent.
+type tripCounter struct{ n *atomic.Uint64 }
+
+func (h tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// RedisLibraryLogs sends what go-redis itself logs (each failed dial,
+// for one) to l at debug level instead of to stderr as plain text: it is
+// a detail of the state lines Redis logs already. go-redis has a single
+// logger for the whole process, so main calls this once.
+func RedisLibraryLogs(l hclog.Logger) { redis.SetLogger(libraryLogger{l}) }
+
+type libraryLogger struct{ l hclog.Logger }
+
+func (g libraryLogger) Printf(_ context.Context, format string, v ...any) {
+	if g.l.IsDebug() {
+		g.l.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
+	}
+}

@@ -1,0 +1,657 @@
+package store
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store/redistest"
+)
+
+// openTestRedis opens a client ("a replica") of srv; mod adjusts the
+// config first. The client is closed when the test ends.
+func openTestRedis(t *testing.T, srv *redistest.Server, mod func(*RedisConfig)) *Redis {
+	t.Helper()
+	cfg := RedisConfig{URL: srv.URL()}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := OpenRedis(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func testRedisLimiter(t *testing.T, r *Redis, name string, perMinute int) *RedisLimiter {
+	t.Helper()
+	l, err := r.Limiter(name, LimiterConfig{PerMinute: perMinute, Now: r.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// ops records OnOp and OnFallback calls.
+type ops struct {
+	mu       sync.Mutex
+	n        map[string]int // op/result
+	fallback []bool
+}
+
+func (o *ops) hook(cfg *RedisConfig) {
+	o.n = map[string]int{}
+	cfg.OnOp = func(op, result string, _ time.Duration) {
+		o.mu.Lock()
+		o.n[op+"/"+result]++
+		o.mu.Unlock()
+	}
+	cfg.OnFallback = func(active bool) {
+		o.mu.Lock()
+		o.fallback = append(o.fallback, active)
+		o.mu.Unlock()
+	}
+}
+
+func (o *ops) count(key string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n[key]
+}
+
+func (o *ops) states() []bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]bool(nil), o.fallback...)
+}
+
+// TestRedisLimitSharedExactly: two replicas with 5 requests a minute
+// between them, sent 10 requests in turn, admit exactly 5, whatever each
+// replica's own clock says (the decisions use Redis's clock).
+func TestRedisLimitSharedExactly(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	skewed := func(d time.Duration) func(*RedisConfig) {
+		return func(c *RedisConfig) { c.Now = func() time.Time { return time.Now().Add(d) } }
+	}
+	a := testRedisLimiter(t, openTestRedis(t, srv, skewed(time.Hour)), "sub", 5)
+	b := testRedisLimiter(t, openTestRedis(t, srv, skewed(-time.Hour)), "sub", 5)
+	for _, tc := range []struct {
+		name  string
+		admit func(l *RedisLimiter, key string) (bool, time.Duration)
+	}{
+		{"allow", func(l *RedisLimiter, key string) (bool, time.Duration) { return l.Allow(ctx, key) }},
+		{"admit", func(l *RedisLimiter, key string) (bool, time.Duration) {
+			ok, wait, revoked := l.Admit(ctx, key, []string{"jti:" + key, "fam:" + key})
+			if revoked {
+				t.Fatalf("admit %s: revoked, want not", key)
+			}
+			return ok, wait
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := "alice-" + tc.name
+			admitted := 0
+			for i := range 10 {
+				l := a
+				if i%2 == 1 {
+					l = b
+				}
+				ok, wait := tc.admit(l, key)
+				if ok {
+					admitted++
+				} else if wait <= 0 || wait > 12*time.Second {
+					t.Errorf("request %d: refused with wait %v, want (0, 12s]", i, wait)
+				}
+			}
+			if got, want := admitted, 5; got != want {
+				t.Errorf("admitted: got %d, want %d", got, want)
+			}
+			if ok, _ := a.Allow(ctx, "bob-"+tc.name); !ok {
+				t.Errorf("another key: refused, want allowed")
+			}
+		})
+	}
+}
+
+// TestRedisLimitConcurrent: 40 concurrent requests over four replicas
+// with a burst of 10 admit exactly 10.
+func TestRedisLimitConcurrent(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	var ls []*RedisLimiter
+	for range 4 {
+		ls = append(ls, testRedisLimiter(t, openTestRedis(t, srv, nil), "sub", 10))
+	}
+	var admitted atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			if ok, _, _ := ls[i%4].Admit(ctx, "carol", nil); ok {
+				admitted.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if got, want := admitted.Load(), int32(10); got != want {
+		t.Errorf("admitted: got %d, want %d", got, want)
+	}
+}
+
+// TestRedisClaimOnce: many concurrent claims of one key through two
+// replicas: exactly one is first.
+func TestRedisClaimOnce(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rs := []*Redis{openTestRedis(t, srv, nil), openTestRedis(t, srv, nil)}
+	var firsts atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			first, err := rs[i%2].Claim(ctx, "code:abc", time.Minute)
+			if err != nil {
+				t.Errorf("claim %d: %v", i, err)
+			}
+			if first {
+				firsts.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if got, want := firsts.Load(), int32(1); got != want {
+		t.Errorf("first claims: got %d, want %d", got, want)
+	}
+	if _, err := rs[0].Claim(ctx, "code:x", 0); err == nil {
+		t.Errorf("claim with a zero ttl: got no error")
+	}
+}
+
+// TestRedisRevocationShared: a token revoked through one replica is
+// refused by another's admission in the same round trip as its limit,
+// without spending; the other replica then knows it by itself.
+func TestRedisRevocationShared(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	a, b := openTestRedis(t, srv, nil), openTestRedis(t, srv, nil)
+	lb := testRedisLimiter(t, b, "sub", 2)
+	rev := []string{"jti:t1", "fam:f1"}
+
+	if ok, _, revoked := lb.Admit(ctx, "dave", rev); !ok || revoked {
+		t.Fatalf("before revocation: got ok %v revoked %v, want admitted", ok, revoked)
+	}
+	if err := a.Revoke(ctx, "fam:f1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.Revoked(ctx, "fam:f1"); !got {
+		t.Errorf("Revoked at the other replica: got false, want true")
+	}
+	trips := b.RoundTrips()
+	if ok, _, revoked := lb.Admit(ctx, "dave", rev); ok || !revoked {
+		t.Fatalf("after revocation: got ok %v revoked %v, want revoked", ok, revoked)
+	}
+	if got, want := b.RoundTrips()-trips, uint64(1); got != want {
+		t.Errorf("round trips of a refused admission: got %d, want %d", got, want)
+	}
+	if known, _ := b.local.Revoked(ctx, "fam:f1"); !known {
+		t.Errorf("the replica did not learn the revocation")
+	}
+	trips = b.RoundTrips()
+	if _, _, revoked := lb.Admit(ctx, "dave", rev); !revoked {
+		t.Errorf("admission again: not revoked")
+	}
+	if got := b.RoundTrips() - trips; got != 0 {
+		t.Errorf("round trips once known: got %d, want 0", got)
+	}
+	// Nothing was spent on the revoked token: dave has his second request.
+	if ok, _, _ := lb.Admit(ctx, "dave", nil); !ok {
+		t.Errorf("dave's second request: refused, want admitted (a revoked token spends nothing)")
+	}
+	// A longer revocation is kept over a shorter one.
+	if err := a.Revoke(ctx, "fam:f1", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawClient(t, srv)
+	if ttl := raw.PTTL(ctx, DefaultRedisPrefix+"v:fam:f1").Val(); ttl < 59*time.Minute {
+		t.Errorf("TTL after a shorter revocation: got %v, want about 1h", ttl)
+	}
+}
+
+// TestRedisAdmitOneRoundTrip: an admission, revocation keys and all, is
+// one command to Redis, counted by a go-redis hook of the test's own.
+func TestRedisAdmitOneRoundTrip(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	r := openTestRedis(t, srv, nil)
+	var cmds []string
+	var mu sync.Mutex
+	r.client.AddHook(recordHook{func(name string) { mu.Lock(); cmds = append(cmds, name); mu.Unlock() }})
+	l := testRedisLimiter(t, r, "sub", 1000)
+	l.Admit(ctx, "erin", []string{"jti:a", "fam:b"}) // loads the script (NOSCRIPT, then EVAL)
+	mu.Lock()
+	cmds = nil
+	mu.Unlock()
+	for range 5 {
+		l.Admit(ctx, "erin", []string{"jti:a", "fam:b"})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got, want := strings.Join(cmds, " "), strings.Repeat("evalsha ", 5); got != strings.TrimSpace(want) {
+		t.Errorf("commands of 5 admissions: got %q, want %q", got, strings.TrimSpace(want))
+	}
+}
+
+type recordHook struct{ f func(string) }
+
+func (h recordHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h recordHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.f(cmd.Name()); return next(ctx, cmd) }
+}
+func (h recordHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.f("pipeline"); return next(ctx, cmds) }
+}
+
+func rawClient(t *testing.T, srv *redistest.Server) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestRedisKeysExpire: every key the store writes has a TTL, so nothing
+// grows without bound, and keys carry the prefix.
+func TestRedisKeysExpire(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	r := openTestRedis(t, srv, nil)
+	l := testRedisLimiter(t, r, "ip", 60)
+	l.Allow(ctx, "192.0.2.1")
+	l.Spend(ctx, "192.0.2.2")
+	l.Admit(ctx, "frank", []string{"jti:x"})
+	if _, err := r.Claim(ctx, "code:c", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Revoke(ctx, "jti:y", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawClient(t, srv)
+	keys, err := raw.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 5 {
+		t.Errorf("keys: got %q, want 5", keys)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, DefaultRedisPrefix) {
+			t.Errorf("key %q lacks the prefix %q", k, DefaultRedisPrefix)
+		}
+		if ttl := raw.PTTL(ctx, k).Val(); ttl <= 0 || ttl > time.Minute+time.Second {
+			t.Errorf("key %q: TTL %v, want (0, 1m]", k, ttl)
+		}
+	}
+}
+
+// TestRedisDown: Redis stops in the middle of a run and starts again (with
+// its data, as a Redis with an append-only file does). Claims fail closed,
+// never a second use; limits and revocation checks fall back to this
+// replica's state (its copy of each budget, the revocations it knows),
+// with one log line and the fallback reported; after the restart the
+// client reconnects by itself and the shared state is used again.
+func TestRedisDown(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{Persist: true})
+	c := newClock()
+	var o ops
+	var logs strings.Builder
+	var logMu sync.Mutex
+	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
+		cfg.Now = c.now
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: lockedWriter{&logMu, &logs}, Level: hclog.Info})
+		o.hook(cfg)
+	})
+	l := testRedisLimiter(t, r, "sub", 5)
+	if first, err := r.Claim(ctx, "code:before", time.Minute); !first || err != nil {
+		t.Fatalf("claim before: got %v, %v", first, err)
+	}
+	for range 3 {
+		if ok, _, _ := l.Admit(ctx, "gina", nil); !ok {
+			t.Fatal("admission before the outage refused")
+		}
+	}
+	if err := r.Revoke(ctx, "fam:known", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if ok, detail := r.Ready(); !ok || detail != "redis reachable" {
+		t.Errorf("Ready before: got %v %q", ok, detail)
+	}
+
+	srv.Stop()
+
+	// Codes fail closed: neither a new one nor the used one is accepted.
+	for _, key := range []string{"code:before", "code:during"} {
+		first, err := r.Claim(ctx, key, time.Minute)
+		if first || !errors.Is(err, ErrUnavailable) {
+			t.Errorf("claim %s while down: got %v, %v; want false, ErrUnavailable", key, first, err)
+		}
+	}
+	// The limit goes on from this replica's copy: 2 of 5 left.
+	admitted := 0
+	for range 4 {
+		if ok, _, _ := l.Admit(ctx, "gina", nil); ok {
+			admitted++
+		}
+	}
+	if admitted != 2 {
+		t.Errorf("admissions while down: got %d, want 2 (the 2 left of the shared budget)", admitted)
+	}
+	// Revocations this replica knows still hold; an unknown one cannot be
+	// checked by the broker's Revoked (it fails closed) ...
+	if _, _, revoked := l.Admit(ctx, "hank", []string{"jti:z", "fam:known"}); !revoked {
+		t.Errorf("a known revocation while down: admitted")
+	}
+	if _, err := r.Revoked(ctx, "fam:unknown"); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Revoked of an unknown key while down: got %v, want ErrUnavailable", err)
+	}
+	// ... and one made now holds here at once, while the caller is told.
+	if err := r.Revoke(ctx, "fam:during", time.Hour); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("revoke while down: got %v, want ErrUnavailable", err)
+	}
+	if _, _, revoked := l.Admit(ctx, "hank", []string{"fam:during"}); !revoked {
+		t.Errorf("a revocation made while down: admitted")
+	}
+	if ok, detail := r.Ready(); !ok || !strings.Contains(detail, "unreachable") || strings.Contains(detail, srv.Addr()) {
+		t.Errorf("Ready while down: got %v %q; want ready, unreachable, no address", ok, detail)
+	}
+	if got := o.count(OpClaim + "/" + ResultError); got != 1 {
+		t.Errorf("failed claims reported: got %d, want 1 (the rest skipped Redis)", got)
+	}
+	if got := o.count(OpAdmit + "/" + ResultSkipped); got < 4 {
+		t.Errorf("admissions decided without Redis: got %d, want at least 4", got)
+	}
+
+	srv.Restart()
+	c.add(2 * time.Second) // past Retry: the next request asks Redis again
+
+	if first, err := r.Claim(ctx, "code:before", time.Minute); first || err != nil {
+		t.Errorf("claim of the used code after the restart: got %v, %v; want false, nil", first, err)
+	}
+	if first, err := r.Claim(ctx, "code:after", time.Minute); !first || err != nil {
+		t.Errorf("claim of a new code after the restart: got %v, %v; want true, nil", first, err)
+	}
+	if ok, _, _ := l.Admit(ctx, "ivan", nil); !ok {
+		t.Errorf("admission after the restart: refused")
+	}
+	if ok, detail := r.Ready(); !ok || detail != "redis reachable" {
+		t.Errorf("Ready after: got %v %q", ok, detail)
+	}
+	if got, want := fmt.Sprint(o.states()), "[true false]"; got != want {
+		t.Errorf("fallback states reported: got %s, want %s", got, want)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if got := strings.Count(logs.String(), "redis unreachable"); got != 1 {
+		t.Errorf("'unreachable' log lines: got %d, want 1:\n%s", got, logs.String())
+	}
+	if !strings.Contains(logs.String(), "redis reachable again") {
+		t.Errorf("no 'reachable again' log line:\n%s", logs.String())
+	}
+}
+
+// TestRedisHangs: a Redis that stops answering without closing its
+// connections (SIGSTOP) costs one request its read timeout; the requests
+// after it, within Retry, do not ask Redis at all. Run's probe notices
+// when it answers again.
+func TestRedisHangs(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	var o ops
+	c := newClock() // stands still: every admission below is within Retry
+	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
+		o.hook(cfg)
+		cfg.Now = c.now
+		cfg.Retry, cfg.Probe = 50*time.Millisecond, time.Hour
+	})
+	l := testRedisLimiter(t, r, "sub", 100)
+	l.Admit(ctx, "judy", nil)
+
+	srv.Pause()
+	if ok, _, _ := l.Admit(ctx, "judy", nil); !ok {
+		t.Errorf("admission while Redis hangs: refused, want the local decision")
+	}
+	trips := r.RoundTrips()
+	for range 10 {
+		l.Admit(ctx, "judy", nil)
+	}
+	if got := r.RoundTrips() - trips; got != 0 {
+		t.Errorf("round trips within Retry of a failure: got %d, want 0", got)
+	}
+	if got := o.count(OpAdmit + "/" + ResultError); got != 1 {
+		t.Errorf("failed admissions: got %d, want 1", got)
+	}
+
+	srv.Resume()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- r.Run(runCtx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.down.Load() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if r.down.Load() {
+		t.Fatalf("Run's probe did not see Redis answer again")
+	}
+	trips = r.RoundTrips()
+	l.Admit(ctx, "judy", nil)
+	if got := r.RoundTrips() - trips; got != 1 {
+		t.Errorf("round trips of an admission after recovery: got %d, want 1 (the probe reloaded the script)", got)
+	}
+}
+
+// TestRedisTLSAndPassword: rediss:// with the server's CA; a client that
+// does not trust it, or has the wrong password, gets no answer.
+func TestRedisTLSAndPassword(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{TLS: true, Password: "p4ss-w0rd"})
+	trusting := func(c *RedisConfig) { c.TLSConfig = &tls.Config{RootCAs: srv.CertPool()} }
+	r := openTestRedis(t, srv, trusting)
+	if first, err := r.Claim(ctx, "code:tls", time.Minute); !first || err != nil {
+		t.Fatalf("claim over TLS: got %v, %v", first, err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*RedisConfig)
+	}{
+		{"untrusted certificate", nil},
+		{"wrong password", func(c *RedisConfig) {
+			trusting(c)
+			c.URL = strings.Replace(c.URL, "p4ss-w0rd", "wrong", 1)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := openTestRedis(t, srv, tc.mod)
+			if _, err := r.Claim(ctx, "code:x", time.Minute); !errors.Is(err, ErrUnavailable) {
+				t.Errorf("claim: got %v, want ErrUnavailable", err)
+			}
+		})
+	}
+}
+
+func TestCheckRedisURL(t *testing.T) {
+	for _, tc := range []struct {
+		name, url string
+		ok        bool
+	}{
+		{"plain", "redis://redis:6379/0", true},
+		{"password", "redis://:secret@redis:6379/0", true},
+		{"user and password", "redis://user:secret@redis/1", true},
+		{"tls", "rediss://:secret@redis.example.com:6380", true},
+		{"options", "redis://redis/0?dial_timeout=1s&pool_size=5", true},
+		{"http", "http://:secret@redis:6379", false},
+		{"unix", "unix:///run/redis.sock", false},
+		{"no host", "redis://:secret@/0", false},
+		{"bad database", "redis://:secret@redis/zero", false},
+		{"unknown option", "redis://:secret@redis/0?colour=blue", false},
+		{"not a url", "redis://:secret@redis:port/0", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckRedisURL(tc.url)
+			if (err == nil) != tc.ok {
+				t.Fatalf("got %v, want ok %v", err, tc.ok)
+			}
+			if err != nil && strings.Contains(err.Error(), "secret") {
+				t.Errorf("the error %q repeats the password", err)
+			}
+		})
+	}
+}
+
+// TestRedisLimiterMatchesMemory is a property test: a random sequence of
+// Allow, Spend and Peek on a few keys, at one action a minute (so the
+// test's own duration refills nothing), gets the same answers from a
+// RedisLimiter as from a Limiter whose clock stands still.
+func TestRedisLimiterMatchesMemory(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	r := openTestRedis(t, srv, nil)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	for round := range 4 {
+		burst := 1 + rng.IntN(4)
+		cfg := LimiterConfig{PerMinute: 1, Burst: burst}
+		shared, err := r.Limiter(fmt.Sprintf("prop%d", round), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frozen := time.Now()
+		cfg.Now = func() time.Time { return frozen }
+		mem, err := NewLimiter(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 60 {
+			key := fmt.Sprintf("k%d", rng.IntN(3))
+			var op string
+			var gotOK, wantOK bool
+			var gotWait, wantWait time.Duration
+			switch rng.IntN(3) {
+			case 0:
+				op = "allow"
+				gotOK, gotWait = shared.Allow(ctx, key)
+				wantOK, wantWait = mem.Allow(ctx, key)
+			case 1:
+				op = "spend"
+				shared.Spend(ctx, key)
+				mem.Spend(ctx, key)
+				gotOK, wantOK = true, true
+			default:
+				op = "peek"
+				gotOK, gotWait = shared.Peek(ctx, key)
+				wantOK, wantWait = mem.Peek(ctx, key)
+			}
+			if gotOK != wantOK || (gotWait-wantWait).Abs() > 5*time.Second {
+				t.Fatalf("round %d (burst %d) step %d: %s %s: got %v %v, want %v %v",
+					round, burst, i, op, key, gotOK, gotWait, wantOK, wantWait)
+			}
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// BenchmarkRedisAdmit is one admission against a real Redis on loopback:
+// the revocation check of a broker token's two keys and the subject's
+// budget, with the round trips each costs.
+func BenchmarkRedisAdmit(b *testing.B) {
+	srv := redistest.Start(b, redistest.Options{})
+	r, err := OpenRedis(RedisConfig{URL: srv.URL()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	l, err := r.Limiter("sub", LimiterConfig{PerMinute: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rev := []string{"jti:abc", "fam:def"}
+	l.Admit(ctx, "alice", rev) // loads the script
+	for _, parallel := range []bool{false, true} {
+		name := "serial"
+		if parallel {
+			name = "parallel"
+		}
+		b.Run(name, func(b *testing.B) {
+			trips := r.RoundTrips()
+			b.ReportAllocs()
+			if parallel {
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if ok, _, _ := l.Admit(ctx, "alice", rev); !ok {
+							b.Error("refused")
+						}
+					}
+				})
+			} else {
+				for b.Loop() {
+					if ok, _, _ := l.Admit(ctx, "alice", rev); !ok {
+						b.Fatal("refused")
+					}
+				}
+			}
+			b.ReportMetric(float64(r.RoundTrips()-trips)/float64(b.N), "roundtrips/op")
+		})
+	}
+}
+
+// TestRedisACL: an ACL user with only the commands docs/replicas.md lists,
+// on the mop:* keys, can do everything the store does.
+func TestRedisACL(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	raw := rawClient(t, srv)
+	err := raw.Do(ctx, "ACL", "SETUSER", "gateway", "on", ">gw-pass", "~mop:*", "resetchannels",
+		"+@connection", "+get", "+set", "+exists", "+pttl", "+time", "+eval", "+evalsha", "+script|load").Err()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := openTestRedis(t, srv, func(c *RedisConfig) {
+		c.URL = strings.Replace(c.URL, "redis://", "redis://gateway:gw-pass@", 1)
+	})
+	l := testRedisLimiter(t, r, "sub", 10)
+	if first, err := r.Claim(ctx, "code:acl", time.Minute); !first || err != nil {
+		t.Fatalf("claim: %v %v", first, err)
+	}
+	if err := r.Revoke(ctx, "fam:acl", time.Minute); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	if got, err := r.Revoked(ctx, "jti:acl", "fam:acl"); !got || err != nil {
+		t.Fatalf("revoked: %v %v", got, err)
+	}
+	if ok, _, revoked := l.Admit(ctx, "acl", []string{"jti:acl"}); !ok || revoked {
+		t.Fatalf("admit: %v %v", ok, revoked)
+	}
+	l.Spend(ctx, "acl")
+	if err := errors.Join(r.limitScript.Load(ctx, r.client).Err(), r.client.Ping(ctx).Err()); err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	if r.down.Load() {
+		t.Errorf("an operation failed: the store is down")
+	}
+}
