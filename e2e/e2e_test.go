@@ -72,6 +72,9 @@ type tsResult struct {
 			RefreshToken bool           `json:"refresh_token"`
 			Claims       map[string]any `json:"access_token_claims"`
 		} `json:"tokens"`
+		Refreshed []struct {
+			Claims map[string]any `json:"access_token_claims"`
+		} `json:"refreshed"`
 		Browser struct { // with --browser
 			Pages []struct {
 				URL    string `json:"url"`
@@ -83,10 +86,11 @@ type tsResult struct {
 			ElapsedMs     int             `json:"elapsedMs"`
 		} `json:"browser"`
 	} `json:"flow"`
-	SessionID   string   `json:"sessionId"`
-	Tools       []string `json:"tools"`
-	Echo        string   `json:"echo"`
-	LongRunning struct {
+	SessionID        string   `json:"sessionId"`
+	Tools            []string `json:"tools"`
+	Echo             string   `json:"echo"`
+	EchoAfterRefresh string   `json:"echoAfterRefresh"` // with --refresh
+	LongRunning      struct {
 		Tool        string           `json:"tool"`
 		Progress    []map[string]any `json:"progress"`
 		Text        string           `json:"text"`
