@@ -46,20 +46,7 @@ type ts2Result struct {
 			CodeChallengeMethod string            `json:"code_challenge_method"`
 			Hops                []string          `json:"hops"`
 		} `json:"authorization"`
-		Browser struct { // with --browser
-			Pages []struct {
-				URL    string `json:"url"`
-				Status int    `json:"status"`
-			} `json:"pages"`
-			ConsoleErrors []string `json:"consoleErrors"`
-			PageErrors    []string `json:"pageErrors"`
-			HTTPErrors    []struct {
-				URL    string `json:"url"`
-				Status int    `json:"status"`
-			} `json:"httpErrors"`
-			Cookies   []browserCookie `json:"cookies"`
-			ElapsedMs int             `json:"elapsedMs"`
-		} `json:"browser"`
+		Browser               browserResult `json:"browser"` // with --browser: the browser part of browser.mjs's report
 		AuthorizationResponse struct {
 			Iss          string `json:"iss"`
 			StateMatches bool   `json:"state_matches"`

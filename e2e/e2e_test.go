@@ -75,16 +75,7 @@ type tsResult struct {
 		Refreshed []struct {
 			Claims map[string]any `json:"access_token_claims"`
 		} `json:"refreshed"`
-		Browser struct { // with --browser
-			Pages []struct {
-				URL    string `json:"url"`
-				Status int    `json:"status"`
-			} `json:"pages"`
-			ConsoleErrors []string        `json:"consoleErrors"`
-			PageErrors    []string        `json:"pageErrors"`
-			Cookies       []browserCookie `json:"cookies"`
-			ElapsedMs     int             `json:"elapsedMs"`
-		} `json:"browser"`
+		Browser browserResult `json:"browser"` // with --browser: the browser part of browser.mjs's report
 	} `json:"flow"`
 	SessionID        string   `json:"sessionId"`
 	Tools            []string `json:"tools"`

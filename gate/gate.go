@@ -17,7 +17,7 @@
 //
 //	request ID (X-Request-Id kept if well-formed, else generated; on the response and to the upstream)
 //	-> a chunked body (or HTTP/1.0) closes the connection after the answer (RFC 9112 §6.1)
-//	-> CORS (preflight answered here; a foreign Origin is 403)
+//	-> CORS by the route's policy (preflight answered here; a foreign Origin is 403)
 //	-> protocol upgrade? (400 and the connection closed, on every route: never a tunnel)
 //	-> path hygiene on the raw request target (400/414)
 //	-> public route? (exact method and path; 405 for another method; unknown /.well-known/ is 404)
