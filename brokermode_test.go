@@ -459,6 +459,8 @@ func TestBrokerModeConfigErrors(t *testing.T) {
 			m["AUTH_SERVER_MODE"], m["OIDC_AUDIENCE"], m["ACCEPT_PROVIDER_TOKENS"] = "facade", "aud", "false"
 		}, []string{"ACCEPT_PROVIDER_TOKENS=false needs AUTH_SERVER_MODE=broker"}, ""},
 		{"audience still required in facade mode", func(m map[string]string) { m["AUTH_SERVER_MODE"] = "facade" }, []string{"OIDC_AUDIENCE is required"}, ""},
+		{"a private-use redirect scheme without a dot", func(m map[string]string) { m["REGISTER_REDIRECT_URIS"] = "myapp:/cb" },
+			[]string{"REGISTER_REDIRECT_URIS entry rejected in broker mode", "must contain a dot"}, ""},
 		{"bad mode", func(m map[string]string) { m["AUTH_SERVER_MODE"] = "brokered" }, []string{`AUTH_SERVER_MODE "brokered" is not facade or direct or broker`}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -299,6 +299,11 @@ func checkBroker(c *Config, p *problems) {
 	if b.PreviousSecret != nil && b.Secret == nil && !p.reported("BROKER_SECRET") {
 		p.add("BROKER_SECRET_PREVIOUS is set without BROKER_SECRET (during a rotation the new secret is BROKER_SECRET, the old one BROKER_SECRET_PREVIOUS)")
 	}
+	for _, e := range w.RedirectURIs {
+		if err := broker.CheckRedirectURI(e); err != nil {
+			p.addf("REGISTER_REDIRECT_URIS entry rejected in broker mode: %v", err)
+		}
+	}
 	if b.AccessTokenTTL > b.SessionTTL {
 		p.addf("BROKER_ACCESS_TOKEN_TTL (%s) must not exceed BROKER_SESSION_TTL (%s)", b.AccessTokenTTL, b.SessionTTL)
 	}
