@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/broker"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
@@ -30,6 +31,17 @@ type Config struct {
 	Provider  provider.Config
 	WellKnown wellknown.Config
 	Gate      gate.Config
+
+	// Broker is broker mode's authorization server (AUTH_SERVER_MODE=broker).
+	// The settings it shares with the other parts (RESOURCE_URL,
+	// SCOPES_SUPPORTED, GROUPS_CLAIM, REGISTER_REDIRECT_URIS, CLOCK_SKEW)
+	// are copied into it when it is built.
+	Broker broker.Config
+
+	// AcceptProviderTokens is ACCEPT_PROVIDER_TOKENS: in broker mode, the
+	// provider's own access tokens are accepted too (when OIDC_AUDIENCE
+	// allows them; see providerFallback).
+	AcceptProviderTokens bool
 
 	// Supervisor runs the MCP server as the gateway's child when its
 	// Command (MCP_SPAWN_CMD) or Args (a command after --) is set.
@@ -62,10 +74,19 @@ type Config struct {
 	// they are not required; and it binds loopback only.
 	dev bool
 
-	// warnings name variables that look like misspelt settings; serve logs
-	// them once the logger exists.
+	// warnings name variables that look like misspelt settings, and
+	// settings that do not apply in the chosen mode; serve logs them once
+	// the logger exists.
 	warnings []string
+
+	// set names the variables given a value (by flag or environment), for
+	// the defaults and warnings that depend on the mode.
+	set map[string]bool
 }
+
+// BrokerMode reports whether the gateway runs broker mode's authorization
+// server.
+func (c *Config) BrokerMode() bool { return c.WellKnown.Mode == wellknown.ModeBroker }
 
 // ListenConfig is the public listener's and the metrics listener's.
 type ListenConfig struct {
@@ -107,10 +128,10 @@ func flagName(env string) string { return strings.ReplaceAll(strings.ToLower(env
 // (bind takes several); each parser checks one value, and checks that span
 // settings are in concerns.
 func settings(c *Config) []setting {
-	p, w, g, s, l := &c.Provider, &c.WellKnown, &c.Gate, &c.Supervisor, &c.Listen
+	p, w, g, s, l, b := &c.Provider, &c.WellKnown, &c.Gate, &c.Supervisor, &c.Listen, &c.Broker
 	return []setting{
 		{"OIDC_ISSUER_URL", "", "issuer URL of the OIDC provider (https, or http on loopback); required", bind(issuerURL, &p.IssuerURL, &w.IssuerURL)},
-		{"OIDC_AUDIENCE", "", "accepted aud values, comma-separated (any one matches); required", bind(list(nil), &p.Audiences)},
+		{"OIDC_AUDIENCE", "", "accepted aud values of the provider's access tokens, comma-separated (any one matches); required, except in broker mode", bind(list(nil), &p.Audiences)},
 		{"RESOURCE_URL", "", "this gateway's public URL, the RFC 9728 resource; required", bind(resourceURL, &w.ResourceURL)},
 		{"ALLOW_SUBS", "", "allowed token sub values, comma-separated", bind(list(nil), &g.AllowSubs)},
 		{"ALLOW_EMAILS", "", "allowed token email values, comma-separated, case-insensitive", bind(list(lowerCase), &g.AllowEmails)},
@@ -136,18 +157,26 @@ func settings(c *Config) []setting {
 		{"RATE_LIMIT_RPM", "60", "requests per minute per token subject (burst of the same size)", bind(whole(1), &c.RateLimitRPM)},
 		{"STORE_URL", "", "Redis shared by replicas (limits, used codes, revocations): redis://:password@host:6379/0, rediss:// for TLS; empty: this process's memory", bind(storeURL, &c.StoreURL)},
 		{"CORS_ALLOW_ORIGINS", "https://claude.ai,https://claude.com", "allowed browser origins, comma-separated; * allows any", bind(list(origin), &g.CORSOrigins)},
-		{"STATIC_CLIENT_ID", "", "pre-created client id handed out by POST /oauth/register", bind(text, &w.StaticClientID)},
+		{"STATIC_CLIENT_ID", "", "pre-created client id handed out by POST /oauth/register (facade mode); in broker mode the fallback for OIDC_CLIENT_ID, never handed out", bind(text, &w.StaticClientID)},
 		{"STATIC_CLIENT_SECRET", "", "its secret; set both or neither", bind(text, &w.StaticClientSecret)},
 		{"REGISTER_REDIRECT_URIS", "", "redirect URIs /oauth/register accepts, comma-separated (http://127.0.0.1:* patterns allowed); empty: https, http on loopback hosts, and private-use schemes with a dot (com.example.app:/cb)", bind(list(redirectURI), &w.RedirectURIs)},
-		{"SCOPES_SUPPORTED", "openid,profile,email,offline_access", "scopes advertised in the discovery documents", bind(list(scope), &w.Scopes, &g.ChallengeScopes)},
+		{"SCOPES_SUPPORTED", "openid,profile,email,offline_access", "scopes advertised in the discovery documents; broker mode's default leaves out offline_access", bind(list(scope), &w.Scopes, &g.ChallengeScopes)},
 		{"REQUIRED_SCOPES", "", "scopes every token must carry (403 insufficient_scope otherwise)", bind(list(scope), &g.RequiredScopes)},
 		{"MCP_POLICY", "", "per-tool rules, e.g. tool:delete_*=group:admins; tool:write_file=scope:files:write (docs/policy.md); empty: every call the allow-list admits", bind(mcpPolicy, &g.Policy)},
 		{"BROKER_SCOPE_GRANTS", "", "broker mode: who is granted the scopes MCP_POLICY asks for, e.g. files:write=group:editors; deploy=group:ops|sub:alice (docs/policy.md)", bind(scopeGrants, &c.ScopeGrants)},
-		{"AUTH_SERVER_MODE", "facade", "facade: the gateway advertises itself as the authorization server; direct: the provider's issuer", bind(authServerMode, &w.Mode)},
+		{"AUTH_SERVER_MODE", "facade", "facade: the gateway advertises itself as the authorization server, the provider logs users in; direct: the provider's issuer; broker: the gateway is the authorization server, logs users in at the provider and issues its own tokens", bind(authServerMode, &w.Mode)},
+		{"OIDC_CLIENT_ID", "", "broker mode: the gateway's own client at the provider, whose redirect URI is the origin of RESOURCE_URL + /oauth/callback; empty: STATIC_CLIENT_ID", bind(text, &b.ClientID)},
+		{"OIDC_CLIENT_SECRET", "", "its secret (empty with OIDC_CLIENT_ID set: a public client, PKCE only); both empty: STATIC_CLIENT_SECRET", bind(text, &b.ClientSecret)},
+		{"OIDC_SCOPES", "openid email profile", "broker mode: scopes of the login at the provider, space- or comma-separated (offline_access is added when the provider lists it)", bind(scopeList, &b.UpstreamScopes)},
+		{"BROKER_SECRET", "", "broker mode: at least 32 bytes (openssl rand -base64 32) from which the signing and sealing keys are derived, so restarts and replicas agree; empty: random keys, lost at restart", bind(brokerSecret, &b.Secret)},
+		{"BROKER_SECRET_PREVIOUS", "", "broker mode: the previous BROKER_SECRET during a rotation; what it signed or sealed is still accepted", bind(brokerSecret, &b.PreviousSecret)},
+		{"BROKER_ACCESS_TOKEN_TTL", "1h", "broker mode: lifetime of the gateway's own access tokens", bind(duration(true), &b.AccessTokenTTL)},
+		{"BROKER_SESSION_TTL", "720h", "broker mode: absolute lifetime of a login's refresh tokens (at most 24h when the provider gives no refresh token)", bind(duration(true), &b.SessionTTL)},
+		{"ACCEPT_PROVIDER_TOKENS", "true", "broker mode: also accept the provider's own access tokens (machine clients) when OIDC_AUDIENCE is set and is not OIDC_CLIENT_ID; false: only the gateway's own", bind(boolean, &c.AcceptProviderTokens)},
 		{"CLOCK_SKEW", "30s", "tolerance for exp, nbf and iat", bind(duration(false), &p.ClockSkew)},
 		{"JWKS_REFRESH_COOLDOWN", "30s", "least time between JWKS fetches caused by unknown key ids", bind(duration(true), &p.RefreshCooldown)},
 		{"MAX_TOKEN_BYTES", "16384", "largest bearer token accepted, in bytes", bind(whole(1), &g.MaxTokenBytes)},
-		{"MAX_TOKEN_LIFETIME", "0", "reject tokens whose exp is further than this from now; 0: no limit", bind(duration(false), &p.MaxTokenLifetime)},
+		{"MAX_TOKEN_LIFETIME", "0", "reject the provider's tokens whose exp is further than this from now (not broker mode's own); 0: no limit", bind(duration(false), &p.MaxTokenLifetime)},
 		{"MAX_BODY_BYTES", "10485760", "largest request body forwarded, in bytes (413 beyond)", bind(whole64(1), &g.MaxBodyBytes)},
 		{"TRUSTED_PROXIES", "", "CIDRs whose X-Forwarded-For is believed for the client IP, comma-separated", bind(prefixes, &g.TrustedProxies)},
 		{"SHUTDOWN_GRACE", "10s", "time for in-flight requests, then for the child, to finish on shutdown", bind(duration(false), &l.ShutdownGrace, &s.StopGrace)},
@@ -162,11 +191,8 @@ func settings(c *Config) []setting {
 func concerns() []func(*Config, *problems) {
 	return []func(*Config, *problems){
 		checkProvider, checkResource, checkAllowList, checkUpstream,
-		checkRestarts, checkListen, checkMetrics, checkStaticClient, checkScopeGrants,
-		// TODO(broker wiring): add checkStore when AUTH_SERVER_MODE=broker
-		// and BROKER_SECRET exist here: with STORE_URL set, broker mode
-		// without BROKER_SECRET must refuse to start (issue 15.1), since
-		// replicas sharing a store must seal and sign with the same keys.
+		checkRestarts, checkListen, checkMetrics, checkStaticClient, checkBroker, checkScopeGrants,
+		checkStore,
 	}
 }
 
@@ -177,8 +203,8 @@ func checkProvider(c *Config, p *problems) {
 	if c.Provider.IssuerURL == "" && !p.reported("OIDC_ISSUER_URL") {
 		p.add("OIDC_ISSUER_URL is required (the issuer URL of your OIDC provider)")
 	}
-	if len(c.Provider.Audiences) == 0 && !p.reported("OIDC_AUDIENCE") {
-		p.add("OIDC_AUDIENCE is required (the aud value your provider puts in access tokens; several may be given, comma-separated)")
+	if len(c.Provider.Audiences) == 0 && !c.BrokerMode() && !p.reported("OIDC_AUDIENCE") {
+		p.add("OIDC_AUDIENCE is required (the aud value your provider puts in access tokens; several may be given, comma-separated; AUTH_SERVER_MODE=broker needs none)")
 	}
 }
 
@@ -256,7 +282,7 @@ func checkScopeGrants(c *Config, p *problems) {
 	if c.ScopeGrants == nil {
 		return
 	}
-	if c.WellKnown.Mode != "broker" { // the broker's mode, once AUTH_SERVER_MODE accepts it
+	if !c.BrokerMode() {
 		p.add("BROKER_SCOPE_GRANTS needs AUTH_SERVER_MODE=broker (otherwise the provider decides who gets which scope)")
 		return
 	}
@@ -265,6 +291,81 @@ func checkScopeGrants(c *Config, p *problems) {
 			p.addf("BROKER_SCOPE_GRANTS grants %q, which neither SCOPES_SUPPORTED nor MCP_POLICY names (no client could ask for it)", sc)
 		}
 	}
+}
+
+// checkStore: replicas that share a store must seal and sign with the same
+// keys, so broker mode with STORE_URL needs BROKER_SECRET: random keys
+// would make one replica's codes and tokens garbage at the next.
+func checkStore(c *Config, p *problems) {
+	if c.StoreURL != "" && c.BrokerMode() && c.Broker.Secret == nil && !p.reported("BROKER_SECRET") {
+		p.add("STORE_URL is set in broker mode without BROKER_SECRET: replicas sharing a store must derive the same keys (set BROKER_SECRET, e.g. openssl rand -base64 32)")
+	}
+}
+
+// brokerOnly are the settings only broker mode reads.
+func brokerOnly() []string {
+	return []string{"OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "OIDC_SCOPES", "BROKER_SECRET", "BROKER_SECRET_PREVIOUS",
+		"BROKER_ACCESS_TOKEN_TTL", "BROKER_SESSION_TTL", "ACCEPT_PROVIDER_TOKENS"}
+}
+
+// checkBroker: broker mode's own settings, and what differs in broker
+// mode: the gateway's client at the provider falls back to the static
+// client, which is then never handed out (registration is the broker's);
+// and offline_access is not a scope of the resource (MCP 2026-07-28: not
+// in the protected-resource metadata or a challenge), so the default
+// SCOPES_SUPPORTED leaves it out. Outside broker mode its settings are
+// ignored, with a warning.
+func checkBroker(c *Config, p *problems) {
+	b, w := &c.Broker, &c.WellKnown
+	if !c.BrokerMode() {
+		for _, env := range brokerOnly() {
+			if c.set[env] {
+				c.warnings = append(c.warnings, fmt.Sprintf("%s is set but only AUTH_SERVER_MODE=broker reads it (the mode is %s)", env, w.Mode))
+			}
+		}
+		if !c.AcceptProviderTokens && !p.reported("ACCEPT_PROVIDER_TOKENS") {
+			p.add("ACCEPT_PROVIDER_TOKENS=false needs AUTH_SERVER_MODE=broker (in facade and direct mode the provider's tokens are the only ones)")
+		}
+		return
+	}
+	switch {
+	case b.ClientID == "" && b.ClientSecret != "":
+		p.add("OIDC_CLIENT_SECRET is set without OIDC_CLIENT_ID")
+	case b.ClientID == "":
+		b.ClientID, b.ClientSecret = w.StaticClientID, w.StaticClientSecret
+	}
+	w.StaticClientID, w.StaticClientSecret = "", ""
+	if b.ClientID == "" && !c.dev {
+		p.add("AUTH_SERVER_MODE=broker needs OIDC_CLIENT_ID (or STATIC_CLIENT_ID): the gateway's own client at your provider, whose redirect URI is the origin of RESOURCE_URL + /oauth/callback")
+	}
+	if b.PreviousSecret != nil && b.Secret == nil && !p.reported("BROKER_SECRET") {
+		p.add("BROKER_SECRET_PREVIOUS is set without BROKER_SECRET (during a rotation the new secret is BROKER_SECRET, the old one BROKER_SECRET_PREVIOUS)")
+	}
+	for _, e := range w.RedirectURIs {
+		if err := broker.CheckRedirectURI(e); err != nil {
+			p.addf("REGISTER_REDIRECT_URIS entry rejected in broker mode: %v", err)
+		}
+	}
+	if b.AccessTokenTTL > b.SessionTTL {
+		p.addf("BROKER_ACCESS_TOKEN_TTL (%s) must not exceed BROKER_SESSION_TTL (%s)", b.AccessTokenTTL, b.SessionTTL)
+	}
+	if !c.set["SCOPES_SUPPORTED"] {
+		w.Scopes = without(w.Scopes, "offline_access")
+	}
+	b.Scopes = slices.Clone(w.Scopes) // what clients may be granted
+	w.Scopes = without(w.Scopes, "offline_access")
+	c.Gate.ChallengeScopes = without(c.Gate.ChallengeScopes, "offline_access")
+}
+
+// without returns list without drop, in a new slice.
+func without(list []string, drop string) []string {
+	out := make([]string, 0, len(list))
+	for _, s := range list {
+		if s != drop {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // errHelp is returned by parseConfig when the user asked for --help.
@@ -277,7 +378,7 @@ var errHelp = errors.New("help requested")
 // naming the variable (or flag) of each. dev relaxes what dev mode
 // supplies itself.
 func parseConfig(args []string, getenv func(string) string, dev bool) (*Config, error) {
-	c := &Config{dev: dev}
+	c := &Config{dev: dev, set: map[string]bool{}}
 	for i, a := range args {
 		if a == "--" {
 			c.Supervisor.Args = append([]string{}, args[i+1:]...)
@@ -306,9 +407,11 @@ func parseConfig(args []string, getenv func(string) string, dev bool) (*Config, 
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	for _, s := range all {
 		if given[s.flag()] {
+			c.set[s.env] = true
 			continue
 		}
 		raw := strings.TrimSpace(getenv(s.env))
+		c.set[s.env] = raw != ""
 		if raw == "" {
 			raw = s.def
 		}

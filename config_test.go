@@ -300,18 +300,26 @@ func FuzzParseConfig(f *testing.F) {
 		env := map[string]string{"OIDC_ISSUER_URL": issuer, "OIDC_AUDIENCE": aud, "RESOURCE_URL": resource,
 			"ALLOW_SUBS": subs, "MCP_UPSTREAM_URL": upstream, "RATE_LIMIT_RPM": rpm, "SHUTDOWN_GRACE": grace,
 			"MCP_UPSTREAM_PATH": path, "REGISTER_REDIRECT_URIS": redirects, "STATIC_CLIENT_ID": "id", "STATIC_CLIENT_SECRET": "secret"}
-		c, err := parseConfig(nil, envOf(env), false)
-		if err != nil {
-			return
+		// The same values in facade mode and in broker mode, where the static
+		// client is the gateway's own and OIDC_AUDIENCE is optional.
+		for _, mode := range []string{"facade", "broker"} {
+			env["AUTH_SERVER_MODE"] = mode
+			c, err := parseConfig(nil, envOf(env), false)
+			if err != nil {
+				continue
+			}
+			if c.Upstream == nil || len(c.Gate.AllowSubs) == 0 || c.WellKnown.ResourceURL == "" || c.RateLimitRPM < 1 {
+				t.Fatalf("accepted an incomplete config: %+v", c)
+			}
+			if mode == "broker" && (c.Broker.ClientID != "id" || c.WellKnown.StaticClientID != "") {
+				t.Fatalf("broker mode: client %q at the provider, %q handed out", c.Broker.ClientID, c.WellKnown.StaticClientID)
+			}
+			p, err := build(c, hclog.NewNullLogger(), false)
+			if err != nil {
+				t.Fatalf("%s mode: accepted a config the components refuse: %v", mode, err)
+			}
+			p.endStreams()
 		}
-		if c.Upstream == nil || len(c.Gate.AllowSubs) == 0 || c.WellKnown.ResourceURL == "" || c.RateLimitRPM < 1 {
-			t.Fatalf("accepted an incomplete config: %+v", c)
-		}
-		p, err := build(c, hclog.NewNullLogger(), false)
-		if err != nil {
-			t.Fatalf("accepted a config the components refuse: %v", err)
-		}
-		p.endStreams()
 	})
 }
 

@@ -124,8 +124,8 @@ func TestDevModeWithOwnServer(t *testing.T) {
 			if len(f) == 3 && f[0] == "MCP" && f[1] == "URL:" {
 				mcpURL = f[2]
 			}
-			if len(f) == 1 && strings.HasPrefix(f[0], "eyJ") {
-				token = f[0]
+			if v, ok := strings.CutPrefix(l, "TOKEN='"); ok {
+				token = strings.TrimSuffix(v, "'")
 			}
 		}
 		return mcpURL != "" && token != ""

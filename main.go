@@ -27,6 +27,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	oklog "github.com/oklog/run"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/broker"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/healthz"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/metrics"
@@ -224,6 +225,22 @@ func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
 	}
 	pc.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	pc.Logger = logger.Named("provider")
+	var fb fallback // broker mode: what becomes of tokens that are not the broker's
+	if cfg.BrokerMode() {
+		fb = providerFallback(cfg)
+		pc.Audiences = fb.audiences
+	}
+	var watch *issWatch // facade mode's RFC 9207 warning
+	if wc.Mode == wellknown.ModeFacade {
+		watch = &issWatch{log: logger}
+		onFetch := pc.OnFetch
+		pc.OnFetch = func(kind, result string) {
+			if onFetch != nil {
+				onFetch(kind, result)
+			}
+			watch.fetched()
+		}
+	}
 	p.provider = provider.New(pc)
 
 	// What is remembered across requests (in memory, or in the Redis of
@@ -255,6 +272,10 @@ func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
 	if st.redis != nil { // named in /readyz, never making it 503
 		ready = append(ready, healthz.Check{Name: "store", Part: st.redis})
 	}
+	if watch != nil {
+		watch.md = p.provider
+		ready = append(ready, healthz.Check{Name: "auth_server_mode", Part: watch})
+	}
 	if cfg.Spawned() {
 		sc := cfg.Supervisor
 		sc.Env = childEnvironment(os.Environ())
@@ -276,7 +297,25 @@ func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
 	// the drain waits only for requests that do.
 	streams, endStreams := context.WithCancel(context.Background())
 	gc.Verifier = p.provider
-	gc.Public = publicRoutes(wk, ready)
+	var b *broker.Broker // broker mode's authorization server; nil in the other modes
+	if cfg.BrokerMode() {
+		allow := gate.NewAllowList(gc.AllowSubs, gc.AllowEmails, gc.AllowGroups)
+		if b, err = newBroker(cfg, st, wk, p.provider, allow, logger); err != nil {
+			endStreams()
+			st.close()
+			return nil, err
+		}
+		gc.Verifier = b.WithFallback(nil)
+		if fb.accept {
+			gc.Verifier = b.WithFallback(p.provider)
+		}
+		if fb.warn {
+			logger.Warn("broker mode: " + fb.why)
+		} else {
+			logger.Info("broker mode: "+fb.why, "issuer", b.Issuer())
+		}
+	}
+	gc.Public = publicRoutes(wk, ready, b)
 	gc.ResourceMetadataURL = wk.ResourceMetadataURL()
 	gc.Shutdown = streams
 	gc.Logger = logger.Named("gate")

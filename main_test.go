@@ -150,23 +150,28 @@ func TestDevMode(t *testing.T) {
 		close(lines)
 	}()
 	var mcpURL, token string
+	var script strings.Builder // the printed commands, from TOKEN= to done
 	deadline := time.After(20 * time.Second)
-	for token == "" {
+	for done := false; !done; {
 		select {
 		case l, ok := <-lines:
 			if !ok {
-				t.Fatalf("dev exited before printing a token; stderr:\n%s", stderr.String())
+				t.Fatalf("dev exited before printing its commands; stderr:\n%s", stderr.String())
 			}
 			printed.WriteString(l + "\n")
 			f := strings.Fields(l)
 			if len(f) == 3 && f[0] == "MCP" && f[1] == "URL:" {
 				mcpURL = f[2]
 			}
-			if len(f) == 1 && strings.Count(f[0], ".") == 2 && strings.HasPrefix(f[0], "eyJ") {
-				token = f[0]
+			if v, ok := strings.CutPrefix(l, "TOKEN='"); ok {
+				token = strings.TrimSuffix(v, "'")
 			}
+			if token != "" {
+				script.WriteString(l + "\n")
+			}
+			done = l == "done"
 		case <-deadline:
-			t.Fatalf("dev printed no token; stdout so far:\n%s", printed.String())
+			t.Fatalf("dev printed no token and commands; stdout so far:\n%s", printed.String())
 		}
 	}
 	go func() {
@@ -176,8 +181,13 @@ func TestDevMode(t *testing.T) {
 	if want := "http://127.0.0.1:" + port + "/mcp"; mcpURL != want {
 		t.Errorf("got MCP URL %q, want %q", mcpURL, want)
 	}
-	if !strings.Contains(printed.String(), "NOT FOR PRODUCTION") {
-		t.Error("dev mode does not say loudly that its issuer is for development")
+	for _, want := range []string{"NOT FOR PRODUCTION", "Node 22", "ALLOW_GROUPS=admins", "consent page"} {
+		if !strings.Contains(printed.String(), want) {
+			t.Errorf("dev mode does not say %q:\n%s", want, printed.String())
+		}
+	}
+	if strings.Contains(stderr.String(), "BROKER_SECRET") {
+		t.Errorf("dev mode warns of its random broker keys:\n%s", stderr.String())
 	}
 	waitFor(t, "readiness", 10*time.Second, func() bool {
 		resp, err := http.Get("http://127.0.0.1:" + port + "/readyz")
@@ -198,6 +208,17 @@ func TestDevMode(t *testing.T) {
 	if resp, _ := mcpPost(t, mcpURL, token[:len(token)-4]+"AAAA", toolsList); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("a wrong token: got %d, want 401", resp.StatusCode)
 	}
+	// The printed commands, run as printed: initialize, then tools/list in
+	// the demo server's session (e2e runs them against server-everything).
+	t.Run("printed commands", func(t *testing.T) {
+		if _, err := exec.LookPath("curl"); err != nil {
+			t.Skip("curl is not installed: the printed commands cannot run")
+		}
+		out, err := exec.Command("sh", "-c", script.String()).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"echo"`) {
+			t.Errorf("the printed commands: %v\n%s\nscript:\n%s", err, out, script.String())
+		}
+	})
 
 	// healthcheck against the live gateway, then against nothing.
 	hc := exec.Command(bin, "healthcheck")

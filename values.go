@@ -219,11 +219,39 @@ func oneOf(values ...string) func(string) (string, error) {
 
 // authServerMode is AUTH_SERVER_MODE.
 func authServerMode(s string) (string, error) {
-	m, err := oneOf(wellknown.ModeFacade, wellknown.ModeDirect)(s)
+	m, err := oneOf(wellknown.ModeFacade, wellknown.ModeDirect, wellknown.ModeBroker)(s)
 	if err == nil && m == "" {
-		err = errors.New(`"" is not facade or direct`)
+		err = errors.New(`"" is not facade or direct or broker`)
 	}
 	return m, err
+}
+
+// boolean is a true/false setting.
+func boolean(s string) (bool, error) {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, fmt.Errorf("%q is not true or false", s)
+	}
+	return v, nil
+}
+
+// brokerSecret is BROKER_SECRET or BROKER_SECRET_PREVIOUS: any string of at
+// least 32 bytes, the input keying material of HKDF (RFC 5869). Its value
+// is never repeated in an error.
+func brokerSecret(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	if len(s) < 32 {
+		return nil, fmt.Errorf("is %d bytes long; it must be at least 32 (e.g. the output of openssl rand -base64 32)", len(s))
+	}
+	return []byte(s), nil
+}
+
+// scopeList is a list of scopes separated by spaces (as in OAuth's scope
+// parameter, RFC 6749 §3.3) or commas (as every other list setting).
+func scopeList(s string) ([]string, error) {
+	return list(scope)(strings.Join(strings.Fields(s), ","))
 }
 
 // logLevel is LOG_LEVEL. go-hclog has no fatal level: "fatal" logs errors

@@ -191,6 +191,16 @@ type redirectRule struct {
 	path  string // loopback pattern: required path, "" for any
 }
 
+// CheckRedirectURI reports why one REGISTER_REDIRECT_URIS entry is
+// neither a redirect URI the broker would register nor one of its loopback
+// patterns, or nil: main validates the setting with it in broker mode,
+// naming the variable (the broker's rules are stricter than facade mode's:
+// a private-use scheme needs a dot).
+func CheckRedirectURI(entry string) error {
+	_, err := parseRedirectRule(strings.TrimSpace(entry))
+	return err
+}
+
 func parseRedirectRules(entries []string) ([]redirectRule, error) {
 	var rules []redirectRule
 	for _, e := range entries {

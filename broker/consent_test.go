@@ -27,7 +27,7 @@ func TestConsentPage(t *testing.T) {
 		"Content-Type":    "text/html; charset=utf-8",
 		"X-Frame-Options": "DENY",
 		"Cache-Control":   "no-store",
-		"Referrer-Policy": "no-referrer",
+		"Referrer-Policy": "same-origin", // no-referrer would make the form's Origin "null"
 	} {
 		if got := h.Get(k); got != want {
 			t.Errorf("%s: got %q, want %q", k, got, want)

@@ -21,7 +21,7 @@ button.primary,.button.primary{background:#1f883d;border-color:#1a7f37;color:#ff
 const pagesTemplate = `{{define "head"}}<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <title>{{.}}</title>
 <style>` + pageCSS + `</style>
 </head><body>{{end}}
@@ -118,7 +118,12 @@ func (b *Broker) page(w http.ResponseWriter, status int, data any) {
 	h.Set("Content-Security-Policy", b.csp)
 	h.Set("X-Frame-Options", "DENY") // for browsers without frame-ancestors
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: under no-referrer browsers send
+	// "Origin: null" with the consent form's POST (Fetch standard,
+	// serializing a request origin), which the gate and sameOrigin must
+	// refuse. Other origins (the provider, the client) still get no
+	// Referer.
+	h.Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }

@@ -57,8 +57,7 @@ const steps = args.browser ? await parseSteps(args.browser) : undefined;
 const fetchFn = recordingFetch(result.requests, stamp);
 
 // The 2.x additions: the client's own state check, the discovery state the SDK uses to bind
-// the callback to the authorization server the flow started with (SEP-2352), and a way to
-// spoil the access token.
+// the callback to the authorization server the flow started with (SEP-2352).
 class StrictOAuthProvider extends RecordingOAuthProvider {
   constructor(...a) {
     super(...a);
@@ -76,11 +75,6 @@ class StrictOAuthProvider extends RecordingOAuthProvider {
 
   saveDiscoveryState(state) { this._discovery = state; }
   discoveryState() { return this._discovery; }
-
-  // spoilAccessToken keeps the refresh token but makes the access token one the gateway refuses.
-  spoilAccessToken() {
-    this._tokens = { ...this._tokens, access_token: 'spoiled.by.e2e' };
-  }
 
   async redirectToAuthorization(authorizationUrl) {
     await super.redirectToAuthorization(authorizationUrl);

@@ -6,7 +6,9 @@
 // and a resource read.
 //
 // Usage: node client.mjs <mcp-url> [--login-hint alice@example.com] [--redirect-port 33418]
-//                                  [--expect-denied] [--browser STEPS]
+//                                  [--expect-denied] [--browser STEPS] [--refresh]
+//   --refresh  after the first tools/call, make the access token unusable so the gateway
+//              answers 401 and the SDK refreshes, then call again
 // Prints one JSON object on stdout; exits 0 on success, 1 on failure (the JSON then has
 // "ok": false and "error").
 //
@@ -22,13 +24,14 @@ import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { loginAndConnect, parseSteps, recordingFetch, RecordingOAuthProvider } from './flow.mjs';
 
 function parseArgs(argv) {
-  const out = { url: undefined, loginHint: undefined, redirectPort: 33418, expectDenied: false, browser: undefined };
+  const out = { url: undefined, loginHint: undefined, redirectPort: 33418, expectDenied: false, browser: undefined, refresh: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--login-hint') out.loginHint = argv[++i];
     else if (a === '--redirect-port') out.redirectPort = Number(argv[++i]);
     else if (a === '--expect-denied') out.expectDenied = true;
     else if (a === '--browser') out.browser = argv[++i];
+    else if (a === '--refresh') out.refresh = true;
     else if (!out.url) out.url = a;
     else throw new Error(`unexpected argument ${a}`);
   }
@@ -79,6 +82,12 @@ async function main() {
 
   const echo = await client.callTool({ name: 'echo', arguments: { message: 'hello through the gateway' } });
   result.echo = echo.content?.[0]?.text;
+
+  if (args.refresh) {
+    auth.spoilAccessToken();
+    const again = await client.callTool({ name: 'echo', arguments: { message: 'after the refresh' } });
+    result.echoAfterRefresh = again.content?.[0]?.text;
+  }
 
   const progressTool = result.tools.find((n) => /long.?running/i.test(n));
   if (!progressTool) throw new Error(`no long-running tool among ${result.tools.join(', ')}`);

@@ -44,7 +44,9 @@ type ts2Result struct {
 			Endpoint            string            `json:"endpoint"`
 			Params              map[string]string `json:"params"`
 			CodeChallengeMethod string            `json:"code_challenge_method"`
+			Hops                []string          `json:"hops"`
 		} `json:"authorization"`
+		Browser               browserResult `json:"browser"` // with --browser: the browser part of browser.mjs's report
 		AuthorizationResponse struct {
 			Iss          string `json:"iss"`
 			StateMatches bool   `json:"state_matches"`
@@ -71,9 +73,16 @@ type ts2Result struct {
 // that error.
 func runTS2Client(t *testing.T, g *gateway, extra ...string) ts2Result {
 	t.Helper()
+	return runTS2ClientAt(t, "node", g.resource, extra...)
+}
+
+// runTS2ClientAt runs client-v2.mjs with the given node binary (Node 22 for --browser)
+// against the MCP URL mcpURL.
+func runTS2ClientAt(t *testing.T, node, mcpURL string, extra ...string) ts2Result {
+	t.Helper()
 	needNodeModule(t, "@modelcontextprotocol/client")
-	args := append([]string{"client-v2.mjs", g.resource, "--redirect-port", strconv.Itoa(freePort(t))}, extra...)
-	out, stderr, err := runScript(t, "node", 60*time.Second, nil, args...)
+	args := append([]string{"client-v2.mjs", mcpURL, "--redirect-port", strconv.Itoa(freePort(t))}, extra...)
+	out, stderr, err := runScript(t, node, 60*time.Second, nil, args...)
 	var r ts2Result
 	if jerr := json.Unmarshal(out, &r); jerr != nil {
 		t.Fatalf("client-v2.mjs %v: no JSON report (%v)\nstdout:\n%s\nstderr:\n%s", extra, err, out, stderr)
@@ -243,20 +252,32 @@ func inspectorCLI(t *testing.T) string {
 // and returns the MCP URL and the token it prints; stopped at cleanup.
 func startDev(t *testing.T) (mcpURL, token string) {
 	t.Helper()
+	mcpURL, token, _ = startDevWith(t, nil)
+	return mcpURL, token
+}
+
+// startDevWith is startDev with settings (MCP_SPAWN_CMD, ALLOW_GROUPS, ...) and arguments of
+// its own; it also returns everything dev mode printed up to the token's commands.
+func startDevWith(t *testing.T, settings map[string]string, args ...string) (mcpURL, token, printed string) {
+	t.Helper()
 	port := freePort(t)
 	logPath := filepath.Join(t.TempDir(), "dev.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(harness.bin, "dev")
+	cmd := exec.Command(harness.bin, append([]string{"dev"}, args...)...)
 	cmd.Dir = harness.dir
 	cmd.Env = os.Environ()
 	for _, k := range []string{"OIDC_ISSUER_URL", "OIDC_AUDIENCE", "RESOURCE_URL", "ALLOW_SUBS", "ALLOW_EMAILS", "ALLOW_GROUPS",
-		"MCP_UPSTREAM_URL", "MCP_SPAWN_CMD", "STATIC_CLIENT_ID", "STATIC_CLIENT_SECRET", "AUTH_SERVER_MODE", "LISTEN_HOST"} {
+		"MCP_UPSTREAM_URL", "MCP_SPAWN_CMD", "STATIC_CLIENT_ID", "STATIC_CLIENT_SECRET", "AUTH_SERVER_MODE", "LISTEN_HOST",
+		"OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "BROKER_SECRET", "ACCEPT_PROVIDER_TOKENS"} {
 		cmd.Env = append(cmd.Env, k+"=")
 	}
 	cmd.Env = append(cmd.Env, "PORT="+strconv.Itoa(port))
+	for k, v := range settings {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -266,21 +287,25 @@ func startDev(t *testing.T) (mcpURL, token string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The banner ends with the commands that use the token, from TOKEN= to done.
 	jwtPattern := regexp.MustCompile(`eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+`)
-	printed := make(chan [2]string, 1)
-	var banner strings.Builder
+	banner := make(chan [3]string, 1)
+	var lines strings.Builder
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64*1024), 1<<20)
-		var u string
+		var u, tok string
 		for sc.Scan() {
 			line := sc.Text()
-			banner.WriteString(line + "\n")
+			lines.WriteString(line + "\n")
 			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "MCP URL:"); ok {
 				u = strings.TrimSpace(rest)
 			}
-			if tok := jwtPattern.FindString(line); tok != "" && u != "" {
-				printed <- [2]string{u, tok}
+			if found := jwtPattern.FindString(line); found != "" && u != "" && tok == "" {
+				tok = found
+			}
+			if line == "done" && tok != "" {
+				banner <- [3]string{u, tok, lines.String()}
 				break
 			}
 		}
@@ -294,12 +319,12 @@ func startDev(t *testing.T) (mcpURL, token string) {
 		}
 	})
 	select {
-	case v := <-printed:
-		mcpURL, token = v[0], v[1]
+	case v := <-banner:
+		mcpURL, token, printed = v[0], v[1], v[2]
 	case <-p.done:
 		t.Fatalf("dev mode exited: %v\n%s", p.err, readFile(logPath))
 	case <-time.After(30 * time.Second):
-		t.Fatalf("dev mode printed no MCP URL and token within 30s:\n%s", banner.String())
+		t.Fatalf("dev mode printed no MCP URL, token and commands within 30s") // lines is the reader's
 	}
 	if want := fmt.Sprintf("http://127.0.0.1:%d/mcp", port); mcpURL != want {
 		t.Errorf("dev mode's MCP URL: got %q, want %q", mcpURL, want)
@@ -311,11 +336,11 @@ func startDev(t *testing.T) (mcpURL, token string) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return mcpURL, token
+				return mcpURL, token, printed
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("dev mode not ready after 30s: %v %v", resp, err)
+			t.Fatalf("dev mode not ready after 30s: %v %v\n%s", resp, err, tail(readFile(logPath), 40))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -36,10 +36,12 @@ func (r doctorReport) check(id string) (status, message string) {
 // TestDoctorLogin runs `mcp-oauth-proxy doctor --login` against the gateway
 // in front of oidc-provider: doctor gets a client (the provider's dynamic
 // registration in direct mode, the gateway's static client in facade
-// mode), prints the authorization URL and waits on its loopback listener;
-// the test plays the browser (the provider's scripted login, cookies kept,
-// redirects followed) until the provider redirects to that listener; doctor
-// then checks iss, redeems the code and lists the tools with the token.
+// mode, the gateway's own registration in broker mode), prints the
+// authorization URL and waits on its loopback listener; the test plays the
+// browser (the gateway's consent page in broker mode, the provider's
+// scripted login, cookies kept, redirects followed) until the redirect to
+// that listener; doctor then checks iss, redeems the code and lists the
+// tools with the token.
 func TestDoctorLogin(t *testing.T) {
 	needSuite(t)
 	timed(t, "doctor-login-direct", func(t *testing.T) {
@@ -57,6 +59,25 @@ func TestDoctorLogin(t *testing.T) {
 		}
 		if _, msg := r.check("login.mcp"); !strings.Contains(msg, "echo") {
 			t.Errorf("login.mcp: %q does not list server-everything's echo tool", msg)
+		}
+	})
+	// Broker mode: the gateway is the authorization server; its consent
+	// page comes before the provider's login.
+	timed(t, "doctor-login-broker", func(t *testing.T) {
+		g := startGateway(t, brokerSettings(nil))
+		r, exit := runDoctorLogin(t, g)
+		for _, id := range []string{"challenge", "prm", "prm.resource", "prm.authorization_servers", "as.discovery", "as.issuer", "as.pkce",
+			"as.registration", "as.iss", "login.client", "login.state", "login.iss", "login.authorize", "login.token", "login.mcp",
+			"token", "token.iss", "token.aud", "token.exp", "token.scope"} {
+			if st, msg := r.check(id); st != "ok" {
+				t.Errorf("%s: %q (%s), want ok", id, st, msg)
+			}
+		}
+		if _, msg := r.check("login.iss"); !strings.Contains(msg, g.url) {
+			t.Errorf("login.iss: %q does not name the gateway %s", msg, g.url)
+		}
+		if r.Failed || exit != 0 {
+			t.Errorf("doctor failed (exit %d) against a working broker-mode gateway", exit)
 		}
 	})
 	// Facade mode with a provider that sends iss: doctor predicts the
@@ -173,6 +194,7 @@ func browse(t *testing.T, ctx context.Context, u, loginHint string) []string {
 		if len(via) > 20 {
 			return http.ErrUseLastResponse
 		}
+		req.Header.Del("Origin") // a browser's GET after a 303 carries none
 		return nil
 	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, parsed.String(), nil)
@@ -183,8 +205,24 @@ func browse(t *testing.T, ctx context.Context, u, loginHint string) []string {
 	if err != nil {
 		t.Fatalf("browsing the login: %v (hops %v)", err, hops)
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	// Broker mode: the gateway's consent page first; the user allows.
+	if action, fields, ok := consentForm(string(body), resp.Request.URL); ok && resp.StatusCode == http.StatusOK {
+		hops = append(hops, "consent: allow")
+		fields.Set("decision", "approve")
+		post, err := http.NewRequestWithContext(ctx, http.MethodPost, action, strings.NewReader(fields.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		post.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		post.Header.Set("Origin", resp.Request.URL.Scheme+"://"+resp.Request.URL.Host)
+		if resp, err = client.Do(post); err != nil {
+			t.Fatalf("submitting the consent: %v (hops %v)", err, hops)
+		}
+		body, _ = io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+	}
 	if resp.StatusCode != http.StatusOK || !strings.HasSuffix(resp.Request.URL.Path, "/callback") {
 		t.Errorf("the login ended at %s with %d: %s (hops %v)", resp.Request.URL, resp.StatusCode, body, hops)
 	}

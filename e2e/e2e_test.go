@@ -72,21 +72,16 @@ type tsResult struct {
 			RefreshToken bool           `json:"refresh_token"`
 			Claims       map[string]any `json:"access_token_claims"`
 		} `json:"tokens"`
-		Browser struct { // with --browser
-			Pages []struct {
-				URL    string `json:"url"`
-				Status int    `json:"status"`
-			} `json:"pages"`
-			ConsoleErrors []string        `json:"consoleErrors"`
-			PageErrors    []string        `json:"pageErrors"`
-			Cookies       []browserCookie `json:"cookies"`
-			ElapsedMs     int             `json:"elapsedMs"`
-		} `json:"browser"`
+		Refreshed []struct {
+			Claims map[string]any `json:"access_token_claims"`
+		} `json:"refreshed"`
+		Browser browserResult `json:"browser"` // with --browser: the browser part of browser.mjs's report
 	} `json:"flow"`
-	SessionID   string   `json:"sessionId"`
-	Tools       []string `json:"tools"`
-	Echo        string   `json:"echo"`
-	LongRunning struct {
+	SessionID        string   `json:"sessionId"`
+	Tools            []string `json:"tools"`
+	Echo             string   `json:"echo"`
+	EchoAfterRefresh string   `json:"echoAfterRefresh"` // with --refresh
+	LongRunning      struct {
 		Tool        string           `json:"tool"`
 		Progress    []map[string]any `json:"progress"`
 		Text        string           `json:"text"`

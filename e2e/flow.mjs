@@ -47,8 +47,8 @@ export async function parseSteps(v) {
 }
 
 // authorize plays the user: from the authorization URL to the redirect URI. Without steps it
-// fetches and follows redirects by hand with a cookie jar (the provider's scripted login needs
-// no HTML); with steps, a headless Chromium loads the pages and performs them. It returns the
+// fetches and follows redirects by hand with a cookie jar, approving the gateway's consent page
+// (broker mode) by its form; with steps, a headless Chromium loads the pages and performs them. It returns the
 // redirect URI's query parameters (code, state, iss, or error) and the hops taken.
 export async function authorize(start, redirectUri, steps) {
   if (steps) {
@@ -65,32 +65,77 @@ export async function authorize(start, redirectUri, steps) {
   return followToRedirect(start, redirectUri);
 }
 
-// A browser, minus the HTML: follow redirects, keep cookies, stop at the redirect URI.
+// A browser, minus the rendering: follow redirects, keep cookies, answer the gateway's consent
+// page as the user would, stop at the redirect URI. Any other page ends the walk with an error
+// (the provider's scripted login needs no HTML).
 async function followToRedirect(start, redirectUri) {
   const jar = new Map();
-  let next = start;
+  let req = { url: start, method: 'GET' };
   const hops = [];
   for (let i = 0; i < 20; i++) {
+    const headers = {};
     const cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-    const res = await fetch(next, { redirect: 'manual', headers: cookie ? { cookie } : {} });
+    if (cookie) headers.cookie = cookie;
+    if (req.method === 'POST') {
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+      headers.origin = req.origin; // browsers send it with every POST
+    }
+    const res = await fetch(req.url, { method: req.method, body: req.body, redirect: 'manual', headers });
     for (const sc of res.headers.getSetCookie()) {
       const [pair] = sc.split(';');
       const eq = pair.indexOf('=');
       const name = pair.slice(0, eq).trim();
       const value = pair.slice(eq + 1).trim();
-      if (/expires=Thu, 01 Jan 1970/i.test(sc) || value === '') jar.delete(name); else jar.set(name, value);
+      if (/expires=Thu, 01 Jan 1970/i.test(sc) || /max-age=(0|-)/i.test(sc) || value === '') jar.delete(name); else jar.set(name, value);
     }
-    hops.push(`${res.status} ${new URL(next).pathname}`);
+    hops.push(`${res.status} ${req.method === 'POST' ? 'POST ' : ''}${new URL(req.url).pathname}`);
     const loc = res.headers.get('location');
-    if (res.status < 300 || res.status >= 400 || !loc) {
-      const body = await res.text();
-      throw new Error(`authorization stopped at ${next}: HTTP ${res.status}: ${body.slice(0, 500)}`);
+    if (res.status >= 300 && res.status < 400 && loc) {
+      const target = new URL(loc, req.url);
+      if (target.href.startsWith(redirectUri)) return { params: target.searchParams, hops };
+      req = { url: target.href, method: 'GET' };
+      continue;
     }
-    const target = new URL(loc, next);
-    if (target.href.startsWith(redirectUri)) return { params: target.searchParams, hops };
-    next = target.href;
+    const body = await res.text();
+    const html = res.status === 200 && /^text\/html/.test(res.headers.get('content-type') || '');
+    const form = html ? readForm(body, req.url) : undefined;
+    if (form?.buttons.decision?.includes('approve')) {
+      // The gateway's consent page (broker mode): its form, as the Allow button submits it.
+      form.fields.set('decision', 'approve');
+      req = { url: form.action, method: 'POST', body: form.fields.toString(), origin: new URL(req.url).origin };
+      continue;
+    }
+    throw new Error(`authorization stopped at ${req.url}: HTTP ${res.status}: ${body.slice(0, 500)}`);
   }
   throw new Error('too many redirects during authorization');
+}
+
+// readForm reads the first <form method="post"> of an HTML page as a browser would submit it:
+// its action (resolved against the page's URL), its hidden fields, and its submit buttons' names
+// and values. undefined when the page has no such form.
+export function readForm(html, pageUrl) {
+  const m = /<form\b([^>]*)>([\s\S]*?)<\/form>/i.exec(html);
+  if (!m) return undefined;
+  const attrs = (s) => Object.fromEntries([...s.matchAll(/([a-zA-Z_-]+)="([^"]*)"/g)].map(([, k, v]) => [k.toLowerCase(), unescapeHTML(v)]));
+  const fa = attrs(m[1]);
+  if ((fa.method || 'get').toLowerCase() !== 'post') return undefined;
+  const fields = new URLSearchParams();
+  for (const [, a] of m[2].matchAll(/<input\b([^>]*)>/gi)) {
+    const ia = attrs(a);
+    if (ia.type === 'hidden' && ia.name) fields.set(ia.name, ia.value ?? '');
+  }
+  const buttons = {};
+  for (const [, a] of m[2].matchAll(/<button\b([^>]*)>/gi)) {
+    const ba = attrs(a);
+    if (ba.name) (buttons[ba.name] ??= []).push(ba.value ?? '');
+  }
+  return { action: new URL(fa.action || pageUrl, pageUrl).href, fields, buttons };
+}
+
+function unescapeHTML(s) {
+  return s.replace(/&#x([0-9a-f]+);/gi, (_, h) => String.fromCodePoint(parseInt(h, 16)))
+    .replace(/&#(\d+);/g, (_, d) => String.fromCodePoint(Number(d)))
+    .replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
 }
 
 // RecordingOAuthProvider is the OAuthClientProvider both SDK lines accept (2.x adds optional
@@ -143,6 +188,12 @@ export class RecordingOAuthProvider {
     };
     if (!this._result.flow.tokens) this._result.flow.tokens = saved;
     else (this._result.flow.refreshed ??= []).push(saved);
+  }
+
+  // spoilAccessToken keeps the refresh token but makes the access token one the gateway
+  // refuses, so the next MCP request gets a 401 and the SDK refreshes (--refresh).
+  spoilAccessToken() {
+    this._tokens = { ...this._tokens, access_token: 'spoiled.by.e2e' };
   }
 
   saveCodeVerifier(v) { this._verifier = v; }

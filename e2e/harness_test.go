@@ -26,6 +26,10 @@ import (
 const (
 	staticClientID     = "e2e-static"
 	staticClientSecret = "e2e-static-secret"
+	// The gateway's own client at the provider in broker mode (provider.mjs's default).
+	gatewayClientID     = "e2e-gateway"
+	gatewayClientSecret = "e2e-gateway-secret"
+	brokerSecret        = "an e2e broker secret of more than 32 bytes"
 	// The provider advertises exactly one secret-based method, so there is one right answer
 	// for the token_endpoint_auth_method the gateway hands out with the static client.
 	providerAuthMethods = "none,client_secret_post"
@@ -445,7 +449,8 @@ func startGateway(t *testing.T, settings map[string]string) *gateway {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = os.Environ()
 	for _, k := range []string{"OIDC_ISSUER_URL", "OIDC_AUDIENCE", "RESOURCE_URL", "ALLOW_SUBS", "ALLOW_EMAILS", "ALLOW_GROUPS",
-		"MCP_UPSTREAM_URL", "MCP_UPSTREAM_PATH", "STATIC_CLIENT_ID", "STATIC_CLIENT_SECRET", "AUTH_SERVER_MODE", "RATE_LIMIT_RPM"} {
+		"MCP_UPSTREAM_URL", "MCP_UPSTREAM_PATH", "STATIC_CLIENT_ID", "STATIC_CLIENT_SECRET", "AUTH_SERVER_MODE", "RATE_LIMIT_RPM",
+		"OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "BROKER_SECRET", "BROKER_SECRET_PREVIOUS", "ACCEPT_PROVIDER_TOKENS"} {
 		cmd.Env = append(cmd.Env, k+"=") // nothing from the caller's environment leaks in
 	}
 	for k, v := range env {

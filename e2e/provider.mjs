@@ -21,6 +21,9 @@
 //   SHORT_TOKEN_TTL          lifetime for the svc-short client's tokens (default 2)
 //   STATIC_CLIENT_ID/SECRET  the pre-registered confidential client (default e2e-static / e2e-static-secret)
 //   STATIC_CLIENT_AUTH_METHOD its token endpoint auth method (default client_secret_post)
+//   GATEWAY_CLIENT_ID/SECRET  the client of a gateway in broker mode, which logs users in here as
+//                            an ordinary OIDC client (default e2e-gateway / e2e-gateway-secret);
+//                            its redirect URI is http://127.0.0.1/oauth/callback on any port
 //   CLIENT_AUTH_METHODS      advertised/accepted methods (default none,client_secret_basic,client_secret_post)
 //   SERVICE_CLIENTS          id:secret,... for client_credentials (default svc-allowed, svc-denied, svc-short, svc-other)
 //   DEFAULT_RESOURCE         resource used when a client_credentials request names none
@@ -40,6 +43,8 @@ const shortTTL = Number(env.SHORT_TOKEN_TTL || 2);
 const staticId = env.STATIC_CLIENT_ID || 'e2e-static';
 const staticSecret = env.STATIC_CLIENT_SECRET || 'e2e-static-secret';
 const staticAuth = env.STATIC_CLIENT_AUTH_METHOD || 'client_secret_post';
+const gatewayId = env.GATEWAY_CLIENT_ID || 'e2e-gateway';
+const gatewaySecret = env.GATEWAY_CLIENT_SECRET || 'e2e-gateway-secret';
 const authMethods = (env.CLIENT_AUTH_METHODS || 'none,client_secret_basic,client_secret_post').split(',').map((s) => s.trim()).filter(Boolean);
 const defaultLogin = env.DEFAULT_LOGIN || 'alice@example.com';
 const interactive = env.PROVIDER_INTERACTIVE === '1';
@@ -98,6 +103,17 @@ const provider = new Provider(issuer, {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: staticAuth,
+    },
+    {
+      // A gateway in broker mode: one redirect URI, <origin>/oauth/callback. Loopback and native,
+      // so the port of each test's gateway is accepted (RFC 8252 §7.3).
+      client_id: gatewayId,
+      client_secret: gatewaySecret,
+      application_type: 'native',
+      redirect_uris: ['http://127.0.0.1/oauth/callback'],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: authMethods.includes('client_secret_post') ? 'client_secret_post' : 'client_secret_basic',
     },
     ...serviceClients.map(({ id, secret }) => ({
       client_id: id,

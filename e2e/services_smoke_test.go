@@ -101,7 +101,7 @@ func TestNginxHelper(t *testing.T) {
 		if seen["a"] != 2 || seen["b"] != 2 {
 			t.Errorf("want 2 requests at each upstream (round robin), got %v", seen)
 		}
-		used := n.upstreamsUsed()
+		used := n.upstreamsUsed(4)
 		if len(used) != 4 || used[0] == used[1] {
 			t.Errorf("access log: want 4 requests alternating upstreams, got %v", used)
 		}

@@ -314,14 +314,25 @@ http {
 	}
 }
 
-// upstreamsUsed lists, for each request nginx has logged so far, the upstream that served it
-// ("host:port", or several separated by ", " when nginx tried more than one).
-func (n *nginxServer) upstreamsUsed() []string {
+// upstreamsUsed lists, for each request nginx has logged, the upstream that served it
+// ("host:port", or several separated by ", " when nginx tried more than one), once at least
+// want requests are logged (or after 5 s, with what there is).
+func (n *nginxServer) upstreamsUsed(want int) []string {
+	// nginx writes a request's access-log line in its log phase, after the
+	// response went out: a client can have its answer before the line is
+	// there. Wait (briefly) for want lines.
 	var out []string
-	for _, line := range strings.Split(strings.TrimSpace(readFile(n.accessLog)), "\n") {
-		if _, up, ok := strings.Cut(line, " | "); ok {
-			out = append(out, up)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out = out[:0]
+		for _, line := range strings.Split(strings.TrimSpace(readFile(n.accessLog)), "\n") {
+			if _, up, ok := strings.Cut(line, " | "); ok {
+				out = append(out, up)
+			}
 		}
+		if len(out) >= want || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return out
 }

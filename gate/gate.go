@@ -20,7 +20,7 @@
 //
 //	request ID (X-Request-Id kept if well-formed, else generated; on the response and to the upstream)
 //	-> a chunked body (or HTTP/1.0) closes the connection after the answer (RFC 9112 §6.1)
-//	-> CORS (preflight answered here; a foreign Origin is 403)
+//	-> CORS by the route's policy (preflight answered here; a foreign Origin is 403)
 //	-> protocol upgrade? (400 and the connection closed, on every route: never a tunnel)
 //	-> path hygiene on the raw request target (400/414)
 //	-> public route? (exact method and path; 405 for another method; unknown /.well-known/ is 404)
@@ -182,7 +182,29 @@ type Route struct {
 	Method  string
 	Path    string
 	Handler http.Handler
+
+	// CORS is how the route answers browsers (Fetch standard, CORS
+	// protocol): CORSAllowed, CORSAnyOrigin or CORSSameOrigin. Every route
+	// of one path must say the same. Empty means CORSAllowed.
+	CORS string
 }
+
+// CORS policies of a public Route.
+const (
+	// CORSAllowed: as the MCP endpoint, only the origins of CORSOrigins;
+	// another Origin is 403.
+	CORSAllowed = ""
+	// CORSAnyOrigin: any origin, never with credentials
+	// (Access-Control-Allow-Origin: *): for documents and endpoints that
+	// read no cookie (metadata, token, registration, revocation, keys),
+	// which browser-based OAuth clients call from their own origin.
+	CORSAnyOrigin = "any"
+	// CORSSameOrigin: the gateway's own origin only (the origin of
+	// ResourceMetadataURL); another Origin is 403 and no other origin is
+	// ever allowed to read the answer: for pages and form posts that read
+	// the gateway's cookies, which a browser reaches by navigation.
+	CORSSameOrigin = "same-origin"
+)
 
 // Defaults for the zero values of Config.
 const (
@@ -346,11 +368,12 @@ type gate struct {
 	upstreamPath string // "" or "/x" (no trailing slash), escaped form in upstreamRaw
 	upstreamRaw  string
 
-	public map[string]map[string]http.Handler // path -> method -> handler
-	allow  map[string][]string                // path -> Allow header value
+	public     map[string]map[string]http.Handler // path -> method -> handler
+	allow      map[string][]string                // path -> Allow header value
+	publicCORS map[string]*cors                   // path -> its CORS, when not g.cors
 
-	allowSubs, allowEmails, allowGroups map[string]struct{}
-	requiredScopes                      []string
+	allowList      *AllowList
+	requiredScopes []string
 
 	maxTokenBytes int
 	maxBodyBytes  int64
@@ -394,9 +417,8 @@ func New(cfg Config) (http.Handler, error) {
 		restarts:       cfg.UpstreamRestarts,
 		public:         map[string]map[string]http.Handler{},
 		allow:          map[string][]string{},
-		allowSubs:      set(cfg.AllowSubs, false),
-		allowEmails:    set(cfg.AllowEmails, true),
-		allowGroups:    set(cfg.AllowGroups, false),
+		publicCORS:     map[string]*cors{},
+		allowList:      NewAllowList(cfg.AllowSubs, cfg.AllowEmails, cfg.AllowGroups),
 		requiredScopes: cfg.RequiredScopes,
 		maxTokenBytes:  cfg.MaxTokenBytes,
 		maxBodyBytes:   cfg.MaxBodyBytes,
@@ -432,6 +454,7 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	g.upstreamPath, g.upstreamRaw = up, up // needs no escaping (Config.UpstreamPath)
 
+	policies := map[string]string{} // path -> Route.CORS
 	for _, rt := range cfg.Public {
 		if rt.Handler == nil || rt.Method == "" {
 			return nil, fmt.Errorf("new gate: public route %q needs a method and a handler", rt.Path)
@@ -448,6 +471,10 @@ func New(cfg Config) (http.Handler, error) {
 			return nil, fmt.Errorf("new gate: public route %s %s listed twice", rt.Method, rt.Path)
 		}
 		m[rt.Method] = rt.Handler
+		if policies[rt.Path] != rt.CORS && len(m) > 1 {
+			return nil, fmt.Errorf("new gate: public routes of %q differ in CORS policy", rt.Path)
+		}
+		policies[rt.Path] = rt.CORS
 	}
 	for path, m := range g.public {
 		if h, ok := m[http.MethodGet]; ok {
@@ -464,6 +491,18 @@ func New(cfg Config) (http.Handler, error) {
 	}
 
 	g.cors = newCORS(cfg.CORSOrigins)
+	anyOrigin, sameOrigin := newCORS([]string{"*"}), newCORS([]string{selfOrigin(cfg.ResourceMetadataURL)})
+	for path, policy := range policies {
+		switch policy {
+		case CORSAllowed:
+		case CORSAnyOrigin:
+			g.publicCORS[path] = &anyOrigin
+		case CORSSameOrigin:
+			g.publicCORS[path] = &sameOrigin
+		default:
+			return nil, fmt.Errorf("new gate: public route %q: unknown CORS policy %q", path, policy)
+		}
+	}
 	g.chal = newChallenges(cfg.ResourceMetadataURL, withoutOfflineAccess(cfg.ChallengeScopes), cfg.RequiredScopes)
 
 	g.audit = newSampler(g.log, 20, g.now)
@@ -560,8 +599,13 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *gate) serve(w *recorder, r *http.Request) {
 	// CORS first: a preflight never needs a token (Fetch standard), and a
 	// foreign Origin is refused before anything else (MCP transport spec,
-	// DNS rebinding).
-	if done := g.cors.handle(w, r); done {
+	// DNS rebinding). A public route may have a policy of its own; the
+	// lookup is by the exact raw path, so an unclean one gets g.cors.
+	cp := &g.cors
+	if pc, ok := g.publicCORS[r.URL.Path]; ok && r.URL.RawPath == "" {
+		cp = pc
+	}
+	if done := cp.handle(w, r); done {
 		if w.status == http.StatusForbidden {
 			w.class, w.reason = ClassRejected, RejectOrigin
 			g.audit.rejected(http.StatusForbidden, "origin not allowed", "", w, r)
@@ -611,7 +655,7 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		return
 	}
 
-	if !g.allowed(id) {
+	if !g.allowList.Allows(id) {
 		g.reject(w, r, http.StatusForbidden, RejectForbidden, "identity not on the allow-list", id.Subject, bodyForbidden)
 		return
 	}
@@ -847,22 +891,61 @@ func (g *gate) invalidToken(w *recorder, r *http.Request, reason, desc string) {
 	g.reject(w, r, http.StatusUnauthorized, reason, "invalid token: "+desc, "", respond.ErrorBody("invalid_token", desc))
 }
 
-// allowed applies the allow-list.
-func (g *gate) allowed(id *provider.Identity) bool {
-	if _, ok := g.allowSubs[id.Subject]; ok {
+// AllowList is the allow-list (ALLOW_SUBS, ALLOW_EMAILS, ALLOW_GROUPS), the
+// one rule of who may pass: the gate asks it on every request, and main
+// hands its Allows to broker mode's login and refresh, so both decide
+// alike. Create it with NewAllowList; it is read-only and safe for
+// concurrent use.
+type AllowList struct {
+	subs, emails, groups map[string]struct{}
+}
+
+// NewAllowList builds the allow-list: an identity passes if its subject,
+// its email (only when verified) or any of its groups is listed. Subjects
+// and groups compare byte for byte; emails with ASCII letters folded to
+// lower case and every other byte exact (no Unicode folding: U+212A KELVIN
+// SIGN is not "k"). All empty: nobody passes.
+func NewAllowList(subs, emails, groups []string) *AllowList {
+	return &AllowList{subs: set(subs, false), emails: set(emails, true), groups: set(groups, false)}
+}
+
+// Allows reports whether id is on the allow-list.
+func (a *AllowList) Allows(id *provider.Identity) bool {
+	if id == nil {
+		return false
+	}
+	if _, ok := a.subs[id.Subject]; ok {
 		return true
 	}
-	if id.Email != "" && id.EmailVerified && len(g.allowEmails) > 0 {
-		if _, ok := g.allowEmails[lowerASCIIString(id.Email)]; ok {
+	if id.Email != "" && id.EmailVerified && len(a.emails) > 0 {
+		if _, ok := a.emails[lowerASCIIString(id.Email)]; ok {
 			return true
 		}
 	}
 	for _, grp := range id.Groups {
-		if _, ok := g.allowGroups[grp]; ok {
+		if _, ok := a.groups[grp]; ok {
 			return true
 		}
 	}
 	return false
+}
+
+// selfOrigin is the gateway's own origin as browsers send it in Origin
+// (RFC 6454 §6.2: lower-case scheme and host, no default port), from the
+// absolute resource metadata URL; "" if it has none.
+func selfOrigin(resourceMetadataURL string) string {
+	u, err := url.Parse(resourceMetadataURL)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port == "" || scheme == "https" && port == "443" || scheme == "http" && port == "80" {
+		return scheme + "://" + host
+	}
+	return scheme + "://" + host + ":" + port
 }
 
 // lowerASCIIString folds s's ASCII letters to lower case and leaves every

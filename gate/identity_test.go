@@ -1,7 +1,6 @@
 package gate
 
 import (
-	"net/url"
 	"testing"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
@@ -19,8 +18,8 @@ func asciiLowered(s string) string {
 	return string(b)
 }
 
-// FuzzIdentityCompare checks the allow-list's comparisons through a real
-// gate: a listed email matches a token's verified email if and only if
+// FuzzIdentityCompare checks the allow-list's comparisons (AllowList, which
+// the gate and broker mode's login both use): a listed email matches a token's verified email if and only if
 // their ASCII-lowercased forms are byte-equal (so no Unicode folding: U+212A
 // KELVIN SIGN is not "k", U+017F LONG S is not "s", "İ" is not "i"); a
 // listed sub or group matches only itself, byte for byte.
@@ -38,33 +37,23 @@ func FuzzIdentityCompare(f *testing.F) {
 	} {
 		f.Add(seed[0], seed[1])
 	}
-	u, _ := url.Parse("http://127.0.0.1:1")
 	f.Fuzz(func(t *testing.T, listed, presented string) {
-		// One gate per list, so a match can only come from the list tested.
-		only := func(mod func(*Config)) *gate {
-			cfg := Config{Verifier: refuseAll{}, Upstream: Static(u), ResourceMetadataURL: testMetadataURL}
-			mod(&cfg)
-			h, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return h.(*gate)
-		}
-		emails := only(func(c *Config) { c.AllowEmails = []string{listed} })
-		subs := only(func(c *Config) { c.AllowSubs = []string{listed} })
-		groups := only(func(c *Config) { c.AllowGroups = []string{listed} })
+		// One list each, so a match can only come from the list tested.
+		emails := NewAllowList(nil, []string{listed}, nil)
+		subs := NewAllowList([]string{listed}, nil, nil)
+		groups := NewAllowList(nil, nil, []string{listed})
 
 		verified := &provider.Identity{Subject: presented, Email: presented, EmailVerified: true, Groups: []string{presented}}
-		if got, want := emails.allowed(verified), listed != "" && presented != "" && asciiLowered(listed) == asciiLowered(presented); got != want {
+		if got, want := emails.Allows(verified), listed != "" && presented != "" && asciiLowered(listed) == asciiLowered(presented); got != want {
 			t.Errorf("email %q against ALLOW_EMAILS %q: allowed %v, want %v", presented, listed, got, want)
 		}
-		if emails.allowed(&provider.Identity{Subject: presented, Email: presented}) {
+		if emails.Allows(&provider.Identity{Subject: presented, Email: presented}) {
 			t.Errorf("unverified email %q against ALLOW_EMAILS %q: allowed", presented, listed)
 		}
-		if got, want := subs.allowed(verified), listed != "" && presented == listed; got != want {
+		if got, want := subs.Allows(verified), listed != "" && presented == listed; got != want {
 			t.Errorf("sub %q against ALLOW_SUBS %q: allowed %v, want %v", presented, listed, got, want)
 		}
-		if got, want := groups.allowed(verified), listed != "" && presented == listed; got != want {
+		if got, want := groups.Allows(verified), listed != "" && presented == listed; got != want {
 			t.Errorf("group %q against ALLOW_GROUPS %q: allowed %v, want %v", presented, listed, got, want)
 		}
 	})

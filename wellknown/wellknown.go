@@ -9,6 +9,9 @@
 //   - in facade mode with a static client, RFC 7591 registration answered
 //     with the pre-created client.
 //
+// In broker mode it serves the protected-resource metadata alone: package
+// broker serves the authorization-server metadata and registration.
+//
 // It does not fetch the provider's discovery document (package provider does,
 // with caching, background refresh and stale serving), route requests or
 // answer unknown paths (package gate does, and answers a wrong method before
@@ -37,6 +40,10 @@ import (
 const (
 	ModeFacade = "facade"
 	ModeDirect = "direct"
+	// ModeBroker: the gateway is itself the authorization server (package
+	// broker serves its metadata and registration); the protected-resource
+	// metadata names the gateway's origin, as in facade mode.
+	ModeBroker = "broker"
 )
 
 // Paths served by this package.
@@ -75,8 +82,9 @@ type Config struct {
 	ResourceURL string
 
 	// Mode is ModeFacade (the gateway advertises itself as the authorization
-	// server) or ModeDirect (it advertises the provider's issuer). Empty
-	// means ModeFacade.
+	// server), ModeDirect (it advertises the provider's issuer) or
+	// ModeBroker (it advertises itself, and serves nothing else here).
+	// Empty means ModeFacade.
 	Mode string
 
 	// IssuerURL is the provider's issuer as configured. In direct mode it is
@@ -155,8 +163,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Mode == "" {
 		cfg.Mode = ModeFacade
 	}
-	if cfg.Mode != ModeFacade && cfg.Mode != ModeDirect {
-		return nil, fmt.Errorf("new wellknown: mode %q is neither %q nor %q", cfg.Mode, ModeFacade, ModeDirect)
+	if cfg.Mode != ModeFacade && cfg.Mode != ModeDirect && cfg.Mode != ModeBroker {
+		return nil, fmt.Errorf("new wellknown: mode %q is not %q, %q or %q", cfg.Mode, ModeFacade, ModeDirect, ModeBroker)
 	}
 	u, err := parseResourceURL(cfg.ResourceURL)
 	if err != nil {
@@ -247,6 +255,12 @@ func parseResourceURL(raw string) (*url.URL, error) {
 func (s *Server) ProtectedResourcePaths() []string {
 	return append([]string(nil), s.prmPaths...)
 }
+
+// Origin is the gateway's origin as RESOURCE_URL gives it
+// (scheme://host[:port]): the authorization_servers entry of the
+// protected-resource metadata in facade and broker mode, which broker mode's
+// issuer must equal exactly (RFC 8414 §3.3).
+func (s *Server) Origin() string { return s.origin }
 
 // ResourceMetadataURL is the absolute URL of the protected-resource metadata
 // for RESOURCE_URL, for the resource_metadata parameter of every challenge

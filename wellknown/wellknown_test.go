@@ -427,6 +427,31 @@ func TestDirectServesNoAuthorizationServer(t *testing.T) {
 	}
 }
 
+// TestBrokerServesTheProtectedResourceAlone: in broker mode the broker
+// serves the authorization-server metadata and registration; the
+// protected-resource metadata names the gateway's origin, exactly as
+// Origin gives it for the broker's issuer.
+func TestBrokerServesTheProtectedResourceAlone(t *testing.T) {
+	s := newServer(t, Config{ResourceURL: "https://MCP.example.com:8443/mcp", Mode: ModeBroker, Scopes: []string{"openid"}})
+	if got := s.AuthorizationServerPaths(); len(got) != 0 {
+		t.Errorf("AuthorizationServerPaths() = %q, want none", got)
+	}
+	if got := s.RegisterPath(); got != "" {
+		t.Errorf("RegisterPath() = %q, want none", got)
+	}
+	if got, want := s.Origin(), "https://MCP.example.com:8443"; got != want {
+		t.Errorf("Origin() = %q, want %q", got, want)
+	}
+	ts := serve(t, s)
+	m := get(t, ts.URL+ProtectedResourcePath+"/mcp").json(t)
+	if as, _ := m["authorization_servers"].([]any); len(as) != 1 || as[0] != s.Origin() {
+		t.Errorf("authorization_servers = %v, want [%q]", m["authorization_servers"], s.Origin())
+	}
+	if _, err := New(Config{ResourceURL: "https://mcp.example.com", Mode: ModeBroker, StaticClientID: "id", StaticClientSecret: "s"}); err == nil {
+		t.Error("New accepted a static client in broker mode")
+	}
+}
+
 func TestDocCacheBuildsOncePerDocument(t *testing.T) {
 	var c docCache
 	builds := 0
