@@ -76,7 +76,7 @@ func (s *cimdServer) fetches(path string) int {
 }
 
 // cimdSettings are broker mode's settings that trust the document server: its certificate
-// (SSL_CERT_FILE, read by Go's crypto/x509 at the gateway's start) and its loopback host
+// (SSL_CERT_FILE, read once by Go's crypto/x509 in the gateway) and its loopback host
 // (CIMD_ALLOW_HOSTS; without it the SSRF rules refuse 127.0.0.1).
 func cimdSettings(s *cimdServer, extra map[string]string) map[string]string {
 	set := map[string]string{"SSL_CERT_FILE": s.certFile, "CIMD_ALLOW_HOSTS": s.host()}
