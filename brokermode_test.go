@@ -6,10 +6,12 @@ import (
 	"html"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -389,6 +391,8 @@ func TestBrokerModeConfig(t *testing.T) {
 		{"broker scopes: no offline_access by default", strings.Join(c.Broker.Scopes, ","), "openid,profile,email"},
 		{"advertised scopes", strings.Join(c.WellKnown.Scopes, ","), "openid,profile,email"},
 		{"challenged scopes", strings.Join(c.Gate.ChallengeScopes, ","), "openid,profile,email"},
+		{"metadata documents accepted (by default)", c.Broker.DisableCIMD, false},
+		{"no CIMD allow hosts (by default)", len(c.Broker.CIMDAllowHosts), 0},
 	} {
 		if ch.got != ch.want {
 			t.Errorf("%s: got %v, want %v", ch.name, ch.got, ch.want)
@@ -418,14 +422,32 @@ func TestBrokerModeConfig(t *testing.T) {
 		t.Errorf("a public gateway client: %v %q/%q", err, c.Broker.ClientID, c.Broker.ClientSecret)
 	}
 
+	// CIMD's settings: the off switch, and the allow list as the broker
+	// reads it; hosts allowed while nothing is fetched draw a warning.
+	env = brokerEnv()
+	env["CIMD_ENABLED"] = "false"
+	env["CIMD_ALLOW_HOSTS"] = " 127.0.0.1:8443, [::1]:9000,,clients.internal "
+	if c, err = parseConfig(nil, envOf(env), false); err != nil {
+		t.Fatalf("parseConfig: %v", err)
+	}
+	if got := strings.Join(c.Broker.CIMDAllowHosts, " "); !c.Broker.DisableCIMD || got != "127.0.0.1:8443 [::1]:9000 clients.internal" {
+		t.Errorf("CIMD settings: DisableCIMD %v, allow hosts %q", c.Broker.DisableCIMD, got)
+	}
+	if w := strings.Join(c.warnings, "\n"); !strings.Contains(w, "CIMD_ALLOW_HOSTS is set but CIMD_ENABLED=false") {
+		t.Errorf("warnings %q", w)
+	}
+
 	// Broker settings outside broker mode are ignored, with a warning.
 	env = validEnv()
 	env["BROKER_SECRET"] = brokerTestSecret
 	env["OIDC_SCOPES"] = "openid"
+	env["CIMD_ALLOW_HOSTS"] = "127.0.0.1:8443"
+	env["CIMD_ENABLED"] = "false"
 	if c, err = parseConfig(nil, envOf(env), false); err != nil {
 		t.Fatalf("parseConfig: %v", err)
 	}
-	if w := strings.Join(c.warnings, "\n"); !strings.Contains(w, "BROKER_SECRET is set but only AUTH_SERVER_MODE=broker reads it") || !strings.Contains(w, "OIDC_SCOPES") {
+	if w := strings.Join(c.warnings, "\n"); !strings.Contains(w, "BROKER_SECRET is set but only AUTH_SERVER_MODE=broker reads it") || !strings.Contains(w, "OIDC_SCOPES") ||
+		!strings.Contains(w, "CIMD_ALLOW_HOSTS is set but only AUTH_SERVER_MODE=broker reads it") || !strings.Contains(w, "CIMD_ENABLED is set but only") {
 		t.Errorf("warnings %q", w)
 	}
 	if strings.Contains(strings.Join(c.warnings, " "), brokerTestSecret) {
@@ -461,6 +483,11 @@ func TestBrokerModeConfigErrors(t *testing.T) {
 		{"audience still required in facade mode", func(m map[string]string) { m["AUTH_SERVER_MODE"] = "facade" }, []string{"OIDC_AUDIENCE is required"}, ""},
 		{"a private-use redirect scheme without a dot", func(m map[string]string) { m["REGISTER_REDIRECT_URIS"] = "myapp:/cb" },
 			[]string{"REGISTER_REDIRECT_URIS entry rejected in broker mode", "must contain a dot"}, ""},
+		{"a CIMD allow host with a scheme", func(m map[string]string) { m["CIMD_ALLOW_HOSTS"] = "localhost:8443,https://client.example" },
+			[]string{`CIMD_ALLOW_HOSTS entry "https://client.example": give host or host:port, without a scheme or path`}, ""},
+		{"a CIMD allow host with a bad port", func(m map[string]string) { m["CIMD_ALLOW_HOSTS"] = "client.example:99999" },
+			[]string{`CIMD_ALLOW_HOSTS entry "client.example:99999": the port is not a number from 1 to 65535`}, ""},
+		{"a bad CIMD switch", func(m map[string]string) { m["CIMD_ENABLED"] = "off-ish" }, []string{`CIMD_ENABLED "off-ish" is not true or false`}, ""},
 		{"bad mode", func(m map[string]string) { m["AUTH_SERVER_MODE"] = "brokered" }, []string{`AUTH_SERVER_MODE "brokered" is not facade or direct or broker`}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -527,5 +554,67 @@ func TestBrokerSecretWarning(t *testing.T) {
 	r.addr(t)
 	if s := r.stderr.String(); !strings.Contains(s, `"@level":"warn"`) || !strings.Contains(s, "BROKER_SECRET is not set") || !strings.Contains(s, "will not survive a restart") {
 		t.Errorf("no warning of random keys:\n%s", s)
+	}
+}
+
+// TestBrokerModeCIMD: CIMD's settings reach the broker. A host of
+// CIMD_ALLOW_HOSTS may serve a client's metadata document on loopback over
+// plain http (nothing else may), and its client logs in without
+// registering; with CIMD_ENABLED=false the metadata does not advertise
+// metadata documents and such a client_id is refused (invalid_client)
+// without a fetch.
+func TestBrokerModeCIMD(t *testing.T) {
+	var fetches atomic.Int32
+	var id string
+	docs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"client_id": id, "client_name": "Root Doc Client", "redirect_uris": []string{"http://127.0.0.1/callback"},
+			"grant_types": []string{"authorization_code", "refresh_token"}, "token_endpoint_auth_method": "none",
+		})
+	}))
+	t.Cleanup(docs.Close)
+	id = docs.URL + "/client.json"
+	host := strings.TrimPrefix(docs.URL, "http://")
+	c := oauthClient{id: id, redirect: "http://127.0.0.1:" + freePort(t) + "/callback"}
+
+	advertised := func(g *brokerGateway) (bool, bool) {
+		var md map[string]any
+		getJSONDoc(t, g.base+"/.well-known/oauth-authorization-server", &md)
+		v, ok := md["client_id_metadata_document_supported"]
+		return v == true, ok
+	}
+
+	g := startBroker(t, map[string]string{"CIMD_ALLOW_HOSTS": host})
+	if on, _ := advertised(g); !on {
+		t.Error("the metadata does not advertise client_id_metadata_document_supported: true by default")
+	}
+	a := newAuthRequest(c, g.mcp)
+	last, b := authorize(t, g.base, a, alice)
+	q := callback(t, last, a)
+	tr := redeem(t, g.base, a, q.Get("code"))
+	if tr.status != http.StatusOK || jwtPayload(t, tr.AccessToken)["client_id"] != id {
+		t.Fatalf("redeem as the document's client: %d %s (pages %v)", tr.status, tr.Error, b.pages)
+	}
+	if resp, body := mcpPost(t, g.mcp, tr.AccessToken, toolsList); resp.StatusCode != http.StatusOK {
+		t.Fatalf("tools/list as the document's client: %d %.200s", resp.StatusCode, body)
+	}
+
+	// The same document without CIMD_ALLOW_HOSTS: loopback over http is refused.
+	g = startBroker(t, nil)
+	before := fetches.Load()
+	p := newBrowserClient(t, c.redirect).get(t, newAuthRequest(c, g.mcp).url(g.base))
+	if p.status != http.StatusBadRequest || !strings.Contains(p.body, "only https URLs are fetched") || fetches.Load() != before {
+		t.Errorf("without CIMD_ALLOW_HOSTS: %d, %d fetches: %.600s", p.status, fetches.Load()-before, p.body)
+	}
+
+	g = startBroker(t, map[string]string{"CIMD_ALLOW_HOSTS": host, "CIMD_ENABLED": "false"})
+	if on, present := advertised(g); on || present {
+		t.Errorf("CIMD_ENABLED=false: client_id_metadata_document_supported present %v, true %v", present, on)
+	}
+	p = newBrowserClient(t, c.redirect).get(t, newAuthRequest(c, g.mcp).url(g.base))
+	if p.status != http.StatusBadRequest || !strings.Contains(p.body, "does not accept client metadata documents") || fetches.Load() != before {
+		t.Errorf("CIMD_ENABLED=false: %d, %d fetches: %.600s", p.status, fetches.Load()-before, p.body)
 	}
 }

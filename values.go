@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/broker"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
@@ -233,6 +234,22 @@ func boolean(s string) (bool, error) {
 		return false, fmt.Errorf("%q is not true or false", s)
 	}
 	return v, nil
+}
+
+// negated is a true/false setting that fills a field of the opposite
+// meaning (CIMD_ENABLED into broker.Config.DisableCIMD, whose zero value
+// is the default).
+func negated(s string) (bool, error) {
+	v, err := boolean(s)
+	return !v, err
+}
+
+// cimdAllowHost is one CIMD_ALLOW_HOSTS entry, as the broker reads it.
+func cimdAllowHost(s string) (string, error) {
+	if err := broker.CheckAllowHost(s); err != nil {
+		return "", fmt.Errorf("entry %w", err)
+	}
+	return s, nil
 }
 
 // brokerSecret is BROKER_SECRET or BROKER_SECRET_PREVIOUS: any string of at

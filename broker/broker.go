@@ -242,6 +242,15 @@ type Config struct {
 	// it nil; tests set it to trust their own server.
 	CIMDRootCAs *x509.CertPool
 
+	// DisableCIMD is CIMD_ENABLED=false, for gateways that cannot fetch
+	// from the internet: the metadata does not advertise
+	// client_id_metadata_document_supported, so clients register instead
+	// (hosted clients such as claude.ai use a metadata document whenever it
+	// is advertised, and its fetch would fail there), and a client_id that
+	// is a URL is refused as invalid_client without fetching anything.
+	// False, the zero value, accepts Client ID Metadata Documents.
+	DisableCIMD bool
+
 	// RegisterLimiter limits registrations per client IP (keys
 	// "broker-register:<ip>"). Nil means no limit.
 	RegisterLimiter Limiter
@@ -316,6 +325,7 @@ type Broker struct {
 	cache   *tokenCache // nil when disabled
 	fetcher *cimdFetcher
 	docs    *docCache
+	cimdOff bool // Config.DisableCIMD
 
 	metadata []byte
 	jwks     []byte
@@ -421,6 +431,7 @@ func New(cfg Config) (*Broker, error) {
 		b.httpClient = &http.Client{Timeout: defaultHTTPTimeout}
 	}
 	b.seal = &sealer{keys: keys.seal, now: b.now}
+	b.cimdOff = cfg.DisableCIMD
 	b.fetcher = newCIMDFetcher(allowHosts, cfg.CIMDRootCAs)
 	b.docs = newDocCache(b.now, cimdCacheSize)
 	b.cookies = newCookieNames(iu.Scheme == "https")

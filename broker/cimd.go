@@ -44,8 +44,12 @@ const (
 )
 
 // documentClient returns the client whose Client ID Metadata Document is
-// at id.
+// at id. With Config.DisableCIMD every such client_id is refused, before
+// anything is fetched.
 func (b *Broker) documentClient(ctx context.Context, id string, mode lookupMode) (*client, error) {
+	if b.cimdOff {
+		return nil, refused("this gateway does not accept client metadata documents; the application must register with it instead")
+	}
 	u, cerr := checkClientIDURL(id)
 	if cerr != nil {
 		return nil, cerr

@@ -662,3 +662,46 @@ func TestDocCacheBounds(t *testing.T) {
 		t.Errorf("cache holds %d entries, want at most 10", n)
 	}
 }
+
+// CIMD_ENABLED=false (Config.DisableCIMD): the metadata does not advertise
+// metadata documents, so clients register; a client_id that is a URL gets
+// a page naming invalid_client at the authorization endpoint and
+// invalid_client at the token endpoint, and nothing is fetched; registered
+// clients work as before.
+func TestCIMDDisabled(t *testing.T) {
+	ds := newDocServer(t, false)
+	e := newCIMDEnv(t, ds, true, func(c *Config) { c.DisableCIMD = true })
+	id := ds.url("/client.json")
+	ds.serve("/client.json", clientDoc(id), "")
+
+	var md map[string]any
+	if err := json.Unmarshal([]byte(newBrowser(t).get(e.origin+MetadataPath).body), &md); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := md["client_id_metadata_document_supported"]; ok {
+		t.Errorf("metadata advertises client_id_metadata_document_supported: %v", v)
+	}
+	if md["registration_endpoint"] != e.origin+RegisterPath {
+		t.Errorf("registration_endpoint %v: clients must be able to register instead", md["registration_endpoint"])
+	}
+
+	page := newBrowser(t).get(newAuthRequest(docClient(id)).url(e.origin))
+	body := html.UnescapeString(page.body)
+	if page.status != http.StatusBadRequest || page.header.Get("Location") != "" ||
+		!strings.Contains(body, "(invalid_client): this gateway does not accept client metadata documents") || !strings.Contains(body, id) {
+		t.Errorf("authorization with a metadata URL: status %d, Location %q\n%s", page.status, page.header.Get("Location"), body)
+	}
+	r := e.token(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"x"}, "client_id": {id}})
+	if r.status != http.StatusUnauthorized || r.Error != "invalid_client" || !strings.Contains(r.Desc, "does not accept client metadata documents") {
+		t.Errorf("token endpoint with a metadata URL: %d %s %s", r.status, r.Error, r.Desc)
+	}
+	if n := ds.count("/client.json"); n != 0 {
+		t.Errorf("the document was fetched %d times", n)
+	}
+
+	c := e.publicClient()
+	a := newAuthRequest(c)
+	if tr := e.redeem(a, e.code(newBrowser(t), a, alice)); tr.status != http.StatusOK {
+		t.Errorf("a registered client: %d %s %s", tr.status, tr.Error, tr.Desc)
+	}
+}

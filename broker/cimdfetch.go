@@ -131,50 +131,67 @@ func public4(b [4]byte) bool {
 // port ("" for any).
 type hostRule struct{ host, port string }
 
-// parseAllowHosts parses CIMD_ALLOW_HOSTS entries: host, host:port,
-// an IPv6 address with or without brackets, or [v6]:port.
+// parseAllowHosts parses CIMD_ALLOW_HOSTS entries, skipping blank ones.
 func parseAllowHosts(entries []string) ([]hostRule, error) {
 	var rules []hostRule
 	for _, e := range entries {
 		if e = strings.TrimSpace(e); e == "" {
 			continue
 		}
-		if strings.ContainsAny(e, "/@?# ") {
-			return nil, fmt.Errorf("cimd allow host %q: give host or host:port, without a scheme or path", e)
+		r, err := parseAllowHost(e)
+		if err != nil {
+			return nil, fmt.Errorf("cimd allow host %w", err)
 		}
-		host, port := e, ""
-		switch {
-		case strings.HasPrefix(e, "["):
-			if h, p, err := net.SplitHostPort(e); err == nil {
-				host, port = h, p
-			} else if strings.HasSuffix(e, "]") {
-				host = e[1 : len(e)-1]
-			} else {
-				return nil, fmt.Errorf("cimd allow host %q: %w", e, err)
-			}
-		case strings.Count(e, ":") == 1:
-			h, p, err := net.SplitHostPort(e)
-			if err != nil {
-				return nil, fmt.Errorf("cimd allow host %q: %w", e, err)
-			}
-			host, port = h, p
-		}
-		if host == "" {
-			return nil, fmt.Errorf("cimd allow host %q: no host", e)
-		}
-		if strings.Contains(host, ":") || strings.HasPrefix(e, "[") {
-			if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
-				return nil, fmt.Errorf("cimd allow host %q: not an IPv6 address", e)
-			}
-		}
-		if port != "" {
-			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-				return nil, fmt.Errorf("cimd allow host %q: bad port", e)
-			}
-		}
-		rules = append(rules, hostRule{host: strings.ToLower(host), port: port})
+		rules = append(rules, r)
 	}
 	return rules, nil
+}
+
+// CheckAllowHost reports why one CIMD_ALLOW_HOSTS entry is not a host or
+// host:port the broker understands, or nil: main validates the setting
+// with it, naming the variable. The error reads after the word "entry".
+func CheckAllowHost(entry string) error {
+	_, err := parseAllowHost(strings.TrimSpace(entry))
+	return err
+}
+
+// parseAllowHost parses one CIMD_ALLOW_HOSTS entry: host, host:port, an
+// IPv6 address with or without brackets, or [v6]:port.
+func parseAllowHost(e string) (hostRule, error) {
+	if strings.ContainsAny(e, "/@?# ") {
+		return hostRule{}, fmt.Errorf("%q: give host or host:port, without a scheme or path", e)
+	}
+	host, port := e, ""
+	switch {
+	case strings.HasPrefix(e, "["):
+		if h, p, err := net.SplitHostPort(e); err == nil {
+			host, port = h, p
+		} else if strings.HasSuffix(e, "]") {
+			host = e[1 : len(e)-1]
+		} else {
+			return hostRule{}, fmt.Errorf("%q: %w", e, err)
+		}
+	case strings.Count(e, ":") == 1:
+		h, p, err := net.SplitHostPort(e)
+		if err != nil {
+			return hostRule{}, fmt.Errorf("%q: %w", e, err)
+		}
+		host, port = h, p
+	}
+	if host == "" {
+		return hostRule{}, fmt.Errorf("%q: no host", e)
+	}
+	if strings.Contains(host, ":") || strings.HasPrefix(e, "[") {
+		if a, err := netip.ParseAddr(host); err != nil || !a.Is6() {
+			return hostRule{}, fmt.Errorf("%q: not an IPv6 address (write one in brackets when a port follows: [2001:db8::1]:8443)", e)
+		}
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return hostRule{}, fmt.Errorf("%q: the port is not a number from 1 to 65535", e)
+		}
+	}
+	return hostRule{host: strings.ToLower(host), port: port}, nil
 }
 
 // cimdFetcher fetches Client ID Metadata Documents.

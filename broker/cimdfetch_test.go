@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"fmt"
 	"net/netip"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
@@ -171,6 +173,15 @@ func TestAllowHosts(t *testing.T) {
 		"client.example:99999", "client.example:x", "[::1", "[nothost]:1", ":443", "fd00::zz"} {
 		if _, err := parseAllowHosts([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+		// Main validates CIMD_ALLOW_HOSTS with CheckAllowHost: the same rules.
+		if err := CheckAllowHost(bad); err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("%q: ", bad)) {
+			t.Errorf("CheckAllowHost(%q): %v, want an error naming the entry first", bad, err)
+		}
+	}
+	for _, good := range []string{" Client.Example ", "127.0.0.1:8443", "[::1]:9000", "[fd00::1]", "fd00::2"} {
+		if err := CheckAllowHost(good); err != nil {
+			t.Errorf("CheckAllowHost(%q): %v", good, err)
 		}
 	}
 	up := provider.New(provider.Config{IssuerURL: "http://127.0.0.1:1", Audiences: []string{"x"}})

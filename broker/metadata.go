@@ -27,8 +27,9 @@ type metadata struct {
 	// draft-ietf-oauth-client-id-metadata-document §6: a client_id may be
 	// the https URL of the client's metadata. MCP clients (and claude.ai,
 	// when "none" is among the token endpoint auth methods) then use it
-	// instead of registering.
-	ClientIDMetadataDocumentSupported bool `json:"client_id_metadata_document_supported"`
+	// instead of registering. Left out when they are not accepted
+	// (Config.DisableCIMD): absent means false (§6).
+	ClientIDMetadataDocumentSupported bool `json:"client_id_metadata_document_supported,omitempty"`
 }
 
 // metadataDoc builds the metadata once: it depends on configuration only.
@@ -49,7 +50,7 @@ func (b *Broker) metadataDoc() ([]byte, error) {
 		RevocationEndpointAuthMethods:              methods,
 		CodeChallengeMethodsSupported:              []string{"S256"},
 		AuthorizationResponseISSParameterSupported: true,
-		ClientIDMetadataDocumentSupported:          true,
+		ClientIDMetadataDocumentSupported:          !b.cimdOff,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode metadata: %w", err)

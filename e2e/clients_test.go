@@ -28,11 +28,12 @@ type ts2Result struct {
 	} `json:"errorDetail"`
 	Denied   string `json:"denied"`
 	Requests []struct {
-		Method string `json:"method"`
-		URL    string `json:"url"`
-		RPC    string `json:"rpc"`
-		Grant  string `json:"grant"`
-		Status int    `json:"status"`
+		Method          string `json:"method"`
+		URL             string `json:"url"`
+		RPC             string `json:"rpc"`
+		Grant           string `json:"grant"`
+		Status          int    `json:"status"`
+		WWWAuthenticate string `json:"wwwAuthenticate"`
 	} `json:"requests"`
 	Flow struct {
 		Registration struct {
@@ -45,7 +46,16 @@ type ts2Result struct {
 			Params              map[string]string `json:"params"`
 			CodeChallengeMethod string            `json:"code_challenge_method"`
 			Hops                []string          `json:"hops"`
+			Consent             string            `json:"consent"` // the words of the consent page approved
 		} `json:"authorization"`
+		// Every authorization the SDK started (the login, step-ups), and the scope of every
+		// token response.
+		Authorizations []struct {
+			ClientID  string `json:"client_id"`
+			Scope     string `json:"scope"`
+			Performed bool   `json:"performed"`
+		} `json:"authorizations"`
+		Grants                []string      `json:"grants"`
 		Browser               browserResult `json:"browser"` // with --browser: the browser part of browser.mjs's report
 		AuthorizationResponse struct {
 			Iss          string `json:"iss"`
@@ -65,7 +75,16 @@ type ts2Result struct {
 	Tools            []string `json:"tools"`
 	Echo             string   `json:"echo"`
 	EchoAfterRefresh string   `json:"echoAfterRefresh"`
-	ElapsedMs        int      `json:"elapsedMs"`
+	Calls            []struct {
+		Tool      string `json:"tool"`
+		OK        bool   `json:"ok"`
+		Text      string `json:"text"`
+		Error     string `json:"error"`
+		ErrorName string `json:"errorName"`
+		Attempts  int    `json:"attempts"`
+		StepUps   int    `json:"stepUps"`
+	} `json:"calls"` // --call
+	ElapsedMs int `json:"elapsedMs"`
 }
 
 // runTS2Client runs client-v2.mjs (@modelcontextprotocol/client 2.x) against the gateway and

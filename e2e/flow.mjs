@@ -46,10 +46,29 @@ export async function parseSteps(v) {
   return steps;
 }
 
+// AuthorizationPageError: the user's walk through the authorization pages stopped at a page that
+// is neither a redirect nor the gateway's consent form (an error page such as the broker's
+// invalid_client page), so no code came back. `status` is the page's HTTP status, `text` its
+// words without markup.
+export class AuthorizationPageError extends Error {
+  constructor(url, status, text) {
+    super(`authorization stopped at ${url}: HTTP ${status}: ${text.slice(0, 800)}`);
+    this.name = 'AuthorizationPageError';
+    this.status = status;
+    this.text = text;
+  }
+}
+
+// pageText is an HTML page's words: without head, markup and runs of white space.
+function pageText(html) {
+  return unescapeHTML(html.replace(/<head\b[\s\S]*?<\/head>/i, ' ').replace(/<[^>]*>/g, ' ')).replace(/\s+/g, ' ').trim();
+}
+
 // authorize plays the user: from the authorization URL to the redirect URI. Without steps it
 // fetches and follows redirects by hand with a cookie jar, approving the gateway's consent page
 // (broker mode) by its form; with steps, a headless Chromium loads the pages and performs them. It returns the
-// redirect URI's query parameters (code, state, iss, or error) and the hops taken.
+// redirect URI's query parameters (code, state, iss, or error), the hops taken, and (without
+// steps) the words of the consent page it approved, if any.
 export async function authorize(start, redirectUri, steps) {
   if (steps) {
     const { runBrowser } = await import('./browser.mjs');
@@ -72,6 +91,7 @@ async function followToRedirect(start, redirectUri) {
   const jar = new Map();
   let req = { url: start, method: 'GET' };
   const hops = [];
+  let consent;
   for (let i = 0; i < 20; i++) {
     const headers = {};
     const cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
@@ -92,20 +112,22 @@ async function followToRedirect(start, redirectUri) {
     const loc = res.headers.get('location');
     if (res.status >= 300 && res.status < 400 && loc) {
       const target = new URL(loc, req.url);
-      if (target.href.startsWith(redirectUri)) return { params: target.searchParams, hops };
+      if (target.href.startsWith(redirectUri)) return { params: target.searchParams, hops, consent };
       req = { url: target.href, method: 'GET' };
       continue;
     }
     const body = await res.text();
-    const html = res.status === 200 && /^text\/html/.test(res.headers.get('content-type') || '');
+    const isHTML = /^text\/html/.test(res.headers.get('content-type') || '');
+    const html = res.status === 200 && isHTML;
     const form = html ? readForm(body, req.url) : undefined;
     if (form?.buttons.decision?.includes('approve')) {
       // The gateway's consent page (broker mode): its form, as the Allow button submits it.
+      consent = pageText(body);
       form.fields.set('decision', 'approve');
       req = { url: form.action, method: 'POST', body: form.fields.toString(), origin: new URL(req.url).origin };
       continue;
     }
-    throw new Error(`authorization stopped at ${req.url}: HTTP ${res.status}: ${body.slice(0, 500)}`);
+    throw new AuthorizationPageError(req.url, res.status, isHTML ? pageText(body) : body);
   }
   throw new Error('too many redirects during authorization');
 }
@@ -211,8 +233,9 @@ export class RecordingOAuthProvider {
       params: Object.fromEntries([...url.searchParams].filter(([k]) => k !== 'code_challenge' && k !== 'state')),
       code_challenge_method: url.searchParams.get('code_challenge_method'),
     };
-    const { params, hops, browser } = await authorize(url.href, this._redirectUrl, this._steps);
+    const { params, hops, browser, consent } = await authorize(url.href, this._redirectUrl, this._steps);
     flow.authorization.hops = hops;
+    if (consent) flow.authorization.consent = consent;
     if (browser) flow.browser = browser;
     this.callback = params;
     flow.authorization_response = {
