@@ -302,6 +302,7 @@ func TestReplicasRedisDown(t *testing.T) {
 		}
 		for _, g := range r.gw {
 			got := tokenAt(t, g.url, c, codeGrant(c, code2, verifier2))
+			t.Logf("a code redeemed at %s with Redis down: %d %s, Retry-After: %s", g.url, got.Status, got.Error, got.Header.Get("Retry-After"))
 			if _, ok := retryAfter(got.Header); got.Status != http.StatusServiceUnavailable || got.Error != "temporarily_unavailable" || !ok {
 				t.Errorf("a code redeemed at %s with Redis down: %d %q Retry-After %q, want 503 temporarily_unavailable with Retry-After",
 					g.url, got.Status, got.Error, got.Header.Get("Retry-After"))
@@ -328,9 +329,11 @@ func TestReplicasRedisDown(t *testing.T) {
 		}
 
 		r.redis.Start(t)
+		back := time.Now()
 		for _, g := range r.gw {
 			waitReachable(t, g.url)
 		}
+		t.Logf("both replicas saw Redis again %s after it was back", time.Since(back).Round(time.Millisecond))
 		for _, g := range r.gw {
 			if got := mcpStatus(t, g.url, login.AccessToken); got != http.StatusOK {
 				t.Errorf("the access token at %s after the outage: %d, want 200", g.url, got)
