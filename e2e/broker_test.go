@@ -260,6 +260,11 @@ func userAgent(ctx context.Context, start, stopAt string) (url.Values, []string,
 	if err != nil {
 		return nil, nil, err
 	}
+	return userAgentWith(ctx, jar, start, stopAt)
+}
+
+// userAgentWith is userAgent with the browser's cookies in jar, for a walk in several parts.
+func userAgentWith(ctx context.Context, jar http.CookieJar, start, stopAt string) (url.Values, []string, error) {
 	var hops []string
 	hop := func(status int, r *http.Request) {
 		method := ""

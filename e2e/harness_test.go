@@ -409,8 +409,14 @@ type gateway struct {
 func startGateway(t *testing.T, settings map[string]string) *gateway {
 	t.Helper()
 	port, spawnPort := freePort(t), freePort(t)
+	if p, err := strconv.Atoi(settings["PORT"]); err == nil {
+		port = p // chosen by the caller: a replica whose load balancer was configured first
+	}
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	resource := base + "/mcp"
+	if r := settings["RESOURCE_URL"]; r != "" {
+		resource = r // a replica's is the load balancer's URL
+	}
 	env := map[string]string{
 		"OIDC_ISSUER_URL": harness.issuer,
 		"OIDC_AUDIENCE":   resource,

@@ -276,6 +276,14 @@ http {
   }
 }
 `, user, dir, n.errorLog, n.accessLog, servers.String(), n.Addr)
+	runNginx(t, bin, dir, conf, n)
+	return n
+}
+
+// runNginx writes conf to dir and runs nginx (bin) with it until the test ends, once it
+// listens on n.Addr; its error log (n.errorLog) is printed when the test failed.
+func runNginx(t *testing.T, bin, dir, conf string, n *nginxServer) {
+	t.Helper()
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -302,7 +310,7 @@ http {
 		c, err := net.DialTimeout("tcp", n.Addr, time.Second)
 		if err == nil {
 			c.Close()
-			return n
+			return
 		}
 		if p.exited() {
 			t.Fatalf("nginx exited at start (%v):\n%s\n%s", p.err, readFile(n.errorLog), readFile(out.Name()))
