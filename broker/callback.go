@@ -58,13 +58,16 @@ func (b *Broker) serveCallback(w http.ResponseWriter, r *http.Request) {
 			"This sign-in was not started in this browser, was already completed, or took longer than 10 minutes. Start again from your application.")
 		return
 	}
-	b.cookies.clear(w, flowCookie+id)
 	first, err := b.store.Claim(ctx, "flow:"+id, flowTTL)
 	if err != nil {
+		// The flow cookie stays: nothing was spent (the provider's code is
+		// redeemed only after the claim), so reloading this page once the
+		// store answers again completes the sign-in.
 		b.log.Error("claim login flow", "error", err)
-		b.errorPage(w, http.StatusServiceUnavailable, "Try again", "The gateway cannot complete sign-ins right now. Try again in a minute.")
+		b.errorPage(w, http.StatusServiceUnavailable, "Try again", "The gateway cannot complete sign-ins right now. Reload this page in a minute.")
 		return
 	}
+	b.cookies.clear(w, flowCookie+id)
 	if !first {
 		b.errorPage(w, http.StatusBadRequest, "Sign-in not recognized", "This sign-in was already completed. Start again from your application.")
 		return

@@ -3,7 +3,9 @@ package broker
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,5 +105,48 @@ func TestRedisDownAtTheTokenEndpoint(t *testing.T) {
 	}
 	if r := e.refresh(c, next.RefreshToken); r.status != http.StatusBadRequest {
 		t.Errorf("refresh after the code's reuse: got %d, want 400 (the family is revoked)", r.status)
+	}
+}
+
+// TestCallbackWithTheStoreDown: a login that reaches the callback while the
+// store cannot claim its one use gets a 503 page and keeps its flow cookie,
+// so reloading the callback once the store answers completes the sign-in
+// (the provider's code is redeemed only after the claim), exactly once.
+func TestCallbackWithTheStoreDown(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	a := newAuthRequest(c)
+	br := newBrowser(t)
+	resp := br.get(a.url(e.origin))
+	if resp.status == http.StatusOK {
+		resp = br.post(e.origin+ConsentPath, url.Values{"flow": {consentFlow(t, resp)}, "decision": {"approve"}}, e.origin)
+	}
+	if resp.status != http.StatusSeeOther {
+		t.Fatalf("authorize: %d\n%s", resp.status, resp.body)
+	}
+	back := e.providerLogin(br, resp.location(t), alice)
+
+	e.b.store = failingStore{}
+	down := br.get(back.String())
+	if down.status != http.StatusServiceUnavailable {
+		t.Fatalf("callback with the store down: %d, want 503\n%s", down.status, down.body)
+	}
+	for _, sc := range down.header.Values("Set-Cookie") {
+		if strings.HasPrefix(sc, flowCookie) || strings.Contains(sc, flowCookie) {
+			t.Errorf("callback with the store down cleared the login's cookie: %s", sc)
+		}
+	}
+
+	e.b.store = e.store
+	again := br.get(back.String())
+	q := again.location(t).Query()
+	if again.status != http.StatusSeeOther || q.Get("code") == "" || q.Get("state") != a.state {
+		t.Fatalf("callback reloaded once the store answers: %d %v, want the client's redirect with a code", again.status, q)
+	}
+	if tr := e.redeem(a, q.Get("code")); tr.status != http.StatusOK {
+		t.Errorf("redeem the code: %d %s", tr.status, tr.Error)
+	}
+	if third := br.get(back.String()); third.status != http.StatusBadRequest {
+		t.Errorf("the callback a third time: %d, want 400 (one use)", third.status)
 	}
 }
