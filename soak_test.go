@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // soakMaxRequests bounds each of the soak's two loads.
@@ -268,7 +270,7 @@ type soakGateway struct {
 // the test's memory and be measured as the gateway's heap.
 func startSoakGateway(t *testing.T, env map[string]string, upstream http.HandlerFunc) *soakGateway {
 	t.Helper()
-	g := &soakGateway{gateway: gateway{is: startIssuer(t)}, logs: &headWriter{max: 1 << 20}}
+	g := &soakGateway{gateway: gateway{is: testkit.StartIssuer(t, nil)}, logs: &headWriter{max: 1 << 20}}
 	g.logs.b.Grow(g.logs.max) // allocated before the baseline, never grown by a load
 	g.up = httptest.NewServer(upstream)
 	t.Cleanup(g.up.Close)
@@ -288,9 +290,9 @@ func startSoakGateway(t *testing.T, env map[string]string, upstream http.Handler
 		}
 	})
 	var addr string
-	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(g.logs.String()); return addr != "" })
+	testkit.WaitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(g.logs.String()); return addr != "" })
 	g.base = "http://" + addr
-	waitFor(t, "readiness", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
 		resp, err := http.Get(g.base + "/readyz")
 		if err != nil {
 			return false

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // countingVerifier counts the tokens that reach verification.
@@ -38,17 +38,8 @@ func runProviderFor(t testing.TB, env *issuerEnv, cfg provider.Config) *provider
 	t.Helper()
 	cfg.IssuerURL, cfg.Audiences, cfg.ClockSkew = env.is.URL, []string{testAudience}, 5*time.Second
 	p := provider.New(cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for ok, _ := p.Ready(); !ok; ok, _ = p.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("provider never became ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Run(t, p)
+	testkit.WaitReady(t, p)
 	return p
 }
 
@@ -67,13 +58,7 @@ func TestAttackMatrix(t *testing.T) {
 
 	// The attacker runs an issuer of its own; keys must come only from the
 	// configured JWKS, so it must never be contacted.
-	attacker, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	attackerSrv := httptest.NewServer(attacker)
-	t.Cleanup(attackerSrv.Close)
-	attacker.URL = attackerSrv.URL
+	attacker := testkit.StartIssuer(t, nil)
 
 	// Two gates on the same issuer: the default one, and one whose
 	// provider has MAX_TOKEN_LIFETIME (24 h). Every row must meet its own
