@@ -42,6 +42,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 )
 
@@ -295,7 +296,7 @@ type Broker struct {
 	upScopes    []string
 	upParams    map[string]string
 	groupsClaim string
-	redirects   []redirectRule
+	redirects   redirecturi.List
 	allow       func(*provider.Identity) bool
 	grant       func(*provider.Identity, []string) []string
 	store       Store
@@ -349,7 +350,15 @@ func New(cfg Config) (*Broker, error) {
 	case cfg.AccessTokenTTL < 0, cfg.SessionTTL < 0, cfg.ClockSkew < 0:
 		return nil, errors.New("new broker: negative lifetime or skew")
 	}
-	rules, err := parseRedirectRules(cfg.RedirectURIs)
+	for _, e := range cfg.RedirectURIs {
+		if strings.TrimSpace(e) == "" {
+			continue
+		}
+		if err := CheckRedirectURI(e); err != nil {
+			return nil, fmt.Errorf("new broker: %w", err)
+		}
+	}
+	redirects, err := redirecturi.ParseList(cfg.RedirectURIs)
 	if err != nil {
 		return nil, fmt.Errorf("new broker: %w", err)
 	}
@@ -376,7 +385,7 @@ func New(cfg Config) (*Broker, error) {
 		upScopes:    slices.Clone(cfg.UpstreamScopes),
 		upParams:    cfg.UpstreamParams,
 		groupsClaim: cfg.GroupsClaim,
-		redirects:   rules,
+		redirects:   redirects,
 		allow:       cfg.Allow,
 		grant:       cfg.GrantScopes,
 		store:       cfg.Store,
