@@ -25,6 +25,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -326,37 +327,9 @@ type Broker struct {
 // programming error (a missing required field, a secret shorter than 32
 // bytes, a malformed URL); main validates the settings first.
 func New(cfg Config) (*Broker, error) {
-	res, err := url.Parse(cfg.ResourceURL)
-	if err != nil || (res.Scheme != "https" && res.Scheme != "http") || res.Host == "" || res.Fragment != "" {
-		return nil, fmt.Errorf("new broker: resource url %q is not an absolute http(s) URL", cfg.ResourceURL)
-	}
-	issuer := cfg.Issuer
-	if issuer == "" {
-		issuer = res.Scheme + "://" + res.Host
-	}
-	iu, err := url.Parse(issuer)
-	if err != nil || (iu.Scheme != "https" && iu.Scheme != "http") || iu.Host == "" || iu.RawQuery != "" || iu.Fragment != "" {
-		return nil, fmt.Errorf("new broker: issuer %q is not an absolute http(s) URL without query or fragment", issuer)
-	}
-	switch {
-	case cfg.Upstream == nil:
-		return nil, errors.New("new broker: no upstream provider")
-	case cfg.ClientID == "":
-		return nil, errors.New("new broker: no client id at the provider")
-	case cfg.Secret != nil && len(cfg.Secret) < minSecretLen:
-		return nil, fmt.Errorf("new broker: secret is %d bytes, want at least %d", len(cfg.Secret), minSecretLen)
-	case cfg.PreviousSecret != nil && len(cfg.PreviousSecret) < minSecretLen:
-		return nil, fmt.Errorf("new broker: previous secret is %d bytes, want at least %d", len(cfg.PreviousSecret), minSecretLen)
-	case cfg.AccessTokenTTL < 0, cfg.SessionTTL < 0, cfg.ClockSkew < 0:
-		return nil, errors.New("new broker: negative lifetime or skew")
-	}
-	for _, e := range cfg.RedirectURIs {
-		if strings.TrimSpace(e) == "" {
-			continue
-		}
-		if err := CheckRedirectURI(e); err != nil {
-			return nil, fmt.Errorf("new broker: %w", err)
-		}
+	issuer, iu, err := checkConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new broker: %w", err)
 	}
 	redirects, err := redirecturi.ParseList(cfg.RedirectURIs)
 	if err != nil {
@@ -376,15 +349,15 @@ func New(cfg Config) (*Broker, error) {
 		origin:      webOrigin(iu),
 		resource:    cfg.ResourceURL,
 		scopes:      slices.Clone(cfg.Scopes),
-		accessTTL:   cfg.AccessTokenTTL,
-		sessionTTL:  cfg.SessionTTL,
+		accessTTL:   cmp.Or(cfg.AccessTokenTTL, defaultAccessTokenTTL),
+		sessionTTL:  cmp.Or(cfg.SessionTTL, defaultSessionTTL),
 		skew:        cfg.ClockSkew,
 		upstream:    cfg.Upstream,
 		clientID:    cfg.ClientID,
 		secret:      cfg.ClientSecret,
 		upScopes:    slices.Clone(cfg.UpstreamScopes),
 		upParams:    cfg.UpstreamParams,
-		groupsClaim: cfg.GroupsClaim,
+		groupsClaim: cmp.Or(cfg.GroupsClaim, "groups"),
 		redirects:   redirects,
 		allow:       cfg.Allow,
 		grant:       cfg.GrantScopes,
@@ -399,36 +372,7 @@ func New(cfg Config) (*Broker, error) {
 		now:         cfg.Now,
 		keys:        keys,
 	}
-	if b.accessTTL == 0 {
-		b.accessTTL = defaultAccessTokenTTL
-	}
-	if b.sessionTTL == 0 {
-		b.sessionTTL = defaultSessionTTL
-	}
-	if b.upScopes == nil {
-		b.upScopes = []string{"openid", "email", "profile"}
-	}
-	if !slices.Contains(b.upScopes, "openid") {
-		b.upScopes = append([]string{"openid"}, b.upScopes...)
-	}
-	if b.groupsClaim == "" {
-		b.groupsClaim = "groups"
-	}
-	if b.log == nil {
-		b.log = hclog.NewNullLogger()
-	}
-	if b.now == nil {
-		b.now = time.Now
-	}
-	if b.store == nil {
-		b.store = store.NewMemory(store.MemoryConfig{Now: b.now})
-	}
-	if b.clientIP == nil {
-		b.clientIP = remoteHost
-	}
-	if b.httpClient == nil {
-		b.httpClient = &http.Client{Timeout: defaultHTTPTimeout}
-	}
+	b.fillDefaults()
 	b.seal = &sealer{keys: keys.seal, now: b.now}
 	b.fetcher = newCIMDFetcher(allowHosts, cfg.CIMDRootCAs)
 	b.docs = newDocCache(b.now, cimdCacheSize)
@@ -453,6 +397,70 @@ func New(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("new broker: %w", err)
 	}
 	return b, nil
+}
+
+// checkConfig refuses what New cannot work with and returns the issuer,
+// as given and parsed: Config.Issuer, or ResourceURL's origin.
+func checkConfig(cfg Config) (string, *url.URL, error) {
+	res, err := url.Parse(cfg.ResourceURL)
+	if err != nil || (res.Scheme != "https" && res.Scheme != "http") || res.Host == "" || res.Fragment != "" {
+		return "", nil, fmt.Errorf("resource url %q is not an absolute http(s) URL", cfg.ResourceURL)
+	}
+	issuer := cfg.Issuer
+	if issuer == "" {
+		issuer = res.Scheme + "://" + res.Host
+	}
+	iu, err := url.Parse(issuer)
+	if err != nil || (iu.Scheme != "https" && iu.Scheme != "http") || iu.Host == "" || iu.RawQuery != "" || iu.Fragment != "" {
+		return "", nil, fmt.Errorf("issuer %q is not an absolute http(s) URL without query or fragment", issuer)
+	}
+	switch {
+	case cfg.Upstream == nil:
+		return "", nil, errors.New("no upstream provider")
+	case cfg.ClientID == "":
+		return "", nil, errors.New("no client id at the provider")
+	case cfg.Secret != nil && len(cfg.Secret) < minSecretLen:
+		return "", nil, fmt.Errorf("secret is %d bytes, want at least %d", len(cfg.Secret), minSecretLen)
+	case cfg.PreviousSecret != nil && len(cfg.PreviousSecret) < minSecretLen:
+		return "", nil, fmt.Errorf("previous secret is %d bytes, want at least %d", len(cfg.PreviousSecret), minSecretLen)
+	case cfg.AccessTokenTTL < 0, cfg.SessionTTL < 0, cfg.ClockSkew < 0:
+		return "", nil, errors.New("negative lifetime or skew")
+	}
+	for _, e := range cfg.RedirectURIs {
+		if strings.TrimSpace(e) == "" {
+			continue
+		}
+		if err := CheckRedirectURI(e); err != nil {
+			return "", nil, err
+		}
+	}
+	return issuer, iu, nil
+}
+
+// fillDefaults gives the optional fields left zero their documented
+// defaults.
+func (b *Broker) fillDefaults() {
+	if b.upScopes == nil {
+		b.upScopes = []string{"openid", "email", "profile"}
+	}
+	if !slices.Contains(b.upScopes, "openid") {
+		b.upScopes = append([]string{"openid"}, b.upScopes...)
+	}
+	if b.log == nil {
+		b.log = hclog.NewNullLogger()
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.store == nil {
+		b.store = store.NewMemory(store.MemoryConfig{Now: b.now})
+	}
+	if b.clientIP == nil {
+		b.clientIP = remoteHost
+	}
+	if b.httpClient == nil {
+		b.httpClient = &http.Client{Timeout: defaultHTTPTimeout}
+	}
 }
 
 // Issuer is the broker's issuer identifier (RFC 8414 §2): the gateway's
