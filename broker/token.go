@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // maxTokenBody bounds a token or revocation request.
@@ -357,7 +359,7 @@ func clientErrorResponse(w http.ResponseWriter, e *clientError) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="oauth", charset="UTF-8"`)
 	}
 	if e.status == http.StatusServiceUnavailable { // a metadata document could not be fetched
-		w.Header().Set("Retry-After", retryAfter(cimdFailureTTL))
+		w.Header().Set("Retry-After", respond.RetryAfter(cimdFailureTTL))
 	}
 	oauthError(w, e.status, e.code, e.description)
 }

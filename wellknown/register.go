@@ -114,12 +114,8 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logger.Info("client registered", "client_name", truncate(name, 200), "redirect_uris", redirects,
 		"token_endpoint_auth_method", reg.TokenEndpointAuthMethod)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store") // RFC 7591 §3.2.1: the answer holds a secret
-	h.Set("Pragma", "no-cache")
-	w.WriteHeader(http.StatusCreated)
-	_, _ = w.Write(body)
+	w.Header().Set("Pragma", "no-cache") // RFC 7591 §3.2.1: the answer holds a secret, so no-store too
+	respond.JSON(w, http.StatusCreated, string(body))
 }
 
 // authMethod picks the token endpoint auth method the static client's secret

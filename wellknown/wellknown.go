@@ -334,10 +334,7 @@ func (s *Server) serveProtectedResource(w http.ResponseWriter, r *http.Request) 
 			}
 		}
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "public, max-age=3600")
-	_, _ = w.Write(body)
+	respond.Document(w, body, time.Hour)
 }
 
 // directProtectedResourceDoc builds the direct-mode document for the issuer
