@@ -330,7 +330,7 @@ func TestStaticBinaryAsPID1(t *testing.T) {
 // TestDevModeStopsOnAServerThatCannotStart: in dev mode a command that
 // cannot run, or a server that exits before it ever listened, stops the
 // gateway with one line naming the command, the server's last lines and its
-// status, instead of restarting it forever (issue 19.1).
+// status, instead of restarting it forever.
 func TestDevModeStopsOnAServerThatCannotStart(t *testing.T) {
 	bin := buildBinary(t)
 	cases := []struct {

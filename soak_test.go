@@ -28,7 +28,7 @@ const soakMaxRequests = 2_500_000
 // leak would add over hundreds of thousands of requests.
 const soakHeapTolerance = 2 << 20
 
-// TestSoak is a bounded load (issue 6 item 6, issue 13 item 8). It runs only
+// TestSoak is a bounded load. It runs only
 // when asked: SOAK_DURATION (its length, e.g. 30s) or SOAK=1 (30 s); test.sh
 // sets SOAK_DURATION. Several goroutines send, as fast as loopback allows, a
 // mix of valid, invalid, rate-limited and streaming requests through run()
@@ -38,7 +38,8 @@ const soakHeapTolerance = 2 << 20
 // back near their baseline; and the second measured load must leave the
 // live heap no higher than the first did, within soakHeapTolerance, so a
 // leak shows whatever the machine's speed (a fixed ceiling over the
-// baseline does not: issue 13 item 8). SOAK_HEAPPROFILE=file writes a heap
+// baseline does not: a faster machine sends more requests and keeps more
+// live heap). SOAK_HEAPPROFILE=file writes a heap
 // profile taken after the last load, while the gateway still runs.
 func TestSoak(t *testing.T) {
 	duration := 30 * time.Second

@@ -1,6 +1,7 @@
 // Package broker is broker mode's OAuth 2.1 authorization server: the
 // gateway itself is the authorization server MCP clients see. It registers
-// clients (RFC 7591), shows its own consent page, logs the user in at the
+// clients (RFC 7591) and accepts clients identified by a Client ID Metadata
+// Document (fetched SSRF-safely, cached), shows its own consent page, logs the user in at the
 // operator's OpenID Connect provider as an ordinary client of it
 // (authorization code, PKCE, nonce), checks the allow-list, and issues its
 // own short-lived access tokens (RFC 9068 JWTs for RESOURCE_URL) and
@@ -66,7 +67,7 @@ const (
 	// A session whose provider gave no refresh token cannot be re-checked
 	// at the provider, so it ends after this whatever SessionTTL says.
 	maxSessionWithoutUpstreamRefresh = 24 * time.Hour
-	codeTTL                          = 60 * time.Second // issue 15 point 7; RFC 6749 §4.1.2: short
+	codeTTL                          = 60 * time.Second // RFC 6749 §4.1.2: short-lived, used once
 	flowTTL                          = 10 * time.Minute // consent page and provider login
 	consentTTL                       = 30 * 24 * time.Hour
 	defaultHTTPTimeout               = 10 * time.Second
@@ -86,7 +87,7 @@ type Upstream interface {
 	KeySet() oidc.KeySet
 }
 
-// Store models *store.Memory (and, later, the Redis store): what must be
+// Store models *store.Memory and *store.Redis: what must be
 // remembered across requests and replicas. Keys are namespaced by the
 // broker ("code:", "rt:", "fam:", "jti:", "flow:").
 type Store interface {
@@ -200,8 +201,8 @@ type Config struct {
 	// scopes within one access-token lifetime and one who gained one gets
 	// it at the next refresh. The scopes requested at login stay the
 	// ceiling (RFC 6749 §6). Anything it returns outside requested is
-	// ignored. Nil grants everything requested. (Issue 17.4 sets it from
-	// MCP_POLICY.)
+	// ignored. Nil grants everything requested. (main sets it from
+	// BROKER_SCOPE_GRANTS when MCP_POLICY names scopes.)
 	GrantScopes func(id *provider.Identity, requested []string) []string
 
 	// Store remembers used codes, rotated refresh tokens and revocations.

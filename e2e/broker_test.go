@@ -400,7 +400,7 @@ func TestBrokerBrowser(t *testing.T) {
 }
 
 // TestDevCommands runs the commands dev mode prints, as printed, against server-everything,
-// which refuses tools/list outside the session its initialize opened (issue 19.4).
+// which refuses tools/list outside the session its initialize opened.
 func TestDevCommands(t *testing.T) {
 	needSuite(t)
 	timed(t, "dev-commands-server-everything", func(t *testing.T) {

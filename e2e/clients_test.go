@@ -179,7 +179,7 @@ func TestStrictClient(t *testing.T) {
 }
 
 // TestInspectorCLI runs MCP Inspector's CLI (Node 22) against `mcp-oauth-proxy dev` with the
-// token dev mode prints, as the README tells a newcomer to (issue 19.7).
+// token dev mode prints, as the README tells a newcomer to.
 func TestInspectorCLI(t *testing.T) {
 	needSuite(t)
 	timed(t, "inspector-cli-dev-mode", func(t *testing.T) {

@@ -202,13 +202,13 @@ func TestAttackMatrix(t *testing.T) {
 		{name: "token of 1 MiB", header: bearer(huge), want: 401, noVerify: true},
 		{name: "valid token of a subject not on the allow-list", header: bearer(mint(devissuer.Token{Claims: claims(map[string]any{"sub": "mallory"})})), want: 403},
 
-		// Identity comparison (issue 13): an email matches with ASCII
+		// Identity comparison: an email matches with ASCII
 		// letters folded only; subs and groups byte for byte.
 		{name: "allow-listed email in other ascii case", header: bearer(email("KIM@Example.COM", nil)), want: 200},
 		{name: "email with KELVIN SIGN for an allow-listed k", header: bearer(email("\u212Aim@example.com", nil)), want: 403},
 		{name: "email with dotted capital I for an allow-listed i", header: bearer(email("\u0130an@example.com", nil)), want: 403},
 		{name: "email with LONG S for an allow-listed s", header: bearer(email("bob@example.co\u017F", nil)), want: 403},
-		// email_verified (issue 13): when present, only true or "true"
+		// email_verified: when present, only true or "true"
 		// verifies the email; absent, the provider's email is trusted.
 		{name: "allow-listed email, email_verified absent", header: bearer(email("bob@example.com", nil)), want: 200},
 		{name: "allow-listed email, email_verified true", header: bearer(email("bob@example.com", true)), want: 200},
