@@ -46,6 +46,7 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/tokencache"
 )
 
 // Paths of the broker's routes.
@@ -71,8 +72,6 @@ const (
 	flowTTL                          = 10 * time.Minute // consent page and provider login
 	consentTTL                       = 30 * 24 * time.Hour
 	defaultHTTPTimeout               = 10 * time.Second
-	defaultCacheTTL                  = 60 * time.Second
-	defaultCacheSize                 = 10000
 	minSecretLen                     = 32
 )
 
@@ -316,7 +315,7 @@ type Broker struct {
 	cookies cookieNames
 	pages   *template.Template
 	csp     string
-	cache   *tokenCache // nil when disabled
+	cache   *tokencache.Cache[*cacheEntry] // nil when disabled
 	fetcher *cimdFetcher
 	docs    *docCache
 
@@ -381,16 +380,7 @@ func New(cfg Config) (*Broker, error) {
 	if b.pages, b.csp, err = parsePages(); err != nil {
 		return nil, fmt.Errorf("new broker: %w", err)
 	}
-	ttl, size := cfg.VerifyCacheTTL, cfg.VerifyCacheSize
-	if ttl == 0 {
-		ttl = defaultCacheTTL
-	}
-	if size <= 0 {
-		size = defaultCacheSize
-	}
-	if ttl > 0 {
-		b.cache = newTokenCache(ttl, size)
-	}
+	b.cache = tokencache.New[*cacheEntry](cfg.VerifyCacheTTL, cfg.VerifyCacheSize)
 	if b.metadata, err = b.metadataDoc(); err != nil {
 		return nil, fmt.Errorf("new broker: %w", err)
 	}

@@ -554,38 +554,6 @@ func TestCache(t *testing.T) {
 	})
 }
 
-func TestTokenCacheBounded(t *testing.T) {
-	c := newTokenCache(time.Minute, 16)
-	now := time.Now()
-	id := &Identity{Expiry: now.Add(time.Hour)}
-	for i := range 100 {
-		c.put(0, sha256.Sum256([]byte{byte(i)}), id, now)
-		if got := len(c.m); got > 16 {
-			t.Fatalf("after %d puts: len = %d, want <= 16", i+1, got)
-		}
-	}
-	last := sha256.Sum256([]byte{99})
-	if c.get(last, now) == nil {
-		t.Errorf("last put entry missing")
-	}
-	// Dead entries go first.
-	c.reset(1)
-	short := &Identity{Expiry: now.Add(time.Second)}
-	for i := range 16 {
-		c.put(1, sha256.Sum256([]byte{byte(i)}), short, now)
-	}
-	later := now.Add(2 * time.Second)
-	c.put(1, sha256.Sum256([]byte("fresh")), id, later)
-	if got := len(c.m); got != 1 {
-		t.Errorf("after expiry sweep: len = %d, want 1", got)
-	}
-	// A stale generation is not stored.
-	c.put(0, sha256.Sum256([]byte("stale")), id, later)
-	if c.get(sha256.Sum256([]byte("stale")), later) != nil {
-		t.Errorf("entry from an old key set was cached")
-	}
-}
-
 func TestMetadata(t *testing.T) {
 	is, err := devissuer.New()
 	if err != nil {
