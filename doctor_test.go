@@ -62,14 +62,7 @@ func startGatewayAt(t *testing.T, issuerURL string, extra map[string]string) str
 	if got := gw.addr(t); got != "127.0.0.1:"+port {
 		t.Fatalf("the gateway listens on %s, want 127.0.0.1:%s", got, port)
 	}
-	testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, base)
 	return base + "/mcp"
 }
 

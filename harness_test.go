@@ -30,6 +30,19 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
+// waitReady waits until the gateway at base answers /readyz with 200.
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
 // gatewayEnv is the configuration of an in-process test gateway: issuer,
 // audience and resource https://mcp.example.com/mcp, subject alice allowed,
 // loopback on a free port, JSON logs, a 2 s grace; extra adds or overrides.
@@ -237,14 +250,7 @@ func startGateway(t *testing.T, env map[string]string, upstream http.HandlerFunc
 	r := startRun(t, nil, full)
 	g.logs = &r.stderr
 	g.base = "http://" + r.addr(t)
-	testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get(g.base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, g.base)
 	return g
 }
 

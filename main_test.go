@@ -28,14 +28,7 @@ func TestRunOnPortZero(t *testing.T) {
 
 	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": upstream.URL}))
 	base := "http://" + gw.addr(t)
-	testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, base)
 
 	token, err := is.AccessToken("alice", "https://mcp.example.com/mcp", time.Minute, nil)
 	if err != nil {
@@ -190,14 +183,7 @@ func TestDevMode(t *testing.T) {
 	if strings.Contains(stderr.String(), "BROKER_SECRET") {
 		t.Errorf("dev mode warns of its random broker keys:\n%s", stderr.String())
 	}
-	testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get("http://127.0.0.1:" + port + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, "http://127.0.0.1:"+port)
 	resp, body := mcpPost(t, mcpURL, token, toolsList)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"echo"`) || !strings.Contains(body, `"count"`) {
 		t.Errorf("tools/list with the printed token: got %d %q", resp.StatusCode, body)

@@ -293,14 +293,7 @@ func startSoakGateway(t *testing.T, env map[string]string, upstream http.Handler
 	var addr string
 	testkit.WaitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(g.logs.String()); return addr != "" })
 	g.base = "http://" + addr
-	testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get(g.base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, g.base)
 	return g
 }
 
