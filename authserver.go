@@ -36,7 +36,7 @@ type fallback struct {
 }
 
 // providerFallback decides whether broker mode also accepts the
-// provider's own access tokens (issue 15.9: machine clients using
+// provider's own access tokens (so machine clients using
 // client_credentials at the provider keep working). Only with
 // ACCEPT_PROVIDER_TOKENS (the default) and an OIDC_AUDIENCE that is not
 // the gateway's own client id: the provider's ID tokens for that client
@@ -106,7 +106,7 @@ func newBroker(cfg *Config, st *state, wk *wellknown.Server, prov *provider.Prov
 	return broker.New(bc)
 }
 
-// issWatch is facade mode's warning of issue 15.14. A provider whose
+// issWatch is facade mode's warning about RFC 9207. A provider whose
 // metadata says authorization_response_iss_parameter_supported sends RFC
 // 9207's iss with its own issuer, which facade mode's rewritten issuer
 // does not match: MCP clients of the 2026-07-28 revision then reject the

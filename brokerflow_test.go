@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 const (
@@ -42,7 +43,7 @@ type brokerGateway struct {
 // registered at the development issuer; extra adds or overrides settings.
 func startBroker(t *testing.T, extra map[string]string) *brokerGateway {
 	t.Helper()
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	env := map[string]string{
 		"AUTH_SERVER_MODE":   "broker",
 		"OIDC_CLIENT_ID":     gwClientID,

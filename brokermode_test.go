@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 var alice = devissuer.Identity{Subject: "alice", Email: "alice@example.com"}
@@ -292,12 +293,12 @@ func TestBrokerModeProviderTokens(t *testing.T) {
 // /readyz says so while staying ready; without it, neither.
 func TestFacadeWarnsOfIss(t *testing.T) {
 	for _, sends := range []bool{true, false} {
-		is := startIssuer(t)
+		is := testkit.StartIssuer(t, nil)
 		is.Extra = map[string]any{"authorization_response_iss_parameter_supported": sends}
 		r := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": "http://127.0.0.1:1"}))
 		base := "http://" + r.addr(t)
 		var body string
-		waitFor(t, "readiness", 10*time.Second, func() bool {
+		testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
 			resp, b := mcpGet(t, base+"/readyz")
 			body = b
 			return resp.StatusCode == http.StatusOK
@@ -312,7 +313,7 @@ func TestFacadeWarnsOfIss(t *testing.T) {
 			t.Fatal(err)
 		}
 		do(t, http.DefaultClient, http.MethodPost, base+"/mcp", tok, strings.NewReader(toolsList))
-		waitFor(t, "the second key fetch", 5*time.Second, func() bool { return is.JWKSHits() >= 2 })
+		testkit.WaitFor(t, "the second key fetch", 5*time.Second, func() bool { return is.JWKSHits() >= 2 })
 
 		warnings := strings.Count(r.stderr.String(), "MCP clients following the 2026-07-28 specification will reject the login")
 		mentions := strings.Contains(body, "AUTH_SERVER_MODE=broker")
@@ -517,7 +518,7 @@ func TestDevModeLogin(t *testing.T) {
 	r := startRun(t, []string{"dev"}, map[string]string{"PORT": "0", "LOG_FORMAT": "json", "ALLOW_GROUPS": "admins"})
 	g := &brokerGateway{base: "http://" + r.addr(t)}
 	g.mcp = g.base + "/mcp"
-	waitFor(t, "readiness", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
 		resp, _ := mcpGet(t, g.base+"/readyz")
 		return resp.StatusCode == http.StatusOK
 	})
@@ -547,7 +548,7 @@ func TestDevModeLogin(t *testing.T) {
 // TestBrokerSecretWarning: without BROKER_SECRET the broker's keys are
 // random, and the gateway says loudly what that costs.
 func TestBrokerSecretWarning(t *testing.T) {
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	r := startRun(t, nil, gatewayEnv(is.URL, map[string]string{
 		"AUTH_SERVER_MODE": "broker", "OIDC_CLIENT_ID": gwClientID, "OIDC_AUDIENCE": "", "MCP_UPSTREAM_URL": "http://127.0.0.1:1",
 	}))

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 func validEnv() map[string]string {
@@ -275,7 +277,7 @@ func TestMisspelt(t *testing.T) {
 
 func TestHelpListsEverySetting(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"help"}, {"-h"}, {"--port", "1", "--help"}, {"dev", "--help"}} {
-		var stdout, stderr syncBuffer
+		var stdout, stderr testkit.LogBuffer
 		err := run(t.Context(), append([]string{"mcp-oauth-proxy"}, args...), envOf(nil), &stdout, &stderr)
 		if err != nil || stderr.String() != "" {
 			t.Errorf("%q: got %v and stderr %q, want nil and nothing (help goes to stdout)", args, err, stderr.String())

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/demo"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // doctorResult is what `doctor --json` printed and how it exited.
@@ -22,7 +23,7 @@ type doctorResult struct {
 // runDoctorCmd runs `mcp-oauth-proxy doctor args...` through run, as main does.
 func runDoctorCmd(t *testing.T, args ...string) doctorResult {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.LogBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	err := run(ctx, append([]string{"mcp-oauth-proxy", "doctor"}, args...), envOf(nil), &stdout, &stderr)
@@ -61,14 +62,7 @@ func startGatewayAt(t *testing.T, issuerURL string, extra map[string]string) str
 	if got := gw.addr(t); got != "127.0.0.1:"+port {
 		t.Fatalf("the gateway listens on %s, want 127.0.0.1:%s", got, port)
 	}
-	waitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, base)
 	return base + "/mcp"
 }
 
@@ -76,7 +70,7 @@ func startGatewayAt(t *testing.T, issuerURL string, extra map[string]string) str
 // issuer while the provider, which advertises RFC 9207 iss, runs the login:
 // doctor fails it with the fix.
 func TestDoctorFacadeWithAProviderThatSendsIss(t *testing.T) {
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	is.Extra = map[string]any{
 		"authorization_response_iss_parameter_supported": true,
 		"code_challenge_methods_supported":               []string{"S256"},
@@ -98,7 +92,7 @@ func TestDoctorFacadeWithAProviderThatSendsIss(t *testing.T) {
 	}
 
 	// Without the provider's iss, facade mode is only suspicious.
-	is2 := startIssuer(t)
+	is2 := testkit.StartIssuer(t, nil)
 	is2.Extra = map[string]any{
 		"authorization_response_iss_parameter_supported": false,
 		"code_challenge_methods_supported":               []string{"S256"},
@@ -113,7 +107,7 @@ func TestDoctorFacadeWithAProviderThatSendsIss(t *testing.T) {
 // TestDoctorDirect: direct mode hands clients the provider itself; with a
 // provider that advertises S256 nothing fails.
 func TestDoctorDirect(t *testing.T) {
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	is.Extra = map[string]any{
 		"authorization_response_iss_parameter_supported": true,
 		"code_challenge_methods_supported":               []string{"S256"},

@@ -8,7 +8,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,38 +27,20 @@ import (
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger
-// and the reads of a test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// waitFor polls cond until it holds or the deadline passes. It waits for a
-// state, it does not time one.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+// waitReady waits until the gateway at base answers /readyz with 200.
+func waitReady(t *testing.T, base string) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 // gatewayEnv is the configuration of an in-process test gateway: issuer,
@@ -103,7 +84,7 @@ func terminate(t *testing.T, cmd *exec.Cmd) error {
 // running is run() started in a goroutine, as main starts it, stopped when
 // the test ends if the test did not stop it.
 type running struct {
-	stdout, stderr syncBuffer
+	stdout, stderr testkit.LogBuffer
 	cancel         context.CancelFunc
 	done           chan error
 	stopOnce       sync.Once
@@ -126,7 +107,7 @@ func startRun(t *testing.T, args []string, env map[string]string) *running {
 func (r *running) addr(t *testing.T) string {
 	t.Helper()
 	var addr string
-	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(r.stderr.String()); return addr != "" })
+	testkit.WaitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(r.stderr.String()); return addr != "" })
 	return addr
 }
 
@@ -160,19 +141,6 @@ func loggedAddr(logs, msg string) string {
 		}
 	}
 	return ""
-}
-
-func startIssuer(t *testing.T) *devissuer.Issuer {
-	t.Helper()
-	is, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(is)
-	is.URL = "http://" + srv.Listener.Addr().String()
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return is
 }
 
 func mcpPost(t *testing.T, url, token, body string) (*http.Response, string) {
@@ -253,7 +221,7 @@ func freePort(t *testing.T) string {
 type gateway struct {
 	base   string
 	is     *devissuer.Issuer
-	logs   *syncBuffer
+	logs   *testkit.LogBuffer
 	up     *httptest.Server
 	upHits atomic.Int64
 }
@@ -264,7 +232,7 @@ const gwAudience = "https://mcp.example.com/mcp"
 // if not nil, answers proxied requests (else 200 "{}").
 func startGateway(t *testing.T, env map[string]string, upstream http.HandlerFunc) *gateway {
 	t.Helper()
-	g := &gateway{is: startIssuer(t)}
+	g := &gateway{is: testkit.StartIssuer(t, nil)}
 	g.up = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.upHits.Add(1)
 		if upstream != nil {
@@ -282,14 +250,7 @@ func startGateway(t *testing.T, env map[string]string, upstream http.HandlerFunc
 	r := startRun(t, nil, full)
 	g.logs = &r.stderr
 	g.base = "http://" + r.addr(t)
-	waitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get(g.base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, g.base)
 	return g
 }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // TestLauncherForm runs `mcp-oauth-proxy -- CMD ARGS...` with no spawn
@@ -20,7 +22,7 @@ func TestLauncherForm(t *testing.T) {
 	}
 	t.Setenv("MOP_TEST_ARGV_SERVER", "1")       // inherited by the child
 	t.Setenv("STATIC_CLIENT_SECRET", "hunter2") // must not be
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	env := gatewayEnv(is.URL, map[string]string{
 		"OIDC_AUDIENCE":             "https://mcp.example.com",
 		"RESOURCE_URL":              "https://mcp.example.com",
@@ -55,7 +57,7 @@ func TestLauncherForm(t *testing.T) {
 		}
 		return resp.StatusCode
 	}
-	waitFor(t, "the child to be ready", 10*time.Second, func() bool { return ask("/hello") == http.StatusOK })
+	testkit.WaitFor(t, "the child to be ready", 10*time.Second, func() bool { return ask("/hello") == http.StatusOK })
 	firstPort := got.Port
 	// /readyz reports the supervisor's own account of the child.
 	resp, err := http.Get("http://" + addr + "/readyz")
@@ -94,7 +96,7 @@ func TestLauncherForm(t *testing.T) {
 
 	// Crash it: requests get 502/503 while it is down, then it is back.
 	ask("/crash")
-	waitFor(t, "the restarted child", 10*time.Second, func() bool { return ask("/again") == http.StatusOK })
+	testkit.WaitFor(t, "the restarted child", 10*time.Second, func() bool { return ask("/again") == http.StatusOK })
 	if got.Path != "/again" {
 		t.Errorf("after restart: got path %q, want /again", got.Path)
 	}
@@ -118,7 +120,7 @@ func TestDevModeWithOwnServer(t *testing.T) {
 	t.Setenv("MOP_TEST_ARGV_SERVER", "1")
 	gw := startRun(t, []string{"dev", "--", self, "mine"}, map[string]string{"PORT": "0", "LOG_FORMAT": "json"})
 	var mcpURL, token string
-	waitFor(t, "dev mode's instructions", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "dev mode's instructions", 10*time.Second, func() bool {
 		for _, l := range strings.Split(gw.stdout.String(), "\n") {
 			f := strings.Fields(l)
 			if len(f) == 3 && f[0] == "MCP" && f[1] == "URL:" {
@@ -131,7 +133,7 @@ func TestDevModeWithOwnServer(t *testing.T) {
 		return mcpURL != "" && token != ""
 	})
 	var got struct{ Args []string }
-	waitFor(t, "the developer's server behind the gateway", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "the developer's server behind the gateway", 10*time.Second, func() bool {
 		req, _ := http.NewRequest(http.MethodGet, mcpURL, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		resp, err := http.DefaultClient.Do(req)

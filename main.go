@@ -1,8 +1,9 @@
 // Command mcp-oauth-proxy puts an HTTP MCP server on the public internet
 // behind OAuth: it admits only bearer JWTs from the operator's own OIDC
-// provider, for allow-listed identities, within a rate limit, and (in spawn
-// mode) runs the MCP server itself as a supervised child, as a container's
-// PID 1.
+// provider (or, in broker mode, its own tokens, issued after a login at
+// that provider), for allow-listed identities, within a rate limit, and (in
+// spawn mode) runs the MCP server itself as a supervised child, as a
+// container's PID 1.
 //
 // This file is wiring only: configuration, logger, components, listener,
 // and one oklog/run actor per long-lived part. The settings are in

@@ -16,25 +16,19 @@ import (
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/demo"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // TestRunOnPortZero runs the whole gateway in-process, as main does, against
 // a real issuer and a real MCP server.
 func TestRunOnPortZero(t *testing.T) {
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	upstream := httptest.NewServer(demo.Handler())
 	t.Cleanup(upstream.Close)
 
 	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": upstream.URL}))
 	base := "http://" + gw.addr(t)
-	waitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, base)
 
 	token, err := is.AccessToken("alice", "https://mcp.example.com/mcp", time.Minute, nil)
 	if err != nil {
@@ -77,7 +71,7 @@ func TestRunOnPortZero(t *testing.T) {
 }
 
 func TestRunRejectsBadConfigBeforeListening(t *testing.T) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.LogBuffer
 	err := run(context.Background(), []string{"mcp-oauth-proxy"}, envOf(map[string]string{"RATE_LIMIT_RPM": "many"}), &stdout, &stderr)
 	if got := exitStatus(err); got != 2 {
 		t.Fatalf("got exit status %d, want 2", got)
@@ -96,14 +90,14 @@ func TestMisspeltVariables(t *testing.T) {
 	t.Setenv("ALLOW_EMAIL", "me@example.com")
 	env := validEnv()
 	delete(env, "ALLOW_EMAILS")
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.LogBuffer
 	err := run(t.Context(), []string{"mcp-oauth-proxy"}, envOf(env), &stdout, &stderr)
 	want := "ALLOW_EMAIL is set but is not a setting; did you mean ALLOW_EMAILS?"
 	if exitStatus(err) != 2 || !strings.Contains(err.Error(), want) {
 		t.Errorf("got %v, want a configuration error saying %q", err, want)
 	}
 
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": "http://127.0.0.1:1"}))
 	gw.addr(t)
 	if !strings.Contains(gw.stderr.String(), `"@level":"warn","@message":"`+want) {
@@ -132,7 +126,7 @@ func TestDevMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr testkit.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -189,14 +183,7 @@ func TestDevMode(t *testing.T) {
 	if strings.Contains(stderr.String(), "BROKER_SECRET") {
 		t.Errorf("dev mode warns of its random broker keys:\n%s", stderr.String())
 	}
-	waitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get("http://127.0.0.1:" + port + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, "http://127.0.0.1:"+port)
 	resp, body := mcpPost(t, mcpURL, token, toolsList)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"echo"`) || !strings.Contains(body, `"count"`) {
 		t.Errorf("tools/list with the printed token: got %d %q", resp.StatusCode, body)
@@ -244,7 +231,7 @@ func TestDevMode(t *testing.T) {
 }
 
 func TestDevModeRefusesNonLoopback(t *testing.T) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.LogBuffer
 	err := run(context.Background(), []string{"mcp-oauth-proxy", "dev"}, envOf(map[string]string{"LISTEN_HOST": "0.0.0.0", "PORT": "0"}), &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Fatalf("got %v, want a refusal naming loopback", err)
@@ -268,7 +255,7 @@ func TestCtrlCExitStatus(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(bin, append(tc.args, "--", "sh", "-c", "echo up; exec sleep 100")...)
 			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "PORT=0", "LISTEN_HOST=127.0.0.1", "LOG_FORMAT=json"}, tc.env...)
-			var out syncBuffer
+			var out testkit.LogBuffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -276,7 +263,7 @@ func TestCtrlCExitStatus(t *testing.T) {
 			waitErr := make(chan error, 1)
 			go func() { waitErr <- cmd.Wait() }()
 			t.Cleanup(func() { _ = cmd.Process.Kill() })
-			waitFor(t, "the child to be up", 10*time.Second, func() bool { return strings.Contains(out.String(), `"@message":"up"`) })
+			testkit.WaitFor(t, "the child to be up", 10*time.Second, func() bool { return strings.Contains(out.String(), `"@message":"up"`) })
 			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 				t.Fatal(err)
 			}
@@ -300,27 +287,27 @@ func TestStaticBinaryAsPID1(t *testing.T) {
 		t.Skip("needs root (CAP_SYS_ADMIN) to create a PID namespace")
 	}
 	static := buildBinary(t)
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	upstream := httptest.NewServer(demo.Handler())
 	t.Cleanup(upstream.Close)
 	port := freePort(t)
 	cmd := exec.Command(static)
 	cmd.Env = []string{"PORT=" + port, "LISTEN_HOST=127.0.0.1", "OIDC_ISSUER_URL=" + is.URL, "OIDC_AUDIENCE=x",
 		"RESOURCE_URL=https://mcp.example.com", "ALLOW_SUBS=alice", "MCP_UPSTREAM_URL=" + upstream.URL}
-	var stderr syncBuffer
+	var stderr testkit.LogBuffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Skipf("cannot create a PID namespace here: %v", err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	waitFor(t, "the healthcheck to pass", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "the healthcheck to pass", 10*time.Second, func() bool {
 		hc := exec.Command(static, "healthcheck")
 		hc.Env = []string{"PORT=" + port}
 		return hc.Run() == nil
 	})
 	// The log is copied from a pipe: wait for the line rather than expect it.
-	waitFor(t, "the listening line in the log", 5*time.Second, func() bool { return strings.Contains(stderr.String(), "listening") })
+	testkit.WaitFor(t, "the listening line in the log", 5*time.Second, func() bool { return strings.Contains(stderr.String(), "listening") })
 	if err := terminate(t, cmd); err != nil {
 		t.Errorf("PID 1 after SIGTERM: %v, want exit 0; log:\n%s", err, stderr.String())
 	}
@@ -329,7 +316,7 @@ func TestStaticBinaryAsPID1(t *testing.T) {
 // TestDevModeStopsOnAServerThatCannotStart: in dev mode a command that
 // cannot run, or a server that exits before it ever listened, stops the
 // gateway with one line naming the command, the server's last lines and its
-// status, instead of restarting it forever (issue 19.1).
+// status, instead of restarting it forever.
 func TestDevModeStopsOnAServerThatCannotStart(t *testing.T) {
 	bin := buildBinary(t)
 	cases := []struct {

@@ -1,66 +1,21 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-)
 
-// scrape GETs a Prometheus text exposition and returns each sample by its
-// series, e.g. `mcp_oauth_proxy_auth_rejected_total{reason="no_token"}`.
-func scrape(t *testing.T, url string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d", url, resp.StatusCode)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
-}
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
+)
 
 // metricsAddr finds the metrics listener's address in the gateway's JSON log.
 func metricsAddr(logs string) string { return loggedAddr(logs, "metrics listening") }
-
-// logLines parses every line of a JSON log, failing on one that is not JSON.
-func logLines(t *testing.T, logs string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // TestObservability runs the gateway in-process with METRICS_ADDR, sends
 // scripted traffic, and checks what an operator sees: the counters on the
@@ -68,7 +23,7 @@ func logLines(t *testing.T, logs string) []map[string]any {
 // carrying request IDs (kept or generated, and passed to the upstream) and
 // the MCP tool.
 func TestObservability(t *testing.T) {
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	var mu sync.Mutex
 	var upstreamIDs []string
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -86,13 +41,13 @@ func TestObservability(t *testing.T) {
 	gw := startRun(t, nil, env)
 	stderr := &gw.stderr
 	var addr, maddr string
-	waitFor(t, "both listening log lines", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "both listening log lines", 5*time.Second, func() bool {
 		addr, maddr = listenAddr(stderr.String()), metricsAddr(stderr.String())
 		return addr != "" && maddr != ""
 	})
 	base, metricsURL := "http://"+addr, "http://"+maddr+"/metrics"
 	answered := 0.0 // requests the gateway answered so far
-	waitFor(t, "readiness", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "readiness", 10*time.Second, func() bool {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false
@@ -105,14 +60,14 @@ func TestObservability(t *testing.T) {
 	// counts to catch up before comparing them.
 	counted := func() float64 {
 		sum := 0.0
-		for series, v := range scrape(t, metricsURL) {
+		for series, v := range testkit.Scrape(t, metricsURL) {
 			if strings.HasPrefix(series, "mcp_oauth_proxy_requests_total{") {
 				sum += v
 			}
 		}
 		return sum
 	}
-	waitFor(t, "the readiness probes to be counted", 5*time.Second, func() bool { return counted() == answered })
+	testkit.WaitFor(t, "the readiness probes to be counted", 5*time.Second, func() bool { return counted() == answered })
 	token, err := is.AccessToken("alice", "https://mcp.example.com/mcp", time.Minute, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +76,7 @@ func TestObservability(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := scrape(t, metricsURL)
+	before := testkit.Scrape(t, metricsURL)
 
 	send := func(method, path, tok, id, body string) *http.Response {
 		t.Helper()
@@ -189,8 +144,8 @@ func TestObservability(t *testing.T) {
 	}
 
 	answered += 9
-	waitFor(t, "the traffic to be counted", 5*time.Second, func() bool { return counted() == answered })
-	after := scrape(t, metricsURL)
+	testkit.WaitFor(t, "the traffic to be counted", 5*time.Second, func() bool { return counted() == answered })
+	after := testkit.Scrape(t, metricsURL)
 	delta := func(series string) float64 { return after[series] - before[series] }
 	for _, c := range []struct {
 		series string
@@ -237,7 +192,7 @@ func TestObservability(t *testing.T) {
 
 	// The log: every line JSON; every gate line about a request names it.
 	var proxied, rejected []map[string]any
-	for _, m := range logLines(t, stderr.String()) {
+	for _, m := range testkit.JSONLines(t, stderr.String()) {
 		if m["@module"] != "mcp-oauth-proxy.gate" {
 			continue
 		}
@@ -281,7 +236,7 @@ func TestChildMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("MOP_TEST_ARGV_SERVER", "1") // the child is argvServer
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	env := gatewayEnv(is.URL, map[string]string{
 		"OIDC_AUDIENCE":             "https://mcp.example.com",
 		"RESOURCE_URL":              "https://mcp.example.com",
@@ -291,14 +246,14 @@ func TestChildMetrics(t *testing.T) {
 	gw := startRun(t, []string{"--", self}, env)
 	stderr := &gw.stderr
 	var addr, maddr string
-	waitFor(t, "both listening log lines", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "both listening log lines", 5*time.Second, func() bool {
 		addr, maddr = listenAddr(stderr.String()), metricsAddr(stderr.String())
 		return addr != "" && maddr != ""
 	})
 	metricsURL := "http://" + maddr + "/metrics"
-	ready := func() bool { return scrape(t, metricsURL)[`mcp_oauth_proxy_child_state{state="ready"}`] == 1 }
-	waitFor(t, "child_state ready", 20*time.Second, ready)
-	m := scrape(t, metricsURL)
+	ready := func() bool { return testkit.Scrape(t, metricsURL)[`mcp_oauth_proxy_child_state{state="ready"}`] == 1 }
+	testkit.WaitFor(t, "child_state ready", 20*time.Second, ready)
+	m := testkit.Scrape(t, metricsURL)
 	if m[`mcp_oauth_proxy_child_starts_total`] != 1 || m[`mcp_oauth_proxy_child_restarts_total`] != 0 {
 		t.Errorf("after the first start: starts %v, restarts %v, want 1 and 0", m[`mcp_oauth_proxy_child_starts_total`], m[`mcp_oauth_proxy_child_restarts_total`])
 	}
@@ -315,8 +270,8 @@ func TestChildMetrics(t *testing.T) {
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
 	}
-	waitFor(t, "a restarted, ready child", 20*time.Second, func() bool {
-		m = scrape(t, metricsURL)
+	testkit.WaitFor(t, "a restarted, ready child", 20*time.Second, func() bool {
+		m = testkit.Scrape(t, metricsURL)
 		return m[`mcp_oauth_proxy_child_restarts_total`] == 1 && m[`mcp_oauth_proxy_child_state{state="ready"}`] == 1
 	})
 	if m[`mcp_oauth_proxy_child_starts_total`] != 2 || m[`mcp_oauth_proxy_child_last_exit_code`] != 3 {

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // TestSpawnAsPID1 runs the real gateway binary as PID 1 of a new PID
@@ -42,7 +44,7 @@ func TestSpawnAsPID1(t *testing.T) {
 				"OIDC_ISSUER_URL=http://127.0.0.1:1", "OIDC_AUDIENCE=x", "RESOURCE_URL=http://127.0.0.1", "ALLOW_SUBS=x",
 				"SHUTDOWN_GRACE=5s", "MCP_SPAWN_CMD=" + tc.cmd,
 			}, tc.env...)
-			var out syncBuffer
+			var out testkit.LogBuffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
 			if err := cmd.Start(); err != nil {
@@ -55,7 +57,7 @@ func TestSpawnAsPID1(t *testing.T) {
 				<-waitErr
 				waitErr <- nil
 			})
-			waitFor(t, "the child to be set up", 15*time.Second, func() bool {
+			testkit.WaitFor(t, "the child to be set up", 15*time.Second, func() bool {
 				return strings.Contains(out.String(), `"@message":"`+tc.ready)
 			})
 			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store/redistest"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // replica is one in-process gateway of several that share a Redis.
@@ -26,7 +27,7 @@ type replica struct {
 // STORE_URL; extra adds settings to each.
 func startReplicas(t *testing.T, n int, storeURL string, extra map[string]string) (*devissuer.Issuer, []replica) {
 	t.Helper()
-	is := startIssuer(t)
+	is := testkit.StartIssuer(t, nil)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, "{}")
@@ -44,7 +45,7 @@ func startReplicas(t *testing.T, n int, storeURL string, extra map[string]string
 		rs = append(rs, replica{base: "http://" + r.addr(t), run: r})
 	}
 	for _, r := range rs {
-		waitFor(t, "the store's first probe", 10*time.Second, func() bool {
+		testkit.WaitFor(t, "the store's first probe", 10*time.Second, func() bool {
 			_, detail := readyz(t, r.base)
 			return detail != "" && detail != "redis not checked yet"
 		})
@@ -116,7 +117,7 @@ func TestRedisDownGateway(t *testing.T) {
 	is, rs := startReplicas(t, 1, srv.URL(), map[string]string{"METRICS_ADDR": "127.0.0.1:0"})
 	r := rs[0]
 	var metricsURL string
-	waitFor(t, "the metrics listener", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "the metrics listener", 5*time.Second, func() bool {
 		a := metricsAddr(r.run.stderr.String())
 		metricsURL = "http://" + a + "/metrics"
 		return a != ""
@@ -143,20 +144,20 @@ func TestRedisDownGateway(t *testing.T) {
 	if code != 200 || !strings.Contains(detail, "unreachable") {
 		t.Errorf("/readyz with Redis down: got %d %q, want 200 naming Redis unreachable", code, detail)
 	}
-	if got := scrapeValue(t, metricsURL, "mcp_oauth_proxy_store_fallback"); got != "1" {
-		t.Errorf("store_fallback with Redis down: %q, want 1", got)
+	if got, ok := testkit.Scrape(t, metricsURL)["mcp_oauth_proxy_store_fallback"]; !ok || got != 1 {
+		t.Errorf("store_fallback with Redis down: %v (present: %v), want 1", got, ok)
 	}
 
 	srv.Restart()
-	waitFor(t, "the gateway to see Redis again", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "the gateway to see Redis again", 10*time.Second, func() bool {
 		_, detail := readyz(t, r.base)
 		return detail == "redis reachable"
 	})
 	if got := admitted(); got != 200 {
 		t.Errorf("after: %d", got)
 	}
-	if got := scrapeValue(t, metricsURL, "mcp_oauth_proxy_store_fallback"); got != "0" {
-		t.Errorf("store_fallback after: %q, want 0", got)
+	if got, ok := testkit.Scrape(t, metricsURL)["mcp_oauth_proxy_store_fallback"]; !ok || got != 0 {
+		t.Errorf("store_fallback after: %v (present: %v), want 0", got, ok)
 	}
 	logs := r.run.stderr.String()
 	if got := strings.Count(logs, "redis unreachable"); got != 1 {
@@ -165,23 +166,6 @@ func TestRedisDownGateway(t *testing.T) {
 	if strings.Contains(logs, "connection pool") {
 		t.Errorf("go-redis's own lines reached the log at info level:\n%s", logs)
 	}
-}
-
-// scrapeValue reads one sample of a Prometheus exposition.
-func scrapeValue(t *testing.T, url, series string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // TestStoreURLPasswordNeverLogged: STORE_URL's password appears in no log

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // soakMaxRequests bounds each of the soak's two loads.
@@ -26,7 +28,7 @@ const soakMaxRequests = 2_500_000
 // leak would add over hundreds of thousands of requests.
 const soakHeapTolerance = 2 << 20
 
-// TestSoak is a bounded load (issue 6 item 6, issue 13 item 8). It runs only
+// TestSoak is a bounded load. It runs only
 // when asked: SOAK_DURATION (its length, e.g. 30s) or SOAK=1 (30 s); test.sh
 // sets SOAK_DURATION. Several goroutines send, as fast as loopback allows, a
 // mix of valid, invalid, rate-limited and streaming requests through run()
@@ -36,7 +38,8 @@ const soakHeapTolerance = 2 << 20
 // back near their baseline; and the second measured load must leave the
 // live heap no higher than the first did, within soakHeapTolerance, so a
 // leak shows whatever the machine's speed (a fixed ceiling over the
-// baseline does not: issue 13 item 8). SOAK_HEAPPROFILE=file writes a heap
+// baseline does not: a faster machine sends more requests and keeps more
+// live heap). SOAK_HEAPPROFILE=file writes a heap
 // profile taken after the last load, while the gateway still runs.
 func TestSoak(t *testing.T) {
 	duration := 30 * time.Second
@@ -268,7 +271,7 @@ type soakGateway struct {
 // the test's memory and be measured as the gateway's heap.
 func startSoakGateway(t *testing.T, env map[string]string, upstream http.HandlerFunc) *soakGateway {
 	t.Helper()
-	g := &soakGateway{gateway: gateway{is: startIssuer(t)}, logs: &headWriter{max: 1 << 20}}
+	g := &soakGateway{gateway: gateway{is: testkit.StartIssuer(t, nil)}, logs: &headWriter{max: 1 << 20}}
 	g.logs.b.Grow(g.logs.max) // allocated before the baseline, never grown by a load
 	g.up = httptest.NewServer(upstream)
 	t.Cleanup(g.up.Close)
@@ -288,16 +291,9 @@ func startSoakGateway(t *testing.T, env map[string]string, upstream http.Handler
 		}
 	})
 	var addr string
-	waitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(g.logs.String()); return addr != "" })
+	testkit.WaitFor(t, "the listening log line", 5*time.Second, func() bool { addr = listenAddr(g.logs.String()); return addr != "" })
 	g.base = "http://" + addr
-	waitFor(t, "readiness", 10*time.Second, func() bool {
-		resp, err := http.Get(g.base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReady(t, g.base)
 	return g
 }
 

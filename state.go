@@ -1,31 +1,16 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/broker"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/metrics"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
 )
-
-// valueStore models *store.Memory and *store.Redis: one-time values and
-// revocations (the method set of broker.Store).
-type valueStore interface {
-	Claim(ctx context.Context, key string, ttl time.Duration) (first bool, err error)
-	Revoke(ctx context.Context, key string, ttl time.Duration) error
-	Revoked(ctx context.Context, keys ...string) (bool, error)
-}
-
-// limiter models *store.Limiter and *store.RedisLimiter as the
-// registration limits use them.
-type limiter interface {
-	Allow(ctx context.Context, key string) (ok bool, wait time.Duration)
-}
 
 // state is what the gateway remembers across requests: one-time values and
 // revocations (broker.Config.Store), the per-subject admission (revocation
@@ -33,13 +18,13 @@ type limiter interface {
 // authentications and registrations. It lives in this process, unless
 // STORE_URL names a Redis that replicas share.
 type state struct {
-	values   valueStore
+	values   broker.Store
 	subjects gate.Admitter
 	failures gate.FailureLimiter
 	register wellknown.Limiter
 	// newLimiter makes another limit of the same kind (in memory, or
 	// shared under name), for the broker's per-IP and per-client limits.
-	newLimiter func(name string, perMinute int) (limiter, error)
+	newLimiter func(name string, perMinute int) (broker.Limiter, error)
 	// redis is nil in memory: nothing to probe, report or close.
 	redis *store.Redis
 }
@@ -65,7 +50,7 @@ func newState(cfg *Config, logger hclog.Logger, m *metrics.Metrics) (*state, err
 			return nil, err
 		}
 		return &state{values: values, subjects: admission, failures: failures, register: register,
-			newLimiter: func(_ string, perMinute int) (limiter, error) { return mem(perMinute) }}, nil
+			newLimiter: func(_ string, perMinute int) (broker.Limiter, error) { return mem(perMinute) }}, nil
 	}
 
 	rc := store.RedisConfig{URL: cfg.StoreURL, Logger: logger.Named("store")}
@@ -89,7 +74,7 @@ func newState(cfg *Config, logger hclog.Logger, m *metrics.Metrics) (*state, err
 	}
 	logger.Named("store").Info("limits, used codes and revocations are shared through redis", "addr", rs.Addr())
 	return &state{values: rs, subjects: subjects, failures: failures, register: register, redis: rs,
-		newLimiter: func(name string, perMinute int) (limiter, error) { return shared(name, perMinute) }}, nil
+		newLimiter: func(name string, perMinute int) (broker.Limiter, error) { return shared(name, perMinute) }}, nil
 }
 
 // close closes the Redis client, if any. It is idempotent.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/broker"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/wellknown"
 )
@@ -376,9 +377,10 @@ func origin(s string) (string, error) {
 	return s, nil
 }
 
-// redirectURI is one REGISTER_REDIRECT_URIS entry, as wellknown reads it.
+// redirectURI is one REGISTER_REDIRECT_URIS entry: a loopback pattern or
+// an absolute URI (broker mode asks more of it: config.go).
 func redirectURI(s string) (string, error) {
-	if err := wellknown.CheckRedirectURI(s); err != nil {
+	if err := redirecturi.CheckEntry(s); err != nil {
 		return "", fmt.Errorf("entry rejected: %w", err)
 	}
 	return s, nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/tokencache"
 )
 
 // maxTokenSize bounds the tokens Verify looks at.
@@ -87,10 +87,10 @@ func (b *Broker) Verify(ctx context.Context, raw string) (*provider.Identity, er
 		return nil, &provider.TokenError{Reason: provider.ReasonMalformed, Description: "token is empty or too large"}
 	}
 	now := b.now()
-	var key [sha256.Size]byte
+	var key tokencache.Key
 	if b.cache != nil {
-		key = tokenKey(raw)
-		if e := b.cache.get(key, now); e != nil {
+		key = tokencache.KeyOf(raw)
+		if e, ok := b.cache.Get(key, now); ok {
 			if b.callerRevs {
 				return e.id, nil
 			}
@@ -115,7 +115,7 @@ func (b *Broker) Verify(ctx context.Context, raw string) (*provider.Identity, er
 		return nil, err
 	}
 	if b.cache != nil {
-		b.cache.put(key, &cacheEntry{id: id, revocation: rev}, now)
+		b.cache.Put(0, key, &cacheEntry{id: id, revocation: rev}, id.Expiry, now)
 	}
 	return id, nil
 }

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // Bounds of an authorization request: it travels sealed in a cookie.
@@ -49,7 +51,7 @@ type flowRecord struct {
 func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
-		w.Header().Set("Retry-After", retryAfter(wait))
+		w.Header().Set("Retry-After", respond.RetryAfter(wait))
 		b.errorPage(w, http.StatusTooManyRequests, "Too many requests", "Too many sign-ins from your address. Wait a minute and try again.")
 		return
 	}

@@ -31,7 +31,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.Fatal(err)
 	}
 	newProvider := func(cacheTTL time.Duration) *provider.Provider {
-		p := provider.New(provider.Config{IssuerURL: e.is.URL, Audiences: []string{aud}, CacheTTL: cacheTTL, Logger: hclog.NewNullLogger(), Now: e.clock.now})
+		p := provider.New(provider.Config{IssuerURL: e.is.URL, Audiences: []string{aud}, CacheTTL: cacheTTL, Logger: hclog.NewNullLogger(), Now: e.clock.Now})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { _ = p.Run(ctx); close(done) }()
@@ -43,7 +43,7 @@ func BenchmarkVerify(b *testing.B) {
 	}
 	uncached, err := New(Config{
 		ResourceURL: aud, Upstream: e.prov, ClientID: gatewayClientID, Secret: []byte(testSecret),
-		Store: e.store, Now: e.clock.now, VerifyCacheTTL: -1,
+		Store: e.store, Now: e.clock.Now, VerifyCacheTTL: -1,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -109,10 +109,10 @@ func BenchmarkTokenEndpoint(b *testing.B) {
 				ID: rand.Text(),
 				Req: pending{ClientID: c.ID, Redirect: clientRedirect, Challenge: oauth2.S256ChallengeFromVerifier(verifier),
 					Scopes: strings.Fields(testScopes), Resource: e.origin + "/mcp"},
-				Granted: strings.Fields(testScopes), User: user, AuthTime: e.clock.now().Unix(),
+				Granted: strings.Fields(testScopes), User: user, AuthTime: e.clock.Now().Unix(),
 			}
 			var err error
-			if codes[i], err = e.b.seal.seal(purposeCode, e.clock.now().Add(codeTTL), rec); err != nil {
+			if codes[i], err = e.b.seal.seal(purposeCode, e.clock.Now().Add(codeTTL), rec); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -125,7 +125,7 @@ func BenchmarkTokenEndpoint(b *testing.B) {
 		}
 	})
 	refresh := func(b *testing.B, upstream string) {
-		now := e.clock.now()
+		now := e.clock.Now()
 		rt, err := e.b.seal.seal(purposeRefresh, now.Add(24*time.Hour), refreshRecord{
 			Family: rand.Text(), ID: rand.Text(), ClientID: c.ID, Scopes: strings.Fields(testScopes),
 			Resource: e.origin + "/mcp", User: user, AuthTime: now.Unix(), End: now.Add(24 * time.Hour).Unix(), Upstream: upstream,

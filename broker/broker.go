@@ -1,6 +1,7 @@
 // Package broker is broker mode's OAuth 2.1 authorization server: the
 // gateway itself is the authorization server MCP clients see. It registers
-// clients (RFC 7591), shows its own consent page, logs the user in at the
+// clients (RFC 7591) and accepts clients identified by a Client ID Metadata
+// Document (fetched SSRF-safely, cached), shows its own consent page, logs the user in at the
 // operator's OpenID Connect provider as an ordinary client of it
 // (authorization code, PKCE, nonce), checks the allow-list, and issues its
 // own short-lived access tokens (RFC 9068 JWTs for RESOURCE_URL) and
@@ -25,6 +26,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -42,7 +44,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/tokencache"
 )
 
 // Paths of the broker's routes.
@@ -64,12 +68,10 @@ const (
 	// A session whose provider gave no refresh token cannot be re-checked
 	// at the provider, so it ends after this whatever SessionTTL says.
 	maxSessionWithoutUpstreamRefresh = 24 * time.Hour
-	codeTTL                          = 60 * time.Second // issue 15 point 7; RFC 6749 §4.1.2: short
+	codeTTL                          = 60 * time.Second // RFC 6749 §4.1.2: short-lived, used once
 	flowTTL                          = 10 * time.Minute // consent page and provider login
 	consentTTL                       = 30 * 24 * time.Hour
 	defaultHTTPTimeout               = 10 * time.Second
-	defaultCacheTTL                  = 60 * time.Second
-	defaultCacheSize                 = 10000
 	minSecretLen                     = 32
 )
 
@@ -84,7 +86,7 @@ type Upstream interface {
 	KeySet() oidc.KeySet
 }
 
-// Store models *store.Memory (and, later, the Redis store): what must be
+// Store models *store.Memory and *store.Redis: what must be
 // remembered across requests and replicas. Keys are namespaced by the
 // broker ("code:", "rt:", "fam:", "jti:", "flow:").
 type Store interface {
@@ -198,8 +200,8 @@ type Config struct {
 	// scopes within one access-token lifetime and one who gained one gets
 	// it at the next refresh. The scopes requested at login stay the
 	// ceiling (RFC 6749 §6). Anything it returns outside requested is
-	// ignored. Nil grants everything requested. (Issue 17.4 sets it from
-	// MCP_POLICY.)
+	// ignored. Nil grants everything requested. (main sets it from
+	// BROKER_SCOPE_GRANTS when MCP_POLICY names scopes.)
 	GrantScopes func(id *provider.Identity, requested []string) []string
 
 	// Store remembers used codes, rotated refresh tokens and revocations.
@@ -304,7 +306,7 @@ type Broker struct {
 	upScopes    []string
 	upParams    map[string]string
 	groupsClaim string
-	redirects   []redirectRule
+	redirects   redirecturi.List
 	allow       func(*provider.Identity) bool
 	grant       func(*provider.Identity, []string) []string
 	store       Store
@@ -322,7 +324,7 @@ type Broker struct {
 	cookies cookieNames
 	pages   *template.Template
 	csp     string
-	cache   *tokenCache // nil when disabled
+	cache   *tokencache.Cache[*cacheEntry] // nil when disabled
 	fetcher *cimdFetcher
 	docs    *docCache
 	cimdOff bool // Config.DisableCIMD
@@ -335,31 +337,11 @@ type Broker struct {
 // programming error (a missing required field, a secret shorter than 32
 // bytes, a malformed URL); main validates the settings first.
 func New(cfg Config) (*Broker, error) {
-	res, err := url.Parse(cfg.ResourceURL)
-	if err != nil || (res.Scheme != "https" && res.Scheme != "http") || res.Host == "" || res.Fragment != "" {
-		return nil, fmt.Errorf("new broker: resource url %q is not an absolute http(s) URL", cfg.ResourceURL)
+	issuer, iu, err := checkConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new broker: %w", err)
 	}
-	issuer := cfg.Issuer
-	if issuer == "" {
-		issuer = res.Scheme + "://" + res.Host
-	}
-	iu, err := url.Parse(issuer)
-	if err != nil || (iu.Scheme != "https" && iu.Scheme != "http") || iu.Host == "" || iu.RawQuery != "" || iu.Fragment != "" {
-		return nil, fmt.Errorf("new broker: issuer %q is not an absolute http(s) URL without query or fragment", issuer)
-	}
-	switch {
-	case cfg.Upstream == nil:
-		return nil, errors.New("new broker: no upstream provider")
-	case cfg.ClientID == "":
-		return nil, errors.New("new broker: no client id at the provider")
-	case cfg.Secret != nil && len(cfg.Secret) < minSecretLen:
-		return nil, fmt.Errorf("new broker: secret is %d bytes, want at least %d", len(cfg.Secret), minSecretLen)
-	case cfg.PreviousSecret != nil && len(cfg.PreviousSecret) < minSecretLen:
-		return nil, fmt.Errorf("new broker: previous secret is %d bytes, want at least %d", len(cfg.PreviousSecret), minSecretLen)
-	case cfg.AccessTokenTTL < 0, cfg.SessionTTL < 0, cfg.ClockSkew < 0:
-		return nil, errors.New("new broker: negative lifetime or skew")
-	}
-	rules, err := parseRedirectRules(cfg.RedirectURIs)
+	redirects, err := redirecturi.ParseList(cfg.RedirectURIs)
 	if err != nil {
 		return nil, fmt.Errorf("new broker: %w", err)
 	}
@@ -377,16 +359,16 @@ func New(cfg Config) (*Broker, error) {
 		origin:      webOrigin(iu),
 		resource:    cfg.ResourceURL,
 		scopes:      slices.Clone(cfg.Scopes),
-		accessTTL:   cfg.AccessTokenTTL,
-		sessionTTL:  cfg.SessionTTL,
+		accessTTL:   cmp.Or(cfg.AccessTokenTTL, defaultAccessTokenTTL),
+		sessionTTL:  cmp.Or(cfg.SessionTTL, defaultSessionTTL),
 		skew:        cfg.ClockSkew,
 		upstream:    cfg.Upstream,
 		clientID:    cfg.ClientID,
 		secret:      cfg.ClientSecret,
 		upScopes:    slices.Clone(cfg.UpstreamScopes),
 		upParams:    cfg.UpstreamParams,
-		groupsClaim: cfg.GroupsClaim,
-		redirects:   rules,
+		groupsClaim: cmp.Or(cfg.GroupsClaim, "groups"),
+		redirects:   redirects,
 		allow:       cfg.Allow,
 		grant:       cfg.GrantScopes,
 		store:       cfg.Store,
@@ -400,20 +382,71 @@ func New(cfg Config) (*Broker, error) {
 		now:         cfg.Now,
 		keys:        keys,
 	}
-	if b.accessTTL == 0 {
-		b.accessTTL = defaultAccessTokenTTL
+	b.fillDefaults()
+	b.seal = &sealer{keys: keys.seal, now: b.now}
+	b.cimdOff = cfg.DisableCIMD
+	b.fetcher = newCIMDFetcher(allowHosts, cfg.CIMDRootCAs)
+	b.docs = newDocCache(b.now, cimdCacheSize)
+	b.cookies = newCookieNames(iu.Scheme == "https")
+	if b.pages, b.csp, err = parsePages(); err != nil {
+		return nil, fmt.Errorf("new broker: %w", err)
 	}
-	if b.sessionTTL == 0 {
-		b.sessionTTL = defaultSessionTTL
+	b.cache = tokencache.New[*cacheEntry](cfg.VerifyCacheTTL, cfg.VerifyCacheSize)
+	if b.metadata, err = b.metadataDoc(); err != nil {
+		return nil, fmt.Errorf("new broker: %w", err)
 	}
+	if b.jwks, err = keys.jwksDoc(); err != nil {
+		return nil, fmt.Errorf("new broker: %w", err)
+	}
+	return b, nil
+}
+
+// checkConfig refuses what New cannot work with and returns the issuer,
+// as given and parsed: Config.Issuer, or ResourceURL's origin.
+func checkConfig(cfg Config) (string, *url.URL, error) {
+	res, err := url.Parse(cfg.ResourceURL)
+	if err != nil || (res.Scheme != "https" && res.Scheme != "http") || res.Host == "" || res.Fragment != "" {
+		return "", nil, fmt.Errorf("resource url %q is not an absolute http(s) URL", cfg.ResourceURL)
+	}
+	issuer := cfg.Issuer
+	if issuer == "" {
+		issuer = res.Scheme + "://" + res.Host
+	}
+	iu, err := url.Parse(issuer)
+	if err != nil || (iu.Scheme != "https" && iu.Scheme != "http") || iu.Host == "" || iu.RawQuery != "" || iu.Fragment != "" {
+		return "", nil, fmt.Errorf("issuer %q is not an absolute http(s) URL without query or fragment", issuer)
+	}
+	switch {
+	case cfg.Upstream == nil:
+		return "", nil, errors.New("no upstream provider")
+	case cfg.ClientID == "":
+		return "", nil, errors.New("no client id at the provider")
+	case cfg.Secret != nil && len(cfg.Secret) < minSecretLen:
+		return "", nil, fmt.Errorf("secret is %d bytes, want at least %d", len(cfg.Secret), minSecretLen)
+	case cfg.PreviousSecret != nil && len(cfg.PreviousSecret) < minSecretLen:
+		return "", nil, fmt.Errorf("previous secret is %d bytes, want at least %d", len(cfg.PreviousSecret), minSecretLen)
+	case cfg.AccessTokenTTL < 0, cfg.SessionTTL < 0, cfg.ClockSkew < 0:
+		return "", nil, errors.New("negative lifetime or skew")
+	}
+	for _, e := range cfg.RedirectURIs {
+		if strings.TrimSpace(e) == "" {
+			continue
+		}
+		if err := CheckRedirectURI(e); err != nil {
+			return "", nil, err
+		}
+	}
+	return issuer, iu, nil
+}
+
+// fillDefaults gives the optional fields left zero their documented
+// defaults.
+func (b *Broker) fillDefaults() {
 	if b.upScopes == nil {
 		b.upScopes = []string{"openid", "email", "profile"}
 	}
 	if !slices.Contains(b.upScopes, "openid") {
 		b.upScopes = append([]string{"openid"}, b.upScopes...)
-	}
-	if b.groupsClaim == "" {
-		b.groupsClaim = "groups"
 	}
 	if b.log == nil {
 		b.log = hclog.NewNullLogger()
@@ -430,31 +463,6 @@ func New(cfg Config) (*Broker, error) {
 	if b.httpClient == nil {
 		b.httpClient = &http.Client{Timeout: defaultHTTPTimeout}
 	}
-	b.seal = &sealer{keys: keys.seal, now: b.now}
-	b.cimdOff = cfg.DisableCIMD
-	b.fetcher = newCIMDFetcher(allowHosts, cfg.CIMDRootCAs)
-	b.docs = newDocCache(b.now, cimdCacheSize)
-	b.cookies = newCookieNames(iu.Scheme == "https")
-	if b.pages, b.csp, err = parsePages(); err != nil {
-		return nil, fmt.Errorf("new broker: %w", err)
-	}
-	ttl, size := cfg.VerifyCacheTTL, cfg.VerifyCacheSize
-	if ttl == 0 {
-		ttl = defaultCacheTTL
-	}
-	if size <= 0 {
-		size = defaultCacheSize
-	}
-	if ttl > 0 {
-		b.cache = newTokenCache(ttl, size)
-	}
-	if b.metadata, err = b.metadataDoc(); err != nil {
-		return nil, fmt.Errorf("new broker: %w", err)
-	}
-	if b.jwks, err = keys.jwksDoc(); err != nil {
-		return nil, fmt.Errorf("new broker: %w", err)
-	}
-	return b, nil
 }
 
 // Issuer is the broker's issuer identifier (RFC 8414 §2): the gateway's

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document,
@@ -370,7 +372,7 @@ func (b *Broker) clientErrorPage(w http.ResponseWriter, id string, err error) {
 	}
 	if ce.transient {
 		status = http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", retryAfter(cimdFailureTTL))
+		w.Header().Set("Retry-After", respond.RetryAfter(cimdFailureTTL))
 		msg += " Try again in a minute."
 	}
 	b.errorPage(w, status, "Application not recognized", msg)

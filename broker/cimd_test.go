@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // docServer serves Client ID Metadata Documents on 127.0.0.1 (over TLS
@@ -209,7 +211,7 @@ func TestCIMDApprovalFollowsTheDocument(t *testing.T) {
 		t.Fatalf("approved client: status %d, want a redirect to the provider", resp.status)
 	}
 	ds.serve("/client.json", clientDoc(id, clientRedirect, "https://other.example/cb"), "max-age=60")
-	e.clock.add(61 * time.Second)
+	e.clock.Advance(61 * time.Second)
 	consentFlow(t, br.get(newAuthRequest(c).url(e.origin)))
 }
 
@@ -408,7 +410,7 @@ func TestCIMDCache(t *testing.T) {
 			id := ds.url(path)
 			ds.serve(path, clientDoc(id), tt.cc)
 			for n, s := range tt.steps {
-				e.clock.add(s.after)
+				e.clock.Advance(s.after)
 				if err := e.lookupDoc(id); err != nil {
 					t.Fatalf("step %d: %v", n, err)
 				}
@@ -428,7 +430,7 @@ func TestCIMDFailureRemembered(t *testing.T) {
 	id := ds.url("/flaky.json")
 	ds.handle("/flaky.json", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", http.StatusBadGateway) })
 	for n, after := range []time.Duration{0, 5 * time.Second, 4 * time.Second} {
-		e.clock.add(after)
+		e.clock.Advance(after)
 		if err := e.lookupDoc(id); err == nil || !strings.Contains(err.Error(), "answered 502") {
 			t.Fatalf("lookup %d: got %v, want the 502", n, err)
 		}
@@ -437,7 +439,7 @@ func TestCIMDFailureRemembered(t *testing.T) {
 		}
 	}
 	ds.serve("/flaky.json", clientDoc(id), "")
-	e.clock.add(time.Second)
+	e.clock.Advance(time.Second)
 	if err := e.lookupDoc(id); err != nil || ds.count("/flaky.json") != 2 {
 		t.Fatalf("after 10 s: %v, %d fetches", err, ds.count("/flaky.json"))
 	}
@@ -470,14 +472,6 @@ func TestCIMDCoalesced(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(body)
 	})
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-		}
-	}
 
 	const n = 8
 	errs := make(chan error, n+1)
@@ -486,7 +480,7 @@ func TestCIMDCoalesced(t *testing.T) {
 		_, err := e.b.lookupClient(leaderCtx, id, forAuthorization)
 		errs <- err
 	}()
-	waitFor("the fetch", func() bool { return ds.count("/c.json") == 1 })
+	testkit.WaitFor(t, "the fetch", 10*time.Second, func() bool { return ds.count("/c.json") == 1 })
 	leave()
 	for range n - 1 {
 		go func() { errs <- e.lookupDoc(id) }()
@@ -497,7 +491,7 @@ func TestCIMDCoalesced(t *testing.T) {
 		_, err := e.b.lookupClient(quitterCtx, id, forAuthorization)
 		quitter <- err
 	}()
-	waitFor("the waiting lookups", func() bool { return e.b.docs.waiting(id) == n })
+	testkit.WaitFor(t, "the waiting lookups", 10*time.Second, func() bool { return e.b.docs.waiting(id) == n })
 	quit()
 	if err := <-quitter; err == nil || !strings.Contains(err.Error(), "request ended") {
 		t.Errorf("the lookup that left: got %v", err)
@@ -523,11 +517,7 @@ func TestCIMDFetchSlots(t *testing.T) {
 	ds.handle("/held.json", func(http.ResponseWriter, *http.Request) { <-hold })
 	ds.serve("/other.json", clientDoc(ds.url("/other.json")), "")
 	go func() { _ = e.lookupDoc(ds.url("/held.json")) }()
-	for deadline := time.Now().Add(10 * time.Second); ds.count("/held.json") == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the first fetch never started")
-		}
-	}
+	testkit.WaitFor(t, "the first fetch to start", 10*time.Second, func() bool { return ds.count("/held.json") > 0 })
 	err := e.lookupDoc(ds.url("/other.json"))
 	var ce *cimdError
 	if !errors.As(err, &ce) || !ce.transient || !strings.Contains(ce.msg, "too many") {
@@ -571,7 +561,7 @@ func TestCIMDTokenEndpointOutage(t *testing.T) {
 	}
 
 	set(http.StatusServiceUnavailable)
-	e.clock.add(2 * time.Minute)
+	e.clock.Advance(2 * time.Minute)
 	rr := e.refresh(c, tr.RefreshToken)
 	if rr.status != http.StatusOK {
 		t.Fatalf("refresh with the host down and a copy: %d %s %s", rr.status, rr.Error, rr.Desc)
@@ -589,7 +579,7 @@ func TestCIMDTokenEndpointOutage(t *testing.T) {
 		t.Fatalf("refresh with the host down and no copy: %d %s (Retry-After %q)", r.status, r.Error, r.header.Get("Retry-After"))
 	}
 	set(http.StatusOK)
-	e.clock.add(cimdFailureTTL)
+	e.clock.Advance(cimdFailureTTL)
 	if r := e.refresh(c, rr.RefreshToken); r.status != http.StatusOK {
 		t.Fatalf("the same refresh token once the host is back: %d %s %s", r.status, r.Error, r.Desc)
 	} else {
@@ -597,7 +587,7 @@ func TestCIMDTokenEndpointOutage(t *testing.T) {
 	}
 
 	set(http.StatusNotFound)
-	e.clock.add(2 * time.Minute)
+	e.clock.Advance(2 * time.Minute)
 	if r := e.refresh(c, rr.RefreshToken); r.status != http.StatusUnauthorized || r.Error != "invalid_client" || !strings.Contains(r.Desc, "answered 404") {
 		t.Fatalf("refresh with the document gone: %d %s %s", r.status, r.Error, r.Desc)
 	}
@@ -607,7 +597,7 @@ func TestCIMDTokenEndpointOutage(t *testing.T) {
 // only) for 24 h after it was last validated, never for a definitive
 // failure; and the cache holds at most its size.
 func TestDocCacheBounds(t *testing.T) {
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_800_000_000, 0))
 	rec := &clientRecord{Version: 1, Name: "copy"}
 	ok := func(context.Context) docResult { return docResult{rec: rec, ttl: time.Minute} }
 	down := func(context.Context) docResult { return docResult{err: &cimdError{msg: "down", transient: true}} }
@@ -620,9 +610,9 @@ func TestDocCacheBounds(t *testing.T) {
 		return got.Name
 	}
 
-	c := newDocCache(clk.now, 10)
+	c := newDocCache(clk.Now, 10)
 	get(c, false, ok)
-	clk.add(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	for _, tt := range []struct {
 		name  string
 		after time.Duration
@@ -635,24 +625,24 @@ func TestDocCacheBounds(t *testing.T) {
 		{name: "token, host down, near the end of the grace", after: cimdStaleGrace - 3*time.Minute, stale: true, load: down, want: "copy"},
 		{name: "token, host down, after the grace", after: 2 * time.Minute, stale: true, load: down, want: "down"},
 	} {
-		clk.add(tt.after)
+		clk.Advance(tt.after)
 		if got := get(c, tt.stale, tt.load); got != tt.want {
 			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
 		}
 	}
 
-	c = newDocCache(clk.now, 10)
+	c = newDocCache(clk.Now, 10)
 	get(c, false, ok)
-	clk.add(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	if got := get(c, true, gone); got != "gone" {
 		t.Errorf("token, document gone: got %q", got)
 	}
-	clk.add(cimdFailureTTL)
+	clk.Advance(cimdFailureTTL)
 	if got := get(c, true, down); got != "down" {
 		t.Errorf("token, host down after the document was gone: got %q, want no copy", got)
 	}
 
-	c = newDocCache(clk.now, 10)
+	c = newDocCache(clk.Now, 10)
 	for i := range 50 {
 		if _, err := c.get(context.Background(), fmt.Sprintf("https://c.example/%d", i), false, ok); err != nil {
 			t.Fatal(err)

@@ -6,13 +6,11 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
-	"fmt"
-	"net"
 	"net/http"
 	"net/url"
-	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 )
 
 // Token endpoint authentication methods (RFC 7591 §2).
@@ -95,174 +93,32 @@ func (b *Broker) lookupClient(ctx context.Context, id string, mode lookupMode) (
 	return &client{id: id, rec: rec}, nil
 }
 
-// redirectRegistered reports whether redirect is one of c's redirect URIs:
-// an exact string match (OAuth 2.1 §4.1.1, RFC 9700 §4.1.3), except that a
-// loopback http redirect URI matches on any port (RFC 8252 §7.3).
+// redirectRegistered reports whether redirect is one of c's redirect URIs
+// (redirecturi.Registered: exact, a loopback one on any port).
 func (c *client) redirectRegistered(redirect string) bool {
-	if slices.Contains(c.rec.Redirects, redirect) {
-		return true
-	}
-	req, ok := loopbackParts(redirect)
-	if !ok {
-		return false
-	}
-	for _, reg := range c.rec.Redirects {
-		if r, ok := loopbackParts(reg); ok && r == req {
-			return true
-		}
-	}
-	return false
+	return redirecturi.Registered(c.rec.Redirects, redirect)
 }
 
-// loopbackParts returns an http loopback URI without its port (scheme,
-// host, path and query exactly as given), or false for any other URI.
-func loopbackParts(raw string) (string, bool) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "http" || u.User != nil || u.Fragment != "" || strings.Contains(raw, "#") || u.Opaque != "" {
-		return "", false
-	}
-	if !isLoopbackHost(u.Hostname()) {
-		return "", false
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return "", false
-		}
-	} else if strings.HasSuffix(u.Host, ":") {
-		return "", false
-	}
-	return "http://" + strings.ToLower(u.Hostname()) + "\x00" + u.EscapedPath() + "?" + u.RawQuery + strconv.FormatBool(u.ForceQuery), true
-}
-
-// isLoopbackHost: 127.0.0.0/8, ::1 and localhost (RFC 8252 §7.3 and §8.3:
-// localhost is not recommended, but MCP clients use it).
-func isLoopbackHost(h string) bool {
-	if strings.EqualFold(h, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
-
-// checkRedirectShape returns why raw may not be registered as a redirect
-// URI, or nil: https; http on a loopback host; or a private-use scheme
-// with a dot, as a reversed domain name (RFC 8252 §7.1). Never a fragment
-// (RFC 6749 §3.1.2), user info, or a scheme such as javascript: or data:.
-func checkRedirectShape(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("redirect uri %q is not a URI", raw)
-	}
-	if u.Fragment != "" || strings.Contains(raw, "#") {
-		return fmt.Errorf("redirect uri %q has a fragment", raw)
-	}
-	if u.User != nil {
-		return fmt.Errorf("redirect uri %q has user info", raw)
-	}
-	for _, c := range raw {
-		if c <= ' ' || c == 0x7f {
-			return fmt.Errorf("redirect uri %q has a space or control character", raw)
-		}
-	}
-	switch u.Scheme {
-	case "https":
-		if u.Host == "" || u.Opaque != "" {
-			return fmt.Errorf("redirect uri %q has no host", raw)
-		}
-		return nil
-	case "http":
-		if _, ok := loopbackParts(raw); !ok {
-			return fmt.Errorf("redirect uri %q: http is allowed only on a loopback host (127.0.0.1, [::1], localhost)", raw)
-		}
-		return nil
-	case "":
-		return fmt.Errorf("redirect uri %q is not absolute", raw)
-	}
-	if !strings.Contains(u.Scheme, ".") {
-		return fmt.Errorf("redirect uri %q: a private-use scheme must contain a dot (reversed domain name, RFC 8252 §7.1)", raw)
-	}
-	return nil
-}
-
-// redirectRule is one REGISTER_REDIRECT_URIS entry.
-type redirectRule struct {
-	exact string // an exact URI, or "" for a loopback pattern
-	host  string // loopback pattern: host, without brackets
-	path  string // loopback pattern: required path, "" for any
-}
-
-// CheckRedirectURI reports why one REGISTER_REDIRECT_URIS entry is
-// neither a redirect URI the broker would register nor one of its loopback
-// patterns, or nil: main validates the setting with it in broker mode,
-// naming the variable (the broker's rules are stricter than facade mode's:
-// a private-use scheme needs a dot).
+// CheckRedirectURI reports why one REGISTER_REDIRECT_URIS entry is neither
+// a loopback pattern nor a redirect URI the broker would register, or nil:
+// main validates the setting with it in broker mode, naming the variable.
+// In broker mode the list only narrows redirecturi.Check, because the
+// gateway itself sends the user's browser back with its code; so an exact
+// entry Check refuses (a private-use scheme without a dot) could never be
+// registered and is a mistake in the setting. Facade mode's list replaces
+// Check instead (wellknown's checkRedirects says why).
 func CheckRedirectURI(entry string) error {
-	_, err := parseRedirectRule(strings.TrimSpace(entry))
-	return err
-}
-
-func parseRedirectRules(entries []string) ([]redirectRule, error) {
-	var rules []redirectRule
-	for _, e := range entries {
-		if e = strings.TrimSpace(e); e == "" {
-			continue
-		}
-		rule, err := parseRedirectRule(e)
-		if err != nil {
-			return nil, err
-		}
-		rules = append(rules, rule)
+	if err := redirecturi.CheckEntry(entry); err != nil || redirecturi.IsPattern(entry) {
+		return err
 	}
-	return rules, nil
-}
-
-func parseRedirectRule(e string) (redirectRule, error) {
-	for _, p := range [...]struct{ prefix, host string }{
-		{"http://127.0.0.1:*", "127.0.0.1"}, {"http://localhost:*", "localhost"}, {"http://[::1]:*", "::1"},
-	} {
-		if len(e) < len(p.prefix) || !strings.EqualFold(e[:len(p.prefix)], p.prefix) {
-			continue
-		}
-		rest := e[len(p.prefix):]
-		if rest != "" && (!strings.HasPrefix(rest, "/") || strings.ContainsAny(rest, "?#")) {
-			return redirectRule{}, fmt.Errorf("redirect uri pattern %q: only a path may follow the port", e)
-		}
-		return redirectRule{host: p.host, path: rest}, nil
-	}
-	if strings.Contains(e, "*") {
-		return redirectRule{}, fmt.Errorf("redirect uri pattern %q: only http://127.0.0.1:*, http://localhost:* and http://[::1]:* take a wildcard", e)
-	}
-	if err := checkRedirectShape(e); err != nil {
-		return redirectRule{}, err
-	}
-	return redirectRule{exact: e}, nil
+	return redirecturi.Check(strings.TrimSpace(entry))
 }
 
 // redirectAllowed reports whether REGISTER_REDIRECT_URIS allows raw (any
-// URI when there are no rules).
+// URI when there is no list; registration checks redirecturi.Check
+// first).
 func (b *Broker) redirectAllowed(raw string) bool {
-	if len(b.redirects) == 0 {
-		return true
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return false
-	}
-	for _, rule := range b.redirects {
-		if rule.exact != "" {
-			if raw == rule.exact {
-				return true
-			}
-			continue
-		}
-		if _, ok := loopbackParts(raw); !ok || !strings.EqualFold(u.Hostname(), rule.host) {
-			continue
-		}
-		if rule.path == "" || (u.EscapedPath() == rule.path && u.RawQuery == "" && !u.ForceQuery) {
-			return true
-		}
-	}
-	return false
+	return b.redirects.Empty() || b.redirects.Allows(raw)
 }
 
 // clientError is an OAuth error of client authentication.

@@ -76,7 +76,7 @@ func TestFullFlow(t *testing.T) {
 	}
 
 	// Refresh: new tokens, the session and identity carried on.
-	e.clock.add(30 * time.Minute)
+	e.clock.Advance(30 * time.Minute)
 	rr := e.refresh(c, tr.RefreshToken)
 	if rr.status != http.StatusOK || rr.RefreshToken == "" || rr.RefreshToken == tr.RefreshToken || rr.AccessToken == tr.AccessToken {
 		t.Fatalf("refresh: %d %s %s", rr.status, rr.Error, rr.Desc)
@@ -86,7 +86,7 @@ func TestFullFlow(t *testing.T) {
 	}
 	// The old access token is still good until it expires.
 	e.mustVerify(tr.AccessToken)
-	e.clock.add(31 * time.Minute)
+	e.clock.Advance(31 * time.Minute)
 	if got := e.verifyReason(tr.AccessToken); got != "expired" {
 		t.Fatalf("access token after its hour: got %q, want expired", got)
 	}

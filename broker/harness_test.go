@@ -22,6 +22,7 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // Test values.
@@ -37,30 +38,11 @@ const (
 	upstreamLoginURL = "/authorize"
 )
 
-// clock is a settable clock shared by the broker, its store and the
-// upstream issuer.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // env is a broker served on 127.0.0.1 in front of a real devissuer, with a
 // real provider.Provider reading the issuer's discovery document and keys.
 type env struct {
 	t      testing.TB
-	clock  *clock
+	clock  *testkit.Clock
 	is     *devissuer.Issuer
 	prov   *provider.Provider
 	store  *store.Memory
@@ -83,19 +65,14 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 // provider reads its discovery document.
 func newEnvIssuer(t testing.TB, setup func(*devissuer.Issuer), mod func(*Config)) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{t: time.Now().Truncate(time.Second)}}
-	is, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	is.Now = e.clock.now
-	if setup != nil {
-		setup(is)
-	}
+	e := &env{t: t, clock: testkit.NewClock(time.Now().Truncate(time.Second))}
+	is := testkit.StartIssuer(t, func(is *devissuer.Issuer) {
+		is.Now = e.clock.Now
+		if setup != nil {
+			setup(is)
+		}
+	})
 	e.is = is
-	isrv := httptest.NewServer(is)
-	t.Cleanup(isrv.Close)
-	is.URL = isrv.URL
 
 	var h struct {
 		sync.RWMutex
@@ -112,19 +89,10 @@ func newEnvIssuer(t testing.TB, setup func(*devissuer.Issuer), mod func(*Config)
 	is.AddClient(gatewayClientID, gatewaySecret, e.origin+CallbackPath)
 
 	e.prov = provider.New(provider.Config{IssuerURL: is.URL, Audiences: []string{"unused"}, Logger: hclog.NewNullLogger()})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = e.prov.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for ok, _ := e.prov.Ready(); !ok; ok, _ = e.prov.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("provider not ready")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Run(t, e.prov)
+	testkit.WaitReady(t, e.prov)
 
-	e.store = store.NewMemory(store.MemoryConfig{Now: e.clock.now})
+	e.store = store.NewMemory(store.MemoryConfig{Now: e.clock.Now})
 	cfg := Config{
 		ResourceURL:  e.origin + "/mcp",
 		Scopes:       strings.Fields(testScopes),
@@ -134,15 +102,16 @@ func newEnvIssuer(t testing.TB, setup func(*devissuer.Issuer), mod func(*Config)
 		ClientSecret: gatewaySecret,
 		Allow:        e.allow,
 		Store:        e.store,
-		Now:          e.clock.now,
+		Now:          e.clock.Now,
 	}
 	if mod != nil {
 		mod(&cfg)
 	}
-	e.b, err = New(cfg)
+	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.b = b
 	h.Lock()
 	h.h = e.b.Handler()
 	h.Unlock()

@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // HKDF (RFC 5869) inputs. The salt is fixed and public (§3.1: optional);
@@ -157,9 +160,5 @@ func (kr *keyring) verifier(kid string) *signingKey {
 
 // serveJWKS serves the public signing keys at jwks_uri (RFC 8414 §2).
 func (b *Broker) serveJWKS(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "public, max-age=300")
-	h.Set("X-Content-Type-Options", "nosniff")
-	_, _ = w.Write(b.jwks)
+	respond.Document(w, b.jwks, 5*time.Minute)
 }

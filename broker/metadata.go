@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // metadata is the authorization-server metadata (RFC 8414 §2).
@@ -60,9 +63,5 @@ func (b *Broker) metadataDoc() ([]byte, error) {
 
 // serveMetadata serves the RFC 8414 §3 document.
 func (b *Broker) serveMetadata(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "public, max-age=3600")
-	h.Set("X-Content-Type-Options", "nosniff")
-	_, _ = w.Write(b.metadata)
+	respond.Document(w, b.metadata, time.Hour)
 }

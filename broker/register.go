@@ -15,6 +15,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 )
 
 // Bounds of a registration: the client_id carries all of it, so it stays
@@ -139,7 +141,7 @@ func (b *Broker) parseRegistration(body []byte) (*clientRecord, string, error) {
 }
 
 // redirectList validates redirect_uris (RFC 7591 §2): a non-empty array of
-// at most 10 strings, each of a shape checkRedirectShape allows and at most
+// at most 10 strings, each of a shape redirecturi.Check allows and at most
 // 512 bytes, returned without duplicates. The same rules hold for
 // registrations and for Client ID Metadata Documents.
 func redirectList(raw json.RawMessage) ([]string, error) {
@@ -155,7 +157,7 @@ func redirectList(raw json.RawMessage) ([]string, error) {
 		if len(u) > maxRedirectURILen {
 			return nil, fmt.Errorf("a redirect uri is longer than %d bytes", maxRedirectURILen)
 		}
-		if err := checkRedirectShape(u); err != nil {
+		if err := redirecturi.Check(u); err != nil {
 			return nil, err
 		}
 		if !slices.Contains(out, u) {

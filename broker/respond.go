@@ -2,42 +2,36 @@ package broker
 
 import (
 	"encoding/json"
-	"math"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // writeJSON answers v as JSON that no cache keeps (RFC 6749 §5.1: token
 // responses are no-store; so is everything else of the broker's that is
-// not a public document).
+// not a public document), with respond's headers and, for OAuth 2.0
+// clients and caches, Pragma: no-cache (RFC 6749 §5.1).
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		status, body = http.StatusInternalServerError, []byte(`{"error":"server_error"}`)
+		status, body = http.StatusInternalServerError, []byte(respond.ErrorBody("server_error", ""))
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	w.Header().Set("Pragma", "no-cache")
+	respond.JSON(w, status, string(body))
 }
 
 // oauthError answers an error in the RFC 6749 §5.2 form (also RFC 7591
-// §3.2.2 and RFC 7009 §2.2.1).
+// §3.2.2 and RFC 7009 §2.2.1), never cached.
 func oauthError(w http.ResponseWriter, status int, code, description string) {
-	writeJSON(w, status, struct {
-		Error            string `json:"error"`
-		ErrorDescription string `json:"error_description,omitempty"`
-	}{code, description})
+	w.Header().Set("Pragma", "no-cache")
+	respond.Error(w, status, code, description)
 }
 
 // tooMany answers 429 with Retry-After (RFC 6585 §4).
 func tooMany(w http.ResponseWriter, wait time.Duration, description string) {
-	w.Header().Set("Retry-After", retryAfter(wait))
+	w.Header().Set("Retry-After", respond.RetryAfter(wait))
 	oauthError(w, http.StatusTooManyRequests, "too_many_requests", description)
 }
 
@@ -46,10 +40,6 @@ func tooMany(w http.ResponseWriter, wait time.Duration, description string) {
 func unavailable(w http.ResponseWriter, description string) {
 	w.Header().Set("Retry-After", "5")
 	oauthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", description)
-}
-
-func retryAfter(wait time.Duration) string {
-	return strconv.FormatInt(max(1, int64(math.Ceil(wait.Seconds()))), 10)
 }
 
 // redirectToClient sends an authorization response (RFC 6749 §4.1.2 and

@@ -13,21 +13,8 @@ import (
 // (§2.2); one issued to another client is refused (§2.1).
 func (b *Broker) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
-		tooMany(w, wait, "too many requests from this address; retry later")
-		return
-	}
-	form, ok := readForm(w, r)
+	c, form, ok := b.admitClient(w, r, "revocation requests")
 	if !ok {
-		return
-	}
-	c, cerr := b.authenticateClient(ctx, r, form)
-	if cerr != nil {
-		clientErrorResponse(w, cerr)
-		return
-	}
-	if wait, over := limited(ctx, b.clientLimit, "broker-client:"+c.key()); over {
-		tooMany(w, wait, "too many requests for this client; retry later")
 		return
 	}
 	tok := form.Get("token")

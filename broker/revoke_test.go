@@ -53,7 +53,7 @@ func TestRevokeAccessToken(t *testing.T) {
 	}
 	e.mustVerify(r.AccessToken)
 	// Expired anyway: revoking it is a no-op answered 200.
-	e.clock.add(2 * time.Hour)
+	e.clock.Advance(2 * time.Hour)
 	if r := e.revoke(c, r.AccessToken, "access_token"); r.status != http.StatusOK {
 		t.Fatalf("revoke expired: %d", r.status)
 	}

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // maxTokenBody bounds a token or revocation request.
@@ -62,21 +64,8 @@ type tokenResponse struct {
 // §5.2 form, never cached.
 func (b *Broker) serveToken(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
-		tooMany(w, wait, "too many token requests from this address; retry later")
-		return
-	}
-	form, ok := readForm(w, r)
+	c, form, ok := b.admitClient(w, r, "token requests")
 	if !ok {
-		return
-	}
-	c, cerr := b.authenticateClient(ctx, r, form)
-	if cerr != nil {
-		clientErrorResponse(w, cerr)
-		return
-	}
-	if wait, over := limited(ctx, b.clientLimit, "broker-client:"+c.key()); over {
-		tooMany(w, wait, "too many token requests for this client; retry later")
 		return
 	}
 	switch form.Get("grant_type") {
@@ -89,6 +78,33 @@ func (b *Broker) serveToken(w http.ResponseWriter, r *http.Request) {
 	default:
 		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
 	}
+}
+
+// admitClient opens the token and revocation endpoints: the per-address
+// limit, the form, client authentication (RFC 6749 §2.3) and the
+// per-client limit, in that order, so a flood from one address costs no
+// client lookup. what names the requests in a 429's description. When it
+// returns false it has answered the request.
+func (b *Broker) admitClient(w http.ResponseWriter, r *http.Request, what string) (*client, url.Values, bool) {
+	ctx := r.Context()
+	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
+		tooMany(w, wait, "too many "+what+" from this address; retry later")
+		return nil, nil, false
+	}
+	form, ok := readForm(w, r)
+	if !ok {
+		return nil, nil, false
+	}
+	c, cerr := b.authenticateClient(ctx, r, form)
+	if cerr != nil {
+		clientErrorResponse(w, cerr)
+		return nil, nil, false
+	}
+	if wait, over := limited(ctx, b.clientLimit, "broker-client:"+c.key()); over {
+		tooMany(w, wait, "too many "+what+" for this client; retry later")
+		return nil, nil, false
+	}
+	return c, form, true
 }
 
 // redeemCode is the authorization_code grant (OAuth 2.1 §4.1.3).
@@ -343,7 +359,7 @@ func clientErrorResponse(w http.ResponseWriter, e *clientError) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="oauth", charset="UTF-8"`)
 	}
 	if e.status == http.StatusServiceUnavailable { // a metadata document could not be fetched
-		w.Header().Set("Retry-After", retryAfter(cimdFailureTTL))
+		w.Header().Set("Retry-After", respond.RetryAfter(cimdFailureTTL))
 	}
 	oauthError(w, e.status, e.code, e.description)
 }

@@ -97,7 +97,7 @@ func TestCodeExpires(t *testing.T) {
 	e := newEnv(t, nil)
 	a := newAuthRequest(e.publicClient())
 	code := e.code(newBrowser(t), a, alice)
-	e.clock.add(61 * time.Second)
+	e.clock.Advance(61 * time.Second)
 	if r := e.redeem(a, code); r.Error != "invalid_grant" || !strings.Contains(r.Desc, "expired") {
 		t.Fatalf("expired code: %d %s %s", r.status, r.Error, r.Desc)
 	}
@@ -234,7 +234,7 @@ func TestSessionLifetime(t *testing.T) {
 	c, tr := e.tokens()
 	rt := tr.RefreshToken
 	for range 47 {
-		e.clock.add(time.Hour)
+		e.clock.Advance(time.Hour)
 		r := e.refresh(c, rt)
 		if r.status != http.StatusOK {
 			t.Fatalf("refresh within the session: %d %s", r.status, r.Desc)
@@ -244,7 +244,7 @@ func TestSessionLifetime(t *testing.T) {
 			t.Fatalf("expires_in %d", r.ExpiresIn)
 		}
 	}
-	e.clock.add(90 * time.Minute)
+	e.clock.Advance(90 * time.Minute)
 	if r := e.refresh(c, rt); r.Error != "invalid_grant" {
 		t.Fatalf("refresh after the session's end: %d %s", r.status, r.Error)
 	}
@@ -260,7 +260,7 @@ func TestSessionWithoutUpstreamRefresh(t *testing.T) {
 	}, nil)
 	c, tr := e.tokens()
 	before := e.is.RefreshHits()
-	e.clock.add(23*time.Hour + 30*time.Minute)
+	e.clock.Advance(23*time.Hour + 30*time.Minute)
 	r := e.refresh(c, tr.RefreshToken)
 	if r.status != http.StatusOK || e.is.RefreshHits() != before {
 		t.Fatalf("refresh at 23.5 h: %d %s (provider refreshes %d -> %d)", r.status, r.Desc, before, e.is.RefreshHits())
@@ -268,7 +268,7 @@ func TestSessionWithoutUpstreamRefresh(t *testing.T) {
 	if r.ExpiresIn != 1800 {
 		t.Fatalf("expires_in at 23.5 h: got %d, want 1800 (the session's end)", r.ExpiresIn)
 	}
-	e.clock.add(time.Hour)
+	e.clock.Advance(time.Hour)
 	if r := e.refresh(c, r.RefreshToken); r.Error != "invalid_grant" {
 		t.Fatalf("refresh at 24.5 h: %d %s", r.status, r.Error)
 	}

@@ -61,9 +61,9 @@ func TestVerify(t *testing.T) {
 		{name: "another audience", token: edited(func(c map[string]any) { c["aud"] = "https://other.example/mcp" }), wantReason: provider.ReasonAudience},
 		{name: "audience as an array", token: edited(func(c map[string]any) { c["aud"] = []string{e.origin + "/mcp"} }), wantReason: provider.ReasonClaims},
 		{name: "another issuer", token: edited(func(c map[string]any) { c["iss"] = "https://evil.example" }), wantReason: provider.ReasonIssuer},
-		{name: "expired beyond the skew", token: edited(func(c map[string]any) { c["exp"] = e.clock.now().Add(-31 * time.Second).Unix() }), wantReason: provider.ReasonExpired},
-		{name: "expired within the skew", token: edited(func(c map[string]any) { c["exp"] = e.clock.now().Add(-29 * time.Second).Unix() })},
-		{name: "issued in the future", token: edited(func(c map[string]any) { c["iat"] = e.clock.now().Add(time.Minute).Unix() }), wantReason: provider.ReasonNotYetValid},
+		{name: "expired beyond the skew", token: edited(func(c map[string]any) { c["exp"] = e.clock.Now().Add(-31 * time.Second).Unix() }), wantReason: provider.ReasonExpired},
+		{name: "expired within the skew", token: edited(func(c map[string]any) { c["exp"] = e.clock.Now().Add(-29 * time.Second).Unix() })},
+		{name: "issued in the future", token: edited(func(c map[string]any) { c["iat"] = e.clock.Now().Add(time.Minute).Unix() }), wantReason: provider.ReasonNotYetValid},
 		{name: "no exp", token: edited(func(c map[string]any) { delete(c, "exp") }), wantReason: provider.ReasonClaims},
 		{name: "no sub", token: edited(func(c map[string]any) { delete(c, "sub") }), wantReason: provider.ReasonClaims},
 		{name: "no client_id", token: edited(func(c map[string]any) { delete(c, "client_id") }), wantReason: provider.ReasonClaims},
@@ -126,7 +126,7 @@ func TestVerifyCache(t *testing.T) {
 	}
 	_, tr2 := e.tokens()
 	e.mustVerify(tr2.AccessToken)
-	e.clock.add(time.Hour)
+	e.clock.Advance(time.Hour)
 	if got := e.verifyReason(tr2.AccessToken); got != provider.ReasonExpired {
 		t.Fatalf("cached, then expired: %q", got)
 	}
@@ -149,7 +149,7 @@ func TestKeyRotation(t *testing.T) {
 		b, err := New(Config{
 			ResourceURL: e.origin + "/mcp", Scopes: strings.Fields(testScopes), Upstream: e.prov,
 			ClientID: gatewayClientID, ClientSecret: gatewaySecret, Secret: secret, PreviousSecret: previous,
-			Store: e.store, Now: e.clock.now,
+			Store: e.store, Now: e.clock.Now,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -187,7 +187,7 @@ func TestKeyRotation(t *testing.T) {
 	if err := rotated.seal.open(purposeRefresh, tr.RefreshToken, &rt); err != nil {
 		t.Fatalf("open an old refresh token after rotation: %v", err)
 	}
-	newTok, _, err := rotated.mintAccess(c.ID, &rt.User, nil, rt.Family, rt.AuthTime, e.clock.now(), e.clock.now().Add(time.Hour))
+	newTok, _, err := rotated.mintAccess(c.ID, &rt.User, nil, rt.Family, rt.AuthTime, e.clock.Now(), e.clock.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestWithFallback(t *testing.T) {
 	e := newEnv(t, nil)
 	_, tr := e.tokens()
 	aud := e.origin + "/mcp"
-	prov := provider.New(provider.Config{IssuerURL: e.is.URL, Audiences: []string{aud}, Now: e.clock.now})
+	prov := provider.New(provider.Config{IssuerURL: e.is.URL, Audiences: []string{aud}, Now: e.clock.Now})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = prov.Run(ctx); close(done) }()

@@ -46,6 +46,7 @@ func brokerSettings(extra map[string]string) map[string]string {
 // code and iss, and the client redeems it for the gateway's tokens, calls a tool through the
 // gate, refreshes and calls again.
 func TestBrokerMode(t *testing.T) {
+	t.Parallel()
 	needSuite(t)
 	timed(t, "broker-ts-client-2x", func(t *testing.T) {
 		g := startGateway(t, brokerSettings(nil))
@@ -356,6 +357,7 @@ func consentForm(page string, at *url.URL) (action string, fields url.Values, ok
 // 2026-07-28 client sends it to the gateway's consent page (Allow), then to the development
 // issuer's login page, where it logs in as another identity that ALLOW_GROUPS admits.
 func TestBrokerBrowser(t *testing.T) {
+	t.Parallel()
 	needSuite(t)
 	timed(t, "broker-browser-dev-mode", func(t *testing.T) {
 		node := node22(t)
@@ -405,8 +407,9 @@ func TestBrokerBrowser(t *testing.T) {
 }
 
 // TestDevCommands runs the commands dev mode prints, as printed, against server-everything,
-// which refuses tools/list outside the session its initialize opened (issue 19.4).
+// which refuses tools/list outside the session its initialize opened.
 func TestDevCommands(t *testing.T) {
+	t.Parallel()
 	needSuite(t)
 	timed(t, "dev-commands-server-everything", func(t *testing.T) {
 		if _, err := exec.LookPath("curl"); err != nil {

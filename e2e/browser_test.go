@@ -88,6 +88,7 @@ func runBrowser(t *testing.T, spec browserSpec) browserResult {
 // TestBrowserDriver proves browser.mjs's instruments on a page made to trip them: a form to
 // fill and submit, a redirect to a loopback redirect URI, a console error, a cookie.
 func TestBrowserDriver(t *testing.T) {
+	t.Parallel()
 	needSuite(t)
 	timed(t, "browser-driver", func(t *testing.T) {
 		stopAt := fmt.Sprintf("http://127.0.0.1:%d/callback", freePort(t))

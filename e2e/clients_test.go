@@ -129,6 +129,7 @@ func (r ts2Result) count(method, prefix, grant string, status int) int {
 // modes: direct mode passes; facade mode fails at the last step of the login, because the
 // provider's iss is not the issuer the gateway's metadata names.
 func TestStrictClient(t *testing.T) {
+	t.Parallel()
 	needSuite(t)
 	timed(t, "ts-client-2x-direct", func(t *testing.T) {
 		g := startGateway(t, map[string]string{"AUTH_SERVER_MODE": "direct"})
@@ -198,8 +199,9 @@ func TestStrictClient(t *testing.T) {
 }
 
 // TestInspectorCLI runs MCP Inspector's CLI (Node 22) against `mcp-oauth-proxy dev` with the
-// token dev mode prints, as the README tells a newcomer to (issue 19.7).
+// token dev mode prints, as the README tells a newcomer to.
 func TestInspectorCLI(t *testing.T) {
+	t.Parallel()
 	needSuite(t)
 	timed(t, "inspector-cli-dev-mode", func(t *testing.T) {
 		node := node22(t)
@@ -368,6 +370,7 @@ func startDevWith(t *testing.T, settings map[string]string, args ...string) (mcp
 // TestBrowserLogin runs the TypeScript SDK 1.x flow in direct mode with the provider's login
 // and consent done in Chromium, as a person would: HTML forms, cookies, redirects.
 func TestBrowserLogin(t *testing.T) {
+	t.Parallel()
 	needSuite(t)
 	timed(t, "browser-ts-sdk-direct", func(t *testing.T) {
 		node := node22(t)

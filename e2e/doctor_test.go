@@ -43,6 +43,7 @@ func (r doctorReport) check(id string) (status, message string) {
 // that listener; doctor then checks iss, redeems the code and lists the
 // tools with the token.
 func TestDoctorLogin(t *testing.T) {
+	t.Parallel()
 	needSuite(t)
 	timed(t, "doctor-login-direct", func(t *testing.T) {
 		g := startGateway(t, map[string]string{"AUTH_SERVER_MODE": "direct"})

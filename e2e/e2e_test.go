@@ -34,6 +34,7 @@ import (
 func base64URLDecode(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
 
 func TestE2E(t *testing.T) {
+	t.Parallel()
 	needSuite(t)
 	timed(t, "1-ts-sdk-facade-static-client", scenarioTSFacade)
 	timed(t, "2-ts-sdk-direct-provider-dcr", scenarioTSDirect)

@@ -14,6 +14,7 @@ import (
 // The helpers that replica tests build on, each proven on its own.
 
 func TestRedisHelper(t *testing.T) {
+	t.Parallel()
 	timed(t, "redis-helper", func(t *testing.T) {
 		t.Run("password-and-persistence", func(t *testing.T) {
 			r := startRedis(t, redisOptions{Password: "e2e-redis-password", AppendOnly: true})
@@ -52,6 +53,7 @@ func TestRedisHelper(t *testing.T) {
 }
 
 func TestNginxHelper(t *testing.T) {
+	t.Parallel()
 	timed(t, "nginx-helper", func(t *testing.T) {
 		release := make(chan struct{})
 		upstream := func(name string) *httptest.Server {

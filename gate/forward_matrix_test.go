@@ -179,7 +179,7 @@ func statuses(resps []*http.Response) []int {
 	return s
 }
 
-// TestForwardingAttackMatrix is the attack matrix of issue 13: requests
+// TestForwardingAttackMatrix is the forwarding attack matrix: requests
 // written byte for byte over TCP to the gateway, in front of an upstream
 // that records every byte it receives. Each row names what the client must
 // get and what the upstream must (not) see: no tunnel through a protocol

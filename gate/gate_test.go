@@ -3,7 +3,6 @@ package gate
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 const (
@@ -31,36 +31,15 @@ const (
 
 // issuerEnv is a running devissuer and a provider that has loaded its keys.
 type issuerEnv struct {
-	is  *devissuer.Issuer
-	srv *httptest.Server
-	p   *provider.Provider
+	is *devissuer.Issuer
+	p  *provider.Provider
 }
 
 func newIssuer(t testing.TB) *issuerEnv {
 	t.Helper()
-	is, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(is)
-	t.Cleanup(srv.Close)
-	is.URL = srv.URL
-	p := provider.New(provider.Config{IssuerURL: is.URL, Audiences: []string{testAudience}, ClockSkew: 5 * time.Second})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if ok, _ := p.Ready(); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("provider never became ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return &issuerEnv{is: is, srv: srv, p: p}
+	env := &issuerEnv{is: testkit.StartIssuer(t, nil)}
+	env.p = runProviderFor(t, env, provider.Config{})
+	return env
 }
 
 func (e *issuerEnv) token(t testing.TB, sub string, extra map[string]any) string {
@@ -143,32 +122,12 @@ func testAdmission(t testing.TB, perMinute int, now func() time.Time) *store.Adm
 	return a
 }
 
-// clock is a settable clock for the limiters.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // setup is a gate in front of an upstream, served on 127.0.0.1.
 type setup struct {
 	env   *issuerEnv
 	up    *upstream
 	front *httptest.Server
-	clock *clock
+	clock *testkit.Clock
 }
 
 // newSetup starts a gate; mod adjusts the default config (allow-listed
@@ -178,7 +137,7 @@ type setup struct {
 func newSetup(t testing.TB, env *issuerEnv, h http.HandlerFunc, mod func(*Config)) *setup {
 	t.Helper()
 	up := newUpstream(t, h)
-	c := newClock()
+	c := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	cfg := Config{
 		Verifier:            env.p,
 		Upstream:            Static(up.url(t)),
@@ -500,18 +459,8 @@ func TestTrustedProxies(t *testing.T) {
 // never loaded.
 func newDownProvider(t testing.TB) *provider.Provider {
 	t.Helper()
-	is, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	is.SetDown(true)
-	srv := httptest.NewServer(is)
-	t.Cleanup(srv.Close)
-	is.URL = srv.URL
+	is := testkit.StartIssuer(t, func(is *devissuer.Issuer) { is.SetDown(true) })
 	p := provider.New(provider.Config{IssuerURL: is.URL, Audiences: []string{testAudience}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	testkit.Run(t, p)
 	return p
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // countingVerifier counts the tokens that reach verification.
@@ -38,17 +38,8 @@ func runProviderFor(t testing.TB, env *issuerEnv, cfg provider.Config) *provider
 	t.Helper()
 	cfg.IssuerURL, cfg.Audiences, cfg.ClockSkew = env.is.URL, []string{testAudience}, 5*time.Second
 	p := provider.New(cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for ok, _ := p.Ready(); !ok; ok, _ = p.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("provider never became ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Run(t, p)
+	testkit.WaitReady(t, p)
 	return p
 }
 
@@ -67,13 +58,7 @@ func TestAttackMatrix(t *testing.T) {
 
 	// The attacker runs an issuer of its own; keys must come only from the
 	// configured JWKS, so it must never be contacted.
-	attacker, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	attackerSrv := httptest.NewServer(attacker)
-	t.Cleanup(attackerSrv.Close)
-	attacker.URL = attackerSrv.URL
+	attacker := testkit.StartIssuer(t, nil)
 
 	// Two gates on the same issuer: the default one, and one whose
 	// provider has MAX_TOKEN_LIFETIME (24 h). Every row must meet its own
@@ -217,13 +202,13 @@ func TestAttackMatrix(t *testing.T) {
 		{name: "token of 1 MiB", header: bearer(huge), want: 401, noVerify: true},
 		{name: "valid token of a subject not on the allow-list", header: bearer(mint(devissuer.Token{Claims: claims(map[string]any{"sub": "mallory"})})), want: 403},
 
-		// Identity comparison (issue 13): an email matches with ASCII
+		// Identity comparison: an email matches with ASCII
 		// letters folded only; subs and groups byte for byte.
 		{name: "allow-listed email in other ascii case", header: bearer(email("KIM@Example.COM", nil)), want: 200},
 		{name: "email with KELVIN SIGN for an allow-listed k", header: bearer(email("\u212Aim@example.com", nil)), want: 403},
 		{name: "email with dotted capital I for an allow-listed i", header: bearer(email("\u0130an@example.com", nil)), want: 403},
 		{name: "email with LONG S for an allow-listed s", header: bearer(email("bob@example.co\u017F", nil)), want: 403},
-		// email_verified (issue 13): when present, only true or "true"
+		// email_verified: when present, only true or "true"
 		// verifies the email; absent, the provider's email is trusted.
 		{name: "allow-listed email, email_verified absent", header: bearer(email("bob@example.com", nil)), want: 200},
 		{name: "allow-listed email, email_verified true", header: bearer(email("bob@example.com", true)), want: 200},

@@ -1,6 +1,7 @@
 // Package healthz serves the gateway's own health endpoints: /healthz says
 // the process is alive and serving, /readyz says whether it can admit traffic
-// (the provider's keys are loaded and, in spawn mode, the child is ready).
+// and why not: each Part the caller names (main: the provider's keys, the
+// shared store, facade mode's issuer warning, in spawn mode the child).
 //
 // It owns no state: each check asks a part the caller passes in, so the
 // answer is always current. It does not route: the gate maps the exact

@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/supervisor"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 const audience = "my-mcp"
@@ -35,22 +35,7 @@ func scrape(t testing.TB, m *Metrics) map[string]float64 {
 	if w.Code != http.StatusOK {
 		t.Fatalf("scrape: %d %s", w.Code, w.Body)
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(w.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("sample %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
+	return testkit.ParseMetrics(t, w.Body)
 }
 
 // issuer is a running devissuer and a provider that loaded its keys,
@@ -62,30 +47,17 @@ type issuer struct {
 
 func newIssuer(t testing.TB, m *Metrics) *issuer {
 	t.Helper()
-	is, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(is)
-	t.Cleanup(srv.Close)
-	is.URL = srv.URL
+	is := testkit.StartIssuer(t, nil)
 	p := runProvider(t, provider.Config{IssuerURL: is.URL, Audiences: []string{audience}, OnFetch: m.Fetch})
-	deadline := time.Now().Add(10 * time.Second)
-	for ok, _ := p.Ready(); !ok; ok, _ = p.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("provider never became ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitReady(t, p)
 	return &issuer{is: is, p: p}
 }
 
+// runProvider runs a provider of cfg until the test ends.
 func runProvider(t testing.TB, cfg provider.Config) *provider.Provider {
+	t.Helper()
 	p := provider.New(cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	testkit.Run(t, p)
 	return p
 }
 
@@ -344,13 +316,9 @@ func TestFetches(t *testing.T) {
 	t.Cleanup(down.Close)
 	m2 := New()
 	runProvider(t, provider.Config{IssuerURL: down.URL, Audiences: []string{audience}, OnFetch: m2.Fetch})
-	deadline := time.Now().Add(5 * time.Second)
-	for scrape(t, m2)[`mcp_oauth_proxy_provider_metadata_fetch_total{result="error"}`] < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("a failed discovery fetch was not counted")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, "a failed discovery fetch to be counted", 5*time.Second, func() bool {
+		return scrape(t, m2)[`mcp_oauth_proxy_provider_metadata_fetch_total{result="error"}`] >= 1
+	})
 	if got := scrape(t, m2)[`mcp_oauth_proxy_provider_metadata_fetch_total{result="ok"}`]; got != 0 {
 		t.Errorf("metadata ok = %v, want 0", got)
 	}

@@ -184,7 +184,7 @@ func holds(q req, s *Subject) bool {
 }
 
 // asciiEqualFold compares emails ignoring the case of ASCII letters only:
-// Unicode folding would let U+212A KELVIN SIGN stand for "k" (issue 13).
+// Unicode folding would let U+212A KELVIN SIGN stand for "k".
 func asciiEqualFold(a, b string) bool {
 	if len(a) != len(b) {
 		return false

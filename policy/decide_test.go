@@ -19,7 +19,7 @@ func mustParse(t testing.TB, s string) *Policy {
 }
 
 func TestDecide(t *testing.T) {
-	p := mustParse(t, strings.TrimSuffix(issuePolicy, "tool:*=any")+"tool:t=group:a,scope:s1,scope:s2|sub:u1,scope:s3|group:b; tool:mail=email:Alice@Example.org; tool:*=any")
+	p := mustParse(t, strings.TrimSuffix(examplePolicy, "tool:*=any")+"tool:t=group:a,scope:s1,scope:s2|sub:u1,scope:s3|group:b; tool:mail=email:Alice@Example.org; tool:*=any")
 	admin := &Subject{Sub: "a1", Groups: []string{"admins"}}
 	writer := &Subject{Sub: "w1", Scopes: []string{"openid", "files:write"}}
 	ops := &Subject{Sub: "o1", Groups: []string{"ops"}, Scopes: []string{"openid"}}
@@ -92,7 +92,7 @@ func TestDotSegmentsWithoutResourceRules(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	p := mustParse(t, "tool:publish=scope:publish; "+issuePolicy)
+	p := mustParse(t, "tool:publish=scope:publish; "+examplePolicy)
 	ops := &Subject{Sub: "o1", Groups: []string{"ops"}}
 	body := func(s string) mcp.Body {
 		b, err := mcp.Parse([]byte(s))

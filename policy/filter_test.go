@@ -18,7 +18,7 @@ import (
 )
 
 func TestFilter(t *testing.T) {
-	p := mustParse(t, issuePolicy)
+	p := mustParse(t, examplePolicy)
 	ops := &Subject{Sub: "o1", Groups: []string{"ops"}}
 	// delete_all: denied to ops; deploy: ops lacks the scope, so step-up:
 	// listed; write_file: step-up, listed; echo: allowed.
@@ -63,7 +63,7 @@ func TestFilter(t *testing.T) {
 }
 
 func TestFilterRefuses(t *testing.T) {
-	p := mustParse(t, issuePolicy)
+	p := mustParse(t, examplePolicy)
 	big := `{"result":{"tools":[` + strings.Repeat(`{"name":"echo"},`, 100) + `{"name":"delete_all"}]}}`
 	first := "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n"
 	for _, c := range []struct {
@@ -114,7 +114,7 @@ func TestFilterGoSDKListings(t *testing.T) {
 			return &sdk.GetPromptResult{}, nil
 		})
 	}
-	p := mustParse(t, "prompt:secret_*=group:admins; "+issuePolicy)
+	p := mustParse(t, "prompt:secret_*=group:admins; "+examplePolicy)
 	ops := &Subject{Sub: "o1", Groups: []string{"ops"}}
 
 	seen := map[bool]bool{} // event stream: seen

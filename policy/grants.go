@@ -35,24 +35,18 @@ type grantRule struct {
 // rules. Errors are *ParseError, with the same caret rendering as Parse's.
 func ParseGrants(s string) (*Grants, error) {
 	g := &Grants{}
-	parts := strings.Split(s, ";")
-	for i, part := range parts {
-		text := strings.Trim(part, space)
-		if text == "" {
-			if i == len(parts)-1 {
-				continue
-			}
-			return nil, &ParseError{Rule: i + 1, Column: 1, Reason: "empty rule", grants: true}
-		}
+	if err := eachRule(s, true, func(text string) *ParseError {
 		r, err := parseGrant(text)
-		if err == nil && g.rule(r.scope) != nil {
-			err = &ParseError{Column: 1, Reason: "a second rule for this scope (give each scope one rule; use | for alternatives)"}
-		}
 		if err != nil {
-			err.Rule, err.Text, err.grants = i+1, text, true
-			return nil, err
+			return err
+		}
+		if g.rule(r.scope) != nil {
+			return &ParseError{Column: 1, Reason: "a second rule for this scope (give each scope one rule; use | for alternatives)"}
 		}
 		g.rules = append(g.rules, r)
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	return g, nil
 }

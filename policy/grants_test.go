@@ -10,15 +10,15 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 )
 
-// issueGrants grants the scopes of issuePolicy.
-const issueGrants = `files:write=group:editors; deploy=group:ops|sub:alice`
+// exampleGrants grants the scopes of examplePolicy.
+const exampleGrants = `files:write=group:editors; deploy=group:ops|sub:alice`
 
 func TestParseGrants(t *testing.T) {
 	for _, c := range []struct {
 		name, in, canonical string
 		scopes              []string
 	}{
-		{"the brief's example", issueGrants, issueGrants, []string{"files:write", "deploy"}},
+		{"an example", exampleGrants, exampleGrants, []string{"files:write", "deploy"}},
 		{"empty", " ", "", nil},
 		{"any, white space and a trailing semicolon", " audit:read = any ;\n x=email:A@x.org , group:g h ;", "audit:read=any; x=email:A@x.org,group:g h", []string{"audit:read", "x"}},
 		{"split at the last =", "a=b=any", "a=b=any", []string{"a=b"}},
@@ -74,7 +74,7 @@ func TestParseGrantsErrors(t *testing.T) {
 }
 
 func TestGrant(t *testing.T) {
-	g, err := ParseGrants(issueGrants + "; audit:read=any; mail=email:Lead@Example.com")
+	g, err := ParseGrants(exampleGrants + "; audit:read=any; mail=email:Lead@Example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestGrant(t *testing.T) {
 // TestGrantsHook: the hook the broker takes decides for the identity the
 // provider logged in, and does not change the caller's slices.
 func TestGrantsHook(t *testing.T) {
-	g, err := ParseGrants(issueGrants)
+	g, err := ParseGrants(exampleGrants)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestGrantsHook(t *testing.T) {
 // FuzzParseGrants: ParseGrants never panics; an error points into the rule
 // that failed; grants it accepts read back from their String unchanged.
 func FuzzParseGrants(f *testing.F) {
-	for _, s := range []string{issueGrants, "a=any;", "a=b=email:x,group:y z|sub:q", "x=deny", "a=scope:b"} {
+	for _, s := range []string{exampleGrants, "a=any;", "a=b=email:x,group:y z|sub:q", "x=deny", "a=scope:b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

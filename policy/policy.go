@@ -132,21 +132,14 @@ const space = " \t\r\n"
 // error, as is anything outside the grammar of the package comment.
 func Parse(s string) (*Policy, error) {
 	p := &Policy{}
-	parts := strings.Split(s, ";")
-	for i, part := range parts {
-		text := strings.Trim(part, space)
-		if text == "" {
-			if i == len(parts)-1 {
-				continue
-			}
-			return nil, &ParseError{Rule: i + 1, Column: 1, Reason: "empty rule"}
-		}
+	if err := eachRule(s, false, func(text string) *ParseError {
 		r, err := parseRule(text)
-		if err != nil {
-			err.Rule, err.Text = i+1, text
-			return nil, err
+		if err == nil {
+			p.rules = append(p.rules, r)
 		}
-		p.rules = append(p.rules, r)
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	for _, r := range p.rules {
 		p.resources = p.resources || r.kind == Resource
@@ -157,6 +150,28 @@ func Parse(s string) (*Policy, error) {
 	slices.Sort(p.scopes)
 	p.scopes = slices.Compact(p.scopes)
 	return p, nil
+}
+
+// eachRule calls parse with each rule of s, trimmed: rules are separated
+// by ";", a ";" after the last one is allowed, an empty rule elsewhere is
+// an error. parse's error gets the rule's number and text; grants says
+// whose rules they are (ParseGrants').
+func eachRule(s string, grants bool, parse func(text string) *ParseError) *ParseError {
+	parts := strings.Split(s, ";")
+	for i, part := range parts {
+		text := strings.Trim(part, space)
+		if text == "" {
+			if i == len(parts)-1 {
+				continue
+			}
+			return &ParseError{Rule: i + 1, Column: 1, Reason: "empty rule", grants: grants}
+		}
+		if err := parse(text); err != nil {
+			err.Rule, err.Text, err.grants = i+1, text, grants
+			return err
+		}
+	}
+	return nil
 }
 
 // parseRule reads one rule, KIND:PATTERN=REQUIREMENTS. The error has its

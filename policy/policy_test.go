@@ -9,15 +9,15 @@ import (
 	"unicode/utf8"
 )
 
-// issuePolicy is the example of issue 17.
-const issuePolicy = `tool:delete_*=group:admins; tool:write_file=scope:files:write; tool:deploy=group:ops,scope:deploy; resource:file:///secrets/*=deny; tool:*=any`
+// examplePolicy is the example of docs/policy.md.
+const examplePolicy = `tool:delete_*=group:admins; tool:write_file=scope:files:write; tool:deploy=group:ops,scope:deploy; resource:file:///secrets/*=deny; tool:*=any`
 
 func TestParse(t *testing.T) {
 	for _, c := range []struct {
 		name, in, canonical string
 		scopes              []string
 	}{
-		{"the issue's example", issuePolicy, issuePolicy, []string{"deploy", "files:write"}},
+		{"the issue's example", examplePolicy, examplePolicy, []string{"deploy", "files:write"}},
 		{"empty", "", "", nil},
 		{"white space only", " \n\t", "", nil},
 		{"a trailing semicolon and white space", " tool:a = any ;\n prompt:p=deny; ", "tool:a=any; prompt:p=deny", nil},
@@ -158,7 +158,7 @@ func FuzzMatch(f *testing.F) {
 // FuzzParse: Parse never panics; an error points into the rule that failed;
 // a policy it accepts reads back from its String unchanged.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{issuePolicy, "tool:a%3B*=sub:x|email:y,scope:z;", "prompt:p=deny", "tool:a=b=any", "resource:*%25=group:g h"} {
+	for _, s := range []string{examplePolicy, "tool:a%3B*=sub:x|email:y,scope:z;", "prompt:p=deny", "tool:a=b=any", "resource:*%25=group:g h"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

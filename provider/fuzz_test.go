@@ -24,6 +24,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // fuzzRSAKey is a fixed key, so that every fuzzing worker process holds the
@@ -122,8 +124,8 @@ func newFuzzProvider(t testing.TB, client *http.Client, now time.Time) *Provider
 		IssuerURL: fuzzIssuer, Audiences: []string{testAudience}, CacheTTL: -1, HTTPClient: client,
 		Logger: hclog.NewNullLogger(), Now: func() time.Time { return now },
 	})
-	runProvider(t, p)
-	waitReady(t, p)
+	testkit.Run(t, p)
+	testkit.WaitReady(t, p)
 	return p
 }
 

@@ -9,11 +9,12 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 func TestKeySet(t *testing.T) {
-	is := startIssuer(t, nil)
-	attacker := startIssuer(t, nil)
+	is := testkit.StartIssuer(t, nil)
+	attacker := testkit.StartIssuer(t, nil)
 	if err := is.AddKey("later", false); err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/tokencache"
 )
 
 // ErrNotReady is returned by Verify and Metadata until the provider's keys
@@ -44,8 +46,6 @@ var ErrNotReady = errors.New("provider: signing keys not loaded yet")
 const (
 	defaultRefreshCooldown = 30 * time.Second
 	defaultGroupsClaim     = "groups"
-	defaultCacheTTL        = 60 * time.Second
-	defaultCacheSize       = 10000
 	defaultHTTPTimeout     = 10 * time.Second
 
 	// The discovery document is refreshed per its Cache-Control max-age,
@@ -144,7 +144,7 @@ type Provider struct {
 	kidFlight    chan struct{} // closed when the in-flight unknown-kid fetch ends
 	lastKidFetch time.Time
 
-	cache *tokenCache // nil when disabled
+	cache *tokencache.Cache[*Identity] // nil when disabled
 }
 
 // discovery is a fetched discovery document.
@@ -193,16 +193,7 @@ func New(cfg Config) *Provider {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	ttl, size := cfg.CacheTTL, cfg.CacheSize
-	if ttl == 0 {
-		ttl = defaultCacheTTL
-	}
-	if size <= 0 {
-		size = defaultCacheSize
-	}
-	if ttl > 0 {
-		p.cache = newTokenCache(ttl, size)
-	}
+	p.cache = tokencache.New[*Identity](cfg.CacheTTL, cfg.CacheSize)
 	return p
 }
 
@@ -404,7 +395,7 @@ func (p *Provider) loadKeys(ctx context.Context, jwksURI string) (err error) {
 		p.keysGen++
 		ks.gen = p.keysGen
 		if p.cache != nil {
-			p.cache.reset(ks.gen)
+			p.cache.Reset(ks.gen)
 		}
 	}
 	p.keys.Store(ks)

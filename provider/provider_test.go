@@ -21,81 +21,14 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 const testAudience = "https://mcp.example.test/mcp"
 
-// clock is an injectable clock that only moves when told to.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().Truncate(time.Second)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// startIssuer serves a fresh devissuer on 127.0.0.1. wrap, if not nil,
-// wraps its handler (to add headers).
-func startIssuer(t testing.TB, wrap func(http.Handler) http.Handler) *devissuer.Issuer {
-	t.Helper()
-	is, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h http.Handler = is
-	if wrap != nil {
-		h = wrap(h)
-	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	is.URL = srv.URL
-	return is
-}
-
-// runProvider runs p until the test ends.
-func runProvider(t testing.TB, p *Provider) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run() = %v, want nil", err)
-		}
-	})
-}
-
-// waitReady polls Ready until it says ok or the deadline passes.
-func waitReady(t testing.TB, p *Provider) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ok, reason := p.Ready()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("provider not ready: %s", reason)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // startProvider returns a running, ready provider for is with the given
 // clock; cfg fields left zero get test defaults.
-func startProvider(t testing.TB, is *devissuer.Issuer, c *clock, cfg Config) *Provider {
+func startProvider(t testing.TB, is *devissuer.Issuer, c *testkit.Clock, cfg Config) *Provider {
 	t.Helper()
 	if cfg.IssuerURL == "" {
 		cfg.IssuerURL = is.URL
@@ -110,8 +43,8 @@ func startProvider(t testing.TB, is *devissuer.Issuer, c *clock, cfg Config) *Pr
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	p := New(cfg)
-	runProvider(t, p)
-	waitReady(t, p)
+	testkit.Run(t, p)
+	testkit.WaitReady(t, p)
 	return p
 }
 
@@ -157,8 +90,8 @@ func reasonOf(err error) string {
 }
 
 func TestVerify(t *testing.T) {
-	is := startIssuer(t, nil)
-	c := newClock()
+	is := testkit.StartIssuer(t, nil)
+	c := testkit.NewClock(time.Now().Truncate(time.Second))
 	p := startProvider(t, is, c, Config{ClockSkew: 30 * time.Second, CacheTTL: -1})
 	now := c.Now()
 	claims := func(extra map[string]any) map[string]any { return claimsAt(is, now, extra) }
@@ -274,8 +207,8 @@ func mintOtherRSA(t testing.TB, is *devissuer.Issuer, claims map[string]any) str
 }
 
 func TestVerifyIdentity(t *testing.T) {
-	is := startIssuer(t, nil)
-	c := newClock()
+	is := testkit.StartIssuer(t, nil)
+	c := testkit.NewClock(time.Now().Truncate(time.Second))
 	p := startProvider(t, is, c, Config{GroupsClaim: "roles"})
 	now := c.Now()
 	exp := now.Add(time.Hour)
@@ -333,11 +266,11 @@ func TestIssuerTrailingSlash(t *testing.T) {
 		{"document with slash", func(is *devissuer.Issuer) string { return is.URL }, func(is *devissuer.Issuer) string { return is.URL + "/" }, func(is *devissuer.Issuer) string { return is.URL }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			is := startIssuer(t, nil)
+			is := testkit.StartIssuer(t, nil)
 			if tc.docIssuer != nil {
 				is.Extra = map[string]any{"issuer": tc.docIssuer(is)}
 			}
-			c := newClock()
+			c := testkit.NewClock(time.Now().Truncate(time.Second))
 			p := startProvider(t, is, c, Config{IssuerURL: tc.configured(is)})
 			raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), map[string]any{"iss": tc.iss(is)})})
 			if _, err := p.Verify(context.Background(), raw); err != nil {
@@ -348,10 +281,10 @@ func TestIssuerTrailingSlash(t *testing.T) {
 }
 
 func TestDiscoveryIssuerMismatch(t *testing.T) {
-	is := startIssuer(t, nil)
+	is := testkit.StartIssuer(t, nil)
 	is.Extra = map[string]any{"issuer": "https://elsewhere.example"}
 	p := New(Config{IssuerURL: is.URL, Audiences: []string{testAudience}})
-	runProvider(t, p)
+	testkit.Run(t, p)
 	deadline := time.Now().Add(5 * time.Second)
 	for is.DiscoveryHits() < 2 && time.Now().Before(deadline) { // it keeps retrying
 		time.Sleep(10 * time.Millisecond)
@@ -366,8 +299,8 @@ func TestDiscoveryIssuerMismatch(t *testing.T) {
 }
 
 func TestMaxTokenLifetime(t *testing.T) {
-	is := startIssuer(t, nil)
-	c := newClock()
+	is := testkit.StartIssuer(t, nil)
+	c := testkit.NewClock(time.Now().Truncate(time.Second))
 	p := startProvider(t, is, c, Config{MaxTokenLifetime: time.Hour})
 	now := c.Now()
 	for _, tc := range []struct {
@@ -390,12 +323,12 @@ func TestMaxTokenLifetime(t *testing.T) {
 }
 
 func TestForeignKeyHeadersIgnored(t *testing.T) {
-	is := startIssuer(t, nil)
-	attacker := startIssuer(t, nil)
+	is := testkit.StartIssuer(t, nil)
+	attacker := testkit.StartIssuer(t, nil)
 	if err := attacker.AddKey("attacker-key", true); err != nil {
 		t.Fatal(err)
 	}
-	c := newClock()
+	c := testkit.NewClock(time.Now().Truncate(time.Second))
 	p := startProvider(t, is, c, Config{CacheTTL: -1})
 	claims := claimsAt(is, c.Now(), nil)
 	attackerJWK := jose.JSONWebKey{Key: attacker.PublicKey(devissuer.KeyRS256), KeyID: devissuer.KeyRS256, Algorithm: "RS256", Use: "sig"}
@@ -423,8 +356,8 @@ func TestForeignKeyHeadersIgnored(t *testing.T) {
 }
 
 func TestUnknownKIDCooldown(t *testing.T) {
-	is := startIssuer(t, nil)
-	c := newClock()
+	is := testkit.StartIssuer(t, nil)
+	c := testkit.NewClock(time.Now().Truncate(time.Second))
 	p := startProvider(t, is, c, Config{RefreshCooldown: time.Minute})
 	if err := is.AddKey("new-key", false); err != nil {
 		t.Fatal(err)
@@ -465,10 +398,10 @@ func TestUnknownKIDCooldown(t *testing.T) {
 }
 
 func TestProviderDownAtStart(t *testing.T) {
-	is := startIssuer(t, nil)
+	is := testkit.StartIssuer(t, nil)
 	is.SetDown(true)
 	p := New(Config{IssuerURL: is.URL, Audiences: []string{testAudience}})
-	runProvider(t, p)
+	testkit.Run(t, p)
 	raw, err := is.AccessToken("user-1", testAudience, time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -490,15 +423,15 @@ func TestProviderDownAtStart(t *testing.T) {
 	}
 
 	is.SetDown(false)
-	waitReady(t, p)
+	testkit.WaitReady(t, p)
 	if _, err := p.Verify(context.Background(), raw); err != nil {
 		t.Errorf("Verify() once up = %v, want nil", err)
 	}
 }
 
 func TestOutageAfterLoad(t *testing.T) {
-	is := startIssuer(t, nil)
-	c := newClock()
+	is := testkit.StartIssuer(t, nil)
+	c := testkit.NewClock(time.Now().Truncate(time.Second))
 	p := startProvider(t, is, c, Config{CacheTTL: -1, RefreshCooldown: time.Second})
 	is.SetDown(true)
 	for _, kid := range []string{devissuer.KeyRS256, devissuer.KeyES256, devissuer.KeyEdDSA} {
@@ -525,9 +458,9 @@ func TestOutageAfterLoad(t *testing.T) {
 // verification makes a new one; so identity of pointers tells a hit from a
 // verification without a hook in the Provider.
 func TestCache(t *testing.T) {
-	newProvider := func(t *testing.T) (*devissuer.Issuer, *clock, *Provider) {
-		is := startIssuer(t, nil)
-		c := newClock()
+	newProvider := func(t *testing.T) (*devissuer.Issuer, *testkit.Clock, *Provider) {
+		is := testkit.StartIssuer(t, nil)
+		c := testkit.NewClock(time.Now().Truncate(time.Second))
 		return is, c, startProvider(t, is, c, Config{CacheTTL: time.Minute, RefreshCooldown: time.Second})
 	}
 	verify := func(t *testing.T, p *Provider, raw string) *Identity {
@@ -607,8 +540,8 @@ func TestCache(t *testing.T) {
 	})
 
 	t.Run("disabled", func(t *testing.T) {
-		is := startIssuer(t, nil)
-		c := newClock()
+		is := testkit.StartIssuer(t, nil)
+		c := testkit.NewClock(time.Now().Truncate(time.Second))
 		p := startProvider(t, is, c, Config{CacheTTL: -1})
 		raw := mint(t, is, devissuer.Token{Claims: claimsAt(is, c.Now(), nil)})
 		seen := map[*Identity]bool{}
@@ -621,51 +554,23 @@ func TestCache(t *testing.T) {
 	})
 }
 
-func TestTokenCacheBounded(t *testing.T) {
-	c := newTokenCache(time.Minute, 16)
-	now := time.Now()
-	id := &Identity{Expiry: now.Add(time.Hour)}
-	for i := range 100 {
-		c.put(0, sha256.Sum256([]byte{byte(i)}), id, now)
-		if got := len(c.m); got > 16 {
-			t.Fatalf("after %d puts: len = %d, want <= 16", i+1, got)
-		}
-	}
-	last := sha256.Sum256([]byte{99})
-	if c.get(last, now) == nil {
-		t.Errorf("last put entry missing")
-	}
-	// Dead entries go first.
-	c.reset(1)
-	short := &Identity{Expiry: now.Add(time.Second)}
-	for i := range 16 {
-		c.put(1, sha256.Sum256([]byte{byte(i)}), short, now)
-	}
-	later := now.Add(2 * time.Second)
-	c.put(1, sha256.Sum256([]byte("fresh")), id, later)
-	if got := len(c.m); got != 1 {
-		t.Errorf("after expiry sweep: len = %d, want 1", got)
-	}
-	// A stale generation is not stored.
-	c.put(0, sha256.Sum256([]byte("stale")), id, later)
-	if c.get(sha256.Sum256([]byte("stale")), later) != nil {
-		t.Errorf("entry from an old key set was cached")
-	}
-}
-
 func TestMetadata(t *testing.T) {
-	is := startIssuer(t, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Cache-Control", "public, max-age=30")
-			h.ServeHTTP(w, r)
-		})
-	})
+	is, err := devissuer.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=30")
+		is.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	is.URL = srv.URL
 	p := New(Config{IssuerURL: is.URL, Audiences: []string{testAudience}})
 	if got := p.MetadataMaxAge(); got != 0 {
 		t.Errorf("MetadataMaxAge() before fetch = %v, want 0", got)
 	}
-	runProvider(t, p)
-	waitReady(t, p)
+	testkit.Run(t, p)
+	testkit.WaitReady(t, p)
 	m1, err := p.Metadata()
 	if err != nil {
 		t.Fatal(err)
@@ -714,7 +619,7 @@ func TestCacheMaxAge(t *testing.T) {
 }
 
 func TestRunStops(t *testing.T) {
-	is := startIssuer(t, nil)
+	is := testkit.StartIssuer(t, nil)
 	is.SetDown(true)
 	p := New(Config{IssuerURL: is.URL, Audiences: []string{testAudience}})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -741,7 +646,7 @@ func BenchmarkVerify(b *testing.B) {
 	} {
 		if bc.name == "hit" {
 			b.Run("hit parallel", func(b *testing.B) {
-				is := startIssuer(b, nil)
+				is := testkit.StartIssuer(b, nil)
 				p := startProvider(b, is, nil, Config{})
 				raw, err := is.AccessToken("user-1", testAudience, time.Hour, nil)
 				if err != nil {
@@ -759,7 +664,7 @@ func BenchmarkVerify(b *testing.B) {
 			})
 		}
 		b.Run(bc.name, func(b *testing.B) {
-			is := startIssuer(b, nil)
+			is := testkit.StartIssuer(b, nil)
 			p := startProvider(b, is, nil, Config{CacheTTL: bc.ttl})
 			raw, err := is.AccessToken("user-1", testAudience, time.Hour, map[string]any{"scope": "openid mcp", "groups": []string{"a", "b"}})
 			if err != nil {

@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/tokencache"
 )
 
 // maxTokenSize bounds the tokens Verify looks at; the gate caps sizes first.
@@ -98,10 +99,10 @@ func (p *Provider) Verify(ctx context.Context, raw string) (*Identity, error) {
 	if ks == nil {
 		return nil, ErrNotReady
 	}
-	var key [sha256.Size]byte
+	var key tokencache.Key
 	if p.cache != nil {
-		key = tokenKey(raw)
-		if id := p.cache.get(key, p.now()); id != nil {
+		key = tokencache.KeyOf(raw)
+		if id, ok := p.cache.Get(key, p.now()); ok {
 			return id, nil
 		}
 	}
@@ -110,20 +111,9 @@ func (p *Provider) Verify(ctx context.Context, raw string) (*Identity, error) {
 		return nil, err
 	}
 	if p.cache != nil {
-		p.cache.put(gen, key, id, p.now())
+		p.cache.Put(gen, key, id, id.Expiry, p.now())
 	}
 	return id, nil
-}
-
-// tokenKey is the cache key of raw: its SHA-256. Typical tokens are copied
-// to the stack first, so a cache hit allocates nothing.
-func tokenKey(raw string) [sha256.Size]byte {
-	var buf [4096]byte
-	if len(raw) <= len(buf) {
-		n := copy(buf[:], raw)
-		return sha256.Sum256(buf[:n])
-	}
-	return sha256.Sum256([]byte(raw))
 }
 
 // joseHeader is the part of the JOSE header (RFC 7515 §4.1) looked at before

@@ -1,16 +1,15 @@
 // Package respond writes the gateway's own answers, as opposed to what it
 // proxies: JSON with the headers such answers carry (Content-Type:
 // application/json, Cache-Control: no-store, X-Content-Type-Options:
-// nosniff), errors in the OAuth form of RFC 6749 §5.2, and the rendering of
-// Retry-After. Every JSON error the gateway writes itself (gate, wellknown,
-// healthz, main) goes through it, so the headers and the error shape cannot
-// drift apart.
+// nosniff), errors in the OAuth form of RFC 6749 §5.2, public documents
+// meant to be cached (discovery metadata, keys: Document), and the
+// rendering of Retry-After. Every JSON answer the gateway writes itself
+// (gate, wellknown, broker, healthz, main) goes through it, so the headers
+// and the error shape cannot drift apart.
 //
-// It does not decide status codes or error codes (the callers do), nor
-// write documents meant to be cached (wellknown's metadata sets its own
-// Cache-Control). It writes no HTML: pages for browsers, when the gateway
-// serves them, belong here too, next to the JSON writer whose headers they
-// keep.
+// It does not decide status codes, error codes or how long a document may
+// be cached (the callers do). It writes no HTML: the broker's consent and
+// error pages, with their Content-Security-Policy, are the broker's own.
 package respond
 
 import (
@@ -36,6 +35,19 @@ func JSON(w http.ResponseWriter, status int, body string) {
 	h.Del("Content-Length")
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, body)
+}
+
+// Document writes body, a complete JSON document that anyone may read and
+// cache (discovery metadata, a JWKS), with status 200: Content-Type
+// application/json, Cache-Control public with max-age (RFC 9111 §5.2.2.1,
+// whole seconds, 0 for a negative maxAge), and X-Content-Type-Options
+// nosniff.
+func Document(w http.ResponseWriter, body []byte, maxAge time.Duration) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "public, max-age="+strconv.FormatInt(int64(max(maxAge, 0)/time.Second), 10))
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(body)
 }
 
 // Error writes an error in the form of RFC 6749 §5.2 (also that of RFC 7591

@@ -84,3 +84,32 @@ func TestRetryAfter(t *testing.T) {
 		})
 	}
 }
+
+func TestDocument(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		maxAge time.Duration
+		want   string
+	}{
+		{"an hour", time.Hour, "public, max-age=3600"},
+		{"part of a second is cut", 1500 * time.Millisecond, "public, max-age=1"},
+		{"negative is zero", -time.Second, "public, max-age=0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			Document(w, []byte(`{"issuer":"x"}`), tc.maxAge)
+			for name, want := range map[string]string{
+				"Content-Type":           "application/json",
+				"Cache-Control":          tc.want,
+				"X-Content-Type-Options": "nosniff",
+			} {
+				if got := w.Header().Get(name); got != want {
+					t.Errorf("%s: got %q, want %q", name, got, want)
+				}
+			}
+			if w.Code != http.StatusOK || w.Body.String() != `{"issuer":"x"}` {
+				t.Errorf("got %d %q", w.Code, w.Body)
+			}
+		})
+	}
+}

@@ -7,20 +7,21 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // newTestLimiter returns a Limiter for cfg on a clock that moves only when
-// the test calls advance, so no test sleeps to see a bucket refill. Only
-// the test's own goroutine may call advance.
+// the test calls advance, so no test sleeps to see a bucket refill.
 func newTestLimiter(t *testing.T, cfg LimiterConfig) (l *Limiter, advance func(time.Duration)) {
 	t.Helper()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	cfg.Now = func() time.Time { return now }
+	c := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg.Now = c.Now
 	l, err := NewLimiter(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l, func(d time.Duration) { now = now.Add(d) }
+	return l, c.Advance
 }
 
 func (l *Limiter) len() int {

@@ -8,32 +8,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
-
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Unix(1_700_000_000, 0)} }
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func TestMemoryClaim(t *testing.T) {
 	ctx := context.Background()
-	c := newClock()
-	m := NewMemory(MemoryConfig{Now: c.now})
+	c := testkit.NewClock(time.Unix(1_700_000_000, 0))
+	m := NewMemory(MemoryConfig{Now: c.Now})
 
 	first, err := m.Claim(ctx, "code:a", time.Minute)
 	if err != nil || !first {
@@ -46,11 +28,11 @@ func TestMemoryClaim(t *testing.T) {
 	if first, _ := m.Claim(ctx, "code:b", time.Minute); !first {
 		t.Fatal("claim of another key: got false, want true")
 	}
-	c.add(59 * time.Second)
+	c.Advance(59 * time.Second)
 	if first, _ := m.Claim(ctx, "code:a", time.Minute); first {
 		t.Fatal("claim before the ttl ended: got true, want false")
 	}
-	c.add(time.Second)
+	c.Advance(time.Second)
 	if first, _ := m.Claim(ctx, "code:a", time.Minute); !first {
 		t.Fatal("claim after the ttl: got false, want true")
 	}
@@ -58,8 +40,8 @@ func TestMemoryClaim(t *testing.T) {
 
 func TestMemoryRevoke(t *testing.T) {
 	ctx := context.Background()
-	c := newClock()
-	m := NewMemory(MemoryConfig{Now: c.now})
+	c := testkit.NewClock(time.Unix(1_700_000_000, 0))
+	m := NewMemory(MemoryConfig{Now: c.Now})
 
 	if got, err := m.Revoked(ctx, "fam:x", "jti:y"); got || err != nil {
 		t.Fatalf("revoked before revoke: got %v, %v", got, err)
@@ -74,11 +56,11 @@ func TestMemoryRevoke(t *testing.T) {
 	if err := m.Revoke(ctx, "jti:y", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	c.add(30 * time.Minute)
+	c.Advance(30 * time.Minute)
 	if got, _ := m.Revoked(ctx, "jti:y"); !got {
 		t.Fatal("revoked within the longer ttl: got false, want true")
 	}
-	c.add(30 * time.Minute)
+	c.Advance(30 * time.Minute)
 	if got, _ := m.Revoked(ctx, "jti:y"); got {
 		t.Fatal("revoked after the ttl: got true, want false")
 	}
@@ -98,8 +80,8 @@ func TestMemoryBadTTL(t *testing.T) {
 // makes room again as keys expire.
 func TestMemoryFullFailsClosed(t *testing.T) {
 	ctx := context.Background()
-	c := newClock()
-	m := NewMemory(MemoryConfig{MaxEntries: 64, Now: c.now})
+	c := testkit.NewClock(time.Unix(1_700_000_000, 0))
+	m := NewMemory(MemoryConfig{MaxEntries: 64, Now: c.Now})
 
 	var full int
 	claimed := map[string]bool{}
@@ -141,7 +123,7 @@ func TestMemoryFullFailsClosed(t *testing.T) {
 		}
 	}
 	// Once they expire, the same keys fit again (each shard held them).
-	c.add(time.Hour)
+	c.Advance(time.Hour)
 	for k := range claimed {
 		if first, err := m.Claim(ctx, k, time.Minute); !first || err != nil {
 			t.Fatalf("claim of %s after every key expired: got %v, %v; want true, nil", k, first, err)
@@ -153,15 +135,15 @@ func TestMemoryFullFailsClosed(t *testing.T) {
 // under a steady load of short-lived claims.
 func TestMemorySweeps(t *testing.T) {
 	ctx := context.Background()
-	c := newClock()
-	m := NewMemory(MemoryConfig{Now: c.now})
+	c := testkit.NewClock(time.Unix(1_700_000_000, 0))
+	m := NewMemory(MemoryConfig{Now: c.Now})
 	for i := range 10_000 {
 		if _, err := m.Claim(ctx, fmt.Sprintf("code:%d", i), time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		c.add(10 * time.Millisecond) // 100 s in all
+		c.Advance(10 * time.Millisecond) // 100 s in all
 	}
-	c.add(2 * time.Minute)
+	c.Advance(2 * time.Minute)
 	for i := range 16 * 4 {
 		if _, err := m.Claim(ctx, fmt.Sprintf("late:%d", i), time.Minute); err != nil {
 			t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store/redistest"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // openTestRedis opens a client ("a replica") of srv; mod adjusts the
@@ -308,13 +309,12 @@ func TestRedisKeysExpire(t *testing.T) {
 // client reconnects by itself and the shared state is used again.
 func TestRedisDown(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{Persist: true})
-	c := newClock()
+	c := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	var o ops
-	var logs strings.Builder
-	var logMu sync.Mutex
+	var logs testkit.LogBuffer
 	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
-		cfg.Now = c.now
-		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: lockedWriter{&logMu, &logs}, Level: hclog.Info})
+		cfg.Now = c.Now
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
 		o.hook(cfg)
 	})
 	l := testRedisLimiter(t, r, "sub", 5)
@@ -378,7 +378,7 @@ func TestRedisDown(t *testing.T) {
 	}
 
 	srv.Restart()
-	c.add(2 * time.Second) // past Retry: the next request asks Redis again
+	c.Advance(2 * time.Second) // past Retry: the next request asks Redis again
 
 	if first, err := r.Claim(ctx, "code:before", time.Minute); first || err != nil {
 		t.Errorf("claim of the used code after the restart: got %v, %v; want false, nil", first, err)
@@ -395,8 +395,6 @@ func TestRedisDown(t *testing.T) {
 	if got, want := fmt.Sprint(o.states()), "[true false]"; got != want {
 		t.Errorf("fallback states reported: got %s, want %s", got, want)
 	}
-	logMu.Lock()
-	defer logMu.Unlock()
 	if got := strings.Count(logs.String(), "redis unreachable"); got != 1 {
 		t.Errorf("'unreachable' log lines: got %d, want 1:\n%s", got, logs.String())
 	}
@@ -412,10 +410,10 @@ func TestRedisDown(t *testing.T) {
 func TestRedisHangs(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	var o ops
-	c := newClock() // stands still: every admission below is within Retry
+	c := testkit.NewClock(time.Unix(1_700_000_000, 0)) // stands still: every admission below is within Retry
 	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
 		o.hook(cfg)
-		cfg.Now = c.now
+		cfg.Now = c.Now
 		cfg.Retry, cfg.Probe = 50*time.Millisecond, time.Hour
 	})
 	l := testRedisLimiter(t, r, "sub", 100)
@@ -564,17 +562,6 @@ func TestRedisLimiterMatchesMemory(t *testing.T) {
 			}
 		}
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *strings.Builder
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // BenchmarkRedisAdmit is one admission against a real Redis on loopback:

@@ -20,6 +20,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // The test binary doubles as the fixtures: with SVTEST_HELPER set, TestMain
@@ -334,16 +336,11 @@ func (h *harness) nextDelay(t *testing.T) time.Duration {
 	}
 }
 
-// waitFor polls cond until it holds.
+// waitFor polls cond until it holds, for as long as a child's start may
+// take on a loaded machine.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, what, 20*time.Second, cond)
 }
 
 // alive reports whether pid exists (zombies included).

@@ -12,10 +12,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -312,15 +313,9 @@ func TestBackgroundJobDoesNotSurviveLeader(t *testing.T) {
 	}
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct{ offset atomic.Int64 }
-
-func (c *fakeClock) now() time.Time          { return time.Unix(1e9, 0).Add(time.Duration(c.offset.Load())) }
-func (c *fakeClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
-
 func TestCrashLoopBacksOffRecoversAndResets(t *testing.T) {
 	dir := t.TempDir()
-	clock := &fakeClock{}
+	clock := testkit.NewClock(time.Unix(1e9, 0))
 	initial := 20 * time.Millisecond
 	h := startSup(t, Config{
 		Command:        fmt.Sprintf(`if [ -f %s/ok ]; then exec %s; fi; exit 1`, dir, testBin(t)),
@@ -328,7 +323,7 @@ func TestCrashLoopBacksOffRecoversAndResets(t *testing.T) {
 		InitialBackoff: initial,
 		MaxBackoff:     10 * time.Second,
 		ResetAfter:     time.Minute,
-		Now:            clock.now,
+		Now:            clock.Now,
 	})
 	var delays []time.Duration
 	for range 3 {
@@ -355,7 +350,7 @@ func TestCrashLoopBacksOffRecoversAndResets(t *testing.T) {
 	waitFor(t, "ready again", func() bool { _, ok := h.s.Endpoint(); return ok })
 
 	// A crash after a stable period: the delay starts again.
-	clock.advance(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	syscall.Kill(h.s.Status().PID, syscall.SIGKILL)
 	if d5 := h.nextDelay(t); d5 > initial*12/10 {
 		t.Errorf("delay after a stable run = %v, want at most %v", d5, initial*12/10)
@@ -697,14 +692,14 @@ func TestMaxRestartsWindowSlides(t *testing.T) {
 	// A clock that moves a minute each time it is read: the supervisor
 	// reads it once per restart of a child that is never ready, so the
 	// restarts are a minute apart, never more than one in the window.
-	clock := &fakeClock{}
+	clock := testkit.NewClock(time.Unix(1e9, 0))
 	h := startSup(t, Config{
 		Command:        "exit 3",
 		InitialBackoff: time.Millisecond,
 		MaxBackoff:     time.Millisecond,
 		MaxRestarts:    2,
 		RestartWindow:  time.Minute,
-		Now:            func() time.Time { clock.advance(time.Minute); return clock.now() },
+		Now:            func() time.Time { clock.Advance(time.Minute); return clock.Now() },
 	})
 	for range 5 {
 		h.nextDelay(t)

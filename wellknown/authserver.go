@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
-	"strconv"
 	"sync/atomic"
-	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
@@ -69,11 +67,7 @@ func (s *Server) serveAuthorizationServer(w http.ResponseWriter, r *http.Request
 		respond.Error(w, http.StatusInternalServerError, "server_error", "the authorization server's metadata could not be built")
 		return
 	}
-	maxAge := max(s.cfg.Metadata.MetadataMaxAge(), 0)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "public, max-age="+strconv.FormatInt(int64(maxAge/time.Second), 10))
-	_, _ = w.Write(body)
+	respond.Document(w, body, s.cfg.Metadata.MetadataMaxAge())
 }
 
 // unavailable answers a request that needs a provider document never fetched.

@@ -2,56 +2,28 @@ package wellknown
 
 import (
 	"bytes"
-	"context"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // startProvider serves an in-process issuer on 127.0.0.1 and runs a real
 // provider against it until the test ends.
 func startProvider(t *testing.T, down bool) (*devissuer.Issuer, *provider.Provider) {
 	t.Helper()
-	is, err := devissuer.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	is.SetDown(down)
-	ts := httptest.NewServer(is)
-	t.Cleanup(ts.Close)
-	is.URL = ts.URL
+	is := testkit.StartIssuer(t, func(is *devissuer.Issuer) { is.SetDown(down) })
 	p := provider.New(provider.Config{IssuerURL: is.URL, Audiences: []string{"https://mcp.example.com/mcp"}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("provider Run() = %v", err)
-		}
-	})
+	testkit.Run(t, p)
 	return is, p
-}
-
-// eventually polls cond until it holds or 5 s pass.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestFacadeWithProvider(t *testing.T) {
 	is, p := startProvider(t, false)
-	eventually(t, "the provider's discovery document", func() bool { _, err := p.Metadata(); return err == nil })
+	testkit.WaitFor(t, "the provider's discovery document", 5*time.Second, func() bool { _, err := p.Metadata(); return err == nil })
 	s := newServer(t, Config{
 		ResourceURL:        "https://mcp.example.com/mcp",
 		Scopes:             []string{"openid", "email"},
@@ -123,7 +95,7 @@ func TestFacadeWithProvider(t *testing.T) {
 
 func TestFacadeProviderNeverAnswered(t *testing.T) {
 	is, p := startProvider(t, true)
-	eventually(t, "a discovery attempt", func() bool { return is.DiscoveryHits() > 0 })
+	testkit.WaitFor(t, "a discovery attempt", 5*time.Second, func() bool { return is.DiscoveryHits() > 0 })
 	s := newServer(t, Config{
 		ResourceURL:        "https://mcp.example.com/mcp",
 		StaticClientID:     "static-id",
@@ -153,7 +125,7 @@ func TestFacadeProviderNeverAnswered(t *testing.T) {
 
 func TestDirectWithProvider(t *testing.T) {
 	is, p := startProvider(t, false)
-	eventually(t, "the provider's discovery document", func() bool { _, err := p.Metadata(); return err == nil })
+	testkit.WaitFor(t, "the provider's discovery document", 5*time.Second, func() bool { _, err := p.Metadata(); return err == nil })
 	s := newServer(t, Config{
 		ResourceURL: "https://mcp.example.com/mcp",
 		Mode:        ModeDirect,

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestRegisterRedirectAttacks is issue 13's registration row of the attack
+// TestRegisterRedirectAttacks is the registration row of the attack
 // matrix: without REGISTER_REDIRECT_URIS, /oauth/register accepts only https
 // URIs, http URIs on a loopback host (RFC 8252 §7.3) and private-use
 // schemes in reverse domain form (RFC 8252 §7.1); anything else is 400

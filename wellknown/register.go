@@ -7,10 +7,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
@@ -115,12 +114,8 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logger.Info("client registered", "client_name", truncate(name, 200), "redirect_uris", redirects,
 		"token_endpoint_auth_method", reg.TokenEndpointAuthMethod)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store") // RFC 7591 §3.2.1: the answer holds a secret
-	h.Set("Pragma", "no-cache")
-	w.WriteHeader(http.StatusCreated)
-	_, _ = w.Write(body)
+	w.Header().Set("Pragma", "no-cache") // RFC 7591 §3.2.1: the answer holds a secret, so no-store too
+	respond.JSON(w, http.StatusCreated, string(body))
 }
 
 // authMethod picks the token endpoint auth method the static client's secret
@@ -153,176 +148,33 @@ func authMethod(pm map[string]json.RawMessage, asked string) string {
 	}
 }
 
-// redirectRule is one REGISTER_REDIRECT_URIS entry.
-type redirectRule struct {
-	exact string // an exact URI, or "" for a loopback pattern
-	host  string // loopback pattern: host name or address, without brackets
-	path  string // loopback pattern: required path, "" for any
-}
-
-// CheckRedirectURI reports why one REGISTER_REDIRECT_URIS entry is neither
-// an absolute URI nor one of the loopback patterns of Config.RedirectURIs,
-// or nil: the caller validates the setting with it, naming the variable.
-func CheckRedirectURI(entry string) error {
-	_, err := parseRedirectRule(strings.TrimSpace(entry))
-	return err
-}
-
-func parseRedirectRules(entries []string) ([]redirectRule, error) {
-	var rules []redirectRule
-	for _, e := range entries {
-		e = strings.TrimSpace(e)
-		if e == "" {
-			continue
-		}
-		rule, err := parseRedirectRule(e)
-		if err != nil {
-			return nil, err
-		}
-		rules = append(rules, rule)
-	}
-	return rules, nil
-}
-
-func parseRedirectRule(e string) (redirectRule, error) {
-	// RFC 8252 §7.3: loopback redirect URIs may use any port.
-	patterns := [...]struct{ prefix, host string }{
-		{"http://127.0.0.1:*", "127.0.0.1"},
-		{"http://localhost:*", "localhost"},
-		{"http://[::1]:*", "::1"},
-	}
-	for _, p := range patterns {
-		if len(e) < len(p.prefix) || lowerASCII(e[:len(p.prefix)]) != p.prefix {
-			continue
-		}
-		rest := e[len(p.prefix):]
-		if rest != "" && (!strings.HasPrefix(rest, "/") || strings.ContainsAny(rest, "?#")) {
-			return redirectRule{}, fmt.Errorf("redirect uri pattern %q: only a path may follow the port", e)
-		}
-		return redirectRule{host: p.host, path: rest}, nil
-	}
-	if strings.Contains(e, "*") {
-		return redirectRule{}, fmt.Errorf("redirect uri pattern %q: only http://127.0.0.1:*, http://localhost:* and http://[::1]:* take a wildcard", e)
-	}
-	if _, err := parseRedirectURI(e); err != nil {
-		return redirectRule{}, err
-	}
-	return redirectRule{exact: e}, nil
-}
-
-// parseRedirectURI checks a redirection endpoint's shape: absolute, no
-// fragment (RFC 6749 §3.1.2).
-func parseRedirectURI(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("redirect uri %q: %w", raw, err)
-	}
-	if !u.IsAbs() || u.Fragment != "" || strings.Contains(raw, "#") {
-		return nil, fmt.Errorf("redirect uri %q: must be an absolute URI without a fragment", raw)
-	}
-	return u, nil
-}
-
 // checkRedirects returns why the requested redirect URIs cannot be
-// registered, or nil. With REGISTER_REDIRECT_URIS each must match one of its
-// rules; without, each must be safe to send a user's browser to
-// (safeRedirect).
+// registered, or nil. With REGISTER_REDIRECT_URIS each must be on the
+// list; without, each must pass redirecturi.Check. In facade mode the list
+// replaces Check rather than narrowing it, as broker mode's does: the
+// gateway only hands out the static client, and the provider's own
+// redirect-URI list for that client stays the final boundary, so an
+// operator may list a client whose URI Check refuses (a private-use scheme
+// without a dot, such as Cursor's cursor://).
 func (s *Server) checkRedirects(uris []string) error {
-	if len(s.redirects) > 0 && len(uris) == 0 {
+	if !s.redirects.Empty() && len(uris) == 0 {
 		return errors.New("redirect_uris is required")
 	}
 	for _, raw := range uris {
-		u, err := parseRedirectURI(raw)
-		if err != nil {
+		if _, err := redirecturi.Parse(raw); err != nil {
 			return err
 		}
-		if len(s.redirects) > 0 {
-			if !s.redirectAllowed(raw, u) {
+		if !s.redirects.Empty() {
+			if !s.redirects.Allows(raw) {
 				return fmt.Errorf("redirect uri %q is not allowed by this gateway", raw)
 			}
 			continue
 		}
-		if err := safeRedirect(raw, u); err != nil {
-			return err
+		if err := redirecturi.Check(raw); err != nil {
+			return fmt.Errorf("%w; REGISTER_REDIRECT_URIS can list others", err)
 		}
 	}
 	return nil
-}
-
-// safeRedirect accepts the redirect URIs of native and web OAuth clients
-// (RFC 8252 §7, RFC 9700 §4.1): https with a host; http only on a loopback
-// host, 127.0.0.1, [::1] or localhost (RFC 8252 §7.3; MCP Inspector uses
-// localhost), with any port; a private-use scheme in reverse domain form,
-// so one with a dot (RFC 8252 §7.1: com.example.app:/cb). Anything else,
-// javascript:, data:, file:, or http to another host, is refused: the
-// provider would send the user there with an authorization code. No URI
-// may carry user information (https://claude.ai@evil.example).
-func safeRedirect(raw string, u *url.URL) error {
-	if u.User != nil {
-		return fmt.Errorf("redirect uri %q: must not contain user information", raw)
-	}
-	switch {
-	case u.Scheme == "https":
-		if u.Host == "" || u.Opaque != "" {
-			return fmt.Errorf("redirect uri %q: an https redirect uri must name a host", raw)
-		}
-		return nil
-	case u.Scheme == "http":
-		for _, host := range [...]string{"127.0.0.1", "::1", "localhost"} {
-			if loopback(u, host) {
-				return nil
-			}
-		}
-		return fmt.Errorf("redirect uri %q: http is allowed only on a loopback host: 127.0.0.1, [::1] or localhost (RFC 8252 §7.3)", raw)
-	case strings.Contains(u.Scheme, "."):
-		return nil
-	}
-	return fmt.Errorf("redirect uri %q: scheme %q is not allowed: use https, http on a loopback host, or a private-use scheme in reverse domain form such as com.example.app (RFC 8252 §7.1); REGISTER_REDIRECT_URIS can list others", raw, u.Scheme)
-}
-
-func (s *Server) redirectAllowed(raw string, u *url.URL) bool {
-	for _, rule := range s.redirects {
-		if rule.exact != "" {
-			if raw == rule.exact {
-				return true
-			}
-			continue
-		}
-		// Loopback pattern: the path (with no query) when one is given.
-		if !loopback(u, rule.host) {
-			continue
-		}
-		if rule.path == "" || (u.EscapedPath() == rule.path && u.RawQuery == "" && !u.ForceQuery) {
-			return true
-		}
-	}
-	return false
-}
-
-// loopback reports whether u is an http URI on host (a name or an address
-// without brackets) with any valid port (RFC 8252 §7.3) and no user
-// information. Host names compare with ASCII letters folded only.
-func loopback(u *url.URL, host string) bool {
-	if u.Scheme != "http" || u.User != nil || u.Opaque != "" || lowerASCII(u.Hostname()) != host {
-		return false
-	}
-	if port := u.Port(); port != "" {
-		n, err := strconv.Atoi(port)
-		return err == nil && n >= 1 && n <= 65535
-	}
-	return !strings.HasSuffix(u.Host, ":")
-}
-
-// lowerASCII folds s's ASCII letters to lower case, and nothing else:
-// strings.EqualFold would take "localhoſt" (U+017F LONG S) for localhost.
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 func truncate(s string, n int) string {

@@ -6,32 +6,14 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
-
-// clock is a settable test clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // testLimiter is a store.Limiter of perMinute (and the same burst) on the
 // clock now.
@@ -73,7 +55,7 @@ func register(t *testing.T, url, contentType, body string) response {
 }
 
 func TestRegister(t *testing.T) {
-	logs := &logBuffer{}
+	logs := &testkit.LogBuffer{}
 	cfg := registerConfig(t, providerDoc)
 	cfg.Logger = testLogger(logs)
 	s := newServer(t, cfg)
@@ -280,7 +262,7 @@ func TestRegisterClientNameOnlyString(t *testing.T) {
 }
 
 func TestRegisterRateLimit(t *testing.T) {
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_800_000_000, 0))
 	cfg := registerConfig(t, providerDoc)
 	cfg.Now = clk.Now
 	cfg.RegisterLimiter = testLimiter(t, 3, clk.Now)
@@ -322,7 +304,7 @@ func TestRegisterRateLimit(t *testing.T) {
 }
 
 func TestRegisterRateLimitByRemoteAddr(t *testing.T) {
-	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	clk := testkit.NewClock(time.Unix(1_800_000_000, 0))
 	cfg := registerConfig(t, providerDoc)
 	cfg.Now = clk.Now
 	cfg.RegisterLimiter = testLimiter(t, 1, clk.Now)

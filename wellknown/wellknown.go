@@ -33,6 +33,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
@@ -107,11 +108,13 @@ type Config struct {
 	StaticClientID     string
 	StaticClientSecret string
 
-	// RedirectURIs is REGISTER_REDIRECT_URIS: exact URIs, or the loopback
-	// patterns "http://127.0.0.1:*", "http://localhost:*" and
-	// "http://[::1]:*" (any port; a path after the port must match exactly
-	// when given, any path otherwise). Empty accepts any absolute redirect
-	// URI.
+	// RedirectURIs is REGISTER_REDIRECT_URIS (redirecturi.List): exact
+	// URIs, or the loopback patterns "http://127.0.0.1:*",
+	// "http://localhost:*" and "http://[::1]:*" (any port; a path after the
+	// port must match exactly when given, any path otherwise). Registration
+	// accepts the redirect URIs it lists, and only those. Empty accepts those
+	// redirecturi.Check allows (https, http on loopback, private-use schemes
+	// with a dot).
 	RedirectURIs []string
 
 	// RegisterLimiter limits registrations per client, keyed by ClientKey;
@@ -145,7 +148,7 @@ type Server struct {
 	prm         []byte   // protected-resource metadata for cfg.IssuerURL (direct) or the origin (facade)
 	prmIssuer   docCache // direct mode: the same, for the issuer named by the provider's document
 	asDoc       docCache // facade mode: authorization-server metadata
-	redirects   []redirectRule
+	redirects   redirecturi.List
 	limiter     Limiter // nil: no registration limit
 	logger      hclog.Logger
 	now         func() time.Time
@@ -186,7 +189,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RegisterLimiter != nil && cfg.ClientKey == nil {
 		return nil, errors.New("new wellknown: a register limiter needs a client key")
 	}
-	rules, err := parseRedirectRules(cfg.RedirectURIs)
+	redirects, err := redirecturi.ParseList(cfg.RedirectURIs)
 	if err != nil {
 		return nil, fmt.Errorf("new wellknown: %w", err)
 	}
@@ -201,7 +204,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:         cfg,
 		origin:      u.Scheme + "://" + u.Host,
-		redirects:   rules,
+		redirects:   redirects,
 		logger:      cfg.Logger,
 		now:         cfg.Now,
 		registering: registering,
@@ -331,10 +334,7 @@ func (s *Server) serveProtectedResource(w http.ResponseWriter, r *http.Request) 
 			}
 		}
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "public, max-age=3600")
-	_, _ = w.Write(body)
+	respond.Document(w, body, time.Hour)
 }
 
 // directProtectedResourceDoc builds the direct-mode document for the issuer

@@ -494,24 +494,6 @@ func TestAuthorizationServerConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
-// logBuffer collects hclog output safely across goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func testLogger(out io.Writer) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: "wellknown", Output: out, Level: hclog.Debug})
 }

@@ -1,0 +1,251 @@
+// Package redirecturi owns the rules for the OAuth redirect URIs the
+// gateway lets clients register (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700
+// §4.1): which URIs are safe to send a user's browser to with a code
+// (Check), the operator's REGISTER_REDIRECT_URIS list of exact URIs and
+// loopback patterns (List), and how a redirect URI presented at
+// authorization matches a registered one (Registered).
+//
+// Facade mode's static-client registration (wellknown) and broker mode's
+// registrations and Client ID Metadata Documents (broker) both use it.
+// What REGISTER_REDIRECT_URIS means differs by mode, deliberately, and is
+// said where each mode applies it: in facade mode it replaces Check (the
+// provider's own redirect-URI list stays the final boundary), in broker
+// mode it only narrows Check (the gateway itself sends the browser back
+// with its code). This package holds no state and imports only the
+// standard library.
+package redirecturi
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Parse checks a redirection endpoint's shape, absolute and without a
+// fragment (RFC 6749 §3.1.2), and returns it parsed.
+func Parse(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("redirect uri %q: %w", raw, err)
+	}
+	if !u.IsAbs() || u.Fragment != "" || strings.Contains(raw, "#") {
+		return nil, fmt.Errorf("redirect uri %q: must be an absolute URI without a fragment", raw)
+	}
+	return u, nil
+}
+
+// Check returns why raw may not be registered as a redirect URI, or nil.
+// It accepts the redirect URIs of native and web OAuth clients (RFC 8252
+// §7, RFC 9700 §4.1): https with a host; http on a loopback host,
+// 127.0.0.1, [::1] or localhost, with any port or none (RFC 8252 §7.3); a
+// private-use scheme in reverse domain form, so one with a dot (RFC 8252
+// §7.1: com.example.app:/cb). Anything else, javascript:, data:, file:,
+// http to another host, is refused: the user's browser would be sent there
+// with an authorization code. No URI may carry user information
+// (https://claude.ai@evil.example), a space or a control character.
+func Check(raw string) error {
+	u, err := Parse(raw)
+	if err != nil {
+		return err
+	}
+	if u.User != nil {
+		return fmt.Errorf("redirect uri %q: must not contain user information", raw)
+	}
+	for _, c := range raw {
+		if c <= ' ' || c == 0x7f {
+			return fmt.Errorf("redirect uri %q: must not contain a space or control character", raw)
+		}
+	}
+	switch {
+	case u.Scheme == "https":
+		if u.Host == "" || u.Opaque != "" {
+			return fmt.Errorf("redirect uri %q: an https redirect uri must name a host", raw)
+		}
+		return nil
+	case u.Scheme == "http":
+		if _, ok := loopback(u); !ok {
+			return fmt.Errorf("redirect uri %q: http is allowed only on a loopback host: 127.0.0.1, [::1] or localhost (RFC 8252 §7.3)", raw)
+		}
+		return nil
+	case strings.Contains(u.Scheme, "."):
+		return nil
+	}
+	return fmt.Errorf("redirect uri %q: scheme %q is not allowed: use https, http on a loopback host, or a private-use scheme, which must contain a dot (reverse domain form such as com.example.app, RFC 8252 §7.1)", raw, u.Scheme)
+}
+
+// Registered reports whether the redirect URI presented in an
+// authorization request is one of the registered ones: an exact string
+// match (OAuth 2.1 §4.1.1, RFC 9700 §4.1.3), except that a loopback http
+// redirect URI matches on any port (RFC 8252 §7.3) with its host's ASCII
+// letters folded; nothing else about it may differ.
+func Registered(registered []string, presented string) bool {
+	if slices.Contains(registered, presented) {
+		return true
+	}
+	want, ok := portless(presented)
+	if !ok {
+		return false
+	}
+	for _, r := range registered {
+		if got, ok := portless(r); ok && got == want {
+			return true
+		}
+	}
+	return false
+}
+
+// portless returns a loopback http redirect URI without its port (host
+// with ASCII letters folded, path and query exactly as given), or false
+// for any other URI.
+func portless(raw string) (string, bool) {
+	u, err := Parse(raw)
+	if err != nil {
+		return "", false
+	}
+	host, ok := loopback(u)
+	if !ok {
+		return "", false
+	}
+	return "http://" + host + "\x00" + u.EscapedPath() + "?" + u.RawQuery + strconv.FormatBool(u.ForceQuery), true
+}
+
+// loopback returns u's host, ASCII letters folded, when u is an http URI
+// on a loopback host with a valid port or none (RFC 8252 §7.3) and no user
+// information. The loopback hosts are the IP literals 127.0.0.1 and [::1]
+// (RFC 8252 §7.3) and localhost (RFC 8252 §8.3 advises against it, but MCP
+// clients such as MCP Inspector use it); not other loopback addresses
+// (127.0.0.2) or names (a.localhost).
+func loopback(u *url.URL) (string, bool) {
+	if u.Scheme != "http" || u.User != nil || u.Opaque != "" {
+		return "", false
+	}
+	host := lowerASCII(u.Hostname())
+	switch host {
+	case "127.0.0.1", "::1", "localhost":
+	default:
+		return "", false
+	}
+	if port := u.Port(); port != "" {
+		n, err := strconv.Atoi(port)
+		return host, err == nil && n >= 1 && n <= 65535
+	}
+	return host, !strings.HasSuffix(u.Host, ":")
+}
+
+// lowerASCII folds s's ASCII letters to lower case, and nothing else:
+// strings.EqualFold and strings.ToLower would take "localhoſt" (U+017F
+// LONG S) for localhost.
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// List is REGISTER_REDIRECT_URIS: exact redirect URIs, and the loopback
+// patterns http://127.0.0.1:*, http://localhost:* and http://[::1]:* (any
+// port, then optionally an exact path). The zero List is empty.
+type List struct {
+	rules []rule
+}
+
+// rule is one List entry.
+type rule struct {
+	exact string // an exact URI, or "" for a loopback pattern
+	host  string // loopback pattern: host, without brackets
+	path  string // loopback pattern: required path, "" for any
+}
+
+// ParseList reads REGISTER_REDIRECT_URIS entries (surrounding spaces
+// trimmed, empty ones skipped); the error of the first bad one is
+// CheckEntry's.
+func ParseList(entries []string) (List, error) {
+	var l List
+	for _, e := range entries {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		r, err := parseRule(e)
+		if err != nil {
+			return List{}, err
+		}
+		l.rules = append(l.rules, r)
+	}
+	return l, nil
+}
+
+// CheckEntry reports why one REGISTER_REDIRECT_URIS entry is neither a
+// loopback pattern nor an absolute URI without a fragment, or nil. Whether
+// an exact entry must also pass Check is the caller's rule.
+func CheckEntry(entry string) error {
+	_, err := parseRule(strings.TrimSpace(entry))
+	return err
+}
+
+// IsPattern reports whether entry is one of the loopback patterns (and so
+// not an exact URI).
+func IsPattern(entry string) bool {
+	r, err := parseRule(strings.TrimSpace(entry))
+	return err == nil && r.exact == ""
+}
+
+func parseRule(e string) (rule, error) {
+	// RFC 8252 §7.3: loopback redirect URIs may use any port.
+	patterns := [...]struct{ prefix, host string }{
+		{"http://127.0.0.1:*", "127.0.0.1"},
+		{"http://localhost:*", "localhost"},
+		{"http://[::1]:*", "::1"},
+	}
+	for _, p := range patterns {
+		if len(e) < len(p.prefix) || lowerASCII(e[:len(p.prefix)]) != p.prefix {
+			continue
+		}
+		rest := e[len(p.prefix):]
+		if rest != "" && (!strings.HasPrefix(rest, "/") || strings.ContainsAny(rest, "?#")) {
+			return rule{}, fmt.Errorf("redirect uri pattern %q: only a path may follow the port", e)
+		}
+		return rule{host: p.host, path: rest}, nil
+	}
+	if strings.Contains(e, "*") {
+		return rule{}, fmt.Errorf("redirect uri pattern %q: only http://127.0.0.1:*, http://localhost:* and http://[::1]:* take a wildcard", e)
+	}
+	if _, err := Parse(e); err != nil {
+		return rule{}, err
+	}
+	return rule{exact: e}, nil
+}
+
+// Empty reports whether the list has no entries.
+func (l List) Empty() bool { return len(l.rules) == 0 }
+
+// Allows reports whether raw is one of the list's exact URIs, byte for
+// byte, or matches one of its loopback patterns: the pattern's host (ASCII
+// letters folded), any valid port, and its path with no query when the
+// pattern names one. An empty list allows nothing.
+func (l List) Allows(raw string) bool {
+	u, err := Parse(raw)
+	if err != nil {
+		return false
+	}
+	host, isLoopback := loopback(u)
+	for _, r := range l.rules {
+		if r.exact != "" {
+			if raw == r.exact {
+				return true
+			}
+			continue
+		}
+		if !isLoopback || host != r.host {
+			continue
+		}
+		if r.path == "" || (u.EscapedPath() == r.path && u.RawQuery == "" && !u.ForceQuery) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,84 @@
+package redirecturi
+
+import "testing"
+
+// The rows where facade mode's and broker mode's copies of these rules
+// used to disagree; wellknown's and broker's attack tables have the rest.
+func TestCheckWhereTheCopiesDiffered(t *testing.T) {
+	for _, tc := range []struct {
+		name, uri string
+		ok        bool
+	}{
+		{"another loopback address", "http://127.0.0.2:8080/cb", false},
+		{"ipv6 loopback spelled long", "http://[0:0:0:0:0:0:0:1]:8080/cb", false},
+		{"localhost spelled with a long s", "http://localho\u017Ft:8080/cb", false},
+		{"a space in the path", "https://a.example/c b", false},
+		{"localhost in capitals", "http://LocalHost:8080/cb", true},
+		{"ipv6 loopback", "http://[::1]:8080/cb", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := Check(tc.uri); (err == nil) != tc.ok {
+				t.Errorf("Check(%q) = %v, want accepted %v", tc.uri, err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestRegistered(t *testing.T) {
+	registered := []string{"https://app.example.com/cb", "http://127.0.0.1:1234/cb", "http://localhost/cb"}
+	for _, tc := range []struct {
+		presented string
+		want      bool
+	}{
+		{"https://app.example.com/cb", true},
+		{"https://app.example.com:443/cb", false},
+		{"https://APP.example.com/cb", false},
+		{"http://127.0.0.1:55555/cb", true},
+		{"http://127.0.0.1/cb", true},
+		{"http://LOCALHOST:8080/cb", true},
+		{"http://localho\u017Ft:8080/cb", false},
+		{"http://127.0.0.1:55555/cb?x=1", false},
+		{"http://127.0.0.1:55555/cb#x", false},
+		{"http://127.0.0.1:99999/cb", false},
+		{"http://[::1]:1234/cb", false},
+		{"https://127.0.0.1:1234/cb", false},
+	} {
+		if got := Registered(registered, tc.presented); got != tc.want {
+			t.Errorf("Registered(%q) = %v, want %v", tc.presented, got, tc.want)
+		}
+	}
+}
+
+func TestList(t *testing.T) {
+	l, err := ParseList([]string{" https://claude.ai/cb ", "", "HTTP://LOCALHOST:*/oauth/callback", "http://[::1]:*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		uri  string
+		want bool
+	}{
+		{"https://claude.ai/cb", true},
+		{"https://claude.ai/cb/x", false},
+		{"http://localhost:6274/oauth/callback", true},
+		{"http://localhost:6274/oauth/callback?x=1", false},
+		{"http://localhost:6274/other", false},
+		{"http://[::1]:9/anything", true},
+		{"http://127.0.0.1:9/anything", false},
+	} {
+		if got := l.Allows(tc.uri); got != tc.want {
+			t.Errorf("Allows(%q) = %v, want %v", tc.uri, got, tc.want)
+		}
+	}
+	if (List{}).Allows("https://claude.ai/cb") {
+		t.Error("an empty list allowed a URI")
+	}
+	for _, bad := range []string{"https://*.example/cb", "http://127.0.0.1:*?x", "http://127.0.0.1:*x", "/cb", "https://a.example/cb#x"} {
+		if _, err := ParseList([]string{bad}); err == nil {
+			t.Errorf("ParseList(%q): got nil error", bad)
+		}
+	}
+	if !IsPattern("http://127.0.0.1:*/cb") || IsPattern("https://claude.ai/cb") {
+		t.Error("IsPattern does not tell patterns from exact URIs")
+	}
+}
