@@ -106,49 +106,94 @@ func newBroker(cfg *Config, st *state, wk *wellknown.Server, prov *provider.Prov
 	return broker.New(bc)
 }
 
-// issWatch is facade mode's warning about RFC 9207. A provider whose
-// metadata says authorization_response_iss_parameter_supported sends RFC
-// 9207's iss with its own issuer, which facade mode's rewritten issuer
-// does not match: MCP clients of the 2026-07-28 revision then reject the
-// login at its last step. It logs that once, when the provider's metadata
-// is first known, and /readyz says it (as a part that is always ready).
-type issWatch struct {
+// advice is what the gateway says about the provider's metadata once it
+// is first known: a warning logged once each, for settings that cannot
+// work with this provider.
+//
+//   - facade mode (iss): a provider whose metadata says
+//     authorization_response_iss_parameter_supported sends RFC 9207's iss
+//     with its own issuer, which facade mode's rewritten issuer does not
+//     match, so MCP clients of the 2026-07-28 revision reject the login at
+//     its last step. /readyz says it too (a part that is always ready).
+//   - broker mode (groups): the allow-list, MCP_POLICY or
+//     BROKER_SCOPE_GRANTS name groups, and the provider lists a "groups"
+//     scope that OIDC_SCOPES does not ask for: providers that list one
+//     (oidc-provider, Okta, ...) release the groups claim only for it, so
+//     nobody would be in any group.
+type advice struct {
 	md     wellknown.Metadata
 	log    hclog.Logger
+	iss    bool // facade mode: warn of iss
+	groups bool // broker mode: groups matter and OIDC_SCOPES lacks "groups"
 	warned atomic.Bool
 }
 
 const issWarning = "facade mode with a provider that sends RFC 9207 iss: MCP clients following the 2026-07-28 " +
 	"specification will reject the login (the issuer they see is the gateway's); use AUTH_SERVER_MODE=broker (docs/broker.md)"
 
-// sendsIss reports whether the provider's metadata, once fetched,
-// advertises iss in its authorization responses.
-func (w *issWatch) sendsIss() bool {
-	m, err := w.md.Metadata()
+const groupsWarning = "groups are named (ALLOW_GROUPS, MCP_POLICY or BROKER_SCOPE_GRANTS) and the provider lists a \"groups\" " +
+	"scope that OIDC_SCOPES does not ask for: such providers release the groups claim only for that scope, so nobody " +
+	"would be in any group; add groups to OIDC_SCOPES"
+
+// newAdvice returns the advice cfg calls for, or nil when there is none to
+// give.
+func newAdvice(cfg *Config, log hclog.Logger) *advice {
+	a := &advice{log: log, iss: cfg.WellKnown.Mode == wellknown.ModeFacade}
+	if cfg.BrokerMode() && !slices.Contains(cfg.Broker.UpstreamScopes, "groups") {
+		a.groups = len(cfg.Gate.AllowGroups) > 0 || cfg.Gate.Policy.NamesGroups() || cfg.ScopeGrants.NamesGroups()
+	}
+	if !a.iss && !a.groups {
+		return nil
+	}
+	return a
+}
+
+// flag reads a boolean member of the provider's metadata; false when the
+// metadata is not known yet.
+func (a *advice) flag(name string) bool {
+	m, err := a.md.Metadata()
 	if err != nil {
 		return false
 	}
 	var on bool
-	return json.Unmarshal(m["authorization_response_iss_parameter_supported"], &on) == nil && on
+	return json.Unmarshal(m[name], &on) == nil && on
+}
+
+// listsGroupsScope reports whether the provider's scopes_supported has
+// "groups".
+func (a *advice) listsGroupsScope() bool {
+	m, err := a.md.Metadata()
+	if err != nil {
+		return false
+	}
+	var scopes []string
+	return json.Unmarshal(m["scopes_supported"], &scopes) == nil && slices.Contains(scopes, "groups")
 }
 
 // fetched is called after each of the provider's fetches; the first one
 // after the metadata is known decides.
-func (w *issWatch) fetched() {
-	if w.warned.Load() {
+func (a *advice) fetched() {
+	if a.warned.Load() {
 		return
 	}
-	if _, err := w.md.Metadata(); err != nil {
+	if _, err := a.md.Metadata(); err != nil {
 		return
 	}
-	if w.warned.CompareAndSwap(false, true) && w.sendsIss() {
-		w.log.Warn(issWarning)
+	if !a.warned.CompareAndSwap(false, true) {
+		return
+	}
+	if a.iss && a.flag("authorization_response_iss_parameter_supported") {
+		a.log.Warn(issWarning)
+	}
+	if a.groups && a.listsGroupsScope() {
+		a.log.Warn(groupsWarning)
 	}
 }
 
-// Ready is /readyz's part: always ready, with the warning as its detail.
-func (w *issWatch) Ready() (bool, string) {
-	if w.sendsIss() {
+// Ready is /readyz's part: always ready, with facade mode's warning as its
+// detail.
+func (a *advice) Ready() (bool, string) {
+	if a.iss && a.flag("authorization_response_iss_parameter_supported") {
 		return true, issWarning
 	}
 	return true, ""

@@ -326,6 +326,43 @@ func TestFacadeWarnsOfIss(t *testing.T) {
 	}
 }
 
+// TestBrokerWarnsOfTheGroupsScope: in broker mode, when groups decide
+// (ALLOW_GROUPS here) and the provider lists a "groups" scope that
+// OIDC_SCOPES does not ask for, one warning says to add it: such providers
+// release the groups claim only for that scope.
+func TestBrokerWarnsOfTheGroupsScope(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want bool
+	}{
+		{"groups named, scope not asked for", map[string]string{"ALLOW_GROUPS": "mcp-users"}, true},
+		{"groups named, scope asked for", map[string]string{"ALLOW_GROUPS": "mcp-users", "OIDC_SCOPES": "openid email profile groups"}, false},
+		{"no groups named", map[string]string{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is := testkit.StartIssuer(t, nil) // its discovery document lists a groups scope
+			env := map[string]string{
+				"AUTH_SERVER_MODE":   "broker",
+				"OIDC_CLIENT_ID":     gwClientID,
+				"OIDC_CLIENT_SECRET": gwClientSecret,
+				"OIDC_AUDIENCE":      "",
+				"BROKER_SECRET":      brokerTestSecret,
+				"MCP_UPSTREAM_URL":   "http://127.0.0.1:1",
+			}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			r := startRun(t, nil, gatewayEnv(is.URL, env))
+			waitReady(t, "http://"+r.addr(t))
+			got := strings.Count(r.stderr.String(), "add groups to OIDC_SCOPES")
+			if tc.want && got != 1 || !tc.want && got != 0 {
+				t.Errorf("%d warnings about the groups scope, want %v\n%s", got, tc.want, r.stderr.String())
+			}
+		})
+	}
+}
+
 func mcpGet(t *testing.T, u string) (*http.Response, string) {
 	t.Helper()
 	resp, err := http.Get(u)

@@ -231,9 +231,10 @@ func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
 		fb = providerFallback(cfg)
 		pc.Audiences = fb.audiences
 	}
-	var watch *issWatch // facade mode's RFC 9207 warning
-	if wc.Mode == wellknown.ModeFacade {
-		watch = &issWatch{log: logger}
+	// What the provider's metadata, once known, says about the settings:
+	// facade mode's RFC 9207 warning, broker mode's groups scope.
+	watch := newAdvice(cfg, logger)
+	if watch != nil {
 		onFetch := pc.OnFetch
 		pc.OnFetch = func(kind, result string) {
 			if onFetch != nil {
@@ -275,7 +276,9 @@ func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
 	}
 	if watch != nil {
 		watch.md = p.provider
-		ready = append(ready, healthz.Check{Name: "auth_server_mode", Part: watch})
+		if watch.iss {
+			ready = append(ready, healthz.Check{Name: "auth_server_mode", Part: watch})
+		}
 	}
 	if cfg.Spawned() {
 		sc := cfg.Supervisor

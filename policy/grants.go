@@ -87,6 +87,19 @@ func (g *Grants) rule(scope string) *grantRule {
 	return nil
 }
 
+// NamesGroups reports whether a grant requires a group.
+func (g *Grants) NamesGroups() bool {
+	if g == nil {
+		return false
+	}
+	for _, r := range g.rules {
+		if setsNameGroups(r.sets) {
+			return true
+		}
+	}
+	return false
+}
+
 // Scopes returns the scopes that have a rule, in the order written.
 func (g *Grants) Scopes() []string {
 	if g == nil {

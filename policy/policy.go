@@ -347,6 +347,31 @@ func (p *Policy) Scopes() []string {
 	return slices.Clone(p.scopes)
 }
 
+// NamesGroups reports whether a rule requires a group: the provider must
+// then put the groups claim in what the gateway sees.
+func (p *Policy) NamesGroups() bool {
+	if p == nil {
+		return false
+	}
+	for _, r := range p.rules {
+		if setsNameGroups(r.sets) {
+			return true
+		}
+	}
+	return false
+}
+
+func setsNameGroups(sets []set) bool {
+	for _, s := range sets {
+		for _, q := range s.reqs {
+			if q.typ == reqGroup {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Len returns the number of rules.
 func (p *Policy) Len() int {
 	if p == nil {
