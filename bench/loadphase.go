@@ -58,6 +58,14 @@ func (e *env) loadPhase(ctx context.Context, rep *report) error {
 		{name: "floor", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", floor.port), pid: floor.pid, port: floor.port, proc: floor},
 		{name: "gateway", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", gw.port), pid: gw.pid, port: gw.port, proc: gw},
 	}
+	if e.nginx != "" {
+		ngx, err := e.startNginx()
+		defer ngx.stop()
+		if err != nil {
+			return fmt.Errorf("nginx: %w", err)
+		}
+		targets = append(targets, &target{name: "nginx", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", ngx.port), pid: ngx.pid, port: ngx.port, proc: ngx})
+	}
 	rep.idleKB = map[string]int64{}
 	for _, t := range targets {
 		if err := e.checkPost(t.url); err != nil {

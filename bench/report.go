@@ -25,6 +25,10 @@ type report struct {
 	cpuPer   []float64 // per round
 	rpsPer   []float64
 
+	// The same against nginx, when it ran.
+	ngxCPURatio, ngxRPSRatio, ngxP99Ratio float64
+	ngxCPUPer, ngxRPSPer, ngxP99Per       []float64
+
 	gwLogTail     string
 	streamsCapped string
 	profiles      []profileResult
@@ -54,7 +58,7 @@ func medianOf(ss []sample, f func(sample) float64) float64 {
 }
 
 func (r *report) computeRatios() {
-	gw, fl := r.samples["gateway"], r.samples["floor"]
+	gw, fl, ngx := r.samples["gateway"], r.samples["floor"], r.samples["nginx"]
 	for i := range min(len(gw), len(fl)) {
 		if c := fl[i].cpuPerReq(); c > 0 {
 			r.cpuPer = append(r.cpuPer, gw[i].cpuPerReq()/c)
@@ -64,6 +68,18 @@ func (r *report) computeRatios() {
 		}
 	}
 	r.cpuRatio, r.rpsRatio = median(r.cpuPer), median(r.rpsPer)
+	for i := range min(len(gw), len(ngx)) {
+		if c := ngx[i].cpuPerReq(); c > 0 {
+			r.ngxCPUPer = append(r.ngxCPUPer, gw[i].cpuPerReq()/c)
+		}
+		if q := ngx[i].res.rps(); q > 0 {
+			r.ngxRPSPer = append(r.ngxRPSPer, gw[i].res.rps()/q)
+		}
+		if p := ngx[i].res.p99; p > 0 {
+			r.ngxP99Per = append(r.ngxP99Per, float64(gw[i].res.p99)/float64(p))
+		}
+	}
+	r.ngxCPURatio, r.ngxRPSRatio, r.ngxP99Ratio = median(r.ngxCPUPer), median(r.ngxRPSPer), median(r.ngxP99Per)
 }
 
 func verdict(ok bool) string {
@@ -108,7 +124,7 @@ func (r *report) markdown() string {
 		p("The gateway runs with verification, allow-list, rate limit (100000000/min) and audit at `LOG_LEVEL=info` to a file.\n\n")
 		p("| target | req/s | p50 | p99 | CPU µs/req | RSS idle MiB | RSS peak MiB | errors (non-2xx / socket) | new upstream conns | new TIME-WAIT (client side / upstream side) | log bytes/req |\n")
 		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		for _, name := range []string{"upstream", "floor", "gateway"} {
+		for _, name := range []string{"upstream", "nginx", "floor", "gateway"} {
 			ss := r.samples[name]
 			if len(ss) == 0 {
 				continue
@@ -148,6 +164,10 @@ func (r *report) markdown() string {
 		}
 		p("\n**gateway / floor, CPU per request: %.2f** (per round: %s) — target ≤ 1.10: %s  \n", r.cpuRatio, ratios(r.cpuPer), verdict(r.cpuRatio <= 1.10))
 		p("**gateway / floor, req/s: %.2f** (per round: %s)  \n", r.rpsRatio, ratios(r.rpsPer))
+		if len(r.ngxCPUPer) > 0 {
+			p("**gateway / nginx, CPU per request: %.2f** (per round: %s) — target ≤ 2: %s  \n", r.ngxCPURatio, ratios(r.ngxCPUPer), verdict(r.ngxCPURatio <= 2))
+			p("gateway / nginx, req/s: %.2f (per round: %s); p99: %.2f (per round: %s)  \n", r.ngxRPSRatio, ratios(r.ngxRPSPer), r.ngxP99Ratio, ratios(r.ngxP99Per))
+		}
 		if up, fl := r.samples["upstream"], r.samples["floor"]; len(up) > 0 && len(fl) > 0 {
 			p("floor / upstream, CPU per request: %.1f×\n\n", medianOf(fl, sample.cpuPerReq)/max(medianOf(up, sample.cpuPerReq), 1e-9))
 		}

@@ -44,6 +44,7 @@ type options struct {
 	sseRounds int
 
 	floorFlush time.Duration
+	nginx      string
 
 	startups int
 	profile  string
@@ -63,6 +64,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "load per target per round")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load per target before the rounds, not measured")
 	fs.DurationVar(&o.floorFlush, "floor-flush-interval", -1, "the floor's ReverseProxy.FlushInterval (-1ns: flush every write, as the gateway; 0: Go's default)")
+	fs.StringVar(&o.nginx, "nginx", "auto", "the second floor, nginx as a bare keep-alive proxy: auto (if installed), never, or the nginx binary")
 	fs.IntVar(&o.threads, "threads", 2, "wrk threads")
 	fs.IntVar(&o.conns, "conns", 32, "concurrent keep-alive connections of the load generator")
 	fs.IntVar(&o.streams, "streams", 2000, "idle SSE streams to hold open (10000 for the full target)")
@@ -112,6 +114,7 @@ type env struct {
 	self     string // this binary, for floor-proxy
 	gwBin    string
 	gwProf   string // the gateway built with a pprof listener, or ""
+	nginx    string // the nginx binary, or "": no nginx floor
 	up       *upstream
 	upURL    string
 	upPort   int
@@ -158,6 +161,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		e.logf("no pprof build of the gateway (goroutine counts and profile skipped): %v", err)
 	} else {
 		e.gwProf = p
+	}
+
+	switch o.nginx {
+	case "never":
+	case "auto":
+		if e.nginx = nginxBin(); e.nginx == "" {
+			e.logf("nginx not installed (Debian: apt-get install nginx-light): no nginx floor")
+		}
+	default:
+		e.nginx = o.nginx
 	}
 
 	// Upstream and issuer, in this process.

@@ -63,9 +63,13 @@ func (e *env) sseRound(ctx context.Context, rep *report, round int) error {
 	r.round = round
 	rep.sse = append(rep.sse, r)
 
-	for _, name := range []string{"floor", "gateway"} {
+	names := []string{"floor", "gateway"}
+	if e.nginx != "" {
+		names = append([]string{"nginx"}, names...)
+	}
+	for _, name := range names {
 		paddr := ""
-		if name == "floor" || e.gwProf != "" {
+		if name == "floor" || name == "gateway" && e.gwProf != "" {
 			port, err := freePort()
 			if err != nil {
 				return err
@@ -73,7 +77,9 @@ func (e *env) sseRound(ctx context.Context, rep *report, round int) error {
 			paddr = fmt.Sprintf("127.0.0.1:%d", port)
 		}
 		var c *child
-		if name == "floor" {
+		if name == "nginx" {
+			c, err = e.startNginx()
+		} else if name == "floor" {
 			c, err = e.startFloor(paddr)
 		} else if e.gwProf != "" {
 			c, err = e.startGateway(e.gwProf, e.issURL, []string{"MOP_BENCH_PPROF=" + paddr}, true)
