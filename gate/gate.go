@@ -311,10 +311,20 @@ type Config struct {
 	// again. Nil: streams are left to the server's own shutdown.
 	Shutdown context.Context
 
-	// Transport carries proxied requests. Nil: a keep-alive *http.Transport
-	// with a 5 s dial timeout, no response timeout and no proxy from the
-	// environment.
+	// Transport carries proxied requests through httputil.ReverseProxy.
+	// Nil: requests to an http:// upstream go over the gate's own HTTP/1.1
+	// client (upstream.go: a bounded pool of keep-alive connections, 5 s
+	// dial timeout, no response timeout, no proxy from the environment),
+	// and requests to an https:// one through a keep-alive *http.Transport
+	// of the same settings.
 	Transport http.RoundTripper
+
+	// MaxUpstreamConns bounds the connections the gate's own client keeps
+	// open to the upstream, busy and idle (an open event stream holds
+	// one). A request that finds them all busy waits up to 5 s for one,
+	// then gets 503 with Retry-After. Zero: DefaultMaxUpstreamConns. Unused
+	// with a Transport.
+	MaxUpstreamConns int
 
 	// Logger receives the audit log (info) and proxy errors (warn); every
 	// line about a request carries its request_id. The caller names it
@@ -362,8 +372,9 @@ type gate struct {
 	ipLimits  FailureLimiter // nil: no failed-auth limit
 
 	chal     challenges
-	proxy    *httputil.ReverseProxy
-	shutdown context.Context // nil: streams are not ended early
+	proxy    *httputil.ReverseProxy // for a Transport, or an https upstream
+	conns    *upstreamPool          // the gate's own client; nil with a Transport
+	shutdown context.Context        // nil: streams are not ended early
 	log      hclog.Logger
 	audit    *sampler
 	now      func() time.Time
@@ -479,6 +490,11 @@ func New(cfg Config) (http.Handler, error) {
 
 	transport := cfg.Transport
 	if transport == nil {
+		n := cfg.MaxUpstreamConns
+		if n <= 0 {
+			n = DefaultMaxUpstreamConns
+		}
+		g.conns = newUpstreamPool(n, time.Now) // real time: it closes real connections
 		transport = &http.Transport{
 			Proxy:                 nil, // never an HTTP_PROXY from the environment for the child
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -634,7 +650,8 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		r.Body = http.MaxBytesReader(w.ResponseWriter, r.Body, g.maxBodyBytes)
 	}
 
-	if _, ready := g.upstream.Endpoint(); !ready {
+	target, ready := g.upstream.Endpoint()
+	if !ready {
 		w.Header().Set("Retry-After", "1")
 		g.reject(w, r, http.StatusServiceUnavailable, RejectUpstreamNotReady, "upstream not ready", id.Subject, bodyUpstreamNotReady)
 		return
@@ -668,12 +685,16 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	w.class = ClassProxied
 	w.metrics = g.metrics
 	start := g.now()
-	proxy := g.proxy
-	if c.lists != 0 {
-		proxy = g.listingProxy(w, r, c.lists, c.subject)
-	}
 	w.proxying()
-	w.aborted = g.forward(proxy, w, r)
+	if g.directTarget(target) {
+		w.aborted = g.relay(w, r, target, c.lists, c.subject)
+	} else {
+		proxy := g.proxy
+		if c.lists != 0 {
+			proxy = g.listingProxy(w, r, c.lists, c.subject)
+		}
+		w.aborted = g.forward(proxy, w, r)
+	}
 	if ab, ok := r.Body.(*auditBody); ok {
 		ab.done()
 	}

@@ -47,7 +47,7 @@ func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 	// or request-ID headers the client wrote, in any spelling an upstream
 	// could read as one (scrubbed).
 	for k := range h {
-		if scrubbed(k) || strings.IndexByte(k, '_') >= 0 && scrubbed(textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))) {
+		if scrubbedName(k) {
 			delete(h, k)
 		}
 	}
@@ -79,6 +79,13 @@ func scrubbed(k string) bool {
 		return true
 	}
 	return strings.HasPrefix(k, "X-Forwarded-") || strings.HasPrefix(k, "X-Auth-Request-")
+}
+
+// scrubbedName is scrubbed for a header name as the client spelled it
+// (canonical form): with underscores it is checked as if they were
+// dashes.
+func scrubbedName(k string) bool {
+	return scrubbed(k) || strings.IndexByte(k, '_') >= 0 && scrubbed(textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-")))
 }
 
 // joinPath joins the upstream URL's path, UpstreamPath and the request path
@@ -216,6 +223,14 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		g.log.Warn("proxy: upstream answered 101 Switching Protocols to a request that asked for no upgrade", "method", r.Method, "path", r.URL.Path, "request_id", id)
 	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
 		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+	case errors.Is(err, errMalformedResponse):
+		// Never relayed as it came, and not a restart either.
+		g.log.Warn("proxy: upstream answer refused", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+	case errors.Is(err, errUpstreamBusy):
+		g.log.Warn("proxy: upstream busy", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+		w.Header().Set("Retry-After", "1")
+		respond.JSON(w, http.StatusServiceUnavailable, bodyUpstreamBusy)
+		return
 	case g.restarts:
 		// The child died a moment ago (its port refuses, a kept-alive
 		// connection to it was reset or broke mid-request) and the supervisor
@@ -328,6 +343,10 @@ func (r *recorder) Write(p []byte) (int, error) {
 }
 
 func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+		return
+	}
 	_ = http.NewResponseController(r.ResponseWriter).Flush()
 }
 
