@@ -544,30 +544,38 @@ func sortStrings(s []string) {
 // ServeHTTP gives the request its ID, runs the decisions listed in the
 // package comment, and reports the outcome to Metrics.
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var start time.Time
-	if g.metrics != nil {
-		start = time.Now()
-	}
 	rec := &recorder{ResponseWriter: w, id: requestID(r.Header), client: clientIP(r, g.trusted)}
+	if g.metrics != nil {
+		rec.start = time.Now()
+	}
 	ids := []string{rec.id}
 	w.Header()["X-Request-Id"] = ids
 	r.Header["X-Request-Id"] = ids // the proxy copies it to the upstream request
 	closeIfAmbiguous(w, r)
 	g.serve(rec, r)
-	if g.metrics != nil {
-		status := rec.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		rule, decision := rec.decidedLabels()
-		g.metrics.Request(Outcome{Class: rec.class, Reason: rec.reason, Status: status,
-			Duration: time.Since(start), Upstream: rec.upstream, Rule: rule, Decision: decision, Stream: rec.stream})
+	if rec.detached {
+		return // the stream's own goroutine reports it when it ends (detach.go)
 	}
+	g.answered(rec)
 	if rec.aborted {
 		// What ReverseProxy meant: the server drops the connection, so the
 		// client never takes a cut answer for a whole one.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// answered reports a request's outcome to Metrics, once it is answered.
+func (g *gate) answered(rec *recorder) {
+	if g.metrics == nil {
+		return
+	}
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	rule, decision := rec.decidedLabels()
+	g.metrics.Request(Outcome{Class: rec.class, Reason: rec.reason, Status: status,
+		Duration: time.Since(rec.start), Upstream: rec.upstream, Rule: rule, Decision: decision, Stream: rec.stream})
 }
 
 // serve runs the decisions of the package comment, in that order. It is
@@ -684,10 +692,13 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 
 	w.class = ClassProxied
 	w.metrics = g.metrics
-	start := g.now()
+	end := proxyEnd{sub: id.Subject, email: id.Email, method: r.Method, path: path, info: c.info, start: g.now(), audit: audit}
+	if ab, ok := r.Body.(*auditBody); ok {
+		end.body = ab
+	}
 	w.proxying()
 	if g.directTarget(target) {
-		w.aborted = g.relay(w, r, target, c.lists, c.subject)
+		w.aborted = g.relay(w, r, target, c.lists, c.subject, &end)
 	} else {
 		proxy := g.proxy
 		if c.lists != 0 {
@@ -695,13 +706,33 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		}
 		w.aborted = g.forward(proxy, w, r)
 	}
-	if ab, ok := r.Body.(*auditBody); ok {
-		ab.done()
+	if w.detached {
+		return // the stream ends later, on its own goroutine, which calls proxied
+	}
+	g.proxied(w, &end)
+}
+
+// proxyEnd is what the gate needs once a proxied answer ended (proxied):
+// copied out of the request, so a detached stream holds no more of it.
+type proxyEnd struct {
+	sub, email, method, path string
+	info                     mcpInfo
+	start                    time.Time  // on the gate's clock, for the audit line
+	audit                    bool       // the audit line is written
+	body                     *auditBody // nil, or the body whose audit buffer goes back
+}
+
+// proxied finishes a proxied request once its answer ended: the audit
+// buffer goes back, the stream gauge goes down, and the audit line says
+// what was answered.
+func (g *gate) proxied(w *recorder, e *proxyEnd) {
+	if e.body != nil {
+		e.body.done()
 	}
 	if w.stream {
 		g.metrics.Stream(-1)
 	}
-	if !audit {
+	if !e.audit {
 		return
 	}
 	status := w.status
@@ -709,13 +740,13 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		status = http.StatusOK
 	}
 	args := make([]any, 0, 28)
-	args = append(args, "sub", id.Subject, "email", id.Email, "method", r.Method, "path", path,
-		"status", status, "bytes", w.bytes, "duration", g.now().Sub(start), "request_id", w.id,
+	args = append(args, "sub", e.sub, "email", e.email, "method", e.method, "path", e.path,
+		"status", status, "bytes", w.bytes, "duration", g.now().Sub(e.start), "request_id", w.id,
 		"client_ip", w.client.String())
 	if rule, _ := w.decidedLabels(); rule != "" {
 		args = append(args, "rule", rule)
 	}
-	g.log.Info("proxied", c.info.args(args)...)
+	g.log.Info("proxied", e.info.args(args)...)
 }
 
 // forward proxies r. When the copy of the answer fails (the client went

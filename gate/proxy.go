@@ -259,6 +259,8 @@ type recorder struct {
 	class  string     // Outcome.Class
 	reason string     // Outcome.Reason
 
+	start time.Time // when the gate took the request, for Metrics
+
 	// Set while proxying.
 	metrics    Metrics       // nil: no stream counting
 	proxyStart time.Time     // when the request went to the proxy
@@ -273,6 +275,7 @@ type recorder struct {
 	stream      bool           // the response is an event stream, counted in Metrics
 	aborted     bool           // the proxy aborted the answer (http.ErrAbortHandler): re-raised once counted
 	info        bool           // the upstream sent an informational (1xx) answer
+	detached    bool           // the answer went on after the handler returned (detach.go)
 }
 
 // decidedLabels are Outcome.Rule and Outcome.Decision: empty when nothing
@@ -319,18 +322,24 @@ func (r *recorder) WriteHeader(code int) {
 				}
 			}
 		}
-		r.status = code
-		if !r.proxyStart.IsZero() && !r.proxyFailed {
-			// ReverseProxy writes the upstream's status as soon as its
-			// headers arrived (after modifyResponse).
-			r.upstream = time.Since(r.proxyStart)
-			if r.metrics != nil && isEventStream(r.Header().Get("Content-Type")) {
-				r.stream = true
-				r.metrics.Stream(+1)
-			}
-		}
+		r.noteStatus(code)
 	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+// noteStatus records the final status; once proxying, how long the
+// upstream took to answer and whether the answer is an event stream.
+func (r *recorder) noteStatus(code int) {
+	r.status = code
+	if !r.proxyStart.IsZero() && !r.proxyFailed {
+		// The proxy writes the upstream's status as soon as its headers
+		// arrived.
+		r.upstream = time.Since(r.proxyStart)
+		if r.metrics != nil && isEventStream(r.Header().Get("Content-Type")) {
+			r.stream = true
+			r.metrics.Stream(+1)
+		}
+	}
 }
 
 func (r *recorder) Write(p []byte) (int, error) {

@@ -65,6 +65,7 @@ type exchange struct {
 	w      *recorder
 	r      *http.Request
 	target *url.URL
+	end    *proxyEnd // for a detached stream
 
 	c        *upstreamConn
 	reused   bool
@@ -100,8 +101,8 @@ func (x *exchange) endOnShutdown() {
 // (the client went away, the upstream broke off, a stream ended at
 // shutdown): ServeHTTP then raises http.ErrAbortHandler, so the client
 // never takes a cut answer for a whole one.
-func (g *gate) relay(w *recorder, r *http.Request, target *url.URL, lists mcp.List, s *policy.Subject) (aborted bool) {
-	x := &exchange{g: g, w: w, r: r, target: target}
+func (g *gate) relay(w *recorder, r *http.Request, target *url.URL, lists mcp.List, s *policy.Subject, end *proxyEnd) (aborted bool) {
+	x := &exchange{g: g, w: w, r: r, target: target, end: end}
 	if err := x.roundTrip(lists != 0); err != nil {
 		x.finish(false)
 		g.proxyError(w, r, err)
@@ -257,6 +258,9 @@ func (x *exchange) relayAnswer() (aborted bool) {
 	if isEventStream(w.Header().Get("Content-Type")) {
 		stream = true
 		x.endOnShutdown()
+		if x.detach() {
+			return false
+		}
 	}
 	w.WriteHeader(h.status)
 	if stream {
