@@ -52,6 +52,7 @@ var errUpstreamBusy = errors.New("proxy: every connection to the upstream is bus
 type upstreamPool struct {
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxConns int
+	wait     time.Duration // upstreamWait; shorter in tests
 	bufs     *bytePool
 	now      func() time.Time
 
@@ -64,7 +65,7 @@ type upstreamPool struct {
 
 func newUpstreamPool(maxConns int, now func() time.Time) *upstreamPool {
 	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	return &upstreamPool{dial: d.DialContext, maxConns: maxConns, bufs: newBytePool(), now: now}
+	return &upstreamPool{dial: d.DialContext, maxConns: maxConns, wait: upstreamWait, bufs: newBytePool(), now: now}
 }
 
 // get returns a connection to addr: an idle one that is still alive
@@ -121,7 +122,7 @@ func (p *upstreamPool) get(ctx context.Context, addr string, fresh bool) (c *ups
 // await waits for a connection handed over by put (reused) or for a slot
 // handed over by discard (nil: dial).
 func (p *upstreamPool) await(ctx context.Context, addr string, ch chan *upstreamConn) (*upstreamConn, bool, error) {
-	t := time.NewTimer(upstreamWait)
+	t := time.NewTimer(p.wait)
 	defer t.Stop()
 	select {
 	case c := <-ch:

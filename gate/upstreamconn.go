@@ -64,6 +64,7 @@ type upstreamConn struct {
 	remaining int64 // framingLength, or chunkData: bytes left
 	chunk     int   // chunked body state
 	trailer   int   // trailer bytes read
+	overhead  int64 // chunk framing beyond what the data pays for (maxChunkOverhead)
 
 	// aborted: closed under the request (the client went away, shutdown
 	// ended a stream); reads then fail with context.Canceled.
@@ -105,7 +106,7 @@ func (c *upstreamConn) abort() {
 
 // reset prepares the connection for a new request.
 func (c *upstreamConn) reset() {
-	c.got, c.framing, c.remaining, c.chunk, c.trailer = 0, framingNone, 0, chunkSize, 0
+	c.got, c.framing, c.remaining, c.chunk, c.trailer, c.overhead = 0, framingNone, 0, chunkSize, 0, 0
 	c.beforeFill = nil
 }
 
@@ -219,7 +220,7 @@ func (c *upstreamConn) readHead(isHead bool) error {
 				if err := parseHead(s, isHead, &c.head); err != nil {
 					return err
 				}
-				c.framing, c.remaining, c.chunk, c.trailer = c.head.framing, c.head.length, chunkSize, 0
+				c.framing, c.remaining, c.chunk, c.trailer, c.overhead = c.head.framing, c.head.length, chunkSize, 0, 0
 				return nil
 			}
 			if err != errIncomplete {
@@ -321,6 +322,11 @@ func (c *upstreamConn) nextChunked(wait bool) ([]byte, error) {
 		n, err := parseChunkSize(line)
 		if err != nil {
 			return nil, err
+		}
+		c.overhead += int64(len(line)) + 2 - 16 - 2*min(n, 1<<20)
+		c.overhead = max(c.overhead, 0)
+		if c.overhead > maxChunkOverhead {
+			return nil, malformed("chunked framing far larger than its data")
 		}
 		if n == 0 {
 			c.chunk = chunkTrailer

@@ -44,6 +44,10 @@ const (
 	maxTrailerBytes = 64 << 10
 	// max1xx bounds the informational answers before the final one.
 	max1xx = 5
+	// maxChunkOverhead bounds how far a chunked body's framing may run
+	// ahead of its data (many tiny chunks with long extensions), as
+	// net/http's chunked reader does.
+	maxChunkOverhead = 16 << 10
 )
 
 // headerField is one header field of an upstream's answer: its name in
@@ -300,11 +304,10 @@ ext:
 	if i == 0 {
 		return 0, malformed("chunk size %q", bounded(string(line)))
 	}
-	if rest := line[i:]; len(rest) > 0 {
-		rest = bytes.TrimLeft(rest, " \t")
-		if len(rest) == 0 || rest[0] != ';' || !isFieldValue(string(rest)) {
-			return 0, malformed("chunk size %q", bounded(string(line)))
-		}
+	// Extensions right after the size, as net/http reads them (RFC 9112
+	// §7.1.1 allows whitespace before the ";", which Go refuses).
+	if rest := line[i:]; len(rest) > 0 && (rest[0] != ';' || !isFieldValue(string(rest))) {
+		return 0, malformed("chunk size %q", bounded(string(line)))
 	}
 	return n, nil
 }
