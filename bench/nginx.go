@@ -70,7 +70,13 @@ func (e *env) startNginx() (*child, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	conns := max(1024, 2*e.o.streams+256)
+	// Two connections per stream (client and upstream), the upstream
+	// keep-alive cache and some room; no more descriptors than the bench
+	// itself may open.
+	conns := max(1024, 2*e.o.streams+1024)
+	if e.nofile > 0 {
+		conns = min(conns, int(e.nofile))
+	}
 	conf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, port, e.upPort, conns), 0o644); err != nil {
 		return nil, err
