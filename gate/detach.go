@@ -42,7 +42,7 @@ type detachedStream struct {
 	cc       net.Conn    // the client's connection, hijacked
 	w        *recorder   // status, bytes and metrics; its ResponseWriter is gone
 	end      proxyEnd    // for the audit line
-	stopDown func() bool // stops ending the stream at shutdown
+	stopDown func() bool // stops ending the stream at shutdown (stop)
 	head     []byte      // the answer's head, until it is written
 	crlf     [2]byte
 }
@@ -75,13 +75,27 @@ func (x *exchange) detach() bool {
 	x.w.noteStatus(c.head.status)
 	x.w.ResponseWriter = nil // net/http's response: nothing of it is kept
 	x.w.detached = true
-	s := &detachedStream{g: x.g, c: c, cc: cc, w: x.w, end: *x.end, stopDown: x.stopDown, head: head, crlf: [2]byte{'\r', '\n'}}
-	x.c, x.stopDown = nil, nil
+	s := &detachedStream{g: x.g, c: c, cc: cc, w: x.w, end: *x.end, head: head, crlf: [2]byte{'\r', '\n'}}
+	x.c = nil
+	// At shutdown both connections close: a client that stopped reading
+	// would otherwise hold the relay in a write.
+	if x.stopDown != nil && !x.stopDown() {
+		s.stop() // shutdown began meanwhile
+	}
+	x.stopDown = nil
+	s.stopDown = context.AfterFunc(x.g.shutdown, s.stop)
 	if pipelined {
 		c.abort() // the client sent more while waiting for this answer: not a stream client
 	}
 	go s.run()
 	return true
+}
+
+// stop ends the stream at shutdown: both connections are closed, so the
+// relay ends whatever it was waiting for.
+func (s *detachedStream) stop() {
+	s.c.abort()
+	_ = s.cc.Close()
 }
 
 // run relays the stream to its end, then accounts for it.
@@ -90,12 +104,10 @@ func (s *detachedStream) run() {
 	go s.watch(watched)
 	s.c.beforeFill = s.flushHead
 	err := s.relay()
+	s.stopDown()
 	_ = s.cc.Close() // ends the watcher
 	<-watched
 	s.c.beforeFill = nil
-	if s.stopDown != nil {
-		s.stopDown()
-	}
 	s.g.conns.discard(s.c) // the watcher may have closed it: never reused
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed) {
 		s.g.log.Warn("proxy: upstream answer broken off", "method", s.end.method, "path", s.end.path, "request_id", s.w.id, "error", err)

@@ -37,7 +37,10 @@
 //	   the audit bound for the audit line (and the headers checked when
 //	   the body was read whole)
 //	-> reverse proxy (with a policy, tools/list, resources/list and
-//	   prompts/list answers filtered on the way back).
+//	   prompts/list answers filtered on the way back): to an http://
+//	   upstream over the gate's own HTTP/1.1 client (upstream.go,
+//	   relay.go), an event stream of an HTTP/1.1 client relayed after
+//	   its handler returned (detach.go); otherwise httputil.ReverseProxy.
 package gate
 
 import (

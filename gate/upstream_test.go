@@ -736,3 +736,54 @@ func TestUpstreamBusyBody(t *testing.T) {
 		t.Error("errUpstreamBusy does not wrap")
 	}
 }
+
+// TestDetachedStreamShutdownStuckClient: a detached stream whose client
+// stopped reading (its relay blocked in a write) still ends when shutdown
+// begins: both connections are closed, and the stream is counted.
+func TestDetachedStreamShutdownStuckClient(t *testing.T) {
+	env := newIssuer(t)
+	var written atomic.Int64
+	event := "data: " + strings.Repeat("x", 64<<10) + "\n\n"
+	shutdown, beginShutdown := context.WithCancel(context.Background())
+	defer beginShutdown()
+	m := &streamMetrics{}
+	s := newSetup(t, env, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for r.Context().Err() == nil {
+			n, err := io.WriteString(w, event)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}, func(c *Config) { c.Shutdown = shutdown; c.Metrics = m })
+	req, _ := http.NewRequest(http.MethodGet, s.front.URL+"/mcp", nil)
+	req.Header = bearerHeader(env.token(t, "alice", nil))
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := s.front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// The client reads nothing: wait until the upstream cannot write more.
+	for last, still := int64(-1), 0; still < 3; time.Sleep(100 * time.Millisecond) {
+		if n := written.Load(); n == last {
+			still++
+		} else {
+			last, still = n, 0
+		}
+	}
+	beginShutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		open, outcomes := m.state()
+		if open == 0 && len(outcomes) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after shutdown: open streams %d, outcomes %d; want 0 and 1", open, len(outcomes))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -30,7 +30,7 @@ func (p *bytePool) get() *[]byte  { return p.p.Get().(*[]byte) }
 func (p *bytePool) put(b *[]byte) { p.p.Put(b) }
 
 // errClosedMidAnswer is a connection that ended in the middle of an answer.
-var errClosedMidAnswer = errors.New("upstream closed the connection mid-answer")
+var errClosedMidAnswer = errors.New("read upstream answer: connection closed mid-answer")
 
 // Chunked body states.
 const (

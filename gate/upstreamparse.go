@@ -22,7 +22,7 @@ import (
 // the same way.
 
 // errMalformedResponse wraps every reason an upstream's answer is refused.
-var errMalformedResponse = errors.New("malformed upstream response")
+var errMalformedResponse = errors.New("read upstream answer: malformed")
 
 // errIncomplete says the bytes so far hold only part of what is parsed.
 var errIncomplete = errors.New("incomplete")
