@@ -181,11 +181,7 @@ func (p *upstreamPool) put(c *upstreamConn) {
 	}
 	var old []*upstreamConn
 	p.mu.Lock()
-	if len(p.waiters) > 0 {
-		ch := p.waiters[0]
-		p.waiters = p.waiters[1:]
-		p.mu.Unlock()
-		ch <- c
+	if p.handOffLocked(c) {
 		return
 	}
 	if c.addr != p.addr || len(p.idle) >= maxIdleUpstreamConns {
@@ -223,13 +219,23 @@ func (p *upstreamPool) discard(c *upstreamConn) {
 		}
 	}
 	p.mu.Lock()
-	if len(p.waiters) > 0 {
-		ch := p.waiters[0]
-		p.waiters = p.waiters[1:]
-		p.mu.Unlock()
-		ch <- nil
+	if p.handOffLocked(nil) {
 		return
 	}
 	p.open--
 	p.mu.Unlock()
+}
+
+// handOffLocked gives c (nil: its slot, to dial) to the first waiter, if
+// any, unlocking p.mu then; it reports whether it did. p.mu is held.
+func (p *upstreamPool) handOffLocked(c *upstreamConn) bool {
+	if len(p.waiters) == 0 {
+		return false
+	}
+	ch := p.waiters[0]
+	p.waiters[0] = nil
+	p.waiters = p.waiters[1:]
+	p.mu.Unlock()
+	ch <- c
+	return true
 }
