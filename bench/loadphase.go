@@ -14,6 +14,12 @@ import (
 	"time"
 )
 
+// Names of the optional load targets.
+const (
+	nameAuditOff = "gateway, audit off"
+	nameBefore   = "before"
+)
+
 // target is one thing measured under load.
 type target struct {
 	name string
@@ -57,6 +63,30 @@ func (e *env) loadPhase(ctx context.Context, rep *report) error {
 		{name: "upstream", url: e.upURL + "/mcp", pid: os.Getpid(), port: e.upPort},
 		{name: "floor", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", floor.port), pid: floor.pid, port: floor.port, proc: floor},
 		{name: "gateway", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", gw.port), pid: gw.pid, port: gw.port, proc: gw},
+	}
+	if e.nginx != "" {
+		ngx, err := e.startNginx()
+		defer ngx.stop()
+		if err != nil {
+			return fmt.Errorf("nginx: %w", err)
+		}
+		targets = append(targets, &target{name: "nginx", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", ngx.port), pid: ngx.pid, port: ngx.port, proc: ngx})
+	}
+	if e.o.auditOff {
+		quiet, err := e.startGateway(e.gwBin, e.issURL, []string{"LOG_LEVEL=warn"}, true)
+		defer quiet.stop()
+		if err != nil {
+			return fmt.Errorf("gateway, audit off: %w", err)
+		}
+		targets = append(targets, &target{name: nameAuditOff, url: fmt.Sprintf("http://127.0.0.1:%d/mcp", quiet.port), pid: quiet.pid, port: quiet.port, proc: quiet})
+	}
+	if e.o.compare != "" {
+		before, err := e.startGateway(e.o.compare, e.issURL, nil, true)
+		defer before.stop()
+		if err != nil {
+			return fmt.Errorf("gateway before (-compare): %w", err)
+		}
+		targets = append(targets, &target{name: nameBefore, url: fmt.Sprintf("http://127.0.0.1:%d/mcp", before.port), pid: before.pid, port: before.port, proc: before})
 	}
 	rep.idleKB = map[string]int64{}
 	for _, t := range targets {

@@ -1,7 +1,8 @@
 // Command bench is a whole-process benchmark of the gateway (issue 8). It
 // starts, on 127.0.0.1 only, a fast upstream (JSON-RPC POST and SSE) and a
 // development issuer in its own process, then as separate OS processes a bare
-// keep-alive reverse proxy (the floor, this binary's floor-proxy subcommand)
+// keep-alive reverse proxy (the floor, this binary's floor-proxy subcommand),
+// nginx as a bare keep-alive proxy when it is installed (the second floor),
 // and the gateway binary, and measures them interleaved in rounds: req/s,
 // latency, CPU per request and RSS from /proc, TIME-WAIT sockets, idle SSE
 // streams, and start-up time with the provider unreachable. It prints a

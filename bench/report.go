@@ -25,6 +25,16 @@ type report struct {
 	cpuPer   []float64 // per round
 	rpsPer   []float64
 
+	// The same against nginx, when it ran.
+	ngxCPURatio, ngxRPSRatio, ngxP99Ratio float64
+	ngxCPUPer, ngxRPSPer, ngxP99Per       []float64
+	// The gateway without its audit line against nginx, when it ran.
+	quietCPURatio float64
+	quietCPUPer   []float64
+	// The gateway against the -compare binary, when it ran.
+	befCPURatio, befP99Ratio float64
+	befCPUPer, befP99Per     []float64
+
 	gwLogTail     string
 	streamsCapped string
 	profiles      []profileResult
@@ -54,7 +64,7 @@ func medianOf(ss []sample, f func(sample) float64) float64 {
 }
 
 func (r *report) computeRatios() {
-	gw, fl := r.samples["gateway"], r.samples["floor"]
+	gw, fl, ngx := r.samples["gateway"], r.samples["floor"], r.samples["nginx"]
 	for i := range min(len(gw), len(fl)) {
 		if c := fl[i].cpuPerReq(); c > 0 {
 			r.cpuPer = append(r.cpuPer, gw[i].cpuPerReq()/c)
@@ -64,6 +74,34 @@ func (r *report) computeRatios() {
 		}
 	}
 	r.cpuRatio, r.rpsRatio = median(r.cpuPer), median(r.rpsPer)
+	for i := range min(len(gw), len(ngx)) {
+		if c := ngx[i].cpuPerReq(); c > 0 {
+			r.ngxCPUPer = append(r.ngxCPUPer, gw[i].cpuPerReq()/c)
+		}
+		if q := ngx[i].res.rps(); q > 0 {
+			r.ngxRPSPer = append(r.ngxRPSPer, gw[i].res.rps()/q)
+		}
+		if p := ngx[i].res.p99; p > 0 {
+			r.ngxP99Per = append(r.ngxP99Per, float64(gw[i].res.p99)/float64(p))
+		}
+	}
+	r.ngxCPURatio, r.ngxRPSRatio, r.ngxP99Ratio = median(r.ngxCPUPer), median(r.ngxRPSPer), median(r.ngxP99Per)
+	quiet, bef := r.samples[nameAuditOff], r.samples[nameBefore]
+	for i := range min(len(quiet), len(ngx)) {
+		if c := ngx[i].cpuPerReq(); c > 0 {
+			r.quietCPUPer = append(r.quietCPUPer, quiet[i].cpuPerReq()/c)
+		}
+	}
+	r.quietCPURatio = median(r.quietCPUPer)
+	for i := range min(len(gw), len(bef)) {
+		if c := bef[i].cpuPerReq(); c > 0 {
+			r.befCPUPer = append(r.befCPUPer, gw[i].cpuPerReq()/c)
+		}
+		if p := bef[i].res.p99; p > 0 {
+			r.befP99Per = append(r.befP99Per, float64(gw[i].res.p99)/float64(p))
+		}
+	}
+	r.befCPURatio, r.befP99Ratio = median(r.befCPUPer), median(r.befP99Per)
 }
 
 func verdict(ok bool) string {
@@ -108,7 +146,7 @@ func (r *report) markdown() string {
 		p("The gateway runs with verification, allow-list, rate limit (100000000/min) and audit at `LOG_LEVEL=info` to a file.\n\n")
 		p("| target | req/s | p50 | p99 | CPU µs/req | RSS idle MiB | RSS peak MiB | errors (non-2xx / socket) | new upstream conns | new TIME-WAIT (client side / upstream side) | log bytes/req |\n")
 		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		for _, name := range []string{"upstream", "floor", "gateway"} {
+		for _, name := range []string{"upstream", "nginx", "floor", "gateway", nameAuditOff, nameBefore} {
 			ss := r.samples[name]
 			if len(ss) == 0 {
 				continue
@@ -148,6 +186,17 @@ func (r *report) markdown() string {
 		}
 		p("\n**gateway / floor, CPU per request: %.2f** (per round: %s) — target ≤ 1.10: %s  \n", r.cpuRatio, ratios(r.cpuPer), verdict(r.cpuRatio <= 1.10))
 		p("**gateway / floor, req/s: %.2f** (per round: %s)  \n", r.rpsRatio, ratios(r.rpsPer))
+		if len(r.ngxCPUPer) > 0 {
+			p("**gateway / nginx, CPU per request: %.2f** (per round: %s) — target ≤ 2: %s  \n", r.ngxCPURatio, ratios(r.ngxCPUPer), verdict(r.ngxCPURatio <= 2))
+			p("gateway / nginx, req/s: %.2f (per round: %s); p99: %.2f (per round: %s)  \n", r.ngxRPSRatio, ratios(r.ngxRPSPer), r.ngxP99Ratio, ratios(r.ngxP99Per))
+		}
+		if len(r.quietCPUPer) > 0 {
+			p("gateway without its audit line (LOG_LEVEL=warn) / nginx, CPU per request: %.2f (per round: %s)  \n", r.quietCPURatio, ratios(r.quietCPUPer))
+		}
+		if len(r.befCPUPer) > 0 {
+			p("**gateway / before (`-compare %s`), CPU per request: %.2f** (per round: %s); **p99: %.2f** (per round: %s) — p99 not worse: %s  \n",
+				r.o.compare, r.befCPURatio, ratios(r.befCPUPer), r.befP99Ratio, ratios(r.befP99Per), verdict(r.befP99Ratio <= 1))
+		}
 		if up, fl := r.samples["upstream"], r.samples["floor"]; len(up) > 0 && len(fl) > 0 {
 			p("floor / upstream, CPU per request: %.1f×\n\n", medianOf(fl, sample.cpuPerReq)/max(medianOf(up, sample.cpuPerReq), 1e-9))
 		}
@@ -192,7 +241,7 @@ func (r *report) markdown() string {
 		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		var upOpen time.Duration
 		var notes []string
-		var gwKiB, gwG, flG, gwOpen, flOpen []float64
+		var gwKiB, gwG, flG, gwOpen, flOpen, ngxKiB, gwRSS []float64
 		var gwComplete, gwStreams int
 		var gwDelivered, gwExpected int64
 		heapTops := map[string]string{}
@@ -228,8 +277,11 @@ func (r *report) markdown() string {
 				gps = fmt.Sprintf("%.2f", perG)
 			}
 			switch s.name {
+			case "nginx":
+				ngxKiB = append(ngxKiB, perKiB)
 			case "gateway":
 				gwKiB = append(gwKiB, perKiB)
+				gwRSS = append(gwRSS, float64(s.rssAfterKB))
 				gwOpen = append(gwOpen, openRatio)
 				if perG >= 0 {
 					gwG = append(gwG, perG)
@@ -255,7 +307,11 @@ func (r *report) markdown() string {
 				s.openTime.Round(time.Millisecond), vs, mib(s.rssBeforeKB), mib(s.rssAfterKB), kib, g, gps, hs, ocpu,
 				s.delivered, s.expected, s.complete, s.opened)
 			if s.firstErr != "" {
-				notes = append(notes, fmt.Sprintf("%s: %d streams failed to open; first error: %s", s.name, s.openErrs, s.firstErr))
+				note := fmt.Sprintf("%s: %d streams failed to open; first error: %s", s.name, s.openErrs, s.firstErr)
+				if s.logTail != "" {
+					note += "; its log ends: `" + strings.ReplaceAll(s.logTail, "\n", " | ") + "`"
+				}
+				notes = append(notes, note)
 			}
 		}
 		for _, n := range notes {
@@ -265,10 +321,24 @@ func (r *report) markdown() string {
 			p("\nTargets (medians over %d round(s)):\n\n", len(gwKiB))
 			kib := median(gwKiB)
 			p("- RSS per stream ≤ 25 KiB: %.1f KiB, %s", kib, verdict(kib <= 25))
+			if v := median(ngxKiB); len(ngxKiB) > 0 {
+				p(" (nginx: %.1f KiB, %.2f×)", v, kib/v)
+			}
 			if n < 10000 {
 				p(" (at %d streams; the target is stated for 10,000: `-streams 10000`)", n)
 			}
 			p("\n")
+			if n >= 5000 {
+				// RSS with the streams open, and what 10,000 would take at
+				// the same cost per stream.
+				mb := median(gwRSS) * 1024 / 1e6
+				proj := mb + (10000-float64(n))*kib*1024/1e6
+				p("- 10,000 idle streams ≤ 250 MB: %.0f MB with %d open", mb, n)
+				if n != 10000 {
+					p(", %.0f MB at 10,000 by the same cost per stream", proj)
+				}
+				p(", %s\n", verdict(proj <= 250))
+			}
 			if len(gwG) > 0 && len(flG) > 0 {
 				g, f := median(gwG), median(flG)
 				p("- goroutines per stream beyond the floor's (plain `net/http` + `httputil.ReverseProxy`): %.2f − %.2f = %.2f, ≤ 2: %s\n", g, f, g-f, verdict(g-f <= 2))

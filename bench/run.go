@@ -44,6 +44,9 @@ type options struct {
 	sseRounds int
 
 	floorFlush time.Duration
+	nginx      string
+	compare    string
+	auditOff   bool
 
 	startups int
 	profile  string
@@ -63,6 +66,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "load per target per round")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load per target before the rounds, not measured")
 	fs.DurationVar(&o.floorFlush, "floor-flush-interval", -1, "the floor's ReverseProxy.FlushInterval (-1ns: flush every write, as the gateway; 0: Go's default)")
+	fs.StringVar(&o.nginx, "nginx", "auto", "the second floor, nginx as a bare keep-alive proxy: auto (if installed), never, or the nginx binary")
+	fs.StringVar(&o.compare, "compare", "", "another gateway binary (e.g. built from main) measured side by side as \"before\" in the load and SSE phases")
+	fs.BoolVar(&o.auditOff, "audit-off", true, "also load the gateway with LOG_LEVEL=warn (no audit line), to show what the audit log costs")
 	fs.IntVar(&o.threads, "threads", 2, "wrk threads")
 	fs.IntVar(&o.conns, "conns", 32, "concurrent keep-alive connections of the load generator")
 	fs.IntVar(&o.streams, "streams", 2000, "idle SSE streams to hold open (10000 for the full target)")
@@ -112,6 +118,8 @@ type env struct {
 	self     string // this binary, for floor-proxy
 	gwBin    string
 	gwProf   string // the gateway built with a pprof listener, or ""
+	nginx    string // the nginx binary, or "": no nginx floor
+	nofile   uint64 // RLIMIT_NOFILE, as raised
 	up       *upstream
 	upURL    string
 	upPort   int
@@ -134,7 +142,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	started := time.Now()
 
 	nofile := raiseNoFile(1 << 20)
-	e := &env{o: o, progress: stderr}
+	e := &env{o: o, progress: stderr, nofile: nofile}
 	if e.tmp, err = os.MkdirTemp("", "mop-bench-"); err != nil {
 		return err
 	}
@@ -158,6 +166,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		e.logf("no pprof build of the gateway (goroutine counts and profile skipped): %v", err)
 	} else {
 		e.gwProf = p
+	}
+
+	switch o.nginx {
+	case "never":
+	case "auto":
+		if e.nginx = nginxBin(); e.nginx == "" {
+			e.logf("nginx not installed (Debian: apt-get install nginx-light): no nginx floor")
+		}
+	default:
+		e.nginx = o.nginx
 	}
 
 	// Upstream and issuer, in this process.

@@ -22,6 +22,7 @@ type sseResult struct {
 	opened      int
 	openErrs    int
 	firstErr    string
+	logTail     string // the proxy's last log lines when streams failed to open
 	openTime    time.Duration
 	rssBeforeKB int64 // -1: not a separate process
 	rssAfterKB  int64
@@ -63,9 +64,16 @@ func (e *env) sseRound(ctx context.Context, rep *report, round int) error {
 	r.round = round
 	rep.sse = append(rep.sse, r)
 
-	for _, name := range []string{"floor", "gateway"} {
+	names := []string{"floor", "gateway"}
+	if e.nginx != "" {
+		names = append([]string{"nginx"}, names...)
+	}
+	if e.o.compare != "" {
+		names = append(names, nameBefore)
+	}
+	for _, name := range names {
 		paddr := ""
-		if name == "floor" || e.gwProf != "" {
+		if name == "floor" || name == "gateway" && e.gwProf != "" {
 			port, err := freePort()
 			if err != nil {
 				return err
@@ -73,7 +81,11 @@ func (e *env) sseRound(ctx context.Context, rep *report, round int) error {
 			paddr = fmt.Sprintf("127.0.0.1:%d", port)
 		}
 		var c *child
-		if name == "floor" {
+		if name == "nginx" {
+			c, err = e.startNginx()
+		} else if name == nameBefore {
+			c, err = e.startGateway(e.o.compare, e.issURL, nil, true)
+		} else if name == "floor" {
 			c, err = e.startFloor(paddr)
 		} else if e.gwProf != "" {
 			c, err = e.startGateway(e.gwProf, e.issURL, []string{"MOP_BENCH_PPROF=" + paddr}, true)
@@ -95,6 +107,9 @@ func (e *env) sseRound(ctx context.Context, rep *report, round int) error {
 		r, err := e.sseRun(ctx, name, url, c.pid, paddr)
 		if c.exited() {
 			err = fmt.Errorf("%s exited during the SSE test:\n%s", name, c.logTail(2000))
+		}
+		if r.openErrs > 0 {
+			r.logTail = lastLines(c.logTail(4000), 3)
 		}
 		c.stop()
 		if err != nil {

@@ -37,7 +37,10 @@
 //	   the audit bound for the audit line (and the headers checked when
 //	   the body was read whole)
 //	-> reverse proxy (with a policy, tools/list, resources/list and
-//	   prompts/list answers filtered on the way back).
+//	   prompts/list answers filtered on the way back): to an http://
+//	   upstream over the gate's own HTTP/1.1 client (upstream.go,
+//	   relay.go), an event stream of an HTTP/1.1 client relayed after
+//	   its handler returned (detach.go); otherwise httputil.ReverseProxy.
 package gate
 
 import (
@@ -333,10 +336,20 @@ type Config struct {
 	// again. Nil: streams are left to the server's own shutdown.
 	Shutdown context.Context
 
-	// Transport carries proxied requests. Nil: a keep-alive *http.Transport
-	// with a 5 s dial timeout, no response timeout and no proxy from the
-	// environment.
+	// Transport carries proxied requests through httputil.ReverseProxy.
+	// Nil: requests to an http:// upstream go over the gate's own HTTP/1.1
+	// client (upstream.go: a bounded pool of keep-alive connections, 5 s
+	// dial timeout, no response timeout, no proxy from the environment),
+	// and requests to an https:// one through a keep-alive *http.Transport
+	// of the same settings.
 	Transport http.RoundTripper
+
+	// MaxUpstreamConns bounds the connections the gate's own client keeps
+	// open to the upstream, busy and idle (an open event stream holds
+	// one). A request that finds them all busy waits up to 5 s for one,
+	// then gets 503 with Retry-After. Zero: DefaultMaxUpstreamConns. Unused
+	// with a Transport.
+	MaxUpstreamConns int
 
 	// Logger receives the audit log (info) and proxy errors (warn); every
 	// line about a request carries its request_id. The caller names it
@@ -385,8 +398,9 @@ type gate struct {
 	ipLimits  FailureLimiter // nil: no failed-auth limit
 
 	chal     challenges
-	proxy    *httputil.ReverseProxy
-	shutdown context.Context // nil: streams are not ended early
+	proxy    *httputil.ReverseProxy // for a Transport, or an https upstream
+	conns    *upstreamPool          // the gate's own client; nil with a Transport
+	shutdown context.Context        // nil: streams are not ended early
 	log      hclog.Logger
 	audit    *sampler
 	now      func() time.Time
@@ -518,6 +532,11 @@ func New(cfg Config) (http.Handler, error) {
 
 	transport := cfg.Transport
 	if transport == nil {
+		n := cfg.MaxUpstreamConns
+		if n <= 0 {
+			n = DefaultMaxUpstreamConns
+		}
+		g.conns = newUpstreamPool(n, time.Now) // real time: it closes real connections
 		transport = &http.Transport{
 			Proxy:                 nil, // never an HTTP_PROXY from the environment for the child
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -567,30 +586,38 @@ func sortStrings(s []string) {
 // ServeHTTP gives the request its ID, runs the decisions listed in the
 // package comment, and reports the outcome to Metrics.
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var start time.Time
-	if g.metrics != nil {
-		start = time.Now()
-	}
 	rec := &recorder{ResponseWriter: w, id: requestID(r.Header), client: clientIP(r, g.trusted)}
+	if g.metrics != nil {
+		rec.start = time.Now()
+	}
 	ids := []string{rec.id}
 	w.Header()["X-Request-Id"] = ids
 	r.Header["X-Request-Id"] = ids // the proxy copies it to the upstream request
 	closeIfAmbiguous(w, r)
 	g.serve(rec, r)
-	if g.metrics != nil {
-		status := rec.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		rule, decision := rec.decidedLabels()
-		g.metrics.Request(Outcome{Class: rec.class, Reason: rec.reason, Status: status,
-			Duration: time.Since(start), Upstream: rec.upstream, Rule: rule, Decision: decision, Stream: rec.stream})
+	if rec.detached {
+		return // the stream's own goroutine reports it when it ends (detach.go)
 	}
+	g.answered(rec)
 	if rec.aborted {
 		// What ReverseProxy meant: the server drops the connection, so the
 		// client never takes a cut answer for a whole one.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// answered reports a request's outcome to Metrics, once it is answered.
+func (g *gate) answered(rec *recorder) {
+	if g.metrics == nil {
+		return
+	}
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	rule, decision := rec.decidedLabels()
+	g.metrics.Request(Outcome{Class: rec.class, Reason: rec.reason, Status: status,
+		Duration: time.Since(rec.start), Upstream: rec.upstream, Rule: rule, Decision: decision, Stream: rec.stream})
 }
 
 // serve runs the decisions of the package comment, in that order. It is
@@ -678,7 +705,8 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		r.Body = http.MaxBytesReader(w.ResponseWriter, r.Body, g.maxBodyBytes)
 	}
 
-	if _, ready := g.upstream.Endpoint(); !ready {
+	target, ready := g.upstream.Endpoint()
+	if !ready {
 		w.Header().Set("Retry-After", "1")
 		g.reject(w, r, http.StatusServiceUnavailable, RejectUpstreamNotReady, "upstream not ready", id.Subject, bodyUpstreamNotReady)
 		return
@@ -711,20 +739,47 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 
 	w.class = ClassProxied
 	w.metrics = g.metrics
-	start := g.now()
-	proxy := g.proxy
-	if c.lists != 0 {
-		proxy = g.listingProxy(w, r, c.lists, c.subject)
+	end := proxyEnd{sub: id.Subject, email: id.Email, method: r.Method, path: path, info: c.info, start: g.now(), audit: audit}
+	if ab, ok := r.Body.(*auditBody); ok {
+		end.body = ab
 	}
 	w.proxying()
-	w.aborted = g.forward(proxy, w, r)
-	if ab, ok := r.Body.(*auditBody); ok {
-		ab.done()
+	if g.directTarget(target) {
+		w.aborted = g.relay(w, r, target, c.lists, c.subject, &end)
+	} else {
+		proxy := g.proxy
+		if c.lists != 0 {
+			proxy = g.listingProxy(w, r, c.lists, c.subject)
+		}
+		w.aborted = g.forward(proxy, w, r)
+	}
+	if w.detached {
+		return // the stream ends later, on its own goroutine, which calls proxied
+	}
+	g.proxied(w, &end)
+}
+
+// proxyEnd is what the gate needs once a proxied answer ended (proxied):
+// copied out of the request, so a detached stream holds no more of it.
+type proxyEnd struct {
+	sub, email, method, path string
+	info                     mcpInfo
+	start                    time.Time  // on the gate's clock, for the audit line
+	audit                    bool       // the audit line is written
+	body                     *auditBody // nil, or the body whose audit buffer goes back
+}
+
+// proxied finishes a proxied request once its answer ended: the audit
+// buffer goes back, the stream gauge goes down, and the audit line says
+// what was answered.
+func (g *gate) proxied(w *recorder, e *proxyEnd) {
+	if e.body != nil {
+		e.body.done()
 	}
 	if w.stream {
 		g.metrics.Stream(-1)
 	}
-	if !audit {
+	if !e.audit {
 		return
 	}
 	status := w.status
@@ -732,13 +787,13 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		status = http.StatusOK
 	}
 	args := make([]any, 0, 28)
-	args = append(args, "sub", id.Subject, "email", id.Email, "method", r.Method, "path", path,
-		"status", status, "bytes", w.bytes, "duration", g.now().Sub(start), "request_id", w.id,
+	args = append(args, "sub", e.sub, "email", e.email, "method", e.method, "path", e.path,
+		"status", status, "bytes", w.bytes, "duration", g.now().Sub(e.start), "request_id", w.id,
 		"client_ip", w.client.String())
 	if rule, _ := w.decidedLabels(); rule != "" {
 		args = append(args, "rule", rule)
 	}
-	g.log.Info("proxied", c.info.args(args)...)
+	g.log.Info("proxied", e.info.args(args)...)
 }
 
 // forward proxies r. When the copy of the answer fails (the client went

@@ -47,7 +47,7 @@ func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 	// or request-ID headers the client wrote, in any spelling an upstream
 	// could read as one (scrubbed).
 	for k := range h {
-		if scrubbed(k) || strings.IndexByte(k, '_') >= 0 && scrubbed(textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))) {
+		if scrubbedName(k) {
 			delete(h, k)
 		}
 	}
@@ -79,6 +79,13 @@ func scrubbed(k string) bool {
 		return true
 	}
 	return strings.HasPrefix(k, "X-Forwarded-") || strings.HasPrefix(k, "X-Auth-Request-")
+}
+
+// scrubbedName is scrubbed for a header name as the client spelled it
+// (canonical form): with underscores it is checked as if they were
+// dashes.
+func scrubbedName(k string) bool {
+	return scrubbed(k) || strings.IndexByte(k, '_') >= 0 && scrubbed(textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-")))
 }
 
 // joinPath joins the upstream URL's path, UpstreamPath and the request path
@@ -216,6 +223,14 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		g.log.Warn("proxy: upstream answered 101 Switching Protocols to a request that asked for no upgrade", "method", r.Method, "path", r.URL.Path, "request_id", id)
 	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
 		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+	case errors.Is(err, errMalformedResponse):
+		// Never relayed as it came, and not a restart either.
+		g.log.Warn("proxy: upstream answer refused", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+	case errors.Is(err, errUpstreamBusy):
+		g.log.Warn("proxy: upstream busy", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+		w.Header().Set("Retry-After", "1")
+		respond.JSON(w, http.StatusServiceUnavailable, bodyUpstreamBusy)
+		return
 	case g.restarts:
 		// The child died a moment ago (its port refuses, a kept-alive
 		// connection to it was reset or broke mid-request) and the supervisor
@@ -244,6 +259,8 @@ type recorder struct {
 	class  string     // Outcome.Class
 	reason string     // Outcome.Reason
 
+	start time.Time // when the gate took the request, for Metrics
+
 	// Set while proxying.
 	metrics    Metrics       // nil: no stream counting
 	proxyStart time.Time     // when the request went to the proxy
@@ -258,6 +275,7 @@ type recorder struct {
 	stream      bool           // the response is an event stream, counted in Metrics
 	aborted     bool           // the proxy aborted the answer (http.ErrAbortHandler): re-raised once counted
 	info        bool           // the upstream sent an informational (1xx) answer
+	detached    bool           // the answer went on after the handler returned (detach.go)
 }
 
 // decidedLabels are Outcome.Rule and Outcome.Decision: empty when nothing
@@ -304,18 +322,24 @@ func (r *recorder) WriteHeader(code int) {
 				}
 			}
 		}
-		r.status = code
-		if !r.proxyStart.IsZero() && !r.proxyFailed {
-			// ReverseProxy writes the upstream's status as soon as its
-			// headers arrived (after modifyResponse).
-			r.upstream = time.Since(r.proxyStart)
-			if r.metrics != nil && isEventStream(r.Header().Get("Content-Type")) {
-				r.stream = true
-				r.metrics.Stream(+1)
-			}
-		}
+		r.noteStatus(code)
 	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+// noteStatus records the final status; once proxying, how long the
+// upstream took to answer and whether the answer is an event stream.
+func (r *recorder) noteStatus(code int) {
+	r.status = code
+	if !r.proxyStart.IsZero() && !r.proxyFailed {
+		// The proxy writes the upstream's status as soon as its headers
+		// arrived.
+		r.upstream = time.Since(r.proxyStart)
+		if r.metrics != nil && isEventStream(r.Header().Get("Content-Type")) {
+			r.stream = true
+			r.metrics.Stream(+1)
+		}
+	}
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
@@ -328,6 +352,10 @@ func (r *recorder) Write(p []byte) (int, error) {
 }
 
 func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+		return
+	}
 	_ = http.NewResponseController(r.ResponseWriter).Flush()
 }
 

@@ -22,6 +22,7 @@ const (
 	bodyUpstreamNotReady  = `{"error":"unavailable","error_description":"upstream not ready"}` + "\n"
 	bodyProviderNotReady  = `{"error":"unavailable","error_description":"identity provider keys not loaded"}` + "\n"
 	bodyBadGateway        = `{"error":"bad_gateway"}` + "\n"
+	bodyUpstreamBusy      = `{"error":"unavailable","error_description":"upstream busy"}` + "\n"
 	bodyOriginForbidden   = `{"error":"forbidden","error_description":"origin not allowed"}` + "\n"
 	bodyUpgrade           = `{"error":"invalid_request","error_description":"protocol upgrades (WebSocket, h2c) are not supported"}` + "\n"
 )
