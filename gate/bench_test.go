@@ -4,9 +4,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
@@ -239,6 +242,82 @@ func BenchmarkAdmitToolsCall(b *testing.B) {
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Mcp-Method", "tools/call")
 			req.Header.Set("Mcp-Name", "search_documents")
+			req.RemoteAddr = "192.0.2.1:1234"
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(body)
+				req.Body = io.NopCloser(rd)
+				w := httptest.NewRecorder()
+				g.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatalf("status: got %d (%s)", w.Code, w.Body)
+				}
+			}
+		})
+	}
+}
+
+// auditBenchLogger is the gateway's JSON logger at info, writing to
+// io.Discard: what the audit line costs to build, without the write.
+func auditBenchLogger() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "mcp-oauth-proxy", Output: io.Discard, JSONFormat: true, Level: hclog.Info}).Named("gate")
+}
+
+// BenchmarkAuditLine is the "proxied" audit line alone, for a tools/call
+// answered with 200, as hclog writes it.
+func BenchmarkAuditLine(b *testing.B) {
+	env := newIssuer(b)
+	h, err := New(Config{
+		Verifier:            env.p,
+		Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
+		ResourceMetadataURL: testMetadataURL,
+		Logger:              auditBenchLogger(),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := h.(*gate)
+	w := &recorder{ResponseWriter: httptest.NewRecorder(), status: 200, bytes: 215,
+		id: "0b7c4a1e3c6f4f4e9a537c1d2e0f9a11", client: netip.MustParseAddr("192.0.2.1")}
+	end := proxyEnd{sub: "alice", email: "alice@example.com", method: http.MethodPost, path: "/mcp",
+		info: mcpInfo{method: "tools/call", tool: "search_documents"}, start: g.now(), audit: true}
+	b.ReportAllocs()
+	for b.Loop() {
+		g.proxied(w, &end)
+	}
+}
+
+// BenchmarkAdmitAudit is the admit path of a tools/call, as
+// BenchmarkAdmitToolsCall without a policy, with the audit line off (a
+// null logger) and on: the body read for the line's MCP names, and the
+// line itself.
+func BenchmarkAdmitAudit(b *testing.B) {
+	env := newIssuer(b)
+	tok := env.token(b, "alice", map[string]any{"email": "alice@example.com"})
+	const body = `{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"quarterly report","limit":10},"_meta":{"progressToken":"p-42"}}}`
+	for _, c := range []struct {
+		name string
+		log  hclog.Logger
+	}{{"off", nil}, {"hclog", auditBenchLogger()}} {
+		b.Run(c.name, func(b *testing.B) {
+			g, err := New(Config{
+				Verifier:            env.p,
+				Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
+				UpstreamPath:        "/mcp",
+				ResourceMetadataURL: testMetadataURL,
+				AllowEmails:         []string{"alice@example.com"},
+				SubjectLimiter:      testAdmission(b, 1<<30, nil),
+				FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
+				Transport:           canned{},
+				Logger:              c.log,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rd := strings.NewReader(body)
+			req := httptest.NewRequest(http.MethodPost, "/", rd)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
 			req.RemoteAddr = "192.0.2.1:1234"
 			b.ReportAllocs()
 			for b.Loop() {
