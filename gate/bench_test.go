@@ -264,33 +264,42 @@ func auditBenchLogger() hclog.Logger {
 }
 
 // BenchmarkAuditLine is the "proxied" audit line alone, for a tools/call
-// answered with 200, as hclog writes it.
+// answered with 200: through hclog's JSON format, and encoded by the gate
+// (Config.AuditOutput), both to io.Discard.
 func BenchmarkAuditLine(b *testing.B) {
 	env := newIssuer(b)
-	h, err := New(Config{
-		Verifier:            env.p,
-		Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
-		ResourceMetadataURL: testMetadataURL,
-		Logger:              auditBenchLogger(),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	g := h.(*gate)
-	w := &recorder{ResponseWriter: httptest.NewRecorder(), status: 200, bytes: 215,
-		id: "0b7c4a1e3c6f4f4e9a537c1d2e0f9a11", client: netip.MustParseAddr("192.0.2.1")}
-	end := proxyEnd{sub: "alice", email: "alice@example.com", method: http.MethodPost, path: "/mcp",
-		info: mcpInfo{method: "tools/call", tool: "search_documents"}, start: g.now(), audit: true}
-	b.ReportAllocs()
-	for b.Loop() {
-		g.proxied(w, &end)
+	for _, c := range []struct {
+		name string
+		out  io.Writer
+	}{{"hclog", nil}, {"encoded", io.Discard}} {
+		b.Run(c.name, func(b *testing.B) {
+			h, err := New(Config{
+				Verifier:            env.p,
+				Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
+				ResourceMetadataURL: testMetadataURL,
+				Logger:              auditBenchLogger(),
+				AuditOutput:         c.out,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			g := h.(*gate)
+			w := &recorder{ResponseWriter: httptest.NewRecorder(), status: 200, bytes: 215,
+				id: "0b7c4a1e3c6f4f4e9a537c1d2e0f9a11", client: netip.MustParseAddr("192.0.2.1")}
+			end := proxyEnd{sub: "alice", email: "alice@example.com", method: http.MethodPost, path: "/mcp",
+				info: mcpInfo{method: "tools/call", tool: "search_documents"}, start: g.now(), audit: true}
+			b.ReportAllocs()
+			for b.Loop() {
+				g.proxied(w, &end)
+			}
+		})
 	}
 }
 
 // BenchmarkAdmitAudit is the admit path of a tools/call, as
 // BenchmarkAdmitToolsCall without a policy, with the audit line off (a
-// null logger) and on: the body read for the line's MCP names, and the
-// line itself.
+// null logger) and on (the body read for the line's MCP names, and the
+// line itself), through hclog and encoded by the gate.
 func BenchmarkAdmitAudit(b *testing.B) {
 	env := newIssuer(b)
 	tok := env.token(b, "alice", map[string]any{"email": "alice@example.com"})
@@ -298,7 +307,8 @@ func BenchmarkAdmitAudit(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		log  hclog.Logger
-	}{{"off", nil}, {"hclog", auditBenchLogger()}} {
+		out  io.Writer
+	}{{"off", nil, nil}, {"hclog", auditBenchLogger(), nil}, {"encoded", auditBenchLogger(), io.Discard}} {
 		b.Run(c.name, func(b *testing.B) {
 			g, err := New(Config{
 				Verifier:            env.p,
@@ -310,6 +320,7 @@ func BenchmarkAdmitAudit(b *testing.B) {
 				FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
 				Transport:           canned{},
 				Logger:              c.log,
+				AuditOutput:         c.out,
 			})
 			if err != nil {
 				b.Fatal(err)

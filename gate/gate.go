@@ -47,6 +47,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -356,6 +357,20 @@ type Config struct {
 	// "gate". Nil: a null logger.
 	Logger hclog.Logger
 
+	// AuditOutput, when set, takes the "proxied" audit line, one per
+	// proxied request, in Logger's place: the gate encodes it itself,
+	// byte for byte the line Logger's JSON format would write (hclog's
+	// @level, @message, @module and @timestamp, every key in the sorted
+	// order of hclog's map, encoding/json's escaping; auditline.go), and
+	// passes it whole, newline included, to one Write, only while Logger
+	// logs at info. Set it only for a Logger with JSONFormat and hclog's
+	// default time settings, no implied arguments (With) and no Exclude,
+	// and make each Write what hclog's own is: to the logger's output,
+	// under the Mutex of its LoggerOptions, so lines never interleave.
+	// Nil: the line goes through Logger (the text format, any other
+	// logger).
+	AuditOutput io.Writer
+
 	// Metrics receives the outcome of every request and the number of open
 	// event streams. Nil: nothing is counted.
 	Metrics Metrics
@@ -403,6 +418,9 @@ type gate struct {
 	shutdown context.Context        // nil: streams are not ended early
 	log      hclog.Logger
 	audit    *sampler
+	auditOut io.Writer // Config.AuditOutput; nil: proxied lines go through log
+	module   string    // log's name: the @module of lines written to auditOut
+	lines    sync.Pool // of *[]byte: the buffers of lines written to auditOut
 	now      func() time.Time
 	metrics  Metrics // nil: none
 
@@ -438,6 +456,7 @@ func New(cfg Config) (http.Handler, error) {
 		maxBodyBytes:   cfg.MaxBodyBytes,
 		trusted:        cfg.TrustedProxies,
 		log:            cfg.Logger,
+		auditOut:       cfg.AuditOutput,
 		now:            cfg.Now,
 		shutdown:       cfg.Shutdown,
 		metrics:        cfg.Metrics,
@@ -452,6 +471,8 @@ func New(cfg Config) (http.Handler, error) {
 	if g.log == nil {
 		g.log = hclog.NewNullLogger()
 	}
+	g.module = g.log.Name()
+	g.lines.New = func() any { b := make([]byte, 0, 1024); return &b }
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -786,14 +807,16 @@ func (g *gate) proxied(w *recorder, e *proxyEnd) {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	args := make([]any, 0, 28)
-	args = append(args, "sub", e.sub, "email", e.email, "method", e.method, "path", e.path,
-		"status", status, "bytes", w.bytes, "duration", g.now().Sub(e.start), "request_id", w.id,
-		"client_ip", w.client.String())
-	if rule, _ := w.decidedLabels(); rule != "" {
-		args = append(args, "rule", rule)
+	rule, _ := w.decidedLabels()
+	line := proxiedLine{sub: e.sub, email: e.email, method: e.method, path: e.path, status: status,
+		bytes: w.bytes, duration: g.now().Sub(e.start), requestID: w.id, client: w.client, rule: rule, info: &e.info}
+	if g.auditOut == nil {
+		g.log.Info("proxied", line.args()...)
+		return
 	}
-	g.log.Info("proxied", e.info.args(args)...)
+	if g.log.IsInfo() { // Info's own check, as the level may have changed
+		g.writeProxied(&line)
+	}
 }
 
 // forward proxies r. When the copy of the answer fails (the client went
