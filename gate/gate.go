@@ -362,8 +362,8 @@ type Config struct {
 	// byte for byte the line Logger's JSON format would write (hclog's
 	// @level, @message, @module and @timestamp, every key in the sorted
 	// order of hclog's map, encoding/json's escaping; auditline.go), and
-	// passes it whole, newline included, to one Write, only while Logger
-	// logs at info. Set it only for a Logger with JSONFormat and hclog's
+	// passes it whole, newline included, to one Write, only when Logger
+	// would log it (IsInfo). Set it only for a Logger with JSONFormat and hclog's
 	// default time settings, no implied arguments (With) and no Exclude,
 	// and make each Write what hclog's own is: to the logger's output,
 	// under the Mutex of its LoggerOptions, so lines never interleave.
