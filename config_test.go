@@ -316,7 +316,7 @@ func FuzzParseConfig(f *testing.F) {
 			if mode == "broker" && (c.Broker.ClientID != "id" || c.WellKnown.StaticClientID != "") {
 				t.Fatalf("broker mode: client %q at the provider, %q handed out", c.Broker.ClientID, c.WellKnown.StaticClientID)
 			}
-			p, err := build(c, hclog.NewNullLogger(), false)
+			p, err := build(c, logs{root: hclog.NewNullLogger()}, false)
 			if err != nil {
 				t.Fatalf("%s mode: accepted a config the components refuse: %v", mode, err)
 			}
@@ -411,7 +411,7 @@ func TestPolicySettings(t *testing.T) {
 	if got, want := appendMissing(c.WellKnown.Scopes, c.Gate.Policy.Scopes()), []string{"openid", "profile", "email", "offline_access", "files:write"}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("scopes advertised: got %q, want %q", got, want)
 	}
-	p, err := build(c, hclog.NewNullLogger(), false)
+	p, err := build(c, logs{root: hclog.NewNullLogger()}, false)
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}

@@ -87,9 +87,17 @@ func listen(cfg *Config) (net.Listener, error) {
 	return ln, nil
 }
 
+// logs is where the gateway's lines go: the root logger, and when it
+// writes JSON, the gate's audit lines (gate.Config.AuditOutput), which the
+// gate encodes itself, written to the same output under the same lock.
+type logs struct {
+	root  hclog.Logger
+	audit io.Writer // nil (text format): the audit lines go through root
+}
+
 // newLogger builds the root logger: JSON unless asked for text or writing
 // to a terminal.
-func newLogger(lc LogConfig, w io.Writer) hclog.Logger {
+func newLogger(lc LogConfig, w io.Writer) logs {
 	json := lc.Format == "json"
 	if lc.Format == "" {
 		json = true
@@ -99,14 +107,33 @@ func newLogger(lc LogConfig, w io.Writer) hclog.Logger {
 			}
 		}
 	}
-	return hclog.New(&hclog.LoggerOptions{Name: "mcp-oauth-proxy", Level: lc.Level, Output: w, JSONFormat: json})
+	mu := new(sync.Mutex) // held by the logger while it writes a line
+	l := logs{root: hclog.New(&hclog.LoggerOptions{Name: "mcp-oauth-proxy", Level: lc.Level, Output: w, JSONFormat: json, Mutex: mu})}
+	if json {
+		l.audit = lockedWriter{mu: mu, w: w}
+	}
+	return l
+}
+
+// lockedWriter writes under the root logger's lock, so a line written
+// through it and the logger's own lines never interleave.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // serve runs the gateway on ln until ctx ends, a terminating signal
 // arrives, or a part fails; it returns a *stopped unless the exit status is
 // 0. extra adds actors (dev mode's issuer and demo server).
-func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listener, extra []actor) error {
+func serve(ctx context.Context, cfg *Config, lg logs, ln net.Listener, extra []actor) error {
 	defer ln.Close() // on every path out; a second Close after Serve is harmless
+	logger := lg.root
 	for _, w := range cfg.warnings {
 		logger.Warn(w)
 	}
@@ -120,7 +147,7 @@ func serve(ctx context.Context, cfg *Config, logger hclog.Logger, ln net.Listene
 		}
 		defer metricsLn.Close()
 	}
-	p, err := build(cfg, logger, metricsLn != nil)
+	p, err := build(cfg, lg, metricsLn != nil)
 	if err != nil {
 		return err
 	}
@@ -216,7 +243,8 @@ type parts struct {
 
 // build makes the parts; it starts nothing. cfg was validated, so an error
 // here is a programmer error or the machine's (no /bin/sh).
-func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
+func build(cfg *Config, lg logs, withMetrics bool) (*parts, error) {
+	logger := lg.root
 	p := &parts{}
 	var gateMetrics gate.Metrics // stays a nil interface without metrics
 	pc, wc, gc := cfg.Provider, cfg.WellKnown, cfg.Gate
@@ -322,7 +350,7 @@ func build(cfg *Config, logger hclog.Logger, withMetrics bool) (*parts, error) {
 	gc.Public = publicRoutes(wk, ready, b)
 	gc.ResourceMetadataURL = wk.ResourceMetadataURL()
 	gc.Shutdown = streams
-	gc.Logger = logger.Named("gate")
+	gc.Logger, gc.AuditOutput = logger.Named("gate"), lg.audit
 	gc.Metrics = gateMetrics
 	if p.handler, err = gate.New(gc); err != nil {
 		endStreams()

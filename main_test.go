@@ -10,10 +10,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/demo"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
@@ -353,6 +358,77 @@ func TestDevModeStopsOnAServerThatCannotStart(t *testing.T) {
 			}
 			if n := strings.Count(string(out), "child started"); n != 1 && tc.wantStatus != 127 {
 				t.Errorf("the child started %d times, want once (no restart)\n%s", n, out)
+			}
+		})
+	}
+}
+
+// overlapWriter records writes and whether two were ever in progress at
+// once.
+type overlapWriter struct {
+	in      atomic.Int32
+	overlap atomic.Bool
+	mu      sync.Mutex
+	writes  []string
+}
+
+func (w *overlapWriter) Write(p []byte) (int, error) {
+	if w.in.Add(1) > 1 {
+		w.overlap.Store(true)
+	}
+	runtime.Gosched() // let another writer in, if anything lets it
+	w.mu.Lock()
+	w.writes = append(w.writes, string(p))
+	w.mu.Unlock()
+	w.in.Add(-1)
+	return len(p), nil
+}
+
+// TestLogsAuditOutput checks the logger's wiring of the gate's audit
+// lines: an output only for JSON, whose writes and the logger's own are
+// whole lines that never overlap.
+func TestLogsAuditOutput(t *testing.T) {
+	for _, c := range []struct {
+		format string
+		audit  bool
+	}{{"json", true}, {"text", false}} {
+		t.Run(c.format, func(t *testing.T) {
+			var out overlapWriter
+			lg := newLogger(LogConfig{Format: c.format, Level: hclog.Info}, &out)
+			if got := lg.audit != nil; got != c.audit {
+				t.Fatalf("audit output: got %v, want %v", got, c.audit)
+			}
+			if !c.audit {
+				return
+			}
+			const writers, lines = 4, 200
+			var wg sync.WaitGroup
+			for range writers {
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					for range lines {
+						lg.root.Named("gate").Info("rejected", "status", 401)
+					}
+				}()
+				go func() {
+					defer wg.Done()
+					for range lines {
+						_, _ = lg.audit.Write([]byte(`{"@message":"proxied"}` + "\n"))
+					}
+				}()
+			}
+			wg.Wait()
+			if out.overlap.Load() {
+				t.Error("an audit line and a logger line were written at once")
+			}
+			if got, want := len(out.writes), 2*writers*lines; got != want {
+				t.Errorf("writes: got %d, want %d", got, want)
+			}
+			for _, w := range out.writes {
+				if strings.Count(w, "\n") != 1 || !strings.HasSuffix(w, "\n") {
+					t.Fatalf("write is not one line: %q", w)
+				}
 			}
 		})
 	}

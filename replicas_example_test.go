@@ -95,7 +95,7 @@ func checkExampleConfig(t *testing.T, env map[string]string, probes ...string) *
 	if len(cfg.warnings) > 0 {
 		t.Errorf("the example's configuration draws warnings: %q", cfg.warnings)
 	}
-	p, err := build(cfg, hclog.NewNullLogger(), false)
+	p, err := build(cfg, logs{root: hclog.NewNullLogger()}, false)
 	if err != nil {
 		t.Fatalf("build the gateway of the example: %v", err)
 	}

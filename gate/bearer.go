@@ -39,18 +39,32 @@ func bearer(v string, max int) (string, bearerStatus) {
 	return tok, bearerOK
 }
 
+// token68Bytes has "1" at each byte of a token68 (RFC 9110 §11.2) other
+// than "=": ALPHA, DIGIT, "-", ".", "_", "~", "+", "/".
+const token68Bytes = "" +
+	"0000000000000000" + // 0x00
+	"0000000000000000" + // 0x10
+	"0000000000010111" + // 0x20
+	"1111111111000000" + // 0x30
+	"0111111111111111" + // 0x40
+	"1111111111100001" + // 0x50
+	"0111111111111111" + // 0x60
+	"1111111111100010" + // 0x70
+	"0000000000000000" + // 0x80
+	"0000000000000000" + // 0x90
+	"0000000000000000" + // 0xA0
+	"0000000000000000" + // 0xB0
+	"0000000000000000" + // 0xC0
+	"0000000000000000" + // 0xD0
+	"0000000000000000" + // 0xE0
+	"0000000000000000" // 0xF0
+
 // isToken68 reports whether s is 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" /
 // "+" / "/" ) *"=".
 func isToken68(s string) bool {
 	n := 0
-	for n < len(s) {
-		c := s[n]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/' {
-			n++
-			continue
-		}
-		break
+	for n < len(s) && token68Bytes[s[n]] == '1' {
+		n++
 	}
 	if n == 0 {
 		return false

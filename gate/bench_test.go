@@ -4,9 +4,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
@@ -251,5 +254,158 @@ func BenchmarkAdmitToolsCall(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// auditBenchLogger is the gateway's JSON logger at info, writing to
+// io.Discard: what the audit line costs to build, without the write.
+func auditBenchLogger() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "mcp-oauth-proxy", Output: io.Discard, JSONFormat: true, Level: hclog.Info}).Named("gate")
+}
+
+// BenchmarkAuditLine is the "proxied" audit line alone, for a tools/call
+// answered with 200: through hclog's JSON format, and encoded by the gate
+// (Config.AuditOutput), both to io.Discard.
+func BenchmarkAuditLine(b *testing.B) {
+	env := newIssuer(b)
+	for _, c := range []struct {
+		name string
+		out  io.Writer
+	}{{"hclog", nil}, {"encoded", io.Discard}} {
+		b.Run(c.name, func(b *testing.B) {
+			h, err := New(Config{
+				Verifier:            env.p,
+				Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
+				ResourceMetadataURL: testMetadataURL,
+				Logger:              auditBenchLogger(),
+				AuditOutput:         c.out,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			g := h.(*gate)
+			w := &recorder{ResponseWriter: httptest.NewRecorder(), status: 200, bytes: 215,
+				id: "0b7c4a1e3c6f4f4e9a537c1d2e0f9a11", client: netip.MustParseAddr("192.0.2.1")}
+			end := proxyEnd{sub: "alice", email: "alice@example.com", method: http.MethodPost, path: "/mcp",
+				info: mcpInfo{method: "tools/call", tool: "search_documents"}, start: g.now(), audit: true}
+			b.ReportAllocs()
+			for b.Loop() {
+				g.proxied(w, &end)
+			}
+		})
+	}
+}
+
+// BenchmarkAdmitAudit is the admit path of a tools/call, as
+// BenchmarkAdmitToolsCall without a policy, with the audit line off (a
+// null logger) and on (the body read for the line's MCP names, and the
+// line itself), through hclog and encoded by the gate.
+func BenchmarkAdmitAudit(b *testing.B) {
+	env := newIssuer(b)
+	tok := env.token(b, "alice", map[string]any{"email": "alice@example.com"})
+	const body = `{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"quarterly report","limit":10},"_meta":{"progressToken":"p-42"}}}`
+	for _, c := range []struct {
+		name string
+		log  hclog.Logger
+		out  io.Writer
+	}{{"off", nil, nil}, {"hclog", auditBenchLogger(), nil}, {"encoded", auditBenchLogger(), io.Discard}} {
+		b.Run(c.name, func(b *testing.B) {
+			g, err := New(Config{
+				Verifier:            env.p,
+				Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
+				UpstreamPath:        "/mcp",
+				ResourceMetadataURL: testMetadataURL,
+				AllowEmails:         []string{"alice@example.com"},
+				SubjectLimiter:      testAdmission(b, 1<<30, nil),
+				FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
+				Transport:           canned{},
+				Logger:              c.log,
+				AuditOutput:         c.out,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rd := strings.NewReader(body)
+			req := httptest.NewRequest(http.MethodPost, "/", rd)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
+			req.RemoteAddr = "192.0.2.1:1234"
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(body)
+				req.Body = io.NopCloser(rd)
+				w := httptest.NewRecorder()
+				g.ServeHTTP(w, req)
+				if w.Code != 200 {
+					b.Fatalf("status: got %d (%s)", w.Code, w.Body)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkAdmitRelay is the whole hot path of the running gateway: a
+// tools/call admitted (token cache hit, allow-list, admission, the body
+// read for the audit line, the line encoded to io.Discard) and relayed
+// over the gate's own HTTP/1.1 client to a real upstream on loopback. The
+// allocations counted include the upstream server's own.
+func BenchmarkAdmitRelay(b *testing.B) {
+	env := newIssuer(b)
+	const reply = `{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"quarterly report: 3 documents found"}],"isError":false}}`
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, reply)
+	}))
+	b.Cleanup(up.Close)
+	u, err := url.Parse(up.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := New(Config{
+		Verifier:            env.p,
+		Upstream:            Static(u),
+		UpstreamPath:        "/mcp",
+		ResourceMetadataURL: testMetadataURL,
+		AllowEmails:         []string{"alice@example.com"},
+		SubjectLimiter:      testAdmission(b, 1<<30, nil),
+		FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
+		Logger:              auditBenchLogger(),
+		AuditOutput:         io.Discard,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := env.token(b, "alice", map[string]any{"email": "alice@example.com"})
+	const body = `{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"quarterly report","limit":10}}}`
+	rd := strings.NewReader(body)
+	req := httptest.NewRequest(http.MethodPost, "/", rd)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.RemoteAddr = "192.0.2.1:1234"
+	b.ReportAllocs()
+	for b.Loop() {
+		rd.Reset(body)
+		req.Body = io.NopCloser(rd)
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, req)
+		if w.Code != 200 || w.Body.String() != reply {
+			b.Fatalf("got %d %q", w.Code, w.Body)
+		}
+	}
+}
+
+// BenchmarkBearer is the Authorization header parser on an RS256 access
+// token of the test issuer, as long as the bench's (~800 bytes).
+func BenchmarkBearer(b *testing.B) {
+	env := newIssuer(b)
+	v := "Bearer " + env.token(b, "alice", map[string]any{"email": "alice@example.com", "groups": []string{"mcp-users", "staff"}})
+	b.SetBytes(int64(len(v)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, st := bearer(v, DefaultMaxTokenBytes); st != bearerOK {
+			b.Fatal(st)
+		}
 	}
 }

@@ -276,3 +276,15 @@ func FuzzCORS(f *testing.F) {
 		}
 	})
 }
+
+// TestToken68Bytes checks isToken68's table byte by byte against RFC 9110
+// §11.2's token68 characters.
+func TestToken68Bytes(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		want := 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || strings.IndexByte("-._~+/", b) >= 0
+		if got := isToken68("a" + string(b) + "b"); got != want {
+			t.Errorf("byte %#x in a token: got %v, want %v", b, got, want)
+		}
+	}
+}

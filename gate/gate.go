@@ -47,6 +47,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -356,6 +357,20 @@ type Config struct {
 	// "gate". Nil: a null logger.
 	Logger hclog.Logger
 
+	// AuditOutput, when set, takes the "proxied" audit line, one per
+	// proxied request, in Logger's place: the gate encodes it itself,
+	// byte for byte the line Logger's JSON format would write (hclog's
+	// @level, @message, @module and @timestamp, every key in the sorted
+	// order of hclog's map, encoding/json's escaping; auditline.go), and
+	// passes it whole, newline included, to one Write, only when Logger
+	// would log it (IsInfo). Set it only for a Logger with JSONFormat and hclog's
+	// default time settings, no implied arguments (With) and no Exclude,
+	// and make each Write what hclog's own is: to the logger's output,
+	// under the Mutex of its LoggerOptions, so lines never interleave.
+	// Nil: the line goes through Logger (the text format, any other
+	// logger).
+	AuditOutput io.Writer
+
 	// Metrics receives the outcome of every request and the number of open
 	// event streams. Nil: nothing is counted.
 	Metrics Metrics
@@ -403,6 +418,9 @@ type gate struct {
 	shutdown context.Context        // nil: streams are not ended early
 	log      hclog.Logger
 	audit    *sampler
+	auditOut io.Writer // Config.AuditOutput; nil: proxied lines go through log
+	module   string    // log's name: the @module of lines written to auditOut
+	lines    sync.Pool // of *[]byte: the buffers of lines written to auditOut
 	now      func() time.Time
 	metrics  Metrics // nil: none
 
@@ -416,19 +434,52 @@ type gate struct {
 // New validates cfg and returns the gateway's handler. It starts no
 // goroutine.
 func New(cfg Config) (http.Handler, error) {
+	if err := checkConfig(&cfg); err != nil {
+		return nil, err
+	}
+	g := newGate(&cfg)
+	policies, err := g.addPublic(cfg.Public)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.setCORS(cfg.CORSOrigins, selfOrigin(cfg.ResourceMetadataURL), policies); err != nil {
+		return nil, err
+	}
+	g.setProxy(cfg.Transport, cfg.MaxUpstreamConns)
+	return g, nil
+}
+
+// checkConfig refuses what only a programmer gets wrong: a missing
+// verifier or upstream, a resource metadata URL that is not absolute, an
+// upstream path not starting with "/". Public routes are checked as they
+// are added (addPublic).
+func checkConfig(cfg *Config) error {
 	if cfg.Verifier == nil {
-		return nil, errors.New("new gate: no verifier")
+		return errors.New("new gate: no verifier")
 	}
 	if cfg.Upstream == nil {
-		return nil, errors.New("new gate: no upstream")
+		return errors.New("new gate: no upstream")
 	}
 	if u, err := url.Parse(cfg.ResourceMetadataURL); err != nil || !u.IsAbs() {
-		return nil, fmt.Errorf("new gate: resource metadata url %q is not absolute", cfg.ResourceMetadataURL)
+		return fmt.Errorf("new gate: resource metadata url %q is not absolute", cfg.ResourceMetadataURL)
 	}
+	if up := strings.TrimRight(cfg.UpstreamPath, "/"); up != "" && !strings.HasPrefix(up, "/") {
+		return fmt.Errorf("new gate: upstream path %q does not start with /", cfg.UpstreamPath)
+	}
+	return nil
+}
+
+// newGate is the gate of a checked cfg without its routes, CORS and proxy:
+// the decisions' settings with their defaults, the challenges, and the
+// audit log's sampler, body buffers and line buffers.
+func newGate(cfg *Config) *gate {
+	up := strings.TrimRight(cfg.UpstreamPath, "/")
 	g := &gate{
 		verifier:       cfg.Verifier,
 		upstream:       cfg.Upstream,
 		restarts:       cfg.UpstreamRestarts,
+		upstreamPath:   up,
+		upstreamRaw:    up, // needs no escaping (Config.UpstreamPath)
 		public:         map[string]map[string]http.Handler{},
 		allow:          map[string][]string{},
 		publicCORS:     map[string]*cors{},
@@ -438,6 +489,7 @@ func New(cfg Config) (http.Handler, error) {
 		maxBodyBytes:   cfg.MaxBodyBytes,
 		trusted:        cfg.TrustedProxies,
 		log:            cfg.Logger,
+		auditOut:       cfg.AuditOutput,
 		now:            cfg.Now,
 		shutdown:       cfg.Shutdown,
 		metrics:        cfg.Metrics,
@@ -449,9 +501,6 @@ func New(cfg Config) (http.Handler, error) {
 	if g.maxListing <= 0 {
 		g.maxListing = policy.DefaultListingCap
 	}
-	if g.log == nil {
-		g.log = hclog.NewNullLogger()
-	}
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -461,15 +510,33 @@ func New(cfg Config) (http.Handler, error) {
 	if g.maxBodyBytes <= 0 {
 		g.maxBodyBytes = DefaultMaxBodyBytes
 	}
+	g.chal = newChallenges(cfg.ResourceMetadataURL, withoutOfflineAccess(cfg.ChallengeScopes), cfg.RequiredScopes)
 
-	up := strings.TrimRight(cfg.UpstreamPath, "/")
-	if up != "" && !strings.HasPrefix(up, "/") {
-		return nil, fmt.Errorf("new gate: upstream path %q does not start with /", cfg.UpstreamPath)
+	if g.log == nil {
+		g.log = hclog.NewNullLogger()
 	}
-	g.upstreamPath, g.upstreamRaw = up, up // needs no escaping (Config.UpstreamPath)
+	g.module = g.log.Name()
+	g.lines.New = func() any { b := make([]byte, 0, 1024); return &b }
+	g.audit = newSampler(g.log, 20, g.now)
+	switch {
+	case cfg.MCPAuditBytes == 0:
+		g.auditBytes = DefaultMCPAuditBytes
+	case cfg.MCPAuditBytes > 0:
+		g.auditBytes = cfg.MCPAuditBytes
+	}
+	if size := g.auditBytes; size > 0 {
+		g.auditPool = &sync.Pool{New: func() any { b := make([]byte, size); return &b }}
+	}
+	return g
+}
 
+// addPublic adds the public routes: exact paths, each method once, HEAD
+// answered as GET unless listed, and the Allow header of each path's 405.
+// It returns each path's Route.CORS, which must be the same for every
+// method of a path.
+func (g *gate) addPublic(routes []Route) (map[string]string, error) {
 	policies := map[string]string{} // path -> Route.CORS
-	for _, rt := range cfg.Public {
+	for _, rt := range routes {
 		if rt.Handler == nil || rt.Method == "" {
 			return nil, fmt.Errorf("new gate: public route %q needs a method and a handler", rt.Path)
 		}
@@ -503,9 +570,15 @@ func New(cfg Config) (http.Handler, error) {
 		sortStrings(methods)
 		g.allow[path] = []string{strings.Join(methods, ", ")}
 	}
+	return policies, nil
+}
 
-	g.cors = newCORS(cfg.CORSOrigins)
-	anyOrigin, sameOrigin := newCORS([]string{"*"}), newCORS([]string{selfOrigin(cfg.ResourceMetadataURL)})
+// setCORS sets the CORS of the gated routes (origins, CORSOrigins) and of
+// each public path by its policy (path -> Route.CORS): the gated routes',
+// any origin, or only self, the resource's own origin.
+func (g *gate) setCORS(origins []string, self string, policies map[string]string) error {
+	g.cors = newCORS(origins)
+	anyOrigin, sameOrigin := newCORS([]string{"*"}), newCORS([]string{self})
 	for path, policy := range policies {
 		switch policy {
 		case CORSAllowed:
@@ -514,29 +587,23 @@ func New(cfg Config) (http.Handler, error) {
 		case CORSSameOrigin:
 			g.publicCORS[path] = &sameOrigin
 		default:
-			return nil, fmt.Errorf("new gate: public route %q: unknown CORS policy %q", path, policy)
+			return fmt.Errorf("new gate: public route %q: unknown CORS policy %q", path, policy)
 		}
 	}
-	g.chal = newChallenges(cfg.ResourceMetadataURL, withoutOfflineAccess(cfg.ChallengeScopes), cfg.RequiredScopes)
+	return nil
+}
 
-	g.audit = newSampler(g.log, 20, g.now)
-	switch {
-	case cfg.MCPAuditBytes == 0:
-		g.auditBytes = DefaultMCPAuditBytes
-	case cfg.MCPAuditBytes > 0:
-		g.auditBytes = cfg.MCPAuditBytes
-	}
-	if size := g.auditBytes; size > 0 {
-		g.auditPool = &sync.Pool{New: func() any { b := make([]byte, size); return &b }}
-	}
-
-	transport := cfg.Transport
+// setProxy sets how requests reach the upstream: through transport with
+// httputil.ReverseProxy; or, when transport is nil, over the gate's own
+// client (a pool of at most maxConns connections, DefaultMaxUpstreamConns
+// when not positive) for an http:// upstream, and a keep-alive
+// http.Transport of the same settings for an https:// one.
+func (g *gate) setProxy(transport http.RoundTripper, maxConns int) {
 	if transport == nil {
-		n := cfg.MaxUpstreamConns
-		if n <= 0 {
-			n = DefaultMaxUpstreamConns
+		if maxConns <= 0 {
+			maxConns = DefaultMaxUpstreamConns
 		}
-		g.conns = newUpstreamPool(n, time.Now) // real time: it closes real connections
+		g.conns = newUpstreamPool(maxConns, time.Now) // real time: it closes real connections
 		transport = &http.Transport{
 			Proxy:                 nil, // never an HTTP_PROXY from the environment for the child
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -559,7 +626,6 @@ func New(cfg Config) (http.Handler, error) {
 		ErrorHandler:   g.proxyError,
 		ErrorLog:       g.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
 	}
-	return g, nil
 }
 
 func set(list []string, lower bool) map[string]struct{} {
@@ -786,14 +852,16 @@ func (g *gate) proxied(w *recorder, e *proxyEnd) {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	args := make([]any, 0, 28)
-	args = append(args, "sub", e.sub, "email", e.email, "method", e.method, "path", e.path,
-		"status", status, "bytes", w.bytes, "duration", g.now().Sub(e.start), "request_id", w.id,
-		"client_ip", w.client.String())
-	if rule, _ := w.decidedLabels(); rule != "" {
-		args = append(args, "rule", rule)
+	rule, _ := w.decidedLabels()
+	line := proxiedLine{sub: e.sub, email: e.email, method: e.method, path: e.path, status: status,
+		bytes: w.bytes, duration: g.now().Sub(e.start), requestID: w.id, client: w.client, rule: rule, info: &e.info}
+	if g.auditOut == nil {
+		g.log.Info("proxied", line.args()...)
+		return
 	}
-	g.log.Info("proxied", e.info.args(args)...)
+	if g.log.IsInfo() { // Info's own check, as the level may have changed
+		g.writeProxied(&line)
+	}
 }
 
 // forward proxies r. When the copy of the answer fails (the client went

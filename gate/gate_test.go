@@ -464,3 +464,52 @@ func newDownProvider(t testing.TB) *provider.Provider {
 	testkit.Run(t, p)
 	return p
 }
+
+// TestNewRefuses checks that New refuses each programmer error with an
+// error naming it, and accepts the configuration they start from.
+func TestNewRefuses(t *testing.T) {
+	env := newIssuer(t)
+	ok := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	base := func() Config {
+		return Config{
+			Verifier:            env.p,
+			Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
+			ResourceMetadataURL: testMetadataURL,
+			UpstreamPath:        "/mcp/",
+			Public: []Route{
+				{Method: http.MethodGet, Path: "/healthz", Handler: ok},
+				{Method: http.MethodGet, Path: "/.well-known/x", Handler: ok, CORS: CORSAnyOrigin},
+				{Method: http.MethodOptions, Path: "/.well-known/x", Handler: ok, CORS: CORSAnyOrigin},
+				{Method: http.MethodPost, Path: "/token", Handler: ok, CORS: CORSSameOrigin},
+			},
+		}
+	}
+	if _, err := New(base()); err != nil {
+		t.Fatalf("the base configuration: %v", err)
+	}
+	for _, c := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"no verifier", func(c *Config) { c.Verifier = nil }, "no verifier"},
+		{"no upstream", func(c *Config) { c.Upstream = nil }, "no upstream"},
+		{"a relative metadata url", func(c *Config) { c.ResourceMetadataURL = "/.well-known/x" }, "is not absolute"},
+		{"an upstream path without a slash", func(c *Config) { c.UpstreamPath = "mcp" }, "does not start with /"},
+		{"a route without a handler", func(c *Config) { c.Public[0].Handler = nil }, "needs a method and a handler"},
+		{"a route without a method", func(c *Config) { c.Public[0].Method = "" }, "needs a method and a handler"},
+		{"an unclean route path", func(c *Config) { c.Public[0].Path = "/a/../healthz" }, `"/a/../healthz"`},
+		{"a route listed twice", func(c *Config) { c.Public = append(c.Public, c.Public[0]) }, "listed twice"},
+		{"a path's routes in two CORS policies", func(c *Config) { c.Public[2].CORS = CORSAllowed }, "differ in CORS policy"},
+		{"an unknown CORS policy", func(c *Config) { c.Public[3].CORS = "sometimes" }, "unknown CORS policy"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := base()
+			c.mod(&cfg)
+			_, err := New(cfg)
+			if err == nil || !strings.HasPrefix(err.Error(), "new gate: ") || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error: got %v, want one with %q", err, c.want)
+			}
+		})
+	}
+}
