@@ -1,4 +1,4 @@
-// Command bench is a whole-process benchmark of the gateway (issue 8). It
+// Command bench is a whole-process benchmark of the gateway. It
 // starts, on 127.0.0.1 only, a fast upstream (JSON-RPC POST and SSE) and a
 // development issuer in its own process, then as separate OS processes a bare
 // keep-alive reverse proxy (the floor, this binary's floor-proxy subcommand),

@@ -138,263 +138,290 @@ func (r *report) markdown() string {
 	p("Command: `go run ./bench %s`\n\n", strings.Join(os.Args[1:], " "))
 
 	if len(r.samples) > 0 {
-		p("## Load: POST of a small JSON-RPC message with an RS256 bearer token, ~200-byte reply\n\n")
-		p("%s, %d interleaved rounds × %s per target (order rotated each round), after a %s warm-up. ",
-			r.loadName, r.o.rounds, r.o.duration, r.o.warmup)
-		p("Medians over the rounds. CPU is utime+stime of the process serving the target, from `/proc/<pid>/stat` ")
-		p("(for `upstream` that is the bench process, which serves the upstream%s). ", map[bool]string{true: " and runs the Go load generator, so it is not the upstream's alone", false: ""}[strings.HasPrefix(r.loadName, "built-in")])
-		p("The gateway runs with verification, allow-list, rate limit (100000000/min) and audit at `LOG_LEVEL=info` to a file.\n\n")
-		p("| target | req/s | p50 | p99 | CPU µs/req | RSS idle MiB | RSS peak MiB | errors (non-2xx / socket) | new upstream conns | new TIME-WAIT (client side / upstream side) | log bytes/req |\n")
-		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		for _, name := range []string{"upstream", "nginx", "floor", "gateway", nameAuditOff, nameBefore} {
-			ss := r.samples[name]
-			if len(ss) == 0 {
-				continue
-			}
-			var non2xx, sockErr, upConns, reqs int64
-			var twc, twu []string
-			for _, s := range ss {
-				non2xx += s.res.non2xx
-				sockErr += s.res.sockErr
-				upConns += s.upConns
-				reqs += s.res.requests
-				twc = append(twc, fmt.Sprint(s.twClient))
-				twu = append(twu, fmt.Sprint(s.twUpstream))
-			}
-			idle := "—"
-			if kb, ok := r.idleKB[name]; ok {
-				idle = mib(kb)
-			}
-			tw := strings.Join(twc, ",") + " / " + strings.Join(twu, ",")
-			if name == "upstream" {
-				tw = strings.Join(twc, ",") + " / —"
-			}
-			if name == "floor" && r.o.floorFlush != -1 {
-				name = fmt.Sprintf("floor (FlushInterval %s)", r.o.floorFlush)
-			}
-			logb := "—"
-			if name == "gateway" {
-				logb = fmt.Sprintf("%.0f", medianOf(ss, func(s sample) float64 { return float64(s.logBytes) / float64(max(s.res.requests, 1)) }))
-			}
-			p("| %s | %.0f | %s | %s | %.1f | %s | %s | %d / %d | %d in %d req | %s | %s |\n", name,
-				medianOf(ss, func(s sample) float64 { return s.res.rps() }),
-				time.Duration(medianOf(ss, func(s sample) float64 { return float64(s.res.p50) })).Round(time.Microsecond),
-				time.Duration(medianOf(ss, func(s sample) float64 { return float64(s.res.p99) })).Round(time.Microsecond),
-				medianOf(ss, sample.cpuPerReq), idle,
-				mib(int64(medianOf(ss, func(s sample) float64 { return float64(s.peakKB) }))),
-				non2xx, sockErr, upConns, reqs, tw, logb)
-		}
-		p("\n**gateway / floor, CPU per request: %.2f** (per round: %s) — target ≤ 1.10: %s  \n", r.cpuRatio, ratios(r.cpuPer), verdict(r.cpuRatio <= 1.10))
-		p("**gateway / floor, req/s: %.2f** (per round: %s)  \n", r.rpsRatio, ratios(r.rpsPer))
-		if len(r.ngxCPUPer) > 0 {
-			p("**gateway / nginx, CPU per request: %.2f** (per round: %s) — target ≤ 2: %s  \n", r.ngxCPURatio, ratios(r.ngxCPUPer), verdict(r.ngxCPURatio <= 2))
-			p("gateway / nginx, req/s: %.2f (per round: %s); p99: %.2f (per round: %s)  \n", r.ngxRPSRatio, ratios(r.ngxRPSPer), r.ngxP99Ratio, ratios(r.ngxP99Per))
-		}
-		if len(r.quietCPUPer) > 0 {
-			p("gateway without its audit line (LOG_LEVEL=warn) / nginx, CPU per request: %.2f (per round: %s)  \n", r.quietCPURatio, ratios(r.quietCPUPer))
-		}
-		if len(r.befCPUPer) > 0 {
-			p("**gateway / before (`-compare %s`), CPU per request: %.2f** (per round: %s); **p99: %.2f** (per round: %s) — p99 not worse: %s  \n",
-				r.o.compare, r.befCPURatio, ratios(r.befCPUPer), r.befP99Ratio, ratios(r.befP99Per), verdict(r.befP99Ratio <= 1))
-		}
-		if up, fl := r.samples["upstream"], r.samples["floor"]; len(up) > 0 && len(fl) > 0 {
-			p("floor / upstream, CPU per request: %.1f×\n\n", medianOf(fl, sample.cpuPerReq)/max(medianOf(up, sample.cpuPerReq), 1e-9))
-		}
-		p("Keep-alive: *new upstream conns* counts connections the upstream accepted during the runs (a pool ≤ the %d client connections means reuse; one per request would mean `Connection: close`). ", r.o.conns)
-		p("Requests still in flight when the load generator stops are cancelled, and a proxy closes the upstream connections they were using, so a few new upstream connections (and TIME-WAIT on the upstream side) per run are teardown, not churn. ")
-		p("*New TIME-WAIT* counts sockets entering TIME-WAIT per run on the target's port and on the upstream's port: about %d on the client side per run is the load generator closing its connections at the end, independent of the request count.\n\n", r.o.conns)
-		if r.gwLogTail != "" {
-			p("An audit line of the gateway:\n\n```\n%s\n```\n\n", r.gwLogTail)
-		}
+		r.loadSection(&b)
 	}
 
 	if len(r.profiles) > 0 || r.profileErr != "" {
-		p("## Profile under load (pprof build of the gateway, same load)\n\n")
-		if r.profileErr != "" {
-			p("Profile failed: %s\n\n", r.profileErr)
-		}
-		p("The gateway here is built with `go build -overlay` adding a `net/http/pprof` listener (the repository is untouched); allocations from `runtime.MemStats` (Mallocs, TotalAlloc) before and after the run.\n\n")
-		p("| process | requests | CPU µs/req | heap allocs/req | heap bytes/req | profile |\n|---|---:|---:|---:|---:|---|\n")
-		for _, pr := range r.profiles {
-			p("| %s | %d | %.1f | %.0f | %.0f | `%s` |\n", pr.name, pr.requests, pr.cpuPerReq, pr.allocsPerReq, pr.bytesPerReq, pr.file)
-		}
-		p("\n")
-		for _, pr := range r.profiles {
-			p("<details><summary>%s: go tool pprof -top</summary>\n\n```\n%s\n```\n\n", pr.name, pr.top)
-			p("Cumulative, selected packages:\n\n```\n%s\n```\n</details>\n\n", pr.topCum)
-		}
+		r.profileSection(&b)
 	}
 
 	if len(r.sse) > 0 {
-		n := r.o.streams
-		p("## %d idle SSE streams\n\n", n)
-		if r.streamsCapped != "" {
-			p("Note: %s.\n\n", r.streamsCapped)
-		}
-		p("Each target gets %d `GET` streams with `Accept: text/event-stream` (Go client, one goroutine and one HTTP/1.1 connection per stream, %d being opened at a time). ", n, r.o.openConc)
-		p("Once all are open the upstream broadcasts %d events (and one every %s); every stream must receive every event sent after it opened. ", r.o.sseEvents, r.o.sseEvery)
-		p("Floor and gateway are fresh processes; RSS before = after 3 requests, RSS with streams = after the events, both after 300 ms settling.")
-		if r.gwProfiled {
-			p(" Goroutines from `/debug/pprof/goroutine` (the gateway is its pprof build here).")
-		}
-		p("\n\n| target | opened | open time | vs upstream | RSS before MiB | RSS with streams MiB | KiB/stream | goroutines before → after | goroutines/stream | heap / stack KiB per stream | CPU µs per open | events delivered / expected | streams complete |\n")
-		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		var upOpen time.Duration
-		var notes []string
-		var gwKiB, gwG, flG, gwOpen, flOpen, ngxKiB, gwRSS []float64
-		var gwComplete, gwStreams int
-		var gwDelivered, gwExpected int64
-		heapTops := map[string]string{}
-		for _, s := range r.sse {
-			if s.name == "upstream" {
-				upOpen = s.openTime
-			}
-			vs := "—"
-			openRatio := 0.0
-			if upOpen > 0 {
-				openRatio = float64(s.openTime) / float64(upOpen)
-				vs = fmt.Sprintf("%.2f×", openRatio)
-			}
-			kib, g, gps, hs, ocpu := "—", "—", "—", "—", "—"
-			if s.openCPU > 0 {
-				ocpu = fmt.Sprintf("%.0f", float64(s.openCPU.Microseconds())/float64(max(s.opened, 1)))
-			}
-			if s.heapBefore != nil && s.heapAfter != nil {
-				d := func(k string) float64 {
-					return (float64(s.heapAfter[k]) - float64(s.heapBefore[k])) / 1024 / float64(max(s.opened, 1))
-				}
-				hs = fmt.Sprintf("%.1f / %.1f", d("HeapAlloc"), d("Stack"))
-			}
-			perKiB := 0.0
-			if s.rssBeforeKB >= 0 && s.opened > 0 {
-				perKiB = float64(s.rssAfterKB-s.rssBeforeKB) / float64(s.opened)
-				kib = fmt.Sprintf("%.1f", perKiB)
-			}
-			perG := -1.0
-			if s.gBefore >= 0 && s.gAfter >= 0 {
-				g = fmt.Sprintf("%d → %d", s.gBefore, s.gAfter)
-				perG = float64(s.gAfter-s.gBefore) / float64(max(s.opened, 1))
-				gps = fmt.Sprintf("%.2f", perG)
-			}
-			switch s.name {
-			case "nginx":
-				ngxKiB = append(ngxKiB, perKiB)
-			case "gateway":
-				gwKiB = append(gwKiB, perKiB)
-				gwRSS = append(gwRSS, float64(s.rssAfterKB))
-				gwOpen = append(gwOpen, openRatio)
-				if perG >= 0 {
-					gwG = append(gwG, perG)
-				}
-				gwComplete += s.complete
-				gwStreams += s.n
-				gwDelivered += s.delivered
-				gwExpected += s.expected
-			case "floor":
-				flOpen = append(flOpen, openRatio)
-				if perG >= 0 {
-					flG = append(flG, perG)
-				}
-			}
-			if s.heapTop != "" {
-				heapTops[s.name] = s.heapTop
-			}
-			name := s.name
-			if r.o.sseRounds > 1 {
-				name = fmt.Sprintf("%s (round %d)", s.name, s.round)
-			}
-			p("| %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %d | %d/%d |\n", name, s.opened, s.n,
-				s.openTime.Round(time.Millisecond), vs, mib(s.rssBeforeKB), mib(s.rssAfterKB), kib, g, gps, hs, ocpu,
-				s.delivered, s.expected, s.complete, s.opened)
-			if s.firstErr != "" {
-				note := fmt.Sprintf("%s: %d streams failed to open; first error: %s", s.name, s.openErrs, s.firstErr)
-				if s.logTail != "" {
-					note += "; its log ends: `" + strings.ReplaceAll(s.logTail, "\n", " | ") + "`"
-				}
-				notes = append(notes, note)
-			}
-		}
-		for _, n := range notes {
-			p("\n%s\n", n)
-		}
-		if len(gwKiB) > 0 {
-			p("\nTargets (medians over %d round(s)):\n\n", len(gwKiB))
-			kib := median(gwKiB)
-			p("- RSS per stream ≤ 25 KiB: %.1f KiB, %s", kib, verdict(kib <= 25))
-			if v := median(ngxKiB); len(ngxKiB) > 0 {
-				p(" (nginx: %.1f KiB, %.2f×)", v, kib/v)
-			}
-			if n < 10000 {
-				p(" (at %d streams; the target is stated for 10,000: `-streams 10000`)", n)
-			}
-			p("\n")
-			if n >= 5000 {
-				// RSS with the streams open, and what 10,000 would take at
-				// the same cost per stream.
-				mb := median(gwRSS) * 1024 / 1e6
-				proj := mb + (10000-float64(n))*kib*1024/1e6
-				p("- 10,000 idle streams ≤ 250 MB: %.0f MB with %d open", mb, n)
-				if n != 10000 {
-					p(", %.0f MB at 10,000 by the same cost per stream", proj)
-				}
-				p(", %s\n", verdict(proj <= 250))
-			}
-			if len(gwG) > 0 && len(flG) > 0 {
-				g, f := median(gwG), median(flG)
-				p("- goroutines per stream beyond the floor's (plain `net/http` + `httputil.ReverseProxy`): %.2f − %.2f = %.2f, ≤ 2: %s\n", g, f, g-f, verdict(g-f <= 2))
-			}
-			p("- every stream got every event: %d/%d streams, %d/%d events: %s\n", gwComplete, gwStreams, gwDelivered, gwExpected,
-				verdict(gwComplete == gwStreams && gwDelivered == gwExpected))
-			p("- opening time vs upstream directly ≤ 1.20×: %.2f× (per round: %s; the floor: %.2f×), %s\n",
-				median(gwOpen), ratios(gwOpen), median(flOpen), verdict(median(gwOpen) <= 1.20))
-		}
-		p("\n")
-		for _, name := range []string{"floor", "gateway"} {
-			if t := heapTops[name]; t != "" {
-				p("<details><summary>%s with the streams open (last round): go tool pprof -top -sample_index=inuse_space</summary>\n\n```\n%s\n```\n</details>\n\n", name, t)
-			}
-		}
+		r.streamsSection(&b)
 	}
 
 	if len(r.startups) > 0 {
-		p("## Start-up and idle footprint\n\n")
-		p("Time from `exec` to the first accepted TCP connect (polled every 1 ms), and RSS once idle; the gateway with `OIDC_ISSUER_URL=%s` (nothing listens there).\n\n", unreachableIssuer)
-		p("| process | starts | listening after (median, min–max) | idle RSS MiB (median) |\n|---|---:|---:|---:|\n")
-		for _, s := range r.startups {
-			if len(s.listen) == 0 {
-				p("| %s | 0 | failed: %s | — |\n", s.name, strings.ReplaceAll(s.failure, "\n", " "))
-				continue
-			}
-			ms := make([]float64, len(s.listen))
-			kb := make([]float64, len(s.idleKB))
-			for i, d := range s.listen {
-				ms[i] = float64(d) / float64(time.Millisecond)
-			}
-			for i, k := range s.idleKB {
-				kb[i] = float64(k)
-			}
-			p("| %s | %d | %.1f ms (%.1f–%.1f) | %.1f |\n", s.name, len(s.listen), median(ms), slices.Min(ms), slices.Max(ms), median(kb)/1024)
-		}
-		if gw := r.startups[0]; len(gw.listen) > 0 {
-			ms := make([]float64, len(gw.listen))
-			kb := make([]float64, len(gw.idleKB))
-			for i, d := range gw.listen {
-				ms[i] = float64(d) / float64(time.Millisecond)
-			}
-			for i, k := range gw.idleKB {
-				kb[i] = float64(k)
-			}
-			p("\n- listening within 50 ms with the provider unreachable: %.1f ms median, %s\n", median(ms), verdict(median(ms) <= 50))
-			p("- idle RSS ≤ 15 MB: %.1f MiB median (%.1f MB), %s", median(kb)/1024, median(kb)*1024/1e6, verdict(median(kb)*1024 <= 15e6))
-			if kb, ok := r.idleKB["gateway"]; ok {
-				p("; with the provider reachable and keys loaded: %.1f MiB", float64(kb)/1024)
-			}
-			p("\n")
-		}
-		p("\n")
+		r.startupSection(&b)
 	}
 	p("Reproduce: `cd` to the repository root and run `bench/run.sh` (or `go run ./bench`; `-quick` for a short run, `-streams 10000` for the full SSE target). Ratios within one run are what count; absolute numbers move with the machine.\n")
 	return b.String()
+}
+
+// loadSection writes the load run's tables: throughput, latency and CPU
+// per request, with the ratios to each floor.
+func (r *report) loadSection(b *strings.Builder) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	p("## Load: POST of a small JSON-RPC message with an RS256 bearer token, ~200-byte reply\n\n")
+	p("%s, %d interleaved rounds × %s per target (order rotated each round), after a %s warm-up. ",
+		r.loadName, r.o.rounds, r.o.duration, r.o.warmup)
+	p("Medians over the rounds. CPU is utime+stime of the process serving the target, from `/proc/<pid>/stat` ")
+	p("(for `upstream` that is the bench process, which serves the upstream%s). ", map[bool]string{true: " and runs the Go load generator, so it is not the upstream's alone", false: ""}[strings.HasPrefix(r.loadName, "built-in")])
+	p("The gateway runs with verification, allow-list, rate limit (100000000/min) and audit at `LOG_LEVEL=info` to a file.\n\n")
+	p("| target | req/s | p50 | p99 | CPU µs/req | RSS idle MiB | RSS peak MiB | errors (non-2xx / socket) | new upstream conns | new TIME-WAIT (client side / upstream side) | log bytes/req |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, name := range []string{"upstream", "nginx", "floor", "gateway", nameAuditOff, nameBefore} {
+		ss := r.samples[name]
+		if len(ss) == 0 {
+			continue
+		}
+		var non2xx, sockErr, upConns, reqs int64
+		var twc, twu []string
+		for _, s := range ss {
+			non2xx += s.res.non2xx
+			sockErr += s.res.sockErr
+			upConns += s.upConns
+			reqs += s.res.requests
+			twc = append(twc, fmt.Sprint(s.twClient))
+			twu = append(twu, fmt.Sprint(s.twUpstream))
+		}
+		idle := "—"
+		if kb, ok := r.idleKB[name]; ok {
+			idle = mib(kb)
+		}
+		tw := strings.Join(twc, ",") + " / " + strings.Join(twu, ",")
+		if name == "upstream" {
+			tw = strings.Join(twc, ",") + " / —"
+		}
+		if name == "floor" && r.o.floorFlush != -1 {
+			name = fmt.Sprintf("floor (FlushInterval %s)", r.o.floorFlush)
+		}
+		logb := "—"
+		if name == "gateway" {
+			logb = fmt.Sprintf("%.0f", medianOf(ss, func(s sample) float64 { return float64(s.logBytes) / float64(max(s.res.requests, 1)) }))
+		}
+		p("| %s | %.0f | %s | %s | %.1f | %s | %s | %d / %d | %d in %d req | %s | %s |\n", name,
+			medianOf(ss, func(s sample) float64 { return s.res.rps() }),
+			time.Duration(medianOf(ss, func(s sample) float64 { return float64(s.res.p50) })).Round(time.Microsecond),
+			time.Duration(medianOf(ss, func(s sample) float64 { return float64(s.res.p99) })).Round(time.Microsecond),
+			medianOf(ss, sample.cpuPerReq), idle,
+			mib(int64(medianOf(ss, func(s sample) float64 { return float64(s.peakKB) }))),
+			non2xx, sockErr, upConns, reqs, tw, logb)
+	}
+	p("\n**gateway / floor, CPU per request: %.2f** (per round: %s) — target ≤ 1.10: %s  \n", r.cpuRatio, ratios(r.cpuPer), verdict(r.cpuRatio <= 1.10))
+	p("**gateway / floor, req/s: %.2f** (per round: %s)  \n", r.rpsRatio, ratios(r.rpsPer))
+	if len(r.ngxCPUPer) > 0 {
+		p("**gateway / nginx, CPU per request: %.2f** (per round: %s) — target ≤ 2: %s  \n", r.ngxCPURatio, ratios(r.ngxCPUPer), verdict(r.ngxCPURatio <= 2))
+		p("gateway / nginx, req/s: %.2f (per round: %s); p99: %.2f (per round: %s)  \n", r.ngxRPSRatio, ratios(r.ngxRPSPer), r.ngxP99Ratio, ratios(r.ngxP99Per))
+	}
+	if len(r.quietCPUPer) > 0 {
+		p("gateway without its audit line (LOG_LEVEL=warn) / nginx, CPU per request: %.2f (per round: %s)  \n", r.quietCPURatio, ratios(r.quietCPUPer))
+	}
+	if len(r.befCPUPer) > 0 {
+		p("**gateway / before (`-compare %s`), CPU per request: %.2f** (per round: %s); **p99: %.2f** (per round: %s) — p99 not worse: %s  \n",
+			r.o.compare, r.befCPURatio, ratios(r.befCPUPer), r.befP99Ratio, ratios(r.befP99Per), verdict(r.befP99Ratio <= 1))
+	}
+	if up, fl := r.samples["upstream"], r.samples["floor"]; len(up) > 0 && len(fl) > 0 {
+		p("floor / upstream, CPU per request: %.1f×\n\n", medianOf(fl, sample.cpuPerReq)/max(medianOf(up, sample.cpuPerReq), 1e-9))
+	}
+	p("Keep-alive: *new upstream conns* counts connections the upstream accepted during the runs (a pool ≤ the %d client connections means reuse; one per request would mean `Connection: close`). ", r.o.conns)
+	p("Requests still in flight when the load generator stops are cancelled, and a proxy closes the upstream connections they were using, so a few new upstream connections (and TIME-WAIT on the upstream side) per run are teardown, not churn. ")
+	p("*New TIME-WAIT* counts sockets entering TIME-WAIT per run on the target's port and on the upstream's port: about %d on the client side per run is the load generator closing its connections at the end, independent of the request count.\n\n", r.o.conns)
+	if r.gwLogTail != "" {
+		p("An audit line of the gateway:\n\n```\n%s\n```\n\n", r.gwLogTail)
+	}
+}
+
+// profileSection writes where the gateway's CPU went under the load, from its pprof build.
+func (r *report) profileSection(b *strings.Builder) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	p("## Profile under load (pprof build of the gateway, same load)\n\n")
+	if r.profileErr != "" {
+		p("Profile failed: %s\n\n", r.profileErr)
+	}
+	p("The gateway here is built with `go build -overlay` adding a `net/http/pprof` listener (the repository is untouched); allocations from `runtime.MemStats` (Mallocs, TotalAlloc) before and after the run.\n\n")
+	p("| process | requests | CPU µs/req | heap allocs/req | heap bytes/req | profile |\n|---|---:|---:|---:|---:|---|\n")
+	for _, pr := range r.profiles {
+		p("| %s | %d | %.1f | %.0f | %.0f | `%s` |\n", pr.name, pr.requests, pr.cpuPerReq, pr.allocsPerReq, pr.bytesPerReq, pr.file)
+	}
+	p("\n")
+	for _, pr := range r.profiles {
+		p("<details><summary>%s: go tool pprof -top</summary>\n\n```\n%s\n```\n\n", pr.name, pr.top)
+		p("Cumulative, selected packages:\n\n```\n%s\n```\n</details>\n\n", pr.topCum)
+	}
+}
+
+// streamsSection writes the idle-stream runs: memory and goroutines per
+// stream, events delivered. It is one table per stream count and the notes
+// under them, written in the order they appear.
+func (r *report) streamsSection(b *strings.Builder) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	n := r.o.streams
+	p("## %d idle SSE streams\n\n", n)
+	if r.streamsCapped != "" {
+		p("Note: %s.\n\n", r.streamsCapped)
+	}
+	p("Each target gets %d `GET` streams with `Accept: text/event-stream` (Go client, one goroutine and one HTTP/1.1 connection per stream, %d being opened at a time). ", n, r.o.openConc)
+	p("Once all are open the upstream broadcasts %d events (and one every %s); every stream must receive every event sent after it opened. ", r.o.sseEvents, r.o.sseEvery)
+	p("Floor and gateway are fresh processes; RSS before = after 3 requests, RSS with streams = after the events, both after 300 ms settling.")
+	if r.gwProfiled {
+		p(" Goroutines from `/debug/pprof/goroutine` (the gateway is its pprof build here).")
+	}
+	p("\n\n| target | opened | open time | vs upstream | RSS before MiB | RSS with streams MiB | KiB/stream | goroutines before → after | goroutines/stream | heap / stack KiB per stream | CPU µs per open | events delivered / expected | streams complete |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	var upOpen time.Duration
+	var notes []string
+	var gwKiB, gwG, flG, gwOpen, flOpen, ngxKiB, gwRSS []float64
+	var gwComplete, gwStreams int
+	var gwDelivered, gwExpected int64
+	heapTops := map[string]string{}
+	for _, s := range r.sse {
+		if s.name == "upstream" {
+			upOpen = s.openTime
+		}
+		vs := "—"
+		openRatio := 0.0
+		if upOpen > 0 {
+			openRatio = float64(s.openTime) / float64(upOpen)
+			vs = fmt.Sprintf("%.2f×", openRatio)
+		}
+		kib, g, gps, hs, ocpu := "—", "—", "—", "—", "—"
+		if s.openCPU > 0 {
+			ocpu = fmt.Sprintf("%.0f", float64(s.openCPU.Microseconds())/float64(max(s.opened, 1)))
+		}
+		if s.heapBefore != nil && s.heapAfter != nil {
+			d := func(k string) float64 {
+				return (float64(s.heapAfter[k]) - float64(s.heapBefore[k])) / 1024 / float64(max(s.opened, 1))
+			}
+			hs = fmt.Sprintf("%.1f / %.1f", d("HeapAlloc"), d("Stack"))
+		}
+		perKiB := 0.0
+		if s.rssBeforeKB >= 0 && s.opened > 0 {
+			perKiB = float64(s.rssAfterKB-s.rssBeforeKB) / float64(s.opened)
+			kib = fmt.Sprintf("%.1f", perKiB)
+		}
+		perG := -1.0
+		if s.gBefore >= 0 && s.gAfter >= 0 {
+			g = fmt.Sprintf("%d → %d", s.gBefore, s.gAfter)
+			perG = float64(s.gAfter-s.gBefore) / float64(max(s.opened, 1))
+			gps = fmt.Sprintf("%.2f", perG)
+		}
+		switch s.name {
+		case "nginx":
+			ngxKiB = append(ngxKiB, perKiB)
+		case "gateway":
+			gwKiB = append(gwKiB, perKiB)
+			gwRSS = append(gwRSS, float64(s.rssAfterKB))
+			gwOpen = append(gwOpen, openRatio)
+			if perG >= 0 {
+				gwG = append(gwG, perG)
+			}
+			gwComplete += s.complete
+			gwStreams += s.n
+			gwDelivered += s.delivered
+			gwExpected += s.expected
+		case "floor":
+			flOpen = append(flOpen, openRatio)
+			if perG >= 0 {
+				flG = append(flG, perG)
+			}
+		}
+		if s.heapTop != "" {
+			heapTops[s.name] = s.heapTop
+		}
+		name := s.name
+		if r.o.sseRounds > 1 {
+			name = fmt.Sprintf("%s (round %d)", s.name, s.round)
+		}
+		p("| %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %d | %d/%d |\n", name, s.opened, s.n,
+			s.openTime.Round(time.Millisecond), vs, mib(s.rssBeforeKB), mib(s.rssAfterKB), kib, g, gps, hs, ocpu,
+			s.delivered, s.expected, s.complete, s.opened)
+		if s.firstErr != "" {
+			note := fmt.Sprintf("%s: %d streams failed to open; first error: %s", s.name, s.openErrs, s.firstErr)
+			if s.logTail != "" {
+				note += "; its log ends: `" + strings.ReplaceAll(s.logTail, "\n", " | ") + "`"
+			}
+			notes = append(notes, note)
+		}
+	}
+	for _, n := range notes {
+		p("\n%s\n", n)
+	}
+	if len(gwKiB) > 0 {
+		p("\nTargets (medians over %d round(s)):\n\n", len(gwKiB))
+		kib := median(gwKiB)
+		p("- RSS per stream ≤ 25 KiB: %.1f KiB, %s", kib, verdict(kib <= 25))
+		if v := median(ngxKiB); len(ngxKiB) > 0 {
+			p(" (nginx: %.1f KiB, %.2f×)", v, kib/v)
+		}
+		if n < 10000 {
+			p(" (at %d streams; the target is stated for 10,000: `-streams 10000`)", n)
+		}
+		p("\n")
+		if n >= 5000 {
+			// RSS with the streams open, and what 10,000 would take at
+			// the same cost per stream.
+			mb := median(gwRSS) * 1024 / 1e6
+			proj := mb + (10000-float64(n))*kib*1024/1e6
+			p("- 10,000 idle streams ≤ 250 MB: %.0f MB with %d open", mb, n)
+			if n != 10000 {
+				p(", %.0f MB at 10,000 by the same cost per stream", proj)
+			}
+			p(", %s\n", verdict(proj <= 250))
+		}
+		if len(gwG) > 0 && len(flG) > 0 {
+			g, f := median(gwG), median(flG)
+			p("- goroutines per stream beyond the floor's (plain `net/http` + `httputil.ReverseProxy`): %.2f − %.2f = %.2f, ≤ 2: %s\n", g, f, g-f, verdict(g-f <= 2))
+		}
+		p("- every stream got every event: %d/%d streams, %d/%d events: %s\n", gwComplete, gwStreams, gwDelivered, gwExpected,
+			verdict(gwComplete == gwStreams && gwDelivered == gwExpected))
+		p("- opening time vs upstream directly ≤ 1.20×: %.2f× (per round: %s; the floor: %.2f×), %s\n",
+			median(gwOpen), ratios(gwOpen), median(flOpen), verdict(median(gwOpen) <= 1.20))
+	}
+	p("\n")
+	for _, name := range []string{"floor", "gateway"} {
+		if t := heapTops[name]; t != "" {
+			p("<details><summary>%s with the streams open (last round): go tool pprof -top -sample_index=inuse_space</summary>\n\n```\n%s\n```\n</details>\n\n", name, t)
+		}
+	}
+}
+
+// startupSection writes start-up time and the idle footprint.
+func (r *report) startupSection(b *strings.Builder) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	p("## Start-up and idle footprint\n\n")
+	p("Time from `exec` to the first accepted TCP connect (polled every 1 ms), and RSS once idle; the gateway with `OIDC_ISSUER_URL=%s` (nothing listens there).\n\n", unreachableIssuer)
+	p("| process | starts | listening after (median, min–max) | idle RSS MiB (median) |\n|---|---:|---:|---:|\n")
+	for _, s := range r.startups {
+		if len(s.listen) == 0 {
+			p("| %s | 0 | failed: %s | — |\n", s.name, strings.ReplaceAll(s.failure, "\n", " "))
+			continue
+		}
+		ms := make([]float64, len(s.listen))
+		kb := make([]float64, len(s.idleKB))
+		for i, d := range s.listen {
+			ms[i] = float64(d) / float64(time.Millisecond)
+		}
+		for i, k := range s.idleKB {
+			kb[i] = float64(k)
+		}
+		p("| %s | %d | %.1f ms (%.1f–%.1f) | %.1f |\n", s.name, len(s.listen), median(ms), slices.Min(ms), slices.Max(ms), median(kb)/1024)
+	}
+	if gw := r.startups[0]; len(gw.listen) > 0 {
+		ms := make([]float64, len(gw.listen))
+		kb := make([]float64, len(gw.idleKB))
+		for i, d := range gw.listen {
+			ms[i] = float64(d) / float64(time.Millisecond)
+		}
+		for i, k := range gw.idleKB {
+			kb[i] = float64(k)
+		}
+		p("\n- listening within 50 ms with the provider unreachable: %.1f ms median, %s\n", median(ms), verdict(median(ms) <= 50))
+		p("- idle RSS ≤ 15 MB: %.1f MiB median (%.1f MB), %s", median(kb)/1024, median(kb)*1024/1e6, verdict(median(kb)*1024 <= 15e6))
+		if kb, ok := r.idleKB["gateway"]; ok {
+			p("; with the provider reachable and keys loaded: %.1f MiB", float64(kb)/1024)
+		}
+		p("\n")
+	}
+	p("\n")
 }
 
 func commit(repo string) string {

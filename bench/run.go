@@ -129,6 +129,11 @@ type env struct {
 	progress io.Writer
 }
 
+// run is the whole benchmark, in the order the report reads: options,
+// the upstream and issuer, each target's process, the load rounds, the
+// profile, the stream runs, start-up. It is long because each phase needs
+// what the ones before it started, and it stops them on every way out;
+// the phases' work lives in their own functions.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseOptions(args, stderr)
 	if err != nil {

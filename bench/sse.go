@@ -122,7 +122,10 @@ func (e *env) sseRound(ctx context.Context, rep *report, round int) error {
 }
 
 // sseRun opens n streams to url, openConc at a time, then broadcasts
-// sseEvents events and checks that every stream got every one.
+// sseEvents events and checks that every stream got every one. It is one
+// measurement of one process (memory and goroutines before, with the
+// streams open, after), so its steps share the counters they compare and
+// stay together in the order they happen.
 func (e *env) sseRun(ctx context.Context, name, url string, pid int, paddr string) (sseResult, error) {
 	n := e.o.streams
 	r := sseResult{name: name, n: n, rssBeforeKB: -1, rssAfterKB: -1, gBefore: -1, gAfter: -1}

@@ -16,9 +16,9 @@ import (
 // revisions hold a GET stream. While a handler relays one, net/http keeps
 // for its connection two goroutines (the handler's, with the stack the whole
 // gate ran on, and a background read) and about 14 KiB of buffers and
-// request state, which alone is more than the 25 KiB an idle stream may
-// cost (issue 20). So once the upstream has answered with an event stream,
-// the gate takes the client's connection over (http.Hijacker), writes the
+// request state, which alone is more than half of the 25 KiB an idle
+// stream may cost (docs/performance.md). So once the upstream has
+// answered with an event stream, the gate takes the client's connection over (http.Hijacker), writes the
 // answer's head itself as net/http would (status line, the headers already
 // decided, Date, chunked, Connection: close), and returns from the handler:
 // net/http frees the connection's goroutine, buffers and request. One
