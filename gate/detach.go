@@ -18,9 +18,10 @@ import (
 // gate ran on, and a background read) and about 14 KiB of buffers and
 // request state, which alone is more than half of the 25 KiB an idle
 // stream may cost (docs/performance.md). So once the upstream has
-// answered with an event stream, the gate takes the client's connection over (http.Hijacker), writes the
-// answer's head itself as net/http would (status line, the headers already
-// decided, Date, chunked, Connection: close), and returns from the handler:
+// answered with an event stream, the gate takes the client's connection
+// over (http.Hijacker), writes the answer's head itself as net/http would
+// (status line, the headers already decided, Date, chunked, Connection:
+// close), and returns from the handler:
 // net/http frees the connection's goroutine, buffers and request. One
 // goroutine relays the stream, chunk by chunk as events arrive, waiting
 // without a buffer (upstreamConn.fill); a second, with a stack of a few
