@@ -30,24 +30,62 @@ func (canned) RoundTrip(r *http.Request) (*http.Response, error) {
 	}, nil
 }
 
-// BenchmarkAdmit is the hot path: a valid token (verification cache hit),
-// failed-authentication limit's check, allow-list, rate limiter and the proxy with a canned upstream response.
-func BenchmarkAdmit(b *testing.B) {
-	env := newIssuer(b)
-	up := newUpstream(b, nil)
-	g, err := New(Config{
+// benchGate is the gate the admit benchmarks measure: alice allowed by
+// email, limits that never refuse, a canned upstream answer; mod changes
+// what a benchmark varies.
+func benchGate(b *testing.B, env *issuerEnv, mod func(*Config)) http.Handler {
+	b.Helper()
+	cfg := Config{
 		Verifier:            env.p,
-		Upstream:            Static(up.url(b)),
+		Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
 		UpstreamPath:        "/mcp",
 		ResourceMetadataURL: testMetadataURL,
 		AllowEmails:         []string{"alice@example.com"},
 		SubjectLimiter:      testAdmission(b, 1<<30, nil),
 		FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
 		Transport:           canned{},
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	g, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
+	return g
+}
+
+// benchToolsCallBody is the tools/call the admit benchmarks send.
+const benchToolsCallBody = `{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"quarterly report","limit":10},"_meta":{"progressToken":"p-42"}}}`
+
+// loopToolsCall sends benchToolsCallBody through g until the benchmark
+// ends, failing on any answer but 200. header adds request headers.
+func loopToolsCall(b *testing.B, g http.Handler, tok string, header map[string]string) {
+	rd := strings.NewReader(benchToolsCallBody)
+	req := httptest.NewRequest(http.MethodPost, "/", rd)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	req.RemoteAddr = "192.0.2.1:1234"
+	b.ReportAllocs()
+	for b.Loop() {
+		rd.Reset(benchToolsCallBody)
+		req.Body = io.NopCloser(rd)
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, req)
+		if w.Code != 200 {
+			b.Fatalf("status: got %d (%s)", w.Code, w.Body)
+		}
+	}
+}
+
+// BenchmarkAdmit is the hot path: a valid token (verification cache hit),
+// failed-authentication limit's check, allow-list, rate limiter and the proxy with a canned upstream response.
+func BenchmarkAdmit(b *testing.B) {
+	env := newIssuer(b)
+	g := benchGate(b, env, nil)
 	tok := env.token(b, "alice", map[string]any{"email": "alice@example.com"})
 	req := httptest.NewRequest(http.MethodPost, "/", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
@@ -75,7 +113,6 @@ func BenchmarkAdmit(b *testing.B) {
 // request, counted by a go-redis hook.
 func BenchmarkAdmitShared(b *testing.B) {
 	env := newIssuer(b)
-	up := newUpstream(b, nil)
 	srv := redistest.Start(b, redistest.Options{})
 	rs, err := store.OpenRedis(store.RedisConfig{URL: srv.URL()})
 	if err != nil {
@@ -94,19 +131,9 @@ func BenchmarkAdmitShared(b *testing.B) {
 		{"redis", shared},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			g, err := New(Config{
-				Verifier:            revocable{env.p, []string{"jti:abc", "fam:def"}},
-				Upstream:            Static(up.url(b)),
-				UpstreamPath:        "/mcp",
-				ResourceMetadataURL: testMetadataURL,
-				AllowEmails:         []string{"alice@example.com"},
-				SubjectLimiter:      c.admit,
-				FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
-				Transport:           canned{},
+			g := benchGate(b, env, func(cfg *Config) {
+				cfg.Verifier, cfg.SubjectLimiter = revocable{env.p, []string{"jti:abc", "fam:def"}}, c.admit
 			})
-			if err != nil {
-				b.Fatal(err)
-			}
 			req := httptest.NewRequest(http.MethodPost, "/", nil)
 			req.Header.Set("Authorization", "Bearer "+env.token(b, "alice", map[string]any{"email": "alice@example.com"}))
 			req.Header.Set("Content-Type", "application/json")
@@ -133,18 +160,9 @@ func BenchmarkAdmitShared(b *testing.B) {
 // measures what the framing check costs each.
 func BenchmarkFraming(b *testing.B) {
 	env := newIssuer(b)
-	up := newUpstream(b, nil)
-	g, err := New(Config{
-		Verifier:            env.p,
-		Upstream:            Static(up.url(b)),
-		ResourceMetadataURL: testMetadataURL,
-		AllowSubs:           []string{"alice"},
-		MCPAuditBytes:       -1,
-		Transport:           canned{},
+	g := benchGate(b, env, func(cfg *Config) {
+		cfg.UpstreamPath, cfg.AllowEmails, cfg.AllowSubs, cfg.MCPAuditBytes = "", nil, []string{"alice"}, -1
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
 	tok := env.token(b, "alice", nil)
 	const body = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
 	for _, chunked := range []bool{false, true} {
@@ -216,43 +234,13 @@ func BenchmarkAdmitToolsCall(b *testing.B) {
 		b.Fatal(err)
 	}
 	tok := env.token(b, "alice", map[string]any{"email": "alice@example.com", "groups": []string{"mcp-users"}})
-	const body = `{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"quarterly report","limit":10},"_meta":{"progressToken":"p-42"}}}`
 	for _, c := range []struct {
 		name   string
 		policy *policy.Policy
 	}{{"no policy", nil}, {"20 rules", pol}} {
 		b.Run(c.name, func(b *testing.B) {
-			g, err := New(Config{
-				Verifier:            env.p,
-				Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
-				UpstreamPath:        "/mcp",
-				ResourceMetadataURL: testMetadataURL,
-				AllowEmails:         []string{"alice@example.com"},
-				SubjectLimiter:      testAdmission(b, 1<<30, nil),
-				FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
-				Transport:           canned{},
-				Policy:              c.policy,
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			rd := strings.NewReader(body)
-			req := httptest.NewRequest(http.MethodPost, "/", rd)
-			req.Header.Set("Authorization", "Bearer "+tok)
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Mcp-Method", "tools/call")
-			req.Header.Set("Mcp-Name", "search_documents")
-			req.RemoteAddr = "192.0.2.1:1234"
-			b.ReportAllocs()
-			for b.Loop() {
-				rd.Reset(body)
-				req.Body = io.NopCloser(rd)
-				w := httptest.NewRecorder()
-				g.ServeHTTP(w, req)
-				if w.Code != 200 {
-					b.Fatalf("status: got %d (%s)", w.Code, w.Body)
-				}
-			}
+			g := benchGate(b, env, func(cfg *Config) { cfg.Policy = c.policy })
+			loopToolsCall(b, g, tok, map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "search_documents"})
 		})
 	}
 }
@@ -303,43 +291,14 @@ func BenchmarkAuditLine(b *testing.B) {
 func BenchmarkAdmitAudit(b *testing.B) {
 	env := newIssuer(b)
 	tok := env.token(b, "alice", map[string]any{"email": "alice@example.com"})
-	const body = `{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_documents","arguments":{"query":"quarterly report","limit":10},"_meta":{"progressToken":"p-42"}}}`
 	for _, c := range []struct {
 		name string
 		log  hclog.Logger
 		out  io.Writer
 	}{{"off", nil, nil}, {"hclog", auditBenchLogger(), nil}, {"encoded", auditBenchLogger(), io.Discard}} {
 		b.Run(c.name, func(b *testing.B) {
-			g, err := New(Config{
-				Verifier:            env.p,
-				Upstream:            Static(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}),
-				UpstreamPath:        "/mcp",
-				ResourceMetadataURL: testMetadataURL,
-				AllowEmails:         []string{"alice@example.com"},
-				SubjectLimiter:      testAdmission(b, 1<<30, nil),
-				FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
-				Transport:           canned{},
-				Logger:              c.log,
-				AuditOutput:         c.out,
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			rd := strings.NewReader(body)
-			req := httptest.NewRequest(http.MethodPost, "/", rd)
-			req.Header.Set("Authorization", "Bearer "+tok)
-			req.Header.Set("Content-Type", "application/json")
-			req.RemoteAddr = "192.0.2.1:1234"
-			b.ReportAllocs()
-			for b.Loop() {
-				rd.Reset(body)
-				req.Body = io.NopCloser(rd)
-				w := httptest.NewRecorder()
-				g.ServeHTTP(w, req)
-				if w.Code != 200 {
-					b.Fatalf("status: got %d (%s)", w.Code, w.Body)
-				}
-			}
+			g := benchGate(b, env, func(cfg *Config) { cfg.Logger, cfg.AuditOutput = c.log, c.out })
+			loopToolsCall(b, g, tok, nil)
 		})
 	}
 }
