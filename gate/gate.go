@@ -686,60 +686,13 @@ func (g *gate) answered(rec *recorder) {
 		Duration: time.Since(rec.start), Upstream: rec.upstream, Rule: rule, Decision: decision, Stream: rec.stream})
 }
 
-// serve runs the decisions of the package comment, in that order. It is
-// long on purpose: the order is the security argument, and it reads top to
-// bottom here as it does there; each step that needs more is a method.
+// serve runs the decisions of the package comment, in that order, so the
+// order (the security argument) reads top to bottom here as it does there:
+// what no token decides (unauthenticated), then the token and what it may
+// do, then the body and the proxy (pass).
 func (g *gate) serve(w *recorder, r *http.Request) {
-	// CORS first: a preflight never needs a token (Fetch standard), and a
-	// foreign Origin is refused before anything else (MCP transport spec,
-	// DNS rebinding). A public route may have a policy of its own; the
-	// lookup is by the exact raw path, so an unclean one gets g.cors.
-	cp := &g.cors
-	if pc, ok := g.publicCORS[r.URL.Path]; ok && r.URL.RawPath == "" {
-		cp = pc
-	}
-	if done := cp.handle(w, r); done {
-		if w.status == http.StatusForbidden {
-			w.class, w.reason = ClassRejected, RejectOrigin
-			g.audit.rejected(http.StatusForbidden, "origin not allowed", "", w, r)
-		} else {
-			w.class = ClassPublic
-		}
-		return
-	}
-
-	// RFC 9110 §7.8: a server may ignore or refuse an upgrade; the gateway
-	// refuses it on every route (framing.go). Closing the connection means
-	// nothing the client sends after it is read as a request either.
-	if wantsUpgrade(r.Header) {
-		w.Header().Set("Connection", "close")
-		g.reject(w, r, http.StatusBadRequest, RejectBadRequest, "protocol upgrade", "", bodyUpgrade)
-		return
-	}
-
-	// Path hygiene on the raw request target, before any routing or
-	// authorization decision. Go's server does not clean paths for a plain
-	// handler, so what is checked here is what the upstream would receive.
-	if status, why := checkTarget(r); status != 0 {
-		g.reject(w, r, status, RejectPath, why, "", errBadPath(status))
-		return
-	}
-	path := r.URL.Path
-
-	if m, ok := g.public[path]; ok {
-		w.class = ClassPublic
-		h, ok := m[r.Method]
-		if !ok {
-			w.Header()["Allow"] = g.allow[path]
-			respond.JSON(w, http.StatusMethodNotAllowed, bodyMethodNotAllowed)
-			return
-		}
-		h.ServeHTTP(w, r)
-		return
-	}
-	if path == "/.well-known" || strings.HasPrefix(path, "/.well-known/") {
-		w.class = ClassPublic
-		respond.JSON(w, http.StatusNotFound, bodyNotFound)
+	path, done := g.unauthenticated(w, r)
+	if done {
 		return
 	}
 
@@ -747,7 +700,6 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	if !ok {
 		return
 	}
-
 	if !g.allowList.Allows(id) {
 		g.reject(w, r, http.StatusForbidden, RejectForbidden, "identity not on the allow-list", id.Subject, bodyForbidden)
 		return
@@ -770,14 +722,78 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		// The server's own writer: past the limit it closes the connection.
 		r.Body = http.MaxBytesReader(w.ResponseWriter, r.Body, g.maxBodyBytes)
 	}
-
 	target, ready := g.upstream.Endpoint()
 	if !ready {
 		w.Header().Set("Retry-After", "1")
 		g.reject(w, r, http.StatusServiceUnavailable, RejectUpstreamNotReady, "upstream not ready", id.Subject, bodyUpstreamNotReady)
 		return
 	}
+	g.pass(w, r, id, target, path)
+}
 
+// unauthenticated runs the decisions no token takes part in: CORS, a
+// refused upgrade, path hygiene, public routes and unknown well-known
+// paths. done: it answered the request. path is the clean request path.
+func (g *gate) unauthenticated(w *recorder, r *http.Request) (path string, done bool) {
+	// CORS first: a preflight never needs a token (Fetch standard), and a
+	// foreign Origin is refused before anything else (MCP transport spec,
+	// DNS rebinding). A public route may have a policy of its own; the
+	// lookup is by the exact raw path, so an unclean one gets g.cors.
+	cp := &g.cors
+	if pc, ok := g.publicCORS[r.URL.Path]; ok && r.URL.RawPath == "" {
+		cp = pc
+	}
+	if done := cp.handle(w, r); done {
+		if w.status == http.StatusForbidden {
+			w.class, w.reason = ClassRejected, RejectOrigin
+			g.audit.rejected(http.StatusForbidden, "origin not allowed", "", w, r)
+		} else {
+			w.class = ClassPublic
+		}
+		return "", true
+	}
+
+	// RFC 9110 §7.8: a server may ignore or refuse an upgrade; the gateway
+	// refuses it on every route (framing.go). Closing the connection means
+	// nothing the client sends after it is read as a request either.
+	if wantsUpgrade(r.Header) {
+		w.Header().Set("Connection", "close")
+		g.reject(w, r, http.StatusBadRequest, RejectBadRequest, "protocol upgrade", "", bodyUpgrade)
+		return "", true
+	}
+
+	// Path hygiene on the raw request target, before any routing or
+	// authorization decision. Go's server does not clean paths for a plain
+	// handler, so what is checked here is what the upstream would receive.
+	if status, why := checkTarget(r); status != 0 {
+		g.reject(w, r, status, RejectPath, why, "", errBadPath(status))
+		return "", true
+	}
+	path = r.URL.Path
+
+	if m, ok := g.public[path]; ok {
+		w.class = ClassPublic
+		h, ok := m[r.Method]
+		if !ok {
+			w.Header()["Allow"] = g.allow[path]
+			respond.JSON(w, http.StatusMethodNotAllowed, bodyMethodNotAllowed)
+			return "", true
+		}
+		h.ServeHTTP(w, r)
+		return "", true
+	}
+	if path == "/.well-known" || strings.HasPrefix(path, "/.well-known/") {
+		w.class = ClassPublic
+		respond.JSON(w, http.StatusNotFound, bodyNotFound)
+		return "", true
+	}
+	return path, false
+}
+
+// pass handles an admitted request: the JSON-RPC body (with a policy,
+// decided; without, named for the audit line), then the proxy to target,
+// then the audit line (for a detached stream, when it ends).
+func (g *gate) pass(w *recorder, r *http.Request, id *provider.Identity, target *url.URL, path string) {
 	if g.shutdown != nil && r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
