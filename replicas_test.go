@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -46,38 +45,11 @@ func startReplicas(t *testing.T, n int, storeURL string, extra map[string]string
 	}
 	for _, r := range rs {
 		testkit.WaitFor(t, "the store's first probe", 10*time.Second, func() bool {
-			_, detail := readyz(t, r.base)
+			_, detail := testkit.StoreCheck(t, r.base)
 			return detail != "" && detail != "redis not checked yet"
 		})
 	}
 	return is, rs
-}
-
-// readyz returns /readyz's status and the store check's detail.
-func readyz(t *testing.T, base string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(base + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Checks map[string]struct {
-			Ready  bool   `json:"ready"`
-			Detail string `json:"detail"`
-		} `json:"checks"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatal(err)
-	}
-	st, ok := body.Checks["store"]
-	if !ok {
-		t.Fatalf("/readyz names no store check: %+v", body.Checks)
-	}
-	if !st.Ready {
-		t.Errorf("/readyz: the store check is not ready (it never should be): %q", st.Detail)
-	}
-	return resp.StatusCode, st.Detail
 }
 
 // TestReplicasShareTheSubjectLimit: two gateways with RATE_LIMIT_RPM=5 and
@@ -101,7 +73,7 @@ func TestReplicasShareTheSubjectLimit(t *testing.T) {
 		t.Errorf("statuses over two replicas: got %v, want 5 × 200 and 5 × 429", statuses)
 	}
 	for _, r := range rs {
-		if code, detail := readyz(t, r.base); code != 200 || detail != "redis reachable" {
+		if code, detail := testkit.StoreCheck(t, r.base); code != 200 || detail != "redis reachable" {
 			t.Errorf("/readyz: got %d %q, want 200, redis reachable", code, detail)
 		}
 	}
@@ -140,7 +112,7 @@ func TestRedisDownGateway(t *testing.T) {
 			t.Errorf("request %d with Redis down: %d, want 200", i, got)
 		}
 	}
-	code, detail := readyz(t, r.base)
+	code, detail := testkit.StoreCheck(t, r.base)
 	if code != 200 || !strings.Contains(detail, "unreachable") {
 		t.Errorf("/readyz with Redis down: got %d %q, want 200 naming Redis unreachable", code, detail)
 	}
@@ -150,7 +122,7 @@ func TestRedisDownGateway(t *testing.T) {
 
 	srv.Restart()
 	testkit.WaitFor(t, "the gateway to see Redis again", 10*time.Second, func() bool {
-		_, detail := readyz(t, r.base)
+		_, detail := testkit.StoreCheck(t, r.base)
 		return detail == "redis reachable"
 	})
 	if got := admitted(); got != 200 {

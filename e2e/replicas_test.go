@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // replicas is the topology of examples/replicas run for real: two gateway processes (each
@@ -110,28 +112,8 @@ func startExampleNginx(t *testing.T, upstream1, upstream2 string) *nginxServer {
 	if err := os.WriteFile(sitePath, []byte(site), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	user := ""
-	if os.Geteuid() == 0 {
-		// As root the workers would switch to nobody, who cannot enter the test's temp dir.
-		user = "user root root;"
-	}
-	// What the nginx image's own nginx.conf provides around the site's file, with every path
-	// in the test's directory.
-	conf := fmt.Sprintf(`daemon off;
-%s
-worker_processes 1;
-pid %[2]s/nginx.pid;
-error_log %[3]s notice;
-events { worker_connections 1024; }
-http {
-  client_body_temp_path %[2]s/client_body;
-  proxy_temp_path %[2]s/proxy;
-  fastcgi_temp_path %[2]s/fastcgi;
-  uwsgi_temp_path %[2]s/uwsgi;
-  scgi_temp_path %[2]s/scgi;
-  include %[4]s;
-}
-`, user, dir, n.errorLog, sitePath)
+	// What the nginx image's own nginx.conf provides around the site's file.
+	conf := nginxConf(dir, n.errorLog, "  include "+sitePath+";\n")
 	runNginx(t, bin, dir, conf, n)
 	return n
 }
@@ -323,7 +305,7 @@ func TestReplicasRedisDown(t *testing.T) {
 			t.Errorf("12 requests over two replicas with Redis down: admitted %v, refused %v; want 5 and 1 at each (each replica's own limit)", admitted, refused)
 		}
 		for _, g := range r.gw {
-			if status, detail := storeCheck(t, g.url); status != http.StatusOK || !strings.HasPrefix(detail, "redis unreachable for ") {
+			if status, detail := testkit.StoreCheck(t, g.url); status != http.StatusOK || !strings.HasPrefix(detail, "redis unreachable for ") {
 				t.Errorf("/readyz at %s with Redis down: %d %q, want 200 naming Redis unreachable", g.url, status, detail)
 			}
 		}
@@ -425,37 +407,12 @@ func mcpStatus(t *testing.T, base, tok string) int {
 	return resp.StatusCode
 }
 
-// storeCheck returns /readyz's status and its store check's detail at base; the check must
-// be there and ready (Redis's state never makes a replica unready).
-func storeCheck(t *testing.T, base string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(base + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Checks map[string]struct {
-			Ready  bool   `json:"ready"`
-			Detail string `json:"detail"`
-		} `json:"checks"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatalf("/readyz at %s: %v", base, err)
-	}
-	st, ok := body.Checks["store"]
-	if !ok || !st.Ready {
-		t.Fatalf("/readyz at %s: store check %+v (present %t), want one that is ready", base, st, ok)
-	}
-	return resp.StatusCode, st.Detail
-}
-
 // waitReachable waits until the replica at base says, in /readyz, that Redis answers.
 func waitReachable(t *testing.T, base string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, detail := storeCheck(t, base)
+		_, detail := testkit.StoreCheck(t, base)
 		if detail == "redis reachable" {
 			return
 		}

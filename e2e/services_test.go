@@ -238,30 +238,13 @@ func startNginx(t *testing.T, upstreams ...string) *nginxServer {
 	for _, u := range upstreams {
 		fmt.Fprintf(&servers, "    server %s;\n", u)
 	}
-	user := ""
-	if os.Geteuid() == 0 {
-		// As root the workers would switch to nobody, who cannot enter the test's temp dir.
-		user = "user root root;"
-	}
-	conf := fmt.Sprintf(`daemon off;
-%s
-worker_processes 1;
-pid %[2]s/nginx.pid;
-error_log %[3]s notice;
-events { worker_connections 1024; }
-http {
-  log_format upstreams '$status $request_method $request_uri | $upstream_addr';
-  access_log %[4]s upstreams;
-  client_body_temp_path %[2]s/client_body;
-  proxy_temp_path %[2]s/proxy;
-  fastcgi_temp_path %[2]s/fastcgi;
-  uwsgi_temp_path %[2]s/uwsgi;
-  scgi_temp_path %[2]s/scgi;
+	conf := nginxConf(dir, n.errorLog, fmt.Sprintf(`  log_format upstreams '$status $request_method $request_uri | $upstream_addr';
+  access_log %[1]s upstreams;
   upstream replicas {
-%[5]s    keepalive 32;
+%[2]s    keepalive 32;
   }
   server {
-    listen %[6]s;
+    listen %[3]s;
     location / {
       proxy_pass http://replicas;
       proxy_http_version 1.1;
@@ -274,10 +257,34 @@ http {
       proxy_read_timeout 1h;
     }
   }
-}
-`, user, dir, n.errorLog, n.accessLog, servers.String(), n.Addr)
+`, n.accessLog, servers.String(), n.Addr))
 	runNginx(t, bin, dir, conf, n)
 	return n
+}
+
+// nginxConf is a whole nginx.conf around httpBody (what goes inside
+// http { }): in the foreground, one worker, and its pid, error log and
+// temporary files in dir, so nothing outside the test's directory is used.
+func nginxConf(dir, errorLog, httpBody string) string {
+	user := ""
+	if os.Geteuid() == 0 {
+		// As root the workers would switch to nobody, who cannot enter the test's temp dir.
+		user = "user root root;"
+	}
+	return fmt.Sprintf(`daemon off;
+%s
+worker_processes 1;
+pid %[2]s/nginx.pid;
+error_log %[3]s notice;
+events { worker_connections 1024; }
+http {
+  client_body_temp_path %[2]s/client_body;
+  proxy_temp_path %[2]s/proxy;
+  fastcgi_temp_path %[2]s/fastcgi;
+  uwsgi_temp_path %[2]s/uwsgi;
+  scgi_temp_path %[2]s/scgi;
+%[4]s}
+`, user, dir, errorLog, httpBody)
 }
 
 // runNginx writes conf to dir and runs nginx (bin) with it until the test ends, once it
