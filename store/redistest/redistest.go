@@ -1,21 +1,25 @@
 // Package redistest runs a real redis-server (Debian's package) for tests:
 // on 127.0.0.1, on a free port, in a temporary directory, saving nothing to
-// disk, stopped by its PID when the test ends. A test can stop and start it
-// again on the same port, to see what an outage does.
+// disk unless asked (Options.Persist), stopped by its PID when the test
+// ends. A test can stop and start it again on the same port, to see what an
+// outage does.
 //
 // When redis-server is not installed the test is skipped with a reason
 // naming it, except under CI=true, where it fails: CI must run these tests.
 package redistest
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/url"
@@ -23,6 +27,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -123,8 +128,10 @@ func (s *Server) PID() int {
 }
 
 // Restart starts the server (again) on the same port, with an empty
-// dataset unless Options.Persist, and waits until it accepts connections. It fails the test if
-// the server is running or does not come up within 10 s.
+// dataset unless Options.Persist, and waits until it answers PING (a
+// server that accepts connections but is still loading its append-only
+// file answers LOADING). It fails the test if the server is running or does
+// not come up within 10 s.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.mu.Lock()
@@ -143,9 +150,7 @@ func (s *Server) Restart() {
 	s.cmd, s.out = cmd, out
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
+		if s.answers() {
 			break
 		}
 		select {
@@ -162,6 +167,40 @@ func (s *Server) Restart() {
 		}
 	}
 	s.exited = exited
+}
+
+// answers reports whether the server answers PING with PONG (after AUTH,
+// with a password): it listens and has loaded its dataset.
+func (s *Server) answers() bool {
+	d := &net.Dialer{Timeout: 200 * time.Millisecond}
+	var c net.Conn
+	var err error
+	if s.opt.TLS {
+		c, err = tls.DialWithDialer(d, "tcp", s.Addr(), &tls.Config{RootCAs: s.pool, ServerName: "127.0.0.1"})
+	} else {
+		c, err = d.Dial("tcp", s.Addr())
+	}
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	br := bufio.NewReader(c)
+	ask := func(cmd ...string) string {
+		msg := fmt.Sprintf("*%d\r\n", len(cmd))
+		for _, a := range cmd {
+			msg += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
+		}
+		if _, err := io.WriteString(c, msg); err != nil {
+			return ""
+		}
+		line, _ := br.ReadString('\n')
+		return strings.TrimSpace(line)
+	}
+	if s.opt.Password != "" && ask("AUTH", s.opt.Password) != "+OK" {
+		return false
+	}
+	return ask("PING") == "+PONG"
 }
 
 // Stop stops the server by its PID (SIGTERM, SIGKILL after 5 s) and waits
