@@ -253,6 +253,7 @@ func TestChildMetrics(t *testing.T) {
 	metricsURL := "http://" + maddr + "/metrics"
 	ready := func() bool { return testkit.Scrape(t, metricsURL)[`mcp_oauth_proxy_child_state{state="ready"}`] == 1 }
 	testkit.WaitFor(t, "child_state ready", 20*time.Second, ready)
+	waitReady(t, "http://"+addr) // the provider's keys too: the crash request must be admitted
 	m := testkit.Scrape(t, metricsURL)
 	if m[`mcp_oauth_proxy_child_starts_total`] != 1 || m[`mcp_oauth_proxy_child_restarts_total`] != 0 {
 		t.Errorf("after the first start: starts %v, restarts %v, want 1 and 0", m[`mcp_oauth_proxy_child_starts_total`], m[`mcp_oauth_proxy_child_restarts_total`])

@@ -43,10 +43,12 @@ func startReplicas(t *testing.T, n int, storeURL string, extra map[string]string
 		r := startRun(t, nil, env)
 		rs = append(rs, replica{base: "http://" + r.addr(t), run: r})
 	}
+	// Ready as a load balancer sees it (the provider's keys loaded), and
+	// the store probed once.
 	for _, r := range rs {
-		testkit.WaitFor(t, "the store's first probe", 10*time.Second, func() bool {
-			_, detail := testkit.StoreCheck(t, r.base)
-			return detail != "" && detail != "redis not checked yet"
+		testkit.WaitFor(t, "the gateway ready, its store probed", 10*time.Second, func() bool {
+			status, detail := testkit.StoreCheck(t, r.base)
+			return status == http.StatusOK && detail != "" && detail != "redis not checked yet"
 		})
 	}
 	return is, rs
