@@ -243,6 +243,22 @@ func checkUpstream(c *Config, p *problems) {
 	if c.Supervisor.Port != 0 && !cmd && !args && (hasURL || c.dev) {
 		p.add("MCP_SPAWN_PORT is set but nothing is spawned (set MCP_SPAWN_CMD or give a command after --)")
 	}
+	// The child listens on 127.0.0.1: a gateway listening there on the same
+	// port would take its place, and its readiness probe would find the
+	// gateway itself.
+	if sp := c.Supervisor.Port; sp != 0 && sp == c.Listen.Port && listensOnLoopback(c.Listen.Host) {
+		p.addf("MCP_SPAWN_PORT (%d) is the gateway's own PORT: the MCP server needs a port of its own (or leave MCP_SPAWN_PORT out for a free one)", sp)
+	}
+}
+
+// listensOnLoopback reports whether a listener on host takes 127.0.0.1's
+// port too: every address (empty, 0.0.0.0, ::) or a loopback one.
+func listensOnLoopback(host string) bool {
+	if host == "" || isLoopbackHost(host) {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
 }
 
 func checkRestarts(c *Config, p *problems) {

@@ -119,6 +119,14 @@ func TestParseConfigErrors(t *testing.T) {
 			m["MCP_SPAWN_CMD"] = "x"
 			m["MCP_SPAWN_PORT"] = "70000"
 		}, nil, []string{"MCP_SPAWN_PORT"}},
+		{"spawn port is the gateway's port", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["PORT"] = "x", "8080", "8080"
+		}, nil, []string{"MCP_SPAWN_PORT (8080) is the gateway's own PORT"}},
+		{"spawn port is the gateway's port on every address", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["PORT"], m["LISTEN_HOST"] = "x", "9000", "9000", "::"
+		}, nil, []string{"MCP_SPAWN_PORT (9000) is the gateway's own PORT"}},
 		{"half a static client", func(m map[string]string) { m["STATIC_CLIENT_ID"] = "id" }, nil, []string{"STATIC_CLIENT_ID and STATIC_CLIENT_SECRET"}},
 		{"static client in direct mode", func(m map[string]string) {
 			m["STATIC_CLIENT_ID"], m["STATIC_CLIENT_SECRET"], m["AUTH_SERVER_MODE"] = "id", "secret", "direct"

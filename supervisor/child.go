@@ -203,6 +203,17 @@ func (s *Supervisor) probeOnce(ctx context.Context, client *http.Client, addr st
 	return true // any HTTP answer counts
 }
 
+// portTaken reports whether something answers on 127.0.0.1:port before the
+// child is started: what the readiness probe would take for the child.
+func portTaken(port int) bool {
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
 // freePort asks the kernel for a free loopback port.
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

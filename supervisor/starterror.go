@@ -21,7 +21,8 @@ import (
 //   - the first child exits with status 127 or 126 before it was ready
 //     (through /bin/sh -c, a command that is not found makes sh exit 127);
 //   - with Config.FailFast, any child exits before it was ready: Code is its
-//     status (128+N when signal N ended it).
+//     status (128+N when signal N ended it); or its port is in use by
+//     another process: Code 1.
 //
 // The caller exits with Code, prints Error (one line) and then Tail, the
 // child's last output lines, which say why more often than the status does.
@@ -39,12 +40,13 @@ func (e *StartError) Error() string {
 
 // attempt is how one start ended.
 type attempt struct {
-	execErr  error         // the program could not be executed; nothing ran
-	ready    bool          // the child answered at least once
-	readyFor time.Duration // how long it was ready
-	exited   bool          // it exited on its own (we did not stop it)
-	ws       syscall.WaitStatus
-	tail     []string // its last output lines
+	execErr   error         // the program could not be executed; nothing ran
+	ready     bool          // the child answered at least once
+	readyFor  time.Duration // how long it was ready
+	exited    bool          // it exited on its own (we did not stop it)
+	ws        syscall.WaitStatus
+	tail      []string // its last output lines
+	portTaken int      // nothing ran: another process answers on this port
 }
 
 // unrecoverable returns the StartError that ends Run after a, or nil when a
@@ -62,6 +64,13 @@ func (s *Supervisor) unrecoverable(a attempt, first bool) *StartError {
 		if s.cfg.Command != "" {
 			e.Reason = "it needs " + shell + ": " + e.Reason
 		}
+		return e
+	}
+	if a.portTaken != 0 {
+		if !s.cfg.FailFast {
+			return nil // it may go away (an earlier child's escaped descendant): retried with backoff
+		}
+		e.Code, e.Reason = 1, fmt.Sprintf("port %d is in use by another process", a.portTaken)
 		return e
 	}
 	if !a.exited || a.ready {

@@ -127,6 +127,7 @@ type Status struct {
 	Starts   int    // child processes started so far (a command that failed to exec is not one)
 	Restarts int    // restarts so far (the first start is not one)
 	LastExit string // how the last child ended, e.g. "exit status 3", "signal: killed"; "" if none has
+	Blocked  string // why the last start did not happen, e.g. "port 3001 is in use by another process"; "" if it did
 	Port     int    // the current (or last) child's port; 0 before the first start
 	PID      int    // the current child's pid; 0 when none runs
 }
@@ -171,7 +172,8 @@ type Supervisor struct {
 	exitCode int
 	port     int
 	pid      int
-	pgid     int // the current child's group while it may have members; 0: none
+	pgid     int    // the current child's group while it may have members; 0: none
+	blocked  string // why no child could be started, e.g. its port taken; "" once one is
 
 	reap reaper
 }
@@ -242,7 +244,7 @@ func (s *Supervisor) Endpoint() (*url.URL, bool) {
 func (s *Supervisor) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Status{State: s.state, Starts: s.starts, Restarts: s.restarts, LastExit: s.lastExit, Port: s.port, PID: s.pid}
+	return Status{State: s.state, Starts: s.starts, Restarts: s.restarts, LastExit: s.lastExit, Blocked: s.blocked, Port: s.port, PID: s.pid}
 }
 
 // Ready reports whether the child is ready to serve, with its state, its
@@ -252,6 +254,9 @@ func (s *Supervisor) Ready() (ok bool, detail string) {
 	detail = fmt.Sprintf("%s, %d restarts", st.State, st.Restarts)
 	if st.LastExit != "" {
 		detail += ", last exit: " + st.LastExit
+	}
+	if st.Blocked != "" {
+		detail += ", not started: " + st.Blocked
 	}
 	return st.State == StateReady, detail
 }
@@ -349,6 +354,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if a.readyFor >= s.cfg.ResetAfter {
 			b.Reset()
 		}
+		if a.portTaken != 0 {
+			// Nothing ran: not a restart, and no restart limit applies.
+			delay := b.NextBackOff()
+			s.log.Info("trying the child's port again after a delay", "port", a.portTaken, "duration", delay.String())
+			if !sleepCtx(ctx, delay) {
+				return nil
+			}
+			continue
+		}
 		now := s.now()
 		if s.cfg.MaxRestarts > 0 {
 			kept := restartTimes[:0]
@@ -366,16 +380,24 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		delay := b.NextBackOff()
 		s.setState(StateBackoff)
 		s.log.Info("restarting child after a delay", "duration", delay.String())
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, delay) {
 			return nil
-		case <-t.C:
 		}
 		s.mu.Lock()
 		s.restarts++
 		s.mu.Unlock()
+	}
+}
+
+// sleepCtx waits d, or less when ctx is done: it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -386,6 +408,9 @@ func (s *Supervisor) runOnce(ctx context.Context) attempt {
 	port := s.cfg.Port
 	if port == 0 {
 		p, err := freePort()
+		for tries := 1; err == nil && portTaken(p) && tries < 3; tries++ {
+			p, err = freePort() // taken since the kernel offered it
+		}
 		if err != nil {
 			s.log.Error("pick a port for the child", "error", err)
 			s.recordExit(1, "no free port")
@@ -393,9 +418,20 @@ func (s *Supervisor) runOnce(ctx context.Context) attempt {
 		}
 		port = p
 	}
+	if portTaken(port) {
+		// Another process answers where the child would: the readiness
+		// probe would take it for the child, and the gate would send it
+		// the admitted requests. No child is started until it is gone.
+		s.log.Error("the child's port is in use by another process; the MCP server is not started until it is free",
+			"port", port, "hint", "stop what listens on 127.0.0.1:"+strconv.Itoa(port)+", or set MCP_SPAWN_PORT to a free port (or leave it out)")
+		s.mu.Lock()
+		s.state, s.port, s.blocked = StateBackoff, port, fmt.Sprintf("port %d is in use by another process", port)
+		s.mu.Unlock()
+		return attempt{portTaken: port}
+	}
 	s.target.Store(&url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)})
 	s.mu.Lock()
-	s.state, s.port = StateStarting, port
+	s.state, s.port, s.blocked = StateStarting, port, ""
 	s.mu.Unlock()
 
 	c, err := s.start(port)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -456,6 +457,78 @@ func TestRestartWaitsForOldGroupToReleasePort(t *testing.T) {
 	if st := h.s.Status(); st.Restarts != 1 || st.LastExit != "exit status 1" {
 		t.Errorf("Status = %+v", st)
 	}
+}
+
+// TestPortTakenByAnotherProcess: when something already answers on the
+// child's port, no child is started (the readiness probe would take the
+// other process for it, and the gate would send it the admitted requests):
+// the error and /readyz say why, and the child starts once the port is free,
+// without counting a restart. With FailFast the start fails at once.
+func TestPortTakenByAnotherProcess(t *testing.T) {
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	port := other.Addr().(*net.TCPAddr).Port
+	go func() { // answers, as a server would
+		for {
+			c, err := other.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	cfg := Config{
+		Args:           []string{testBin(t)},
+		Env:            []string{"SVTEST_HELPER=serve"},
+		Port:           port,
+		InitialBackoff: 20 * time.Millisecond,
+		MaxBackoff:     20 * time.Millisecond,
+	}
+	h := startSup(t, cfg)
+	waitFor(t, "two refusals", func() bool {
+		return len(h.log.find(t, "trying the child's port again after a delay")) >= 2
+	})
+	e := h.log.find(t, "the child's port is in use by another process; the MCP server is not started until it is free")
+	if len(e) == 0 || e[0].Port != port || !strings.Contains(e[0].Hint, "MCP_SPAWN_PORT") {
+		t.Errorf("error lines %+v, want the port %d and a hint naming MCP_SPAWN_PORT", e, port)
+	}
+	want := fmt.Sprintf("not started: port %d is in use by another process", port)
+	if ok, detail := h.s.Ready(); ok || !strings.Contains(detail, want) {
+		t.Errorf("Ready() = %v, %q; want false naming %q", ok, detail, want)
+	}
+	if _, ok := h.s.Endpoint(); ok {
+		t.Error("Endpoint ready while another process holds the port")
+	}
+	if st := h.s.Status(); st.Starts != 0 || st.Restarts != 0 {
+		t.Errorf("Status = %+v, want no start and no restart", st)
+	}
+
+	other.Close()
+	waitFor(t, "ready once the port is free", func() bool { _, ok := h.s.Endpoint(); return ok })
+	if st := h.s.Status(); st.Starts != 1 || st.Restarts != 0 || st.Blocked != "" {
+		t.Errorf("Status = %+v, want one start, no restart, nothing blocked", st)
+	}
+
+	t.Run("FailFast", func(t *testing.T) {
+		again, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer again.Close()
+		cfg := cfg
+		cfg.Port, cfg.FailFast = again.Addr().(*net.TCPAddr).Port, true
+		h := startSup(t, cfg)
+		var se *StartError
+		if err := h.wait(t); !errors.As(err, &se) || se.Code != 1 || !strings.Contains(se.Reason, "is in use by another process") {
+			t.Fatalf("Run = %v, want a *StartError with code 1 naming the port in use", err)
+		}
+		if st := h.s.Status(); st.Starts != 0 {
+			t.Errorf("Status = %+v, want no start", st)
+		}
+	})
 }
 
 func TestEndpointReadiness(t *testing.T) {
