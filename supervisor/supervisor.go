@@ -337,7 +337,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	b.Reset()
 
 	var restartTimes []time.Time
-	for first := true; ; first = false {
+	// first: no start was tried yet (a wait for a taken port is none).
+	for first := true; ; {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -348,6 +349,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if err := s.unrecoverable(a, first); err != nil {
 			return err
 		}
+		first = first && a.portTaken != 0
 		if a.execErr != nil {
 			s.log.Error("start child", "error", a.execErr)
 		}

@@ -529,6 +529,26 @@ func TestPortTakenByAnotherProcess(t *testing.T) {
 			t.Errorf("Status = %+v, want no start", st)
 		}
 	})
+
+	// The first start tried is still the first: a program that cannot be
+	// run ends Run with 127 once the port is free, as it would have at once.
+	t.Run("then a command that cannot run", func(t *testing.T) {
+		again, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := cfg
+		cfg.Args, cfg.Port = []string{"/nonexistent/server"}, again.Addr().(*net.TCPAddr).Port
+		h := startSup(t, cfg)
+		waitFor(t, "a refusal", func() bool {
+			return len(h.log.find(t, "trying the child's port again after a delay")) >= 1
+		})
+		again.Close()
+		var se *StartError
+		if err := h.wait(t); !errors.As(err, &se) || se.Code != 127 {
+			t.Fatalf("Run = %v, want a *StartError with code 127", err)
+		}
+	})
 }
 
 func TestEndpointReadiness(t *testing.T) {
