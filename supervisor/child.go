@@ -158,7 +158,9 @@ func childEnv(base []string, port int) []string {
 	return append(env, "PORT="+strconv.Itoa(port))
 }
 
-// probe polls the child's port until it answers (true) or ctx is done.
+// probe polls the child's port until it answers (true) or ctx is done. An
+// answer counts only when the socket listening there is not another
+// process's (owner.go).
 func (s *Supervisor) probe(ctx context.Context, port int) bool {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
@@ -167,9 +169,20 @@ func (s *Supervisor) probe(ctx context.Context, port int) bool {
 	attemptTimeout := max(s.cfg.PollInterval, time.Second)
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
+	said := false
 	for {
 		if s.probeOnce(ctx, client, addr, attemptTimeout) {
-			return true
+			if !foreignListener(port) {
+				return true
+			}
+			if !said {
+				said = true
+				s.log.Error("another process answers on the child's port; the child is not ready while it does",
+					"port", port, "hint", "stop what listens on 127.0.0.1:"+strconv.Itoa(port)+", or set MCP_SPAWN_PORT to a free port (or leave it out)")
+				s.mu.Lock()
+				s.blocked = fmt.Sprintf("not ready: port %d is answered by another process", port)
+				s.mu.Unlock()
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -127,7 +127,7 @@ type Status struct {
 	Starts   int    // child processes started so far (a command that failed to exec is not one)
 	Restarts int    // restarts so far (the first start is not one)
 	LastExit string // how the last child ended, e.g. "exit status 3", "signal: killed"; "" if none has
-	Blocked  string // why the last start did not happen, e.g. "port 3001 is in use by another process"; "" if it did
+	Blocked  string // what keeps the child from running or being ready, e.g. "not started: port 3001 is in use by another process"; "" if nothing
 	Port     int    // the current (or last) child's port; 0 before the first start
 	PID      int    // the current child's pid; 0 when none runs
 }
@@ -173,7 +173,7 @@ type Supervisor struct {
 	port     int
 	pid      int
 	pgid     int    // the current child's group while it may have members; 0: none
-	blocked  string // why no child could be started, e.g. its port taken; "" once one is
+	blocked  string // Status.Blocked
 
 	reap reaper
 }
@@ -256,7 +256,7 @@ func (s *Supervisor) Ready() (ok bool, detail string) {
 		detail += ", last exit: " + st.LastExit
 	}
 	if st.Blocked != "" {
-		detail += ", not started: " + st.Blocked
+		detail += ", " + st.Blocked
 	}
 	return st.State == StateReady, detail
 }
@@ -427,7 +427,7 @@ func (s *Supervisor) runOnce(ctx context.Context) attempt {
 		s.log.Error("the child's port is in use by another process; the MCP server is not started until it is free",
 			"port", port, "hint", "stop what listens on 127.0.0.1:"+strconv.Itoa(port)+", or set MCP_SPAWN_PORT to a free port (or leave it out)")
 		s.mu.Lock()
-		s.state, s.port, s.blocked = StateBackoff, port, fmt.Sprintf("port %d is in use by another process", port)
+		s.state, s.port, s.blocked = StateBackoff, port, fmt.Sprintf("not started: port %d is in use by another process", port)
 		s.mu.Unlock()
 		return attempt{portTaken: port}
 	}
@@ -509,7 +509,9 @@ func (s *Supervisor) awaitReady(ctx context.Context, c *child, port int) (ws sys
 		case <-readyCh:
 			readySince = s.now()
 			s.ready.Store(true)
-			s.setState(StateReady)
+			s.mu.Lock()
+			s.state, s.blocked = StateReady, ""
+			s.mu.Unlock()
 			s.log.Info("child ready", "pid", c.pid, "port", port)
 			return ws, false, readySince
 		case ws = <-c.status:

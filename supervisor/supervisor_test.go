@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -549,6 +550,86 @@ func TestPortTakenByAnotherProcess(t *testing.T) {
 			t.Fatalf("Run = %v, want a *StartError with code 127", err)
 		}
 	})
+}
+
+// TestPortTakenAfterTheCheck: a process that takes the port after the
+// check and before the child listens is not taken for the child: the probe
+// looks up who holds the listening socket (here the test's own process,
+// which is no descendant of itself).
+func TestPortTakenAfterTheCheck(t *testing.T) {
+	dir := t.TempDir()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := startSup(t, Config{
+		Command:      fmt.Sprintf(`while [ ! -f %s/go ]; do sleep 0.01; done; exec %s`, dir, testBin(t)),
+		Env:          []string{"PATH=" + os.Getenv("PATH"), "SVTEST_HELPER=serve"},
+		Port:         port,
+		ReadyTimeout: time.Hour,
+	})
+	waitFor(t, "child started", func() bool { return h.s.Status().PID != 0 })
+	other, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	go func() {
+		for {
+			c, err := other.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	waitFor(t, "the error line", func() bool {
+		return len(h.log.find(t, "another process answers on the child's port; the child is not ready while it does")) == 1
+	})
+	time.Sleep(50 * time.Millisecond) // a few more probes, each answered by the other process
+	if _, ok := h.s.Endpoint(); ok {
+		t.Error("Endpoint ready while another process answers on the port")
+	}
+	want := fmt.Sprintf("not ready: port %d is answered by another process", port)
+	if ok, detail := h.s.Ready(); ok || !strings.Contains(detail, want) {
+		t.Errorf("Ready() = %v, %q; want false naming %q", ok, detail, want)
+	}
+	if n := len(h.log.find(t, "another process answers on the child's port; the child is not ready while it does")); n != 1 {
+		t.Errorf("%d error lines, want 1", n)
+	}
+
+	other.Close()
+	os.WriteFile(dir+"/go", nil, 0o644)
+	waitFor(t, "ready once the child listens", func() bool { _, ok := h.s.Endpoint(); return ok })
+	if st := h.s.Status(); st.Starts != 1 || st.Restarts != 0 || st.Blocked != "" {
+		t.Errorf("Status = %+v, want one start, no restart, nothing blocked", st)
+	}
+}
+
+// TestParseProcAddr reads addresses as /proc/net/tcp{,6} print them: 32-bit
+// words in the machine's byte order.
+func TestParseProcAddr(t *testing.T) {
+	word := func(b ...byte) string { return fmt.Sprintf("%08X", binary.NativeEndian.Uint32(b)) }
+	for _, tc := range []struct {
+		in   string
+		ip   string
+		port int
+	}{
+		{word(127, 0, 0, 1) + ":1F90", "127.0.0.1", 8080},
+		{word(0, 0, 0, 0) + ":0BB9", "0.0.0.0", 3001},
+		{word(0, 0, 0, 0) + word(0, 0, 0, 0) + word(0, 0, 0xff, 0xff) + word(127, 0, 0, 1) + ":0050", "127.0.0.1", 80},
+		{strings.Repeat("0", 32) + ":FFFF", "::", 65535},
+	} {
+		ip, port, ok := parseProcAddr(tc.in)
+		if !ok || !ip.Equal(net.ParseIP(tc.ip)) || port != tc.port {
+			t.Errorf("parseProcAddr(%q) = %v, %d, %v; want %s, %d", tc.in, ip, port, ok, tc.ip, tc.port)
+		}
+	}
+	for _, bad := range []string{"", "0100007F", "0100007F:", "0100007F:10000", "XX00007F:0050", "01007F:0050"} {
+		if _, _, ok := parseProcAddr(bad); ok {
+			t.Errorf("parseProcAddr(%q) accepted", bad)
+		}
+	}
 }
 
 func TestEndpointReadiness(t *testing.T) {
