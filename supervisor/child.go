@@ -178,7 +178,7 @@ func (s *Supervisor) probe(ctx context.Context, port int) bool {
 			if !said {
 				said = true
 				s.log.Error("another process answers on the child's port; the child is not ready while it does",
-					"port", port, "hint", "stop what listens on 127.0.0.1:"+strconv.Itoa(port)+", or set MCP_SPAWN_PORT to a free port (or leave it out)")
+					"port", port, "hint", takenPortHint(port))
 				s.mu.Lock()
 				s.blocked = fmt.Sprintf("not ready: port %d is answered by another process", port)
 				s.mu.Unlock()

@@ -19,6 +19,12 @@ import (
 // orphan of its tree reparented to us), never this process itself (the
 // gateway's own listeners are not the MCP server) nor anyone else.
 
+// takenPortHint is the hint of the lines that say another process holds
+// the child's port.
+func takenPortHint(port int) string {
+	return "stop what listens on 127.0.0.1:" + strconv.Itoa(port) + ", or set MCP_SPAWN_PORT to a free port (or leave it out)"
+}
+
 // procRoot is where the kernel's process information is.
 const procRoot = "/proc"
 

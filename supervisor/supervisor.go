@@ -425,7 +425,7 @@ func (s *Supervisor) runOnce(ctx context.Context) attempt {
 		// probe would take it for the child, and the gate would send it
 		// the admitted requests. No child is started until it is gone.
 		s.log.Error("the child's port is in use by another process; the MCP server is not started until it is free",
-			"port", port, "hint", "stop what listens on 127.0.0.1:"+strconv.Itoa(port)+", or set MCP_SPAWN_PORT to a free port (or leave it out)")
+			"port", port, "hint", takenPortHint(port))
 		s.mu.Lock()
 		s.state, s.port, s.blocked = StateBackoff, port, fmt.Sprintf("not started: port %d is in use by another process", port)
 		s.mu.Unlock()
