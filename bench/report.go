@@ -395,25 +395,11 @@ func (r *report) startupSection(b *strings.Builder) {
 			p("| %s | 0 | failed: %s | — |\n", s.name, strings.ReplaceAll(s.failure, "\n", " "))
 			continue
 		}
-		ms := make([]float64, len(s.listen))
-		kb := make([]float64, len(s.idleKB))
-		for i, d := range s.listen {
-			ms[i] = float64(d) / float64(time.Millisecond)
-		}
-		for i, k := range s.idleKB {
-			kb[i] = float64(k)
-		}
+		ms, kb := s.listenMS(), s.idleKiB()
 		p("| %s | %d | %.1f ms (%.1f–%.1f) | %.1f |\n", s.name, len(s.listen), median(ms), slices.Min(ms), slices.Max(ms), median(kb)/1024)
 	}
 	if gw := r.startups[0]; len(gw.listen) > 0 {
-		ms := make([]float64, len(gw.listen))
-		kb := make([]float64, len(gw.idleKB))
-		for i, d := range gw.listen {
-			ms[i] = float64(d) / float64(time.Millisecond)
-		}
-		for i, k := range gw.idleKB {
-			kb[i] = float64(k)
-		}
+		ms, kb := gw.listenMS(), gw.idleKiB()
 		p("\n- listening within 50 ms with the provider unreachable: %.1f ms median, %s\n", median(ms), verdict(median(ms) <= 50))
 		p("- idle RSS ≤ 15 MB: %.1f MiB median (%.1f MB), %s", median(kb)/1024, median(kb)*1024/1e6, verdict(median(kb)*1024 <= 15e6))
 		if kb, ok := r.idleKB["gateway"]; ok {

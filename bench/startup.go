@@ -16,6 +16,25 @@ type startupResult struct {
 	failure string
 }
 
+// listenMS is the time to the first accepted connect of each start, in
+// milliseconds.
+func (s startupResult) listenMS() []float64 {
+	ms := make([]float64, len(s.listen))
+	for i, d := range s.listen {
+		ms[i] = float64(d) / float64(time.Millisecond)
+	}
+	return ms
+}
+
+// idleKiB is the idle RSS of each start, in KiB.
+func (s startupResult) idleKiB() []float64 {
+	kb := make([]float64, len(s.idleKB))
+	for i, k := range s.idleKB {
+		kb[i] = float64(k)
+	}
+	return kb
+}
+
 // unreachableIssuer is a loopback port nothing listens on.
 const unreachableIssuer = "http://127.0.0.1:1"
 

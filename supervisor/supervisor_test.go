@@ -460,6 +460,18 @@ func TestRestartWaitsForOldGroupToReleasePort(t *testing.T) {
 	}
 }
 
+// acceptAll accepts and closes connections on l until it is closed: another
+// process's server, as far as a probe can tell.
+func acceptAll(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
 // TestPortTakenByAnotherProcess: when something already answers on the
 // child's port, no child is started (the readiness probe would take the
 // other process for it, and the gate would send it the admitted requests):
@@ -472,15 +484,7 @@ func TestPortTakenByAnotherProcess(t *testing.T) {
 	}
 	defer other.Close()
 	port := other.Addr().(*net.TCPAddr).Port
-	go func() { // answers, as a server would
-		for {
-			c, err := other.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAll(other) // answers, as a server would
 	cfg := Config{
 		Args:           []string{testBin(t)},
 		Env:            []string{"SVTEST_HELPER=serve"},
@@ -574,15 +578,7 @@ func TestPortTakenAfterTheCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	go func() {
-		for {
-			c, err := other.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAll(other)
 	waitFor(t, "the error line", func() bool {
 		return len(h.log.find(t, "another process answers on the child's port; the child is not ready while it does")) == 1
 	})

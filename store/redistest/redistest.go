@@ -9,8 +9,8 @@
 package redistest
 
 import (
-	"bufio"
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -19,7 +19,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/url"
@@ -27,11 +26,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Options configures Start. The zero value is a plain server without a
@@ -169,38 +169,20 @@ func (s *Server) Restart() {
 	s.exited = exited
 }
 
-// answers reports whether the server answers PING with PONG (after AUTH,
-// with a password): it listens and has loaded its dataset.
+// answers reports whether the server answers PING (with its password, if
+// any): it listens and has loaded its dataset (it answers LOADING before).
 func (s *Server) answers() bool {
-	d := &net.Dialer{Timeout: 200 * time.Millisecond}
-	var c net.Conn
-	var err error
+	opt := &redis.Options{
+		Addr: s.Addr(), Password: s.opt.Password, Protocol: 2,
+		DialTimeout: 200 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		MaxRetries: -1, DisableIdentity: true,
+	}
 	if s.opt.TLS {
-		c, err = tls.DialWithDialer(d, "tcp", s.Addr(), &tls.Config{RootCAs: s.pool, ServerName: "127.0.0.1"})
-	} else {
-		c, err = d.Dial("tcp", s.Addr())
+		opt.TLSConfig = &tls.Config{RootCAs: s.pool, ServerName: "127.0.0.1"}
 	}
-	if err != nil {
-		return false
-	}
+	c := redis.NewClient(opt)
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	br := bufio.NewReader(c)
-	ask := func(cmd ...string) string {
-		msg := fmt.Sprintf("*%d\r\n", len(cmd))
-		for _, a := range cmd {
-			msg += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
-		}
-		if _, err := io.WriteString(c, msg); err != nil {
-			return ""
-		}
-		line, _ := br.ReadString('\n')
-		return strings.TrimSpace(line)
-	}
-	if s.opt.Password != "" && ask("AUTH", s.opt.Password) != "+OK" {
-		return false
-	}
-	return ask("PING") == "+PONG"
+	return c.Ping(context.Background()).Err() == nil
 }
 
 // Stop stops the server by its PID (SIGTERM, SIGKILL after 5 s) and waits
