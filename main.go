@@ -92,23 +92,38 @@ func listen(cfg *Config) (net.Listener, error) {
 // gate encodes itself, written to the same output under the same lock.
 type logs struct {
 	root  hclog.Logger
-	audit io.Writer // nil (text format): the audit lines go through root
+	audit io.Writer    // nil (text format): the audit lines go through root
+	batch *batchWriter // nil, or what holds the lines briefly (logwriter.go)
+}
+
+// close writes the lines held back; later lines go straight out.
+func (l logs) close() {
+	if l.batch != nil {
+		l.batch.Close()
+	}
 }
 
 // newLogger builds the root logger: JSON unless asked for text or writing
-// to a terminal.
+// to a terminal. Lines to a file or pipe are written in batches (logwriter.go).
 func newLogger(lc LogConfig, w io.Writer) logs {
 	json := lc.Format == "json"
-	if lc.Format == "" {
-		json = true
-		if f, ok := w.(*os.File); ok {
-			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-				json = false
-			}
+	terminal := false
+	f, isFile := w.(*os.File)
+	if isFile {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			terminal = true
 		}
 	}
+	if lc.Format == "" {
+		json = !terminal
+	}
+	var batch *batchWriter
+	if isFile && !terminal {
+		batch = newBatchWriter(w, batchInterval, batchSize)
+		w = batch
+	}
 	mu := new(sync.Mutex) // held by the logger while it writes a line
-	l := logs{root: hclog.New(&hclog.LoggerOptions{Name: "mcp-oauth-proxy", Level: lc.Level, Output: w, JSONFormat: json, Mutex: mu})}
+	l := logs{root: hclog.New(&hclog.LoggerOptions{Name: "mcp-oauth-proxy", Level: lc.Level, Output: w, JSONFormat: json, Mutex: mu}), batch: batch}
 	if json {
 		l.audit = lockedWriter{mu: mu, w: w}
 	}
@@ -132,6 +147,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // arrives, or a part fails; it returns a *stopped unless the exit status is
 // 0. extra adds actors (dev mode's issuer and demo server).
 func serve(ctx context.Context, cfg *Config, lg logs, ln net.Listener, extra []actor) error {
+	defer lg.close() // last: the lines logged on the way out are written too
 	defer ln.Close() // on every path out; a second Close after Serve is harmless
 	logger := lg.root
 	for _, w := range cfg.warnings {

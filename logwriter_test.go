@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
+)
+
+// recordWriter records each write it gets, and can be made to block.
+type recordWriter struct {
+	mu     sync.Mutex
+	writes []string
+	gate   chan struct{} // nil, or every write waits until it is closed
+}
+
+func (w *recordWriter) Write(p []byte) (int, error) {
+	if w.gate != nil {
+		<-w.gate
+	}
+	w.mu.Lock()
+	w.writes = append(w.writes, string(p))
+	w.mu.Unlock()
+	return len(p), nil
+}
+
+func (w *recordWriter) got() (writes int, all string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.writes), strings.Join(w.writes, "")
+}
+
+// TestBatchWriterHoldsAndFlushes: lines wait (no write per line) until
+// Flush, the size is reached, or the interval passes; Close writes what is
+// held and lets later lines straight through.
+func TestBatchWriterHoldsAndFlushes(t *testing.T) {
+	out := &recordWriter{}
+	b := newBatchWriter(out, time.Hour, 1<<10)
+	for i := range 10 {
+		fmt.Fprintf(b, "line %d\n", i)
+	}
+	if n, _ := out.got(); n != 0 {
+		t.Fatalf("%d writes before the interval, the size or Flush; want 0", n)
+	}
+	b.Flush()
+	n, all := out.got()
+	if n != 1 || all != "line 0\nline 1\nline 2\nline 3\nline 4\nline 5\nline 6\nline 7\nline 8\nline 9\n" {
+		t.Fatalf("after Flush: %d writes of %q; want the 10 lines in one", n, all)
+	}
+	b.Flush() // nothing held: no empty write
+	if n, _ := out.got(); n != 1 {
+		t.Fatalf("an empty Flush wrote: %d writes", n)
+	}
+
+	// The size: the line that crosses it writes the batch.
+	line := strings.Repeat("x", 99) + "\n"
+	for range 10 {
+		_, _ = b.Write([]byte(line))
+	}
+	if n, _ := out.got(); n != 1 {
+		t.Fatalf("1000 bytes held under a 1024-byte size: %d writes, want still 1", n)
+	}
+	_, _ = b.Write([]byte(line))
+	if n, _ := out.got(); n != 2 {
+		t.Fatalf("the line crossing the size: %d writes, want 2", n)
+	}
+
+	_, _ = b.Write([]byte("held\n"))
+	b.Close()
+	if _, all := out.got(); !strings.HasSuffix(all, "held\n") {
+		t.Fatalf("Close did not write the held line: %q", all)
+	}
+	_, _ = b.Write([]byte("after\n"))
+	if n, all := out.got(); n != 4 || !strings.HasSuffix(all, "after\n") {
+		t.Fatalf("a line after Close: %d writes, ending %q; want it written at once", n, all[max(0, len(all)-20):])
+	}
+}
+
+// TestBatchWriterInterval: a line is written within the interval without
+// anything else happening.
+func TestBatchWriterInterval(t *testing.T) {
+	out := &recordWriter{}
+	b := newBatchWriter(out, 5*time.Millisecond, 1<<20)
+	defer b.Close()
+	_, _ = b.Write([]byte("one\n"))
+	testkit.WaitFor(t, "the line written by the interval", 5*time.Second, func() bool {
+		_, all := out.got()
+		return all == "one\n"
+	})
+	_, _ = b.Write([]byte("two\n")) // the timer armed again
+	testkit.WaitFor(t, "a second line written by the interval", 5*time.Second, func() bool {
+		_, all := out.got()
+		return all == "one\ntwo\n"
+	})
+}
+
+// TestBatchWriterConcurrent: lines from many goroutines, with batches
+// written by size, by the timer and by Flush meanwhile, all arrive whole,
+// each goroutine's in its order.
+func TestBatchWriterConcurrent(t *testing.T) {
+	out := &recordWriter{}
+	b := newBatchWriter(out, time.Millisecond, 4<<10)
+	const writers, lines = 8, 500
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range lines {
+				fmt.Fprintf(b, "w%d %04d %s\n", w, i, strings.Repeat("y", i%97))
+				if i%100 == 0 {
+					b.Flush()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.Close()
+	_, all := out.got()
+	next := make([]int, writers)
+	got := strings.Split(strings.TrimSuffix(all, "\n"), "\n")
+	if len(got) != writers*lines {
+		t.Fatalf("%d lines, want %d", len(got), writers*lines)
+	}
+	for _, l := range got {
+		var w, i int
+		if _, err := fmt.Sscanf(l, "w%d %d", &w, &i); err != nil || w < 0 || w >= writers {
+			t.Fatalf("a line not whole: %q", l)
+		}
+		if i != next[w] || l != fmt.Sprintf("w%d %04d %s", w, i, strings.Repeat("y", i%97)) {
+			t.Fatalf("writer %d: got %q, want its line %d whole", w, l, next[w])
+		}
+		next[w]++
+	}
+}
+
+// TestBatchWriterBackpressure: an output that does not take writes (a
+// full pipe) holds back the writers once a batch is full, rather than the
+// held lines growing without bound.
+func TestBatchWriterBackpressure(t *testing.T) {
+	out := &recordWriter{gate: make(chan struct{})}
+	b := newBatchWriter(out, time.Hour, 1<<10)
+	wrote := make(chan int)
+	go func() {
+		n := 0
+		for range 100 { // 10 KiB: ten batches' worth
+			_, _ = b.Write(bytes.Repeat([]byte("z"), 99))
+			_, _ = b.Write([]byte("\n"))
+			n++
+		}
+		wrote <- n
+	}()
+	select {
+	case n := <-wrote:
+		t.Fatalf("%d lines written while the output took nothing: not held back", n)
+	case <-time.After(100 * time.Millisecond):
+	}
+	b.mu.Lock()
+	held := len(b.buf)
+	b.mu.Unlock()
+	if held > 2<<10 {
+		t.Fatalf("%d bytes held while the output was stuck; want at most about one batch", held)
+	}
+	close(out.gate)
+	<-wrote
+	b.Close()
+	if _, all := out.got(); len(all) != 100*100 {
+		t.Fatalf("%d bytes written in the end, want %d", len(all), 100*100)
+	}
+}
+
+// TestNewLoggerBatchesFiles: the logger holds lines for a file (stderr
+// redirected, a pipe), not for other writers (the tests' buffers), and
+// close writes them.
+func TestNewLoggerBatchesFiles(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	lg := newLogger(LogConfig{Level: hclog.Info}, f)
+	if lg.batch == nil {
+		t.Fatal("a file output is not batched")
+	}
+	lg.root.Info("started")
+	_, _ = lg.audit.Write([]byte(`{"@message":"proxied"}` + "\n"))
+	lg.close()
+	data, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := testkit.JSONLines(t, string(data)); len(lines) != 2 || lines[0]["@message"] != "started" || lines[1]["@message"] != "proxied" {
+		t.Fatalf("after close, the file holds %q; want the two lines in order", data)
+	}
+	var buf testkit.LogBuffer
+	if lg := newLogger(LogConfig{Level: hclog.Info}, &buf); lg.batch != nil {
+		t.Fatal("a writer that is not a file is batched")
+	}
+}
