@@ -33,20 +33,19 @@ type batchWriter struct {
 	out      io.Writer
 	interval time.Duration
 	size     int
+	timer    *time.Timer // flushes; armed by the first line into an empty buf
 
 	wmu sync.Mutex // held while a batch is written to out: batches go out in order
 
 	mu     sync.Mutex // guards the rest
 	buf    []byte     // lines not yet written
 	spare  []byte     // the last batch's buffer, for reuse
-	timer  *time.Timer
-	armed  bool // the timer will flush buf
-	closed bool // Close was called: every Write goes straight out
+	closed bool       // Close was called: every Write goes straight out
 }
 
 func newBatchWriter(out io.Writer, interval time.Duration, size int) *batchWriter {
 	b := &batchWriter{out: out, interval: interval, size: size}
-	b.timer = time.AfterFunc(time.Hour, func() { b.Flush() })
+	b.timer = time.AfterFunc(time.Hour, b.Flush)
 	b.timer.Stop()
 	return b
 }
@@ -60,10 +59,12 @@ func (b *batchWriter) Write(p []byte) (int, error) {
 		_, _ = b.out.Write(p)
 		return len(p), nil
 	}
+	first := len(b.buf) == 0
 	b.buf = append(b.buf, p...)
 	full := len(b.buf) >= b.size
-	if !full && !b.armed {
-		b.armed = true
+	if first && !full {
+		// A timer still due from a batch written by size finds the
+		// next lines early, or nothing: either is harmless.
 		b.timer.Reset(b.interval)
 	}
 	b.mu.Unlock()
@@ -74,38 +75,29 @@ func (b *batchWriter) Write(p []byte) (int, error) {
 }
 
 // Flush writes every line written so far.
-func (b *batchWriter) Flush() {
+func (b *batchWriter) Flush() { b.flush(false) }
+
+// Close writes what is held and has every later Write go straight out
+// (lines logged while the process exits still appear, in order).
+func (b *batchWriter) Close() { b.flush(true) }
+
+func (b *batchWriter) flush(closing bool) {
 	b.wmu.Lock()
 	defer b.wmu.Unlock()
 	b.mu.Lock()
 	p := b.buf
-	if len(p) == 0 {
-		b.mu.Unlock()
-		return
-	}
 	b.buf, b.spare = b.spare[:0], nil
-	b.armed = false // a timer still due finds nothing, or the next lines
-	b.mu.Unlock()
-	_, _ = b.out.Write(p)
-	if cap(p) <= 2*b.size { // a batch grown by one huge line is not kept
-		b.mu.Lock()
-		b.spare = p[:0]
-		b.mu.Unlock()
+	if closing {
+		b.closed = true
+		b.timer.Stop()
 	}
-}
-
-// Close writes what is held and has every later Write go straight out
-// (lines logged while the process exits still appear, in order).
-func (b *batchWriter) Close() {
-	b.wmu.Lock()
-	b.mu.Lock()
-	b.closed = true
-	b.timer.Stop()
-	p := b.buf
-	b.buf, b.spare = nil, nil
 	b.mu.Unlock()
 	if len(p) > 0 {
 		_, _ = b.out.Write(p)
 	}
-	b.wmu.Unlock()
+	if !closing && cap(p) <= 2*b.size { // a batch grown by one huge line is not kept
+		b.mu.Lock()
+		b.spare = p[:0]
+		b.mu.Unlock()
+	}
 }

@@ -89,7 +89,8 @@ func listen(cfg *Config) (net.Listener, error) {
 
 // logs is where the gateway's lines go: the root logger, and when it
 // writes JSON, the gate's audit lines (gate.Config.AuditOutput), which the
-// gate encodes itself, written to the same output under the same lock.
+// gate encodes itself, written to the same output so that lines never
+// interleave: through the batch, or else under the logger's own lock.
 type logs struct {
 	root  hclog.Logger
 	audit io.Writer    // nil (text format): the audit lines go through root
@@ -124,7 +125,11 @@ func newLogger(lc LogConfig, w io.Writer) logs {
 	}
 	mu := new(sync.Mutex) // held by the logger while it writes a line
 	l := logs{root: hclog.New(&hclog.LoggerOptions{Name: "mcp-oauth-proxy", Level: lc.Level, Output: w, JSONFormat: json, Mutex: mu}), batch: batch}
-	if json {
+	switch {
+	case !json:
+	case batch != nil:
+		l.audit = batch // keeps each Write whole and in order itself
+	default:
 		l.audit = lockedWriter{mu: mu, w: w}
 	}
 	return l
