@@ -391,6 +391,24 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 }
 
+// childPort is the port the next child listens on: Config.Port, or a free
+// one the kernel offers, asked again (three tries in all) when another
+// process answers on it already. taken: another process answers on port.
+func (s *Supervisor) childPort() (port int, taken bool, err error) {
+	if s.cfg.Port != 0 {
+		return s.cfg.Port, portTaken(s.cfg.Port), nil
+	}
+	for range 3 { // a port taken since the kernel offered it: ask again
+		if port, err = freePort(); err != nil {
+			return 0, false, err
+		}
+		if taken = portTaken(port); !taken {
+			break
+		}
+	}
+	return port, taken, nil
+}
+
 // sleepCtx waits d, or less when ctx is done: it reports whether d passed.
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -407,20 +425,13 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // ready in time, or ctx is done; in every case its whole group is gone when
 // runOnce returns. It reports how the start went.
 func (s *Supervisor) runOnce(ctx context.Context) attempt {
-	port := s.cfg.Port
-	if port == 0 {
-		p, err := freePort()
-		for tries := 1; err == nil && portTaken(p) && tries < 3; tries++ {
-			p, err = freePort() // taken since the kernel offered it
-		}
-		if err != nil {
-			s.log.Error("pick a port for the child", "error", err)
-			s.recordExit(1, "no free port")
-			return attempt{}
-		}
-		port = p
+	port, taken, err := s.childPort()
+	if err != nil {
+		s.log.Error("pick a port for the child", "error", err)
+		s.recordExit(1, "no free port")
+		return attempt{}
 	}
-	if portTaken(port) {
+	if taken {
 		// Another process answers where the child would: the readiness
 		// probe would take it for the child, and the gate would send it
 		// the admitted requests. No child is started until it is gone.
