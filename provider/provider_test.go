@@ -409,10 +409,12 @@ func TestProviderDownAtStart(t *testing.T) {
 
 	// The issuer counts its hit before the provider has read the failure:
 	// wait for the provider to have taken it in, not for the hit.
-	ok, reason := p.Ready()
-	for deadline := time.Now().Add(5 * time.Second); !ok && reason == "provider discovery pending" && time.Now().Before(deadline); ok, reason = p.Ready() {
-		time.Sleep(10 * time.Millisecond)
-	}
+	var ok bool
+	var reason string
+	testkit.WaitFor(t, "the provider to take the failure in", 5*time.Second, func() bool {
+		ok, reason = p.Ready()
+		return ok || reason != "provider discovery pending"
+	})
 	if is.DiscoveryHits() == 0 {
 		t.Errorf("the provider never asked for discovery")
 	}
