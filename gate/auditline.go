@@ -62,39 +62,36 @@ func (l *proxiedLine) appendJSON(b []byte, t time.Time, module string) []byte {
 	b = appendAddr(b, l.client)
 	b = append(b, `,"duration":`...)
 	b = strconv.AppendInt(b, int64(l.duration), 10)
-	b = append(b, `,"email":`...)
-	b = appendJSONString(b, l.email)
+	b = appendStringKey(b, `,"email":`, l.email)
 	if l.info.batch > 0 {
 		b = append(b, `,"mcp_batch":`...)
 		b = strconv.AppendInt(b, int64(l.info.batch), 10)
 	}
-	if l.info.method != "" {
-		b = append(b, `,"mcp_method":`...)
-		b = appendJSONString(b, l.info.method)
-	}
-	if l.info.tool != "" {
-		b = append(b, `,"mcp_tool":`...)
-		b = appendJSONString(b, l.info.tool)
-	}
-	if l.info.uri != "" {
-		b = append(b, `,"mcp_uri":`...)
-		b = appendJSONString(b, l.info.uri)
-	}
-	b = append(b, `,"method":`...)
-	b = appendJSONString(b, l.method)
-	b = append(b, `,"path":`...)
-	b = appendJSONString(b, l.path)
-	b = append(b, `,"request_id":`...)
-	b = appendJSONString(b, l.requestID)
-	if l.rule != "" {
-		b = append(b, `,"rule":`...)
-		b = appendJSONString(b, l.rule)
-	}
+	b = appendStringKeyIfSet(b, `,"mcp_method":`, l.info.method)
+	b = appendStringKeyIfSet(b, `,"mcp_tool":`, l.info.tool)
+	b = appendStringKeyIfSet(b, `,"mcp_uri":`, l.info.uri)
+	b = appendStringKey(b, `,"method":`, l.method)
+	b = appendStringKey(b, `,"path":`, l.path)
+	b = appendStringKey(b, `,"request_id":`, l.requestID)
+	b = appendStringKeyIfSet(b, `,"rule":`, l.rule)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(l.status), 10)
-	b = append(b, `,"sub":`...)
-	b = appendJSONString(b, l.sub)
+	b = appendStringKey(b, `,"sub":`, l.sub)
 	return append(b, "}\n"...)
+}
+
+// appendStringKey appends key (`,"name":`) and v as a JSON string.
+func appendStringKey(b []byte, key, v string) []byte {
+	return appendJSONString(append(b, key...), v)
+}
+
+// appendStringKeyIfSet appends key and v unless v is empty: the line's
+// optional keys, which hclog's map has only when logged.
+func appendStringKeyIfSet(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	return appendStringKey(b, key, v)
 }
 
 // appendAddr appends a as a JSON string of a.String(), without its
