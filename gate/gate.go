@@ -365,8 +365,9 @@ type Config struct {
 	// passes it whole, newline included, to one Write, only when Logger
 	// would log it (IsInfo). Set it only for a Logger with JSONFormat and hclog's
 	// default time settings, no implied arguments (With) and no Exclude,
-	// and make each Write what hclog's own is: to the logger's output,
-	// under the Mutex of its LoggerOptions, so lines never interleave.
+	// and make each Write go where hclog's own go, as whole as theirs
+	// (under the Mutex of its LoggerOptions, or to an output that keeps
+	// each Write whole), so lines never interleave.
 	// Nil: the line goes through Logger (the text format, any other
 	// logger).
 	AuditOutput io.Writer
