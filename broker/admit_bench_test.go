@@ -2,11 +2,9 @@ package broker
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,15 +15,6 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
-
-// cannedUpstream answers every proxied request without a network, so the
-// benchmark measures the gate and the verification.
-type cannedUpstream struct{}
-
-func (cannedUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
-	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
-		Body: io.NopCloser(strings.NewReader(`{}`)), ContentLength: 2, Request: r}, nil
-}
 
 // BenchmarkAdmit is the gate's whole admit path (verification from the
 // cache, allow-list, the admission's revocation check and rate limit in
@@ -63,7 +52,7 @@ func BenchmarkAdmit(b *testing.B) {
 			ResourceMetadataURL: e.origin + "/.well-known/oauth-protected-resource/mcp",
 			AllowSubs:           []string{aliceSub},
 			SubjectLimiter:      admission,
-			Transport:           cannedUpstream{},
+			Transport:           testkit.CannedUpstream{},
 			Logger:              hclog.NewNullLogger(),
 		})
 		if err != nil {
@@ -91,14 +80,7 @@ func BenchmarkAdmit(b *testing.B) {
 			if g.ServeHTTP(w, req); w.Code != 200 {
 				b.Fatalf("status %d: %s", w.Code, w.Body)
 			}
-			b.ReportAllocs()
-			for b.Loop() {
-				w := httptest.NewRecorder()
-				g.ServeHTTP(w, req)
-				if w.Code != 200 {
-					b.Fatalf("status %d", w.Code)
-				}
-			}
+			testkit.ServeLoop(b, g, req, "", "")
 		})
 	}
 }

@@ -14,21 +14,8 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store/redistest"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
-
-// canned is a RoundTripper that answers without a network, so the benchmark
-// measures the gate itself.
-type canned struct{}
-
-func (canned) RoundTrip(r *http.Request) (*http.Response, error) {
-	return &http.Response{
-		StatusCode:    200,
-		Header:        http.Header{"Content-Type": {"application/json"}},
-		Body:          io.NopCloser(strings.NewReader(`{}`)),
-		ContentLength: 2,
-		Request:       r,
-	}, nil
-}
 
 // benchGate is the gate the admit benchmarks measure: alice allowed by
 // email, limits that never refuse, a canned upstream answer; mod changes
@@ -43,7 +30,7 @@ func benchGate(b *testing.B, env *issuerEnv, mod func(*Config)) http.Handler {
 		AllowEmails:         []string{"alice@example.com"},
 		SubjectLimiter:      testAdmission(b, 1<<30, nil),
 		FailedAuthLimiter:   testLimiter(b, DefaultFailedAuthPerIPPerMinute, nil),
-		Transport:           canned{},
+		Transport:           testkit.CannedUpstream{},
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -62,24 +49,14 @@ const benchToolsCallBody = `{"jsonrpc":"2.0","id":42,"method":"tools/call","para
 // ends, failing on any answer but 200, or on another body than reply
 // when reply is set. header adds request headers.
 func loopToolsCall(b *testing.B, g http.Handler, tok string, header map[string]string, reply string) {
-	rd := strings.NewReader(benchToolsCallBody)
-	req := httptest.NewRequest(http.MethodPost, "/", rd)
+	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(benchToolsCallBody))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
 	req.RemoteAddr = "192.0.2.1:1234"
-	b.ReportAllocs()
-	for b.Loop() {
-		rd.Reset(benchToolsCallBody)
-		req.Body = io.NopCloser(rd)
-		w := httptest.NewRecorder()
-		g.ServeHTTP(w, req)
-		if w.Code != 200 || reply != "" && w.Body.String() != reply {
-			b.Fatalf("got %d %q", w.Code, w.Body)
-		}
-	}
+	testkit.ServeLoop(b, g, req, benchToolsCallBody, reply)
 }
 
 // BenchmarkAdmit is the hot path: a valid token (verification cache hit),
@@ -97,15 +74,7 @@ func BenchmarkAdmit(b *testing.B) {
 	if w.Code != 200 {
 		b.Fatalf("status: got %d, want 200 (%s)", w.Code, w.Body)
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		w := httptest.NewRecorder()
-		g.ServeHTTP(w, req)
-		if w.Code != 200 {
-			b.Fatalf("status: got %d", w.Code)
-		}
-	}
+	testkit.ServeLoop(b, g, req, "", "")
 }
 
 // BenchmarkAdmitShared is the admit path of a token that names revocation
@@ -141,15 +110,7 @@ func BenchmarkAdmitShared(b *testing.B) {
 			req.RemoteAddr = "192.0.2.1:1234"
 			g.ServeHTTP(httptest.NewRecorder(), req) // warm: the token cache, the script
 			trips := rs.RoundTrips()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				w := httptest.NewRecorder()
-				g.ServeHTTP(w, req)
-				if w.Code != 200 {
-					b.Fatalf("status: got %d", w.Code)
-				}
-			}
+			testkit.ServeLoop(b, g, req, "", "")
 			b.ReportMetric(float64(rs.RoundTrips()-trips)/float64(b.N), "roundtrips/op")
 		})
 	}
@@ -172,23 +133,14 @@ func BenchmarkFraming(b *testing.B) {
 			name = "chunked"
 		}
 		b.Run(name, func(b *testing.B) {
-			rd := strings.NewReader(body)
-			req := httptest.NewRequest(http.MethodPost, "/mcp", rd)
+			req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+tok)
 			req.Header.Set("Content-Type", "application/json")
 			req.RemoteAddr = "192.0.2.1:1234"
 			if chunked {
 				req.ContentLength, req.TransferEncoding = -1, []string{"chunked"}
 			}
-			b.ReportAllocs()
-			for b.Loop() {
-				rd.Reset(body)
-				w := httptest.NewRecorder()
-				g.ServeHTTP(w, req)
-				if w.Code != 200 {
-					b.Fatalf("status: got %d", w.Code)
-				}
-			}
+			testkit.ServeLoop(b, g, req, body, "")
 		})
 	}
 }

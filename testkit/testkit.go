@@ -1,8 +1,9 @@
 // Package testkit holds the helpers that the tests of several packages
 // share: a log buffer safe for concurrent use, a clock that moves only when
-// told, a reader of Prometheus text expositions, polling for a state, and an
+// told, a reader of Prometheus text expositions, polling for a state, an
 // in-process OIDC issuer (devissuer) served on 127.0.0.1 with its consumer
-// run until the test ends.
+// run until the test ends, and a canned upstream with a serve loop for the
+// benchmarks of the gate's admit path.
 //
 // It is imported only by _test.go files; no production code imports it. A
 // helper used by one package's tests stays in that package. testkit imports
