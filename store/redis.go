@@ -172,7 +172,8 @@ type Redis struct {
 	trips     atomic.Uint64 // commands sent (RoundTrips)
 	skipUntil atomic.Int64  // unix nanoseconds (of now); 0: Redis is asked
 	down      atomic.Bool
-	checked   atomic.Bool // a probe or an operation has had an answer or an error
+	checked   atomic.Bool   // a probe or an operation has had an answer or an error
+	outages   atomic.Uint64 // times Redis went down: Run checks its settings again after each
 
 	mu        sync.Mutex // serializes changes of state, and guards the fields below
 	downSince time.Time
@@ -344,9 +345,14 @@ func (r *Redis) Revoked(ctx context.Context, keys ...string) (bool, error) {
 // answers, every Retry while it does not, so the state /readyz names is
 // current and a Redis that came back is used again without waiting for a
 // request. It returns nil when ctx ends; it does not close the client.
+//
+// After its first answer, and again after each outage (a Redis may come
+// back restarted with other settings), Run reads Redis's settings once
+// and warns when they would let it forget what it holds (checkSettings).
 func (r *Redis) Run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	checkedAt := ^uint64(0) // the outage count at the last settings check: none yet
 	for {
 		select {
 		case <-ctx.Done():
@@ -365,6 +371,9 @@ func (r *Redis) Run(ctx context.Context) error {
 			err = errors.Join(r.limitScript.Load(ctx, r.client).Err(), r.revokeScript.Load(ctx, r.client).Err())
 		}
 		r.done(ctx, OpPing, start, err)
+		if n := r.outages.Load(); err == nil && n != checkedAt && !r.down.Load() && r.checkSettings(ctx) {
+			checkedAt = n
+		}
 		next := r.probe
 		if r.down.Load() {
 			next = r.retry
@@ -462,6 +471,7 @@ func (r *Redis) fail(err error) {
 		return
 	}
 	r.down.Store(true)
+	r.outages.Add(1)
 	r.downSince, r.lastLog = now, now
 	select {
 	case r.wake <- struct{}{}:
@@ -472,6 +482,60 @@ func (r *Redis) fail(err error) {
 	if r.onFall != nil {
 		r.onFall(true)
 	}
+}
+
+// checkSettings reads Redis's persistence and memory settings (INFO) and
+// warns, once per check, about each that would let Redis forget what the
+// gateway keeps there (settingsWarnings). A Redis that refuses INFO (an ACL
+// without it, a managed Redis that renames it) gets one line saying what
+// to check by hand. It reports false when Redis did not answer, so that
+// the next probe tries again. It runs on Run's probe, never on a request.
+func (r *Redis) checkSettings(ctx context.Context) bool {
+	fields := map[string]string{}
+	for _, section := range []string{"persistence", "memory"} { // one per INFO: Redis before 7 takes one section
+		s, err := r.client.Info(ctx, section).Result()
+		var refused redis.Error
+		switch {
+		case errors.As(err, &refused):
+			r.log.Info("could not read redis's settings: make sure it runs with appendonly yes and maxmemory-policy noeviction (docs/replicas.md)",
+				"addr", r.addr, "error", err)
+			return true
+		case err != nil:
+			return false
+		}
+		parseInfo(s, fields)
+	}
+	for _, w := range settingsWarnings(fields) {
+		r.log.Warn(w, "addr", r.addr)
+	}
+	return true
+}
+
+// parseInfo adds the "field:value" lines of an INFO answer to fields.
+func parseInfo(s string, fields map[string]string) {
+	for line := range strings.Lines(s) {
+		line = strings.TrimRight(line, "\r\n")
+		if k, v, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(k, "#") {
+			fields[k] = v
+		}
+	}
+}
+
+// settingsWarnings names each of Redis's settings (from INFO's fields)
+// under which it could forget a used code, a rotated refresh token or a
+// revocation before its TTL: no append-only file (a restart loses them), or
+// a memory limit with a policy that evicts keys (every key of the gateway's
+// has a TTL, so the volatile-* policies evict them too). A field INFO did
+// not give is not guessed at.
+func settingsWarnings(fields map[string]string) []string {
+	var w []string
+	if fields["aof_enabled"] == "0" {
+		w = append(w, "redis has no append-only file (appendonly no): after a restart it has forgotten used codes, rotated refresh tokens and revocations, and one could be used again; run it with appendonly yes (docs/replicas.md)")
+	}
+	if p, max := fields["maxmemory_policy"], fields["maxmemory"]; p != "" && p != "noeviction" && max != "" && max != "0" {
+		w = append(w, "redis may evict the gateway's keys (maxmemory-policy "+p+" with maxmemory set): a used code or a revocation could be forgotten before it expires; use maxmemory-policy noeviction (docs/replicas.md)")
+	}
+	return w
 }
 
 // tripCounter is a go-redis hook that counts the commands sent.

@@ -608,19 +608,29 @@ func BenchmarkRedisAdmit(b *testing.B) {
 	}
 }
 
-// TestRedisACL: an ACL user with only the commands docs/replicas.md lists,
-// on the mop:* keys, can do everything the store does.
-func TestRedisACL(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	raw := rawClient(t, srv)
-	err := raw.Do(ctx, "ACL", "SETUSER", "gateway", "on", ">gw-pass", "~mop:*", "resetchannels",
+// aclUser makes srv a user "gateway" allowed only the commands
+// docs/replicas.md requires (INFO, which it calls optional, is not among
+// them), and returns the config change that connects as it after mod.
+func aclUser(t *testing.T, srv *redistest.Server, mod func(*RedisConfig)) func(*RedisConfig) {
+	t.Helper()
+	err := rawClient(t, srv).Do(ctx, "ACL", "SETUSER", "gateway", "on", ">gw-pass", "~mop:*", "resetchannels",
 		"+@connection", "+get", "+set", "+exists", "+pttl", "+time", "+eval", "+evalsha", "+script|load").Err()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := openTestRedis(t, srv, func(c *RedisConfig) {
+	return func(c *RedisConfig) {
+		if mod != nil {
+			mod(c)
+		}
 		c.URL = strings.Replace(c.URL, "redis://", "redis://gateway:gw-pass@", 1)
-	})
+	}
+}
+
+// TestRedisACL: an ACL user with only the commands docs/replicas.md lists,
+// on the mop:* keys, can do everything the store does.
+func TestRedisACL(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	r := openTestRedis(t, srv, aclUser(t, srv, nil))
 	l := testRedisLimiter(t, r, "sub", 10)
 	if first, err := r.Claim(ctx, "code:acl", time.Minute); !first || err != nil {
 		t.Fatalf("claim: %v %v", first, err)
@@ -641,4 +651,111 @@ func TestRedisACL(t *testing.T) {
 	if r.down.Load() {
 		t.Errorf("an operation failed: the store is down")
 	}
+}
+
+// TestRedisSettingsWarnings: the settings under which Redis could forget a
+// used code or a revocation each get one warning naming the fix; safe
+// settings, and fields INFO did not give, get none.
+func TestRedisSettingsWarnings(t *testing.T) {
+	info := "# Persistence\r\nloading:0\r\naof_enabled:%s\r\n\r\n# Memory\r\nmaxmemory:%s\r\nmaxmemory_policy:%s\r\n"
+	for _, tc := range []struct {
+		aof, max, policy string
+		want             []string
+	}{
+		{"1", "0", "noeviction", nil},
+		{"1", "0", "allkeys-lru", nil}, // no memory limit: nothing is evicted
+		{"1", "104857600", "noeviction", nil},
+		{"0", "0", "noeviction", []string{"appendonly yes"}},
+		{"1", "104857600", "allkeys-lru", []string{"maxmemory-policy allkeys-lru"}},
+		{"1", "104857600", "volatile-ttl", []string{"maxmemory-policy volatile-ttl"}},
+		{"0", "1", "volatile-lru", []string{"appendonly yes", "maxmemory-policy volatile-lru"}},
+	} {
+		fields := map[string]string{}
+		parseInfo(fmt.Sprintf(info, tc.aof, tc.max, tc.policy), fields)
+		got := settingsWarnings(fields)
+		if len(got) != len(tc.want) {
+			t.Errorf("aof %s, maxmemory %s, %s: got %q, want %d warnings", tc.aof, tc.max, tc.policy, got, len(tc.want))
+			continue
+		}
+		for i, w := range tc.want {
+			if !strings.Contains(got[i], w) || !strings.Contains(got[i], "docs/replicas.md") {
+				t.Errorf("aof %s, maxmemory %s, %s: warning %q does not name %q and the docs", tc.aof, tc.max, tc.policy, got[i], w)
+			}
+		}
+	}
+	if got := settingsWarnings(map[string]string{}); got != nil {
+		t.Errorf("an INFO without the fields: got %q, want no guess", got)
+	}
+}
+
+// TestRedisSettingsChecked: Run reads a real Redis's settings after its
+// first answer and again after an outage (a restarted Redis may have other
+// settings), never on every probe; a Redis with an append-only file and
+// noeviction gets no warning, one that evicts gets one, and a user whose
+// ACL refuses INFO gets a line saying what to check, with the store still
+// up.
+func TestRedisSettingsChecked(t *testing.T) {
+	run := func(t *testing.T, r *Redis) {
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(runCtx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	logTo := func(logs *testkit.LogBuffer) func(*RedisConfig) {
+		return func(cfg *RedisConfig) {
+			cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info})
+			cfg.Probe, cfg.Retry = 20*time.Millisecond, 20*time.Millisecond
+		}
+	}
+	t.Run("no append-only file, checked again after a restart", func(t *testing.T) {
+		srv := redistest.Start(t, redistest.Options{})
+		var logs testkit.LogBuffer
+		r := openTestRedis(t, srv, logTo(&logs))
+		run(t, r)
+		count := func() int { return strings.Count(logs.String(), "redis has no append-only file") }
+		testkit.WaitFor(t, "the append-only warning", 5*time.Second, func() bool { return count() == 1 })
+		pings := r.RoundTrips()
+		testkit.WaitFor(t, "five more probes", 5*time.Second, func() bool { return r.RoundTrips() >= pings+5 })
+		if got := count(); got != 1 {
+			t.Fatalf("warnings after more probes: got %d, want 1 (one check per answer after an outage):\n%s", got, logs.String())
+		}
+		srv.Stop()
+		testkit.WaitFor(t, "the outage noticed", 5*time.Second, func() bool { return r.down.Load() })
+		srv.Restart()
+		testkit.WaitFor(t, "the second check", 10*time.Second, func() bool { return count() == 2 })
+		if strings.Contains(logs.String(), "may evict") {
+			t.Errorf("an eviction warning for Redis's default (no maxmemory):\n%s", logs.String())
+		}
+	})
+	t.Run("append-only file and noeviction: quiet; an evicting policy: warned", func(t *testing.T) {
+		srv := redistest.Start(t, redistest.Options{Persist: true})
+		var logs testkit.LogBuffer
+		r := openTestRedis(t, srv, logTo(&logs))
+		if !r.checkSettings(ctx) {
+			t.Fatal("checkSettings: Redis did not answer")
+		}
+		if s := logs.String(); s != "" {
+			t.Errorf("safe settings logged:\n%s", s)
+		}
+		raw := rawClient(t, srv)
+		if err := errors.Join(raw.ConfigSet(ctx, "maxmemory", "100mb").Err(), raw.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err()); err != nil {
+			t.Fatal(err)
+		}
+		r.checkSettings(ctx)
+		if s := logs.String(); strings.Count(s, "[WARN]") != 1 || !strings.Contains(s, "maxmemory-policy allkeys-lru") || !strings.Contains(s, srv.Addr()) {
+			t.Errorf("an evicting policy: want one warning naming it and the address:\n%s", s)
+		}
+	})
+	t.Run("INFO refused by the ACL", func(t *testing.T) {
+		srv := redistest.Start(t, redistest.Options{})
+		var logs testkit.LogBuffer
+		r := openTestRedis(t, srv, aclUser(t, srv, logTo(&logs)))
+		run(t, r)
+		testkit.WaitFor(t, "the could-not-check line", 5*time.Second, func() bool {
+			return strings.Contains(logs.String(), "could not read redis's settings")
+		})
+		if s := logs.String(); strings.Contains(s, "[WARN]") || r.down.Load() {
+			t.Errorf("a refused INFO: want one info line and the store up, got down=%v:\n%s", r.down.Load(), s)
+		}
+	})
 }
