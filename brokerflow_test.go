@@ -275,6 +275,7 @@ type tokenReply struct {
 	RefreshToken string `json:"refresh_token"`
 	Scope        string `json:"scope"`
 	Error        string `json:"error"`
+	Desc         string `json:"error_description"`
 	header       http.Header
 }
 

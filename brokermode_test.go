@@ -87,13 +87,38 @@ func getJSONDoc(t *testing.T, u string, into any) {
 	}
 }
 
+// TestBrokerRefreshReuseGrace: with the default BROKER_REFRESH_REUSE_GRACE
+// (30s), a client that presents a refresh token again right after using
+// it (two requests refreshing at once) keeps its session. The dev issuer
+// rotates its own refresh tokens, so the second refresh is refused as
+// "just used" rather than as a leak: the first refresh's tokens go on.
+func TestBrokerRefreshReuseGrace(t *testing.T) {
+	g := startBroker(t, nil)
+	c, tr := g.login(t, alice)
+	rt := refresh(t, g.base, c, tr.RefreshToken, g.mcp)
+	if rt.status != http.StatusOK {
+		t.Fatalf("refresh: %d %s", rt.status, rt.Error)
+	}
+	again := refresh(t, g.base, c, tr.RefreshToken, g.mcp)
+	if again.status != http.StatusBadRequest || again.Error != "invalid_grant" || !strings.Contains(again.Desc, "just used") {
+		t.Errorf("the same refresh token again at once: %d %q %q, want 400 invalid_grant, just used", again.status, again.Error, again.Desc)
+	}
+	if resp, body := mcpPost(t, g.mcp, rt.AccessToken, toolsList); resp.StatusCode != http.StatusOK {
+		t.Errorf("the session's access token after a reuse within the window: %d %.200s, want 200", resp.StatusCode, body)
+	}
+	if next := refresh(t, g.base, c, rt.RefreshToken, g.mcp); next.status != http.StatusOK {
+		t.Errorf("the newer refresh token after a reuse within the window: %d %s", next.status, next.Error)
+	}
+}
+
 // TestBrokerModeLogin: a whole login through the gate, as an MCP client
 // and a person in a browser do it: registration, authorization, the
 // gateway's consent page, the provider's login page, the callback, the
-// token, an MCP call through the gate, a refresh and another call; a
-// rotated refresh token used again ends the session.
+// token, an MCP call through the gate, a refresh and another call; with
+// BROKER_REFRESH_REUSE_GRACE=0, a rotated refresh token used again ends the
+// session.
 func TestBrokerModeLogin(t *testing.T) {
-	g := startBroker(t, nil)
+	g := startBroker(t, map[string]string{"BROKER_REFRESH_REUSE_GRACE": "0"})
 	c := registerClient(t, g.base)
 	a := newAuthRequest(c, g.mcp)
 	last, b := authorize(t, g.base, a, alice)
@@ -513,6 +538,9 @@ func TestBrokerModeConfigErrors(t *testing.T) {
 		{"bad session lifetime", func(m map[string]string) { m["BROKER_SESSION_TTL"] = "forever" }, []string{"BROKER_SESSION_TTL", "duration"}, ""},
 		{"access tokens outliving the session", func(m map[string]string) { m["BROKER_ACCESS_TOKEN_TTL"] = "2h"; m["BROKER_SESSION_TTL"] = "1h" },
 			[]string{"BROKER_ACCESS_TOKEN_TTL (2h0m0s) must not exceed BROKER_SESSION_TTL (1h0m0s)"}, ""},
+		{"a reuse window too long", func(m map[string]string) { m["BROKER_REFRESH_REUSE_GRACE"] = "10m" },
+			[]string{"BROKER_REFRESH_REUSE_GRACE (10m0s) must be at most 5m0s"}, ""},
+		{"a negative reuse window", func(m map[string]string) { m["BROKER_REFRESH_REUSE_GRACE"] = "-1s" }, []string{"BROKER_REFRESH_REUSE_GRACE"}, ""},
 		{"bad upstream scope", func(m map[string]string) { m["OIDC_SCOPES"] = `openid "email"` }, []string{"OIDC_SCOPES", "RFC 6749 §3.3"}, ""},
 		{"bad provider-token switch", func(m map[string]string) { m["ACCEPT_PROVIDER_TOKENS"] = "sometimes" }, []string{`ACCEPT_PROVIDER_TOKENS "sometimes" is not true or false`}, ""},
 		{"provider tokens refused outside broker mode", func(m map[string]string) {

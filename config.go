@@ -172,6 +172,7 @@ func settings(c *Config) []setting {
 		{"BROKER_SECRET_PREVIOUS", "", "broker mode: the previous BROKER_SECRET during a rotation; what it signed or sealed is still accepted", bind(brokerSecret, &b.PreviousSecret)},
 		{"BROKER_ACCESS_TOKEN_TTL", "1h", "broker mode: lifetime of the gateway's own access tokens", bind(duration(true), &b.AccessTokenTTL)},
 		{"BROKER_SESSION_TTL", "720h", "broker mode: absolute lifetime of a login's refresh tokens (at most 24h when the provider gives no refresh token)", bind(duration(true), &b.SessionTTL)},
+		{"BROKER_REFRESH_REUSE_GRACE", "30s", "broker mode: for this long after a refresh token's first use it is accepted again (clients that refresh concurrently or retry a lost answer), rotating to another token of the same session; a reuse after it ends the session (at most 5m; 0: never)", bind(duration(false), &b.RefreshReuseGrace)},
 		{"CIMD_ENABLED", "true", "broker mode: accept clients identified by a Client ID Metadata Document (an https URL as client_id); false: not advertised, such clients register instead (for gateways that cannot fetch from the internet)", bind(negated, &b.DisableCIMD)},
 		{"CIMD_ALLOW_HOSTS", "", "broker mode: host or host:port entries, comma-separated, whose Client ID Metadata Documents are fetched on any address (loopback, private) and over http too: for tests and clients inside your network", bind(list(cimdAllowHost), &b.CIMDAllowHosts)},
 		{"ACCEPT_PROVIDER_TOKENS", "true", "broker mode: also accept the provider's own access tokens (machine clients) when OIDC_AUDIENCE is set and is not OIDC_CLIENT_ID; false: only the gateway's own", bind(boolean, &c.AcceptProviderTokens)},
@@ -323,7 +324,7 @@ func checkStore(c *Config, p *problems) {
 // brokerOnly are the settings only broker mode reads.
 func brokerOnly() []string {
 	return []string{"OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "OIDC_SCOPES", "BROKER_SECRET", "BROKER_SECRET_PREVIOUS",
-		"BROKER_ACCESS_TOKEN_TTL", "BROKER_SESSION_TTL", "ACCEPT_PROVIDER_TOKENS", "CIMD_ENABLED", "CIMD_ALLOW_HOSTS"}
+		"BROKER_ACCESS_TOKEN_TTL", "BROKER_SESSION_TTL", "BROKER_REFRESH_REUSE_GRACE", "ACCEPT_PROVIDER_TOKENS", "CIMD_ENABLED", "CIMD_ALLOW_HOSTS"}
 }
 
 // checkBroker: broker mode's own settings, and what differs in broker
@@ -367,6 +368,9 @@ func checkBroker(c *Config, p *problems) {
 	if b.DisableCIMD && len(b.CIMDAllowHosts) > 0 {
 		c.warnings = append(c.warnings, "CIMD_ALLOW_HOSTS is set but CIMD_ENABLED=false: no client metadata document is fetched from any host")
 	}
+	if b.RefreshReuseGrace > maxRefreshReuseGrace {
+		p.addf("BROKER_REFRESH_REUSE_GRACE (%s) must be at most %s: a longer window lets a leaked refresh token go unnoticed", b.RefreshReuseGrace, maxRefreshReuseGrace)
+	}
 	if b.AccessTokenTTL > b.SessionTTL {
 		p.addf("BROKER_ACCESS_TOKEN_TTL (%s) must not exceed BROKER_SESSION_TTL (%s)", b.AccessTokenTTL, b.SessionTTL)
 	}
@@ -377,6 +381,11 @@ func checkBroker(c *Config, p *problems) {
 	w.Scopes = without(w.Scopes, "offline_access")
 	c.Gate.ChallengeScopes = without(c.Gate.ChallengeScopes, "offline_access")
 }
+
+// maxRefreshReuseGrace bounds BROKER_REFRESH_REUSE_GRACE: enough for any
+// concurrent refresh or retry, short enough that reuse detection still
+// works.
+const maxRefreshReuseGrace = 5 * time.Minute
 
 // without returns list without drop, in a new slice.
 func without(list []string, drop string) []string {

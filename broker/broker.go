@@ -92,6 +92,9 @@ type Upstream interface {
 type Store interface {
 	// Claim reports whether this is the first claim of key within ttl.
 	Claim(ctx context.Context, key string, ttl time.Duration) (first bool, err error)
+	// ClaimSince is Claim that also reports, when this is not the first
+	// claim, how long ago the first one was.
+	ClaimSince(ctx context.Context, key string, ttl time.Duration) (first bool, since time.Duration, err error)
 	// Revoke remembers key as revoked for at least ttl.
 	Revoke(ctx context.Context, key string, ttl time.Duration) error
 	// Revoked reports whether any of keys is revoked (or claimed).
@@ -147,6 +150,13 @@ type Config struct {
 	// the provider gave no refresh token at login, a session lasts at most
 	// 24 h.
 	SessionTTL time.Duration
+
+	// RefreshReuseGrace is BROKER_REFRESH_REUSE_GRACE: how long after a
+	// refresh token's first use it is accepted again, rotating to another
+	// refresh token of the same family, rather than taken as leaked (which
+	// ends the session). Clients refresh concurrently, or lose an answer
+	// and retry. Zero means never: strict one-time use.
+	RefreshReuseGrace time.Duration
 
 	// ClockSkew is CLOCK_SKEW: the tolerance for iat and exp of the
 	// broker's own tokens (replicas' clocks differ). Zero means none.
@@ -299,6 +309,7 @@ type Broker struct {
 	scopes      []string
 	accessTTL   time.Duration
 	sessionTTL  time.Duration
+	reuseGrace  time.Duration
 	skew        time.Duration
 	upstream    Upstream
 	clientID    string
@@ -361,6 +372,7 @@ func New(cfg Config) (*Broker, error) {
 		scopes:      slices.Clone(cfg.Scopes),
 		accessTTL:   cmp.Or(cfg.AccessTokenTTL, defaultAccessTokenTTL),
 		sessionTTL:  cmp.Or(cfg.SessionTTL, defaultSessionTTL),
+		reuseGrace:  max(cfg.RefreshReuseGrace, 0),
 		skew:        cfg.ClockSkew,
 		upstream:    cfg.Upstream,
 		clientID:    cfg.ClientID,

@@ -407,6 +407,17 @@ func (e *env) refresh(c registered, rt string) *tokenReply {
 	return e.token(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {c.ID}})
 }
 
+// mustRefresh is refresh that fails the test unless the answer is 200 with
+// a new refresh token.
+func (e *env) mustRefresh(c registered, rt, what string) *tokenReply {
+	e.t.Helper()
+	r := e.refresh(c, rt)
+	if r.status != http.StatusOK || r.RefreshToken == "" || r.RefreshToken == rt {
+		e.t.Fatalf("%s: %d %s %s (a new refresh token: %t)", what, r.status, r.Error, r.Desc, r.RefreshToken != rt)
+	}
+	return r
+}
+
 // tokens logs alice in with a new public client and redeems the code.
 func (e *env) tokens() (registered, *tokenReply) {
 	e.t.Helper()
@@ -469,6 +480,9 @@ type failingStore struct{}
 
 func (failingStore) Claim(context.Context, string, time.Duration) (bool, error) {
 	return false, errors.New("store down")
+}
+func (failingStore) ClaimSince(context.Context, string, time.Duration) (bool, time.Duration, error) {
+	return false, 0, errors.New("store down")
 }
 func (failingStore) Revoke(context.Context, string, time.Duration) error {
 	return errors.New("store down")

@@ -223,6 +223,11 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		}
 		login, err := b.refresh(ctx, e, rec.Upstream, rec.User)
 		switch {
+		case errors.Is(err, errRefused) && b.justUsed(ctx, rec.ID, end):
+			// A concurrent refresh with this token rotated the provider's
+			// token first: the provider's refusal says nothing of a leak.
+			oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token was just used; use the one that refresh returned")
+			return
 		case errors.Is(err, errRefused):
 			endFamily("provider refused", "the identity provider no longer accepts this session; sign in again")
 			return
@@ -241,20 +246,38 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		return
 	}
 	granted := b.grantScopes(user, scopes)
-	first, err := b.store.Claim(ctx, "rt:"+rec.ID, b.until(end))
+	first, since, err := b.store.ClaimSince(ctx, "rt:"+rec.ID, b.until(end))
 	if err != nil {
 		b.log.Error("claim refresh token", "error", err)
 		unavailable(w, "the authorization server cannot refresh right now")
 		return
 	}
-	if !first {
+	if !first && (b.reuseGrace <= 0 || since > b.reuseGrace) {
 		// OAuth 2.1 §4.3.1, RFC 9700 §4.14.2: a rotated refresh token used
 		// again means it leaked, or the client lost an answer; either way
 		// the family ends.
 		endFamily("refresh token reused", "the refresh token was already used; sign in again")
 		return
 	}
+	if !first {
+		// Within the grace window of its first use: a concurrent refresh or
+		// a retry after a lost answer. It rotates to a sibling in the same
+		// family, so a later reuse of any of them still ends the session.
+		b.log.Info("refresh token used again within the grace window", "sub", rec.User.Sub, "client", c.key(),
+			"since_first_use", since.Round(time.Millisecond))
+	}
 	b.issue(w, c, &rec, granted)
+}
+
+// justUsed reports whether refresh token id was first used less than the
+// reuse grace ago. It claims the token if no one had (a token the provider
+// refuses is spent anyway).
+func (b *Broker) justUsed(ctx context.Context, id string, end time.Time) bool {
+	if b.reuseGrace <= 0 {
+		return false
+	}
+	first, since, err := b.store.ClaimSince(ctx, "rt:"+id, b.until(end))
+	return err == nil && !first && since <= b.reuseGrace
 }
 
 // issue answers a new access token and, unless the client registered

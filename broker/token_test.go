@@ -121,14 +121,8 @@ func TestSealedPurposes(t *testing.T) {
 func TestRefreshReuse(t *testing.T) {
 	e := newEnv(t, nil)
 	c, tr := e.tokens()
-	r1 := e.refresh(c, tr.RefreshToken)
-	if r1.status != http.StatusOK {
-		t.Fatalf("refresh: %d %s", r1.status, r1.Desc)
-	}
-	r2 := e.refresh(c, r1.RefreshToken)
-	if r2.status != http.StatusOK {
-		t.Fatalf("second refresh: %d %s", r2.status, r2.Desc)
-	}
+	r1 := e.mustRefresh(c, tr.RefreshToken, "refresh")
+	r2 := e.mustRefresh(c, r1.RefreshToken, "second refresh")
 	// The first refresh token, already rotated, is presented again (it
 	// leaked): refused, and the whole family is revoked.
 	if r := e.refresh(c, tr.RefreshToken); r.Error != "invalid_grant" {
@@ -147,7 +141,8 @@ func TestRefreshReuse(t *testing.T) {
 	e.mustVerify(other.AccessToken)
 }
 
-// Two refreshes racing with one token: one wins, and the family ends.
+// Two refreshes racing with one token, with no grace window (strict
+// one-time use, the Config's zero value): one wins, and the family ends.
 func TestRefreshRace(t *testing.T) {
 	e := newEnv(t, nil)
 	c, tr := e.tokens()
@@ -163,6 +158,88 @@ func TestRefreshRace(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Fatalf("%d refreshes succeeded, want 1", ok)
+	}
+}
+
+// noUpstreamRefresh makes the provider give no refresh token (it lists no
+// offline_access), so a refresh is the broker's decision alone.
+func noUpstreamRefresh(is *devissuer.Issuer) {
+	is.Extra = map[string]any{"scopes_supported": []string{"openid", "email"}}
+}
+
+func withGrace(c *Config) { c.RefreshReuseGrace = 30 * time.Second }
+
+// Within RefreshReuseGrace of its first use a refresh token is accepted
+// again (a concurrent refresh, a retry after a lost answer): it rotates to
+// a sibling in the same family, and every token stays valid. After the
+// window the same token is a leak: the family ends, siblings included.
+func TestRefreshReuseGrace(t *testing.T) {
+	e := newEnvIssuer(t, noUpstreamRefresh, withGrace)
+	c, tr := e.tokens()
+	r1 := e.mustRefresh(c, tr.RefreshToken, "refresh")
+	e.clock.Advance(30 * time.Second)
+	r2 := e.mustRefresh(c, tr.RefreshToken, "the same token 30 s after its first use")
+	if r2.RefreshToken == r1.RefreshToken {
+		t.Fatal("the sibling has the first refresh's refresh token")
+	}
+	r3 := e.mustRefresh(c, r2.RefreshToken, "the sibling rotating on")
+	for _, at := range []string{tr.AccessToken, r1.AccessToken, r2.AccessToken, r3.AccessToken} {
+		e.mustVerify(at)
+	}
+	e.clock.Advance(time.Second)
+	if r := e.refresh(c, tr.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("the same token 31 s after its first use: %d %s, want invalid_grant", r.status, r.Error)
+	}
+	for _, at := range []string{r1.AccessToken, r2.AccessToken, r3.AccessToken} {
+		if got := e.verifyReason(at); got != ReasonRevoked {
+			t.Fatalf("an access token of the family after the late reuse: got %q, want revoked", got)
+		}
+	}
+	for _, rt := range []string{r1.RefreshToken, r3.RefreshToken} {
+		if r := e.refresh(c, rt); r.Error != "invalid_grant" {
+			t.Fatalf("a refresh token of the family after the late reuse: %d %s", r.status, r.Error)
+		}
+	}
+}
+
+// Two refreshes racing with one token within the grace window both
+// succeed, with different refresh tokens, and the family lives on.
+func TestRefreshRaceWithinGrace(t *testing.T) {
+	e := newEnvIssuer(t, noUpstreamRefresh, withGrace)
+	c, tr := e.tokens()
+	results := make(chan *tokenReply, 2)
+	for range 2 {
+		go func() { results <- e.refresh(c, tr.RefreshToken) }()
+	}
+	a, b := <-results, <-results
+	if a.status != http.StatusOK || b.status != http.StatusOK || a.RefreshToken == b.RefreshToken {
+		t.Fatalf("racing refreshes: %d %s and %d %s, want two 200s with two refresh tokens", a.status, a.Desc, b.status, b.Desc)
+	}
+	for _, r := range []*tokenReply{a, b} {
+		e.mustVerify(r.AccessToken)
+		e.mustRefresh(c, r.RefreshToken, "refresh after the race")
+	}
+}
+
+// With a provider that rotates its own refresh tokens, a reuse within the
+// window reaches the provider with a token it has rotated already: the
+// client gets invalid_grant ("just used"), and the session is not ended.
+// After the window, the provider's refusal ends the family as before.
+func TestRefreshReuseGraceRotatingProvider(t *testing.T) {
+	e := newEnv(t, withGrace)
+	c, tr := e.tokens()
+	r1 := e.mustRefresh(c, tr.RefreshToken, "refresh")
+	if r := e.refresh(c, tr.RefreshToken); r.Error != "invalid_grant" || !strings.Contains(r.Desc, "just used") {
+		t.Fatalf("reuse within the window: %d %s %q, want invalid_grant, just used", r.status, r.Error, r.Desc)
+	}
+	e.mustVerify(r1.AccessToken)
+	r2 := e.mustRefresh(c, r1.RefreshToken, "the newer token after a reuse within the window")
+	e.clock.Advance(31 * time.Second)
+	if r := e.refresh(c, r1.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("reuse after the window: %d %s", r.status, r.Error)
+	}
+	if got := e.verifyReason(r2.AccessToken); got != ReasonRevoked {
+		t.Fatalf("the family's access token after a reuse past the window: got %q, want revoked", got)
 	}
 }
 

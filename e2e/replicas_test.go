@@ -123,7 +123,8 @@ func startExampleNginx(t *testing.T, upstream1, upstream2 string) *nginxServer {
 // nginx (a real client's login).
 func TestReplicas(t *testing.T) {
 	needSuite(t)
-	r := startReplicasTimed(t, "replicas-start", nil)
+	const grace = 5 * time.Second // BROKER_REFRESH_REUSE_GRACE, short so that the test can outwait it
+	r := startReplicasTimed(t, "replicas-start", map[string]string{"BROKER_REFRESH_REUSE_GRACE": grace.String()})
 	a, b := r.gw[0], r.gw[1]
 
 	timed(t, "replicas-code-issued-at-a-redeemed-at-b", func(t *testing.T) {
@@ -155,30 +156,46 @@ func TestReplicas(t *testing.T) {
 		if first.Status != http.StatusOK || first.RefreshToken == "" {
 			t.Fatalf("redeem: %d %s (refresh token %t)", first.Status, first.Error, first.RefreshToken != "")
 		}
+		start := time.Now()
 		rotated := tokenAt(t, a.url, c, refreshGrant(first.RefreshToken))
 		if rotated.Status != http.StatusOK || rotated.RefreshToken == "" || rotated.RefreshToken == first.RefreshToken {
 			t.Fatalf("the refresh at A: %d %s", rotated.Status, rotated.Error)
 		}
+		used := time.Now() // A claimed the token before it answered
 		for _, g := range r.gw {
 			if got := mcpStatus(t, g.url, rotated.AccessToken); got != http.StatusOK {
 				t.Fatalf("the rotated access token at %s: %d, want 200", g.url, got)
 			}
 		}
+		// Within the grace window the same token at B is a concurrent refresh or a retry: B
+		// reads when A used it from Redis and rotates it to a sibling (oidc-provider keeps its
+		// own refresh token for a confidential client, so the provider accepts it again).
+		sibling := tokenAt(t, b.url, c, refreshGrant(first.RefreshToken))
+		if sibling.Status != http.StatusOK || sibling.RefreshToken == "" || sibling.RefreshToken == rotated.RefreshToken {
+			t.Fatalf("the used refresh token again at B, %s after its first use (window %s): %d %q, want 200 and another refresh token",
+				time.Since(start).Round(time.Millisecond), grace, sibling.Status, sibling.Error)
+		}
+		if got := mcpStatus(t, a.url, rotated.AccessToken); got != http.StatusOK {
+			t.Errorf("the rotated access token at A after a reuse within the window: %d, want 200", got)
+		}
+		time.Sleep(time.Until(used.Add(grace + 300*time.Millisecond)))
 		replay := tokenAt(t, b.url, c, refreshGrant(first.RefreshToken))
 		if replay.Status != http.StatusBadRequest || replay.Error != "invalid_grant" {
-			t.Errorf("the rotated-out refresh token replayed at B: %d %q, want 400 invalid_grant", replay.Status, replay.Error)
+			t.Errorf("the rotated-out refresh token replayed at B after the window: %d %q, want 400 invalid_grant", replay.Status, replay.Error)
 		}
 		// The replay revoked the family: its access tokens at both replicas, its newest
-		// refresh token too.
+		// refresh tokens too.
 		for _, g := range r.gw {
-			for name, tok := range map[string]string{"first": first.AccessToken, "rotated": rotated.AccessToken} {
+			for name, tok := range map[string]string{"first": first.AccessToken, "rotated": rotated.AccessToken, "sibling": sibling.AccessToken} {
 				if got := mcpStatus(t, g.url, tok); got != http.StatusUnauthorized {
 					t.Errorf("the family's %s access token at %s after the replay: %d, want 401", name, g.url, got)
 				}
 			}
 		}
-		if last := tokenAt(t, a.url, c, refreshGrant(rotated.RefreshToken)); last.Status != http.StatusBadRequest || last.Error != "invalid_grant" {
-			t.Errorf("the family's newest refresh token at A after the replay: %d %q, want 400 invalid_grant", last.Status, last.Error)
+		for name, rt := range map[string]string{"rotated": rotated.RefreshToken, "sibling": sibling.RefreshToken} {
+			if last := tokenAt(t, a.url, c, refreshGrant(rt)); last.Status != http.StatusBadRequest || last.Error != "invalid_grant" {
+				t.Errorf("the family's %s refresh token at A after the replay: %d %q, want 400 invalid_grant", name, last.Status, last.Error)
+			}
 		}
 	})
 

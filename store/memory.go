@@ -63,9 +63,13 @@ type Memory struct {
 
 type memShard struct {
 	mu        sync.Mutex
-	m         map[string]int64 // key -> expiry, unix nanoseconds
+	m         map[string]memEntry
 	lastSweep int64
 }
+
+// memEntry is one remembered key: when it expires, and when it was first
+// claimed or revoked (unix nanoseconds).
+type memEntry struct{ exp, at int64 }
 
 // NewMemory returns an empty Memory.
 func NewMemory(cfg MemoryConfig) *Memory {
@@ -79,7 +83,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	}
 	m.perShard = (n + memoryShards - 1) / memoryShards
 	for i := range m.shards {
-		m.shards[i].m = make(map[string]int64)
+		m.shards[i].m = make(map[string]memEntry)
 	}
 	return m
 }
@@ -91,22 +95,30 @@ func (m *Memory) shard(key string) *memShard {
 // Claim remembers key for ttl and reports whether this call is the first to
 // claim it within its TTL (so a one-time value is accepted once). It fails
 // with ErrFull rather than forget an unexpired key.
-func (m *Memory) Claim(_ context.Context, key string, ttl time.Duration) (first bool, err error) {
+func (m *Memory) Claim(ctx context.Context, key string, ttl time.Duration) (first bool, err error) {
+	first, _, err = m.ClaimSince(ctx, key, ttl)
+	return first, err
+}
+
+// ClaimSince is Claim that also reports, when this call is not the first,
+// how long ago the first claim was (for a grace window after a one-time
+// value's first use).
+func (m *Memory) ClaimSince(_ context.Context, key string, ttl time.Duration) (first bool, since time.Duration, err error) {
 	if ttl <= 0 {
-		return false, fmt.Errorf("claim: ttl %v is not positive", ttl)
+		return false, 0, fmt.Errorf("claim: ttl %v is not positive", ttl)
 	}
 	now := m.now().UnixNano()
 	s := m.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if exp, ok := s.m[key]; ok && now < exp {
-		return false, nil
+	if e, ok := s.m[key]; ok && now < e.exp {
+		return false, time.Duration(now - e.at), nil
 	}
 	if err := s.room(key, now, m.perShard); err != nil {
-		return false, fmt.Errorf("claim: %w", err)
+		return false, 0, fmt.Errorf("claim: %w", err)
 	}
-	s.m[key] = now + int64(ttl)
-	return true, nil
+	s.m[key] = memEntry{exp: now + int64(ttl), at: now}
+	return true, 0, nil
 }
 
 // Revoke remembers key as revoked for at least ttl (a longer earlier TTL is
@@ -120,14 +132,15 @@ func (m *Memory) Revoke(_ context.Context, key string, ttl time.Duration) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	exp := now + int64(ttl)
-	if old, ok := s.m[key]; ok && now < old {
-		s.m[key] = max(old, exp)
+	if old, ok := s.m[key]; ok && now < old.exp {
+		old.exp = max(old.exp, exp)
+		s.m[key] = old
 		return nil
 	}
 	if err := s.room(key, now, m.perShard); err != nil {
 		return fmt.Errorf("revoke: %w", err)
 	}
-	s.m[key] = exp
+	s.m[key] = memEntry{exp: exp, at: now}
 	return nil
 }
 
@@ -138,9 +151,9 @@ func (m *Memory) Revoked(_ context.Context, keys ...string) (bool, error) {
 	for _, k := range keys {
 		s := m.shard(k)
 		s.mu.Lock()
-		exp, ok := s.m[k]
+		e, ok := s.m[k]
 		s.mu.Unlock()
-		if ok && now < exp {
+		if ok && now < e.exp {
 			return true, nil
 		}
 	}
@@ -164,8 +177,8 @@ func (m *Memory) Len() int {
 // keys, it fails with ErrFull.
 func (s *memShard) room(key string, now int64, limit int) error {
 	if now-s.lastSweep >= int64(memorySweepEvery) || len(s.m) >= limit {
-		for k, exp := range s.m {
-			if now >= exp {
+		for k, e := range s.m {
+			if now >= e.exp {
 				delete(s.m, k)
 			}
 		}

@@ -38,6 +38,34 @@ func TestMemoryClaim(t *testing.T) {
 	}
 }
 
+// ClaimSince tells a later claim how long ago the first one was, and a
+// revocation of the key does not move that time.
+func TestMemoryClaimSince(t *testing.T) {
+	ctx := context.Background()
+	c := testkit.NewClock(time.Unix(1_700_000_000, 0))
+	m := NewMemory(MemoryConfig{Now: c.Now})
+	if first, since, err := m.ClaimSince(ctx, "rt:a", time.Minute); !first || since != 0 || err != nil {
+		t.Fatalf("first claim: got %v, %v, %v; want true, 0, nil", first, since, err)
+	}
+	c.Advance(5 * time.Second)
+	if first, since, err := m.ClaimSince(ctx, "rt:a", time.Minute); first || since != 5*time.Second || err != nil {
+		t.Fatalf("claim 5 s later: got %v, %v, %v; want false, 5s, nil", first, since, err)
+	}
+	if err := m.Revoke(ctx, "rt:a", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(5 * time.Second)
+	if first, since, _ := m.ClaimSince(ctx, "rt:a", time.Minute); first || since != 10*time.Second {
+		t.Fatalf("claim 10 s later, after a revocation: got %v, %v; want false, 10s", first, since)
+	}
+	if first, since, _ := m.ClaimSince(ctx, "rt:b", time.Minute); !first || since != 0 {
+		t.Fatalf("another key: got %v, %v; want true, 0", first, since)
+	}
+	if _, _, err := m.ClaimSince(ctx, "rt:c", 0); err == nil {
+		t.Fatal("a zero ttl: no error")
+	}
+}
+
 func TestMemoryRevoke(t *testing.T) {
 	ctx := context.Background()
 	c := testkit.NewClock(time.Unix(1_700_000_000, 0))

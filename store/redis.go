@@ -166,7 +166,7 @@ type Redis struct {
 	onFall   func(bool)
 	now      func() time.Time
 
-	limitScript, revokeScript *redis.Script
+	limitScript, revokeScript, claimScript *redis.Script
 
 	wake      chan struct{} // a request saw Redis fail: Run probes every Retry from now
 	trips     atomic.Uint64 // commands sent (RoundTrips)
@@ -249,6 +249,7 @@ func OpenRedis(cfg RedisConfig) (*Redis, error) {
 
 		limitScript:  redis.NewScript(limitLua),
 		revokeScript: redis.NewScript(revokeLua),
+		claimScript:  redis.NewScript(claimLua),
 		wake:         make(chan struct{}, 1),
 	}
 	if r.retry <= 0 {
@@ -295,6 +296,27 @@ func (r *Redis) Claim(ctx context.Context, key string, ttl time.Duration) (first
 		return false, fmt.Errorf("claim: %w: %w", ErrUnavailable, err)
 	}
 	return first, nil
+}
+
+// ClaimSince is Claim that also reports, when this call is not the first,
+// how long ago the first claim was, by Redis's clock (one script, atomic
+// across replicas). A key first claimed by Claim reads as claimed long ago.
+func (r *Redis) ClaimSince(ctx context.Context, key string, ttl time.Duration) (first bool, since time.Duration, err error) {
+	if ttl <= 0 {
+		return false, 0, fmt.Errorf("claim: ttl %v is not positive", ttl)
+	}
+	if r.skipping(OpClaim) {
+		return false, 0, fmt.Errorf("claim: %w", ErrUnavailable)
+	}
+	start := time.Now()
+	ms, err := r.claimScript.Run(ctx, r.client, []string{r.prefix + key}, ttl.Milliseconds()+1).Int64()
+	if r.done(ctx, OpClaim, start, err) {
+		return false, 0, fmt.Errorf("claim: %w: %w", ErrUnavailable, err)
+	}
+	if ms < 0 {
+		return true, 0, nil
+	}
+	return false, time.Duration(ms) * time.Millisecond, nil
 }
 
 // Revoke remembers key as revoked for at least ttl (a longer earlier TTL
@@ -368,7 +390,8 @@ func (r *Redis) Run(ctx context.Context) error {
 		if err == nil && wasDown {
 			// Redis may have restarted without its script cache: load the
 			// scripts now, so the request path keeps to one round trip.
-			err = errors.Join(r.limitScript.Load(ctx, r.client).Err(), r.revokeScript.Load(ctx, r.client).Err())
+			err = errors.Join(r.limitScript.Load(ctx, r.client).Err(), r.revokeScript.Load(ctx, r.client).Err(),
+				r.claimScript.Load(ctx, r.client).Err())
 		}
 		r.done(ctx, OpPing, start, err)
 		if n := r.outages.Load(); err == nil && n != checkedAt && !r.down.Load() && r.checkSettings(ctx) {

@@ -175,6 +175,33 @@ func TestRedisClaimOnce(t *testing.T) {
 	}
 }
 
+// TestRedisClaimSince: how long ago a key was first claimed, by Redis's
+// clock, whatever the replicas' clocks say; a key claimed by Claim (no
+// time stored) reads as claimed long ago, so a grace window never opens
+// for it.
+func TestRedisClaimSince(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	a := openTestRedis(t, srv, func(c *RedisConfig) { c.Now = func() time.Time { return time.Unix(1_000_000_000, 0) } })
+	b := openTestRedis(t, srv, func(c *RedisConfig) { c.Now = func() time.Time { return time.Unix(2_000_000_000, 0) } })
+	if first, since, err := a.ClaimSince(ctx, "rt:x", time.Minute); !first || since != 0 || err != nil {
+		t.Fatalf("first claim at A: got %v, %v, %v", first, since, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	first, since, err := b.ClaimSince(ctx, "rt:x", time.Minute)
+	if first || err != nil || since < 50*time.Millisecond || since > 10*time.Second {
+		t.Fatalf("claim at B: got %v, %v, %v; want false, 50ms-10s (Redis's clock), nil", first, since, err)
+	}
+	if first, _ := a.Claim(ctx, "rt:y", time.Minute); !first {
+		t.Fatal("Claim of a new key: not first")
+	}
+	if first, since, _ := b.ClaimSince(ctx, "rt:y", time.Minute); first || since < 24*time.Hour {
+		t.Fatalf("ClaimSince of a key Claim took: got %v, %v; want false, long ago", first, since)
+	}
+	if ttl := rawClient(t, srv).PTTL(ctx, DefaultRedisPrefix+"v:rt:x").Val(); ttl <= 0 || ttl > time.Minute+time.Second {
+		t.Errorf("the claimed key's TTL: %v, want about a minute", ttl)
+	}
+}
+
 // TestRedisRevocationShared: a token revoked through one replica is
 // refused by another's admission in the same round trip as its limit,
 // without spending; the other replica then knows it by itself.

@@ -50,6 +50,20 @@ redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return 1
 `
 
+// claimLua claims KEYS[1] for ARGV[1] ms if no one has (SET NX), storing
+// Redis's time in ms, and returns -1; otherwise it returns how many ms ago
+// the first claim was, by Redis's clock (so replicas' clocks do not
+// matter). A key claimed without a time (Claim's SETNX stores "1") reads
+// as claimed long ago.
+const claimLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('SET', KEYS[1], string.format('%d', now), 'NX', 'PX', ARGV[1]) then return -1 end
+local at = tonumber(redis.call('GET', KEYS[1]))
+if at == nil or at <= 1 then return now end
+return math.max(now - at, 0)
+`
+
 // Script modes (ARGV[3]).
 const (
 	modeAllow = "a"
