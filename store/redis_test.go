@@ -662,6 +662,9 @@ func TestRedisACL(t *testing.T) {
 	if first, err := r.Claim(ctx, "code:acl", time.Minute); !first || err != nil {
 		t.Fatalf("claim: %v %v", first, err)
 	}
+	if first, _, err := r.ClaimSince(ctx, "rt:acl", time.Minute); !first || err != nil {
+		t.Fatalf("claim with its time: %v %v", first, err)
+	}
 	if err := r.Revoke(ctx, "fam:acl", time.Minute); err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
