@@ -252,32 +252,38 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		unavailable(w, "the authorization server cannot refresh right now")
 		return
 	}
-	if !first && (b.reuseGrace <= 0 || since > b.reuseGrace) {
-		// OAuth 2.1 §4.3.1, RFC 9700 §4.14.2: a rotated refresh token used
-		// again means it leaked, or the client lost an answer; either way
-		// the family ends.
-		endFamily("refresh token reused", "the refresh token was already used; sign in again")
-		return
-	}
 	if !first {
-		// Within the grace window of its first use: a concurrent refresh or
-		// a retry after a lost answer. It rotates to a sibling in the same
-		// family, so a later reuse of any of them still ends the session.
+		if !b.withinGrace(since) {
+			// OAuth 2.1 §4.3.1, RFC 9700 §4.14.2: a rotated refresh token
+			// used again means it leaked, or the client lost an answer;
+			// either way the family ends.
+			endFamily("refresh token reused", "the refresh token was already used; sign in again")
+			return
+		}
+		// A concurrent refresh or a retry after a lost answer: it rotates to
+		// a sibling in the same family, so a later reuse of any of them
+		// still ends the session.
 		b.log.Info("refresh token used again within the grace window", "sub", rec.User.Sub, "client", c.key(),
 			"since_first_use", since.Round(time.Millisecond))
 	}
 	b.issue(w, c, &rec, granted)
 }
 
-// justUsed reports whether refresh token id was first used less than the
-// reuse grace ago. It claims the token if no one had (a token the provider
+// withinGrace reports whether a refresh token first used since ago may be
+// used again (RefreshReuseGrace; none when it is zero).
+func (b *Broker) withinGrace(since time.Duration) bool {
+	return b.reuseGrace > 0 && since <= b.reuseGrace
+}
+
+// justUsed reports whether refresh token id was first used within the
+// reuse grace. It claims the token if no one had (a token the provider
 // refuses is spent anyway).
 func (b *Broker) justUsed(ctx context.Context, id string, end time.Time) bool {
-	if b.reuseGrace <= 0 {
-		return false
+	if b.reuseGrace == 0 {
+		return false // strict: no need to ask the store
 	}
 	first, since, err := b.store.ClaimSince(ctx, "rt:"+id, b.until(end))
-	return err == nil && !first && since <= b.reuseGrace
+	return err == nil && !first && b.withinGrace(since)
 }
 
 // issue answers a new access token and, unless the client registered

@@ -281,26 +281,18 @@ func (r *Redis) Close() error { return r.client.Close() }
 func (r *Redis) RoundTrips() uint64 { return r.trips.Load() }
 
 // Claim remembers key for ttl in Redis and reports whether this call is
-// the first to claim it (SET NX, atomic across replicas). It fails, and
-// claims nothing this replica would honour, when Redis cannot answer.
+// the first to claim it (atomic across replicas): ClaimSince without the
+// time. It fails, and claims nothing this replica would honour, when Redis
+// cannot answer.
 func (r *Redis) Claim(ctx context.Context, key string, ttl time.Duration) (first bool, err error) {
-	if ttl <= 0 {
-		return false, fmt.Errorf("claim: ttl %v is not positive", ttl)
-	}
-	if r.skipping(OpClaim) {
-		return false, fmt.Errorf("claim: %w", ErrUnavailable)
-	}
-	start := time.Now()
-	first, err = r.client.SetNX(ctx, r.prefix+key, "1", ttl).Result()
-	if r.done(ctx, OpClaim, start, err) {
-		return false, fmt.Errorf("claim: %w: %w", ErrUnavailable, err)
-	}
-	return first, nil
+	first, _, err = r.ClaimSince(ctx, key, ttl)
+	return first, err
 }
 
-// ClaimSince is Claim that also reports, when this call is not the first,
-// how long ago the first claim was, by Redis's clock (one script, atomic
-// across replicas). A key first claimed by Claim reads as claimed long ago.
+// ClaimSince claims key for ttl unless someone has (one script, atomic
+// across replicas) and reports, when this call is not the first, how long
+// ago the first claim was, by Redis's clock. A key an older gateway claimed
+// (without a time) reads as claimed long ago.
 func (r *Redis) ClaimSince(ctx context.Context, key string, ttl time.Duration) (first bool, since time.Duration, err error) {
 	if ttl <= 0 {
 		return false, 0, fmt.Errorf("claim: ttl %v is not positive", ttl)
@@ -535,6 +527,8 @@ func (r *Redis) checkSettings(ctx context.Context) bool {
 }
 
 // parseInfo adds the "field:value" lines of an INFO answer to fields.
+// Not go-redis's InfoMap: it panics on a line before any "# Section"
+// header, which a Redis-compatible server need not send.
 func parseInfo(s string, fields map[string]string) {
 	for line := range strings.Lines(s) {
 		line = strings.TrimRight(line, "\r\n")

@@ -53,8 +53,8 @@ return 1
 // claimLua claims KEYS[1] for ARGV[1] ms if no one has (SET NX), storing
 // Redis's time in ms, and returns -1; otherwise it returns how many ms ago
 // the first claim was, by Redis's clock (so replicas' clocks do not
-// matter). A key claimed without a time (Claim's SETNX stores "1") reads
-// as claimed long ago.
+// matter). A key claimed without a time (an older gateway's SETNX stored
+// "1") reads as claimed long ago.
 const claimLua = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
