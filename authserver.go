@@ -91,6 +91,7 @@ func newBroker(cfg *Config, st *state, wk *wellknown.Server, prov *provider.Prov
 	bc.ResourceURL = cfg.WellKnown.ResourceURL
 	bc.GroupsClaim = cfg.Provider.GroupsClaim
 	bc.RedirectURIs = cfg.WellKnown.RedirectURIs
+	bc.RedirectSchemes = cfg.WellKnown.RedirectSchemes
 	bc.ClockSkew = cfg.Provider.ClockSkew
 	bc.Upstream = prov
 	bc.Allow = allow.Allows

@@ -548,7 +548,10 @@ func TestBrokerModeConfigErrors(t *testing.T) {
 		}, []string{"ACCEPT_PROVIDER_TOKENS=false needs AUTH_SERVER_MODE=broker"}, ""},
 		{"audience still required in facade mode", func(m map[string]string) { m["AUTH_SERVER_MODE"] = "facade" }, []string{"OIDC_AUDIENCE is required"}, ""},
 		{"a private-use redirect scheme without a dot", func(m map[string]string) { m["REGISTER_REDIRECT_URIS"] = "myapp:/cb" },
-			[]string{"REGISTER_REDIRECT_URIS entry rejected in broker mode", "must contain a dot"}, ""},
+			[]string{"REGISTER_REDIRECT_URIS entry rejected in broker mode", "must contain a dot", "or be listed in REGISTER_REDIRECT_SCHEMES"}, ""},
+		{"cursor's callback with no scheme listed", func(m map[string]string) {
+			m["REGISTER_REDIRECT_URIS"], m["REGISTER_REDIRECT_SCHEMES"] = "cursor://anysphere.cursor-mcp/oauth/callback", "none"
+		}, []string{"REGISTER_REDIRECT_URIS entry rejected in broker mode", `scheme "cursor" is not allowed`}, ""},
 		{"a CIMD allow host with a scheme", func(m map[string]string) { m["CIMD_ALLOW_HOSTS"] = "localhost:8443,https://client.example" },
 			[]string{`CIMD_ALLOW_HOSTS entry "https://client.example": give host or host:port, without a scheme or path`}, ""},
 		{"a CIMD allow host with a bad port", func(m map[string]string) { m["CIMD_ALLOW_HOSTS"] = "client.example:99999" },

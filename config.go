@@ -159,7 +159,8 @@ func settings(c *Config) []setting {
 		{"CORS_ALLOW_ORIGINS", "https://claude.ai,https://claude.com", "allowed browser origins, comma-separated; * allows any", bind(list(origin), &g.CORSOrigins)},
 		{"STATIC_CLIENT_ID", "", "pre-created client id handed out by POST /oauth/register (facade mode); in broker mode the fallback for OIDC_CLIENT_ID, never handed out", bind(text, &w.StaticClientID)},
 		{"STATIC_CLIENT_SECRET", "", "its secret; set both or neither", bind(text, &w.StaticClientSecret)},
-		{"REGISTER_REDIRECT_URIS", "", "redirect URIs /oauth/register accepts, comma-separated (http://127.0.0.1:* patterns allowed); empty: https, http on loopback hosts, and private-use schemes with a dot (com.example.app:/cb)", bind(list(redirectURI), &w.RedirectURIs)},
+		{"REGISTER_REDIRECT_URIS", "", "redirect URIs /oauth/register accepts, comma-separated (http://127.0.0.1:* patterns allowed); empty: https, http on loopback hosts, private-use schemes with a dot (com.example.app:/cb) and those of REGISTER_REDIRECT_SCHEMES", bind(list(redirectURI), &w.RedirectURIs)},
+		{"REGISTER_REDIRECT_SCHEMES", "cursor", "private-use URI schemes without a dot whose redirect URIs clients may register too, comma-separated (Cursor's is cursor://anysphere.cursor-mcp/oauth/callback); none: only schemes with a dot", bind(redirectSchemes, &w.RedirectSchemes)},
 		{"SCOPES_SUPPORTED", "openid,profile,email,offline_access", "scopes advertised in the discovery documents; broker mode's default leaves out offline_access", bind(list(scope), &w.Scopes, &g.ChallengeScopes)},
 		{"REQUIRED_SCOPES", "", "scopes every token must carry (403 insufficient_scope otherwise)", bind(list(scope), &g.RequiredScopes)},
 		{"MCP_POLICY", "", "per-tool rules, e.g. tool:delete_*=group:admins; tool:write_file=scope:files:write (docs/policy.md); empty: every call the allow-list admits", bind(mcpPolicy, &g.Policy)},
@@ -361,7 +362,7 @@ func checkBroker(c *Config, p *problems) {
 		p.add("BROKER_SECRET_PREVIOUS is set without BROKER_SECRET (during a rotation the new secret is BROKER_SECRET, the old one BROKER_SECRET_PREVIOUS)")
 	}
 	for _, e := range w.RedirectURIs {
-		if err := broker.CheckRedirectURI(e); err != nil {
+		if err := broker.CheckRedirectURI(e, w.RedirectSchemes); err != nil {
 			p.addf("REGISTER_REDIRECT_URIS entry rejected in broker mode: %v", err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +144,14 @@ func TestParseConfigErrors(t *testing.T) {
 		{"scope with a space", func(m map[string]string) { m["REQUIRED_SCOPES"] = "mcp read" }, nil, []string{"REQUIRED_SCOPES", "RFC 6749 §3.3"}},
 		{"redirect pattern off loopback", func(m map[string]string) { m["REGISTER_REDIRECT_URIS"] = "https://evil.example:*" }, nil, []string{"REGISTER_REDIRECT_URIS"}},
 		{"query after a loopback pattern", func(m map[string]string) { m["REGISTER_REDIRECT_URIS"] = "http://127.0.0.1:*?x" }, nil, []string{"REGISTER_REDIRECT_URIS"}},
+		{"a redirect scheme the browser runs", func(m map[string]string) { m["REGISTER_REDIRECT_SCHEMES"] = "cursor,JavaScript" }, nil,
+			[]string{`REGISTER_REDIRECT_SCHEMES entry "JavaScript": the browser or the system handles this scheme itself`}},
+		{"a redirect scheme a web page can claim", func(m map[string]string) { m["REGISTER_REDIRECT_SCHEMES"] = "web+mcp" }, nil,
+			[]string{`REGISTER_REDIRECT_SCHEMES entry "web+mcp": a web page can claim this scheme`}},
+		{"a redirect scheme with its colon", func(m map[string]string) { m["REGISTER_REDIRECT_SCHEMES"] = "cursor://" }, nil,
+			[]string{`REGISTER_REDIRECT_SCHEMES entry "cursor://" is not a URI scheme`}},
+		{"http as a redirect scheme", func(m map[string]string) { m["REGISTER_REDIRECT_SCHEMES"] = "http" }, nil,
+			[]string{`REGISTER_REDIRECT_SCHEMES entry "http": https and http on loopback hosts are always accepted`}},
 		{"unclean upstream path", func(m map[string]string) { m["MCP_UPSTREAM_PATH"] = "/a/../b" }, nil, []string{"MCP_UPSTREAM_PATH"}},
 		{"upstream path that needs escaping", func(m map[string]string) { m["MCP_UPSTREAM_PATH"] = "/a b" }, nil, []string{"MCP_UPSTREAM_PATH"}},
 		{"upstream path with a parameter", func(m map[string]string) { m["MCP_UPSTREAM_PATH"] = "/mcp;x" }, nil, []string{"MCP_UPSTREAM_PATH"}},
@@ -174,6 +183,38 @@ func TestParseConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// REGISTER_REDIRECT_SCHEMES: cursor by default (Cursor's callback is
+// cursor://anysphere.cursor-mcp/oauth/callback), entries lower-cased,
+// "none" for no scheme without a dot.
+func TestRedirectSchemes(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  []string
+	}{
+		{"", []string{"cursor"}},
+		{"none", nil},
+		{" None ", nil},
+		{"Cursor, my-app ,", []string{"cursor", "my-app"}},
+	} {
+		env := validEnv()
+		env["REGISTER_REDIRECT_SCHEMES"] = tc.value
+		c, err := parseConfig(nil, envOf(env), false)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.value, err)
+		}
+		if !slices.Equal(c.WellKnown.RedirectSchemes, tc.want) {
+			t.Errorf("REGISTER_REDIRECT_SCHEMES=%q: got %q, want %q", tc.value, c.WellKnown.RedirectSchemes, tc.want)
+		}
+	}
+	// Broker mode's REGISTER_REDIRECT_URIS may name Cursor's callback by default
+	// (TestBrokerModeConfigErrors has it refused with "none").
+	env := brokerEnv()
+	env["REGISTER_REDIRECT_URIS"] = "cursor://anysphere.cursor-mcp/oauth/callback,http://127.0.0.1:*"
+	if _, err := parseConfig(nil, envOf(env), false); err != nil {
+		t.Errorf("broker mode, Cursor's callback in REGISTER_REDIRECT_URIS: %v", err)
 	}
 }
 

@@ -386,6 +386,15 @@ func redirectURI(s string) (string, error) {
 	return s, nil
 }
 
+// redirectSchemes is REGISTER_REDIRECT_SCHEMES: URI schemes, each checked
+// by redirecturi.CheckScheme and lower-cased, or "none".
+func redirectSchemes(s string) ([]string, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "none") {
+		return nil, nil
+	}
+	return list(redirecturi.CheckScheme)(s)
+}
+
 // scope is one scope token (RFC 6749 §3.3).
 func scope(s string) (string, error) {
 	if strings.ContainsAny(s, " \"\\") {

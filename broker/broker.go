@@ -199,6 +199,12 @@ type Config struct {
 	// schemes).
 	RedirectURIs []string
 
+	// RedirectSchemes is REGISTER_REDIRECT_SCHEMES: private-use URI schemes
+	// without a dot (lower case, each passed redirecturi.CheckScheme) whose
+	// redirect URIs registrations and metadata documents may use, beside
+	// what redirecturi.Check always allows. Empty: none.
+	RedirectSchemes []string
+
 	// Allow decides whether a user the provider logged in may use the
 	// gateway; it is asked at login and at every refresh. Main passes the
 	// gate's allow-list. Nil allows everyone the provider vouches for.
@@ -318,6 +324,7 @@ type Broker struct {
 	upParams    map[string]string
 	groupsClaim string
 	redirects   redirecturi.List
+	schemes     []string // Config.RedirectSchemes
 	allow       func(*provider.Identity) bool
 	grant       func(*provider.Identity, []string) []string
 	store       Store
@@ -381,6 +388,7 @@ func New(cfg Config) (*Broker, error) {
 		upParams:    cfg.UpstreamParams,
 		groupsClaim: cmp.Or(cfg.GroupsClaim, "groups"),
 		redirects:   redirects,
+		schemes:     slices.Clone(cfg.RedirectSchemes),
 		allow:       cfg.Allow,
 		grant:       cfg.GrantScopes,
 		store:       cfg.Store,
@@ -444,7 +452,7 @@ func checkConfig(cfg Config) (string, *url.URL, error) {
 		if strings.TrimSpace(e) == "" {
 			continue
 		}
-		if err := CheckRedirectURI(e); err != nil {
+		if err := CheckRedirectURI(e, cfg.RedirectSchemes); err != nil {
 			return "", nil, err
 		}
 	}

@@ -157,7 +157,7 @@ func (b *Broker) parseClientDocument(id string, body []byte) (*clientRecord, *ci
 	if method != "" && method != authNone {
 		return nil, refused("its token_endpoint_auth_method is %q, but this gateway accepts clients identified by a metadata document only as public clients (\"none\")", method)
 	}
-	redirects, err := redirectList(md["redirect_uris"])
+	redirects, err := b.redirectList(md["redirect_uris"])
 	if err != nil {
 		return nil, refused("its %v", err)
 	}

@@ -104,14 +104,15 @@ func (c *client) redirectRegistered(redirect string) bool {
 // main validates the setting with it in broker mode, naming the variable.
 // In broker mode the list only narrows redirecturi.Check, because the
 // gateway itself sends the user's browser back with its code; so an exact
-// entry Check refuses (a private-use scheme without a dot) could never be
-// registered and is a mistake in the setting. Facade mode's list replaces
-// Check instead (wellknown's checkRedirects says why).
-func CheckRedirectURI(entry string) error {
+// entry Check refuses (a private-use scheme without a dot that schemes,
+// REGISTER_REDIRECT_SCHEMES, does not list) could never be registered and
+// is a mistake in the setting. Facade mode's list replaces Check instead
+// (wellknown's checkRedirects says why).
+func CheckRedirectURI(entry string, schemes []string) error {
 	if err := redirecturi.CheckEntry(entry); err != nil || redirecturi.IsPattern(entry) {
 		return err
 	}
-	return redirecturi.Check(strings.TrimSpace(entry))
+	return redirecturi.Check(strings.TrimSpace(entry), schemes)
 }
 
 // redirectAllowed reports whether REGISTER_REDIRECT_URIS allows raw (any

@@ -61,6 +61,13 @@ func (b *Broker) serveRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	rec, code, err := b.parseRegistration(body)
 	if err != nil {
+		// Clients show little more than "registration failed"; the
+		// operator finds here which URI or field, and why.
+		reason := err.Error()
+		if len(reason) > 600 { // a field's value may be up to the body's size
+			reason = reason[:600] + "..."
+		}
+		b.log.Info("registration refused", "error", code, "reason", reason)
 		oauthError(w, http.StatusBadRequest, code, err.Error())
 		return
 	}
@@ -112,7 +119,7 @@ func (b *Broker) parseRegistration(body []byte) (*clientRecord, string, error) {
 		return nil, bad, errors.New("the request body must be a JSON object")
 	}
 	rec := &clientRecord{}
-	redirects, err := redirectList(md["redirect_uris"])
+	redirects, err := b.redirectList(md["redirect_uris"])
 	if err != nil {
 		return nil, "invalid_redirect_uri", err
 	}
@@ -141,10 +148,11 @@ func (b *Broker) parseRegistration(body []byte) (*clientRecord, string, error) {
 }
 
 // redirectList validates redirect_uris (RFC 7591 §2): a non-empty array of
-// at most 10 strings, each of a shape redirecturi.Check allows and at most
-// 512 bytes, returned without duplicates. The same rules hold for
-// registrations and for Client ID Metadata Documents.
-func redirectList(raw json.RawMessage) ([]string, error) {
+// at most 10 strings, each of a shape redirecturi.Check allows (with
+// REGISTER_REDIRECT_SCHEMES) and at most 512 bytes, returned without
+// duplicates. The same rules hold for registrations and for Client ID
+// Metadata Documents.
+func (b *Broker) redirectList(raw json.RawMessage) ([]string, error) {
 	var redirects []string
 	if err := strictStrings(raw, &redirects); err != nil || len(redirects) == 0 {
 		return nil, errors.New("redirect_uris must be a non-empty array of strings")
@@ -157,7 +165,7 @@ func redirectList(raw json.RawMessage) ([]string, error) {
 		if len(u) > maxRedirectURILen {
 			return nil, fmt.Errorf("a redirect uri is longer than %d bytes", maxRedirectURILen)
 		}
-		if err := redirecturi.Check(u); err != nil {
+		if err := redirecturi.Check(u, b.schemes); err != nil {
 			return nil, err
 		}
 		if !slices.Contains(out, u) {

@@ -2,9 +2,14 @@ package broker
 
 import (
 	"encoding/json"
+	"html"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // Registration metadata is validated (RFC 7591 §2, RFC 8252 §7).
@@ -179,5 +184,86 @@ func TestRegisterRateLimited(t *testing.T) {
 	}
 	if lim.keys[0] != "broker-register:127.0.0.1" {
 		t.Fatalf("key %q", lim.keys[0])
+	}
+}
+
+// cursorRedirects are the redirect URIs Cursor registers, all in one
+// request: its app's private-use scheme (which has no dot), its web
+// callback and a loopback one.
+var cursorRedirects = []string{
+	"cursor://anysphere.cursor-mcp/oauth/callback",
+	"https://www.cursor.com/agents/mcp/oauth/callback",
+	"http://localhost:8787/callback",
+}
+
+// With REGISTER_REDIRECT_SCHEMES listing cursor (the gateway's default),
+// Cursor registers, logs in through its cursor:// callback, and gets
+// tokens; the consent page names the scheme as where the access goes.
+// Without the scheme listed, its registration is refused whole, naming the
+// setting, and so is a metadata document's redirect URI of that scheme.
+func TestCursorRegistration(t *testing.T) {
+	body := map[string]any{
+		"client_name":                "Cursor",
+		"redirect_uris":              cursorRedirects,
+		"grant_types":                []string{"authorization_code", "refresh_token"},
+		"response_types":             []string{"code"},
+		"token_endpoint_auth_method": "none",
+	}
+	e := newEnv(t, func(c *Config) { c.RedirectSchemes = []string{"cursor"} })
+	c := e.register(body)
+	if !slices.Equal(c.Redirects, cursorRedirects) {
+		t.Fatalf("registered redirect_uris %q, want %q", c.Redirects, cursorRedirects)
+	}
+	a := newAuthRequest(c)
+	br := newBrowser(t)
+	page := br.get(a.url(e.origin))
+	consentFlow(t, page)
+	for _, want := range []string{"cursor:", "the app on this device that claims this scheme"} {
+		if !strings.Contains(html.UnescapeString(page.body), want) {
+			t.Errorf("consent page lacks %q\n%s", want, page.body)
+		}
+	}
+	back := e.login(br, a, alice)
+	if back.status != http.StatusSeeOther {
+		t.Fatalf("callback: status %d\n%s", back.status, back.body)
+	}
+	to := back.location(t)
+	if to.Scheme != "cursor" || to.Host != "anysphere.cursor-mcp" || to.Path != "/oauth/callback" {
+		t.Fatalf("sent the browser to %s, want Cursor's callback", to)
+	}
+	q := to.Query()
+	if q.Get("state") != a.state || q.Get("iss") != e.origin || q.Get("code") == "" {
+		t.Fatalf("authorization response: %v", q)
+	}
+	if tr := e.redeem(a, q.Get("code")); tr.status != http.StatusOK || tr.AccessToken == "" {
+		t.Fatalf("redeem: %d %s %s", tr.status, tr.Error, tr.Desc)
+	}
+
+	var logs testkit.LogBuffer
+	strict := newEnv(t, func(c *Config) { c.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, JSONFormat: true}) })
+	status, reply := strict.registerRaw(body)
+	if status != http.StatusBadRequest || !strings.Contains(reply, "invalid_redirect_uri") || !strings.Contains(reply, "REGISTER_REDIRECT_SCHEMES") {
+		t.Errorf("without the scheme listed: %d %s, want 400 invalid_redirect_uri naming REGISTER_REDIRECT_SCHEMES", status, reply)
+	}
+	// The operator's log says which URI, and why: the client will not.
+	logged := false
+	for _, l := range testkit.JSONLines(t, logs.String()) {
+		if l["@message"] == "registration refused" && l["error"] == "invalid_redirect_uri" &&
+			strings.Contains(l["reason"].(string), cursorRedirects[0]) && strings.Contains(l["reason"].(string), "REGISTER_REDIRECT_SCHEMES") {
+			logged = true
+		}
+	}
+	if !logged {
+		t.Errorf("no registration refused line naming the URI and the setting:\n%s", logs.String())
+	}
+
+	ds := newDocServer(t, false)
+	id := ds.url("/cursor.json")
+	ds.serve("/cursor.json", clientDoc(id, cursorRedirects[0]), "")
+	if err := newCIMDEnv(t, ds, true, func(c *Config) { c.RedirectSchemes = []string{"cursor"} }).lookupDoc(id); err != nil {
+		t.Errorf("a metadata document with Cursor's callback, the scheme listed: %v", err)
+	}
+	if err := newCIMDEnv(t, ds, true, nil).lookupDoc(id); err == nil || !strings.Contains(err.Error(), "REGISTER_REDIRECT_SCHEMES") {
+		t.Errorf("a metadata document with Cursor's callback, the scheme not listed: %v, want refused naming the setting", err)
 	}
 }

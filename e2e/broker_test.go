@@ -111,6 +111,26 @@ func TestBrokerMode(t *testing.T) {
 		}
 	})
 
+	// Cursor registers its app's cursor:// callback beside two others, in one request; the
+	// gateway's default REGISTER_REDIRECT_SCHEMES lets it through, and the code comes back
+	// to that scheme. The strict 2.x client plays Cursor's registration.
+	timed(t, "broker-cursor-redirect", func(t *testing.T) {
+		g := startGateway(t, brokerSettings(nil))
+		cursor := "cursor://anysphere.cursor-mcp/oauth/callback"
+		r := runTS2Client(t, g, "--redirect-uris", cursor+",https://www.cursor.com/agents/mcp/oauth/callback,http://localhost:8787/callback")
+		checkBrokerLogin(t, g, r.Flow.AuthorizationResponse.Iss, r.Flow.Authorization.Endpoint, r.Flow.Authorization.Hops, r.Flow.Tokens.Claims)
+		if n := r.count("POST", g.url+"/oauth/register", "", http.StatusCreated); n != 1 {
+			t.Errorf("registrations accepted: %d, want 1", n)
+		}
+		// The driver takes a code only from a redirect to the redirect_uri it asked for.
+		if got := r.Flow.Authorization.Params["redirect_uri"]; got != cursor || !r.Flow.AuthorizationResponse.Code || !r.Flow.AuthorizationResponse.StateMatches {
+			t.Errorf("authorization with redirect_uri %q: response %+v, want a code at %s", got, r.Flow.AuthorizationResponse, cursor)
+		}
+		if r.Echo != "Echo: hello through the gateway" {
+			t.Errorf("tools/call: %q", r.Echo)
+		}
+	})
+
 	timed(t, "broker-go-sdk", func(t *testing.T) {
 		g := startGateway(t, brokerSettings(nil))
 		scenarioGoSDKBroker(t, g)

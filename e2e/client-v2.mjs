@@ -10,6 +10,10 @@
 // Usage: node client-v2.mjs <mcp-url> [--login-hint EMAIL] [--redirect-port N]
 //          [--expect-denied] [--expect-error NAME] [--browser STEPS] [--refresh]
 //          [--negotiation legacy|auto|VERSION] [--client-metadata-url URL] [--call TOOL[:JSON]]...
+//          [--redirect-uris A,B,...]
+//   --redirect-uris A,B  register these redirect URIs (a native client's several) and use the
+//                        first, instead of a loopback one on --redirect-port; nothing listens
+//                        there either: the code is read from the Location header
 //   --expect-error NAME  the flow must fail with an error of this class (e.g.
 //                        IssuerMismatchError); the report then carries error.{name,kind,
 //                        expected,received} and ok is true only if it did
@@ -44,12 +48,13 @@ function parseArgs(argv) {
   const out = {
     url: undefined, loginHint: undefined, redirectPort: 33418, expectDenied: false,
     expectError: undefined, browser: undefined, refresh: false, negotiation: 'auto',
-    clientMetadataUrl: undefined, calls: [],
+    clientMetadataUrl: undefined, calls: [], redirectUris: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--login-hint') out.loginHint = argv[++i];
     else if (a === '--redirect-port') out.redirectPort = Number(argv[++i]);
+    else if (a === '--redirect-uris') out.redirectUris = argv[++i].split(',');
     else if (a === '--expect-denied') out.expectDenied = true;
     else if (a === '--expect-error') out.expectError = argv[++i];
     else if (a === '--browser') out.browser = argv[++i];
@@ -165,7 +170,8 @@ async function callWithStepUp(client, transport, auth, { tool, arguments: toolAr
 
 async function main() {
   const auth = new StrictOAuthProvider(result, {
-    redirectUrl: `http://127.0.0.1:${args.redirectPort}/callback`,
+    redirectUrl: args.redirectUris?.[0] ?? `http://127.0.0.1:${args.redirectPort}/callback`,
+    redirectUris: args.redirectUris,
     loginHint: args.loginHint,
     clientName: 'mcp-oauth-proxy e2e (@modelcontextprotocol/client 2.x)',
     steps,

@@ -166,9 +166,10 @@ function unescapeHTML(s) {
 // playing the user through authorize(). After redirectToAuthorization, `callback` holds the
 // redirect URI's query parameters.
 export class RecordingOAuthProvider {
-  constructor(result, { redirectUrl, loginHint, clientName, steps }) {
+  constructor(result, { redirectUrl, redirectUris, loginHint, clientName, steps }) {
     this._result = result;
     this._redirectUrl = redirectUrl;
+    this._redirectUris = redirectUris || [redirectUrl];
     this._loginHint = loginHint;
     this._clientName = clientName;
     this._steps = steps;
@@ -183,7 +184,7 @@ export class RecordingOAuthProvider {
   get clientMetadata() {
     return {
       client_name: this._clientName,
-      redirect_uris: [this._redirectUrl],
+      redirect_uris: this._redirectUris,
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'none',

@@ -1,7 +1,8 @@
 // Package redirecturi owns the rules for the OAuth redirect URIs the
 // gateway lets clients register (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700
 // §4.1): which URIs are safe to send a user's browser to with a code
-// (Check), the operator's REGISTER_REDIRECT_URIS list of exact URIs and
+// (Check, widened by the operator's REGISTER_REDIRECT_SCHEMES, each entry
+// checked by CheckScheme), the operator's REGISTER_REDIRECT_URIS list of exact URIs and
 // loopback patterns (List), and how a redirect URI presented at
 // authorization matches a registered one (Registered).
 //
@@ -41,11 +42,14 @@ func Parse(raw string) (*url.URL, error) {
 // §7, RFC 9700 §4.1): https with a host; http on a loopback host,
 // 127.0.0.1, [::1] or localhost, with any port or none (RFC 8252 §7.3); a
 // private-use scheme in reverse domain form, so one with a dot (RFC 8252
-// §7.1: com.example.app:/cb). Anything else, javascript:, data:, file:,
-// http to another host, is refused: the user's browser would be sent there
-// with an authorization code. No URI may carry user information
-// (https://claude.ai@evil.example), a space or a control character.
-func Check(raw string) error {
+// §7.1: com.example.app:/cb); and a private-use scheme of schemes
+// (REGISTER_REDIRECT_SCHEMES, lower case, each passed CheckScheme) when
+// the URI names a host or a path (cursor://anysphere.cursor-mcp/cb).
+// Anything else, javascript:, data:, file:, http to another host, is
+// refused: the user's browser would be sent there with an authorization
+// code. No URI may carry user information (https://claude.ai@evil.example),
+// a space or a control character.
+func Check(raw string, schemes []string) error {
 	u, err := Parse(raw)
 	if err != nil {
 		return err
@@ -71,8 +75,70 @@ func Check(raw string) error {
 		return nil
 	case strings.Contains(u.Scheme, "."):
 		return nil
+	case slices.Contains(schemes, u.Scheme):
+		if u.Host == "" && u.Path == "" && u.Opaque == "" {
+			return fmt.Errorf("redirect uri %q: a private-use redirect uri must name a host or a path", raw)
+		}
+		return nil
 	}
-	return fmt.Errorf("redirect uri %q: scheme %q is not allowed: use https, http on a loopback host, or a private-use scheme, which must contain a dot (reverse domain form such as com.example.app, RFC 8252 §7.1)", raw, u.Scheme)
+	return fmt.Errorf("redirect uri %q: scheme %q is not allowed: use https, http on a loopback host, or a private-use scheme, which must contain a dot (reverse domain form such as com.example.app, RFC 8252 §7.1) or be listed in REGISTER_REDIRECT_SCHEMES", raw, u.Scheme)
+}
+
+// CheckScheme validates one REGISTER_REDIRECT_SCHEMES entry, a private-use
+// URI scheme whose redirect URIs Check accepts although it has no dot, and
+// returns it in lower case (schemes are case-insensitive, RFC 3986 §3.1).
+// It refuses what is not a scheme, http and https (they have rules of
+// their own), schemes the browser or the system handles itself (a code
+// sent to javascript:, data: or file: would be read or run there), and
+// schemes a web page can claim for itself with registerProtocolHandler
+// (web+ schemes and HTML's safelist, such as mailto:), since the code
+// would then reach a web site rather than an app on the user's device.
+func CheckScheme(s string) (string, error) {
+	name := lowerASCII(strings.TrimSpace(s))
+	if !isScheme(name) {
+		return "", fmt.Errorf("entry %q is not a URI scheme (a letter, then letters, digits, +, - or .; without \":\")", s)
+	}
+	switch {
+	case name == "http" || name == "https":
+		return "", fmt.Errorf("entry %q: https and http on loopback hosts are always accepted, and http elsewhere never", s)
+	case slices.Contains(browserSchemes, name):
+		return "", fmt.Errorf("entry %q: the browser or the system handles this scheme itself, so a code sent there would not reach an app", s)
+	case strings.HasPrefix(name, "web+") || slices.Contains(claimableSchemes, name):
+		return "", fmt.Errorf("entry %q: a web page can claim this scheme (registerProtocolHandler), so a code sent there could reach a web site", s)
+	}
+	return name, nil
+}
+
+// isScheme reports whether s is a URI scheme (RFC 3986 §3.1): a letter,
+// then letters, digits, "+", "-" or ".".
+func isScheme(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// browserSchemes are handled by browsers or operating systems themselves
+// (WHATWG Fetch's local and fetch schemes, browsers' internal pages and
+// extensions, Android's intents), never by the app a client would be.
+var browserSchemes = []string{
+	"about", "android-app", "blob", "chrome", "chrome-extension", "chrome-search", "chrome-untrusted",
+	"data", "devtools", "edge", "file", "filesystem", "ftp", "intent", "jar", "javascript",
+	"moz-extension", "ms-browser-extension", "opera", "resource", "safari-extension", "vbscript",
+	"view-source", "ws", "wss",
+}
+
+// claimableSchemes are HTML's safelisted schemes, which any web page may
+// ask the browser to let it handle (registerProtocolHandler), beside
+// every web+ scheme.
+var claimableSchemes = []string{
+	"bitcoin", "ftps", "geo", "im", "irc", "ircs", "magnet", "mailto", "matrix", "mms", "news",
+	"nntp", "openpgp4fpr", "sftp", "sip", "sms", "smsto", "ssh", "tel", "urn", "webcal", "wtai", "xmpp",
 }
 
 // Registered reports whether the redirect URI presented in an

@@ -1,6 +1,9 @@
 package redirecturi
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // The rows where facade mode's and broker mode's copies of these rules
 // used to disagree; wellknown's and broker's attack tables have the rest.
@@ -17,10 +20,98 @@ func TestCheckWhereTheCopiesDiffered(t *testing.T) {
 		{"ipv6 loopback", "http://[::1]:8080/cb", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := Check(tc.uri); (err == nil) != tc.ok {
+			if err := Check(tc.uri, nil); (err == nil) != tc.ok {
 				t.Errorf("Check(%q) = %v, want accepted %v", tc.uri, err, tc.ok)
 			}
 		})
+	}
+}
+
+// REGISTER_REDIRECT_SCHEMES: a listed private-use scheme without a dot is
+// accepted when its URI names a host or a path; an unlisted one, and the
+// same URI without the list, are not. Cursor registers the first three
+// URIs in one request, so refusing its cursor:// one refused Cursor.
+func TestCheckWithSchemes(t *testing.T) {
+	schemes := []string{"cursor"}
+	for _, tc := range []struct {
+		name, uri string
+		ok        bool
+	}{
+		{"cursor's callback", "cursor://anysphere.cursor-mcp/oauth/callback", true},
+		{"cursor's web callback", "https://www.cursor.com/agents/mcp/oauth/callback", true},
+		{"cursor's loopback callback", "http://localhost:8787/callback", true},
+		{"the scheme in capitals", "CURSOR://anysphere.cursor-mcp/oauth/callback", true},
+		{"a path only", "cursor:/oauth/callback", true},
+		{"opaque", "cursor:callback", true},
+		{"nothing after the scheme", "cursor:", false},
+		{"nothing after the slashes", "cursor://", false},
+		{"user information", "cursor://user@anysphere.cursor-mcp/cb", false},
+		{"a fragment", "cursor://anysphere.cursor-mcp/cb#x", false},
+		{"a space", "cursor://anysphere.cursor-mcp/c b", false},
+		{"a scheme not listed", "windsurf://codeium.windsurf/cb", false},
+		{"a scheme that begins with a listed one", "cursorx://a/cb", false},
+		{"javascript stays refused", "javascript://%0aalert(1)", false},
+		{"http elsewhere stays refused", "http://evil.example/cb", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := Check(tc.uri, schemes); (err == nil) != tc.ok {
+				t.Errorf("Check(%q, %q) = %v, want accepted %v", tc.uri, schemes, err, tc.ok)
+			}
+		})
+	}
+	if err := Check("cursor://anysphere.cursor-mcp/oauth/callback", nil); err == nil {
+		t.Error("a private-use scheme without a dot was accepted without REGISTER_REDIRECT_SCHEMES")
+	} else if !strings.Contains(err.Error(), "REGISTER_REDIRECT_SCHEMES") {
+		t.Errorf("the refusal does not name REGISTER_REDIRECT_SCHEMES: %v", err)
+	}
+}
+
+// TestCheckScheme: an operator's REGISTER_REDIRECT_SCHEMES entry must be a
+// scheme that only an app on the user's device can claim.
+func TestCheckScheme(t *testing.T) {
+	for _, tc := range []struct {
+		entry, want string // want "": refused
+	}{
+		{"cursor", "cursor"},
+		{" Cursor ", "cursor"},
+		{"vscode-insiders", "vscode-insiders"},
+		{"x-my+app.v2", "x-my+app.v2"},
+		{"com.example.app", "com.example.app"},
+
+		{"", ""},
+		{"cursor:", ""},
+		{"cursor://", ""},
+		{"1app", ""},
+		{"my app", ""},
+		{"my_app", ""},
+		{"curſor", ""},
+		{"http", ""},
+		{"HTTPS", ""},
+		{"javascript", ""},
+		{"JavaScript", ""},
+		{"data", ""},
+		{"file", ""},
+		{"blob", ""},
+		{"about", ""},
+		{"vbscript", ""},
+		{"intent", ""},
+		{"chrome-extension", ""},
+		{"ws", ""},
+		{"mailto", ""},
+		{"tel", ""},
+		{"web+evil", ""},
+		{"Web+Evil", ""},
+	} {
+		got, err := CheckScheme(tc.entry)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("CheckScheme(%q) = %q, want refused", tc.entry, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("CheckScheme(%q) = %q, %v; want %q", tc.entry, got, err, tc.want)
+		}
 	}
 }
 

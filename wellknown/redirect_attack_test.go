@@ -3,7 +3,10 @@ package wellknown
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
 
 // TestRegisterRedirectAttacks is the registration row of the attack
@@ -86,5 +89,43 @@ func TestRegisterRedirectPatternFolding(t *testing.T) {
 		if res := register(t, ts.URL, "application/json", string(body)); res.status != tc.want {
 			t.Errorf("%s: status %d, want %d: %s", tc.uri, res.status, tc.want, res.body)
 		}
+	}
+}
+
+// TestRegisterRedirectSchemes: REGISTER_REDIRECT_SCHEMES lets Cursor's
+// registration through in facade mode (its three redirect URIs in one
+// request, one of them cursor://, which has no dot); a scheme it does not
+// list stays refused, and the refusal is logged with the URI and why.
+func TestRegisterRedirectSchemes(t *testing.T) {
+	cursor := []string{
+		"cursor://anysphere.cursor-mcp/oauth/callback",
+		"https://www.cursor.com/agents/mcp/oauth/callback",
+		"http://localhost:8787/callback",
+	}
+	logs := &testkit.LogBuffer{}
+	cfg := registerConfig(t, providerDoc)
+	cfg.RedirectSchemes = []string{"cursor"}
+	cfg.Logger = testLogger(logs)
+	ts := serve(t, newServer(t, cfg))
+	for _, tc := range []struct {
+		name string
+		uris []string
+		ok   bool
+	}{
+		{"cursor's registration", cursor, true},
+		{"a scheme not listed", []string{"windsurf://codeium.windsurf/oauth/callback"}, false},
+		{"the listed scheme with nothing after it", []string{"cursor:"}, false},
+		{"javascript beside cursor's", append([]string{"javascript://%0aalert(1)"}, cursor...), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body, _ := json.Marshal(map[string]any{"redirect_uris": tc.uris})
+			res := register(t, ts.URL, "application/json", string(body))
+			if tc.ok != (res.status == http.StatusCreated) {
+				t.Fatalf("status %d, want accepted %v: %s", res.status, tc.ok, res.body)
+			}
+			if !tc.ok && !strings.Contains(logs.String(), `registration refused: error=invalid_redirect_uri reason="redirect uri \"`+tc.uris[0]) {
+				t.Errorf("no log line names the refused uri %q:\n%s", tc.uris[0], logs.String())
+			}
+		})
 	}
 }

@@ -80,6 +80,7 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err := s.checkRedirects(redirects); err != nil {
+		s.logger.Info("registration refused", "error", "invalid_redirect_uri", "reason", truncate(err.Error(), 600))
 		respond.Error(w, http.StatusBadRequest, "invalid_redirect_uri", err.Error())
 		return
 	}
@@ -170,7 +171,7 @@ func (s *Server) checkRedirects(uris []string) error {
 			}
 			continue
 		}
-		if err := redirecturi.Check(raw); err != nil {
+		if err := redirecturi.Check(raw, s.cfg.RedirectSchemes); err != nil {
 			return fmt.Errorf("%w; REGISTER_REDIRECT_URIS can list others", err)
 		}
 	}

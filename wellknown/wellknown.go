@@ -117,6 +117,12 @@ type Config struct {
 	// with a dot).
 	RedirectURIs []string
 
+	// RedirectSchemes is REGISTER_REDIRECT_SCHEMES: private-use URI schemes
+	// without a dot (lower case, each passed redirecturi.CheckScheme) whose
+	// redirect URIs registration accepts when RedirectURIs is empty, beside
+	// what redirecturi.Check always allows. Empty: none.
+	RedirectSchemes []string
+
 	// RegisterLimiter limits registrations per client, keyed by ClientKey;
 	// past it the answer is 429 with Retry-After. Nil: no limit.
 	RegisterLimiter Limiter
