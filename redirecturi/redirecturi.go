@@ -2,9 +2,9 @@
 // gateway lets clients register (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700
 // §4.1): which URIs are safe to send a user's browser to with a code
 // (Check, widened by the operator's REGISTER_REDIRECT_SCHEMES, each entry
-// checked by CheckScheme), the operator's REGISTER_REDIRECT_URIS list of exact URIs and
-// loopback patterns (List), and how a redirect URI presented at
-// authorization matches a registered one (Registered).
+// checked by CheckScheme), the operator's REGISTER_REDIRECT_URIS list of
+// exact URIs and loopback patterns (List), and how a redirect URI
+// presented at authorization matches a registered one (Registered).
 //
 // Facade mode's static-client registration (wellknown) and broker mode's
 // registrations and Client ID Metadata Documents (broker) both use it.
