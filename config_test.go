@@ -186,15 +186,16 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
-// REGISTER_REDIRECT_SCHEMES: cursor by default (Cursor's callback is
-// cursor://anysphere.cursor-mcp/oauth/callback), entries lower-cased,
-// "none" for no scheme without a dot.
+// REGISTER_REDIRECT_SCHEMES: Cursor's and the editors' schemes by default
+// (Cursor's callback is cursor://anysphere.cursor-mcp/oauth/callback; an
+// extension such as Cline gets vscode://publisher.extension/...), entries
+// lower-cased, "none" for no scheme without a dot.
 func TestRedirectSchemes(t *testing.T) {
 	for _, tc := range []struct {
 		value string
 		want  []string
 	}{
-		{"", []string{"cursor"}},
+		{"", []string{"cursor", "vscode", "vscode-insiders", "windsurf"}},
 		{"none", nil},
 		{" None ", nil},
 		{"Cursor, my-app ,", []string{"cursor", "my-app"}},
