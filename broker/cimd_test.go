@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -162,6 +163,8 @@ func TestCIMDFullFlow(t *testing.T) {
 		"It calls itself “Doc Client”: <strong>not verified</strong>",
 		"Only the host that publishes its metadata is verified, not the name.",
 		"127.0.0.1:7777", // where it receives its access
+		// MCP 2026-07-28 security considerations: localhost impersonation.
+		"<strong>Check:</strong> the verified host does not vouch for where the access goes. Any program on this device could be the one waiting at <code>127.0.0.1:7777</code>.",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("consent page lacks %q\n%s", want, body)
@@ -693,5 +696,37 @@ func TestCIMDDisabled(t *testing.T) {
 	a := newAuthRequest(c)
 	if tr := e.redeem(a, e.code(newBrowser(t), a, alice)); tr.status != http.StatusOK {
 		t.Errorf("a registered client: %d %s %s", tr.status, tr.Error, tr.Desc)
+	}
+}
+
+// The consent page warns that a verified host cannot vouch for a redirect
+// on the user's device (loopback, a private-use scheme), and only then: not
+// for an https redirect, and not for a registered client, whose page says
+// its name is unverified anyway.
+func TestCIMDConsentWarnsOfOnDeviceRedirects(t *testing.T) {
+	ds := newDocServer(t, false)
+	e := newCIMDEnv(t, ds, true, func(c *Config) { c.RedirectSchemes = []string{"cursor"} })
+	const warning = "the verified host does not vouch for where the access goes"
+	for i, tc := range []struct {
+		redirect string
+		warned   bool
+	}{
+		{"https://app.example.com/cb", false},
+		{clientRedirect, true},
+		{"cursor://anysphere.cursor-mcp/oauth/callback", true},
+	} {
+		path := "/doc" + strconv.Itoa(i) + ".json"
+		id := ds.url(path)
+		ds.serve(path, clientDoc(id, tc.redirect), "")
+		page := newBrowser(t).get(newAuthRequest(docClient(id, tc.redirect)).url(e.origin))
+		consentFlow(t, page)
+		if got := strings.Contains(page.body, warning); got != tc.warned {
+			t.Errorf("%s: warned %v, want %v\n%s", tc.redirect, got, tc.warned, page.body)
+		}
+	}
+	page := newBrowser(t).get(newAuthRequest(e.publicClient()).url(e.origin))
+	consentFlow(t, page)
+	if strings.Contains(page.body, warning) {
+		t.Errorf("a registered client's page carries the metadata document's warning:\n%s", page.body)
 	}
 }

@@ -22,11 +22,12 @@ func (b *Broker) consentData(c *client, p *pending, flowID string) pageConsent {
 		Flow:     flowID,
 	}
 	u, err := url.Parse(p.Redirect)
+	onDevice := true // the access goes to a program on the user's device
 	switch {
 	case err != nil:
 		d.Destination = p.Redirect
 	case u.Scheme == "https":
-		d.Destination = u.Host
+		d.Destination, onDevice = u.Host, false
 	case u.Scheme == "http": // loopback only (registration)
 		d.Destination, d.Where = u.Host, "a program on this computer"
 	default: // a private-use scheme, RFC 8252 §7.1
@@ -37,6 +38,10 @@ func (b *Broker) consentData(c *client, p *pending, flowID string) pageConsent {
 		// fetched the document from it (over TLS unless it is an http
 		// host of CIMD_ALLOW_HOSTS).
 		d.MetadataURL, d.MetadataHost, d.HostVerified = c.id, c.doc.Host, c.doc.Scheme == "https"
+		// MCP 2026-07-28 security considerations: a document cannot
+		// prevent localhost impersonation, so the page warns when the
+		// access stays on this device (a private-use scheme alike).
+		d.Unvouched = onDevice
 	}
 	return d
 }

@@ -42,7 +42,8 @@ const pagesTemplate = `{{define "head"}}<!doctype html>
 <div class="box">
 {{end}}<p>After you sign in, this application will be able to call the MCP server at <code>{{.Resource}}</code> as you{{if .Scopes}}, with the scopes <code>{{.Scopes}}</code>{{end}}.</p>
 <p>It receives its access at <code>{{.Destination}}</code>{{if .Where}} ({{.Where}}){{end}}.</p>
-</div>
+{{if .Unvouched}}<p><strong>Check:</strong> the verified host does not vouch for where the access goes. Any program on this device could be the one waiting at <code>{{.Destination}}</code>.</p>
+{{end}}</div>
 <p class="muted">{{if .MetadataHost}}Only the host that publishes its metadata is verified, not the name.{{else}}The name is chosen by the application itself and is not verified.{{end}} Allow only if you started this just now, in an application you trust.</p>
 <form method="post" action="{{.Action}}">
 <input type="hidden" name="flow" value="{{.Flow}}">
@@ -65,6 +66,10 @@ type (
 	pageConsent struct {
 		Name, Resource, Scopes string
 		Destination, Where     string
+		// Unvouched: a metadata-document client whose access goes to
+		// this device (loopback, a private-use scheme), which the
+		// document's verified host cannot vouch for.
+		Unvouched bool
 		// A metadata-document client (draft §8.5): its URL, and its
 		// host, which the page names as the verified part when the
 		// document came over https.

@@ -127,7 +127,8 @@ func TestCIMD(t *testing.T) {
 		// The consent page leads with the host that serves the document, then the name the
 		// client gives itself.
 		consent := r.Flow.Authorization.Consent
-		for _, want := range []string{"Allow an application from " + docs.host(), "Verified:", id, "It calls itself “" + name + "”"} {
+		for _, want := range []string{"Allow an application from " + docs.host(), "Verified:", id, "It calls itself “" + name + "”",
+			"the verified host does not vouch for where the access goes"} { // its redirect is loopback
 			if !strings.Contains(consent, want) {
 				t.Errorf("the consent page lacks %q:\n%s", want, consent)
 			}
