@@ -1,18 +1,14 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -32,19 +28,18 @@ func TestConformanceAuthorizationServer(t *testing.T) {
 	needNodeModule(t, "@modelcontextprotocol/conformance")
 	timed(t, "conformance-authorization-server", func(t *testing.T) {
 		g := startGateway(t, brokerSettings(nil))
-		port := freePort(t)
-		callback := fmt.Sprintf("http://127.0.0.1:%d/callback", port)
-		clientID := registerPublicClient(t, g, callback)
+		client := registerAt(t, g.url, false) // public, a loopback redirect URI of its own port
+		callback, err := url.Parse(client.redirect)
+		if err != nil {
+			t.Fatal(err)
+		}
 
 		out := t.TempDir()
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, node, filepath.Join("node_modules", "@modelcontextprotocol", "conformance", "dist", "index.js"),
-			"authorization", "--url", g.url, "--client-id", clientID, "--resource", g.resource, "--port", fmt.Sprint(port), "--output-dir", out)
-		cmd.Dir = harness.dir
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		var stderr bytes.Buffer
+		cmd := groupCommand(ctx, node, filepath.Join("node_modules", "@modelcontextprotocol", "conformance", "dist", "index.js"),
+			"authorization", "--url", g.url, "--client-id", client.id, "--resource", g.resource, "--port", callback.Port(), "--output-dir", out)
+		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
@@ -53,35 +48,37 @@ func TestConformanceAuthorizationServer(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		var report strings.Builder
-		lines := bufio.NewScanner(stdout)
-		authURL := ""
-		for authURL == "" && lines.Scan() {
-			line := lines.Text()
-			report.WriteString(line + "\n")
-			if strings.HasPrefix(line, g.url+"/oauth/authorize?") {
-				authURL = line
+		report := watchLines(stdout, func(line string) (string, bool) {
+			return line, strings.HasPrefix(line, g.url+"/oauth/authorize?")
+		})
+		var hops []string
+		select {
+		case authURL := <-report.found:
+			walkCtx, walkCancel := context.WithTimeout(ctx, 30*time.Second)
+			q, h, err := userAgent(walkCtx, authURL, client.redirect)
+			walkCancel()
+			if hops = h; err != nil {
+				t.Errorf("login: %v (hops %q)", err, hops)
+				break
 			}
+			// Deliver the gateway's answer to the suite's callback server, as the browser would.
+			resp, err := http.Get(client.redirect + "?" + q.Encode())
+			if err != nil {
+				t.Errorf("the suite's callback server: %v", err)
+				break
+			}
+			resp.Body.Close()
+		case <-report.done:
+			t.Errorf("the suite printed no authorization URL of the gateway's")
 		}
-		if authURL == "" {
-			_ = cmd.Wait()
-			t.Fatalf("the suite printed no authorization URL of the gateway's:\n%s\nstderr:\n%s", report.String(), stderr.String())
+		if t.Failed() {
+			cancel()
 		}
-		walkCtx, walkCancel := context.WithTimeout(ctx, 30*time.Second)
-		q, hops, err := userAgent(walkCtx, authURL, callback)
-		walkCancel()
-		if err != nil {
-			t.Fatalf("login: %v (hops %q)", err, hops)
-		}
-		// Deliver the gateway's answer to the suite's callback server, as the browser would.
-		resp, err := http.Get(callback + "?" + q.Encode())
-		if err != nil {
-			t.Fatalf("the suite's callback server: %v", err)
-		}
-		resp.Body.Close()
-		rest, _ := io.ReadAll(stdout)
-		report.Write(rest)
+		<-report.done // stdout closed: the suite is exiting
 		waitErr := cmd.Wait()
+		if t.Failed() {
+			t.Fatalf("the suite: %v\n%s\nstderr:\n%s", waitErr, report.String(), stderr.String())
+		}
 
 		checks := conformanceChecks(t, out)
 		for _, want := range []string{"authorization-server-metadata", "authorization-server-metadata-cimd", "authorization-code-grant"} {
@@ -99,27 +96,6 @@ func TestConformanceAuthorizationServer(t *testing.T) {
 		}
 		t.Logf("%d checks passed (hops %q)", len(checks), hops)
 	})
-}
-
-// registerPublicClient registers a public client with one redirect URI at the gateway.
-func registerPublicClient(t *testing.T, g *gateway, redirect string) string {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{
-		"client_name": "MCP conformance suite", "redirect_uris": []string{redirect},
-		"token_endpoint_auth_method": "none", "grant_types": []string{"authorization_code", "refresh_token"},
-	})
-	resp, err := http.Post(g.url+"/oauth/register", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var reg struct {
-		ClientID string `json:"client_id"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&reg); err != nil || resp.StatusCode != http.StatusCreated || reg.ClientID == "" {
-		t.Fatalf("registration: %d %v", resp.StatusCode, err)
-	}
-	return reg.ClientID
 }
 
 // conformanceCheck is one check of the suite's checks.json.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/url"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -111,11 +109,8 @@ func runDoctorLogin(t *testing.T, g *gateway) (doctorReport, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, harness.bin, "doctor", "--login", "--no-browser", "--json",
+	cmd := groupCommand(ctx, harness.bin, "doctor", "--login", "--no-browser", "--json",
 		"--login-wait", "60s", "--timeout", "80s", g.resource)
-	cmd.Dir = harness.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	var stdout strings.Builder
 	cmd.Stdout = &stdout
 	stderr, err := cmd.StderrPipe()
@@ -127,32 +122,18 @@ func runDoctorLogin(t *testing.T, g *gateway) (doctorReport, int) {
 	}
 
 	// The authorization URL is the indented line after "Open this URL".
-	var prompt strings.Builder
-	authURL := make(chan string, 1)
-	copied := make(chan struct{})
-	go func() {
-		defer close(copied)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			prompt.WriteString(line + "\n")
-			if u, ok := strings.CutPrefix(line, "  "); ok && strings.HasPrefix(u, "http") {
-				select {
-				case authURL <- u:
-				default:
-				}
-			}
-		}
-	}()
+	prompt := watchLines(stderr, func(line string) (string, bool) {
+		u, ok := strings.CutPrefix(line, "  ")
+		return u, ok && strings.HasPrefix(u, "http")
+	})
 	var hops []string
 	select {
-	case u := <-authURL:
+	case u := <-prompt.found:
 		hops = browse(t, ctx, u, "alice@example.com")
 	case <-time.After(30 * time.Second):
 		cancel()
 	}
-	<-copied // stderr closed: doctor is exiting
+	<-prompt.done // stderr closed: doctor is exiting
 	waitErr := cmd.Wait()
 	exit := 0
 	if ee, ok := waitErr.(*exec.ExitError); ok {

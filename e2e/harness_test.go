@@ -382,15 +382,61 @@ func runScript(t *testing.T, node string, timeout time.Duration, env []string, a
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, args...)
-	cmd.Dir = harness.dir
+	cmd := groupCommand(ctx, node, args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	return out, stderr.String(), err
+}
+
+// groupCommand is a command run from e2e/ in a process group of its own, the whole group
+// killed when ctx ends (a Node script's children with it).
+func groupCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = harness.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	return cmd
+}
+
+// lineWatch reads a program's output line by line to its end, keeping the text, and hands
+// over the first line match accepts (rewritten as match returns it): how the tests find the
+// authorization URL a program prints for its user.
+type lineWatch struct {
+	found chan string   // the first match, once
+	done  chan struct{} // closed at the output's end
+	mu    sync.Mutex
+	text  strings.Builder
+}
+
+func watchLines(r io.Reader, match func(line string) (string, bool)) *lineWatch {
+	w := &lineWatch{found: make(chan string, 1), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			w.mu.Lock()
+			w.text.WriteString(line + "\n")
+			w.mu.Unlock()
+			if m, ok := match(line); ok {
+				select {
+				case w.found <- m:
+				default:
+				}
+			}
+		}
+	}()
+	return w
+}
+
+// String is the output read so far.
+func (w *lineWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.text.String()
 }
 
 // gateway is one running mcp-oauth-proxy.
