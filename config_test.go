@@ -150,6 +150,8 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{`REGISTER_REDIRECT_SCHEMES entry "web+mcp": a web page can claim this scheme`}},
 		{"a redirect scheme with its colon", func(m map[string]string) { m["REGISTER_REDIRECT_SCHEMES"] = "cursor://" }, nil,
 			[]string{`REGISTER_REDIRECT_SCHEMES entry "cursor://" is not a URI scheme`}},
+		{"none beside a redirect scheme", func(m map[string]string) { m["REGISTER_REDIRECT_SCHEMES"] = "none,cursor" }, nil,
+			[]string{`REGISTER_REDIRECT_SCHEMES "none,cursor": none stands alone`}},
 		{"http as a redirect scheme", func(m map[string]string) { m["REGISTER_REDIRECT_SCHEMES"] = "http" }, nil,
 			[]string{`REGISTER_REDIRECT_SCHEMES entry "http": https and http on loopback hosts are always accepted`}},
 		{"unclean upstream path", func(m map[string]string) { m["MCP_UPSTREAM_PATH"] = "/a/../b" }, nil, []string{"MCP_UPSTREAM_PATH"}},

@@ -387,12 +387,17 @@ func redirectURI(s string) (string, error) {
 }
 
 // redirectSchemes is REGISTER_REDIRECT_SCHEMES: URI schemes, each checked
-// by redirecturi.CheckScheme and lower-cased, or "none".
+// by redirecturi.CheckScheme and lower-cased, or "none" alone.
 func redirectSchemes(s string) ([]string, error) {
 	if strings.EqualFold(strings.TrimSpace(s), "none") {
 		return nil, nil
 	}
-	return list(redirecturi.CheckScheme)(s)
+	return list(func(e string) (string, error) {
+		if strings.EqualFold(e, "none") {
+			return "", fmt.Errorf("%q: none stands alone (no scheme without a dot), not beside schemes", s)
+		}
+		return redirecturi.CheckScheme(e)
+	})(s)
 }
 
 // scope is one scope token (RFC 6749 §3.3).
