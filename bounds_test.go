@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -153,6 +155,100 @@ func TestSlowHeaders(t *testing.T) {
 			_, _ = fmt.Fprintf(conn, "X-Slow-%d: a\r\n", i) // may fail once the gateway has closed
 		case <-deadline:
 			t.Fatal("a client sending headers slowly was still connected 10 s after a 1 s READ_HEADER_TIMEOUT")
+		}
+	}
+}
+
+// TestSlowBodies: a request that declares a body and sends it a byte every
+// 200 ms is cut once READ_HEADER_TIMEOUT (1 s here) has passed, on a
+// public route that reads its body (registration, the broker's token
+// endpoint), on one that does not (the server discards the body before it
+// answers), and when refused without or with a bad token; nothing reaches
+// the upstream. A request admitted by its token may take longer: its body
+// is bounded by MAX_BODY_BYTES only. Without the bound every one of the
+// refused requests held its connection for as long as the client liked.
+func TestSlowBodies(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, map[string]string{"READ_HEADER_TIMEOUT": "1s", "STATIC_CLIENT_ID": "static", "STATIC_CLIENT_SECRET": "static-secret"}, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"got":%d}`, len(b))
+	})
+	b := startBroker(t, map[string]string{"READ_HEADER_TIMEOUT": "1s"})
+	host := func(base string) string { return strings.TrimPrefix(base, "http://") }
+	form := "Content-Type: application/x-www-form-urlencoded\r\n"
+	json := "Content-Type: application/json\r\n"
+
+	refused := []struct{ name, addr, head string }{
+		{"POST /mcp without a token", host(g.base), "POST /mcp HTTP/1.1\r\nHost: x\r\n" + json},
+		{"POST /mcp with a bad token", host(g.base), "POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer not.a.token\r\n" + json},
+		{"GET /readyz with a body", host(g.base), "GET /readyz HTTP/1.1\r\nHost: x\r\n"},
+		{"POST /oauth/register (facade)", host(g.base), "POST /oauth/register HTTP/1.1\r\nHost: x\r\n" + json},
+		{"POST /oauth/token (broker)", host(b.base), "POST /oauth/token HTTP/1.1\r\nHost: x\r\n" + form},
+		{"POST /oauth/register (broker)", host(b.base), "POST /oauth/register HTTP/1.1\r\nHost: x\r\n" + json},
+	}
+	var wg sync.WaitGroup
+	for _, c := range refused {
+		wg.Go(func() {
+			ended, after := trickleBody(t, c.addr, c.head, 1000, 10*time.Second)
+			t.Logf("%s: the gateway ended it after %v: %s", c.name, after.Round(100*time.Millisecond), ended)
+			if after > 4*time.Second {
+				t.Errorf("%s: a body sent a byte every 200 ms held the connection %v past a 1 s READ_HEADER_TIMEOUT", c.name, after)
+			}
+		})
+	}
+	wg.Go(func() {
+		tok := g.token(t, "alice", nil)
+		head := "POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\n" + json
+		ended, after := trickleBody(t, host(g.base), head, 12, 10*time.Second)
+		if !strings.Contains(ended, `{"got":12}`) {
+			t.Errorf("an admitted request whose body took %v (past the 1 s bound of refused ones) was not proxied whole: %s", after, ended)
+		}
+	})
+	wg.Wait()
+	if n := g.upHits.Load(); n != 1 {
+		t.Errorf("the upstream received %d requests, want 1 (the admitted one)", n)
+	}
+}
+
+// trickleBody sends head with Content-Length n, then the body a byte every
+// 200 ms, until the gateway answers or closes the connection (or limit
+// passes); it returns the answer (or why there is none) and when it came.
+func trickleBody(t *testing.T, addr, head string, n int, limit time.Duration) (ended string, after time.Duration) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Error(err)
+		return "", 0
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(limit))
+	got := make(chan string, 1)
+	go func() {
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			got <- err.Error() // closed without an answer
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		got <- fmt.Sprintf("%s %s (closing: %v)", resp.Status, bytes.TrimSpace(b), resp.Close)
+	}()
+	start := time.Now()
+	if _, err := fmt.Fprintf(conn, "%sContent-Length: %d\r\n\r\n", head, n); err != nil {
+		t.Error(err)
+		return "", 0
+	}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for sent := 0; ; {
+		select {
+		case s := <-got:
+			return s, time.Since(start)
+		case <-tick.C:
+			if sent < n {
+				if _, err := conn.Write([]byte{'x'}); err == nil {
+					sent++
+				}
+			}
 		}
 	}
 }

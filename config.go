@@ -184,7 +184,7 @@ func settings(c *Config) []setting {
 		{"MAX_BODY_BYTES", "10485760", "largest request body forwarded, in bytes (413 beyond)", bind(whole64(1), &g.MaxBodyBytes)},
 		{"TRUSTED_PROXIES", "", "CIDRs whose X-Forwarded-For is believed for the client IP, comma-separated", bind(prefixes, &g.TrustedProxies)},
 		{"SHUTDOWN_GRACE", "10s", "time for in-flight requests, then for the child, to finish on shutdown", bind(duration(false), &l.ShutdownGrace, &s.StopGrace)},
-		{"READ_HEADER_TIMEOUT", "10s", "time a client has to send its request headers (slow clients are cut)", bind(duration(true), &l.ReadHeaderTimeout)},
+		{"READ_HEADER_TIMEOUT", "10s", "time a client has to send its request headers, and the body of a request not admitted by a token (slow clients are cut)", bind(duration(true), &l.ReadHeaderTimeout, &g.BodyTimeout)},
 	}
 }
 

@@ -299,6 +299,15 @@ type Config struct {
 	// Zero: DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 
+	// BodyTimeout bounds the time a request's body may take to arrive
+	// until the gate admits the request to the proxy: a public route's
+	// body, and the body of a request refused (which the server reads
+	// and discards before it answers). Without it a client declaring a
+	// body and sending it a byte at a time holds its connection for as
+	// long as it likes, without a token. The body of an admitted request
+	// has no bound but MaxBodyBytes, as before. Zero: no bound.
+	BodyTimeout time.Duration
+
 	// TrustedProxies (TRUSTED_PROXIES): when the socket peer is in one of
 	// these prefixes, the rightmost X-Forwarded-For entry not in them is the
 	// client IP, and X-Forwarded-Proto is believed. Otherwise the socket
@@ -406,6 +415,7 @@ type gate struct {
 
 	maxTokenBytes int
 	maxBodyBytes  int64
+	bodyTimeout   time.Duration
 
 	cors    cors
 	trusted []netip.Prefix
@@ -488,6 +498,7 @@ func newGate(cfg *Config) *gate {
 		requiredScopes: cfg.RequiredScopes,
 		maxTokenBytes:  cfg.MaxTokenBytes,
 		maxBodyBytes:   cfg.MaxBodyBytes,
+		bodyTimeout:    cfg.BodyTimeout,
 		trusted:        cfg.TrustedProxies,
 		log:            cfg.Logger,
 		auditOut:       cfg.AuditOutput,
@@ -661,6 +672,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header()["X-Request-Id"] = ids
 	r.Header["X-Request-Id"] = ids // the proxy copies it to the upstream request
 	closeIfAmbiguous(w, r)
+	rec.bodyBound = g.boundBody(w, r)
 	g.serve(rec, r)
 	if rec.detached {
 		return // the stream's own goroutine reports it when it ends (detach.go)
@@ -671,6 +683,17 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// client never takes a cut answer for a whole one.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// boundBody gives the body of r, if it has one, BodyTimeout to arrive, and
+// reports whether it did. pass lifts the bound when it admits the request;
+// the server lifts it too once the body has been read to its end.
+func (g *gate) boundBody(w http.ResponseWriter, r *http.Request) bool {
+	if g.bodyTimeout <= 0 || r.ContentLength == 0 {
+		return false // no body: nothing to wait for
+	}
+	err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(g.bodyTimeout)) // real time: a real connection
+	return err == nil
 }
 
 // answered reports a request's outcome to Metrics, once it is answered.
@@ -795,6 +818,10 @@ func (g *gate) unauthenticated(w *recorder, r *http.Request) (path string, done 
 // decided; without, named for the audit line), then the proxy to target,
 // then the audit line (for a detached stream, when it ends).
 func (g *gate) pass(w *recorder, r *http.Request, id *provider.Identity, target *url.URL, path string) {
+	if w.bodyBound {
+		// Admitted: the body may take as long as its client needs.
+		_ = http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Time{})
+	}
 	if g.shutdown != nil && r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()

@@ -276,6 +276,7 @@ type recorder struct {
 	aborted     bool           // the proxy aborted the answer (http.ErrAbortHandler): re-raised once counted
 	info        bool           // the upstream sent an informational (1xx) answer
 	detached    bool           // the answer went on after the handler returned (detach.go)
+	bodyBound   bool           // the body has BodyTimeout to arrive (boundBody)
 }
 
 // decidedLabels are Outcome.Rule and Outcome.Decision: empty when nothing
