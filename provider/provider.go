@@ -17,10 +17,12 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -28,6 +30,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -288,15 +291,41 @@ func (p *Provider) initialLoad(ctx context.Context) bool {
 func (p *Provider) loadOnce(ctx context.Context) error {
 	d, err := p.fetchDiscovery(ctx)
 	if err != nil {
-		p.setReason("provider discovery failed: " + err.Error())
+		p.setReason("provider discovery failed: " + publicReason(err))
 		return err
 	}
 	p.doc.Store(d)
 	if err := p.loadKeys(ctx, d.jwksURI); err != nil {
-		p.setReason("provider keys not loaded: " + err.Error())
+		p.setReason("provider keys not loaded: " + publicReason(err))
 		return err
 	}
 	return nil
+}
+
+// publicReason is err as /readyz may show it on the public port: a failed
+// request becomes what went wrong, without the URL, addresses or resolver
+// its error names (the log has the whole error); the package's own errors
+// name only the documents and the issuers, and stay.
+func publicReason(err error) string {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err.Error()
+	}
+	var dns *net.DNSError
+	var cert *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	why := "the request failed"
+	switch {
+	case errors.As(err, &dns):
+		why = "the host name did not resolve"
+	case ue.Timeout():
+		why = "no answer in time"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		why = "the connection was refused"
+	case errors.As(err, &cert), errors.As(err, &rh):
+		why = "TLS failed"
+	}
+	return why + " (the gateway's log has the error)"
 }
 
 func (p *Provider) setReason(r string) {

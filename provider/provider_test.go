@@ -9,11 +9,14 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -689,3 +692,43 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+// TestReadyReasonNamesNoAddress: /readyz is answered on the public port, so
+// a failed fetch is said there without the URL, host or resolver its error
+// names (a provider reached by an internal name); the log has it whole.
+func TestReadyReasonNamesNoAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"unresolved", &net.DNSError{Err: "no such host", Name: "keycloak.corp.internal", Server: "10.255.255.53:53", IsNotFound: true}, "the host name did not resolve"},
+		{"refused", &net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 8443}, Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, "the connection was refused"},
+		{"other", errors.New("read tcp 10.1.2.3:8443: connection reset by peer"), "the request failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs testkit.LogBuffer
+			client := &http.Client{Transport: roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, tc.err })}
+			p := New(Config{IssuerURL: "https://keycloak.corp.internal:8443/realms/staff", Audiences: []string{testAudience}, HTTPClient: client, Logger: hclog.New(&hclog.LoggerOptions{Output: &logs})})
+			testkit.Run(t, p)
+			var reason string
+			testkit.WaitFor(t, "the provider to take the failure in", 5*time.Second, func() bool {
+				_, reason = p.Ready()
+				return reason != "provider discovery pending"
+			})
+			if !strings.HasPrefix(reason, "provider discovery failed: "+tc.want) {
+				t.Errorf("Ready() reason %q, want it to start %q", reason, "provider discovery failed: "+tc.want)
+			}
+			for _, secret := range []string{"corp.internal", "10.255.255.53", "10.1.2.3", "8443"} {
+				if strings.Contains(reason, secret) {
+					t.Errorf("Ready() reason %q names %q", reason, secret)
+				}
+			}
+			testkit.WaitFor(t, "the log line", 5*time.Second, func() bool { return strings.Contains(logs.String(), "keycloak.corp.internal") })
+		})
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
