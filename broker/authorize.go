@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
@@ -77,6 +78,14 @@ func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	if !c.redirectRegistered(redirect) {
 		b.errorPage(w, http.StatusBadRequest, "Unregistered redirect URI",
 			"The application asked to be answered at an address it did not register. Nothing was sent to it.")
+		return
+	}
+	// A registration sealed before redirecturi.Parse refused non-ASCII
+	// could name a host that only looks like another (clаude.ai): never
+	// show it, nor send anyone there.
+	if _, err := redirecturi.Parse(redirect); err != nil {
+		b.errorPage(w, http.StatusBadRequest, "Invalid redirect URI",
+			"The application registered an address this gateway no longer accepts (a host name must be ASCII, internationalized ones in punycode). Nothing was sent to it. Remove the server from the application and add it again.")
 		return
 	}
 	p := &pending{ClientID: c.id, Redirect: redirect, State: q.Get("state"), Resource: b.resource}

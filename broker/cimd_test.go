@@ -328,6 +328,7 @@ func TestCIMDRefused(t *testing.T) {
 		{name: "client secret in the document", e: allowed, id: doc("/secret", func(d map[string]any) { d["client_secret"] = "s" }), want: "it contains client_secret"},
 		{name: "redirect_uri not in the document", e: allowed, id: good, redirect: "http://127.0.0.1:7777/other", want: "Unregistered redirect URI"},
 		{name: "unsafe redirect uri in the document", e: allowed, id: doc("/js", func(d map[string]any) { d["redirect_uris"] = []string{"javascript:alert(1)"} }), want: "its redirect uri"},
+		{name: "look-alike host in the redirect uris", e: allowed, id: doc("/lookalike", func(d map[string]any) { d["redirect_uris"] = []string{"https://cl%D0%B0ude.ai/cb"} }), want: "internationalized host names must be given in punycode"},
 		{name: "no redirect uris", e: allowed, id: doc("/noredirect", func(d map[string]any) { delete(d, "redirect_uris") }), want: "its redirect_uris must be a non-empty array"},
 		{name: "implicit grant", e: allowed, id: doc("/implicit", func(d map[string]any) { d["grant_types"] = []string{"implicit"} }), want: `its grant type "implicit" is not supported`},
 		{name: "no path", e: allowed, id: "https://" + ds.hostPort(), want: "must have a path"},
