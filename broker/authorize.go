@@ -61,6 +61,7 @@ func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest, "Bad request", "The application sent a malformed authorization request.")
 		return
 	}
+	q = withoutEmpty(q)
 	if len(q["client_id"]) != 1 || len(q["redirect_uri"]) > 1 {
 		b.errorPage(w, http.StatusBadRequest, "Bad request", "The authorization request must name exactly one client_id and at most one redirect_uri.")
 		return
@@ -128,6 +129,21 @@ func (b *Broker) checkAuthorize(q url.Values, p *pending) (code, desc string) {
 	}
 	p.Scopes = b.requestedScopes(q.Get("scope"))
 	return "", ""
+}
+
+// withoutEmpty drops the parameters sent without a value, which RFC 6749
+// §3.1 and §3.2 say MUST be treated as omitted: "resource=" names no
+// resource, "scope=" asks for no particular scope, and an empty value
+// beside a real one does not make the parameter given twice.
+func withoutEmpty(v url.Values) url.Values {
+	for k, vs := range v {
+		if vs = slices.DeleteFunc(vs, func(s string) bool { return s == "" }); len(vs) == 0 {
+			delete(v, k)
+		} else {
+			v[k] = vs
+		}
+	}
+	return v
 }
 
 // isChallenge reports whether s has the shape of an S256 code challenge:

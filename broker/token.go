@@ -186,8 +186,10 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		return
 	}
 	scopes := rec.Scopes
-	if _, ok := form["scope"]; ok { // RFC 6749 §6: narrower, never wider
-		scopes = strings.Fields(form.Get("scope"))
+	// RFC 6749 §6: narrower, never wider; none asked for (the parameter
+	// omitted, empty or only spaces) is what was requested at login.
+	if asked := strings.Fields(form.Get("scope")); len(asked) > 0 {
+		scopes = asked
 		for _, s := range scopes {
 			if !slices.Contains(rec.Scopes, s) {
 				oauthError(w, http.StatusBadRequest, "invalid_scope", "scope "+s+" was not requested at login")
@@ -357,7 +359,8 @@ func pkceMatches(verifier, challenge string) bool {
 
 // readForm reads a token or revocation request's form: POST body only
 // (credentials never in a URL), application/x-www-form-urlencoded, each
-// parameter at most once (RFC 6749 §3.2).
+// parameter at most once, and one sent without a value as omitted (RFC
+// 6749 §3.2).
 func readForm(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the request body must be application/x-www-form-urlencoded")
@@ -372,7 +375,7 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the request body could not be read")
 		return nil, false
 	}
-	for k, v := range r.PostForm {
+	for k, v := range withoutEmpty(r.PostForm) {
 		if len(v) > 1 {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "parameter "+k+" is given more than once")
 			return nil, false

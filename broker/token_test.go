@@ -370,6 +370,36 @@ func TestRefreshScope(t *testing.T) {
 	}
 }
 
+// Parameters sent without a value are treated as omitted (RFC 6749 §3.1,
+// §3.2), at the authorization endpoint and at the token endpoint: an empty
+// resource names no resource, an empty scope at a refresh asks for what
+// was requested at login, an empty client_secret is no secret, and an
+// empty value beside a real one does not make a parameter given twice.
+func TestEmptyParametersOmitted(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	a := newAuthRequest(c)
+	a.extra = url.Values{"resource": {""}, "scope": {"", testScopes}}
+	code := e.code(newBrowser(t), a, alice)
+	tr := e.token(url.Values{
+		"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {a.redirect},
+		"code_verifier": {a.verifier}, "client_id": {c.ID}, "resource": {""}, "client_secret": {""},
+	})
+	if tr.status != http.StatusOK || tr.Scope != testScopes {
+		t.Fatalf("redeem with empty resource and client_secret: %d %s %s, scope %q", tr.status, tr.Error, tr.Desc, tr.Scope)
+	}
+	for _, scope := range []string{"", " "} {
+		r := e.token(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.RefreshToken}, "client_id": {c.ID}, "scope": {scope}, "resource": {""}})
+		if r.status != http.StatusOK || r.Scope != testScopes {
+			t.Fatalf("refresh with scope %q: %d %s %s, scope %q, want %q", scope, r.status, r.Error, r.Desc, r.Scope, testScopes)
+		}
+		if got := strings.Join(e.mustVerify(r.AccessToken).Scopes, " "); got != testScopes {
+			t.Fatalf("refresh with scope %q: token scopes %q, want %q", scope, got, testScopes)
+		}
+		tr = r
+	}
+}
+
 // GrantScopes decides at login and again at every refresh.
 func TestGrantScopesHook(t *testing.T) {
 	var writers []string
