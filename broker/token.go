@@ -81,10 +81,10 @@ func (b *Broker) serveToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // admitClient opens the token and revocation endpoints: the per-address
-// limit, the form, client authentication (RFC 6749 §2.3) and the
-// per-client limit, in that order, so a flood from one address costs no
-// client lookup. what names the requests in a 429's description. When it
-// returns false it has answered the request.
+// limit, the form, client authentication (RFC 6749 §2.3) and, for a
+// confidential client, the per-client limit, in that order, so a flood
+// from one address costs no client lookup. what names the requests in a
+// 429's description. When it returns false it has answered the request.
 func (b *Broker) admitClient(w http.ResponseWriter, r *http.Request, what string) (*client, url.Values, bool) {
 	ctx := r.Context()
 	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
@@ -99,6 +99,15 @@ func (b *Broker) admitClient(w http.ResponseWriter, r *http.Request, what string
 	if cerr != nil {
 		clientErrorResponse(w, cerr)
 		return nil, nil, false
+	}
+	// A public client "authenticates" with its client_id alone, which is
+	// no secret: a hosted client's (claude.ai's metadata URL) is the same
+	// for all its users. A budget keyed by it would be one that anyone
+	// could spend, one junk request a second keeping every user of that
+	// client at 429. So public clients have only the per-address budget;
+	// a confidential client proved its secret, and its budget is its own.
+	if c.authMethod() == authNone {
+		return c, form, true
 	}
 	if wait, over := limited(ctx, b.clientLimit, "broker-client:"+c.key()); over {
 		tooMany(w, wait, "too many "+what+" for this client; retry later")

@@ -518,33 +518,74 @@ func TestTokenRequestErrors(t *testing.T) {
 }
 
 // Per-IP and per-client limits at the token endpoint answer 429 with
-// Retry-After.
+// Retry-After, and neither uses a refresh token up.
 func TestTokenRateLimits(t *testing.T) {
 	ipLim, clientLim := &denyLimiter{budget: 1000}, &denyLimiter{budget: 1}
 	e := newEnv(t, func(c *Config) { c.IPLimiter, c.ClientLimiter = ipLim, clientLim })
-	c, tr := e.tokens()
-	r := e.refresh(c, tr.RefreshToken)
+	conf := e.register(map[string]any{"redirect_uris": []string{clientRedirect}, "token_endpoint_auth_method": "client_secret_basic"})
+	a := newAuthRequest(conf)
+	code := e.code(newBrowser(t), a, alice)
+	tr := e.token(url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {a.redirect}, "code_verifier": {a.verifier}}, conf.ID, conf.Secret)
+	if tr.status != http.StatusOK {
+		t.Fatalf("redeem: %d %s %s", tr.status, tr.Error, tr.Desc)
+	}
+	refresh := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.RefreshToken}}
+	r := e.token(refresh, conf.ID, conf.Secret)
 	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "2" {
 		t.Fatalf("over the client limit: %d Retry-After %q", r.status, r.header.Get("Retry-After"))
 	}
-	if k := clientLim.keys[len(clientLim.keys)-1]; k != "broker-client:"+clientKey(c.ID) {
+	if k := clientLim.keys[len(clientLim.keys)-1]; k != "broker-client:"+clientKey(conf.ID) {
 		t.Fatalf("client limiter key: %q", k)
 	}
 	ipLim.mu.Lock()
 	ipLim.budget = 0
 	ipLim.mu.Unlock()
-	if r := e.refresh(c, tr.RefreshToken); r.status != http.StatusTooManyRequests {
+	if r := e.token(refresh, conf.ID, conf.Secret); r.status != http.StatusTooManyRequests {
 		t.Fatalf("over the IP limit: %d", r.status)
 	}
-	// Neither limit used the refresh token up.
 	ipLim.mu.Lock()
 	ipLim.budget = 1000
 	ipLim.mu.Unlock()
 	clientLim.mu.Lock()
 	clientLim.budget = 1000
 	clientLim.mu.Unlock()
-	if r := e.refresh(c, tr.RefreshToken); r.status != http.StatusOK {
+	if r := e.token(refresh, conf.ID, conf.Secret); r.status != http.StatusOK {
 		t.Fatalf("after the limits: %d %s", r.status, r.Desc)
+	}
+}
+
+// The per-client budget is not anyone's to spend. A public client's
+// client_id is no secret (a metadata document's is a public URL that all
+// users of claude.ai share), so junk requests naming it must not lock its
+// users out; nor may requests with a wrong secret spend a confidential
+// client's budget.
+func TestClientBudgetNotSpentByOthers(t *testing.T) {
+	clientLim := &denyLimiter{budget: 2}
+	e := newEnv(t, func(c *Config) { c.ClientLimiter = clientLim })
+	pub, tr := e.tokens()
+	for i := range 5 {
+		if r := e.refresh(pub, "junk"); r.status != http.StatusBadRequest || r.Error != "invalid_grant" {
+			t.Fatalf("junk refresh %d naming a public client: %d %s", i, r.status, r.Error)
+		}
+	}
+	if r := e.refresh(pub, tr.RefreshToken); r.status != http.StatusOK {
+		t.Fatalf("the public client's user after junk requests naming it: %d %s %s", r.status, r.Error, r.Desc)
+	}
+
+	conf := e.register(map[string]any{"redirect_uris": []string{clientRedirect}, "token_endpoint_auth_method": "client_secret_basic"})
+	junk := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"junk"}}
+	for i := range 5 {
+		if r := e.token(junk, conf.ID, "wrong"); r.status != http.StatusUnauthorized {
+			t.Fatalf("wrong secret %d: %d %s", i, r.status, r.Error)
+		}
+	}
+	for i := range 2 {
+		if r := e.token(junk, conf.ID, conf.Secret); r.status != http.StatusBadRequest || r.Error != "invalid_grant" {
+			t.Fatalf("the confidential client's own request %d: %d %s", i, r.status, r.Error)
+		}
+	}
+	if r := e.token(junk, conf.ID, conf.Secret); r.status != http.StatusTooManyRequests {
+		t.Fatalf("the confidential client past its own budget: %d %s", r.status, r.Error)
 	}
 }
 
