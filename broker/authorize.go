@@ -48,7 +48,8 @@ type flowRecord struct {
 // RFC 6749 §3.1). Until the client and its redirect URI are validated,
 // errors are pages at the gateway and never redirects (RFC 6749
 // §4.1.2.1: an open redirector otherwise); afterwards they go to the
-// client with state and iss.
+// client with state and iss, straight away only once this browser has
+// approved the client (rejectRequest).
 func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
@@ -91,10 +92,41 @@ func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	p := &pending{ClientID: c.id, Redirect: redirect, State: q.Get("state"), Resource: b.resource}
 	if code, desc := b.checkAuthorize(q, p); code != "" {
-		b.redirectToClient(w, r, p, url.Values{"error": {code}, "error_description": {desc}})
+		b.rejectRequest(w, r, c, p, code, desc)
 		return
 	}
 	b.startFlow(w, r, c, p)
+}
+
+// rejectRequest answers an authorization error (RFC 6749 §4.1.2.1) found
+// once the client and its redirect URI are valid, before the user approved
+// the client in this request. Valid is not trusted: anyone can register a
+// client whose redirect URI is a phishing page and send a wrong request on
+// purpose, and an automatic redirect would take users there from the
+// gateway's own URL with nothing shown (RFC 9700 §4.11.2: redirect
+// automatically only to a redirect URI the server trusts; otherwise it may
+// inform the user and let them decide). So the error is redirected
+// straight away only when this browser approved the client before, having
+// seen on the consent page where its answers go; otherwise a page names
+// the error and that destination, with a link to the same redirect that
+// the user may follow.
+func (b *Broker) rejectRequest(w http.ResponseWriter, r *http.Request, c *client, p *pending, code, desc string) {
+	params := url.Values{"error": {code}, "error_description": {desc}}
+	if b.approved(r, c) {
+		b.redirectToClient(w, r, p, params)
+		return
+	}
+	status := http.StatusBadRequest
+	if code == "server_error" {
+		status = http.StatusInternalServerError
+	}
+	d := pageRejected{
+		Code:        code,
+		Description: respond.Description(desc),
+		Continue:    safeURL(b.clientRedirectURL(p, params)),
+	}
+	d.Destination, d.Where, _ = destination(p.Redirect)
+	b.page(w, status, d)
 }
 
 // checkAuthorize applies the rules of an authorization request whose
@@ -199,7 +231,7 @@ func (b *Broker) startFlow(w http.ResponseWriter, r *http.Request, c *client, p 
 	v, err := b.seal.seal(purposeFlow, b.now().Add(flowTTL), f)
 	if err != nil {
 		b.log.Error("seal consent flow", "error", err)
-		b.redirectToClient(w, r, p, url.Values{"error": {"server_error"}})
+		b.rejectRequest(w, r, c, p, "server_error", "")
 		return
 	}
 	b.cookies.set(w, flowCookie+f.ID, v, flowTTL)

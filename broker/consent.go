@@ -21,18 +21,8 @@ func (b *Broker) consentData(c *client, p *pending, flowID string) pageConsent {
 		Action:   ConsentPath,
 		Flow:     flowID,
 	}
-	u, err := url.Parse(p.Redirect)
-	onDevice := true // the access goes to a program on the user's device
-	switch {
-	case err != nil:
-		d.Destination = p.Redirect
-	case u.Scheme == "https":
-		d.Destination, onDevice = u.Host, false
-	case u.Scheme == "http": // loopback only (registration)
-		d.Destination, d.Where = u.Host, "a program on this computer"
-	default: // a private-use scheme, RFC 8252 §7.1
-		d.Destination, d.Where = u.Scheme+":", "the app on this device that claims this scheme"
-	}
+	var onDevice bool
+	d.Destination, d.Where, onDevice = destination(p.Redirect)
 	if c.doc != nil {
 		// draft §8.5: the host is what the user can rely on; the gateway
 		// fetched the document from it (over TLS unless it is an http
@@ -44,6 +34,24 @@ func (b *Broker) consentData(c *client, p *pending, flowID string) pageConsent {
 		d.Unvouched = onDevice
 	}
 	return d
+}
+
+// destination says where a redirect URI sends the user's browser, for a
+// page: its host (ASCII, as registration requires), or for loopback and
+// private-use schemes what on this device receives it (where), which
+// onDevice reports.
+func destination(redirect string) (dest, where string, onDevice bool) {
+	u, err := url.Parse(redirect)
+	switch {
+	case err != nil:
+		return redirect, "", true
+	case u.Scheme == "https":
+		return u.Host, "", false
+	case u.Scheme == "http": // loopback only (registration)
+		return u.Host, "a program on this computer", true
+	default: // a private-use scheme, RFC 8252 §7.1
+		return u.Scheme + ":", "the app on this device that claims this scheme", true
+	}
 }
 
 // serveConsent receives the consent form (POST): decision=approve sends the
