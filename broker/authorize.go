@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/rand"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -11,10 +12,15 @@ import (
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
-// Bounds of an authorization request: it travels sealed in a cookie.
+// Bounds of an authorization request: it travels sealed in a cookie, which
+// browsers keep only up to 4096 bytes (name and value, RFC 6265 §6.1).
+// What of it the client chooses is bounded here and at registration
+// (maxRedirectURILen), so that the flow cookie of every request the
+// broker accepts fits; TestFlowCookieSize measures it at these limits.
 const (
 	maxAuthorizeQuery = 8 << 10
 	maxStateLen       = 1024
+	maxCookieBytes    = 4096
 )
 
 // Stages of a flow.
@@ -25,13 +31,24 @@ const (
 
 // pending is a validated authorization request (OAuth 2.1 §4.1.1).
 type pending struct {
-	ClientID  string   `json:"c"`
-	Redirect  string   `json:"r"`
-	State     string   `json:"s,omitempty"`
+	// Client is the clientBinding of the client_id, not the client_id:
+	// a registration's client_id carries the whole registration (up to
+	// maxClientIDLen), too much to seal into a cookie beside the rest.
+	Client   string `json:"ck"`
+	Redirect string `json:"r"`
+	// State is the client's state, byte for byte. As []byte it is base64
+	// in the JSON, 4/3 of its size whatever it holds (a JSON string would
+	// take up to six bytes for one, and turn invalid UTF-8 into U+FFFD).
+	State     []byte   `json:"sb,omitempty"`
 	Challenge string   `json:"h"`            // PKCE S256 code challenge (RFC 7636 §4.2)
 	Scopes    []string `json:"sc,omitempty"` // requested, within Config.Scopes
 	Resource  string   `json:"rs"`           // RFC 8707; always RESOURCE_URL
 }
+
+// clientKey is the clientKey of p's client: the first 16 characters of
+// its binding (both are base64url of the same SHA-256, and 12 bytes are
+// 16 characters).
+func (p *pending) clientKey() string { return p.Client[:min(len(p.Client), 16)] }
 
 // flowRecord is a login in progress, sealed in the flow cookie named after
 // its id. The id is also the state of the upstream login, so the
@@ -90,7 +107,7 @@ func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 			"The application registered an address this gateway no longer accepts (a host name must be ASCII, internationalized ones in punycode). Nothing was sent to it. Remove the server from the application and add it again.")
 		return
 	}
-	p := &pending{ClientID: c.id, Redirect: redirect, State: q.Get("state"), Resource: b.resource}
+	p := &pending{Client: clientBinding(c.id), Redirect: redirect, State: []byte(q.Get("state")), Resource: b.resource}
 	if code, desc := b.checkAuthorize(q, p); code != "" {
 		b.rejectRequest(w, r, c, p, code, desc)
 		return
@@ -228,12 +245,29 @@ func (b *Broker) startFlow(w http.ResponseWriter, r *http.Request, c *client, p 
 		return
 	}
 	f.Stage = stageConsent
-	v, err := b.seal.seal(purposeFlow, b.now().Add(flowTTL), f)
-	if err != nil {
-		b.log.Error("seal consent flow", "error", err)
+	if err := b.setFlow(w, f); err != nil {
+		b.log.Error("set consent flow", "error", err)
 		b.rejectRequest(w, r, c, p, "server_error", "")
 		return
 	}
-	b.cookies.set(w, flowCookie+f.ID, v, flowTTL)
 	b.page(w, http.StatusOK, b.consentData(c, p, f.ID))
+}
+
+// setFlow seals f into its flow cookie. A cookie larger than browsers keep
+// would be dropped without a word, and the login would fail at its next
+// step as if it had expired; the bounds of requests and registrations keep
+// every flow cookie within maxCookieBytes (TestFlowCookieSize), and this
+// refuses one that is not (a SCOPES_SUPPORTED or RESOURCE_URL of
+// kilobytes) rather than set it.
+func (b *Broker) setFlow(w http.ResponseWriter, f *flowRecord) error {
+	v, err := b.seal.seal(purposeFlow, b.now().Add(flowTTL), f)
+	if err != nil {
+		return err
+	}
+	name := flowCookie + f.ID
+	if n := len(b.cookies.prefix) + len(name) + len(v); n > maxCookieBytes {
+		return fmt.Errorf("flow cookie of %d bytes, more than the %d browsers keep", n, maxCookieBytes)
+	}
+	b.cookies.set(w, name, v, flowTTL)
+	return nil
 }

@@ -115,7 +115,7 @@ func TestAuthorizeErrorsAfterValidation(t *testing.T) {
 	c := e.publicClient()
 	approved := newBrowser(t)
 	consent := approved.get(newAuthRequest(c).url(e.origin))
-	if r := approved.post(e.origin+ConsentPath, url.Values{"flow": {consentFlow(t, consent)}, "decision": {"approve"}}, e.origin); r.status != http.StatusSeeOther {
+	if r := approved.post(e.origin+ConsentPath, consentForm(t, consent, "approve"), e.origin); r.status != http.StatusSeeOther {
 		t.Fatalf("approve: %d\n%s", r.status, r.body)
 	}
 	tests := []struct {

@@ -69,6 +69,19 @@ func (c *client) approvalKey() string {
 	return clientKey(c.id + "\x00" + strings.Join(c.rec.Redirects, "\x00") + "\x00" + c.rec.Name)
 }
 
+// clientBinding names a client_id in what the broker seals for a login in
+// progress (flow cookies, codes): its SHA-256 in base64url, 43 characters
+// whatever the size of the client_id. Binding a code to it binds it to the
+// client_id: another client_id with the same SHA-256 would take a second
+// preimage.
+func clientBinding(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// clientBindingLen is the length of every clientBinding.
+const clientBindingLen = 43
+
 func clientKey(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return base64.RawURLEncoding.EncodeToString(sum[:12])

@@ -47,6 +47,7 @@ const pagesTemplate = `{{define "head"}}<!doctype html>
 <p class="muted">{{if .MetadataHost}}Only the host that publishes its metadata is verified, not the name.{{else}}The name is chosen by the application itself and is not verified.{{end}} Allow only if you started this just now, in an application you trust.</p>
 <form method="post" action="{{.Action}}">
 <input type="hidden" name="flow" value="{{.Flow}}">
+<input type="hidden" name="client" value="{{.Client}}">
 <button type="submit" name="decision" value="approve" class="primary">Allow</button>
 <button type="submit" name="decision" value="deny">Deny</button>
 </form>
@@ -84,6 +85,7 @@ type (
 		MetadataURL, MetadataHost string
 		HostVerified              bool
 		Action, Flow              string
+		Client                    string // the client_id, which the flow cookie holds only by its binding
 	}
 
 	// pageRejected is an authorization request of a valid client and

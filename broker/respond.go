@@ -76,8 +76,8 @@ func (b *Broker) responseQuery(u *url.URL, p *pending, params url.Values) string
 			q[k] = v
 		}
 	}
-	if p.State != "" {
-		q.Set("state", p.State)
+	if len(p.State) > 0 {
+		q.Set("state", string(p.State))
 	}
 	q.Set("iss", b.issuer)
 	return q.Encode()

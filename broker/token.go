@@ -124,7 +124,7 @@ func (b *Broker) redeemCode(ctx context.Context, w http.ResponseWriter, c *clien
 		return
 	}
 	switch {
-	case rec.Req.ClientID != c.id:
+	case rec.Req.Client != clientBinding(c.id):
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "the code was issued to another client")
 		return
 	case form.Get("redirect_uri") != rec.Req.Redirect: // RFC 6749 §4.1.3
