@@ -384,14 +384,25 @@ func (e *env) token(form url.Values, basic ...string) *tokenReply {
 
 func (e *env) postToken(path string, form url.Values, basic ...string) *tokenReply {
 	e.t.Helper()
+	h := http.Header{}
+	if len(basic) == 2 {
+		r := http.Request{Header: h}
+		r.SetBasicAuth(url.QueryEscape(basic[0]), url.QueryEscape(basic[1]))
+	}
+	return e.postTokenHeader(path, form, h)
+}
+
+// postTokenHeader posts form to path with the headers h.
+func (e *env) postTokenHeader(path string, form url.Values, h http.Header) *tokenReply {
+	e.t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.origin+path, strings.NewReader(form.Encode()))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if len(basic) == 2 {
-		req.SetBasicAuth(url.QueryEscape(basic[0]), url.QueryEscape(basic[1]))
+	for k, vs := range h {
+		req.Header[k] = vs
 	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := (&http.Client{}).Do(req)
 	if err != nil {
 		e.t.Fatal(err)

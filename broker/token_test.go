@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/url"
@@ -444,6 +445,7 @@ func TestClientAuthentication(t *testing.T) {
 		client    registered
 		form      url.Values // added to the code request
 		basic     []string
+		header    http.Header // raw headers, instead of basic
 		wantCode  int
 		wantError string
 		wantBasic bool // a WWW-Authenticate: Basic challenge
@@ -457,6 +459,11 @@ func TestClientAuthentication(t *testing.T) {
 		{name: "basic and another client_id", client: conf, basic: []string{conf.ID, conf.Secret}, form: url.Values{"client_id": {pub.ID}}, wantCode: 400, wantError: "invalid_request"},
 		{name: "public, client_id only", client: pub, form: url.Values{"client_id": {pub.ID}}, wantCode: 200},
 		{name: "public with a made-up secret", client: pub, form: url.Values{"client_id": {pub.ID}, "client_secret": {"x"}}, wantCode: 401, wantError: "invalid_client"},
+		{name: "basic, not base64", client: conf, form: url.Values{"client_id": {conf.ID}}, header: http.Header{"Authorization": {"Basic %%%"}}, wantCode: 401, wantError: "invalid_client", wantBasic: true},
+		{name: "basic, no colon", client: conf, form: url.Values{"client_id": {conf.ID}}, header: http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(conf.ID))}}, wantCode: 401, wantError: "invalid_client", wantBasic: true},
+		{name: "basic, nothing after the scheme", client: pub, form: url.Values{"client_id": {pub.ID}}, header: http.Header{"Authorization": {"basic"}}, wantCode: 401, wantError: "invalid_client", wantBasic: true},
+		{name: "two authorization headers", client: conf, header: http.Header{"Authorization": {basicHeader(conf.ID, conf.Secret), basicHeader(pub.ID, "x")}}, wantCode: 400, wantError: "invalid_request"},
+		{name: "two authorization headers, public client", client: pub, form: url.Values{"client_id": {pub.ID}}, header: http.Header{"Authorization": {"Bearer a", "Bearer b"}}, wantCode: 400, wantError: "invalid_request"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -464,7 +471,12 @@ func TestClientAuthentication(t *testing.T) {
 			for k, v := range tt.form {
 				form[k] = v
 			}
-			r := e.token(form, tt.basic...)
+			var r *tokenReply
+			if tt.header != nil {
+				r = e.postTokenHeader(TokenPath, form, tt.header)
+			} else {
+				r = e.token(form, tt.basic...)
+			}
 			if r.status != tt.wantCode || r.Error != tt.wantError {
 				t.Fatalf("got %d %s (%s), want %d %s", r.status, r.Error, r.Desc, tt.wantCode, tt.wantError)
 			}
@@ -473,6 +485,12 @@ func TestClientAuthentication(t *testing.T) {
 			}
 		})
 	}
+}
+
+// basicHeader is an Authorization header of HTTP Basic credentials (RFC
+// 6749 §2.3.1: each form-encoded first).
+func basicHeader(id, secret string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))
 }
 
 // Malformed token requests get RFC 6749 §5.2 errors, never cached.
