@@ -124,7 +124,8 @@ func TestAuthorizeErrorsAfterValidation(t *testing.T) {
 		wantError string
 	}{
 		{name: "implicit flow", extra: url.Values{"response_type": {"token"}}, wantError: "unsupported_response_type"},
-		{name: "no response type", extra: url.Values{"response_type": nil}, wantError: "unsupported_response_type"},
+		{name: "no response type", extra: url.Values{"response_type": nil}, wantError: "invalid_request"},
+		{name: "empty response type", extra: url.Values{"response_type": {""}}, wantError: "invalid_request"},
 		{name: "pkce missing", extra: url.Values{"code_challenge": nil, "code_challenge_method": nil}, wantError: "invalid_request"},
 		{name: "pkce plain", extra: url.Values{"code_challenge_method": {"plain"}}, wantError: "invalid_request"},
 		{name: "pkce method missing (plain by default)", extra: url.Values{"code_challenge_method": nil}, wantError: "invalid_request"},

@@ -118,6 +118,15 @@ func (b *Broker) admitClient(w http.ResponseWriter, r *http.Request, what string
 
 // redeemCode is the authorization_code grant (OAuth 2.1 §4.1.3).
 func (b *Broker) redeemCode(ctx context.Context, w http.ResponseWriter, c *client, form url.Values) {
+	// RFC 6749 §5.2: a missing parameter is invalid_request, not a code
+	// that is wrong (invalid_grant). redirect_uri is required because the
+	// authorization request always has one here (§4.1.3).
+	for _, k := range []string{"code", "redirect_uri", "code_verifier"} {
+		if !form.Has(k) {
+			oauthError(w, http.StatusBadRequest, "invalid_request", k+" is required")
+			return
+		}
+	}
 	var rec codeRecord
 	if err := b.seal.open(purposeCode, form.Get("code"), &rec); err != nil {
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "the code is "+err.Error())
@@ -129,9 +138,6 @@ func (b *Broker) redeemCode(ctx context.Context, w http.ResponseWriter, c *clien
 		return
 	case form.Get("redirect_uri") != rec.Req.Redirect: // RFC 6749 §4.1.3
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "redirect_uri does not match the authorization request")
-		return
-	case form.Get("code_verifier") == "":
-		oauthError(w, http.StatusBadRequest, "invalid_request", "code_verifier is required (PKCE)")
 		return
 	case !pkceMatches(form.Get("code_verifier"), rec.Req.Challenge): // RFC 7636 §4.6
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "code_verifier does not match the code_challenge")
@@ -172,6 +178,10 @@ func (b *Broker) redeemCode(ctx context.Context, w http.ResponseWriter, c *clien
 func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *client, form url.Values) {
 	if c.rec.NoRefresh {
 		oauthError(w, http.StatusBadRequest, "unauthorized_client", "this client did not register the refresh_token grant")
+		return
+	}
+	if !form.Has("refresh_token") { // RFC 6749 §5.2: missing, not invalid
+		oauthError(w, http.StatusBadRequest, "invalid_request", "refresh_token is required")
 		return
 	}
 	var rec refreshRecord

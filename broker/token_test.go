@@ -73,7 +73,7 @@ func TestCodeBindings(t *testing.T) {
 		{name: "pkce verifier wrong", form: with("code_verifier", oauth2.GenerateVerifier()), wantCode: 400, wantError: "invalid_grant"},
 		{name: "pkce challenge as verifier (plain)", form: with("code_verifier", oauth2.S256ChallengeFromVerifier(a.verifier)), wantCode: 400, wantError: "invalid_grant"},
 		{name: "pkce verifier too short", form: with("code_verifier", "abc"), wantCode: 400, wantError: "invalid_grant"},
-		{name: "redirect uri missing", form: with("redirect_uri", ""), wantCode: 400, wantError: "invalid_grant"},
+		{name: "redirect uri missing", form: with("redirect_uri", ""), wantCode: 400, wantError: "invalid_request"},
 		{name: "redirect uri other port", form: with("redirect_uri", "http://127.0.0.1:7778/callback"), wantCode: 400, wantError: "invalid_grant"},
 		{name: "resource naming another server", form: with("resource", "https://other.example/mcp"), wantCode: 400, wantError: "invalid_target"},
 		{name: "tampered code", form: with("code", code[:len(code)-2]+"AA"), wantCode: 400, wantError: "invalid_grant"},
@@ -520,6 +520,11 @@ func TestTokenRequestErrors(t *testing.T) {
 		{name: "no grant type", ct: "application/x-www-form-urlencoded", body: form, wantError: "invalid_request"},
 		{name: "client credentials", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=client_credentials", wantError: "unsupported_grant_type"},
 		{name: "password", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=password&username=a&password=b", wantError: "unsupported_grant_type"},
+		{name: "no code", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=authorization_code&redirect_uri=" + url.QueryEscape(clientRedirect) + "&code_verifier=" + oauth2.GenerateVerifier(), wantError: "invalid_request"},
+		{name: "empty code", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=authorization_code&code=&redirect_uri=" + url.QueryEscape(clientRedirect) + "&code_verifier=" + oauth2.GenerateVerifier(), wantError: "invalid_request"},
+		{name: "no redirect uri", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=authorization_code&code=abc&code_verifier=" + oauth2.GenerateVerifier(), wantError: "invalid_request"},
+		{name: "no code verifier", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=authorization_code&code=abc&redirect_uri=" + url.QueryEscape(clientRedirect), wantError: "invalid_request"},
+		{name: "no refresh token", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=refresh_token", wantError: "invalid_request"},
 		{name: "body too large", ct: "application/x-www-form-urlencoded", body: form + "&x=" + strings.Repeat("a", 70<<10), wantError: "invalid_request"},
 	}
 	for _, tt := range tests {
