@@ -339,6 +339,11 @@ func TestCIMDRefused(t *testing.T) {
 		{name: "fragment", e: allowed, id: good + "#x", want: "must not contain a fragment"},
 		{name: "too long", e: allowed, id: ds.url("/" + strings.Repeat("a", maxClientIDURL)), want: "longer than 512 bytes"},
 		{name: "not a URL", e: allowed, id: "urn:example:client", want: "neither a client registered here nor an https URL"},
+		{name: "port out of range", e: strict, id: "https://client.example:99999/client.json", want: "port is not a number from 1 to 65535"},
+		{name: "port zero", e: strict, id: "https://client.example:0/client.json", want: "port is not a number from 1 to 65535"},
+		{name: "host no name can have", e: strict, id: "https://client!.example/client.json", want: "host is neither a DNS name nor an IP address"},
+		{name: "host percent-encoded non-ascii", e: strict, id: "https://cl%D0%B0ude.ai/client.json", want: "host is neither a DNS name nor an IP address"},
+		{name: "host with an empty label", e: strict, id: "https://client..example/client.json", want: "host is neither a DNS name nor an IP address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -378,6 +383,12 @@ func TestCIMDRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+	// At the token endpoint a URL that can never be fetched is
+	// invalid_client, not an outage to retry.
+	r := strict.refresh(docClient("https://client.example:99999/client.json"), "x")
+	if r.status != http.StatusUnauthorized || r.Error != "invalid_client" || r.header.Get("Retry-After") != "" {
+		t.Errorf("token endpoint, port 99999: %d %s (%s) Retry-After %q, want 401 invalid_client", r.status, r.Error, r.Desc, r.header.Get("Retry-After"))
 	}
 }
 
