@@ -160,7 +160,7 @@ func (b *Broker) checkAuthorize(q url.Values, p *pending) (code, desc string) {
 	}
 	switch {
 	case !q.Has("response_type"): // RFC 6749 §4.1.2.1: a missing parameter
-		return "invalid_request", "response_type is required (code)"
+		return "invalid_request", "response_type is required; it must be code"
 	case q.Get("response_type") != "code":
 		return "unsupported_response_type", "only response_type=code is supported"
 	case len(p.State) > maxStateLen:
