@@ -22,7 +22,7 @@ import (
 // hence the larger budget per IP.
 const (
 	brokerPerIPPerMinute     = 120 // authorization, token and revocation requests of one client IP
-	brokerPerClientPerMinute = 60  // token and revocation requests of one registered client
+	brokerPerClientPerMinute = 60  // token and revocation requests of one confidential client (public ones: per IP only)
 )
 
 // fallback is what broker mode's gate does with a token that is not the

@@ -2,18 +2,25 @@ package broker
 
 import (
 	"crypto/rand"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
-// Bounds of an authorization request: it travels sealed in a cookie.
+// Bounds of an authorization request: it travels sealed in a cookie, which
+// browsers keep only up to 4096 bytes (name and value, RFC 6265 §6.1).
+// What of it the client chooses is bounded here and at registration
+// (maxRedirectURILen), so that the flow cookie of every request the
+// broker accepts fits; TestFlowCookieSize measures it at these limits.
 const (
 	maxAuthorizeQuery = 8 << 10
 	maxStateLen       = 1024
+	maxCookieBytes    = 4096
 )
 
 // Stages of a flow.
@@ -24,13 +31,24 @@ const (
 
 // pending is a validated authorization request (OAuth 2.1 §4.1.1).
 type pending struct {
-	ClientID  string   `json:"c"`
-	Redirect  string   `json:"r"`
-	State     string   `json:"s,omitempty"`
+	// Client is the clientBinding of the client_id, not the client_id:
+	// a registration's client_id carries the whole registration (up to
+	// maxClientIDLen), too much to seal into a cookie beside the rest.
+	Client   string `json:"ck"`
+	Redirect string `json:"r"`
+	// State is the client's state, byte for byte. As []byte it is base64
+	// in the JSON, 4/3 of its size whatever it holds (a JSON string would
+	// take up to six bytes for one, and turn invalid UTF-8 into U+FFFD).
+	State     []byte   `json:"sb,omitempty"`
 	Challenge string   `json:"h"`            // PKCE S256 code challenge (RFC 7636 §4.2)
 	Scopes    []string `json:"sc,omitempty"` // requested, within Config.Scopes
 	Resource  string   `json:"rs"`           // RFC 8707; always RESOURCE_URL
 }
+
+// clientKey is the clientKey of p's client: the first 16 characters of
+// its binding (both are base64url of the same SHA-256, and 12 bytes are
+// 16 characters).
+func (p *pending) clientKey() string { return p.Client[:min(len(p.Client), 16)] }
 
 // flowRecord is a login in progress, sealed in the flow cookie named after
 // its id. The id is also the state of the upstream login, so the
@@ -47,7 +65,8 @@ type flowRecord struct {
 // RFC 6749 §3.1). Until the client and its redirect URI are validated,
 // errors are pages at the gateway and never redirects (RFC 6749
 // §4.1.2.1: an open redirector otherwise); afterwards they go to the
-// client with state and iss.
+// client with state and iss, straight away only once this browser has
+// approved the client (rejectRequest).
 func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
@@ -60,6 +79,7 @@ func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest, "Bad request", "The application sent a malformed authorization request.")
 		return
 	}
+	q = withoutEmpty(q)
 	if len(q["client_id"]) != 1 || len(q["redirect_uri"]) > 1 {
 		b.errorPage(w, http.StatusBadRequest, "Bad request", "The authorization request must name exactly one client_id and at most one redirect_uri.")
 		return
@@ -79,12 +99,51 @@ func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 			"The application asked to be answered at an address it did not register. Nothing was sent to it.")
 		return
 	}
-	p := &pending{ClientID: c.id, Redirect: redirect, State: q.Get("state"), Resource: b.resource}
+	// A registration sealed before redirecturi.Parse refused non-ASCII
+	// could name a host that only looks like another (clаude.ai): never
+	// show it, nor send anyone there.
+	if _, err := redirecturi.Parse(redirect); err != nil {
+		b.errorPage(w, http.StatusBadRequest, "Invalid redirect URI",
+			"The application registered an address this gateway no longer accepts (a host name must be ASCII, internationalized ones in punycode). Nothing was sent to it. Remove the server from the application and add it again.")
+		return
+	}
+	p := &pending{Client: clientBinding(c.id), Redirect: redirect, State: []byte(q.Get("state")), Resource: b.resource}
 	if code, desc := b.checkAuthorize(q, p); code != "" {
-		b.redirectToClient(w, r, p, url.Values{"error": {code}, "error_description": {desc}})
+		b.rejectRequest(w, r, c, p, code, desc)
 		return
 	}
 	b.startFlow(w, r, c, p)
+}
+
+// rejectRequest answers an authorization error (RFC 6749 §4.1.2.1) found
+// once the client and its redirect URI are valid, before the user approved
+// the client in this request. Valid is not trusted: anyone can register a
+// client whose redirect URI is a phishing page and send a wrong request on
+// purpose, and an automatic redirect would take users there from the
+// gateway's own URL with nothing shown (RFC 9700 §4.11.2: redirect
+// automatically only to a redirect URI the server trusts; otherwise it may
+// inform the user and let them decide). So the error is redirected
+// straight away only when this browser approved the client before, having
+// seen on the consent page where its answers go; otherwise a page names
+// the error and that destination, with a link to the same redirect that
+// the user may follow.
+func (b *Broker) rejectRequest(w http.ResponseWriter, r *http.Request, c *client, p *pending, code, desc string) {
+	params := url.Values{"error": {code}, "error_description": {desc}}
+	if b.approved(r, c) {
+		b.redirectToClient(w, r, p, params)
+		return
+	}
+	status := http.StatusBadRequest
+	if code == "server_error" {
+		status = http.StatusInternalServerError
+	}
+	d := pageRejected{
+		Code:        code,
+		Description: respond.Description(desc),
+		Continue:    safeURL(b.clientRedirectURL(p, params)),
+	}
+	d.Destination, d.Where, _ = destination(p.Redirect)
+	b.page(w, status, d)
 }
 
 // checkAuthorize applies the rules of an authorization request whose
@@ -100,6 +159,8 @@ func (b *Broker) checkAuthorize(q url.Values, p *pending) (code, desc string) {
 		}
 	}
 	switch {
+	case !q.Has("response_type"): // RFC 6749 §4.1.2.1: a missing parameter
+		return "invalid_request", "response_type is required; it must be code"
 	case q.Get("response_type") != "code":
 		return "unsupported_response_type", "only response_type=code is supported"
 	case len(p.State) > maxStateLen:
@@ -119,6 +180,21 @@ func (b *Broker) checkAuthorize(q url.Values, p *pending) (code, desc string) {
 	}
 	p.Scopes = b.requestedScopes(q.Get("scope"))
 	return "", ""
+}
+
+// withoutEmpty drops the parameters sent without a value, which RFC 6749
+// §3.1 and §3.2 say MUST be treated as omitted: "resource=" names no
+// resource, "scope=" asks for no particular scope, and an empty value
+// beside a real one does not make the parameter given twice.
+func withoutEmpty(v url.Values) url.Values {
+	for k, vs := range v {
+		if vs = slices.DeleteFunc(vs, func(s string) bool { return s == "" }); len(vs) == 0 {
+			delete(v, k)
+		} else {
+			v[k] = vs
+		}
+	}
+	return v
 }
 
 // isChallenge reports whether s has the shape of an S256 code challenge:
@@ -171,12 +247,29 @@ func (b *Broker) startFlow(w http.ResponseWriter, r *http.Request, c *client, p 
 		return
 	}
 	f.Stage = stageConsent
-	v, err := b.seal.seal(purposeFlow, b.now().Add(flowTTL), f)
-	if err != nil {
-		b.log.Error("seal consent flow", "error", err)
-		b.redirectToClient(w, r, p, url.Values{"error": {"server_error"}})
+	if err := b.setFlow(w, f); err != nil {
+		b.log.Error("set consent flow", "error", err)
+		b.rejectRequest(w, r, c, p, "server_error", "")
 		return
 	}
-	b.cookies.set(w, flowCookie+f.ID, v, flowTTL)
 	b.page(w, http.StatusOK, b.consentData(c, p, f.ID))
+}
+
+// setFlow seals f into its flow cookie. A cookie larger than browsers keep
+// would be dropped without a word, and the login would fail at its next
+// step as if it had expired; the bounds of requests and registrations keep
+// every flow cookie within maxCookieBytes (TestFlowCookieSize), and this
+// refuses one that is not (a SCOPES_SUPPORTED or RESOURCE_URL of
+// kilobytes) rather than set it.
+func (b *Broker) setFlow(w http.ResponseWriter, f *flowRecord) error {
+	v, err := b.seal.seal(purposeFlow, b.now().Add(flowTTL), f)
+	if err != nil {
+		return err
+	}
+	name := flowCookie + f.ID
+	if n := len(b.cookies.prefix) + len(name) + len(v); n > maxCookieBytes {
+		return fmt.Errorf("flow cookie of %d bytes, more than the %d browsers keep", n, maxCookieBytes)
+	}
+	b.cookies.set(w, name, v, flowTTL)
+	return nil
 }

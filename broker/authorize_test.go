@@ -1,11 +1,15 @@
 package broker
 
 import (
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // Until the client and its redirect URI are valid, every error is a page
@@ -102,17 +106,26 @@ func TestAuthorizeLoopbackAnyPort(t *testing.T) {
 }
 
 // Once the client and redirect URI are valid, errors go back to the client
-// with state and iss (RFC 6749 §4.1.2.1, RFC 9207).
-func TestAuthorizeErrorsRedirect(t *testing.T) {
+// with state and iss (RFC 6749 §4.1.2.1, RFC 9207): straight away in a
+// browser that approved the client before; otherwise through a page that
+// names the error and where it goes, whose link is that same redirect
+// (RFC 9700 §4.11.2).
+func TestAuthorizeErrorsAfterValidation(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.publicClient()
+	approved := newBrowser(t)
+	consent := approved.get(newAuthRequest(c).url(e.origin))
+	if r := approved.post(e.origin+ConsentPath, consentForm(t, consent, "approve"), e.origin); r.status != http.StatusSeeOther {
+		t.Fatalf("approve: %d\n%s", r.status, r.body)
+	}
 	tests := []struct {
 		name      string
 		extra     url.Values
 		wantError string
 	}{
 		{name: "implicit flow", extra: url.Values{"response_type": {"token"}}, wantError: "unsupported_response_type"},
-		{name: "no response type", extra: url.Values{"response_type": nil}, wantError: "unsupported_response_type"},
+		{name: "no response type", extra: url.Values{"response_type": nil}, wantError: "invalid_request"},
+		{name: "empty response type", extra: url.Values{"response_type": {""}}, wantError: "invalid_request"},
 		{name: "pkce missing", extra: url.Values{"code_challenge": nil, "code_challenge_method": nil}, wantError: "invalid_request"},
 		{name: "pkce plain", extra: url.Values{"code_challenge_method": {"plain"}}, wantError: "invalid_request"},
 		{name: "pkce method missing (plain by default)", extra: url.Values{"code_challenge_method": nil}, wantError: "invalid_request"},
@@ -127,29 +140,88 @@ func TestAuthorizeErrorsRedirect(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newAuthRequest(c)
 			a.extra = tt.extra
-			resp := newBrowser(t).get(a.url(e.origin))
-			if resp.status != http.StatusSeeOther {
-				t.Fatalf("status: got %d, want 303\n%s", resp.status, resp.body)
-			}
-			loc := resp.location(t)
-			if !strings.HasPrefix(loc.String(), clientRedirect+"?") {
-				t.Fatalf("redirected to %s, want the client", loc)
-			}
-			q := loc.Query()
-			if q.Get("error") != tt.wantError {
-				t.Fatalf("error: got %q (%s), want %q", q.Get("error"), q.Get("error_description"), tt.wantError)
-			}
 			wantState := a.state
 			if tt.name == "state too long" {
 				wantState = strings.Repeat("s", 2000)
 			}
-			if q.Get("state") != wantState || q.Get("iss") != e.origin {
-				t.Fatalf("state %q iss %q: want the request's state and %q", q.Get("state"), q.Get("iss"), e.origin)
+			check := func(what string, loc *url.URL) {
+				t.Helper()
+				if !strings.HasPrefix(loc.String(), clientRedirect+"?") {
+					t.Fatalf("%s: to %s, want the client", what, loc)
+				}
+				q := loc.Query()
+				if q.Get("error") != tt.wantError {
+					t.Fatalf("%s: error %q (%s), want %q", what, q.Get("error"), q.Get("error_description"), tt.wantError)
+				}
+				if q.Get("state") != wantState || q.Get("iss") != e.origin {
+					t.Fatalf("%s: state %q iss %q, want the request's state and %q", what, q.Get("state"), q.Get("iss"), e.origin)
+				}
+				if q.Has("code") {
+					t.Fatalf("%s: an error response with a code", what)
+				}
 			}
-			if q.Has("code") {
-				t.Fatal("an error response with a code")
+
+			page := newBrowser(t).get(a.url(e.origin))
+			if page.status != http.StatusBadRequest || page.header.Get("Location") != "" || !strings.HasPrefix(page.header.Get("Content-Type"), "text/html") {
+				t.Fatalf("a browser that never approved the client: %d Location %q, want a 400 page\n%s", page.status, page.header.Get("Location"), page.body)
 			}
+			if !strings.Contains(page.body, "<code>"+tt.wantError+"</code>") || !strings.Contains(page.body, "<code>127.0.0.1:7777</code>") {
+				t.Fatalf("the page does not name the error and the redirect host:\n%s", page.body)
+			}
+			check("the page's link", rejectedLink(t, page))
+
+			resp := approved.get(a.url(e.origin))
+			if resp.status != http.StatusSeeOther {
+				t.Fatalf("a browser that approved the client: %d, want 303\n%s", resp.status, resp.body)
+			}
+			check("the redirect", resp.location(t))
 		})
+	}
+}
+
+var continueLink = regexp.MustCompile(`<a class="button" href="([^"]*)">Return to the application</a>`)
+
+// rejectedLink returns the link of a page rejecting an authorization
+// request.
+func rejectedLink(t testing.TB, r *response) *url.URL {
+	t.Helper()
+	m := continueLink.FindStringSubmatch(r.body)
+	if m == nil {
+		t.Fatalf("no link back to the application:\n%s", r.body)
+	}
+	u, err := url.Parse(html.UnescapeString(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// RFC 9700 §4.11.2: a client registered with a phishing page as its
+// redirect URI cannot use the gateway as a redirector by sending a wrong
+// request on purpose. The user sees where the error would go, and a
+// description reflecting what the request sent is cleaned for RFC 6749
+// §4.1.2.1 there and in the link.
+func TestAuthorizeNoOpenRedirect(t *testing.T) {
+	e := newEnv(t, nil)
+	evil := e.register(map[string]any{"redirect_uris": []string{"https://evil.example/login"}})
+	q := url.Values{"client_id": {evil.ID}, "redirect_uri": {"https://evil.example/login"}, "state": {"x"}}
+	resp := newBrowser(t).get(e.origin + AuthorizePath + "?" + q.Encode())
+	if resp.status != http.StatusBadRequest || resp.header.Get("Location") != "" {
+		t.Fatalf("got %d Location %q, want a page", resp.status, resp.header.Get("Location"))
+	}
+	if !strings.Contains(resp.body, "<code>evil.example</code>") {
+		t.Errorf("the page does not name the redirect host:\n%s", resp.body)
+	}
+	if link := rejectedLink(t, resp); link.Host != "evil.example" || link.Query().Get("state") != "x" || link.Query().Get("error") == "" {
+		t.Errorf("link: %s", link)
+	}
+
+	a := newAuthRequest(evil)
+	a.extra = url.Values{"sc\u00f6pe\"": {"a", "b"}}
+	resp = newBrowser(t).get(a.url(e.origin))
+	desc := rejectedLink(t, resp).Query().Get("error_description")
+	if desc == "" || desc != respond.Description(desc) || !strings.Contains(html.UnescapeString(resp.body), desc) {
+		t.Errorf("error_description %q is not what RFC 6749 §4.1.2.1 allows, or not shown:\n%s", desc, resp.body)
 	}
 }
 

@@ -107,7 +107,7 @@ func BenchmarkTokenEndpoint(b *testing.B) {
 		for i := range codes {
 			rec := codeRecord{
 				ID: rand.Text(),
-				Req: pending{ClientID: c.ID, Redirect: clientRedirect, Challenge: oauth2.S256ChallengeFromVerifier(verifier),
+				Req: pending{Client: clientBinding(c.ID), Redirect: clientRedirect, Challenge: oauth2.S256ChallengeFromVerifier(verifier),
 					Scopes: strings.Fields(testScopes), Resource: e.origin + "/mcp"},
 				Granted: strings.Fields(testScopes), User: user, AuthTime: e.clock.Now().Unix(),
 			}

@@ -240,8 +240,11 @@ type Config struct {
 	// endpoints per client IP (keys "broker-ip:<ip>"). Nil means no limit.
 	IPLimiter Limiter
 
-	// ClientLimiter limits token and revocation requests per client (keys
-	// "broker-client:<hash of the client_id>"). Nil means no limit.
+	// ClientLimiter limits token and revocation requests per confidential
+	// client, once it has proved its secret (keys "broker-client:<hash of
+	// the client_id>"). Public clients are not charged: their client_id
+	// is no secret, so anyone could spend a budget keyed by it for every
+	// user of that client; IPLimiter bounds them. Nil means no limit.
 	ClientLimiter Limiter
 
 	// CIMDAllowHosts is CIMD_ALLOW_HOSTS: hosts ("host" or "host:port"; an

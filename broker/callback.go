@@ -25,13 +25,11 @@ func (b *Broker) toUpstream(w http.ResponseWriter, r *http.Request, f *flowRecor
 		return
 	}
 	f.Stage, f.Nonce, f.Verifier = stageLogin, rand.Text(), oauth2.GenerateVerifier()
-	v, err := b.seal.seal(purposeFlow, b.now().Add(flowTTL), f)
-	if err != nil {
-		b.log.Error("seal login flow", "error", err)
+	if err := b.setFlow(w, f); err != nil {
+		b.log.Error("set login flow", "error", err)
 		b.redirectToClient(w, r, &f.Req, url.Values{"error": {"server_error"}})
 		return
 	}
-	b.cookies.set(w, flowCookie+f.ID, v, flowTTL)
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(f.Verifier), oauth2.SetAuthURLParam("nonce", f.Nonce)}
 	for k, v := range b.authParams(e) {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))
@@ -128,7 +126,7 @@ func (b *Broker) serveCallback(w http.ResponseWriter, r *http.Request) {
 		AuthTime: now.Unix(),
 		Upstream: login.refresh,
 	}
-	rec.Req.State = "" // returned now; not needed at the token endpoint
+	rec.Req.State = nil // returned now; not needed at the token endpoint
 	rec.Granted = b.grantScopes(user, p.Scopes)
 	sealed, err := b.seal.seal(purposeCode, now.Add(codeTTL), rec)
 	if err != nil {
@@ -136,7 +134,7 @@ func (b *Broker) serveCallback(w http.ResponseWriter, r *http.Request) {
 		fail("server_error", "")
 		return
 	}
-	b.log.Info("login", "sub", login.id.Sub, "email", login.id.Email, "client", clientKey(p.ClientID))
+	b.log.Info("login", "sub", login.id.Sub, "email", login.id.Email, "client", p.clientKey())
 	b.redirectToClient(w, r, p, url.Values{"code": {sealed}})
 }
 

@@ -15,7 +15,7 @@ func (e *env) toCallback(br *browser, a *authRequest, as who) *url.URL {
 	e.t.Helper()
 	resp := br.get(a.url(e.origin))
 	if resp.status == http.StatusOK {
-		resp = br.post(e.origin+ConsentPath, url.Values{"flow": {consentFlow(e.t, resp)}, "decision": {"approve"}}, e.origin)
+		resp = br.post(e.origin+ConsentPath, consentForm(e.t, resp, "approve"), e.origin)
 	}
 	return e.providerLogin(br, resp.location(e.t), as)
 }
@@ -104,7 +104,7 @@ func TestCallbackProviderRefusal(t *testing.T) {
 	a := newAuthRequest(e.publicClient())
 	br := newBrowser(t)
 	resp := br.get(a.url(e.origin))
-	resp = br.post(e.origin+ConsentPath, url.Values{"flow": {consentFlow(t, resp)}, "decision": {"approve"}}, e.origin)
+	resp = br.post(e.origin+ConsentPath, consentForm(t, resp, "approve"), e.origin)
 	toProvider := resp.location(t)
 	form := toProvider.Query()
 	form.Set("action", "deny")
@@ -195,7 +195,7 @@ func TestUpstreamRequest(t *testing.T) {
 	e := newEnv(t, nil)
 	br := newBrowser(t)
 	resp := br.get(newAuthRequest(e.publicClient()).url(e.origin))
-	resp = br.post(e.origin+ConsentPath, url.Values{"flow": {consentFlow(t, resp)}, "decision": {"approve"}}, e.origin)
+	resp = br.post(e.origin+ConsentPath, consentForm(t, resp, "approve"), e.origin)
 	q := resp.location(t).Query()
 	for k, want := range map[string]string{
 		"client_id":             gatewayClientID,

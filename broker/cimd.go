@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -67,10 +68,13 @@ func (b *Broker) documentClient(ctx context.Context, id string, mode lookupMode)
 
 // checkClientIDURL checks a Client Identifier URL (draft §3): https (http
 // only for CIMD_ALLOW_HOSTS, which the fetcher checks), no user info, no
-// fragment, a path other than "/" (as MCP clients require), no "." or ".."
-// segment (percent-encoded ones too), nothing but printable ASCII, at most
-// 512 bytes. The URL is not normalised: the document's client_id must
-// equal it byte for byte.
+// fragment, a host that is a DNS name or an IP address, a port from 1 to
+// 65535 if any, a path other than "/" (as MCP clients require), no "." or
+// ".." segment (percent-encoded ones too), nothing but printable ASCII, at
+// most 512 bytes. The URL is not normalised: the document's client_id must
+// equal it byte for byte. What fails here is the URL's fault and stays so
+// (invalid_client); it must not reach the fetcher, whose connection errors
+// count as an outage of the client's host (503, try again).
 func checkClientIDURL(id string) (*url.URL, *cimdError) {
 	if len(id) > maxClientIDURL {
 		return nil, refused("the client_id URL is longer than %d bytes", maxClientIDURL)
@@ -93,6 +97,10 @@ func checkClientIDURL(id string) (*url.URL, *cimdError) {
 		return nil, refused("the client_id URL must not contain a fragment")
 	case u.Hostname() == "":
 		return nil, refused("the client_id URL has no host")
+	case !hostName(u.Hostname()):
+		return nil, refused("the client_id URL's host is neither a DNS name nor an IP address")
+	case u.Port() != "" && !validPort(u.Port()):
+		return nil, refused("the client_id URL's port is not a number from 1 to 65535")
 	}
 	path := u.EscapedPath()
 	if path == "" || path == "/" {
@@ -104,6 +112,39 @@ func checkClientIDURL(id string) (*url.URL, *cimdError) {
 		}
 	}
 	return u, nil
+}
+
+// hostName reports whether h (a URL's host without brackets or port) can
+// be connected to: an IP address, or a DNS name of letters, digits, '-'
+// and '_' in non-empty labels of at most 63 bytes (RFC 1123 §2.1; '_' is
+// found in real names), at most 253 bytes, with an optional final dot.
+// url.Parse leaves much else in a host, percent-decoded bytes included.
+func hostName(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validPort reports whether p is a port number from 1 to 65535 (url.Parse
+// takes any digits).
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // loadDocument fetches and validates the document at u.

@@ -328,6 +328,7 @@ func TestCIMDRefused(t *testing.T) {
 		{name: "client secret in the document", e: allowed, id: doc("/secret", func(d map[string]any) { d["client_secret"] = "s" }), want: "it contains client_secret"},
 		{name: "redirect_uri not in the document", e: allowed, id: good, redirect: "http://127.0.0.1:7777/other", want: "Unregistered redirect URI"},
 		{name: "unsafe redirect uri in the document", e: allowed, id: doc("/js", func(d map[string]any) { d["redirect_uris"] = []string{"javascript:alert(1)"} }), want: "its redirect uri"},
+		{name: "look-alike host in the redirect uris", e: allowed, id: doc("/lookalike", func(d map[string]any) { d["redirect_uris"] = []string{"https://cl%D0%B0ude.ai/cb"} }), want: "internationalized host names must be given in punycode"},
 		{name: "no redirect uris", e: allowed, id: doc("/noredirect", func(d map[string]any) { delete(d, "redirect_uris") }), want: "its redirect_uris must be a non-empty array"},
 		{name: "implicit grant", e: allowed, id: doc("/implicit", func(d map[string]any) { d["grant_types"] = []string{"implicit"} }), want: `its grant type "implicit" is not supported`},
 		{name: "no path", e: allowed, id: "https://" + ds.hostPort(), want: "must have a path"},
@@ -338,6 +339,11 @@ func TestCIMDRefused(t *testing.T) {
 		{name: "fragment", e: allowed, id: good + "#x", want: "must not contain a fragment"},
 		{name: "too long", e: allowed, id: ds.url("/" + strings.Repeat("a", maxClientIDURL)), want: "longer than 512 bytes"},
 		{name: "not a URL", e: allowed, id: "urn:example:client", want: "neither a client registered here nor an https URL"},
+		{name: "port out of range", e: strict, id: "https://client.example:99999/client.json", want: "port is not a number from 1 to 65535"},
+		{name: "port zero", e: strict, id: "https://client.example:0/client.json", want: "port is not a number from 1 to 65535"},
+		{name: "host no name can have", e: strict, id: "https://client!.example/client.json", want: "host is neither a DNS name nor an IP address"},
+		{name: "host percent-encoded non-ascii", e: strict, id: "https://cl%D0%B0ude.ai/client.json", want: "host is neither a DNS name nor an IP address"},
+		{name: "host with an empty label", e: strict, id: "https://client..example/client.json", want: "host is neither a DNS name nor an IP address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -377,6 +383,12 @@ func TestCIMDRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+	// At the token endpoint a URL that can never be fetched is
+	// invalid_client, not an outage to retry.
+	r := strict.refresh(docClient("https://client.example:99999/client.json"), "x")
+	if r.status != http.StatusUnauthorized || r.Error != "invalid_client" || r.header.Get("Retry-After") != "" {
+		t.Errorf("token endpoint, port 99999: %d %s (%s) Retry-After %q, want 401 invalid_client", r.status, r.Error, r.Desc, r.header.Get("Retry-After"))
 	}
 }
 

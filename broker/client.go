@@ -69,6 +69,19 @@ func (c *client) approvalKey() string {
 	return clientKey(c.id + "\x00" + strings.Join(c.rec.Redirects, "\x00") + "\x00" + c.rec.Name)
 }
 
+// clientBinding names a client_id in what the broker seals for a login in
+// progress (flow cookies, codes): its SHA-256 in base64url, 43 characters
+// whatever the size of the client_id. Binding a code to it binds it to the
+// client_id: another client_id with the same SHA-256 would take a second
+// preimage.
+func clientBinding(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// clientBindingLen is the length of every clientBinding.
+const clientBindingLen = 43
+
 func clientKey(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return base64.RawURLEncoding.EncodeToString(sum[:12])
@@ -135,7 +148,18 @@ type clientError struct {
 // form for confidential clients, client_id alone for public ones; exactly
 // one method per request.
 func (b *Broker) authenticateClient(ctx context.Context, r *http.Request, form url.Values) (*client, *clientError) {
+	// Two Authorization headers are refused, as the gate refuses them on
+	// the MCP path, rather than one read and the other ignored.
+	auth := r.Header.Values("Authorization")
+	if len(auth) > 1 {
+		return nil, &clientError{http.StatusBadRequest, "invalid_request", "the request has more than one Authorization header", false}
+	}
 	id, secret, basic := r.BasicAuth()
+	if !basic && len(auth) == 1 && isBasic(auth[0]) {
+		// RFC 6749 §5.2: the client tried the Authorization header, so the
+		// answer is 401 invalid_client with a challenge of its scheme.
+		return nil, &clientError{http.StatusUnauthorized, "invalid_client", "the Authorization header is not HTTP Basic credentials: base64 of client_id:client_secret (RFC 6749 2.3.1)", true}
+	}
 	formID, formSecret := form.Get("client_id"), form.Get("client_secret")
 	_, formHasSecret := form["client_secret"]
 	if basic {
@@ -182,4 +206,11 @@ func (b *Broker) authenticateClient(ctx context.Context, r *http.Request, form u
 		return nil, &clientError{http.StatusUnauthorized, "invalid_client", "the client secret is wrong", basic}
 	}
 	return c, nil
+}
+
+// isBasic reports whether an Authorization header names the Basic scheme
+// (case-insensitive, RFC 9110 §11.1), whatever follows.
+func isBasic(h string) bool {
+	scheme, _, _ := strings.Cut(h, " ")
+	return strings.EqualFold(scheme, "Basic")
 }

@@ -7,7 +7,9 @@ import (
 	"strings"
 )
 
-// maxConsentBody bounds the consent form.
+// maxConsentBody bounds the consent form: its flow id, its decision and
+// its client_id (at most maxClientIDLen, or a metadata URL of at most 512
+// bytes, 1536 percent-encoded).
 const maxConsentBody = 4 << 10
 
 // consentData is what the consent page shows of a client (MCP security
@@ -20,19 +22,10 @@ func (b *Broker) consentData(c *client, p *pending, flowID string) pageConsent {
 		Scopes:   strings.Join(p.Scopes, " "),
 		Action:   ConsentPath,
 		Flow:     flowID,
+		Client:   c.id,
 	}
-	u, err := url.Parse(p.Redirect)
-	onDevice := true // the access goes to a program on the user's device
-	switch {
-	case err != nil:
-		d.Destination = p.Redirect
-	case u.Scheme == "https":
-		d.Destination, onDevice = u.Host, false
-	case u.Scheme == "http": // loopback only (registration)
-		d.Destination, d.Where = u.Host, "a program on this computer"
-	default: // a private-use scheme, RFC 8252 §7.1
-		d.Destination, d.Where = u.Scheme+":", "the app on this device that claims this scheme"
-	}
+	var onDevice bool
+	d.Destination, d.Where, onDevice = destination(p.Redirect)
 	if c.doc != nil {
 		// draft §8.5: the host is what the user can rely on; the gateway
 		// fetched the document from it (over TLS unless it is an http
@@ -46,6 +39,24 @@ func (b *Broker) consentData(c *client, p *pending, flowID string) pageConsent {
 	return d
 }
 
+// destination says where a redirect URI sends the user's browser, for a
+// page: its host (ASCII, as registration requires), or for loopback and
+// private-use schemes what on this device receives it (where), which
+// onDevice reports.
+func destination(redirect string) (dest, where string, onDevice bool) {
+	u, err := url.Parse(redirect)
+	switch {
+	case err != nil:
+		return redirect, "", true
+	case u.Scheme == "https":
+		return u.Host, "", false
+	case u.Scheme == "http": // loopback only (registration)
+		return u.Host, "a program on this computer", true
+	default: // a private-use scheme, RFC 8252 §7.1
+		return u.Scheme + ":", "the app on this device that claims this scheme", true
+	}
+}
+
 // serveConsent receives the consent form (POST): decision=approve sends the
 // browser to the provider and remembers the approval; decision=deny
 // answers the client access_denied.
@@ -54,6 +65,10 @@ func (b *Broker) consentData(c *client, p *pending, flowID string) pageConsent {
 // SameSite=Lax cookie of this browser (a cross-site POST does not carry it,
 // and no other site can read the flow id from the page); and a request
 // whose Origin (or Sec-Fetch-Site) says it came from elsewhere is refused.
+//
+// The form also carries the client_id, which the flow cookie holds only by
+// its clientBinding (a client_id can be 2 KiB); one that does not match
+// the cookie's is refused like a missing flow.
 func (b *Broker) serveConsent(w http.ResponseWriter, r *http.Request) {
 	if !b.sameOrigin(r) {
 		b.errorPage(w, http.StatusForbidden, "Request refused", "The consent form was submitted from another site.")
@@ -64,16 +79,16 @@ func (b *Broker) serveConsent(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest, "Bad request", "The consent form could not be read.")
 		return
 	}
-	id := r.PostForm.Get("flow")
+	id, clientID := r.PostForm.Get("flow"), r.PostForm.Get("client")
 	f, ok := b.openFlow(r, id, stageConsent)
-	if !ok {
+	if !ok || clientBinding(clientID) != f.Req.Client {
 		b.errorPage(w, http.StatusBadRequest, "Consent expired",
 			"This consent page has expired or was opened in another browser. Start again from your application.")
 		return
 	}
-	c, err := b.lookupClient(r.Context(), f.Req.ClientID, forAuthorization)
+	c, err := b.lookupClient(r.Context(), clientID, forAuthorization)
 	if err != nil {
-		b.clientErrorPage(w, f.Req.ClientID, err)
+		b.clientErrorPage(w, clientID, err)
 		return
 	}
 	if !c.redirectRegistered(f.Req.Redirect) { // a metadata document changed meanwhile
@@ -120,7 +135,7 @@ func (b *Broker) openFlow(r *http.Request, id, stage string) (*flowRecord, bool)
 	if b.seal.open(purposeFlow, b.cookies.get(r, flowCookie+id), &f) != nil {
 		return nil, false
 	}
-	if subtle.ConstantTimeCompare([]byte(f.ID), []byte(id)) != 1 || f.Stage != stage {
+	if subtle.ConstantTimeCompare([]byte(f.ID), []byte(id)) != 1 || f.Stage != stage || len(f.Req.Client) != clientBindingLen {
 		return nil, false
 	}
 	return &f, true

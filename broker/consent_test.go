@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -63,14 +65,15 @@ func TestConsentDeny(t *testing.T) {
 	e := newEnv(t, nil)
 	a := newAuthRequest(e.publicClient())
 	br := newBrowser(t)
-	flow := consentFlow(t, br.get(a.url(e.origin)))
-	resp := br.post(e.origin+ConsentPath, url.Values{"flow": {flow}, "decision": {"deny"}}, e.origin)
+	form := consentForm(t, br.get(a.url(e.origin)), "deny")
+	resp := br.post(e.origin+ConsentPath, form, e.origin)
 	q := resp.location(t).Query()
 	if resp.status != http.StatusSeeOther || q.Get("error") != "access_denied" || q.Get("state") != a.state || q.Get("iss") != e.origin {
 		t.Fatalf("deny: %d %v", resp.status, q)
 	}
 	// The flow is over: approving it now fails.
-	if r := br.post(e.origin+ConsentPath, url.Values{"flow": {flow}, "decision": {"approve"}}, e.origin); r.status != http.StatusBadRequest {
+	form.Set("decision", "approve")
+	if r := br.post(e.origin+ConsentPath, form, e.origin); r.status != http.StatusBadRequest {
 		t.Fatalf("approve after deny: %d", r.status)
 	}
 }
@@ -83,9 +86,23 @@ func TestConsentCSRF(t *testing.T) {
 
 	// The attacker gets a flow id by opening the consent page themselves.
 	attacker := newBrowser(t)
-	flow := consentFlow(t, attacker.get(a.url(e.origin)))
+	attackerForm := consentForm(t, attacker.get(a.url(e.origin)), "approve")
 	victim := newBrowser(t)
-	victimFlow := consentFlow(t, victim.get(a.url(e.origin)))
+	victimForm := consentForm(t, victim.get(a.url(e.origin)), "approve")
+	// with is victimForm with the field k set to v, or removed when v is "".
+	with := func(k, v string) url.Values {
+		f := url.Values{}
+		for name, vs := range victimForm {
+			f[name] = vs
+		}
+		if v == "" {
+			f.Del(k)
+		} else {
+			f.Set(k, v)
+		}
+		return f
+	}
+	other := e.publicClient()
 
 	tests := []struct {
 		name   string
@@ -95,14 +112,16 @@ func TestConsentCSRF(t *testing.T) {
 		site   string
 		want   int
 	}{
-		{name: "attacker's flow posted from the victim's browser", br: victim, form: url.Values{"flow": {flow}, "decision": {"approve"}}, origin: e.origin, want: 400},
-		{name: "cross-site post (Origin)", br: victim, form: url.Values{"flow": {victimFlow}, "decision": {"approve"}}, origin: "https://mallory.example", want: 403},
-		{name: "cross-site post (Sec-Fetch-Site)", br: victim, form: url.Values{"flow": {victimFlow}, "decision": {"approve"}}, site: "cross-site", want: 403},
-		{name: "null origin", br: victim, form: url.Values{"flow": {victimFlow}, "decision": {"approve"}}, origin: "null", want: 403},
-		{name: "no flow", br: victim, form: url.Values{"decision": {"approve"}}, origin: e.origin, want: 400},
-		{name: "made-up flow", br: victim, form: url.Values{"flow": {strings.Repeat("A", 26)}, "decision": {"approve"}}, origin: e.origin, want: 400},
-		{name: "no decision", br: victim, form: url.Values{"flow": {victimFlow}}, origin: e.origin, want: 400},
-		{name: "browser without cookies", br: newBrowser(t), form: url.Values{"flow": {victimFlow}, "decision": {"approve"}}, origin: e.origin, want: 400},
+		{name: "attacker's flow posted from the victim's browser", br: victim, form: attackerForm, origin: e.origin, want: 400},
+		{name: "cross-site post (Origin)", br: victim, form: victimForm, origin: "https://mallory.example", want: 403},
+		{name: "cross-site post (Sec-Fetch-Site)", br: victim, form: victimForm, site: "cross-site", want: 403},
+		{name: "null origin", br: victim, form: victimForm, origin: "null", want: 403},
+		{name: "no flow", br: victim, form: with("flow", ""), origin: e.origin, want: 400},
+		{name: "made-up flow", br: victim, form: with("flow", strings.Repeat("A", 26)), origin: e.origin, want: 400},
+		{name: "no client", br: victim, form: with("client", ""), origin: e.origin, want: 400},
+		{name: "another client than the flow's", br: victim, form: with("client", other.ID), origin: e.origin, want: 400},
+		{name: "no decision", br: victim, form: with("decision", ""), origin: e.origin, want: 400},
+		{name: "browser without cookies", br: newBrowser(t), form: victimForm, origin: e.origin, want: 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,7 +139,7 @@ func TestConsentCSRF(t *testing.T) {
 		})
 	}
 	// The victim's own consent still works afterwards.
-	resp := victim.post(e.origin+ConsentPath, url.Values{"flow": {victimFlow}, "decision": {"approve"}}, e.origin)
+	resp := victim.post(e.origin+ConsentPath, victimForm, e.origin)
 	if resp.status != http.StatusSeeOther || !strings.HasPrefix(resp.header.Get("Location"), e.is.URL) {
 		t.Fatalf("victim's approval: %d %s", resp.status, resp.header.Get("Location"))
 	}
@@ -182,8 +201,8 @@ func TestConsentCookieAttributes(t *testing.T) {
 			if len(flowCk) != 1 {
 				t.Fatalf("cookies of the consent page: %v", flowCk)
 			}
-			flow := consentFlow(t, &response{status: rec.Code, body: rec.Body.String()})
-			req := httptestPost(t, tt.issuer+ConsentPath, url.Values{"flow": {flow}, "decision": {"approve"}})
+			form := consentForm(t, &response{status: rec.Code, body: rec.Body.String()}, "approve")
+			req := httptestPost(t, tt.issuer+ConsentPath, form)
 			req.Header.Set("Origin", tt.issuer)
 			req.AddCookie(flowCk[0])
 			rec = httptest.NewRecorder()
@@ -218,5 +237,99 @@ func TestFlowCookiesBounded(t *testing.T) {
 		if n := len(br.c.Jar.Cookies(u)); n > maxFlows {
 			t.Fatalf("%d cookies held", n)
 		}
+	}
+}
+
+// Every registration the broker accepts can complete a browser login.
+// The flow cookie, which browsers drop past 4096 bytes (name and value),
+// stays within that at every limit a client controls: the largest
+// registration accepted, a 512-byte redirect URI and a 1024-byte state
+// made of what JSON escapes. A registration too large for a login is
+// refused, saying why.
+func TestFlowCookieSize(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		// A longer RESOURCE_URL than the test server's, as deployments have.
+		c.ResourceURL += "/" + strings.Repeat("r", 60)
+	})
+	worst := func(prefix string, n int) string {
+		return (prefix + strings.Repeat(`"&<>\`, n))[:n]
+	}
+	redirect := worst("https://a.example/cb?", maxRedirectURILen)
+	name := strings.Repeat(`"`, maxClientNameRunes)
+
+	// The largest registration accepted: the worst redirect URI, then
+	// others until the client_id would be too large.
+	var c registered
+	redirects := []string{redirect}
+	for i := 0; ; i++ {
+		redirects = append(redirects, fmt.Sprintf("https://a.example/%d/", i)+strings.Repeat("p", 80))
+		status, body := e.registerRaw(map[string]any{"redirect_uris": redirects, "client_name": name, "token_endpoint_auth_method": "client_secret_post"})
+		if status == http.StatusCreated {
+			var reg registration
+			if err := json.Unmarshal([]byte(body), &reg); err != nil {
+				t.Fatal(err)
+			}
+			c = registered{ID: reg.ClientID, Secret: reg.ClientSecret, Redirects: []string{redirect}}
+			continue
+		}
+		if status != http.StatusBadRequest || !strings.Contains(body, "client_id, which carries them") || c.ID == "" {
+			t.Fatalf("registration of %d redirect URIs: %d %s", len(redirects), status, body)
+		}
+		break
+	}
+	if len(c.ID) < maxClientIDLen-150 {
+		t.Fatalf("the largest registration accepted has a client_id of %d characters, want nearly %d", len(c.ID), maxClientIDLen)
+	}
+
+	a := newAuthRequest(c)
+	a.state = worst("\x01\xff", maxStateLen)
+	a.extra = url.Values{"resource": nil}
+	br := newBrowser(t)
+	sizes := func(what string, r *response) {
+		t.Helper()
+		cks := (&http.Response{Header: r.header}).Cookies()
+		if len(cks) == 0 {
+			t.Fatalf("%s: no cookie set (status %d)\n%s", what, r.status, r.body)
+		}
+		for _, ck := range cks {
+			// On an https origin the name has the __Host- prefix too.
+			if n := len("__Host-") + len(ck.Name) + len(ck.Value); n > maxCookieBytes {
+				t.Errorf("%s: cookie %s of %d bytes, browsers keep %d", what, ck.Name, n, maxCookieBytes)
+			} else {
+				t.Logf("%s: cookie %s of %d bytes", what, ck.Name, n)
+			}
+		}
+	}
+	page := br.get(a.url(e.origin))
+	sizes("the consent page", page)
+	resp := br.post(e.origin+ConsentPath, consentForm(t, page, "approve"), e.origin)
+	if resp.status != http.StatusSeeOther {
+		t.Fatalf("approve: %d\n%s", resp.status, resp.body)
+	}
+	sizes("the approval", resp)
+	back := br.get(e.providerLogin(br, resp.location(t), alice).String())
+	q := back.location(t).Query()
+	if back.status != http.StatusSeeOther || q.Get("state") != a.state || q.Get("code") == "" {
+		t.Fatalf("callback: %d, state returned intact %v, code %v", back.status, q.Get("state") == a.state, q.Get("code") != "")
+	}
+	tr := e.token(url.Values{"grant_type": {"authorization_code"}, "code": {q.Get("code")}, "redirect_uri": {redirect},
+		"code_verifier": {a.verifier}, "client_id": {c.ID}, "client_secret": {c.Secret}})
+	if tr.status != http.StatusOK {
+		t.Fatalf("redeem: %d %s %s", tr.status, tr.Error, tr.Desc)
+	}
+	if r := e.token(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.RefreshToken}, "client_id": {c.ID}, "client_secret": {c.Secret}}); r.status != http.StatusOK {
+		t.Fatalf("refresh: %d %s %s", r.status, r.Error, r.Desc)
+	}
+	e.mustVerify(tr.AccessToken)
+
+	// The reviewer's registration: ten redirect URIs of about 500 bytes and a
+	// name of 100 characters.
+	var long []string
+	for i := range maxRedirectURIs {
+		long = append(long, fmt.Sprintf("https://app.example/%d/", i)+strings.Repeat("p", 480))
+	}
+	status, body := e.registerRaw(map[string]any{"redirect_uris": long, "client_name": strings.Repeat("n", 100)})
+	if status != http.StatusBadRequest || !strings.Contains(body, `"error":"invalid_client_metadata"`) || !strings.Contains(body, "register fewer or shorter redirect URIs") {
+		t.Fatalf("a registration whose client_id could not complete a login: %d %s", status, body)
 	}
 }

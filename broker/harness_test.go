@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -276,7 +277,10 @@ func (a *authRequest) url(origin string) string {
 	return origin + AuthorizePath + "?" + q.Encode()
 }
 
-var flowField = regexp.MustCompile(`name="flow" value="([A-Z2-7]{26})"`)
+var (
+	flowField   = regexp.MustCompile(`name="flow" value="([A-Z2-7]{26})"`)
+	clientField = regexp.MustCompile(`name="client" value="([^"]*)"`)
+)
 
 // consentFlow returns the flow id of a consent page.
 func consentFlow(t testing.TB, r *response) string {
@@ -286,6 +290,18 @@ func consentFlow(t testing.TB, r *response) string {
 		t.Fatalf("not a consent page: status %d\n%s", r.status, r.body)
 	}
 	return m[1]
+}
+
+// consentForm is the consent page's form as its button decision submits
+// it: its hidden fields (the flow id and the client_id), and decision.
+func consentForm(t testing.TB, r *response, decision string) url.Values {
+	t.Helper()
+	flow := consentFlow(t, r)
+	m := clientField.FindStringSubmatch(r.body)
+	if m == nil {
+		t.Fatalf("a consent page without its client_id:\n%s", r.body)
+	}
+	return url.Values{"flow": {flow}, "client": {html.UnescapeString(m[1])}, "decision": {decision}}
 }
 
 // who is the identity a test logs in as at the provider.
@@ -326,8 +342,7 @@ func (e *env) login(br *browser, a *authRequest, as who) *response {
 	e.t.Helper()
 	resp := br.get(a.url(e.origin))
 	if resp.status == http.StatusOK {
-		flow := consentFlow(e.t, resp)
-		resp = br.post(e.origin+ConsentPath, url.Values{"flow": {flow}, "decision": {"approve"}}, e.origin)
+		resp = br.post(e.origin+ConsentPath, consentForm(e.t, resp, "approve"), e.origin)
 	}
 	if resp.status != http.StatusSeeOther {
 		e.t.Fatalf("authorize: status %d\n%s", resp.status, resp.body)
@@ -369,14 +384,25 @@ func (e *env) token(form url.Values, basic ...string) *tokenReply {
 
 func (e *env) postToken(path string, form url.Values, basic ...string) *tokenReply {
 	e.t.Helper()
+	h := http.Header{}
+	if len(basic) == 2 {
+		r := http.Request{Header: h}
+		r.SetBasicAuth(url.QueryEscape(basic[0]), url.QueryEscape(basic[1]))
+	}
+	return e.postTokenHeader(path, form, h)
+}
+
+// postTokenHeader posts form to path with the headers h.
+func (e *env) postTokenHeader(path string, form url.Values, h http.Header) *tokenReply {
+	e.t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.origin+path, strings.NewReader(form.Encode()))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if len(basic) == 2 {
-		req.SetBasicAuth(url.QueryEscape(basic[0]), url.QueryEscape(basic[1]))
+	for k, vs := range h {
+		req.Header[k] = vs
 	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := (&http.Client{}).Do(req)
 	if err != nil {
 		e.t.Fatal(err)

@@ -47,9 +47,18 @@ const pagesTemplate = `{{define "head"}}<!doctype html>
 <p class="muted">{{if .MetadataHost}}Only the host that publishes its metadata is verified, not the name.{{else}}The name is chosen by the application itself and is not verified.{{end}} Allow only if you started this just now, in an application you trust.</p>
 <form method="post" action="{{.Action}}">
 <input type="hidden" name="flow" value="{{.Flow}}">
+<input type="hidden" name="client" value="{{.Client}}">
 <button type="submit" name="decision" value="approve" class="primary">Allow</button>
 <button type="submit" name="decision" value="deny">Deny</button>
 </form>
+</body></html>{{end}}
+
+{{define "rejected"}}{{template "head" "Request not accepted"}}
+<h1>The application's request was not accepted</h1>
+<p>The application asked to sign you in with a request this gateway does not accept: <code>{{.Code}}</code>{{if .Description}} ({{.Description}}){{end}}.</p>
+<p>It expects the answer at <code>{{.Destination}}</code>{{if .Where}} ({{.Where}}){{end}}. You have not allowed this application here yet, so the gateway did not send you there by itself.</p>
+<p><a class="button" href="{{.Continue}}">Return to the application</a></p>
+<p class="muted">Nothing was shared with the application. The link takes you to {{.Destination}} and tells the application that its request failed; follow it only if you started this just now, in an application you trust.</p>
 </body></html>{{end}}
 
 {{define "denied"}}{{template "head" "Not allowed"}}
@@ -76,6 +85,17 @@ type (
 		MetadataURL, MetadataHost string
 		HostVerified              bool
 		Action, Flow              string
+		Client                    string // the client_id, which the flow cookie holds only by its binding
+	}
+
+	// pageRejected is an authorization request of a valid client and
+	// redirect URI that the broker refuses before the user has approved
+	// the client (RFC 9700 §4.11.2): the error, where it would go, and a
+	// link there for the user to follow or not.
+	pageRejected struct {
+		Code, Description  string
+		Destination, Where string
+		Continue           template.URL // a validated redirect URI with its response
 	}
 
 	pageDenied struct {
@@ -100,9 +120,10 @@ func parsePages() (*template.Template, string, error) {
 }
 
 // page answers an HTML page for a browser: the consent page, a not-allowed
-// page, or an error found before the redirect URI could be trusted (RFC
-// 6749 §4.1.2.1: such errors are never redirected). data's type names the
-// template.
+// page, an error found before the redirect URI could be trusted (RFC 6749
+// §4.1.2.1: such errors are never redirected), or one found before the
+// user approved the client (RFC 9700 §4.11.2: redirected only if the user
+// follows the page's link). data's type names the template.
 func (b *Broker) page(w http.ResponseWriter, status int, data any) {
 	name := "error"
 	switch data.(type) {
@@ -110,6 +131,8 @@ func (b *Broker) page(w http.ResponseWriter, status int, data any) {
 		name = "consent"
 	case pageDenied:
 		name = "denied"
+	case pageRejected:
+		name = "rejected"
 	}
 	var buf bytes.Buffer
 	if err := b.pages.ExecuteTemplate(&buf, name, data); err != nil {

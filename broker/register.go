@@ -20,12 +20,20 @@ import (
 )
 
 // Bounds of a registration: the client_id carries all of it, so it stays
-// small enough for URLs and access tokens.
+// small enough for URLs and access tokens. Each redirect URI and the name
+// are bounded, and so is the client_id they make together: it travels in
+// the authorization request's URL (at most maxAuthorizeQuery, beside a
+// redirect_uri and a state that may take 4.5 KiB percent-encoded), the
+// consent form (maxConsentBody), and every access token (its client_id
+// claim) and refresh token, beside an identity of up to 4 KiB. Ten
+// redirect URIs of 512 bytes would make a client_id of 7 KiB that no
+// browser login could complete, so such a registration is refused.
 const (
 	maxRegisterBody    = 16 << 10
 	maxRedirectURIs    = 10
 	maxRedirectURILen  = 512
 	maxClientNameRunes = 100
+	maxClientIDLen     = 2048
 )
 
 // registration is the RFC 7591 §3.2.1 answer.
@@ -85,6 +93,13 @@ func (b *Broker) serveRegister(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		b.log.Error("register client", "error", err)
 		oauthError(w, http.StatusInternalServerError, "server_error", "the registration could not be made")
+		return
+	}
+	if len(id) > maxClientIDLen {
+		desc := fmt.Sprintf("the redirect_uris and client_name are too long together: the client_id, which carries them, "+
+			"would be %d characters, and at most %d can be used; register fewer or shorter redirect URIs", len(id), maxClientIDLen)
+		b.log.Info("registration refused", "error", "invalid_client_metadata", "reason", desc)
+		oauthError(w, http.StatusBadRequest, "invalid_client_metadata", desc)
 		return
 	}
 	c := &client{id: id, rec: *rec}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
@@ -125,6 +126,46 @@ func TestRegisterRedirectRules(t *testing.T) {
 	}
 	if _, err := New(Config{ResourceURL: "https://x.example/mcp", Upstream: e.prov, ClientID: "c", RedirectURIs: []string{"https://*.example/cb"}}); err == nil {
 		t.Error("a wildcard host in REGISTER_REDIRECT_URIS: got nil error")
+	}
+}
+
+// A redirect URI whose host only looks like a trusted one is refused at
+// registration, whether its look-alike characters come raw or
+// percent-encoded (which Go decodes into the host). An internationalized
+// host is registered in punycode and shown so on the consent page; a
+// registration sealed before the rule never reaches the consent page.
+func TestRegisterLookAlikeHosts(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, uri := range []string{
+		"https://cl\u0430ude.ai/api/mcp/auth_callback",
+		"https://cl%D0%B0ude.ai/api/mcp/auth_callback",
+		"https://evil\u202eia.edualc/api/mcp/auth_callback",
+		"https://evil%E2%80%AEia.edualc/api/mcp/auth_callback",
+	} {
+		status, body := e.registerRaw(map[string]any{"redirect_uris": []string{uri}, "client_name": "Claude"})
+		var reply struct {
+			Error string `json:"error"`
+			Desc  string `json:"error_description"`
+		}
+		_ = json.Unmarshal([]byte(body), &reply)
+		if status != http.StatusBadRequest || reply.Error != "invalid_redirect_uri" || !strings.Contains(reply.Desc, "punycode, xn--") {
+			t.Errorf("%q: got %d %s, want 400 invalid_redirect_uri naming punycode", uri, status, body)
+		}
+	}
+
+	c := e.register(map[string]any{"redirect_uris": []string{"https://xn--80ak6aa92e.com/cb"}, "client_name": "Claude"})
+	page := newBrowser(t).get(newAuthRequest(c).url(e.origin))
+	if page.status != http.StatusOK || !strings.Contains(page.body, "<code>xn--80ak6aa92e.com</code>") {
+		t.Errorf("consent page of a punycode host: %d\n%s", page.status, page.body)
+	}
+
+	legacy, err := e.b.seal.seal(purposeClient, time.Time{}, clientRecord{Version: 1, Name: "Claude", Redirects: []string{"https://cl\u0430ude.ai/cb"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := newBrowser(t).get(newAuthRequest(registered{ID: legacy, Redirects: []string{"https://cl\u0430ude.ai/cb"}}).url(e.origin))
+	if resp.status != http.StatusBadRequest || resp.header.Get("Location") != "" || strings.Contains(resp.body, "ude.ai") || flowField.MatchString(resp.body) {
+		t.Errorf("a registration with a look-alike host: %d Location %q\n%s", resp.status, resp.header.Get("Location"), resp.body)
 	}
 }
 

@@ -62,16 +62,22 @@ func (b *Broker) redirectToClient(w http.ResponseWriter, r *http.Request, p *pen
 	w.WriteHeader(http.StatusSeeOther)
 }
 
-// responseQuery is the query of an authorization response to p.
+// responseQuery is the query of an authorization response to p. Its
+// error_description holds only what RFC 6749 §4.1.2.1 allows
+// (respond.Description).
 func (b *Broker) responseQuery(u *url.URL, p *pending, params url.Values) string {
 	q := u.Query()
 	for k, v := range params {
-		if len(v) > 0 && v[0] != "" {
+		switch {
+		case len(v) == 0 || v[0] == "":
+		case k == "error_description":
+			q.Set(k, respond.Description(v[0]))
+		default:
 			q[k] = v
 		}
 	}
-	if p.State != "" {
-		q.Set("state", p.State)
+	if len(p.State) > 0 {
+		q.Set("state", string(p.State))
 	}
 	q.Set("iss", b.issuer)
 	return q.Encode()

@@ -88,4 +88,8 @@ func TestRevokeRules(t *testing.T) {
 	if r := e.postToken(RevokePath, url.Values{"token": {tr.AccessToken}, "client_id": {"nobody"}}); r.status != http.StatusUnauthorized {
 		t.Fatalf("unknown client: %d", r.status)
 	}
+	two := http.Header{"Authorization": {"Bearer a", "Bearer b"}}
+	if r := e.postTokenHeader(RevokePath, url.Values{"token": {tr.AccessToken}, "client_id": {c.ID}}, two); r.status != http.StatusBadRequest || r.Error != "invalid_request" {
+		t.Fatalf("two Authorization headers: %d %s", r.status, r.Error)
+	}
 }

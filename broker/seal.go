@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -41,17 +42,21 @@ type sealer struct {
 }
 
 // seal encodes v as JSON and seals it for purpose. A zero exp never
-// expires.
+// expires. The JSON does not escape <, > and & (json.Marshal writes each
+// as six bytes): no sealed record is ever read as HTML, and a redirect URI
+// full of & must not grow a flow cookie past what browsers keep.
 func (s *sealer) seal(purpose string, exp time.Time, v any) (string, error) {
-	body, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	buf.Write(make([]byte, 8)) // the expiry, below
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return "", fmt.Errorf("seal %s: %w", purpose, err)
 	}
-	pt := make([]byte, 8, 8+len(body))
+	pt := bytes.TrimSuffix(buf.Bytes(), []byte("\n")) // Encode ends with a newline
 	if !exp.IsZero() {
 		binary.BigEndian.PutUint64(pt, uint64(exp.Unix()))
 	}
-	pt = append(pt, body...)
 	k := &s.keys[0]
 	hdr := []byte{sealVersion, k.id[0], k.id[1], k.id[2], k.id[3]}
 	out := k.aead.Seal(hdr, nil, pt, additionalData(purpose, hdr))

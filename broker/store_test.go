@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -119,7 +118,7 @@ func TestCallbackWithTheStoreDown(t *testing.T) {
 	br := newBrowser(t)
 	resp := br.get(a.url(e.origin))
 	if resp.status == http.StatusOK {
-		resp = br.post(e.origin+ConsentPath, url.Values{"flow": {consentFlow(t, resp)}, "decision": {"approve"}}, e.origin)
+		resp = br.post(e.origin+ConsentPath, consentForm(t, resp, "approve"), e.origin)
 	}
 	if resp.status != http.StatusSeeOther {
 		t.Fatalf("authorize: %d\n%s", resp.status, resp.body)

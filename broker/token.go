@@ -81,10 +81,10 @@ func (b *Broker) serveToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // admitClient opens the token and revocation endpoints: the per-address
-// limit, the form, client authentication (RFC 6749 §2.3) and the
-// per-client limit, in that order, so a flood from one address costs no
-// client lookup. what names the requests in a 429's description. When it
-// returns false it has answered the request.
+// limit, the form, client authentication (RFC 6749 §2.3) and, for a
+// confidential client, the per-client limit, in that order, so a flood
+// from one address costs no client lookup. what names the requests in a
+// 429's description. When it returns false it has answered the request.
 func (b *Broker) admitClient(w http.ResponseWriter, r *http.Request, what string) (*client, url.Values, bool) {
 	ctx := r.Context()
 	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
@@ -100,6 +100,15 @@ func (b *Broker) admitClient(w http.ResponseWriter, r *http.Request, what string
 		clientErrorResponse(w, cerr)
 		return nil, nil, false
 	}
+	// A public client "authenticates" with its client_id alone, which is
+	// no secret: a hosted client's (claude.ai's metadata URL) is the same
+	// for all its users. A budget keyed by it would be one that anyone
+	// could spend, one junk request a second keeping every user of that
+	// client at 429. So public clients have only the per-address budget;
+	// a confidential client proved its secret, and its budget is its own.
+	if c.authMethod() == authNone {
+		return c, form, true
+	}
 	if wait, over := limited(ctx, b.clientLimit, "broker-client:"+c.key()); over {
 		tooMany(w, wait, "too many "+what+" for this client; retry later")
 		return nil, nil, false
@@ -109,20 +118,26 @@ func (b *Broker) admitClient(w http.ResponseWriter, r *http.Request, what string
 
 // redeemCode is the authorization_code grant (OAuth 2.1 §4.1.3).
 func (b *Broker) redeemCode(ctx context.Context, w http.ResponseWriter, c *client, form url.Values) {
+	// RFC 6749 §5.2: a missing parameter is invalid_request, not a code
+	// that is wrong (invalid_grant). redirect_uri is required because the
+	// authorization request always has one here (§4.1.3).
+	for _, k := range []string{"code", "redirect_uri", "code_verifier"} {
+		if !form.Has(k) {
+			oauthError(w, http.StatusBadRequest, "invalid_request", k+" is required")
+			return
+		}
+	}
 	var rec codeRecord
 	if err := b.seal.open(purposeCode, form.Get("code"), &rec); err != nil {
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "the code is "+err.Error())
 		return
 	}
 	switch {
-	case rec.Req.ClientID != c.id:
+	case rec.Req.Client != clientBinding(c.id):
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "the code was issued to another client")
 		return
 	case form.Get("redirect_uri") != rec.Req.Redirect: // RFC 6749 §4.1.3
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "redirect_uri does not match the authorization request")
-		return
-	case form.Get("code_verifier") == "":
-		oauthError(w, http.StatusBadRequest, "invalid_request", "code_verifier is required (PKCE)")
 		return
 	case !pkceMatches(form.Get("code_verifier"), rec.Req.Challenge): // RFC 7636 §4.6
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "code_verifier does not match the code_challenge")
@@ -165,6 +180,10 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		oauthError(w, http.StatusBadRequest, "unauthorized_client", "this client did not register the refresh_token grant")
 		return
 	}
+	if !form.Has("refresh_token") { // RFC 6749 §5.2: missing, not invalid
+		oauthError(w, http.StatusBadRequest, "invalid_request", "refresh_token is required")
+		return
+	}
 	var rec refreshRecord
 	if err := b.seal.open(purposeRefresh, form.Get("refresh_token"), &rec); err != nil {
 		desc := "the refresh token is not valid"
@@ -186,8 +205,10 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		return
 	}
 	scopes := rec.Scopes
-	if _, ok := form["scope"]; ok { // RFC 6749 §6: narrower, never wider
-		scopes = strings.Fields(form.Get("scope"))
+	// RFC 6749 §6: narrower, never wider; none asked for (the parameter
+	// omitted, empty or only spaces) is what was requested at login.
+	if asked := strings.Fields(form.Get("scope")); len(asked) > 0 {
+		scopes = asked
 		for _, s := range scopes {
 			if !slices.Contains(rec.Scopes, s) {
 				oauthError(w, http.StatusBadRequest, "invalid_scope", "scope "+s+" was not requested at login")
@@ -357,7 +378,8 @@ func pkceMatches(verifier, challenge string) bool {
 
 // readForm reads a token or revocation request's form: POST body only
 // (credentials never in a URL), application/x-www-form-urlencoded, each
-// parameter at most once (RFC 6749 §3.2).
+// parameter at most once, and one sent without a value as omitted (RFC
+// 6749 §3.2).
 func readForm(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the request body must be application/x-www-form-urlencoded")
@@ -372,7 +394,7 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the request body could not be read")
 		return nil, false
 	}
-	for k, v := range r.PostForm {
+	for k, v := range withoutEmpty(r.PostForm) {
 		if len(v) > 1 {
 			oauthError(w, http.StatusBadRequest, "invalid_request", "parameter "+k+" is given more than once")
 			return nil, false

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"net/url"
@@ -72,7 +73,7 @@ func TestCodeBindings(t *testing.T) {
 		{name: "pkce verifier wrong", form: with("code_verifier", oauth2.GenerateVerifier()), wantCode: 400, wantError: "invalid_grant"},
 		{name: "pkce challenge as verifier (plain)", form: with("code_verifier", oauth2.S256ChallengeFromVerifier(a.verifier)), wantCode: 400, wantError: "invalid_grant"},
 		{name: "pkce verifier too short", form: with("code_verifier", "abc"), wantCode: 400, wantError: "invalid_grant"},
-		{name: "redirect uri missing", form: with("redirect_uri", ""), wantCode: 400, wantError: "invalid_grant"},
+		{name: "redirect uri missing", form: with("redirect_uri", ""), wantCode: 400, wantError: "invalid_request"},
 		{name: "redirect uri other port", form: with("redirect_uri", "http://127.0.0.1:7778/callback"), wantCode: 400, wantError: "invalid_grant"},
 		{name: "resource naming another server", form: with("resource", "https://other.example/mcp"), wantCode: 400, wantError: "invalid_target"},
 		{name: "tampered code", form: with("code", code[:len(code)-2]+"AA"), wantCode: 400, wantError: "invalid_grant"},
@@ -370,6 +371,36 @@ func TestRefreshScope(t *testing.T) {
 	}
 }
 
+// Parameters sent without a value are treated as omitted (RFC 6749 §3.1,
+// §3.2), at the authorization endpoint and at the token endpoint: an empty
+// resource names no resource, an empty scope at a refresh asks for what
+// was requested at login, an empty client_secret is no secret, and an
+// empty value beside a real one does not make a parameter given twice.
+func TestEmptyParametersOmitted(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	a := newAuthRequest(c)
+	a.extra = url.Values{"resource": {""}, "scope": {"", testScopes}}
+	code := e.code(newBrowser(t), a, alice)
+	tr := e.token(url.Values{
+		"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {a.redirect},
+		"code_verifier": {a.verifier}, "client_id": {c.ID}, "resource": {""}, "client_secret": {""},
+	})
+	if tr.status != http.StatusOK || tr.Scope != testScopes {
+		t.Fatalf("redeem with empty resource and client_secret: %d %s %s, scope %q", tr.status, tr.Error, tr.Desc, tr.Scope)
+	}
+	for _, scope := range []string{"", " "} {
+		r := e.token(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.RefreshToken}, "client_id": {c.ID}, "scope": {scope}, "resource": {""}})
+		if r.status != http.StatusOK || r.Scope != testScopes {
+			t.Fatalf("refresh with scope %q: %d %s %s, scope %q, want %q", scope, r.status, r.Error, r.Desc, r.Scope, testScopes)
+		}
+		if got := strings.Join(e.mustVerify(r.AccessToken).Scopes, " "); got != testScopes {
+			t.Fatalf("refresh with scope %q: token scopes %q, want %q", scope, got, testScopes)
+		}
+		tr = r
+	}
+}
+
 // GrantScopes decides at login and again at every refresh.
 func TestGrantScopesHook(t *testing.T) {
 	var writers []string
@@ -414,6 +445,7 @@ func TestClientAuthentication(t *testing.T) {
 		client    registered
 		form      url.Values // added to the code request
 		basic     []string
+		header    http.Header // raw headers, instead of basic
 		wantCode  int
 		wantError string
 		wantBasic bool // a WWW-Authenticate: Basic challenge
@@ -427,6 +459,11 @@ func TestClientAuthentication(t *testing.T) {
 		{name: "basic and another client_id", client: conf, basic: []string{conf.ID, conf.Secret}, form: url.Values{"client_id": {pub.ID}}, wantCode: 400, wantError: "invalid_request"},
 		{name: "public, client_id only", client: pub, form: url.Values{"client_id": {pub.ID}}, wantCode: 200},
 		{name: "public with a made-up secret", client: pub, form: url.Values{"client_id": {pub.ID}, "client_secret": {"x"}}, wantCode: 401, wantError: "invalid_client"},
+		{name: "basic, not base64", client: conf, form: url.Values{"client_id": {conf.ID}}, header: http.Header{"Authorization": {"Basic %%%"}}, wantCode: 401, wantError: "invalid_client", wantBasic: true},
+		{name: "basic, no colon", client: conf, form: url.Values{"client_id": {conf.ID}}, header: http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(conf.ID))}}, wantCode: 401, wantError: "invalid_client", wantBasic: true},
+		{name: "basic, nothing after the scheme", client: pub, form: url.Values{"client_id": {pub.ID}}, header: http.Header{"Authorization": {"basic"}}, wantCode: 401, wantError: "invalid_client", wantBasic: true},
+		{name: "two authorization headers", client: conf, header: http.Header{"Authorization": {basicHeader(conf.ID, conf.Secret), basicHeader(pub.ID, "x")}}, wantCode: 400, wantError: "invalid_request"},
+		{name: "two authorization headers, public client", client: pub, form: url.Values{"client_id": {pub.ID}}, header: http.Header{"Authorization": {"Bearer a", "Bearer b"}}, wantCode: 400, wantError: "invalid_request"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -434,7 +471,12 @@ func TestClientAuthentication(t *testing.T) {
 			for k, v := range tt.form {
 				form[k] = v
 			}
-			r := e.token(form, tt.basic...)
+			var r *tokenReply
+			if tt.header != nil {
+				r = e.postTokenHeader(TokenPath, form, tt.header)
+			} else {
+				r = e.token(form, tt.basic...)
+			}
 			if r.status != tt.wantCode || r.Error != tt.wantError {
 				t.Fatalf("got %d %s (%s), want %d %s", r.status, r.Error, r.Desc, tt.wantCode, tt.wantError)
 			}
@@ -443,6 +485,12 @@ func TestClientAuthentication(t *testing.T) {
 			}
 		})
 	}
+}
+
+// basicHeader is an Authorization header of HTTP Basic credentials (RFC
+// 6749 §2.3.1: each form-encoded first).
+func basicHeader(id, secret string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))
 }
 
 // Malformed token requests get RFC 6749 §5.2 errors, never cached.
@@ -472,6 +520,11 @@ func TestTokenRequestErrors(t *testing.T) {
 		{name: "no grant type", ct: "application/x-www-form-urlencoded", body: form, wantError: "invalid_request"},
 		{name: "client credentials", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=client_credentials", wantError: "unsupported_grant_type"},
 		{name: "password", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=password&username=a&password=b", wantError: "unsupported_grant_type"},
+		{name: "no code", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=authorization_code&redirect_uri=" + url.QueryEscape(clientRedirect) + "&code_verifier=" + oauth2.GenerateVerifier(), wantError: "invalid_request"},
+		{name: "empty code", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=authorization_code&code=&redirect_uri=" + url.QueryEscape(clientRedirect) + "&code_verifier=" + oauth2.GenerateVerifier(), wantError: "invalid_request"},
+		{name: "no redirect uri", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=authorization_code&code=abc&code_verifier=" + oauth2.GenerateVerifier(), wantError: "invalid_request"},
+		{name: "no code verifier", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=authorization_code&code=abc&redirect_uri=" + url.QueryEscape(clientRedirect), wantError: "invalid_request"},
+		{name: "no refresh token", ct: "application/x-www-form-urlencoded", body: form + "&grant_type=refresh_token", wantError: "invalid_request"},
 		{name: "body too large", ct: "application/x-www-form-urlencoded", body: form + "&x=" + strings.Repeat("a", 70<<10), wantError: "invalid_request"},
 	}
 	for _, tt := range tests {
@@ -488,33 +541,74 @@ func TestTokenRequestErrors(t *testing.T) {
 }
 
 // Per-IP and per-client limits at the token endpoint answer 429 with
-// Retry-After.
+// Retry-After, and neither uses a refresh token up.
 func TestTokenRateLimits(t *testing.T) {
 	ipLim, clientLim := &denyLimiter{budget: 1000}, &denyLimiter{budget: 1}
 	e := newEnv(t, func(c *Config) { c.IPLimiter, c.ClientLimiter = ipLim, clientLim })
-	c, tr := e.tokens()
-	r := e.refresh(c, tr.RefreshToken)
+	conf := e.register(map[string]any{"redirect_uris": []string{clientRedirect}, "token_endpoint_auth_method": "client_secret_basic"})
+	a := newAuthRequest(conf)
+	code := e.code(newBrowser(t), a, alice)
+	tr := e.token(url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {a.redirect}, "code_verifier": {a.verifier}}, conf.ID, conf.Secret)
+	if tr.status != http.StatusOK {
+		t.Fatalf("redeem: %d %s %s", tr.status, tr.Error, tr.Desc)
+	}
+	refresh := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.RefreshToken}}
+	r := e.token(refresh, conf.ID, conf.Secret)
 	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "2" {
 		t.Fatalf("over the client limit: %d Retry-After %q", r.status, r.header.Get("Retry-After"))
 	}
-	if k := clientLim.keys[len(clientLim.keys)-1]; k != "broker-client:"+clientKey(c.ID) {
+	if k := clientLim.keys[len(clientLim.keys)-1]; k != "broker-client:"+clientKey(conf.ID) {
 		t.Fatalf("client limiter key: %q", k)
 	}
 	ipLim.mu.Lock()
 	ipLim.budget = 0
 	ipLim.mu.Unlock()
-	if r := e.refresh(c, tr.RefreshToken); r.status != http.StatusTooManyRequests {
+	if r := e.token(refresh, conf.ID, conf.Secret); r.status != http.StatusTooManyRequests {
 		t.Fatalf("over the IP limit: %d", r.status)
 	}
-	// Neither limit used the refresh token up.
 	ipLim.mu.Lock()
 	ipLim.budget = 1000
 	ipLim.mu.Unlock()
 	clientLim.mu.Lock()
 	clientLim.budget = 1000
 	clientLim.mu.Unlock()
-	if r := e.refresh(c, tr.RefreshToken); r.status != http.StatusOK {
+	if r := e.token(refresh, conf.ID, conf.Secret); r.status != http.StatusOK {
 		t.Fatalf("after the limits: %d %s", r.status, r.Desc)
+	}
+}
+
+// The per-client budget is not anyone's to spend. A public client's
+// client_id is no secret (a metadata document's is a public URL that all
+// users of claude.ai share), so junk requests naming it must not lock its
+// users out; nor may requests with a wrong secret spend a confidential
+// client's budget.
+func TestClientBudgetNotSpentByOthers(t *testing.T) {
+	clientLim := &denyLimiter{budget: 2}
+	e := newEnv(t, func(c *Config) { c.ClientLimiter = clientLim })
+	pub, tr := e.tokens()
+	for i := range 5 {
+		if r := e.refresh(pub, "junk"); r.status != http.StatusBadRequest || r.Error != "invalid_grant" {
+			t.Fatalf("junk refresh %d naming a public client: %d %s", i, r.status, r.Error)
+		}
+	}
+	if r := e.refresh(pub, tr.RefreshToken); r.status != http.StatusOK {
+		t.Fatalf("the public client's user after junk requests naming it: %d %s %s", r.status, r.Error, r.Desc)
+	}
+
+	conf := e.register(map[string]any{"redirect_uris": []string{clientRedirect}, "token_endpoint_auth_method": "client_secret_basic"})
+	junk := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"junk"}}
+	for i := range 5 {
+		if r := e.token(junk, conf.ID, "wrong"); r.status != http.StatusUnauthorized {
+			t.Fatalf("wrong secret %d: %d %s", i, r.status, r.Error)
+		}
+	}
+	for i := range 2 {
+		if r := e.token(junk, conf.ID, conf.Secret); r.status != http.StatusBadRequest || r.Error != "invalid_grant" {
+			t.Fatalf("the confidential client's own request %d: %d %s", i, r.status, r.Error)
+		}
+	}
+	if r := e.token(junk, conf.ID, conf.Secret); r.status != http.StatusTooManyRequests {
+		t.Fatalf("the confidential client past its own budget: %d %s", r.status, r.Error)
 	}
 }
 

@@ -25,16 +25,40 @@ import (
 )
 
 // Parse checks a redirection endpoint's shape, absolute and without a
-// fragment (RFC 6749 §3.1.2), and returns it parsed.
+// fragment (RFC 6749 §3.1.2), and ASCII, and returns it parsed.
+//
+// A URI is ASCII (RFC 3986 §2); an internationalized host name is written
+// in its A-label form, xn--... (RFC 5890 §2.3.2.1), which is what a
+// browser goes to. Go's url.Parse accepts other bytes, and decodes a
+// percent-encoded host (cl%D0%B0ude.ai) into its host, so a host that
+// merely looks like a trusted one (clаude.ai with a Cyrillic а, or one
+// reversed by U+202E) would be shown to the user on the consent page. The
+// host is checked after that decoding, the rest of the URI as given.
 func Parse(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("redirect uri %q: %w", raw, err)
 	}
+	if !isASCII(u.Host) {
+		return nil, fmt.Errorf("redirect uri %q: internationalized host names must be given in punycode, xn--... (RFC 5890), not as Unicode or percent-encoded", raw)
+	}
+	if !isASCII(raw) {
+		return nil, fmt.Errorf("redirect uri %q: must be ASCII: percent-encode other characters (RFC 3986 §2.1)", raw)
+	}
 	if !u.IsAbs() || u.Fragment != "" || strings.Contains(raw, "#") {
 		return nil, fmt.Errorf("redirect uri %q: must be an absolute URI without a fragment", raw)
 	}
 	return u, nil
+}
+
+// isASCII reports whether s has only ASCII bytes.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // Check returns why raw may not be registered as a redirect URI, or nil.
@@ -48,7 +72,7 @@ func Parse(raw string) (*url.URL, error) {
 // Anything else, javascript:, data:, file:, http to another host, is
 // refused: the user's browser would be sent there with an authorization
 // code. No URI may carry user information (https://claude.ai@evil.example),
-// a space or a control character.
+// a space, a control character or anything but ASCII (Parse).
 func Check(raw string, schemes []string) error {
 	u, err := Parse(raw)
 	if err != nil {

@@ -27,6 +27,42 @@ func TestCheckWhereTheCopiesDiffered(t *testing.T) {
 	}
 }
 
+// A redirect URI is ASCII (RFC 3986 §2), and its host is ASCII after Go's
+// decoding, so the consent page never shows a host that only looks like a
+// trusted one. Internationalized hosts are registered in punycode.
+func TestCheckASCII(t *testing.T) {
+	const punycode = "internationalized host names must be given in punycode"
+	for _, tc := range []struct {
+		name, uri string
+		want      string // a part of the refusal; "" accepts
+	}{
+		{"cyrillic a in the host", "https://cl\u0430ude.ai/api/mcp/auth_callback", punycode},
+		{"cyrillic a percent-encoded in the host", "https://cl%D0%B0ude.ai/api/mcp/auth_callback", punycode},
+		{"right-to-left override in the host", "https://evil\u202eia.edualc/cb", punycode},
+		{"right-to-left override percent-encoded in the host", "https://evil%E2%80%AEia.edualc/cb", punycode},
+		{"non-ascii host of a private-use scheme", "com.example.app://cl\u0430ude/cb", punycode},
+		{"non-ascii loopback look-alike", "http://l\u043ecalhost:8080/cb", punycode},
+		{"non-ascii path", "https://claude.ai/c\u0430llback", "must be ASCII"},
+		{"non-ascii query", "https://claude.ai/cb?x=\u00e9", "must be ASCII"},
+		{"invalid utf-8", "https://claude.ai/cb\xff", "must be ASCII"},
+		{"punycode host", "https://xn--claude-0ib.ai/cb", ""},
+		{"percent-encoded path", "https://claude.ai/c%D0%B0llback", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Check(tc.uri, nil)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Check(%q) = %v, want accepted", tc.uri, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Check(%q) = %v, want an error saying %q", tc.uri, err, tc.want)
+			}
+		})
+	}
+	if _, err := ParseList([]string{"https://cl\u0430ude.ai/cb"}); err == nil {
+		t.Error("REGISTER_REDIRECT_URIS accepted a non-ascii host")
+	}
+}
+
 // REGISTER_REDIRECT_SCHEMES: a listed private-use scheme without a dot is
 // accepted when its URI names a host or a path; an unlisted one, and the
 // same URI without the list, are not. Cursor registers the first three

@@ -18,6 +18,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -57,15 +58,50 @@ func Error(w http.ResponseWriter, status int, code, description string) {
 }
 
 // ErrorBody is the body of an error: a JSON object with "error" and, when
-// description is not empty, "error_description", and a final newline.
-// RFC 6749 §5.2 limits both to printable ASCII without '"' and '\'; callers
-// pass such text, and anything else is escaped, never passed raw.
+// description is not empty, "error_description" (passed through
+// Description), and a final newline.
 func ErrorBody(code, description string) string {
 	b, _ := json.Marshal(struct { // strings only: Marshal cannot fail
 		Error       string `json:"error"`
 		Description string `json:"error_description,omitempty"`
-	}{code, description})
+	}{code, Description(description)})
 	return string(b) + "\n"
+}
+
+// Description makes s a valid error_description: RFC 6749 §4.1.2.1 and
+// §5.2 allow only %x20-21 / %x23-5B / %x5D-7E, printable ASCII without
+// '"' and '\'. Descriptions often quote what a client sent (a redirect
+// URI, a scope, a URL), so rather than trust every caller to comply, this
+// replaces '"' with an apostrophe, '\' with '/', and every other
+// character outside that set (a control character, a non-ASCII character,
+// an invalid byte) with '?'. Clean text is returned as it is, without
+// allocating.
+func Description(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, c := range s { // an invalid byte comes as one utf8.RuneError
+		switch {
+		case c == '"':
+			b.WriteByte('\'')
+		case c == '\\':
+			b.WriteByte('/')
+		case c < 0x20 || c > 0x7e:
+			b.WriteByte('?')
+		default:
+			b.WriteByte(byte(c))
+		}
+	}
+	return b.String()
 }
 
 // RetryAfter renders d as the delay-seconds of a Retry-After header (RFC

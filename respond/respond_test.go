@@ -37,12 +37,43 @@ func TestErrorBody(t *testing.T) {
 	}{
 		{"code only", "not_found", "", `{"error":"not_found"}` + "\n"},
 		{"code and description", "invalid_token", "token is expired", `{"error":"invalid_token","error_description":"token is expired"}` + "\n"},
-		{"quotes escaped", "invalid_request", `a "b" \ c`, `{"error":"invalid_request","error_description":"a \"b\" \\ c"}` + "\n"},
+		{"quotes and backslashes replaced", "invalid_request", `a "b" \ c`, `{"error":"invalid_request","error_description":"a 'b' / c"}` + "\n"},
+		{"non-ascii replaced", "invalid_request", "RFC 8252 §7.3: cl\u0430ude.ai", `{"error":"invalid_request","error_description":"RFC 8252 ?7.3: cl?ude.ai"}` + "\n"},
 		{"markup escaped", "invalid_request", "<script>", `{"error":"invalid_request","error_description":"\u003cscript\u003e"}` + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ErrorBody(tc.code, tc.desc); got != tc.want {
 				t.Errorf("ErrorBody: got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// An error_description holds only what RFC 6749 §5.2 allows, %x20-21 /
+// %x23-5B / %x5D-7E, whatever a caller passes.
+func TestDescription(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"clean text unchanged", "redirect_uri does not match (RFC 6749 4.1.3) ~!", "redirect_uri does not match (RFC 6749 4.1.3) ~!"},
+		{"double quote", `scope "admin"`, "scope 'admin'"},
+		{"backslash", `a\b`, "a/b"},
+		{"section sign", "RFC 8252 §7.3", "RFC 8252 ?7.3"},
+		{"look-alike letter", "cl\u0430ude.ai", "cl?ude.ai"},
+		{"bidirectional override", "a\u202eb", "a?b"},
+		{"control characters", "a\tb\nc\x7f", "a?b?c?"},
+		{"invalid utf-8", "a\xff\xfeb", "a??b"},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Description(tc.in)
+			if got != tc.want {
+				t.Errorf("Description(%q): got %q, want %q", tc.in, got, tc.want)
+			}
+			for i := 0; i < len(got); i++ {
+				if c := got[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+					t.Errorf("Description(%q) = %q: byte %#x is not allowed", tc.in, got, c)
+				}
 			}
 		})
 	}

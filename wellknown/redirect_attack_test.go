@@ -47,6 +47,9 @@ func TestRegisterRedirectAttacks(t *testing.T) {
 		{"http on loopback with user information", "http://127.0.0.1:8080@evil.example/cb", false},
 		{"https without a host", "https:///cb", false},
 		{"https opaque", "https:evil.example", false},
+		{"https on a look-alike host", "https://cl\u0430ude.ai/api/mcp/auth_callback", false},
+		{"https on a look-alike host, percent-encoded", "https://cl%D0%B0ude.ai/api/mcp/auth_callback", false},
+		{"https on a host reversed by U+202E", "https://evil\u202eia.edualc/cb", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := serve(t, newServer(t, registerConfig(t, providerDoc))) // registrations are limited per address
