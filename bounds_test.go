@@ -195,6 +195,9 @@ func TestSlowBodies(t *testing.T) {
 			if after > 4*time.Second {
 				t.Errorf("%s: a body sent a byte every 200 ms held the connection %v past a 1 s READ_HEADER_TIMEOUT", c.name, after)
 			}
+			if strings.Contains(ended, "at most") {
+				t.Errorf("%s: a 1000-byte body that came too slowly was answered as too large: %s", c.name, ended)
+			}
 		})
 	}
 	wg.Go(func() {

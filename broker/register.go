@@ -64,7 +64,11 @@ func (b *Broker) serveRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRegisterBody))
 	if err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_client_metadata", fmt.Sprintf("the request body must be at most %d bytes", maxRegisterBody))
+		why := "the request body could not be read" // cut off, or too slow (the gate's body bound)
+		if _, big := errors.AsType[*http.MaxBytesError](err); big {
+			why = fmt.Sprintf("the request body must be at most %d bytes", maxRegisterBody)
+		}
+		oauthError(w, http.StatusBadRequest, "invalid_client_metadata", why)
 		return
 	}
 	rec, code, err := b.parseRegistration(body)
