@@ -105,6 +105,9 @@ func TestParseConfigErrors(t *testing.T) {
 			}
 		}, nil, []string{"OIDC_ISSUER_URL is required", "OIDC_AUDIENCE is required", "RESOURCE_URL is required", "ALLOW_SUBS, ALLOW_EMAILS or ALLOW_GROUPS", "MCP_UPSTREAM_URL, MCP_SPAWN_CMD", "mcp-oauth-proxy dev", "see mcp-oauth-proxy --help"}},
 		{"http issuer off loopback", func(m map[string]string) { m["OIDC_ISSUER_URL"] = "http://auth.example.com" }, nil, []string{"OIDC_ISSUER_URL", "https"}},
+		{"issuer with user information", func(m map[string]string) { m["OIDC_ISSUER_URL"] = "http://admin:s3cret@127.0.0.1:18299" }, nil, []string{"OIDC_ISSUER_URL must not contain user information"}},
+		{"issuer with an empty query", func(m map[string]string) { m["OIDC_ISSUER_URL"] = "https://auth.example.com/?" }, nil, []string{"OIDC_ISSUER_URL", "query or fragment"}},
+		{"issuer with an empty fragment", func(m map[string]string) { m["OIDC_ISSUER_URL"] = "https://auth.example.com/#" }, nil, []string{"OIDC_ISSUER_URL", "query or fragment"}},
 		{"resource with query", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/?a=1" }, nil, []string{"RESOURCE_URL", "query or fragment"}},
 		{"resource with fragment", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/#x" }, nil, []string{"RESOURCE_URL", "query or fragment"}},
 		{"resource relative", func(m map[string]string) { m["RESOURCE_URL"] = "/mcp" }, nil, []string{"RESOURCE_URL", "absolute"}},
@@ -218,6 +221,17 @@ func TestRedirectSchemes(t *testing.T) {
 	env["REGISTER_REDIRECT_URIS"] = "cursor://anysphere.cursor-mcp/oauth/callback,http://127.0.0.1:*"
 	if _, err := parseConfig(nil, envOf(env), false); err != nil {
 		t.Errorf("broker mode, Cursor's callback in REGISTER_REDIRECT_URIS: %v", err)
+	}
+}
+
+// TestIssuerPasswordNotRepeated: the refusal of an issuer with user
+// information does not repeat its password.
+func TestIssuerPasswordNotRepeated(t *testing.T) {
+	env := validEnv()
+	env["OIDC_ISSUER_URL"] = "http://admin:s3cret@auth.example.com"
+	_, err := parseConfig(nil, envOf(env), false)
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("got %v, want a refusal without the password", err)
 	}
 }
 

@@ -65,7 +65,9 @@ func httpURL(s string) (*url.URL, error) {
 }
 
 // issuerURL is OIDC_ISSUER_URL: absolute https, or http on loopback, with
-// no query or fragment.
+// no query or fragment (RFC 8414 §2, OpenID Connect Discovery §4), not
+// even an empty one, and no user information: direct mode publishes it
+// as it is in the protected-resource metadata, which anyone may read.
 func issuerURL(s string) (string, error) {
 	if s == "" {
 		return "", nil
@@ -74,9 +76,11 @@ func issuerURL(s string) (string, error) {
 	switch {
 	case err != nil:
 		return "", err
+	case u.User != nil: // the value is not repeated: it holds a password
+		return "", errors.New("must not contain user information (it would be published in the discovery documents)")
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
 		return "", fmt.Errorf("%q must use https (http is allowed only for loopback addresses)", s)
-	case u.RawQuery != "" || u.Fragment != "":
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
 		return "", fmt.Errorf("%q must not have a query or fragment", s)
 	}
 	return s, nil
