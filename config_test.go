@@ -140,6 +140,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad log level", func(m map[string]string) { m["LOG_LEVEL"] = "loud" }, nil, []string{"LOG_LEVEL", "trace, debug"}},
 		{"bad mode", func(m map[string]string) { m["AUTH_SERVER_MODE"] = "proxy" }, nil, []string{"AUTH_SERVER_MODE"}},
 		{"bad duration", func(m map[string]string) { m["SHUTDOWN_GRACE"] = "soon" }, nil, []string{"SHUTDOWN_GRACE", "duration"}},
+		{"seconds beyond a duration", func(m map[string]string) { m["SHUTDOWN_GRACE"] = "18446744074" }, nil, []string{`SHUTDOWN_GRACE "18446744074" is too large`}},
+		{"seconds that would wrap negative", func(m map[string]string) { m["CLOCK_SKEW"] = "9999999999" }, nil, []string{`CLOCK_SKEW "9999999999" is too large`}},
+		{"seconds beyond an int64", func(m map[string]string) { m["CLOCK_SKEW"] = "99999999999999999999" }, nil, []string{"CLOCK_SKEW", "is too large"}},
+		{"negative seconds beyond an int64", func(m map[string]string) { m["CLOCK_SKEW"] = "-99999999999999999999" }, nil, []string{"CLOCK_SKEW", "must be zero or positive"}},
 		{"zero jwks cooldown", func(m map[string]string) { m["JWKS_REFRESH_COOLDOWN"] = "0" }, nil, []string{"JWKS_REFRESH_COOLDOWN", "positive"}},
 		{"initial restart delay over the max", func(m map[string]string) { m["MCP_SPAWN_RESTART_INITIAL"] = "1m" }, nil, []string{"MCP_SPAWN_RESTART_INITIAL (1m0s) must not exceed MCP_SPAWN_RESTART_MAX"}},
 		{"bad cidr", func(m map[string]string) { m["TRUSTED_PROXIES"] = "10.0.0.0/99" }, nil, []string{"TRUSTED_PROXIES"}},
@@ -487,5 +491,23 @@ func TestPolicySettings(t *testing.T) {
 	}
 	if g, err := scopeGrants("files:write=group:editors; deploy=group:ops|sub:alice"); err != nil || len(g.Scopes()) != 2 {
 		t.Errorf("scope grants: got %v, %v", g, err)
+	}
+}
+
+// TestDurationSeconds: a bare number is seconds, up to the largest a
+// duration holds.
+func TestDurationSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  time.Duration
+	}{
+		{"0", 0},
+		{"90", 90 * time.Second},
+		{"9223372036", 9223372036 * time.Second},
+		{"1m30s", 90 * time.Second},
+	} {
+		if got, err := duration(false)(tc.value); err != nil || got != tc.want {
+			t.Errorf("%q: got %v, %v; want %v", tc.value, got, err, tc.want)
+		}
 	}
 }

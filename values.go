@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -186,16 +187,28 @@ func whole64(min int) func(string) (int64, error) {
 	}
 }
 
-// duration parses Go syntax ("30s", "2m") or a bare number of seconds.
+// maxSeconds is the largest number of whole seconds a time.Duration holds.
+const maxSeconds = math.MaxInt64 / int64(time.Second)
+
+// duration parses Go syntax ("30s", "2m") or a bare number of seconds,
+// which must fit a time.Duration (about 292 years).
 func duration(positive bool) func(string) (time.Duration, error) {
 	return func(s string) (time.Duration, error) {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			n, nerr := strconv.Atoi(s)
-			if nerr != nil {
+			// ParseInt's range error comes with the nearest int64: its
+			// sign says which end.
+			n, nerr := strconv.ParseInt(s, 10, 64)
+			switch {
+			case nerr != nil && !errors.Is(nerr, strconv.ErrRange):
 				return 0, fmt.Errorf("%q is not a duration such as 30s or 2m", s)
+			case n < 0:
+				d = -1 // refused below, however large
+			case nerr != nil || n > maxSeconds:
+				return 0, fmt.Errorf("%q is too large (at most %d seconds)", s, maxSeconds)
+			default:
+				d = time.Duration(n) * time.Second
 			}
-			d = time.Duration(n) * time.Second
 		}
 		switch {
 		case positive && d <= 0:
