@@ -338,14 +338,18 @@ func hostPort(s string) (string, error) {
 	return s, nil
 }
 
-// list parses a comma-separated list, dropping blanks; item, when not nil,
-// checks (and may rewrite) each entry.
+// list parses a comma-separated list, dropping blanks; an entry with an
+// ASCII control character (a newline that should have been a comma) is
+// refused, and item, when not nil, checks (and may rewrite) each entry.
 func list(item func(string) (string, error)) func(string) ([]string, error) {
 	return func(s string) ([]string, error) {
 		var out []string
 		for _, f := range strings.Split(s, ",") {
 			if f = strings.TrimSpace(f); f == "" {
 				continue
+			}
+			if strings.ContainsFunc(f, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				return nil, fmt.Errorf("entry %q contains a control character (entries are separated by commas)", f)
 			}
 			if item != nil {
 				var err error
@@ -417,10 +421,14 @@ func redirectSchemes(s string) ([]string, error) {
 	})(s)
 }
 
-// scope is one scope token (RFC 6749 §3.3).
+// scope is one scope-token, 1*NQCHAR (RFC 6749 §3.3): printable ASCII
+// without space, '"' or '\', so that it stands in a challenge's quoted
+// scope (RFC 6750 §3) as it is.
 func scope(s string) (string, error) {
-	if strings.ContainsAny(s, " \"\\") {
-		return "", fmt.Errorf("entry %q must not contain spaces, quotes or backslashes (RFC 6749 §3.3)", s)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return "", fmt.Errorf("entry %q is not a scope: printable ASCII without spaces, quotes or backslashes (RFC 6749 §3.3)", s)
+		}
 	}
 	return s, nil
 }
