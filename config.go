@@ -156,7 +156,7 @@ func settings(c *Config) []setting {
 		{"MCP_AUDIT", "true", "true: the audit log names the JSON-RPC method, tool and resource URI of each proxied POST (read from its first 64 KiB)", bind(auditBytes, &g.MCPAuditBytes)},
 		{"RATE_LIMIT_RPM", "60", "requests per minute per token subject (burst of the same size)", bind(whole(1), &c.RateLimitRPM)},
 		{"STORE_URL", "", "Redis shared by replicas (limits, used codes, revocations): redis://:password@host:6379/0, rediss:// for TLS; empty: this process's memory", bind(storeURL, &c.StoreURL)},
-		{"CORS_ALLOW_ORIGINS", "https://claude.ai,https://claude.com", "allowed browser origins, comma-separated; * allows any", bind(list(origin), &g.CORSOrigins)},
+		{"CORS_ALLOW_ORIGINS", "https://claude.ai,https://claude.com", "allowed browser origins as the Origin header has them (scheme://host[:port], no path), comma-separated; * allows any", bind(list(origin), &g.CORSOrigins)},
 		{"STATIC_CLIENT_ID", "", "pre-created client id handed out by POST /oauth/register (facade mode); in broker mode the fallback for OIDC_CLIENT_ID, never handed out", bind(text, &w.StaticClientID)},
 		{"STATIC_CLIENT_SECRET", "", "its secret; set both or neither", bind(text, &w.StaticClientSecret)},
 		{"REGISTER_REDIRECT_URIS", "", "redirect URIs /oauth/register accepts, comma-separated (http://127.0.0.1:* patterns allowed); empty: https, http on loopback hosts, private-use schemes with a dot (com.example.app:/cb) and those of REGISTER_REDIRECT_SCHEMES", bind(list(redirectURI), &w.RedirectURIs)},

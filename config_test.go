@@ -517,3 +517,45 @@ func TestDurationSeconds(t *testing.T) {
 		}
 	}
 }
+
+// TestOrigins: a CORS_ALLOW_ORIGINS entry is kept in the form a browser's
+// Origin header has, which the gate compares exactly; what no Origin
+// header can be is refused, saying why.
+func TestOrigins(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  string // the entry kept; "" when refused
+		why   string // in the refusal
+	}{
+		{"https://claude.ai", "https://claude.ai", ""},
+		{"*", "*", ""},
+		{"HTTPS://CLAUDE.AI", "https://claude.ai", ""},
+		{"https://claude.ai:443", "https://claude.ai", ""},
+		{"http://localhost:80", "http://localhost", ""},
+		{"https://claude.ai/", "https://claude.ai", ""},
+		{"http://127.0.0.1:6274", "http://127.0.0.1:6274", ""},
+		{"http://LOCALHOST:06274", "http://localhost:6274", ""},
+		{"https://[0:0::1]:8443", "https://[::1]:8443", ""},
+		{"https://xn--bcher-kva.example", "https://xn--bcher-kva.example", ""},
+		{"https://*.claude.ai", "", "wildcards"},
+		{"https://u:p@claude.ai", "", "user information"},
+		{"https://claude.ai#x", "", "query or fragment"},
+		{"https://claude.ai#", "", "query or fragment"},
+		{"https://claude.ai?x=1", "", "query or fragment"},
+		{"https://claude.ai?", "", "query or fragment"},
+		{"https://claude.ai/app", "", "path"},
+		{"https://bücher.example", "", "xn--"},
+		{"https://claude.ai:99999", "", "port"},
+		{"https://claude.ai:0", "", "port"},
+		{"claude.ai", "", "not an origin"},
+		{"ftp://claude.ai", "", "not an origin"},
+	} {
+		got, err := origin(tc.value)
+		switch {
+		case tc.want != "" && (err != nil || got != tc.want):
+			t.Errorf("%q: got %q, %v; want %q", tc.value, got, err, tc.want)
+		case tc.want == "" && (err == nil || !strings.Contains(err.Error(), tc.why)):
+			t.Errorf("%q: got %q, %v; want a refusal that says %q", tc.value, got, err, tc.why)
+		}
+	}
+}

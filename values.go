@@ -387,15 +387,63 @@ func lowerCase(s string) (string, error) {
 	return string(b), nil
 }
 
+// origin is one CORS_ALLOW_ORIGINS entry, "*" or an origin in the form a
+// browser sends it in the Origin header (RFC 6454 §6.2), which the gate
+// compares exactly: what has one meaning is rewritten so (a lower-case
+// scheme and host, no default port, no lone trailing "/"), and what
+// cannot match any Origin header is refused.
 func origin(s string) (string, error) {
 	if s == "*" {
 		return s, nil
 	}
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.Path != "" || u.RawQuery != "" || (u.Scheme != "http" && u.Scheme != "https") {
+	switch {
+	case err != nil || u.Host == "" || u.Opaque != "" || (u.Scheme != "http" && u.Scheme != "https"):
 		return "", fmt.Errorf("entry %q is not an origin such as https://claude.ai (or *)", s)
+	case u.User != nil:
+		return "", fmt.Errorf("entry %q must not contain user information (an origin is a scheme, a host and a port)", s)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
+		return "", fmt.Errorf("entry %q must not have a query or fragment (an origin is a scheme, a host and a port)", s)
+	case u.Path != "" && u.Path != "/":
+		return "", fmt.Errorf("entry %q must not have a path (an origin is a scheme, a host and a port)", s)
 	}
-	return s, nil
+	host, _ := lowerCase(u.Hostname())
+	if err := originHost(host); err != nil {
+		return "", fmt.Errorf("entry %q: %w", s, err)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+		host = "[" + ip.String() + "]" // as browsers write it: compressed, lower-case
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		switch {
+		case err != nil || n < 1 || n > 65535:
+			return "", fmt.Errorf("entry %q: the port is not a port number (1-65535)", s)
+		case n != map[string]int{"http": 80, "https": 443}[u.Scheme]: // a default port is left out
+			host += ":" + strconv.Itoa(n)
+		}
+	}
+	return u.Scheme + "://" + host, nil
+}
+
+// originHost checks an origin's host, lower-cased: an IP address or a name
+// of ASCII letters, digits, "-", "_" and ".", as a browser's Origin header
+// has it (a name in another script arrives in its xn-- form).
+func originHost(host string) error {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	for i := 0; i < len(host); i++ {
+		switch c := host[i]; {
+		case c == '*':
+			return errors.New("wildcards are not supported; list each origin")
+		case c >= 0x80:
+			return errors.New("the host is not ASCII; give its xn-- form, as browsers send it")
+		case !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.'):
+			return fmt.Errorf("the host has %q, which no browser's Origin header has", c)
+		}
+	}
+	return nil
 }
 
 // redirectURI is one REGISTER_REDIRECT_URIS entry: a loopback pattern or
