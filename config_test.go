@@ -131,6 +131,18 @@ func TestParseConfigErrors(t *testing.T) {
 			delete(m, "MCP_UPSTREAM_URL")
 			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["PORT"], m["LISTEN_HOST"] = "x", "9000", "9000", "::"
 		}, nil, []string{"MCP_SPAWN_PORT (9000) is the gateway's own PORT"}},
+		{"ready path with a bad escape", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_READY_PATH"] = "x", "/%zz"
+		}, nil, []string{`MCP_SPAWN_READY_PATH "/%zz" is not a URL path such as /healthz: a % must start two hexadecimal digits`}},
+		{"ready path with a space", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_READY_PATH"] = "x", "/health check"
+		}, nil, []string{`MCP_SPAWN_READY_PATH "/health check" is not a URL path`, `" " must be percent-encoded`}},
+		{"ready path with a fragment", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_READY_PATH"] = "x", "/health#x"
+		}, nil, []string{"MCP_SPAWN_READY_PATH", `"#" must be percent-encoded`}},
 		{"half a static client", func(m map[string]string) { m["STATIC_CLIENT_ID"] = "id" }, nil, []string{"STATIC_CLIENT_ID and STATIC_CLIENT_SECRET"}},
 		{"static client in direct mode", func(m map[string]string) {
 			m["STATIC_CLIENT_ID"], m["STATIC_CLIENT_SECRET"], m["AUTH_SERVER_MODE"] = "id", "secret", "direct"
@@ -556,6 +568,15 @@ func TestOrigins(t *testing.T) {
 			t.Errorf("%q: got %q, %v; want %q", tc.value, got, err, tc.want)
 		case tc.want == "" && (err == nil || !strings.Contains(err.Error(), tc.why)):
 			t.Errorf("%q: got %q, %v; want a refusal that says %q", tc.value, got, err, tc.why)
+		}
+	}
+}
+
+// TestReadyPath: a readiness path is accepted as the probe requests it.
+func TestReadyPath(t *testing.T) {
+	for _, p := range []string{"", "/", "/healthz", "/health%20check", "/ready?full=1&x=a:b@c", "/~user/(x)"} {
+		if got, err := readyPath(p); err != nil || got != p {
+			t.Errorf("%q: got %q, %v; want it as it is", p, got, err)
 		}
 	}
 }

@@ -145,11 +145,34 @@ func hasDotSegment(p string) bool {
 	return strings.Contains(p+"/", "/./") || strings.Contains(p+"/", "/../")
 }
 
+// readyPath is MCP_SPAWN_READY_PATH: an absolute path, perhaps with a
+// query, written as it is requested (RFC 3986 §3.3 and §3.4: pchar, "/"
+// and "?", anything else percent-encoded), so the probe asks for exactly
+// that; no fragment, which a request never carries.
 func readyPath(s string) (string, error) {
-	if s != "" && !strings.HasPrefix(s, "/") {
+	if s == "" {
+		return "", nil
+	}
+	if !strings.HasPrefix(s, "/") {
 		return "", fmt.Errorf("%q must start with /", s)
 	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			i += 2
+		case c == '%':
+			return "", fmt.Errorf("%q is not a URL path such as /healthz: a %% must start two hexadecimal digits (RFC 3986 §2.1)", s)
+		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("/?-._~!$&'()*+,;=:@", c) >= 0:
+		default:
+			return "", fmt.Errorf("%q is not a URL path such as /healthz: %q must be percent-encoded (RFC 3986 §2.1)", s, s[i:i+1])
+		}
+	}
 	return s, nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // port parses a port number from min to 65535; empty is 0 when min is 1

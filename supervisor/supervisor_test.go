@@ -666,6 +666,27 @@ func TestReadyPathAnyHTTPAnswer(t *testing.T) {
 	waitFor(t, "ready", func() bool { _, ok := h.s.Endpoint(); return ok })
 }
 
+// TestReadyPathThatCannotBeRequested: a ready path the probe cannot make a
+// request of is said once, and in the status, not taken for a child that
+// does not listen.
+func TestReadyPathThatCannotBeRequested(t *testing.T) {
+	h := startSup(t, Config{
+		Args:            []string{testBin(t)},
+		Env:             []string{"SVTEST_HELPER=serve"},
+		ReadyPath:       "/%zz",
+		WaitLogInterval: 50 * time.Millisecond,
+	})
+	const msg = "cannot probe the child's readiness; it is never ready"
+	waitFor(t, "the probe's error", func() bool { return strings.Contains(h.logs(), msg) })
+	if st := h.s.Status(); !strings.Contains(st.Blocked, `invalid URL escape "%zz"`) {
+		t.Errorf("Blocked = %q, want the request's error", st.Blocked)
+	}
+	waitFor(t, "more probes", func() bool { return len(h.log.find(t, "waiting for the child to listen")) >= 3 })
+	if n := len(h.log.find(t, msg)); n != 1 {
+		t.Errorf("said %d times, want once:\n%s", n, h.logs())
+	}
+}
+
 func TestCancelDuringStartup(t *testing.T) {
 	h := startSup(t, Config{Command: "exec sleep 100", ReadyTimeout: time.Hour})
 	waitFor(t, "child started", func() bool { return h.s.Status().PID != 0 })
