@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -248,8 +249,15 @@ func checkUpstream(c *Config, p *problems) {
 	// The child listens on 127.0.0.1: a gateway listening there on the same
 	// port would take its place, and its readiness probe would find the
 	// gateway itself.
+	// So would its metrics listener.
 	if sp := c.Supervisor.Port; sp != 0 && sp == c.Listen.Port && listensOnLoopback(c.Listen.Host) {
 		p.addf("MCP_SPAWN_PORT (%d) is the gateway's own PORT: the MCP server needs a port of its own (or leave MCP_SPAWN_PORT out for a free one)", sp)
+	}
+	if sp := c.Supervisor.Port; sp != 0 && c.Listen.MetricsAddr != "" {
+		host, port, _ := net.SplitHostPort(c.Listen.MetricsAddr) // hostPort checked its shape
+		if port == strconv.Itoa(sp) && listensOnLoopback(host) {
+			p.addf("MCP_SPAWN_PORT (%d) is the port of METRICS_ADDR (%s): the MCP server needs a port of its own (or leave MCP_SPAWN_PORT out for a free one)", sp, c.Listen.MetricsAddr)
+		}
 	}
 }
 

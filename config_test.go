@@ -143,6 +143,22 @@ func TestParseConfigErrors(t *testing.T) {
 			delete(m, "MCP_UPSTREAM_URL")
 			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_READY_PATH"] = "x", "/health#x"
 		}, nil, []string{"MCP_SPAWN_READY_PATH", `"#" must be percent-encoded`}},
+		{"spawn port is the metrics port", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["METRICS_ADDR"] = "x", "9090", "127.0.0.1:9090"
+		}, nil, []string{"MCP_SPAWN_PORT (9090) is the port of METRICS_ADDR (127.0.0.1:9090)"}},
+		{"spawn port is the metrics port on every address", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["METRICS_ADDR"] = "x", "9090", ":9090"
+		}, nil, []string{"MCP_SPAWN_PORT (9090) is the port of METRICS_ADDR"}},
+		{"spawn port is the metrics port on 0.0.0.0", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["METRICS_ADDR"] = "x", "9090", "0.0.0.0:9090"
+		}, nil, []string{"MCP_SPAWN_PORT (9090) is the port of METRICS_ADDR"}},
+		{"spawn port is the metrics port on localhost", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["METRICS_ADDR"] = "x", "9090", "localhost:9090"
+		}, nil, []string{"MCP_SPAWN_PORT (9090) is the port of METRICS_ADDR"}},
 		{"half a static client", func(m map[string]string) { m["STATIC_CLIENT_ID"] = "id" }, nil, []string{"STATIC_CLIENT_ID and STATIC_CLIENT_SECRET"}},
 		{"static client in direct mode", func(m map[string]string) {
 			m["STATIC_CLIENT_ID"], m["STATIC_CLIENT_SECRET"], m["AUTH_SERVER_MODE"] = "id", "secret", "direct"
@@ -578,5 +594,16 @@ func TestReadyPath(t *testing.T) {
 		if got, err := readyPath(p); err != nil || got != p {
 			t.Errorf("%q: got %q, %v; want it as it is", p, got, err)
 		}
+	}
+}
+
+// TestSpawnPortBesideMetrics: a metrics listener on an address that does
+// not take 127.0.0.1's port leaves that port to the child.
+func TestSpawnPortBesideMetrics(t *testing.T) {
+	env := validEnv()
+	delete(env, "MCP_UPSTREAM_URL")
+	env["MCP_SPAWN_CMD"], env["MCP_SPAWN_PORT"], env["METRICS_ADDR"] = "x", "9090", "10.1.2.3:9090"
+	if _, err := parseConfig(nil, envOf(env), false); err != nil {
+		t.Errorf("parseConfig: %v", err)
 	}
 }
