@@ -487,7 +487,7 @@ func configure(args []string, getenv func(string) string, dev bool) (*Config, er
 	if err != nil {
 		return nil, err
 	}
-	c.warnings = warnings
+	c.warnings = append(warnings, c.warnings...) // after those of the concerns
 	return c, nil
 }
 

@@ -110,6 +110,21 @@ func TestMisspeltVariables(t *testing.T) {
 	}
 }
 
+// TestConfigWarningsLogged: the warnings of the checks that span settings
+// (a setting the mode does not read) reach the log, beside the
+// misspellings'.
+func TestConfigWarningsLogged(t *testing.T) {
+	t.Setenv("ALLOW_EMAIL", "me@example.com")
+	is := testkit.StartIssuer(t, nil)
+	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": "http://127.0.0.1:1", "BROKER_SECRET": strings.Repeat("x", 32)}))
+	gw.addr(t)
+	for _, want := range []string{"ALLOW_EMAIL is set but is not a setting", "BROKER_SECRET is set but only AUTH_SERVER_MODE=broker reads it (the mode is facade)"} {
+		if !strings.Contains(gw.stderr.String(), `"@level":"warn","@message":"`+want) {
+			t.Errorf("the log does not warn %q:\n%s", want, gw.stderr.String())
+		}
+	}
+}
+
 func TestVersion(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"mcp-oauth-proxy", "--version"}, envOf(nil), &out, io.Discard); err != nil {
