@@ -558,6 +558,10 @@ func TestBrokerModeConfigErrors(t *testing.T) {
 			[]string{`CIMD_ALLOW_HOSTS entry "client.example:99999": the port is not a number from 1 to 65535`}, ""},
 		{"a bad CIMD switch", func(m map[string]string) { m["CIMD_ENABLED"] = "off-ish" }, []string{`CIMD_ENABLED "off-ish" is not true or false`}, ""},
 		{"bad mode", func(m map[string]string) { m["AUTH_SERVER_MODE"] = "brokered" }, []string{`AUTH_SERVER_MODE "brokered" is not facade or direct or broker`}, ""},
+		{"a required scope the broker never grants", func(m map[string]string) { m["REQUIRED_SCOPES"] = "openid,mcp:use" },
+			[]string{`REQUIRED_SCOPES names "mcp:use", which neither SCOPES_SUPPORTED nor MCP_POLICY names`}, `"openid"`},
+		{"offline_access required, which broker mode does not support by default", func(m map[string]string) { m["REQUIRED_SCOPES"] = "offline_access" },
+			[]string{`REQUIRED_SCOPES names "offline_access"`}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := brokerEnv()
@@ -573,6 +577,52 @@ func TestBrokerModeConfigErrors(t *testing.T) {
 			}
 			if tc.notWant != "" && strings.Contains(err.Error(), tc.notWant) {
 				t.Errorf("error %q repeats %q", err, tc.notWant)
+			}
+		})
+	}
+}
+
+// TestRequiredScopes: a scope every token must carry is one a client can
+// be granted. Broker mode refuses any other (TestBrokerModeConfigErrors);
+// in facade and direct mode the provider decides, and a scope that
+// SCOPES_SUPPORTED does not advertise draws a warning.
+func TestRequiredScopes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		warn string // "": no warning about REQUIRED_SCOPES
+	}{
+		{"broker mode, a supported scope", map[string]string{"REQUIRED_SCOPES": "openid"}, ""},
+		{"broker mode, a scope of the policy", map[string]string{
+			"REQUIRED_SCOPES": "files:write", "MCP_POLICY": "tool:w=scope:files:write", "BROKER_SCOPE_GRANTS": "files:write=sub:alice",
+		}, ""},
+		{"broker mode, offline_access supported", map[string]string{"REQUIRED_SCOPES": "offline_access", "SCOPES_SUPPORTED": "openid,offline_access"}, ""},
+		{"facade mode, an advertised scope", map[string]string{"AUTH_SERVER_MODE": "facade", "OIDC_AUDIENCE": "aud", "REQUIRED_SCOPES": "profile"}, ""},
+		{"facade mode, a scope not advertised", map[string]string{"AUTH_SERVER_MODE": "facade", "OIDC_AUDIENCE": "aud", "REQUIRED_SCOPES": "mcp:use"},
+			`REQUIRED_SCOPES names "mcp:use", which SCOPES_SUPPORTED does not advertise`},
+		{"direct mode, a scope not advertised", map[string]string{"AUTH_SERVER_MODE": "direct", "OIDC_AUDIENCE": "aud", "REQUIRED_SCOPES": "openid,mcp:use"},
+			`REQUIRED_SCOPES names "mcp:use"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := brokerEnv()
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			c, err := parseConfig(nil, envOf(env), false)
+			if err != nil {
+				t.Fatalf("parseConfig: %v", err)
+			}
+			var warned []string
+			for _, w := range c.warnings {
+				if strings.HasPrefix(w, "REQUIRED_SCOPES") {
+					warned = append(warned, w)
+				}
+			}
+			switch {
+			case tc.warn == "" && len(warned) > 0:
+				t.Errorf("got warnings %q, want none", warned)
+			case tc.warn != "" && (len(warned) != 1 || !strings.Contains(warned[0], tc.warn)):
+				t.Errorf("got warnings %q, want one saying %q", warned, tc.warn)
 			}
 		})
 	}

@@ -197,7 +197,7 @@ func concerns() []func(*Config, *problems) {
 	return []func(*Config, *problems){
 		checkProvider, checkResource, checkAllowList, checkUpstream,
 		checkRestarts, checkListen, checkMetrics, checkStaticClient, checkBroker, checkScopeGrants,
-		checkStore,
+		checkRequiredScopes, checkStore,
 	}
 }
 
@@ -317,6 +317,23 @@ func checkScopeGrants(c *Config, p *problems) {
 	for _, sc := range c.ScopeGrants.Scopes() {
 		if !slices.Contains(c.WellKnown.Scopes, sc) && !slices.Contains(c.Gate.Policy.Scopes(), sc) {
 			p.addf("BROKER_SCOPE_GRANTS grants %q, which neither SCOPES_SUPPORTED nor MCP_POLICY names (no client could ask for it)", sc)
+		}
+	}
+}
+
+// checkRequiredScopes: a scope every token must carry is one a client
+// can be granted. Broker mode grants only what it supports (broker.Config
+// Scopes, which checkBroker set, and MCP_POLICY's scopes): any other
+// required scope would lock everyone out, so it is an error. Elsewhere
+// the provider decides what it grants, but a scope that scopes_supported
+// does not advertise is one that clients do not ask for: a warning.
+func checkRequiredScopes(c *Config, p *problems) {
+	for _, sc := range c.Gate.RequiredScopes {
+		switch {
+		case c.BrokerMode() && !slices.Contains(c.Broker.Scopes, sc) && !slices.Contains(c.Gate.Policy.Scopes(), sc):
+			p.addf("REQUIRED_SCOPES names %q, which neither SCOPES_SUPPORTED nor MCP_POLICY names: broker mode never grants it, so every token would be refused", sc)
+		case !c.BrokerMode() && !slices.Contains(c.WellKnown.Scopes, sc) && !slices.Contains(c.Gate.Policy.Scopes(), sc):
+			c.warnings = append(c.warnings, fmt.Sprintf("REQUIRED_SCOPES names %q, which SCOPES_SUPPORTED does not advertise: clients will not ask for it, and tokens without it are refused (403 insufficient_scope)", sc))
 		}
 	}
 }
