@@ -737,3 +737,54 @@ func TestBrokerModeCIMD(t *testing.T) {
 		t.Errorf("CIMD_ENABLED=false: %d, %d fetches: %.600s", p.status, fetches.Load()-before, p.body)
 	}
 }
+
+// TestPlainHTTPResourceWarning: a RESOURCE_URL in plain http off loopback
+// is warned of in every mode, more strongly in broker mode; loopback, https
+// and dev mode are quiet.
+func TestPlainHTTPResourceWarning(t *testing.T) {
+	const plain = "RESOURCE_URL http://mcp.example.com/mcp is plain http on a host that is not loopback"
+	for _, tc := range []struct {
+		name     string
+		env      map[string]string
+		dev      bool
+		want     string // "": no warning about RESOURCE_URL
+		notWant  string
+		wantMore string
+	}{
+		{"facade mode", map[string]string{"AUTH_SERVER_MODE": "facade", "OIDC_AUDIENCE": "aud", "RESOURCE_URL": "http://mcp.example.com/mcp"}, false, plain, "RFC 8414", ""},
+		{"direct mode", map[string]string{"AUTH_SERVER_MODE": "direct", "OIDC_AUDIENCE": "aud", "RESOURCE_URL": "http://mcp.example.com/mcp"}, false, plain, "RFC 8414", ""},
+		{"broker mode", map[string]string{"RESOURCE_URL": "http://mcp.example.com/mcp"}, false, plain, "", "its issuer must be https (RFC 8414 §2)"},
+		{"an address off loopback", map[string]string{"RESOURCE_URL": "http://10.0.0.5:8080/mcp"}, false, "RESOURCE_URL http://10.0.0.5:8080/mcp is plain http", "", ""},
+		{"loopback", map[string]string{"RESOURCE_URL": "http://127.0.0.1:8080/mcp"}, false, "", "", ""},
+		{"localhost", map[string]string{"RESOURCE_URL": "http://localhost:8080/mcp"}, false, "", "", ""},
+		{"https", map[string]string{"RESOURCE_URL": "https://mcp.example.com/mcp"}, false, "", "", ""},
+		{"dev mode", map[string]string{"RESOURCE_URL": "http://mcp.example.com/mcp", "LISTEN_HOST": "127.0.0.1"}, true, "", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := brokerEnv()
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			c, err := parseConfig(nil, envOf(env), tc.dev)
+			if err != nil {
+				t.Fatalf("parseConfig: %v", err)
+			}
+			var warned []string
+			for _, w := range c.warnings {
+				if strings.HasPrefix(w, "RESOURCE_URL") {
+					warned = append(warned, w)
+				}
+			}
+			switch {
+			case tc.want == "" && len(warned) > 0:
+				t.Errorf("got warnings %q, want none", warned)
+			case tc.want != "" && (len(warned) != 1 || !strings.Contains(warned[0], tc.want)):
+				t.Errorf("got warnings %q, want one saying %q", warned, tc.want)
+			case tc.wantMore != "" && !strings.Contains(warned[0], tc.wantMore):
+				t.Errorf("got %q, want it to say %q", warned[0], tc.wantMore)
+			case tc.notWant != "" && strings.Contains(warned[0], tc.notWant):
+				t.Errorf("got %q, want it not to say %q", warned[0], tc.notWant)
+			}
+		})
+	}
+}

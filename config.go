@@ -213,10 +213,23 @@ func checkProvider(c *Config, p *problems) {
 	}
 }
 
+// checkResource: RESOURCE_URL is required, and plain http is for loopback:
+// elsewhere bearer tokens (and in broker mode the authorization server's
+// codes and refresh tokens) would cross the network in clear text, so it
+// is warned of. Dev mode binds loopback only.
 func checkResource(c *Config, p *problems) {
 	if c.WellKnown.ResourceURL == "" && !c.dev && !p.reported("RESOURCE_URL") {
 		p.add("RESOURCE_URL is required (this gateway's public URL, e.g. https://mcp.example.com)")
 	}
+	u, err := url.Parse(c.WellKnown.ResourceURL)
+	if err != nil || u.Scheme != "http" || isLoopbackHost(u.Hostname()) || c.dev {
+		return
+	}
+	w := fmt.Sprintf("RESOURCE_URL %s is plain http on a host that is not loopback: bearer tokens cross the network in clear text; use https (a TLS-terminating proxy in front of the gateway)", c.WellKnown.ResourceURL)
+	if c.BrokerMode() {
+		w += ". In broker mode the gateway is the authorization server too: login codes and refresh tokens travel in clear as well, and its issuer must be https (RFC 8414 §2), so clients may refuse it"
+	}
+	c.warnings = append(c.warnings, w)
 }
 
 func checkAllowList(c *Config, p *problems) {
