@@ -184,7 +184,7 @@ func settings(c *Config) []setting {
 		{"MAX_TOKEN_LIFETIME", "0", "reject the provider's tokens whose exp is further than this from now (not broker mode's own); 0: no limit", bind(duration(false), &p.MaxTokenLifetime)},
 		{"MAX_BODY_BYTES", "10485760", "largest request body forwarded, in bytes (413 beyond)", bind(whole64(1), &g.MaxBodyBytes)},
 		{"TRUSTED_PROXIES", "", "CIDRs whose X-Forwarded-For is believed for the client IP, comma-separated", bind(prefixes, &g.TrustedProxies)},
-		{"SHUTDOWN_GRACE", "10s", "time for in-flight requests, then for the child, to finish on shutdown", bind(duration(false), &l.ShutdownGrace, &s.StopGrace)},
+		{"SHUTDOWN_GRACE", "10s", "time for in-flight requests, then for the child, to finish on shutdown; 0: none (the child is sent SIGKILL right after SIGTERM)", bind(duration(false), &l.ShutdownGrace, &s.StopGrace)},
 		{"READ_HEADER_TIMEOUT", "10s", "time a client has to send its request headers (slow clients are cut)", bind(duration(true), &l.ReadHeaderTimeout)},
 	}
 }
@@ -196,7 +196,7 @@ func settings(c *Config) []setting {
 func concerns() []func(*Config, *problems) {
 	return []func(*Config, *problems){
 		checkProvider, checkResource, checkAllowList, checkUpstream,
-		checkRestarts, checkListen, checkMetrics, checkStaticClient, checkBroker, checkScopeGrants,
+		checkRestarts, checkShutdown, checkListen, checkMetrics, checkStaticClient, checkBroker, checkScopeGrants,
 		checkRequiredScopes, checkStore,
 	}
 }
@@ -288,6 +288,13 @@ func checkRestarts(c *Config, p *problems) {
 	if s := &c.Supervisor; s.InitialBackoff > s.MaxBackoff {
 		p.addf("MCP_SPAWN_RESTART_INITIAL (%s) must not exceed MCP_SPAWN_RESTART_MAX (%s)", s.InitialBackoff, s.MaxBackoff)
 	}
+}
+
+// checkShutdown: SHUTDOWN_GRACE=0 gives the child no time either (SIGKILL
+// right after SIGTERM), where the supervisor's zero StopGrace would be its
+// default.
+func checkShutdown(c *Config, _ *problems) {
+	c.Supervisor.NoStopGrace = c.Listen.ShutdownGrace == 0
 }
 
 func checkListen(c *Config, p *problems) {

@@ -274,7 +274,7 @@ func newSup(t *testing.T, cfg Config) *harness {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = time.Hour
 	}
-	if cfg.StopGrace == 0 {
+	if cfg.StopGrace == 0 && !cfg.NoStopGrace {
 		cfg.StopGrace = 5 * time.Second
 	}
 	if cfg.Env == nil {

@@ -108,8 +108,13 @@ type Config struct {
 	// RestartWindow is the window MaxRestarts counts in. 0: 10m.
 	RestartWindow time.Duration
 	// StopGrace is the time between SIGTERM and SIGKILL to the child's
-	// process group, on shutdown and after a failed start. 0: 10s.
+	// process group, on shutdown and after a failed start. 0: 10s, unless
+	// NoStopGrace.
 	StopGrace time.Duration
+	// NoStopGrace gives the child no time at all to stop: SIGKILL follows
+	// SIGTERM at once, to the leader and to what is left of its group.
+	// StopGrace must then be 0.
+	NoStopGrace bool
 	// Logger receives the supervisor's own messages. nil: a null logger.
 	Logger hclog.Logger
 	// ChildLogger receives the child's output, one entry per line at info
@@ -151,6 +156,11 @@ func States() []string {
 // reach EOF after its process group is gone (an escaped descendant may hold
 // them open), as exec.Cmd.WaitDelay does.
 const outputBound = 2 * time.Second
+
+// killBound is how long processes sent SIGKILL may take to be gone before
+// the supervisor says so and goes on: SIGKILL cannot be caught, only a
+// process in uninterruptible sleep outlasts it for long.
+const killBound = 5 * time.Second
 
 // Supervisor runs one child at a time. Build it with New and run it with Run,
 // once.
@@ -195,6 +205,8 @@ func New(cfg Config) (*Supervisor, error) {
 		return nil, fmt.Errorf("new supervisor: ready path %q must start with /", cfg.ReadyPath)
 	case cfg.MaxRestarts < 0:
 		return nil, fmt.Errorf("new supervisor: max restarts %d is negative", cfg.MaxRestarts)
+	case cfg.NoStopGrace && cfg.StopGrace != 0:
+		return nil, fmt.Errorf("new supervisor: stop grace %s with NoStopGrace", cfg.StopGrace)
 	}
 	for _, d := range []time.Duration{cfg.ReadyTimeout, cfg.PollInterval, cfg.WaitLogInterval, cfg.InitialBackoff, cfg.MaxBackoff, cfg.ResetAfter, cfg.RestartWindow, cfg.StopGrace} {
 		if d < 0 {
@@ -213,7 +225,9 @@ func New(cfg Config) (*Supervisor, error) {
 	def(&cfg.MaxBackoff, 30*time.Second)
 	def(&cfg.ResetAfter, 60*time.Second)
 	def(&cfg.RestartWindow, 10*time.Minute)
-	def(&cfg.StopGrace, 10*time.Second)
+	if !cfg.NoStopGrace {
+		def(&cfg.StopGrace, 10*time.Second)
+	}
 	if cfg.InitialBackoff > cfg.MaxBackoff {
 		return nil, fmt.Errorf("new supervisor: initial backoff %s exceeds max backoff %s", cfg.InitialBackoff, cfg.MaxBackoff)
 	}
@@ -558,10 +572,15 @@ func (s *Supervisor) portHint() string {
 	}
 }
 
-// stopGroup sends SIGTERM to the child's group, SIGKILL after StopGrace, and
-// returns the leader's status once it has it.
+// stopGroup sends SIGTERM to the child's group, SIGKILL after StopGrace (at
+// once with NoStopGrace), and returns the leader's status once it has it.
 func (s *Supervisor) stopGroup(c *child) syscall.WaitStatus {
 	s.killGroup(c, syscall.SIGTERM)
+	if s.cfg.NoStopGrace {
+		s.log.Info("no stop grace; killing the child", "pid", c.pid)
+		s.killGroup(c, syscall.SIGKILL)
+		return <-c.status
+	}
 	t := time.NewTimer(s.cfg.StopGrace)
 	defer t.Stop()
 	select {
@@ -586,10 +605,12 @@ func (s *Supervisor) finish(c *child, ws syscall.WaitStatus, unexpected bool) {
 	// background job) must go too before a restart can take the port.
 	if s.groupAlive(c.pid) {
 		s.killGroup(c, syscall.SIGTERM)
-		if !s.waitGroupGone(c.pid, s.cfg.StopGrace) {
-			s.log.Warn("child's process group did not stop in time; killing it", "pid", c.pid)
+		if !s.waitGroupGone(c.pid, s.cfg.StopGrace) { // at once with NoStopGrace
+			if !s.cfg.NoStopGrace {
+				s.log.Warn("child's process group did not stop in time; killing it", "pid", c.pid)
+			}
 			s.killGroup(c, syscall.SIGKILL)
-			if !s.waitGroupGone(c.pid, s.cfg.StopGrace) {
+			if !s.waitGroupGone(c.pid, killBound) {
 				s.log.Error("child's process group is still there after SIGKILL", "pid", c.pid)
 			}
 		}

@@ -33,6 +33,7 @@ func TestNewValidates(t *testing.T) {
 		{"relative ready path", Config{Command: "true", ReadyPath: "healthz"}},
 		{"initial above max", Config{Command: "true", InitialBackoff: time.Minute, MaxBackoff: time.Second}},
 		{"negative grace", Config{Command: "true", StopGrace: -1}},
+		{"a grace and none", Config{Command: "true", StopGrace: time.Second, NoStopGrace: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := New(tc.cfg); err == nil {
@@ -297,6 +298,42 @@ func TestIgnoringTermIsKilledAfterGrace(t *testing.T) {
 	if alive(pid) {
 		t.Errorf("child %d survived", pid)
 	}
+}
+
+// TestNoStopGrace: with no grace the child's TERM trap never gets to run
+// its course, on shutdown nor in what is left of the group of a child that
+// exited: SIGKILL follows SIGTERM at once. The traps would write their
+// file after a second.
+func TestNoStopGrace(t *testing.T) {
+	const trap = `trap 'sleep 1; echo late > %s; exit 0' TERM; echo $$ > %s; while :; do sleep 0.05; done`
+	t.Run("shutdown", func(t *testing.T) {
+		dir := t.TempDir()
+		h := startSup(t, Config{Command: fmt.Sprintf(trap, dir+"/late", dir+"/pid"), ReadyTimeout: time.Hour, NoStopGrace: true})
+		readPID(t, dir+"/pid")
+		if err := h.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.s.ExitCode(); got != 137 {
+			t.Errorf("ExitCode = %d, want 137 (SIGKILL)", got)
+		}
+		if _, err := os.Stat(dir + "/late"); err == nil {
+			t.Error("the child's TERM trap ran to its end")
+		}
+	})
+	t.Run("the rest of the group", func(t *testing.T) {
+		dir := t.TempDir()
+		h := startSup(t, Config{Command: fmt.Sprintf("sh -c \"%s\" & sleep 0.2; exit 3", fmt.Sprintf(trap, dir+"/late", dir+"/pid")), NoStopGrace: true})
+		h.nextDelay(t) // the group is gone before a restart is scheduled
+		if _, err := os.Stat(dir + "/late"); err == nil {
+			t.Error("the background job's TERM trap ran to its end")
+		}
+		if bg := readPID(t, dir+"/pid"); alive(bg) {
+			t.Errorf("background job %d is still there", bg)
+		}
+		if strings.Contains(h.logs(), "did not stop in time") {
+			t.Errorf("warned of a grace there is none of:\n%s", h.logs())
+		}
+	})
 }
 
 func TestBackgroundJobDoesNotSurviveLeader(t *testing.T) {
