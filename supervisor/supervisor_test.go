@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -968,6 +969,96 @@ func TestSubreaperReapsOrphan(t *testing.T) {
 	if _, ok := h.s.Endpoint(); !ok && h.s.Status().Restarts != 0 {
 		t.Errorf("the orphan's exit disturbed the child: %+v", h.s.Status())
 	}
+}
+
+// readPIDs reads the pids a fixture appended to path, one a line, and has
+// the test's cleanup kill what is left of them (a process whose command
+// line names path's directory).
+func readPIDs(t *testing.T, path string, n int) []int {
+	t.Helper()
+	var pids []int
+	waitFor(t, fmt.Sprintf("%d pids in %s", n, path), func() bool {
+		b, _ := os.ReadFile(path)
+		pids = pids[:0]
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+				pids = append(pids, pid)
+			}
+		}
+		return len(pids) >= n
+	})
+	for _, pid := range pids {
+		t.Cleanup(func() {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && bytes.Contains(b, []byte(filepath.Dir(path))) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		})
+	}
+	return pids
+}
+
+// TestStraysEnded: a descendant that left the child's process group with
+// setsid is the gateway's once its parent exits (a subreaper's, as PID 1's).
+// It gets SIGTERM, and SIGKILL after the grace, once the group is gone:
+// before a restart, so such processes do not pile up, and at shutdown, so
+// they do not outlive the gateway.
+func TestStraysEnded(t *testing.T) {
+	if os.Getpid() == 1 {
+		t.Skip("running as PID 1")
+	}
+	// The stray notes its SIGTERM in a file; its own TERM-ignoring child
+	// (also in the stray's new session) needs SIGKILL.
+	const stray = `setsid sh -c 'trap "echo term >> %[1]s/term; exit 0" TERM; echo $$ >> %[1]s/strays; sh -c "trap \"\" TERM; echo \$\$ >> %[1]s/strays; while :; do sleep 0.05; done" & while :; do sleep 0.05; done' >/dev/null 2>&1 &`
+	t.Run("before a restart", func(t *testing.T) {
+		dir := t.TempDir()
+		h := startSup(t, Config{Command: fmt.Sprintf(`: > %[1]s/strays; `+stray+` while [ $(wc -l < %[1]s/strays) -lt 2 ]; do sleep 0.01; done; exit 3`, dir), StopGrace: 200 * time.Millisecond})
+		h.nextDelay(t) // after the first child, before its restart
+		for _, pid := range readPIDs(t, dir+"/strays", 2) {
+			if alive(pid) {
+				st, ppid, _ := procStat(pid)
+				t.Errorf("stray %d (state %c, parent %d) is still there when the restart is scheduled:\n%s", pid, st, ppid, h.logs())
+			}
+		}
+		if b, _ := os.ReadFile(dir + "/term"); string(b) != "term\n" {
+			t.Errorf("the stray's TERM trap wrote %q, want it to have run once", b)
+		}
+	})
+	t.Run("at shutdown", func(t *testing.T) {
+		dir := t.TempDir()
+		h := startSup(t, Config{Command: fmt.Sprintf(stray+` exec sleep 100`, dir), ReadyTimeout: time.Hour, StopGrace: 200 * time.Millisecond})
+		pids := readPIDs(t, dir+"/strays", 2)
+		if err := h.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		for _, pid := range pids {
+			if alive(pid) {
+				t.Errorf("stray %d outlived Run:\n%s", pid, h.logs())
+			}
+		}
+		if b, _ := os.ReadFile(dir + "/term"); string(b) != "term\n" {
+			t.Errorf("the stray's TERM trap wrote %q, want it to have run once", b)
+		}
+	})
+	// A stray already the gateway's (its parent, a subshell, exited) gets
+	// SIGTERM with the child's group, within the same grace: the child's
+	// TERM trap, before it exits, finds the stray's note.
+	t.Run("at shutdown, with the child", func(t *testing.T) {
+		dir := t.TempDir()
+		h := startSup(t, Config{
+			Command:      fmt.Sprintf(`(`+stray+`); trap 'while [ ! -f %[1]s/term ]; do sleep 0.01; done; echo yes > %[1]s/together; exit 0' TERM; while :; do sleep 0.05; done`, dir),
+			ReadyTimeout: time.Hour, StopGrace: 2 * time.Second,
+		})
+		readPIDs(t, dir+"/strays", 2)
+		if err := h.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(dir + "/together"); string(b) != "yes\n" {
+			t.Errorf("the child's trap wrote %q: the stray was not sent SIGTERM with the child's group:\n%s", b, h.logs())
+		}
+		if got := h.s.ExitCode(); got != 0 {
+			t.Errorf("ExitCode = %d, want 0 (the child's trap)", got)
+		}
+	})
 }
 
 // TestNoLostStatus runs 500 short-lived children, each leaving orphans for
