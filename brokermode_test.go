@@ -558,6 +558,10 @@ func TestBrokerModeConfigErrors(t *testing.T) {
 			[]string{`CIMD_ALLOW_HOSTS entry "client.example:99999": the port is not a number from 1 to 65535`}, ""},
 		{"a bad CIMD switch", func(m map[string]string) { m["CIMD_ENABLED"] = "off-ish" }, []string{`CIMD_ENABLED "off-ish" is not true or false`}, ""},
 		{"bad mode", func(m map[string]string) { m["AUTH_SERVER_MODE"] = "brokered" }, []string{`AUTH_SERVER_MODE "brokered" is not facade or direct or broker`}, ""},
+		{"a required scope the broker never grants", func(m map[string]string) { m["REQUIRED_SCOPES"] = "openid,mcp:use" },
+			[]string{`REQUIRED_SCOPES names "mcp:use", which neither SCOPES_SUPPORTED nor MCP_POLICY names`}, `"openid"`},
+		{"offline_access required, which broker mode does not support by default", func(m map[string]string) { m["REQUIRED_SCOPES"] = "offline_access" },
+			[]string{`REQUIRED_SCOPES names "offline_access"`}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := brokerEnv()
@@ -573,6 +577,52 @@ func TestBrokerModeConfigErrors(t *testing.T) {
 			}
 			if tc.notWant != "" && strings.Contains(err.Error(), tc.notWant) {
 				t.Errorf("error %q repeats %q", err, tc.notWant)
+			}
+		})
+	}
+}
+
+// TestRequiredScopes: a scope every token must carry is one a client can
+// be granted. Broker mode refuses any other (TestBrokerModeConfigErrors);
+// in facade and direct mode the provider decides, and a scope that
+// SCOPES_SUPPORTED does not advertise draws a warning.
+func TestRequiredScopes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		warn string // "": no warning about REQUIRED_SCOPES
+	}{
+		{"broker mode, a supported scope", map[string]string{"REQUIRED_SCOPES": "openid"}, ""},
+		{"broker mode, a scope of the policy", map[string]string{
+			"REQUIRED_SCOPES": "files:write", "MCP_POLICY": "tool:w=scope:files:write", "BROKER_SCOPE_GRANTS": "files:write=sub:alice",
+		}, ""},
+		{"broker mode, offline_access supported", map[string]string{"REQUIRED_SCOPES": "offline_access", "SCOPES_SUPPORTED": "openid,offline_access"}, ""},
+		{"facade mode, an advertised scope", map[string]string{"AUTH_SERVER_MODE": "facade", "OIDC_AUDIENCE": "aud", "REQUIRED_SCOPES": "profile"}, ""},
+		{"facade mode, a scope not advertised", map[string]string{"AUTH_SERVER_MODE": "facade", "OIDC_AUDIENCE": "aud", "REQUIRED_SCOPES": "mcp:use"},
+			`REQUIRED_SCOPES names "mcp:use", which SCOPES_SUPPORTED does not advertise`},
+		{"direct mode, a scope not advertised", map[string]string{"AUTH_SERVER_MODE": "direct", "OIDC_AUDIENCE": "aud", "REQUIRED_SCOPES": "openid,mcp:use"},
+			`REQUIRED_SCOPES names "mcp:use"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := brokerEnv()
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			c, err := parseConfig(nil, envOf(env), false)
+			if err != nil {
+				t.Fatalf("parseConfig: %v", err)
+			}
+			var warned []string
+			for _, w := range c.warnings {
+				if strings.HasPrefix(w, "REQUIRED_SCOPES") {
+					warned = append(warned, w)
+				}
+			}
+			switch {
+			case tc.warn == "" && len(warned) > 0:
+				t.Errorf("got warnings %q, want none", warned)
+			case tc.warn != "" && (len(warned) != 1 || !strings.Contains(warned[0], tc.warn)):
+				t.Errorf("got warnings %q, want one saying %q", warned, tc.warn)
 			}
 		})
 	}
@@ -685,5 +735,56 @@ func TestBrokerModeCIMD(t *testing.T) {
 	p = newBrowserClient(t, c.redirect).get(t, newAuthRequest(c, g.mcp).url(g.base))
 	if p.status != http.StatusBadRequest || !strings.Contains(p.body, "does not accept client metadata documents") || fetches.Load() != before {
 		t.Errorf("CIMD_ENABLED=false: %d, %d fetches: %.600s", p.status, fetches.Load()-before, p.body)
+	}
+}
+
+// TestPlainHTTPResourceWarning: a RESOURCE_URL in plain http off loopback
+// is warned of in every mode, more strongly in broker mode; loopback, https
+// and dev mode are quiet.
+func TestPlainHTTPResourceWarning(t *testing.T) {
+	const plain = "RESOURCE_URL http://mcp.example.com/mcp is plain http on a host that is not loopback"
+	for _, tc := range []struct {
+		name     string
+		env      map[string]string
+		dev      bool
+		want     string // "": no warning about RESOURCE_URL
+		notWant  string
+		wantMore string
+	}{
+		{"facade mode", map[string]string{"AUTH_SERVER_MODE": "facade", "OIDC_AUDIENCE": "aud", "RESOURCE_URL": "http://mcp.example.com/mcp"}, false, plain, "RFC 8414", ""},
+		{"direct mode", map[string]string{"AUTH_SERVER_MODE": "direct", "OIDC_AUDIENCE": "aud", "RESOURCE_URL": "http://mcp.example.com/mcp"}, false, plain, "RFC 8414", ""},
+		{"broker mode", map[string]string{"RESOURCE_URL": "http://mcp.example.com/mcp"}, false, plain, "", "its issuer must be https (RFC 8414 §2)"},
+		{"an address off loopback", map[string]string{"RESOURCE_URL": "http://10.0.0.5:8080/mcp"}, false, "RESOURCE_URL http://10.0.0.5:8080/mcp is plain http", "", ""},
+		{"loopback", map[string]string{"RESOURCE_URL": "http://127.0.0.1:8080/mcp"}, false, "", "", ""},
+		{"localhost", map[string]string{"RESOURCE_URL": "http://localhost:8080/mcp"}, false, "", "", ""},
+		{"https", map[string]string{"RESOURCE_URL": "https://mcp.example.com/mcp"}, false, "", "", ""},
+		{"dev mode", map[string]string{"RESOURCE_URL": "http://mcp.example.com/mcp", "LISTEN_HOST": "127.0.0.1"}, true, "", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := brokerEnv()
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			c, err := parseConfig(nil, envOf(env), tc.dev)
+			if err != nil {
+				t.Fatalf("parseConfig: %v", err)
+			}
+			var warned []string
+			for _, w := range c.warnings {
+				if strings.HasPrefix(w, "RESOURCE_URL") {
+					warned = append(warned, w)
+				}
+			}
+			switch {
+			case tc.want == "" && len(warned) > 0:
+				t.Errorf("got warnings %q, want none", warned)
+			case tc.want != "" && (len(warned) != 1 || !strings.Contains(warned[0], tc.want)):
+				t.Errorf("got warnings %q, want one saying %q", warned, tc.want)
+			case tc.wantMore != "" && !strings.Contains(warned[0], tc.wantMore):
+				t.Errorf("got %q, want it to say %q", warned[0], tc.wantMore)
+			case tc.notWant != "" && strings.Contains(warned[0], tc.notWant):
+				t.Errorf("got %q, want it not to say %q", warned[0], tc.notWant)
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -143,8 +144,8 @@ func settings(c *Config) []setting {
 		{"MCP_UPSTREAM_PATH", "", "path prefix on the upstream that requests are forwarded under, e.g. /mcp", bind(upstreamPath, &g.UpstreamPath)},
 		{"MCP_SPAWN_READY_PATH", "", "HTTP path polled for readiness (any answer counts); empty: a TCP connect", bind(readyPath, &s.ReadyPath)},
 		{"MCP_SPAWN_READY_TIMEOUT", "120s", "how long a starting child may take to answer before it is stopped and retried", bind(duration(true), &s.ReadyTimeout)},
-		{"MCP_SPAWN_RESTART_INITIAL", "500ms", "first delay before restarting a child that exited", bind(duration(true), &s.InitialBackoff)},
-		{"MCP_SPAWN_RESTART_MAX", "30s", "longest delay between restarts", bind(duration(true), &s.MaxBackoff)},
+		{"MCP_SPAWN_RESTART_INITIAL", "500ms", "first delay before restarting a child that exited; every delay varies by ±20% (jitter)", bind(duration(true), &s.InitialBackoff)},
+		{"MCP_SPAWN_RESTART_MAX", "30s", "cap of the doubling delay between restarts; with the ±20% jitter a delay can reach 1.2 times it", bind(duration(true), &s.MaxBackoff)},
 		{"MCP_SPAWN_RESTART_RESET", "60s", "time a child must stay ready before the restart delay resets", bind(duration(true), &s.ResetAfter)},
 		{"MCP_SPAWN_MAX_RESTARTS", "0", "exit non-zero after this many restarts within the window; 0: unlimited", bind(whole(0), &s.MaxRestarts)},
 		{"MCP_SPAWN_RESTART_WINDOW", "10m", "window for MCP_SPAWN_MAX_RESTARTS", bind(duration(true), &s.RestartWindow)},
@@ -156,7 +157,7 @@ func settings(c *Config) []setting {
 		{"MCP_AUDIT", "true", "true: the audit log names the JSON-RPC method, tool and resource URI of each proxied POST (read from its first 64 KiB)", bind(auditBytes, &g.MCPAuditBytes)},
 		{"RATE_LIMIT_RPM", "60", "requests per minute per token subject (burst of the same size)", bind(whole(1), &c.RateLimitRPM)},
 		{"STORE_URL", "", "Redis shared by replicas (limits, used codes, revocations): redis://:password@host:6379/0, rediss:// for TLS; empty: this process's memory", bind(storeURL, &c.StoreURL)},
-		{"CORS_ALLOW_ORIGINS", "https://claude.ai,https://claude.com", "allowed browser origins, comma-separated; * allows any", bind(list(origin), &g.CORSOrigins)},
+		{"CORS_ALLOW_ORIGINS", "https://claude.ai,https://claude.com", "allowed browser origins as the Origin header has them (scheme://host[:port], no path), comma-separated; * allows any", bind(list(origin), &g.CORSOrigins)},
 		{"STATIC_CLIENT_ID", "", "pre-created client id handed out by POST /oauth/register (facade mode); in broker mode the fallback for OIDC_CLIENT_ID, never handed out", bind(text, &w.StaticClientID)},
 		{"STATIC_CLIENT_SECRET", "", "its secret; set both or neither", bind(text, &w.StaticClientSecret)},
 		{"REGISTER_REDIRECT_URIS", "", "redirect URIs /oauth/register accepts, comma-separated (http://127.0.0.1:* patterns allowed); empty: https, http on loopback hosts, private-use schemes with a dot (com.example.app:/cb) and those of REGISTER_REDIRECT_SCHEMES", bind(list(redirectURI), &w.RedirectURIs)},
@@ -183,7 +184,7 @@ func settings(c *Config) []setting {
 		{"MAX_TOKEN_LIFETIME", "0", "reject the provider's tokens whose exp is further than this from now (not broker mode's own); 0: no limit", bind(duration(false), &p.MaxTokenLifetime)},
 		{"MAX_BODY_BYTES", "10485760", "largest request body forwarded, in bytes (413 beyond)", bind(whole64(1), &g.MaxBodyBytes)},
 		{"TRUSTED_PROXIES", "", "CIDRs whose X-Forwarded-For is believed for the client IP, comma-separated", bind(prefixes, &g.TrustedProxies)},
-		{"SHUTDOWN_GRACE", "10s", "time for in-flight requests, then for the child, to finish on shutdown", bind(duration(false), &l.ShutdownGrace, &s.StopGrace)},
+		{"SHUTDOWN_GRACE", "10s", "time for in-flight requests, then for the child, to finish on shutdown; 0: none (the child is sent SIGKILL right after SIGTERM)", bind(duration(false), &l.ShutdownGrace, &s.StopGrace)},
 		{"READ_HEADER_TIMEOUT", "10s", "time a client has to send its request headers, and the body of a request not admitted by a token (slow clients are cut)", bind(duration(true), &l.ReadHeaderTimeout, &g.BodyTimeout)},
 	}
 }
@@ -195,8 +196,8 @@ func settings(c *Config) []setting {
 func concerns() []func(*Config, *problems) {
 	return []func(*Config, *problems){
 		checkProvider, checkResource, checkAllowList, checkUpstream,
-		checkRestarts, checkListen, checkMetrics, checkStaticClient, checkBroker, checkScopeGrants,
-		checkStore,
+		checkRestarts, checkShutdown, checkListen, checkMetrics, checkStaticClient, checkBroker, checkScopeGrants,
+		checkRequiredScopes, checkStore,
 	}
 }
 
@@ -212,10 +213,23 @@ func checkProvider(c *Config, p *problems) {
 	}
 }
 
+// checkResource: RESOURCE_URL is required, and plain http is for loopback:
+// elsewhere bearer tokens (and in broker mode the authorization server's
+// codes and refresh tokens) would cross the network in clear text, so it
+// is warned of. Dev mode binds loopback only.
 func checkResource(c *Config, p *problems) {
 	if c.WellKnown.ResourceURL == "" && !c.dev && !p.reported("RESOURCE_URL") {
 		p.add("RESOURCE_URL is required (this gateway's public URL, e.g. https://mcp.example.com)")
 	}
+	u, err := url.Parse(c.WellKnown.ResourceURL)
+	if err != nil || u.Scheme != "http" || isLoopbackHost(u.Hostname()) || c.dev {
+		return
+	}
+	w := fmt.Sprintf("RESOURCE_URL %s is plain http on a host that is not loopback: bearer tokens cross the network in clear text; use https (a TLS-terminating proxy in front of the gateway)", c.WellKnown.ResourceURL)
+	if c.BrokerMode() {
+		w += ". In broker mode the gateway is the authorization server too: login codes and refresh tokens travel in clear as well, and its issuer must be https (RFC 8414 §2), so clients may refuse it"
+	}
+	c.warnings = append(c.warnings, w)
 }
 
 func checkAllowList(c *Config, p *problems) {
@@ -248,8 +262,15 @@ func checkUpstream(c *Config, p *problems) {
 	// The child listens on 127.0.0.1: a gateway listening there on the same
 	// port would take its place, and its readiness probe would find the
 	// gateway itself.
+	// So would its metrics listener.
 	if sp := c.Supervisor.Port; sp != 0 && sp == c.Listen.Port && listensOnLoopback(c.Listen.Host) {
 		p.addf("MCP_SPAWN_PORT (%d) is the gateway's own PORT: the MCP server needs a port of its own (or leave MCP_SPAWN_PORT out for a free one)", sp)
+	}
+	if sp := c.Supervisor.Port; sp != 0 && c.Listen.MetricsAddr != "" {
+		host, port, _ := net.SplitHostPort(c.Listen.MetricsAddr) // hostPort checked its shape
+		if port == strconv.Itoa(sp) && listensOnLoopback(host) {
+			p.addf("MCP_SPAWN_PORT (%d) is the port of METRICS_ADDR (%s): the MCP server needs a port of its own (or leave MCP_SPAWN_PORT out for a free one)", sp, c.Listen.MetricsAddr)
+		}
 	}
 }
 
@@ -267,6 +288,13 @@ func checkRestarts(c *Config, p *problems) {
 	if s := &c.Supervisor; s.InitialBackoff > s.MaxBackoff {
 		p.addf("MCP_SPAWN_RESTART_INITIAL (%s) must not exceed MCP_SPAWN_RESTART_MAX (%s)", s.InitialBackoff, s.MaxBackoff)
 	}
+}
+
+// checkShutdown: SHUTDOWN_GRACE=0 gives the child no time either (SIGKILL
+// right after SIGTERM), where the supervisor's zero StopGrace would be its
+// default.
+func checkShutdown(c *Config, _ *problems) {
+	c.Supervisor.NoStopGrace = c.Listen.ShutdownGrace == 0
 }
 
 func checkListen(c *Config, p *problems) {
@@ -309,6 +337,23 @@ func checkScopeGrants(c *Config, p *problems) {
 	for _, sc := range c.ScopeGrants.Scopes() {
 		if !slices.Contains(c.WellKnown.Scopes, sc) && !slices.Contains(c.Gate.Policy.Scopes(), sc) {
 			p.addf("BROKER_SCOPE_GRANTS grants %q, which neither SCOPES_SUPPORTED nor MCP_POLICY names (no client could ask for it)", sc)
+		}
+	}
+}
+
+// checkRequiredScopes: a scope every token must carry is one a client
+// can be granted. Broker mode grants only what it supports (broker.Config
+// Scopes, which checkBroker set, and MCP_POLICY's scopes): any other
+// required scope would lock everyone out, so it is an error. Elsewhere
+// the provider decides what it grants, but a scope that scopes_supported
+// does not advertise is one that clients do not ask for: a warning.
+func checkRequiredScopes(c *Config, p *problems) {
+	for _, sc := range c.Gate.RequiredScopes {
+		switch {
+		case c.BrokerMode() && !slices.Contains(c.Broker.Scopes, sc) && !slices.Contains(c.Gate.Policy.Scopes(), sc):
+			p.addf("REQUIRED_SCOPES names %q, which neither SCOPES_SUPPORTED nor MCP_POLICY names: broker mode never grants it, so every token would be refused", sc)
+		case !c.BrokerMode() && !slices.Contains(c.WellKnown.Scopes, sc) && !slices.Contains(c.Gate.Policy.Scopes(), sc):
+			c.warnings = append(c.warnings, fmt.Sprintf("REQUIRED_SCOPES names %q, which SCOPES_SUPPORTED does not advertise: clients will not ask for it, and tokens without it are refused (403 insufficient_scope)", sc))
 		}
 	}
 }
@@ -479,7 +524,7 @@ func configure(args []string, getenv func(string) string, dev bool) (*Config, er
 	if err != nil {
 		return nil, err
 	}
-	c.warnings = warnings
+	c.warnings = append(warnings, c.warnings...) // after those of the concerns
 	return c, nil
 }
 

@@ -105,6 +105,9 @@ func TestParseConfigErrors(t *testing.T) {
 			}
 		}, nil, []string{"OIDC_ISSUER_URL is required", "OIDC_AUDIENCE is required", "RESOURCE_URL is required", "ALLOW_SUBS, ALLOW_EMAILS or ALLOW_GROUPS", "MCP_UPSTREAM_URL, MCP_SPAWN_CMD", "mcp-oauth-proxy dev", "see mcp-oauth-proxy --help"}},
 		{"http issuer off loopback", func(m map[string]string) { m["OIDC_ISSUER_URL"] = "http://auth.example.com" }, nil, []string{"OIDC_ISSUER_URL", "https"}},
+		{"issuer with user information", func(m map[string]string) { m["OIDC_ISSUER_URL"] = "http://admin:s3cret@127.0.0.1:18299" }, nil, []string{"OIDC_ISSUER_URL must not contain user information"}},
+		{"issuer with an empty query", func(m map[string]string) { m["OIDC_ISSUER_URL"] = "https://auth.example.com/?" }, nil, []string{"OIDC_ISSUER_URL", "query or fragment"}},
+		{"issuer with an empty fragment", func(m map[string]string) { m["OIDC_ISSUER_URL"] = "https://auth.example.com/#" }, nil, []string{"OIDC_ISSUER_URL", "query or fragment"}},
 		{"resource with query", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/?a=1" }, nil, []string{"RESOURCE_URL", "query or fragment"}},
 		{"resource with fragment", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/#x" }, nil, []string{"RESOURCE_URL", "query or fragment"}},
 		{"resource relative", func(m map[string]string) { m["RESOURCE_URL"] = "/mcp" }, nil, []string{"RESOURCE_URL", "absolute"}},
@@ -128,6 +131,34 @@ func TestParseConfigErrors(t *testing.T) {
 			delete(m, "MCP_UPSTREAM_URL")
 			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["PORT"], m["LISTEN_HOST"] = "x", "9000", "9000", "::"
 		}, nil, []string{"MCP_SPAWN_PORT (9000) is the gateway's own PORT"}},
+		{"ready path with a bad escape", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_READY_PATH"] = "x", "/%zz"
+		}, nil, []string{`MCP_SPAWN_READY_PATH "/%zz" is not a URL path such as /healthz: a % must start two hexadecimal digits`}},
+		{"ready path with a space", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_READY_PATH"] = "x", "/health check"
+		}, nil, []string{`MCP_SPAWN_READY_PATH "/health check" is not a URL path`, `" " must be percent-encoded`}},
+		{"ready path with a fragment", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_READY_PATH"] = "x", "/health#x"
+		}, nil, []string{"MCP_SPAWN_READY_PATH", `"#" must be percent-encoded`}},
+		{"spawn port is the metrics port", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["METRICS_ADDR"] = "x", "9090", "127.0.0.1:9090"
+		}, nil, []string{"MCP_SPAWN_PORT (9090) is the port of METRICS_ADDR (127.0.0.1:9090)"}},
+		{"spawn port is the metrics port on every address", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["METRICS_ADDR"] = "x", "9090", ":9090"
+		}, nil, []string{"MCP_SPAWN_PORT (9090) is the port of METRICS_ADDR"}},
+		{"spawn port is the metrics port on 0.0.0.0", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["METRICS_ADDR"] = "x", "9090", "0.0.0.0:9090"
+		}, nil, []string{"MCP_SPAWN_PORT (9090) is the port of METRICS_ADDR"}},
+		{"spawn port is the metrics port on localhost", func(m map[string]string) {
+			delete(m, "MCP_UPSTREAM_URL")
+			m["MCP_SPAWN_CMD"], m["MCP_SPAWN_PORT"], m["METRICS_ADDR"] = "x", "9090", "localhost:9090"
+		}, nil, []string{"MCP_SPAWN_PORT (9090) is the port of METRICS_ADDR"}},
 		{"half a static client", func(m map[string]string) { m["STATIC_CLIENT_ID"] = "id" }, nil, []string{"STATIC_CLIENT_ID and STATIC_CLIENT_SECRET"}},
 		{"static client in direct mode", func(m map[string]string) {
 			m["STATIC_CLIENT_ID"], m["STATIC_CLIENT_SECRET"], m["AUTH_SERVER_MODE"] = "id", "secret", "direct"
@@ -137,11 +168,21 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad log level", func(m map[string]string) { m["LOG_LEVEL"] = "loud" }, nil, []string{"LOG_LEVEL", "trace, debug"}},
 		{"bad mode", func(m map[string]string) { m["AUTH_SERVER_MODE"] = "proxy" }, nil, []string{"AUTH_SERVER_MODE"}},
 		{"bad duration", func(m map[string]string) { m["SHUTDOWN_GRACE"] = "soon" }, nil, []string{"SHUTDOWN_GRACE", "duration"}},
+		{"seconds beyond a duration", func(m map[string]string) { m["SHUTDOWN_GRACE"] = "18446744074" }, nil, []string{`SHUTDOWN_GRACE "18446744074" is too large`}},
+		{"seconds that would wrap negative", func(m map[string]string) { m["CLOCK_SKEW"] = "9999999999" }, nil, []string{`CLOCK_SKEW "9999999999" is too large`}},
+		{"seconds beyond an int64", func(m map[string]string) { m["CLOCK_SKEW"] = "99999999999999999999" }, nil, []string{"CLOCK_SKEW", "is too large"}},
+		{"negative seconds beyond an int64", func(m map[string]string) { m["CLOCK_SKEW"] = "-99999999999999999999" }, nil, []string{"CLOCK_SKEW", "must be zero or positive"}},
 		{"zero jwks cooldown", func(m map[string]string) { m["JWKS_REFRESH_COOLDOWN"] = "0" }, nil, []string{"JWKS_REFRESH_COOLDOWN", "positive"}},
 		{"initial restart delay over the max", func(m map[string]string) { m["MCP_SPAWN_RESTART_INITIAL"] = "1m" }, nil, []string{"MCP_SPAWN_RESTART_INITIAL (1m0s) must not exceed MCP_SPAWN_RESTART_MAX"}},
 		{"bad cidr", func(m map[string]string) { m["TRUSTED_PROXIES"] = "10.0.0.0/99" }, nil, []string{"TRUSTED_PROXIES"}},
 		{"bad origin", func(m map[string]string) { m["CORS_ALLOW_ORIGINS"] = "claude.ai" }, nil, []string{"CORS_ALLOW_ORIGINS"}},
 		{"scope with a space", func(m map[string]string) { m["REQUIRED_SCOPES"] = "mcp read" }, nil, []string{"REQUIRED_SCOPES", "RFC 6749 §3.3"}},
+		{"scope with a tab", func(m map[string]string) { m["SCOPES_SUPPORTED"] = "openid,mcp\tread" }, nil, []string{`SCOPES_SUPPORTED entry "mcp\tread" contains a control character`}},
+		{"scope outside ASCII", func(m map[string]string) { m["REQUIRED_SCOPES"] = "fichiers:écrire" }, nil, []string{`REQUIRED_SCOPES entry "fichiers:écrire" is not a scope`, "RFC 6749 §3.3"}},
+		{"scope with DEL", func(m map[string]string) { m["REQUIRED_SCOPES"] = "files\x7f" }, nil, []string{"REQUIRED_SCOPES", "control character"}},
+		{"list entries split by a newline", func(m map[string]string) { m["REQUIRED_SCOPES"] = "files:read\nfiles:write" }, nil,
+			[]string{`REQUIRED_SCOPES entry "files:read\nfiles:write" contains a control character (entries are separated by commas)`}},
+		{"allowed subject with a newline", func(m map[string]string) { m["ALLOW_SUBS"] = "alice\nbob" }, nil, []string{"ALLOW_SUBS", "control character"}},
 		{"redirect pattern off loopback", func(m map[string]string) { m["REGISTER_REDIRECT_URIS"] = "https://evil.example:*" }, nil, []string{"REGISTER_REDIRECT_URIS"}},
 		{"query after a loopback pattern", func(m map[string]string) { m["REGISTER_REDIRECT_URIS"] = "http://127.0.0.1:*?x" }, nil, []string{"REGISTER_REDIRECT_URIS"}},
 		{"a redirect scheme the browser runs", func(m map[string]string) { m["REGISTER_REDIRECT_SCHEMES"] = "cursor,JavaScript" }, nil,
@@ -218,6 +259,17 @@ func TestRedirectSchemes(t *testing.T) {
 	env["REGISTER_REDIRECT_URIS"] = "cursor://anysphere.cursor-mcp/oauth/callback,http://127.0.0.1:*"
 	if _, err := parseConfig(nil, envOf(env), false); err != nil {
 		t.Errorf("broker mode, Cursor's callback in REGISTER_REDIRECT_URIS: %v", err)
+	}
+}
+
+// TestIssuerPasswordNotRepeated: the refusal of an issuer with user
+// information does not repeat its password.
+func TestIssuerPasswordNotRepeated(t *testing.T) {
+	env := validEnv()
+	env["OIDC_ISSUER_URL"] = "http://admin:s3cret@auth.example.com"
+	_, err := parseConfig(nil, envOf(env), false)
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("got %v, want a refusal without the password", err)
 	}
 }
 
@@ -473,5 +525,85 @@ func TestPolicySettings(t *testing.T) {
 	}
 	if g, err := scopeGrants("files:write=group:editors; deploy=group:ops|sub:alice"); err != nil || len(g.Scopes()) != 2 {
 		t.Errorf("scope grants: got %v, %v", g, err)
+	}
+}
+
+// TestDurationSeconds: a bare number is seconds, up to the largest a
+// duration holds.
+func TestDurationSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  time.Duration
+	}{
+		{"0", 0},
+		{"90", 90 * time.Second},
+		{"9223372036", 9223372036 * time.Second},
+		{"1m30s", 90 * time.Second},
+	} {
+		if got, err := duration(false)(tc.value); err != nil || got != tc.want {
+			t.Errorf("%q: got %v, %v; want %v", tc.value, got, err, tc.want)
+		}
+	}
+}
+
+// TestOrigins: a CORS_ALLOW_ORIGINS entry is kept in the form a browser's
+// Origin header has, which the gate compares exactly; what no Origin
+// header can be is refused, saying why.
+func TestOrigins(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  string // the entry kept; "" when refused
+		why   string // in the refusal
+	}{
+		{"https://claude.ai", "https://claude.ai", ""},
+		{"*", "*", ""},
+		{"HTTPS://CLAUDE.AI", "https://claude.ai", ""},
+		{"https://claude.ai:443", "https://claude.ai", ""},
+		{"http://localhost:80", "http://localhost", ""},
+		{"https://claude.ai/", "https://claude.ai", ""},
+		{"http://127.0.0.1:6274", "http://127.0.0.1:6274", ""},
+		{"http://LOCALHOST:06274", "http://localhost:6274", ""},
+		{"https://[0:0::1]:8443", "https://[::1]:8443", ""},
+		{"https://xn--bcher-kva.example", "https://xn--bcher-kva.example", ""},
+		{"https://*.claude.ai", "", "wildcards"},
+		{"https://u:p@claude.ai", "", "user information"},
+		{"https://claude.ai#x", "", "query or fragment"},
+		{"https://claude.ai#", "", "query or fragment"},
+		{"https://claude.ai?x=1", "", "query or fragment"},
+		{"https://claude.ai?", "", "query or fragment"},
+		{"https://claude.ai/app", "", "path"},
+		{"https://bücher.example", "", "xn--"},
+		{"https://claude.ai:99999", "", "port"},
+		{"https://claude.ai:0", "", "port"},
+		{"claude.ai", "", "not an origin"},
+		{"ftp://claude.ai", "", "not an origin"},
+	} {
+		got, err := origin(tc.value)
+		switch {
+		case tc.want != "" && (err != nil || got != tc.want):
+			t.Errorf("%q: got %q, %v; want %q", tc.value, got, err, tc.want)
+		case tc.want == "" && (err == nil || !strings.Contains(err.Error(), tc.why)):
+			t.Errorf("%q: got %q, %v; want a refusal that says %q", tc.value, got, err, tc.why)
+		}
+	}
+}
+
+// TestReadyPath: a readiness path is accepted as the probe requests it.
+func TestReadyPath(t *testing.T) {
+	for _, p := range []string{"", "/", "/healthz", "/health%20check", "/ready?full=1&x=a:b@c", "/~user/(x)"} {
+		if got, err := readyPath(p); err != nil || got != p {
+			t.Errorf("%q: got %q, %v; want it as it is", p, got, err)
+		}
+	}
+}
+
+// TestSpawnPortBesideMetrics: a metrics listener on an address that does
+// not take 127.0.0.1's port leaves that port to the child.
+func TestSpawnPortBesideMetrics(t *testing.T) {
+	env := validEnv()
+	delete(env, "MCP_UPSTREAM_URL")
+	env["MCP_SPAWN_CMD"], env["MCP_SPAWN_PORT"], env["METRICS_ADDR"] = "x", "9090", "10.1.2.3:9090"
+	if _, err := parseConfig(nil, envOf(env), false); err != nil {
+		t.Errorf("parseConfig: %v", err)
 	}
 }

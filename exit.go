@@ -51,7 +51,8 @@ func (s *status) Error() string {
 //	0       stopped by SIGTERM, SIGINT or the end of ctx, with no child or a child
 //	        that exited 0; in dev mode, stopped that way whatever the child did
 //	1       a failure: a listener would not open, a part failed while running
-//	        (more than MCP_SPAWN_MAX_RESTARTS restarts, ...), a healthcheck failed
+//	        (more than MCP_SPAWN_MAX_RESTARTS restarts of a child that exited
+//	        0, ...), a healthcheck failed
 //	2       a usage or configuration error, found before anything listened
 //	N       spawn mode: the child's own exit status once it was stopped (the
 //	        supervisor reports 126 or 127 when the command could not run)

@@ -110,6 +110,26 @@ func TestLauncherForm(t *testing.T) {
 	}
 }
 
+// TestShutdownGraceZero: SHUTDOWN_GRACE=0 gives the child no time either:
+// SIGKILL right after SIGTERM, so its TERM trap (which would write a file
+// after a second) never runs to its end.
+func TestShutdownGraceZero(t *testing.T) {
+	dir := t.TempDir()
+	is := testkit.StartIssuer(t, nil)
+	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{
+		"SHUTDOWN_GRACE": "0",
+		"MCP_SPAWN_CMD":  "trap 'sleep 1; echo late > " + dir + "/late; exit 0' TERM; echo $$ > " + dir + "/pid; while :; do sleep 0.05; done",
+	}))
+	gw.addr(t)
+	testkit.WaitFor(t, "the child", 10*time.Second, func() bool { _, err := os.Stat(dir + "/pid"); return err == nil })
+	if got := exitStatus(gw.stop(t)); got != 137 {
+		t.Errorf("got exit status %d, want 137 (the child's SIGKILL)", got)
+	}
+	if _, err := os.Stat(dir + "/late"); err == nil {
+		t.Error("the child's TERM trap ran to its end")
+	}
+}
+
 // TestDevModeWithOwnServer: `dev -- CMD ARGS...` puts the developer's own
 // server behind the development issuer instead of the demo server.
 func TestDevModeWithOwnServer(t *testing.T) {

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,6 +175,51 @@ func TestBatchWriterBackpressure(t *testing.T) {
 	b.Close()
 	if _, all := out.got(); len(all) != 100*100 {
 		t.Fatalf("%d bytes written in the end, want %d", len(all), 100*100)
+	}
+}
+
+// failingWriter counts its writes, each of which fails as a write to a
+// pipe whose reader is gone does.
+type failingWriter struct {
+	mu     sync.Mutex
+	writes int
+	to     *os.File
+}
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.writes++
+	w.mu.Unlock()
+	return w.to.Write(p)
+}
+
+// TestBatchWriterReaderGone: an output pipe whose reader closed fails
+// every write (EPIPE): each batch is tried once and dropped, nothing
+// blocks or is retried, and lines after Close go the same way.
+func TestBatchWriterReaderGone(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r.Close()
+	if _, err := w.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("a write to the pipe: %v, want EPIPE", err)
+	}
+	out := &failingWriter{to: w}
+	const line = "a line of the log, to no one\n"
+	b := newBatchWriter(out, time.Hour, 2*len(line)) // two lines a batch
+	for range 100 {
+		if n, err := b.Write([]byte(line)); n != len(line) || err != nil {
+			t.Fatalf("Write: %d, %v; want the line taken", n, err)
+		}
+	}
+	b.Close()
+	_, _ = b.Write([]byte("after close\n"))
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	if out.writes != 51 {
+		t.Errorf("%d writes, want 51: each batch of two lines and the line after Close, once", out.writes)
 	}
 }
 

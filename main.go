@@ -44,6 +44,15 @@ func main() {
 
 // run is the whole program; main and the tests call it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	// A write to stdout or stderr whose reader is gone (`gateway 2>&1 |
+	// shipper`, and the shipper died) must fail, not end the gateway and
+	// orphan its child: Go's runtime dies of SIGPIPE on fd 1 and 2 unless
+	// the program is notified of it (os/signal). The log writers drop
+	// failed writes. Not signal.Ignore: an ignored disposition is
+	// inherited across exec, and the child would get it too.
+	pipe := make(chan os.Signal, 1) // never read: the signal only needs a taker
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
 	if len(args) > 0 {
 		args = args[1:] // the program's name
 	}

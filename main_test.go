@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,6 +108,21 @@ func TestMisspeltVariables(t *testing.T) {
 	gw.addr(t)
 	if !strings.Contains(gw.stderr.String(), `"@level":"warn","@message":"`+want) {
 		t.Errorf("the log does not warn %q:\n%s", want, gw.stderr.String())
+	}
+}
+
+// TestConfigWarningsLogged: the warnings of the checks that span settings
+// (a setting the mode does not read) reach the log, beside the
+// misspellings'.
+func TestConfigWarningsLogged(t *testing.T) {
+	t.Setenv("ALLOW_EMAIL", "me@example.com")
+	is := testkit.StartIssuer(t, nil)
+	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": "http://127.0.0.1:1", "BROKER_SECRET": strings.Repeat("x", 32)}))
+	gw.addr(t)
+	for _, want := range []string{"ALLOW_EMAIL is set but is not a setting", "BROKER_SECRET is set but only AUTH_SERVER_MODE=broker reads it (the mode is facade)"} {
+		if !strings.Contains(gw.stderr.String(), `"@level":"warn","@message":"`+want) {
+			t.Errorf("the log does not warn %q:\n%s", want, gw.stderr.String())
+		}
 	}
 }
 
@@ -315,6 +331,62 @@ func TestStaticBinaryAsPID1(t *testing.T) {
 	testkit.WaitFor(t, "the listening line in the log", 5*time.Second, func() bool { return strings.Contains(stderr.String(), "listening") })
 	if err := terminate(t, cmd); err != nil {
 		t.Errorf("PID 1 after SIGTERM: %v, want exit 0; log:\n%s", err, stderr.String())
+	}
+}
+
+// TestStderrReaderGone: the gateway's stderr is a pipe whose reader goes
+// away (a log shipper that died) while the child writes lines: the gateway
+// keeps serving, and SIGTERM stops it and its child as usual, rather than
+// SIGPIPE ending it and leaving the child behind.
+func TestStderrReaderGone(t *testing.T) {
+	bin := buildBinary(t)
+	is := testkit.StartIssuer(t, nil)
+	dir := t.TempDir()
+	port := freePort(t)
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "PORT=" + port, "LISTEN_HOST=127.0.0.1", "LOG_FORMAT=json",
+		"OIDC_ISSUER_URL=" + is.URL, "OIDC_AUDIENCE=x", "RESOURCE_URL=https://mcp.example.com", "ALLOW_SUBS=alice", "SHUTDOWN_GRACE=5s",
+		"MCP_SPAWN_CMD=echo $$ > " + dir + "/pid; i=0; while :; do i=$((i+1)); echo line $i; echo $i > " + dir + "/n.tmp; mv " + dir + "/n.tmp " + dir + "/n; sleep 0.02; done"}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	sc := bufio.NewScanner(r)
+	for sc.Scan() && !strings.Contains(sc.Text(), `"@message":"listening"`) {
+	}
+	r.Close() // the shipper is gone
+	lines := func() int {
+		b, _ := os.ReadFile(dir + "/n")
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	var child int
+	testkit.WaitFor(t, "the child's pid", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(dir + "/pid")
+		child, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return child > 0
+	})
+	t.Cleanup(func() { _ = syscall.Kill(-child, syscall.SIGKILL) }) // its group, should it outlive the gateway
+	since := lines()
+	// Each of the child's lines is logged: many batches meet the closed pipe.
+	testkit.WaitFor(t, "the child's lines", 10*time.Second, func() bool { return lines() >= since+25 })
+	resp, err := http.Get("http://127.0.0.1:" + port + "/healthz")
+	if err != nil {
+		t.Fatalf("the gateway no longer serves: %v", err)
+	}
+	resp.Body.Close()
+	err = terminate(t, cmd)
+	if got := cmd.ProcessState.ExitCode(); got != 143 {
+		t.Errorf("exit status %d (%v), want 143 (the child's SIGTERM)", got, err)
+	}
+	if syscall.Kill(child, 0) == nil {
+		t.Errorf("the child %d outlived the gateway", child)
 	}
 }
 

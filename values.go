@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -65,7 +66,9 @@ func httpURL(s string) (*url.URL, error) {
 }
 
 // issuerURL is OIDC_ISSUER_URL: absolute https, or http on loopback, with
-// no query or fragment.
+// no query or fragment (RFC 8414 §2, OpenID Connect Discovery §4), not
+// even an empty one, and no user information: direct mode publishes it
+// as it is in the protected-resource metadata, which anyone may read.
 func issuerURL(s string) (string, error) {
 	if s == "" {
 		return "", nil
@@ -74,9 +77,11 @@ func issuerURL(s string) (string, error) {
 	switch {
 	case err != nil:
 		return "", err
+	case u.User != nil: // the value is not repeated: it holds a password
+		return "", errors.New("must not contain user information (it would be published in the discovery documents)")
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
 		return "", fmt.Errorf("%q must use https (http is allowed only for loopback addresses)", s)
-	case u.RawQuery != "" || u.Fragment != "":
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
 		return "", fmt.Errorf("%q must not have a query or fragment", s)
 	}
 	return s, nil
@@ -140,11 +145,34 @@ func hasDotSegment(p string) bool {
 	return strings.Contains(p+"/", "/./") || strings.Contains(p+"/", "/../")
 }
 
+// readyPath is MCP_SPAWN_READY_PATH: an absolute path, perhaps with a
+// query, written as it is requested (RFC 3986 §3.3 and §3.4: pchar, "/"
+// and "?", anything else percent-encoded), so the probe asks for exactly
+// that; no fragment, which a request never carries.
 func readyPath(s string) (string, error) {
-	if s != "" && !strings.HasPrefix(s, "/") {
+	if s == "" {
+		return "", nil
+	}
+	if !strings.HasPrefix(s, "/") {
 		return "", fmt.Errorf("%q must start with /", s)
 	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			i += 2
+		case c == '%':
+			return "", fmt.Errorf("%q is not a URL path such as /healthz: a %% must start two hexadecimal digits (RFC 3986 §2.1)", s)
+		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("/?-._~!$&'()*+,;=:@", c) >= 0:
+		default:
+			return "", fmt.Errorf("%q is not a URL path such as /healthz: %q must be percent-encoded (RFC 3986 §2.1)", s, s[i:i+1])
+		}
+	}
 	return s, nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // port parses a port number from min to 65535; empty is 0 when min is 1
@@ -182,16 +210,28 @@ func whole64(min int) func(string) (int64, error) {
 	}
 }
 
-// duration parses Go syntax ("30s", "2m") or a bare number of seconds.
+// maxSeconds is the largest number of whole seconds a time.Duration holds.
+const maxSeconds = math.MaxInt64 / int64(time.Second)
+
+// duration parses Go syntax ("30s", "2m") or a bare number of seconds,
+// which must fit a time.Duration (about 292 years).
 func duration(positive bool) func(string) (time.Duration, error) {
 	return func(s string) (time.Duration, error) {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			n, nerr := strconv.Atoi(s)
-			if nerr != nil {
+			// ParseInt's range error comes with the nearest int64: its
+			// sign says which end.
+			n, nerr := strconv.ParseInt(s, 10, 64)
+			switch {
+			case nerr != nil && !errors.Is(nerr, strconv.ErrRange):
 				return 0, fmt.Errorf("%q is not a duration such as 30s or 2m", s)
+			case n < 0:
+				d = -1 // refused below, however large
+			case nerr != nil || n > maxSeconds:
+				return 0, fmt.Errorf("%q is too large (at most %d seconds)", s, maxSeconds)
+			default:
+				d = time.Duration(n) * time.Second
 			}
-			d = time.Duration(n) * time.Second
 		}
 		switch {
 		case positive && d <= 0:
@@ -321,14 +361,18 @@ func hostPort(s string) (string, error) {
 	return s, nil
 }
 
-// list parses a comma-separated list, dropping blanks; item, when not nil,
-// checks (and may rewrite) each entry.
+// list parses a comma-separated list, dropping blanks; an entry with an
+// ASCII control character (a newline that should have been a comma) is
+// refused, and item, when not nil, checks (and may rewrite) each entry.
 func list(item func(string) (string, error)) func(string) ([]string, error) {
 	return func(s string) ([]string, error) {
 		var out []string
 		for _, f := range strings.Split(s, ",") {
 			if f = strings.TrimSpace(f); f == "" {
 				continue
+			}
+			if strings.ContainsFunc(f, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				return nil, fmt.Errorf("entry %q contains a control character (entries are separated by commas)", f)
 			}
 			if item != nil {
 				var err error
@@ -366,15 +410,63 @@ func lowerCase(s string) (string, error) {
 	return string(b), nil
 }
 
+// origin is one CORS_ALLOW_ORIGINS entry, "*" or an origin in the form a
+// browser sends it in the Origin header (RFC 6454 §6.2), which the gate
+// compares exactly: what has one meaning is rewritten so (a lower-case
+// scheme and host, no default port, no lone trailing "/"), and what
+// cannot match any Origin header is refused.
 func origin(s string) (string, error) {
 	if s == "*" {
 		return s, nil
 	}
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.Path != "" || u.RawQuery != "" || (u.Scheme != "http" && u.Scheme != "https") {
+	switch {
+	case err != nil || u.Host == "" || u.Opaque != "" || (u.Scheme != "http" && u.Scheme != "https"):
 		return "", fmt.Errorf("entry %q is not an origin such as https://claude.ai (or *)", s)
+	case u.User != nil:
+		return "", fmt.Errorf("entry %q must not contain user information (an origin is a scheme, a host and a port)", s)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
+		return "", fmt.Errorf("entry %q must not have a query or fragment (an origin is a scheme, a host and a port)", s)
+	case u.Path != "" && u.Path != "/":
+		return "", fmt.Errorf("entry %q must not have a path (an origin is a scheme, a host and a port)", s)
 	}
-	return s, nil
+	host, _ := lowerCase(u.Hostname())
+	if err := originHost(host); err != nil {
+		return "", fmt.Errorf("entry %q: %w", s, err)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+		host = "[" + ip.String() + "]" // as browsers write it: compressed, lower-case
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		switch {
+		case err != nil || n < 1 || n > 65535:
+			return "", fmt.Errorf("entry %q: the port is not a port number (1-65535)", s)
+		case n != map[string]int{"http": 80, "https": 443}[u.Scheme]: // a default port is left out
+			host += ":" + strconv.Itoa(n)
+		}
+	}
+	return u.Scheme + "://" + host, nil
+}
+
+// originHost checks an origin's host, lower-cased: an IP address or a name
+// of ASCII letters, digits, "-", "_" and ".", as a browser's Origin header
+// has it (a name in another script arrives in its xn-- form).
+func originHost(host string) error {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	for i := 0; i < len(host); i++ {
+		switch c := host[i]; {
+		case c == '*':
+			return errors.New("wildcards are not supported; list each origin")
+		case c >= 0x80:
+			return errors.New("the host is not ASCII; give its xn-- form, as browsers send it")
+		case !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.'):
+			return fmt.Errorf("the host has %q, which no browser's Origin header has", c)
+		}
+	}
+	return nil
 }
 
 // redirectURI is one REGISTER_REDIRECT_URIS entry: a loopback pattern or
@@ -400,10 +492,14 @@ func redirectSchemes(s string) ([]string, error) {
 	})(s)
 }
 
-// scope is one scope token (RFC 6749 §3.3).
+// scope is one scope-token, 1*NQCHAR (RFC 6749 §3.3): printable ASCII
+// without space, '"' or '\', so that it stands in a challenge's quoted
+// scope (RFC 6750 §3) as it is.
 func scope(s string) (string, error) {
-	if strings.ContainsAny(s, " \"\\") {
-		return "", fmt.Errorf("entry %q must not contain spaces, quotes or backslashes (RFC 6749 §3.3)", s)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return "", fmt.Errorf("entry %q is not a scope: printable ASCII without spaces, quotes or backslashes (RFC 6749 §3.3)", s)
+		}
 	}
 	return s, nil
 }

@@ -169,9 +169,19 @@ func (s *Supervisor) probe(ctx context.Context, port int) bool {
 	attemptTimeout := max(s.cfg.PollInterval, time.Second)
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
-	said := false
+	said, saidReq := false, false
 	for {
-		if s.probeOnce(ctx, client, addr, attemptTimeout) {
+		ok, err := s.probeOnce(ctx, client, addr, attemptTimeout)
+		if err != nil && !saidReq {
+			// Nothing the child does can fix it: say so once, rather
+			// than a "did not listen in time" that blames the child.
+			saidReq = true
+			s.log.Error("cannot probe the child's readiness; it is never ready", "port", port, "error", err)
+			s.mu.Lock()
+			s.blocked = "not ready: the readiness request cannot be made: " + err.Error()
+			s.mu.Unlock()
+		}
+		if ok {
 			if !foreignListener(port) {
 				return true
 			}
@@ -192,28 +202,31 @@ func (s *Supervisor) probe(ctx context.Context, port int) bool {
 	}
 }
 
-func (s *Supervisor) probeOnce(ctx context.Context, client *http.Client, addr string, timeout time.Duration) bool {
+// probeOnce reports whether the child answers once. Its error is not the
+// child's: a readiness request that cannot be made (a ReadyPath that is
+// not a URL path).
+func (s *Supervisor) probeOnce(ctx context.Context, client *http.Client, addr string, timeout time.Duration) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if s.cfg.ReadyPath == "" {
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
-			return false
+			return false, nil
 		}
 		conn.Close()
-		return true
+		return true, nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+s.cfg.ReadyPath, nil)
 	if err != nil {
-		return false
+		return false, fmt.Errorf("ready path %q: %w", s.cfg.ReadyPath, err)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	resp.Body.Close()
-	return true // any HTTP answer counts
+	return true, nil // any HTTP answer counts
 }
 
 // portTaken reports whether something answers on 127.0.0.1:port before the

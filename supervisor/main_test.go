@@ -34,7 +34,9 @@ import (
 //	pid1:  the gateway's supervisor with main's signal handling, exiting
 //	       with ExitCode() (run as PID 1 in a new PID namespace).
 //	       SVTEST_HIDE: first cover this directory with an empty tmpfs
-//	       (in a new mount namespace).
+//	       (in a new mount namespace). SVTEST_PROC: first mount a /proc of
+//	       its own PID namespace, as a container has (in a new mount
+//	       namespace).
 func TestMain(m *testing.M) {
 	switch os.Getenv("SVTEST_HELPER") {
 	case "serve":
@@ -104,6 +106,16 @@ func pid1Harness() int {
 		}
 		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, ""); err != nil {
 			log.Error("harness: hide "+dir, "error", err)
+			return 1
+		}
+	}
+	if os.Getenv("SVTEST_PROC") != "" {
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			log.Error("harness: make mounts private", "error", err)
+			return 1
+		}
+		if err := unix.Mount("proc", "/proc", "proc", 0, ""); err != nil {
+			log.Error("harness: mount /proc", "error", err)
 			return 1
 		}
 	}
@@ -274,7 +286,7 @@ func newSup(t *testing.T, cfg Config) *harness {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = time.Hour
 	}
-	if cfg.StopGrace == 0 {
+	if cfg.StopGrace == 0 && !cfg.NoStopGrace {
 		cfg.StopGrace = 5 * time.Second
 	}
 	if cfg.Env == nil {

@@ -147,22 +147,62 @@ func descendantSockets(self int) map[string]bool {
 	return sockets
 }
 
-// readPPID reads a process's parent from /proc/pid/stat, whose second field
-// (the command, in parentheses) may hold spaces and parentheses itself.
+// procIsOurs reports whether /proc shows this process's PID namespace. In
+// a new PID namespace without a /proc of its own (unshare --pid without
+// --mount-proc) it shows another namespace's pids, which mean other
+// processes here.
+func procIsOurs() bool {
+	link, err := os.Readlink(procRoot + "/self")
+	return err == nil && link == strconv.Itoa(os.Getpid())
+}
+
+// outsideGroup returns the pids of the processes whose parent is ppid and
+// whose process group is not pgid.
+func outsideGroup(ppid, pgid int) []int {
+	entries, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pp, pg, ok := readStat(pid); ok && pp == ppid && pg != pgid {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// readPPID reads a process's parent from /proc/pid/stat.
 func readPPID(pid int) (int, bool) {
+	ppid, _, ok := readStat(pid)
+	return ppid, ok
+}
+
+// readStat reads a process's parent and process group from /proc/pid/stat,
+// whose second field (the command, in parentheses) may hold spaces and
+// parentheses itself.
+func readStat(pid int) (ppid, pgrp int, ok bool) {
 	b, err := os.ReadFile(procRoot + "/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, false
+		return 0, 0, false
 	}
 	fields := strings.Fields(s[i+1:]) // state ppid pgrp ...
-	if len(fields) < 2 {
-		return 0, false
+	if len(fields) < 3 {
+		return 0, 0, false
 	}
-	ppid, err := strconv.Atoi(fields[1])
-	return ppid, err == nil
+	ppid, err = strconv.Atoi(fields[1])
+	if err != nil {
+		return 0, 0, false
+	}
+	pgrp, err = strconv.Atoi(fields[2])
+	return ppid, pgrp, err == nil
 }

@@ -189,6 +189,38 @@ func TestPID1ReapsOrphans(t *testing.T) {
 	}
 }
 
+// TestPID1StraysGetTerm: as PID 1 too (with a /proc of its namespace, as
+// in a container), a process that left the child's group with setsid gets
+// SIGTERM, and time to act on it, before the final sweep's SIGKILL. Where
+// /proc shows another PID namespace, its pids are not taken for ours: the
+// final sweep alone ends the stray.
+func TestPID1StraysGetTerm(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+		term bool // the stray got SIGTERM first
+	}{
+		{"a /proc of its own", []string{"SVTEST_PROC=1"}, true},
+		{"the parent namespace's /proc", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := startHarness(t, syscall.CLONE_NEWPID|syscall.CLONE_NEWNS, fmt.Sprintf(`setsid sh -c 'trap "echo term > %[1]s/term; exit 0" TERM; echo up > %[1]s/up; while :; do sleep 0.05; done' >/dev/null 2>&1 & while [ ! -f %[1]s/up ]; do sleep 0.01; done; echo up; exec sleep 100`, dir), tc.env...)
+			p.waitLog(t, `"@message":"up"`)
+			p.signal(t, syscall.SIGTERM)
+			if got := p.exitCode(t); got != 143 {
+				t.Errorf("exit code %d, want 143:\n%s", got, p.logs())
+			}
+			if b, _ := os.ReadFile(dir + "/term"); (string(b) == "term\n") != tc.term {
+				t.Errorf("the stray's TERM trap wrote %q, want it run: %v:\n%s", b, tc.term, p.logs())
+			}
+			if signalled := strings.Contains(p.logs(), "left outside its process group"); signalled != tc.term {
+				t.Errorf("strays signalled: %v, want %v:\n%s", signalled, tc.term, p.logs())
+			}
+		})
+	}
+}
+
 // TestPID1SecondTermWaitsForChild: a second SIGTERM while the child runs
 // its TERM trap does not end PID 1 before the child. The trap waits for a
 // file the test creates only once the harness has logged the second TERM.

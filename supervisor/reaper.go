@@ -75,6 +75,15 @@ func (r *reaper) startProcess(name string, argv []string, attr *os.ProcAttr) (in
 	return pid, ch, nil
 }
 
+// holding runs f while no child can be reaped: a pid f finds among this
+// process's children stays that child's, a zombie at worst, until f
+// returns.
+func (r *reaper) holding(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f()
+}
+
 // reapNow collects every exited child without blocking, hands registered
 // pids' statuses to their waiters and drops the rest (orphans). It reports
 // whether we have no children left at all.

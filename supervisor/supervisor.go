@@ -34,6 +34,10 @@
 // As PID 1 orphans are reparented to us by the kernel. Elsewhere Run makes the
 // gateway a child subreaper (PR_SET_CHILD_SUBREAPER) so orphans of the child's
 // tree come to us and are reaped the same way; if that fails it logs a warning.
+// Orphans that left the child's process group (descendants that called
+// setsid), which signals to the group miss, are ended with the child, SIGTERM
+// then SIGKILL after StopGrace, before a restart and at shutdown: in /proc they
+// are the gateway's children outside the child's group (endStrays).
 //
 // While Run runs, nothing else in the process may wait for child processes
 // (os/exec's Wait would fail with "no child processes").
@@ -108,8 +112,13 @@ type Config struct {
 	// RestartWindow is the window MaxRestarts counts in. 0: 10m.
 	RestartWindow time.Duration
 	// StopGrace is the time between SIGTERM and SIGKILL to the child's
-	// process group, on shutdown and after a failed start. 0: 10s.
+	// process group, on shutdown and after a failed start. 0: 10s, unless
+	// NoStopGrace.
 	StopGrace time.Duration
+	// NoStopGrace gives the child no time at all to stop: SIGKILL follows
+	// SIGTERM at once, to the leader and to what is left of its group.
+	// StopGrace must then be 0.
+	NoStopGrace bool
 	// Logger receives the supervisor's own messages. nil: a null logger.
 	Logger hclog.Logger
 	// ChildLogger receives the child's output, one entry per line at info
@@ -151,6 +160,11 @@ func States() []string {
 // reach EOF after its process group is gone (an escaped descendant may hold
 // them open), as exec.Cmd.WaitDelay does.
 const outputBound = 2 * time.Second
+
+// killBound is how long processes sent SIGKILL may take to be gone before
+// the supervisor says so and goes on: SIGKILL cannot be caught, only a
+// process in uninterruptible sleep outlasts it for long.
+const killBound = 5 * time.Second
 
 // Supervisor runs one child at a time. Build it with New and run it with Run,
 // once.
@@ -195,6 +209,8 @@ func New(cfg Config) (*Supervisor, error) {
 		return nil, fmt.Errorf("new supervisor: ready path %q must start with /", cfg.ReadyPath)
 	case cfg.MaxRestarts < 0:
 		return nil, fmt.Errorf("new supervisor: max restarts %d is negative", cfg.MaxRestarts)
+	case cfg.NoStopGrace && cfg.StopGrace != 0:
+		return nil, fmt.Errorf("new supervisor: stop grace %s with NoStopGrace", cfg.StopGrace)
 	}
 	for _, d := range []time.Duration{cfg.ReadyTimeout, cfg.PollInterval, cfg.WaitLogInterval, cfg.InitialBackoff, cfg.MaxBackoff, cfg.ResetAfter, cfg.RestartWindow, cfg.StopGrace} {
 		if d < 0 {
@@ -213,7 +229,9 @@ func New(cfg Config) (*Supervisor, error) {
 	def(&cfg.MaxBackoff, 30*time.Second)
 	def(&cfg.ResetAfter, 60*time.Second)
 	def(&cfg.RestartWindow, 10*time.Minute)
-	def(&cfg.StopGrace, 10*time.Second)
+	if !cfg.NoStopGrace {
+		def(&cfg.StopGrace, 10*time.Second)
+	}
 	if cfg.InitialBackoff > cfg.MaxBackoff {
 		return nil, fmt.Errorf("new supervisor: initial backoff %s exceeds max backoff %s", cfg.InitialBackoff, cfg.MaxBackoff)
 	}
@@ -481,10 +499,11 @@ func (s *Supervisor) runOnce(ctx context.Context) attempt {
 	} else if ctx.Err() != nil {
 		s.setState(StateStopping)
 	}
+	var end stopping
 	if !a.exited {
-		a.ws = s.stopGroup(c)
+		a.ws, end = s.stopGroup(c)
 	}
-	s.finish(c, a.ws, a.exited)
+	s.finish(c, a.ws, a.exited, end)
 	a.tail = c.tail.snapshot()
 	if a.ready {
 		a.readyFor = s.now().Sub(readySince)
@@ -558,38 +577,63 @@ func (s *Supervisor) portHint() string {
 	}
 }
 
-// stopGroup sends SIGTERM to the child's group, SIGKILL after StopGrace, and
-// returns the leader's status once it has it.
-func (s *Supervisor) stopGroup(c *child) syscall.WaitStatus {
+// stopping is one child's end under way: when its grace ends, and which
+// strays (processes its tree left outside its process group, endStrays)
+// were sent which signal.
+type stopping struct {
+	deadline time.Time
+	sent     map[int]syscall.Signal
+}
+
+// stopGroup sends SIGTERM to the child's group and to the strays of its
+// tree, SIGKILL to the group after StopGrace (at once with NoStopGrace),
+// and returns the leader's status once it has it, with the end under way
+// for finish to complete.
+func (s *Supervisor) stopGroup(c *child) (syscall.WaitStatus, stopping) {
+	end := stopping{deadline: time.Now().Add(s.cfg.StopGrace), sent: map[int]syscall.Signal{}}
 	s.killGroup(c, syscall.SIGTERM)
+	s.signalStrays(c.pid, syscall.SIGTERM, end.sent)
+	if s.cfg.NoStopGrace {
+		s.log.Info("no stop grace; killing the child", "pid", c.pid)
+		s.killGroup(c, syscall.SIGKILL)
+		return <-c.status, end
+	}
 	t := time.NewTimer(s.cfg.StopGrace)
 	defer t.Stop()
 	select {
 	case ws := <-c.status:
-		return ws
+		return ws, end
 	case <-t.C:
 	}
 	s.log.Warn("child did not stop in time; killing it", "pid", c.pid, "duration", s.cfg.StopGrace.String())
 	s.killGroup(c, syscall.SIGKILL)
-	return <-c.status
+	return <-c.status, end
 }
 
-// finish records how the leader ended, makes sure the rest of its group is
-// gone and its output read, and logs its exit.
-func (s *Supervisor) finish(c *child, ws syscall.WaitStatus, unexpected bool) {
+// finish records how the leader ended, makes sure the rest of its group and
+// the strays of its tree are gone (within the grace of end, or from now
+// when the leader exited by itself) and its output read, and logs its
+// exit.
+func (s *Supervisor) finish(c *child, ws syscall.WaitStatus, unexpected bool, end stopping) {
 	code, desc := describe(ws)
 	s.recordExit(code, desc)
 	s.mu.Lock()
 	s.pid = 0
 	s.mu.Unlock()
+	if end.sent == nil {
+		end = stopping{deadline: time.Now().Add(s.cfg.StopGrace), sent: map[int]syscall.Signal{}}
+	}
 	// The leader is gone; what is left of its group (an npx tree's node, a
 	// background job) must go too before a restart can take the port.
 	if s.groupAlive(c.pid) {
 		s.killGroup(c, syscall.SIGTERM)
-		if !s.waitGroupGone(c.pid, s.cfg.StopGrace) {
-			s.log.Warn("child's process group did not stop in time; killing it", "pid", c.pid)
+		s.signalStrays(c.pid, syscall.SIGTERM, end.sent)
+		if !s.waitGroupGone(c.pid, time.Until(end.deadline)) { // at once with NoStopGrace
+			if !s.cfg.NoStopGrace {
+				s.log.Warn("child's process group did not stop in time; killing it", "pid", c.pid)
+			}
 			s.killGroup(c, syscall.SIGKILL)
-			if !s.waitGroupGone(c.pid, s.cfg.StopGrace) {
+			if !s.waitGroupGone(c.pid, killBound) {
 				s.log.Error("child's process group is still there after SIGKILL", "pid", c.pid)
 			}
 		}
@@ -597,6 +641,7 @@ func (s *Supervisor) finish(c *child, ws syscall.WaitStatus, unexpected bool) {
 	s.mu.Lock()
 	s.pgid = 0
 	s.mu.Unlock()
+	s.endStrays(c.pid, end)
 	c.waitOutput(outputBound)
 	if unexpected {
 		s.log.Error("child exited", "pid", c.pid, "status", desc)
@@ -640,8 +685,64 @@ func (s *Supervisor) waitGroupGone(pgid int, d time.Duration) bool {
 	return true
 }
 
-// sweep is PID 1's last act: kill whatever is left in the namespace (a
-// descendant that left the group with setsid) and reap it.
+// Strays are the processes a child's tree left outside its process group
+// (a descendant that left it with setsid, a daemon that detached): signals
+// to the group miss them, and once their parent exits the kernel gives
+// them to the gateway, as PID 1 or as child subreaper. They are ended with
+// the child, lest they pile up with each restart and outlive the gateway:
+// every process whose parent is the gateway, other than the child and the
+// members of its group, is one. Their own children come to the gateway in
+// turn as they die, and are ended the same way.
+
+// signalStrays sends sig to each stray of the child whose process group is
+// pgid that sent does not say was sent it (or SIGKILL) already, and notes
+// it there. It reports whether any stray is left. It finds none when the
+// gateway has no child process left (the usual case, without a look at
+// /proc), or when /proc shows another PID namespace than the gateway's.
+func (s *Supervisor) signalStrays(pgid int, sig syscall.Signal, sent map[int]syscall.Signal) (left bool) {
+	if s.reap.reapNow() || !procIsOurs() {
+		return false
+	}
+	// No child is reaped meanwhile, so a pid found here is still that
+	// child's (a zombie at worst) when it is signalled, never a reused one.
+	s.reap.holding(func() {
+		for _, pid := range outsideGroup(os.Getpid(), pgid) {
+			left = true
+			if pid == pgid || sent[pid] == sig || sent[pid] == syscall.SIGKILL {
+				continue
+			}
+			sent[pid] = sig
+			if sig == syscall.SIGTERM {
+				s.log.Warn("ending a process the child left outside its process group", "pid", pid)
+			}
+			if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+				s.log.Warn("signal a process the child left outside its process group", "pid", pid, "error", err)
+			}
+		}
+	})
+	return left
+}
+
+// endStrays ends the strays of the child whose group was pgid, its group
+// gone: SIGTERM, SIGKILL at end.deadline, until none is left.
+func (s *Supervisor) endStrays(pgid int, end stopping) {
+	sig := syscall.SIGTERM
+	for s.signalStrays(pgid, sig, end.sent) {
+		now := time.Now()
+		switch {
+		case now.After(end.deadline.Add(killBound)):
+			s.log.Error("processes the child left outside its process group are still there after SIGKILL")
+			return
+		case now.After(end.deadline) && sig != syscall.SIGKILL:
+			sig = syscall.SIGKILL
+			continue // at once
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sweep is PID 1's last act: kill whatever is left in the namespace (what
+// endStrays could not find, /proc being another namespace's) and reap it.
 func (s *Supervisor) sweep() {
 	if err := syscall.Kill(-1, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		s.log.Warn("final sweep", "error", err)

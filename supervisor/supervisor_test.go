@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -33,6 +34,7 @@ func TestNewValidates(t *testing.T) {
 		{"relative ready path", Config{Command: "true", ReadyPath: "healthz"}},
 		{"initial above max", Config{Command: "true", InitialBackoff: time.Minute, MaxBackoff: time.Second}},
 		{"negative grace", Config{Command: "true", StopGrace: -1}},
+		{"a grace and none", Config{Command: "true", StopGrace: time.Second, NoStopGrace: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := New(tc.cfg); err == nil {
@@ -297,6 +299,42 @@ func TestIgnoringTermIsKilledAfterGrace(t *testing.T) {
 	if alive(pid) {
 		t.Errorf("child %d survived", pid)
 	}
+}
+
+// TestNoStopGrace: with no grace the child's TERM trap never gets to run
+// its course, on shutdown nor in what is left of the group of a child that
+// exited: SIGKILL follows SIGTERM at once. The traps would write their
+// file after a second.
+func TestNoStopGrace(t *testing.T) {
+	const trap = `trap 'sleep 1; echo late > %s; exit 0' TERM; echo $$ > %s; while :; do sleep 0.05; done`
+	t.Run("shutdown", func(t *testing.T) {
+		dir := t.TempDir()
+		h := startSup(t, Config{Command: fmt.Sprintf(trap, dir+"/late", dir+"/pid"), ReadyTimeout: time.Hour, NoStopGrace: true})
+		readPID(t, dir+"/pid")
+		if err := h.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.s.ExitCode(); got != 137 {
+			t.Errorf("ExitCode = %d, want 137 (SIGKILL)", got)
+		}
+		if _, err := os.Stat(dir + "/late"); err == nil {
+			t.Error("the child's TERM trap ran to its end")
+		}
+	})
+	t.Run("the rest of the group", func(t *testing.T) {
+		dir := t.TempDir()
+		h := startSup(t, Config{Command: fmt.Sprintf("sh -c \"%s\" & sleep 0.2; exit 3", fmt.Sprintf(trap, dir+"/late", dir+"/pid")), NoStopGrace: true})
+		h.nextDelay(t) // the group is gone before a restart is scheduled
+		if _, err := os.Stat(dir + "/late"); err == nil {
+			t.Error("the background job's TERM trap ran to its end")
+		}
+		if bg := readPID(t, dir+"/pid"); alive(bg) {
+			t.Errorf("background job %d is still there", bg)
+		}
+		if strings.Contains(h.logs(), "did not stop in time") {
+			t.Errorf("warned of a grace there is none of:\n%s", h.logs())
+		}
+	})
 }
 
 func TestBackgroundJobDoesNotSurviveLeader(t *testing.T) {
@@ -666,6 +704,27 @@ func TestReadyPathAnyHTTPAnswer(t *testing.T) {
 	waitFor(t, "ready", func() bool { _, ok := h.s.Endpoint(); return ok })
 }
 
+// TestReadyPathThatCannotBeRequested: a ready path the probe cannot make a
+// request of is said once, and in the status, not taken for a child that
+// does not listen.
+func TestReadyPathThatCannotBeRequested(t *testing.T) {
+	h := startSup(t, Config{
+		Args:            []string{testBin(t)},
+		Env:             []string{"SVTEST_HELPER=serve"},
+		ReadyPath:       "/%zz",
+		WaitLogInterval: 50 * time.Millisecond,
+	})
+	const msg = "cannot probe the child's readiness; it is never ready"
+	waitFor(t, "the probe's error", func() bool { return strings.Contains(h.logs(), msg) })
+	if st := h.s.Status(); !strings.Contains(st.Blocked, `invalid URL escape "%zz"`) {
+		t.Errorf("Blocked = %q, want the request's error", st.Blocked)
+	}
+	waitFor(t, "more probes", func() bool { return len(h.log.find(t, "waiting for the child to listen")) >= 3 })
+	if n := len(h.log.find(t, msg)); n != 1 {
+		t.Errorf("said %d times, want once:\n%s", n, h.logs())
+	}
+}
+
 func TestCancelDuringStartup(t *testing.T) {
 	h := startSup(t, Config{Command: "exec sleep 100", ReadyTimeout: time.Hour})
 	waitFor(t, "child started", func() bool { return h.s.Status().PID != 0 })
@@ -910,6 +969,96 @@ func TestSubreaperReapsOrphan(t *testing.T) {
 	if _, ok := h.s.Endpoint(); !ok && h.s.Status().Restarts != 0 {
 		t.Errorf("the orphan's exit disturbed the child: %+v", h.s.Status())
 	}
+}
+
+// readPIDs reads the pids a fixture appended to path, one a line, and has
+// the test's cleanup kill what is left of them (a process whose command
+// line names path's directory).
+func readPIDs(t *testing.T, path string, n int) []int {
+	t.Helper()
+	var pids []int
+	waitFor(t, fmt.Sprintf("%d pids in %s", n, path), func() bool {
+		b, _ := os.ReadFile(path)
+		pids = pids[:0]
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+				pids = append(pids, pid)
+			}
+		}
+		return len(pids) >= n
+	})
+	for _, pid := range pids {
+		t.Cleanup(func() {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && bytes.Contains(b, []byte(filepath.Dir(path))) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		})
+	}
+	return pids
+}
+
+// TestStraysEnded: a descendant that left the child's process group with
+// setsid is the gateway's once its parent exits (a subreaper's, as PID 1's).
+// It gets SIGTERM, and SIGKILL after the grace, once the group is gone:
+// before a restart, so such processes do not pile up, and at shutdown, so
+// they do not outlive the gateway.
+func TestStraysEnded(t *testing.T) {
+	if os.Getpid() == 1 {
+		t.Skip("running as PID 1")
+	}
+	// The stray notes its SIGTERM in a file; its own TERM-ignoring child
+	// (also in the stray's new session) needs SIGKILL.
+	const stray = `setsid sh -c 'trap "echo term >> %[1]s/term; exit 0" TERM; echo $$ >> %[1]s/strays; sh -c "trap \"\" TERM; echo \$\$ >> %[1]s/strays; while :; do sleep 0.05; done" & while :; do sleep 0.05; done' >/dev/null 2>&1 &`
+	t.Run("before a restart", func(t *testing.T) {
+		dir := t.TempDir()
+		h := startSup(t, Config{Command: fmt.Sprintf(`: > %[1]s/strays; `+stray+` while [ $(wc -l < %[1]s/strays) -lt 2 ]; do sleep 0.01; done; exit 3`, dir), StopGrace: 200 * time.Millisecond})
+		h.nextDelay(t) // after the first child, before its restart
+		for _, pid := range readPIDs(t, dir+"/strays", 2) {
+			if alive(pid) {
+				st, ppid, _ := procStat(pid)
+				t.Errorf("stray %d (state %c, parent %d) is still there when the restart is scheduled:\n%s", pid, st, ppid, h.logs())
+			}
+		}
+		if b, _ := os.ReadFile(dir + "/term"); string(b) != "term\n" {
+			t.Errorf("the stray's TERM trap wrote %q, want it to have run once", b)
+		}
+	})
+	t.Run("at shutdown", func(t *testing.T) {
+		dir := t.TempDir()
+		h := startSup(t, Config{Command: fmt.Sprintf(stray+` exec sleep 100`, dir), ReadyTimeout: time.Hour, StopGrace: 200 * time.Millisecond})
+		pids := readPIDs(t, dir+"/strays", 2)
+		if err := h.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		for _, pid := range pids {
+			if alive(pid) {
+				t.Errorf("stray %d outlived Run:\n%s", pid, h.logs())
+			}
+		}
+		if b, _ := os.ReadFile(dir + "/term"); string(b) != "term\n" {
+			t.Errorf("the stray's TERM trap wrote %q, want it to have run once", b)
+		}
+	})
+	// A stray already the gateway's (its parent, a subshell, exited) gets
+	// SIGTERM with the child's group, within the same grace: the child's
+	// TERM trap, before it exits, finds the stray's note.
+	t.Run("at shutdown, with the child", func(t *testing.T) {
+		dir := t.TempDir()
+		h := startSup(t, Config{
+			Command:      fmt.Sprintf(`(`+stray+`); trap 'while [ ! -f %[1]s/term ]; do sleep 0.01; done; echo yes > %[1]s/together; exit 0' TERM; while :; do sleep 0.05; done`, dir),
+			ReadyTimeout: time.Hour, StopGrace: 2 * time.Second,
+		})
+		readPIDs(t, dir+"/strays", 2)
+		if err := h.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(dir + "/together"); string(b) != "yes\n" {
+			t.Errorf("the child's trap wrote %q: the stray was not sent SIGTERM with the child's group:\n%s", b, h.logs())
+		}
+		if got := h.s.ExitCode(); got != 0 {
+			t.Errorf("ExitCode = %d, want 0 (the child's trap)", got)
+		}
+	})
 }
 
 // TestNoLostStatus runs 500 short-lived children, each leaving orphans for
