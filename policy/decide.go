@@ -118,26 +118,96 @@ func (p *Policy) Decide(s *Subject, kind Kind, name string) Decision {
 	return Decision{Kind: kind, Name: name}
 }
 
-// plainURI reports whether a URI reads the same resolved or not: no dot
-// segment (RFC 3986 §5.2.4), raw or percent-encoded, no encoded slash or
-// backslash, no backslash (which some servers take for a slash).
+// plainURI reports whether uri has one spelling: what a server does to a
+// URI on its way to a resource leaves it as it is, so a rule written for
+// the resource is the rule that matches it. Servers resolve and normalise:
+// dot segments (RFC 3986 §5.2.4); the WHATWG URL parser, by which the
+// TypeScript SDK looks resources up, strips tabs and line breaks anywhere
+// and white space at the ends, lower-cases the scheme (and a special
+// scheme's host), drops a default port, percent-encodes other bytes, and
+// empties file's "localhost"; Python's SDK does the same; Node's
+// fileURLToPath decodes every escape and ignores a query. So a URI is
+// plain when it has none of: white space, control or non-ASCII bytes; a
+// backslash; a fragment; an upper-case scheme; an escape of an unreserved
+// character, a slash or a backslash; a dot segment or an empty segment in
+// its path; for http(s), ws(s) and ftp, an upper-case host or an empty or
+// default port; for file, an authority or a query.
 func plainURI(uri string) bool {
-	if strings.IndexByte(uri, '\\') >= 0 {
-		return false
+	for i := 0; i < len(uri); i++ {
+		switch c := uri[i]; {
+		case c <= ' ' || c >= 0x7f || c == '\\' || c == '#':
+			return false
+		case c == '%' && i+2 < len(uri) && isHex(uri[i+1]) && isHex(uri[i+2]):
+			if d := unhex(uri[i+1])<<4 | unhex(uri[i+2]); unreserved(d) || d == '/' || d == '\\' {
+				return false
+			}
+		}
 	}
-	if strings.IndexByte(uri, '%') >= 0 {
-		lower := strings.ToLower(uri)
-		if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
+	scheme, rest, ok := strings.Cut(uri, ":")
+	if !ok {
+		return true // no scheme: not a URI any parser resolves
+	}
+	for i := 0; i < len(scheme); i++ {
+		if 'A' <= scheme[i] && scheme[i] <= 'Z' {
 			return false
 		}
-		uri = strings.ReplaceAll(lower, "%2e", ".")
 	}
-	for seg := range strings.SplitSeq(uri, "/") {
+	path, query, _ := strings.Cut(rest, "?")
+	if scheme == "file" && query != "" {
+		return false
+	}
+	if authority, ok := strings.CutPrefix(path, "//"); ok {
+		authority, path, _ = strings.Cut(authority, "/")
+		path = "/" + path
+		if !plainAuthority(scheme, authority) {
+			return false
+		}
+	}
+	if strings.Contains(path, "//") {
+		return false
+	}
+	for seg := range strings.SplitSeq(path, "/") {
 		if seg == "." || seg == ".." {
 			return false
 		}
 	}
 	return true
+}
+
+// plainAuthority applies plainURI's rules to the authority of a URI of
+// scheme: file has none; a special scheme's host is lower-case, its port
+// given and not the default.
+func plainAuthority(scheme, authority string) bool {
+	defaultPort := map[string]string{"http": "80", "https": "443", "ws": "80", "wss": "443", "ftp": "21"}
+	switch port, special := defaultPort[scheme]; {
+	case scheme == "file":
+		return authority == ""
+	case special:
+		if strings.ToLower(authority) != authority {
+			return false
+		}
+		if i := strings.LastIndexByte(authority, ':'); i >= 0 && !strings.HasSuffix(authority, "]") {
+			if p := authority[i+1:]; p == "" || p == port {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+// unreserved is RFC 3986 §2.3's set, whose escapes mean the character.
+func unreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 func decideSets(sets []set, s *Subject) (Outcome, []string) {
