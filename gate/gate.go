@@ -59,6 +59,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/mcp"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
@@ -845,6 +846,13 @@ func (g *gate) pass(w *recorder, r *http.Request, id *provider.Identity, target 
 		if !g.readMCP(w, r, id, &c) {
 			return
 		}
+	}
+
+	if g.policy != nil && r.Method == http.MethodGet && r.Header.Get("Last-Event-Id") != "" {
+		// A resumed stream replays what the server sent on the stream it
+		// resumes, the answer to a listing included, which no body here
+		// asked for: every listing in it is filtered.
+		c.lists = mcp.ListTools | mcp.ListResources | mcp.ListPrompts
 	}
 
 	w.class = ClassProxied

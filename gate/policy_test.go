@@ -496,6 +496,44 @@ func TestListingEventStreamStreams(t *testing.T) {
 	}
 }
 
+// TestResumedStreamListings: a GET that resumes a stream (Last-Event-ID)
+// gets back what the server sent on it, the answers to listings included,
+// and no request body says so: with a policy every listing in it is
+// filtered, as in the answer to the listing itself; other events pass as
+// they came. Without the filter a client read a denied tool back this way.
+func TestResumedStreamListings(t *testing.T) {
+	env := newIssuer(t)
+	p, err := policy.Parse(testPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const replay = "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"delete_all\"},{\"name\":\"echo\"}]}}\n\n" +
+		"id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"resources\":[{\"uri\":\"file:///secrets/key\"},{\"uri\":\"file:///readme\"}]}}\n\n" +
+		"id: 3\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"prompts\":[{\"name\":\"internal_x\"},{\"name\":\"greet\"}]}}\n\n" +
+		"id: 4\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n"
+	const want = "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"echo\"}]}}\n\n" +
+		"id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"resources\":[{\"uri\":\"file:///readme\"}]}}\n\n" +
+		"id: 3\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"prompts\":[{\"name\":\"greet\"}]}}\n\n" +
+		"id: 4\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n"
+	s := newSetup(t, env, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, replay)
+	}, func(c *Config) { c.Policy = p })
+	req, _ := http.NewRequest(http.MethodGet, s.front.URL+"/", nil)
+	req.Header = bearerHeader(env.token(t, "alice", nil))
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Last-Event-ID", "0")
+	resp, err := s.front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != want {
+		t.Errorf("resumed stream: status %d\ngot  %q\nwant %q", resp.StatusCode, body, want)
+	}
+}
+
 // TestListingOverTheCap: a listing larger than the cap is refused, never
 // passed unfiltered: a JSON answer with 502, an event stream cut at the
 // event; both logged naming the cap.
