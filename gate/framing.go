@@ -12,6 +12,10 @@ import (
 // The gateway never switches: a request asking to is refused on every
 // route, and an upstream that switches anyway gets 502.
 
+// errSeveralContentTypes is ModifyResponse's answer to an upstream
+// answer with more than one Content-Type field (502).
+var errSeveralContentTypes = errors.New("upstream answer: several Content-Type fields")
+
 // errUpstreamSwitched is ModifyResponse's answer to an upstream's 101
 // Switching Protocols: the gateway never asked for one.
 var errUpstreamSwitched = errors.New("proxy: upstream switched protocols unasked")

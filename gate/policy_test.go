@@ -534,6 +534,33 @@ func TestResumedStreamListings(t *testing.T) {
 	}
 }
 
+// TestSeveralContentTypes: an answer with two Content-Type fields is read
+// one way by the listing filter (the first) and may be read the other way
+// by a client (the last): it is refused with 502 over both clients, the
+// gate's own and httputil.ReverseProxy's, never passed on unfiltered.
+func TestSeveralContentTypes(t *testing.T) {
+	env := newIssuer(t)
+	p, err := policy.Parse(testPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, own := range []bool{true, false} {
+		s := newSetup(t, env, func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Content-Type"] = []string{"text/plain", "text/event-stream"}
+			_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"delete_all\"}]}}\n\n")
+		}, func(c *Config) {
+			c.Policy = p
+			if !own {
+				c.Transport = &http.Transport{}
+			}
+		})
+		resp, body := mcpPost(t, s, env.token(t, "alice", nil), `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, nil)
+		if resp.StatusCode != http.StatusBadGateway || strings.Contains(body, "delete_all") {
+			t.Errorf("the gate's own client: %v: status %d, body %q; want 502 without the listing", own, resp.StatusCode, body)
+		}
+	}
+}
+
 // TestListingOverTheCap: a listing larger than the cap is refused, never
 // passed unfiltered: a JSON answer with 502, an event stream cut at the
 // event; both logged naming the cap.

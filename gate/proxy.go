@@ -120,6 +120,9 @@ func (g *gate) modifyResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return errUpstreamSwitched
 	}
+	if len(resp.Header["Content-Type"]) > 1 {
+		return errSeveralContentTypes // as the gate's own client (upstreamparse.go)
+	}
 	for k := range resp.Header {
 		if strings.HasPrefix(k, "Access-Control-") {
 			delete(resp.Header, k)

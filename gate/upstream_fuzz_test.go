@@ -147,6 +147,7 @@ func TestParseRefusesAmbiguity(t *testing.T) {
 		{"obsolete line folding", "HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n"},
 		{"space before the colon", "HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n"},
 		{"two Content-Length", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"},
+		{"two Content-Type", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Type: text/event-stream\r\nContent-Length: 0\r\n\r\n"},
 		{"a list in Content-Length", "HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\nx"},
 		{"a signed Content-Length", "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx"},
 		{"Transfer-Encoding and Content-Length", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"},

@@ -119,7 +119,7 @@ func parseHead(head string, isHead bool, h *responseHead) error {
 	if err := parseStatusLine(line, h); err != nil {
 		return err
 	}
-	var te, cl int // fields seen
+	var te, cl, ct int // fields seen
 	for {
 		line, rest, _ = strings.Cut(rest, "\r\n")
 		if line == "" {
@@ -131,6 +131,12 @@ func parseHead(head string, isHead bool, h *responseHead) error {
 		}
 		name = textproto.CanonicalMIMEHeaderKey(name)
 		switch name {
+		case "Content-Type":
+			// Two types are two readings: the gate filters a listing by
+			// the first, a client may take the last.
+			if ct++; ct > 1 {
+				return malformed("several Content-Type fields")
+			}
 		case "Content-Length":
 			cl++
 			if cl > 1 {
