@@ -12,6 +12,8 @@ package main
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -375,6 +377,14 @@ func build(cfg *Config, lg logs, withMetrics bool) (*parts, error) {
 			logger.Warn("broker mode: " + fb.why)
 		} else {
 			logger.Info("broker mode: "+fb.why, "issuer", b.Issuer())
+		}
+	}
+	if cfg.BrokerMode() && cfg.Broker.Secret != nil {
+		// Replicas with one secret seal MCP session IDs alike (gate/session.go).
+		if gc.SessionKey, err = hkdf.Key(sha256.New, cfg.Broker.Secret, []byte("mcp-oauth-proxy gate"), "mcp session ids", 32); err != nil {
+			endStreams()
+			st.close()
+			return nil, err
 		}
 	}
 	gc.Public = publicRoutes(wk, ready, b)

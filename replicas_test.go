@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,5 +208,62 @@ func TestStateRevocationsReachTheAdmission(t *testing.T) {
 				t.Errorf("a new limiter of 1 a minute: second request admitted")
 			}
 		})
+	}
+}
+
+// TestReplicasShareSessions: the gateway seals each MCP session ID to the
+// subject it was given to (gate/session.go). Broker-mode replicas with one
+// BROKER_SECRET seal alike, so a session begun at one is good at the other
+// when the MCP server behind them shares its sessions; a replica with
+// another secret answers 404, as for a session it does not know.
+func TestReplicasShareSessions(t *testing.T) {
+	is := testkit.StartIssuer(t, nil)
+	var got atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id := r.Header.Get("Mcp-Session-Id"); id != "" {
+			got.Store(id)
+		} else {
+			w.Header().Set("Mcp-Session-Id", "shared-1")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, "{}")
+	}))
+	t.Cleanup(up.Close)
+	start := func(secret string) string {
+		env := gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": up.URL, "AUTH_SERVER_MODE": "broker",
+			"OIDC_CLIENT_ID": gwClientID, "OIDC_CLIENT_SECRET": gwClientSecret, "BROKER_SECRET": secret})
+		base := "http://" + startRun(t, nil, env).addr(t)
+		waitReady(t, base)
+		return base
+	}
+	a, b, other := start(brokerTestSecret), start(brokerTestSecret), start(brokerTestSecret+" but another")
+	tok, err := is.AccessToken("alice", gwAudience, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(base, session string) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		if session != "" {
+			req.Header.Set("Mcp-Session-Id", session)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	sealed := post(a, "").Header.Get("Mcp-Session-Id")
+	if !strings.HasPrefix(sealed, "shared-1.") {
+		t.Fatalf("the session ID from replica a: %q, want the server's sealed", sealed)
+	}
+	if resp := post(b, sealed); resp.StatusCode != 200 || got.Load() != "shared-1" {
+		t.Errorf("replica b, same secret: status %d, the server got %v; want 200 and shared-1", resp.StatusCode, got.Load())
+	}
+	if resp := post(other, sealed); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("a replica with another secret: status %d, want 404", resp.StatusCode)
 	}
 }

@@ -61,6 +61,7 @@ func (x *exchange) detach() bool {
 	if !ok {
 		return false
 	}
+	x.w.sealSessions() // as WriteHeader would have
 	head := appendResponseHead(make([]byte, 0, 512), c.head.status, x.w.Header(), time.Now())
 	cc, brw, err := hj.Hijack()
 	if err != nil {

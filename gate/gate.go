@@ -169,6 +169,7 @@ const (
 	RejectBadBody           = "bad_body"           // with a policy, a body that cannot be read strictly (400)
 	RejectHeaderMismatch    = "header_mismatch"    // Mcp-Method or Mcp-Name disagrees with the body (400, JSON-RPC -32020)
 	RejectPolicyDenied      = "policy_denied"      // the policy denies a call of the body (403, JSON-RPC error)
+	RejectSession           = "session"            // an Mcp-Session-Id not given to this subject (404), or several (400)
 )
 
 // RejectReasons lists every Outcome.Reason, in the order of the gate's
@@ -177,7 +178,7 @@ func RejectReasons() []string {
 	return []string{RejectOrigin, RejectPath, RejectNoToken, RejectBadRequest, RejectIPLimited,
 		RejectInvalid, RejectExpired, RejectAudience, RejectProviderNotReady, RejectForbidden,
 		RejectInsufficientScope, RejectRateLimited, RejectTooLarge, RejectUpstreamNotReady,
-		RejectBadBody, RejectHeaderMismatch, RejectPolicyDenied}
+		RejectBadBody, RejectHeaderMismatch, RejectPolicyDenied, RejectSession}
 }
 
 // Route is a public, unauthenticated route: it matches an exact method and
@@ -299,6 +300,11 @@ type Config struct {
 	// MaxBodyBytes bounds a proxied request body; larger is 413.
 	// Zero: DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+
+	// SessionKey seals the MCP session IDs clients see to their subjects
+	// (session.go): 32 bytes, the same in replicas that share sessions.
+	// Nil: a random key of this process.
+	SessionKey []byte
 
 	// BodyTimeout bounds the time a request's body may take to arrive
 	// until the gate admits the request to the proxy: a public route's
@@ -425,6 +431,7 @@ type gate struct {
 	ipLimits  FailureLimiter // nil: no failed-auth limit
 
 	chal     challenges
+	sessions *sessions              // binds MCP session IDs to subjects (session.go)
 	proxy    *httputil.ReverseProxy // for a Transport, or an https upstream
 	conns    *upstreamPool          // the gate's own client; nil with a Transport
 	shutdown context.Context        // nil: streams are not ended early
@@ -478,6 +485,9 @@ func checkConfig(cfg *Config) error {
 	if up := strings.TrimRight(cfg.UpstreamPath, "/"); up != "" && !strings.HasPrefix(up, "/") {
 		return fmt.Errorf("new gate: upstream path %q does not start with /", cfg.UpstreamPath)
 	}
+	if n := len(cfg.SessionKey); n != 0 && n != 32 {
+		return fmt.Errorf("new gate: session key of %d bytes, want 32", n)
+	}
 	return nil
 }
 
@@ -523,6 +533,7 @@ func newGate(cfg *Config) *gate {
 	if g.maxBodyBytes <= 0 {
 		g.maxBodyBytes = DefaultMaxBodyBytes
 	}
+	g.sessions = newSessions(cfg.SessionKey)
 	g.chal = newChallenges(cfg.ResourceMetadataURL, withoutOfflineAccess(cfg.ChallengeScopes), cfg.RequiredScopes)
 
 	if g.log == nil {
@@ -819,6 +830,9 @@ func (g *gate) unauthenticated(w *recorder, r *http.Request) (path string, done 
 // decided; without, named for the audit line), then the proxy to target,
 // then the audit line (for a detached stream, when it ends).
 func (g *gate) pass(w *recorder, r *http.Request, id *provider.Identity, target *url.URL, path string) {
+	if !g.openSession(w, r, id) {
+		return
+	}
 	if w.bodyBound {
 		// Admitted: the body may take as long as its client needs.
 		_ = http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Time{})
@@ -875,6 +889,29 @@ func (g *gate) pass(w *recorder, r *http.Request, id *provider.Identity, target 
 		return // the stream ends later, on its own goroutine, which calls proxied
 	}
 	g.proxied(w, &end)
+}
+
+// openSession hands the MCP server the session ID it gave, when the
+// request's is one the gate gave this subject (session.go), and has the
+// answer's session IDs sealed for the subject. Otherwise it answers 404,
+// as a server answers a session it does not know, or 400 for several IDs.
+func (g *gate) openSession(w *recorder, r *http.Request, id *provider.Identity) bool {
+	w.sessions, w.sessionSub = g.sessions, id.Subject
+	v, ok := r.Header[sessionHeader]
+	if !ok {
+		return true
+	}
+	if len(v) != 1 {
+		g.reject(w, r, http.StatusBadRequest, RejectSession, "several session IDs", id.Subject, bodySeveralSessions)
+		return false
+	}
+	inner, ok := g.sessions.open(id.Subject, v[0])
+	if !ok {
+		g.reject(w, r, http.StatusNotFound, RejectSession, "session ID not given to this subject", id.Subject, bodySessionNotFound)
+		return false
+	}
+	r.Header[sessionHeader] = []string{inner}
+	return true
 }
 
 // proxyEnd is what the gate needs once a proxied answer ended (proxied):

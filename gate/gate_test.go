@@ -128,6 +128,7 @@ type setup struct {
 	up    *upstream
 	front *httptest.Server
 	clock *testkit.Clock
+	gate  *gate
 }
 
 // newSetup starts a gate; mod adjusts the default config (allow-listed
@@ -165,7 +166,7 @@ func newSetup(t testing.TB, env *issuerEnv, h http.HandlerFunc, mod func(*Config
 	}
 	front := httptest.NewServer(g)
 	t.Cleanup(front.Close)
-	return &setup{env: env, up: up, front: front, clock: c}
+	return &setup{env: env, up: up, front: front, clock: c, gate: g.(*gate)}
 }
 
 // do sends method path with headers through the gate.
@@ -360,7 +361,7 @@ func TestForwarding(t *testing.T) {
 			h.Set("X-Forwarded-Email", "admin@example.com")
 			h.Set("X-Auth-Request-User", "admin")
 			h.Set("X-Remote-User", "admin")
-			h.Set("Mcp-Session-Id", "sess-1")
+			h.Set("Mcp-Session-Id", s.gate.sessions.seal("alice", "sess-1"))
 			h.Set("MCP-Protocol-Version", "2025-11-25")
 			h.Set("Last-Event-ID", "42")
 			h.Set("Origin", "https://claude.ai")
@@ -402,7 +403,7 @@ func TestForwarding(t *testing.T) {
 			if got, want := r.Body, `{"jsonrpc":"2.0"}`; got != want {
 				t.Errorf("body: got %q, want %q", got, want)
 			}
-			if got, want := resp.Header.Get("Mcp-Session-Id"), "sess-from-upstream"; got != want {
+			if got, want := resp.Header.Get("Mcp-Session-Id"), s.gate.sessions.seal("alice", "sess-from-upstream"); got != want {
 				t.Errorf("response Mcp-Session-Id: got %q, want %q", got, want)
 			}
 			if got, want := resp.Header.Values("Access-Control-Allow-Origin"), []string{"https://claude.ai"}; strings.Join(got, ",") != want[0] {

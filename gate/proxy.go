@@ -279,7 +279,10 @@ type recorder struct {
 	aborted     bool           // the proxy aborted the answer (http.ErrAbortHandler): re-raised once counted
 	info        bool           // the upstream sent an informational (1xx) answer
 	detached    bool           // the answer went on after the handler returned (detach.go)
-	bodyBound   bool           // the body has BodyTimeout to arrive (boundBody)
+
+	sessions   *sessions // nil, or seals the answer's session IDs for sessionSub
+	sessionSub string
+	bodyBound  bool // the body has BodyTimeout to arrive (boundBody)
 }
 
 // decidedLabels are Outcome.Rule and Outcome.Decision: empty when nothing
@@ -318,6 +321,7 @@ func (r *recorder) WriteHeader(code int) {
 		return
 	}
 	if r.status == 0 && code >= 200 {
+		r.sealSessions()
 		if r.info {
 			h := r.Header()
 			for i, k := range ownHeaderNames() {
@@ -348,11 +352,21 @@ func (r *recorder) noteStatus(code int) {
 
 func (r *recorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
+		r.sealSessions()
 		r.status = http.StatusOK
 	}
 	n, err := r.ResponseWriter.Write(p)
 	r.bytes += int64(n)
 	return n, err
+}
+
+// sealSessions replaces the server's session IDs in the answer's header,
+// once, before it goes out (session.go).
+func (r *recorder) sealSessions() {
+	if r.sessions != nil {
+		r.sessions.sealAnswer(r.Header(), r.sessionSub)
+		r.sessions = nil
+	}
 }
 
 func (r *recorder) Flush() {

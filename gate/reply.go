@@ -22,6 +22,8 @@ const (
 	bodyUpstreamNotReady  = `{"error":"unavailable","error_description":"upstream not ready"}` + "\n"
 	bodyProviderNotReady  = `{"error":"unavailable","error_description":"identity provider keys not loaded"}` + "\n"
 	bodyBadGateway        = `{"error":"bad_gateway"}` + "\n"
+	bodySessionNotFound   = `{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}` + "\n"
+	bodySeveralSessions   = `{"error":"invalid_request","error_description":"several Mcp-Session-Id headers"}` + "\n"
 	bodyUpstreamBusy      = `{"error":"unavailable","error_description":"upstream busy"}` + "\n"
 	bodyOriginForbidden   = `{"error":"forbidden","error_description":"origin not allowed"}` + "\n"
 	bodyUpgrade           = `{"error":"invalid_request","error_description":"protocol upgrades (WebSocket, h2c) are not supported"}` + "\n"
