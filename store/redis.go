@@ -355,8 +355,11 @@ func (r *Redis) Revoked(ctx context.Context, keys ...string) (bool, error) {
 	return n > 0, nil
 }
 
+// probeKey is the key Run writes to see that Redis takes writes again.
+const probeKey = "mop:probe"
+
 // Run probes Redis until ctx ends: a PING every RedisConfig.Probe while it
-// answers, every Retry while it does not, so the state /readyz names is
+// answers, every Retry while it does not (then a write too), so the state /readyz names is
 // current and a Redis that came back is used again without waiting for a
 // request. It returns nil when ctx ends; it does not close the client.
 //
@@ -379,6 +382,11 @@ func (r *Redis) Run(ctx context.Context) error {
 		wasDown := r.down.Load()
 		start := time.Now()
 		err := r.client.Ping(ctx).Err()
+		if err == nil && wasDown {
+			// A full Redis (maxmemory with noeviction) answers PING and
+			// reads but refuses writes: it is back when it takes one.
+			err = r.client.Set(ctx, probeKey, "1", r.retry).Err()
+		}
 		if err == nil && wasDown {
 			// Redis may have restarted without its script cache: load the
 			// scripts now, so the request path keeps to one round trip.
@@ -443,6 +451,9 @@ func (r *Redis) done(ctx context.Context, op string, start time.Time, err error)
 		r.onOp(op, res, time.Since(start))
 	}
 	switch {
+	case err == nil && op == OpRevoked && r.down.Load():
+		// A read answers where writes may still be refused (a full
+		// Redis): Run's probe, which writes, says when Redis is back.
 	case err == nil:
 		if r.down.Load() || r.skipUntil.Load() != 0 || !r.checked.Load() {
 			r.up()

@@ -789,3 +789,50 @@ func TestRedisSettingsChecked(t *testing.T) {
 		}
 	})
 }
+
+// TestRedisFullDoesNotFlap: a full Redis (maxmemory with noeviction) answers
+// PING and reads but refuses writes. It is one outage, logged once, until
+// it takes writes again; before, every probe's PING and every revocation
+// read said "reachable again" and the next write "unreachable", so the log
+// and /readyz flapped and the outage's duration never grew.
+func TestRedisFullDoesNotFlap(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	var logs testkit.LogBuffer
+	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+		cfg.Probe, cfg.Retry = 20*time.Millisecond, 20*time.Millisecond
+	})
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	testkit.WaitFor(t, "the first probe", 5*time.Second, func() bool { return r.checked.Load() })
+
+	raw := rawClient(t, srv)
+	if err := errors.Join(raw.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(), raw.ConfigSet(ctx, "maxmemory", "1").Err()); err != nil {
+		t.Fatal(err)
+	}
+	if first, err := r.Claim(ctx, "code:full", time.Minute); first || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a claim in a full Redis: got %v, %v; want false, ErrUnavailable", first, err)
+	}
+	for range 10 { // reads answer meanwhile, and probes run
+		time.Sleep(30 * time.Millisecond)
+		_, _ = r.Revoked(ctx, "fam:x")
+		if !r.down.Load() {
+			t.Fatalf("a full Redis taken for reachable again:\n%s", logs.String())
+		}
+	}
+	if ok, detail := r.Ready(); !ok || !strings.Contains(detail, "unreachable") {
+		t.Errorf("Ready while full: %v %q", ok, detail)
+	}
+	if err := raw.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "the store back once Redis takes writes", 5*time.Second, func() bool { return !r.down.Load() })
+	if got := strings.Count(logs.String(), "redis unreachable"); got != 1 {
+		t.Errorf("'unreachable' lines: got %d, want 1:\n%s", got, logs.String())
+	}
+	if got := strings.Count(logs.String(), "reachable again"); got != 1 {
+		t.Errorf("'reachable again' lines: got %d, want 1:\n%s", got, logs.String())
+	}
+}
