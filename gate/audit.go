@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/mcp"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
 )
 
@@ -103,8 +104,10 @@ const (
 )
 
 // mcpInfo is what the audit line says of a JSON-RPC body: the method, the
-// tool (tools/call) and the resource URI (resources/read); for a batch,
-// comma-separated lists and the number of messages.
+// tool (tools/call) and the resource URI (resources/read, resources/subscribe,
+// resources/unsubscribe, completion/complete of a resource template: what
+// the policy decides by resource rules); for a batch, comma-separated lists
+// and the number of messages.
 type mcpInfo struct {
 	method, tool, uri string
 	batch             int // messages in a batch; 0: a single message
@@ -144,10 +147,10 @@ func auditInfo(b mcp.Body, err error) mcpInfo {
 		if len(b.Messages) == 1 {
 			m := b.Messages[0]
 			info.method = bounded(m.Method)
-			switch m.Method {
-			case mcp.MethodToolsCall:
+			switch policy.KindOf(m) {
+			case policy.Tool:
 				info.tool = bounded(m.Name)
-			case mcp.MethodResourcesRead:
+			case policy.Resource:
 				info.uri = bounded(m.Name)
 			}
 		}
@@ -161,10 +164,10 @@ func auditInfo(b mcp.Body, err error) mcpInfo {
 			if m.Name == "" && err != nil {
 				continue // cut off before its name
 			}
-			switch m.Method {
-			case mcp.MethodToolsCall:
+			switch policy.KindOf(m) {
+			case policy.Tool:
 				tools = append(tools, bounded(m.Name))
-			case mcp.MethodResourcesRead:
+			case policy.Resource:
 				uris = append(uris, bounded(m.Name))
 			}
 		}

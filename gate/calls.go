@@ -84,12 +84,13 @@ func (g *gate) decide(w *recorder, r *http.Request, id *provider.Identity, c *ca
 		w.Header()["Www-Authenticate"] = []string{g.chal.stepUp(d.Scopes)}
 		w.class, w.reason = ClassRejected, RejectInsufficientScope
 		respond.JSON(w, http.StatusForbidden, bodyInsufficientScope)
-		g.audit.rejected(http.StatusForbidden, "policy needs more scopes", id.Subject, w, r, decisionArgs(d)...)
+		g.audit.rejected(http.StatusForbidden, "policy needs more scopes", id.Subject, w, r, decisionArgs(d, messageAt(body, d.Index).Method)...)
 		return false
 	case policy.Deny:
 		w.class, w.reason = ClassRejected, RejectPolicyDenied
-		mcp.WriteError(w, http.StatusForbidden, idOf(body, d.Index), mcp.CodeForbidden, denial(d))
-		g.audit.rejected(http.StatusForbidden, "policy denies the call", id.Subject, w, r, decisionArgs(d)...)
+		m := messageAt(body, d.Index)
+		mcp.WriteError(w, http.StatusForbidden, m.ID, mcp.CodeForbidden, denial(d, m.Method))
+		g.audit.rejected(http.StatusForbidden, "policy denies the call", id.Subject, w, r, decisionArgs(d, m.Method)...)
 		return false
 	}
 	return true
@@ -107,7 +108,7 @@ func (g *gate) badBody(w *recorder, r *http.Request, id *provider.Identity, err 
 	case errors.Is(err, mcp.ErrAmbiguous):
 		msg = "Invalid Request: a key that decides the call appears twice or in another spelling"
 	case errors.Is(err, mcp.ErrInvalid):
-		msg = "Invalid Request: a method that is not a string, or a call without a string name or uri"
+		msg = "Invalid Request: a method that is not a string, or a call without a string name or uri (or, for completion/complete, a ref of type ref/prompt or ref/resource)"
 	}
 	mcp.WriteError(w, http.StatusBadRequest, "", code, msg)
 	g.audit.rejected(http.StatusBadRequest, "body not read strictly", id.Subject, w, r, "error", bounded(err.Error()))
@@ -129,23 +130,35 @@ func (g *gate) headerMismatch(w *recorder, r *http.Request, id *provider.Identit
 
 // idOf returns the JSON-RPC id of the message at index of body (as written,
 // to be echoed), or "" (null).
-func idOf(body mcp.Body, index int) string {
+func idOf(body mcp.Body, index int) string { return messageAt(body, index).ID }
+
+// messageAt returns the message at index of body; the zero Message when
+// there is none.
+func messageAt(body mcp.Body, index int) mcp.Message {
 	for _, m := range body.Messages {
 		if m.Index == index {
-			return m.ID
+			return m
 		}
 	}
-	return ""
+	return mcp.Message{}
 }
 
-// denial is the JSON-RPC error message of a denied call: what was refused,
-// named as the request named it.
-func denial(d policy.Decision) string {
+// denial is the JSON-RPC error message of a denied call of method: what was
+// refused, named as the request named it.
+func denial(d policy.Decision, method string) string {
 	var what string
-	switch d.Kind {
-	case policy.Tool:
+	switch {
+	case d.Kind == policy.Tool:
 		what = "call the tool"
-	case policy.Resource:
+	case method == mcp.MethodCompletionComplete && d.Kind == policy.Resource:
+		what = "complete the arguments of the resource template"
+	case method == mcp.MethodCompletionComplete:
+		what = "complete the arguments of the prompt"
+	case method == mcp.MethodResourcesSubscribe:
+		what = "subscribe to the resource"
+	case method == mcp.MethodResourcesUnsubscribe:
+		what = "unsubscribe from the resource"
+	case d.Kind == policy.Resource:
 		what = "read the resource"
 	default:
 		what = "get the prompt"
@@ -157,9 +170,9 @@ func denial(d policy.Decision) string {
 	return msg
 }
 
-// decisionArgs are the audit keys of a refused call: the rule (its number,
-// a bounded label) and what the call named.
-func decisionArgs(d policy.Decision) []any {
+// decisionArgs are the audit keys of a refused call of method: the rule
+// (its number, a bounded label), the method, and what the call named.
+func decisionArgs(d policy.Decision, method string) []any {
 	key := "mcp_tool"
 	switch d.Kind {
 	case policy.Resource:
@@ -167,7 +180,7 @@ func decisionArgs(d policy.Decision) []any {
 	case policy.Prompt:
 		key = "mcp_prompt"
 	}
-	return []any{"rule", d.RuleLabel(), "decision", d.Outcome.String(), key, bounded(d.Name)}
+	return []any{"rule", d.RuleLabel(), "decision", d.Outcome.String(), "mcp_method", bounded(method), key, bounded(d.Name)}
 }
 
 // withoutOfflineAccess returns scopes without offline_access, which a

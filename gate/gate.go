@@ -131,7 +131,7 @@ type Outcome struct {
 	// headers. Zero when no upstream answered (not proxied, or 502).
 	Upstream time.Duration
 	// Rule and Decision say what the policy decided of the calls in the
-	// body (tools/call, resources/read, prompts/get): Rule is the deciding
+	// body (those policy.KindOf names a kind): Rule is the deciding
 	// rule's number or "none" (policy.Decision.RuleLabel), Decision
 	// "allow", "deny" or "step_up" (policy.Outcome). Both are empty when
 	// nothing was decided (no policy, or no call in the body).
@@ -330,12 +330,13 @@ type Config struct {
 	// Policy is MCP_POLICY. When set, every request body is read whole
 	// (up to MaxBodyBytes) and strictly (package mcp): one that cannot be
 	// read so is 400; its Mcp-Method and Mcp-Name headers must agree with
-	// it (400, JSON-RPC -32020); its tools/call, resources/read and
-	// prompts/get are decided (403 with a step-up challenge, or with a
-	// JSON-RPC error when denied), nothing of a refused body reaching the
-	// upstream; and answers to tools/list, resources/list and prompts/list
-	// lose the entries the caller may not use. Nil: no policy; bodies are
-	// read only for the audit line.
+	// it (400, JSON-RPC -32020); its calls (tools/call, resources/read,
+	// resources/subscribe, resources/unsubscribe, prompts/get,
+	// completion/complete: policy.KindOf) are decided (403 with a step-up
+	// challenge, or with a JSON-RPC error when denied), nothing of a
+	// refused body reaching the upstream; and answers to tools/list,
+	// resources/list and prompts/list lose the entries the caller may not
+	// use. Nil: no policy; bodies are read only for the audit line.
 	Policy *policy.Policy
 
 	// MaxListingBytes bounds, with a Policy, a listing answer the gate

@@ -22,9 +22,18 @@ const testPolicy = `tool:delete_*=group:admins; tool:write_file=scope:files:writ
 	`resource:file:///secrets/*=deny; prompt:internal_*=email:lead@example.com; tool:*=any`
 
 // mcpServer is a real MCP server (the Go SDK's, stateless) with several
-// tools, resources and prompts, answering as JSON or as event streams.
+// tools, resources and prompts, completions of prompt arguments and of
+// resource template variables (the values name what they complete), and
+// resource subscriptions, answering as JSON or as event streams.
 func mcpServer(jsonResponse bool) http.Handler {
-	server := sdk.NewServer(&sdk.Implementation{Name: "policy-gate-test", Version: "1.0.0"}, nil)
+	server := sdk.NewServer(&sdk.Implementation{Name: "policy-gate-test", Version: "1.0.0"}, &sdk.ServerOptions{
+		CompletionHandler: func(_ context.Context, req *sdk.CompleteRequest) (*sdk.CompleteResult, error) {
+			ref := req.Params.Ref
+			return &sdk.CompleteResult{Completion: sdk.CompletionResultDetails{Values: []string{"completed " + ref.Name + ref.URI}}}, nil
+		},
+		SubscribeHandler:   func(context.Context, *sdk.SubscribeRequest) error { return nil },
+		UnsubscribeHandler: func(context.Context, *sdk.UnsubscribeRequest) error { return nil },
+	})
 	type in struct {
 		X string `json:"x,omitempty"`
 	}
@@ -104,56 +113,24 @@ func parseRPCError(t *testing.T, body string) rpcError {
 	return e
 }
 
-// TestPolicyDecisions: each rule kind, globs and alternatives, through the
-// gate to a real MCP server: allowed calls run, step-up gets one challenge
-// naming every scope the call needs, denied calls get a JSON-RPC error
-// naming the target and the request's id; nothing refused reaches the
-// server.
-func TestPolicyDecisions(t *testing.T) {
-	env := newIssuer(t)
-	var logs logBuffer
-	s := policySetup(t, env, true, &logs, nil)
-	tok := func(sub string, claims map[string]any) string { return env.token(t, sub, claims) }
-	alice := tok("alice", nil)
-	read := func(uri string) string {
-		return `{"jsonrpc":"2.0","id":"r1","method":"resources/read","params":{"uri":"` + uri + `"}}`
-	}
-	get := func(name string) string {
-		return `{"jsonrpc":"2.0","id":5,"method":"prompts/get","params":{"name":"` + name + `"}}`
-	}
-	for _, c := range []struct {
-		name, tok, body string
-		status          int
-		challenge       string // the step-up scope; "" none
-		denied          string // in the JSON-RPC error message; "" none
-		id              string // of the JSON-RPC error
-		rule            string // in the rejection line
-		want            string // in a 200 answer
-	}{
-		{name: "catch-all allows", tok: alice, body: toolsCall(1, "echo"), status: 200, want: "ran echo"},
-		{name: "a glob denies", tok: alice, body: toolsCall(7, "delete_all"), status: 403, denied: `call the tool "delete_all"`, id: "7", rule: "1"},
-		{name: "the glob's other name", tok: alice, body: toolsCall(8, "delete_one"), status: 403, denied: `"delete_one"`, id: "8", rule: "1"},
-		{name: "a glob matches the whole name", tok: alice, body: toolsCall(1, "undelete"), status: 200, want: "ran undelete"},
-		{name: "the group allows", tok: tok("admin", map[string]any{"groups": []string{"admins"}}), body: toolsCall(1, "delete_all"), status: 200, want: "ran delete_all"},
-		{name: "a scope missing: step-up", tok: alice, body: toolsCall(2, "write_file"), status: 403, challenge: "files:write", rule: "2"},
-		{name: "the scope held", tok: tok("alice", map[string]any{"scope": "openid files:write"}), body: toolsCall(2, "write_file"), status: 200, want: "ran write_file"},
-		{name: "group and scope: the scope missing", tok: tok("ops", map[string]any{"groups": []string{"ops"}}), body: toolsCall(3, "deploy"), status: 403, challenge: "deploy", rule: "3"},
-		{name: "the other set: every scope it needs", tok: tok("root", map[string]any{"scope": "root"}), body: toolsCall(3, "deploy"), status: 403, challenge: "deploy root", rule: "3"},
-		{name: "no set can hold: denied", tok: alice, body: toolsCall(4, "deploy"), status: 403, denied: `"deploy"`, id: "4", rule: "3"},
-		{name: "both held", tok: tok("ops", map[string]any{"groups": []string{"ops"}, "scope": "deploy"}), body: toolsCall(3, "deploy"), status: 200, want: "ran deploy"},
-		{name: "a non-ASCII name", tok: tok("wx", map[string]any{"groups": []string{"weather"}}), body: toolsCall(1, "météo"), status: 200, want: "ran météo"},
-		{name: "a non-ASCII name denied", tok: alice, body: toolsCall(1, "météo"), status: 403, denied: `"météo"`, id: "1", rule: "4"},
-		{name: "a resource denied", tok: alice, body: read("file:///secrets/key"), status: 403, denied: `read the resource "file:///secrets/key"`, id: `"r1"`, rule: "5"},
-		{name: "a resource allowed", tok: alice, body: read("file:///readme"), status: 200, want: "contents of file:///readme"},
-		{name: "a dot segment toward a denied resource", tok: alice, body: read("file:///public/../secrets/key"), status: 403, denied: "could name another resource", id: `"r1"`, rule: "none"},
-		{name: "a prompt denied", tok: alice, body: get("internal_plan"), status: 403, denied: `get the prompt "internal_plan"`, id: "5", rule: "6"},
-		{name: "a prompt for a verified email", tok: tok("lead", map[string]any{"email": "Lead@Example.com"}), body: get("internal_plan"), status: 200, want: "internal_plan"},
-		{name: "a prompt no rule names", tok: alice, body: get("greet"), status: 200, want: "greet"},
-		{name: "not a call: not decided", tok: alice, body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`, status: 200},
-		{name: "a batch with a denied call", tok: alice, body: "[" + toolsCall(1, "echo") + "," + toolsCall(2, "delete_all") + "]", status: 403, denied: `"delete_all"`, id: "2", rule: "1"},
-		{name: "a batch needing scopes: their union", tok: tok("ops", map[string]any{"groups": []string{"ops"}}),
-			body: "[" + toolsCall(1, "write_file") + "," + toolsCall(2, "deploy") + "," + toolsCall(3, "echo") + "]", status: 403, challenge: "deploy files:write", rule: "2"},
-	} {
+// decisionCase is a call through the gate to a real MCP server, and what
+// the policy must make of it.
+type decisionCase struct {
+	name, tok, body string
+	status          int
+	challenge       string            // the step-up scope; "" none
+	denied          string            // in the JSON-RPC error message; "" none
+	id              string            // of the JSON-RPC error
+	rule            string            // in the rejection line
+	line            map[string]string // other keys of the rejection line
+	want            string            // in a 200 answer
+}
+
+// checkDecisions runs cases against s, whose logs are logs: allowed calls
+// reach the server byte for byte, refused ones do not, and get the answer,
+// challenge and rejection line their case says.
+func checkDecisions(t *testing.T, s *setup, logs *logBuffer, cases []decisionCase) {
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := len(s.up.requests())
 			nRejected := logs.count(t, "rejected")
@@ -169,6 +146,11 @@ func TestPolicyDecisions(t *testing.T) {
 				line := logs.next(t, "rejected", nRejected)
 				if got := line["rule"]; got != c.rule {
 					t.Errorf("rejection line rule %v, want %q (%v)", got, c.rule, line)
+				}
+				for k, v := range c.line {
+					if line[k] != v {
+						t.Errorf("rejection line %s %v, want %q (%v)", k, line[k], v, line)
+					}
 				}
 			} else if len(reqs) != before+1 || reqs[before].Body != c.body {
 				t.Fatalf("the server did not get the body byte for byte")
@@ -193,6 +175,101 @@ func TestPolicyDecisions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPolicyDecisions: each rule kind, globs and alternatives, through the
+// gate to a real MCP server: allowed calls run, step-up gets one challenge
+// naming every scope the call needs, denied calls get a JSON-RPC error
+// naming the target and the request's id; nothing refused reaches the
+// server.
+func TestPolicyDecisions(t *testing.T) {
+	env := newIssuer(t)
+	var logs logBuffer
+	s := policySetup(t, env, true, &logs, nil)
+	tok := func(sub string, claims map[string]any) string { return env.token(t, sub, claims) }
+	alice := tok("alice", nil)
+	read := func(uri string) string {
+		return `{"jsonrpc":"2.0","id":"r1","method":"resources/read","params":{"uri":"` + uri + `"}}`
+	}
+	get := func(name string) string {
+		return `{"jsonrpc":"2.0","id":5,"method":"prompts/get","params":{"name":"` + name + `"}}`
+	}
+	checkDecisions(t, s, &logs, []decisionCase{
+		{name: "catch-all allows", tok: alice, body: toolsCall(1, "echo"), status: 200, want: "ran echo"},
+		{name: "a glob denies", tok: alice, body: toolsCall(7, "delete_all"), status: 403, denied: `call the tool "delete_all"`, id: "7", rule: "1",
+			line: map[string]string{"decision": "deny", "mcp_method": "tools/call", "mcp_tool": "delete_all"}},
+		{name: "the glob's other name", tok: alice, body: toolsCall(8, "delete_one"), status: 403, denied: `"delete_one"`, id: "8", rule: "1"},
+		{name: "a glob matches the whole name", tok: alice, body: toolsCall(1, "undelete"), status: 200, want: "ran undelete"},
+		{name: "the group allows", tok: tok("admin", map[string]any{"groups": []string{"admins"}}), body: toolsCall(1, "delete_all"), status: 200, want: "ran delete_all"},
+		{name: "a scope missing: step-up", tok: alice, body: toolsCall(2, "write_file"), status: 403, challenge: "files:write", rule: "2"},
+		{name: "the scope held", tok: tok("alice", map[string]any{"scope": "openid files:write"}), body: toolsCall(2, "write_file"), status: 200, want: "ran write_file"},
+		{name: "group and scope: the scope missing", tok: tok("ops", map[string]any{"groups": []string{"ops"}}), body: toolsCall(3, "deploy"), status: 403, challenge: "deploy", rule: "3"},
+		{name: "the other set: every scope it needs", tok: tok("root", map[string]any{"scope": "root"}), body: toolsCall(3, "deploy"), status: 403, challenge: "deploy root", rule: "3"},
+		{name: "no set can hold: denied", tok: alice, body: toolsCall(4, "deploy"), status: 403, denied: `"deploy"`, id: "4", rule: "3"},
+		{name: "both held", tok: tok("ops", map[string]any{"groups": []string{"ops"}, "scope": "deploy"}), body: toolsCall(3, "deploy"), status: 200, want: "ran deploy"},
+		{name: "a non-ASCII name", tok: tok("wx", map[string]any{"groups": []string{"weather"}}), body: toolsCall(1, "météo"), status: 200, want: "ran météo"},
+		{name: "a non-ASCII name denied", tok: alice, body: toolsCall(1, "météo"), status: 403, denied: `"météo"`, id: "1", rule: "4"},
+		{name: "a resource denied", tok: alice, body: read("file:///secrets/key"), status: 403, denied: `read the resource "file:///secrets/key"`, id: `"r1"`, rule: "5"},
+		{name: "a resource allowed", tok: alice, body: read("file:///readme"), status: 200, want: "contents of file:///readme"},
+		{name: "a dot segment toward a denied resource", tok: alice, body: read("file:///public/../secrets/key"), status: 403, denied: "could name another resource", id: `"r1"`, rule: "none"},
+		{name: "a prompt denied", tok: alice, body: get("internal_plan"), status: 403, denied: `get the prompt "internal_plan"`, id: "5", rule: "6"},
+		{name: "a prompt for a verified email", tok: tok("lead", map[string]any{"email": "Lead@Example.com"}), body: get("internal_plan"), status: 200, want: "internal_plan"},
+		{name: "a prompt no rule names", tok: alice, body: get("greet"), status: 200, want: "greet"},
+		{name: "not a call: not decided", tok: alice, body: `{"jsonrpc":"2.0","id":1,"method":"ping"}`, status: 200},
+		{name: "a batch with a denied call", tok: alice, body: "[" + toolsCall(1, "echo") + "," + toolsCall(2, "delete_all") + "]", status: 403, denied: `"delete_all"`, id: "2", rule: "1"},
+		{name: "a batch needing scopes: their union", tok: tok("ops", map[string]any{"groups": []string{"ops"}}),
+			body: "[" + toolsCall(1, "write_file") + "," + toolsCall(2, "deploy") + "," + toolsCall(3, "echo") + "]", status: 403, challenge: "deploy files:write", rule: "2"},
+	})
+}
+
+// TestPolicyDecidesCompletionsAndSubscriptions: completion/complete is
+// decided by the prompt or resource rules, as its ref names a prompt or a
+// resource template, and resources/subscribe and resources/unsubscribe by
+// the resource rules, single or in a batch: a denied prompt's completer
+// never runs, a denied resource is never watched.
+func TestPolicyDecidesCompletionsAndSubscriptions(t *testing.T) {
+	env := newIssuer(t)
+	var logs logBuffer
+	s := policySetup(t, env, true, &logs, nil)
+	tok := func(sub string, claims map[string]any) string { return env.token(t, sub, claims) }
+	alice := tok("alice", nil)
+	complete := func(id int, ref string) string {
+		return `{"jsonrpc":"2.0","id":` + itoa(id) + `,"method":"completion/complete","params":{"ref":` + ref + `,"argument":{"name":"a","value":""}}}`
+	}
+	subscribe := func(method, uri string) string {
+		return `{"jsonrpc":"2.0","id":"s1","method":"resources/` + method + `","params":{"uri":"` + uri + `"}}`
+	}
+	checkDecisions(t, s, &logs, []decisionCase{
+		{name: "completions of a denied prompt", tok: alice, body: complete(6, `{"type":"ref/prompt","name":"internal_plan"}`), status: 403,
+			denied: `complete the arguments of the prompt "internal_plan"`, id: "6", rule: "6",
+			line: map[string]string{"decision": "deny", "mcp_method": "completion/complete", "mcp_prompt": "internal_plan"}},
+		{name: "completions of a prompt for a verified email", tok: tok("lead", map[string]any{"email": "Lead@Example.com"}),
+			body: complete(6, `{"type":"ref/prompt","name":"internal_plan"}`), status: 200, want: "completed internal_plan"},
+		{name: "completions of a prompt no rule names", tok: alice, body: complete(6, `{"type":"ref/prompt","name":"greet"}`), status: 200, want: "completed greet"},
+		{name: "completions of a denied resource template", tok: alice, body: complete(6, `{"type":"ref/resource","uri":"file:///secrets/{name}"}`), status: 403,
+			denied: `complete the arguments of the resource template "file:///secrets/{name}"`, id: "6", rule: "5",
+			line: map[string]string{"mcp_method": "completion/complete", "mcp_uri": "file:///secrets/{name}"}},
+		{name: "completions of a resource template no rule names", tok: alice, body: complete(6, `{"type":"ref/resource","uri":"file:///docs/{name}"}`), status: 200,
+			want: "completed file:///docs/{name}"},
+		{name: "a resource template with a dot segment", tok: alice, body: complete(6, `{"type":"ref/resource","uri":"file:///docs/../secrets/{name}"}`), status: 403,
+			denied: "could name another resource", id: "6", rule: "none"},
+		{name: "a prompt's completions are not decided by a uri beside its name", tok: alice,
+			body: complete(6, `{"type":"ref/prompt","name":"internal_plan","uri":"file:///readme"}`), status: 403, denied: `"internal_plan"`, id: "6", rule: "6"},
+		{name: "a subscription to a denied resource", tok: alice, body: subscribe("subscribe", "file:///secrets/key"), status: 403,
+			denied: `subscribe to the resource "file:///secrets/key"`, id: `"s1"`, rule: "5",
+			line: map[string]string{"mcp_method": "resources/subscribe", "mcp_uri": "file:///secrets/key"}},
+		{name: "a subscription allowed", tok: alice, body: subscribe("subscribe", "file:///readme"), status: 200, want: `"result"`},
+		{name: "a subscription with a dot segment", tok: alice, body: subscribe("subscribe", "file:///public/../secrets/key"), status: 403,
+			denied: "could name another resource", id: `"s1"`, rule: "none"},
+		{name: "an unsubscription from a denied resource", tok: alice, body: subscribe("unsubscribe", "file:///secrets/key"), status: 403,
+			denied: `unsubscribe from the resource "file:///secrets/key"`, id: `"s1"`, rule: "5"},
+		{name: "an unsubscription allowed", tok: alice, body: subscribe("unsubscribe", "file:///readme"), status: 200, want: `"result"`},
+		{name: "a batch with a denied completion", tok: alice,
+			body: "[" + toolsCall(1, "echo") + "," + complete(2, `{"type":"ref/prompt","name":"internal_plan"}`) + "]", status: 403, denied: `"internal_plan"`, id: "2", rule: "6"},
+		{name: "a batch with a denied subscription", tok: alice,
+			body: "[" + complete(1, `{"type":"ref/prompt","name":"greet"}`) + "," + subscribe("subscribe", "file:///secrets/key") + "]", status: 403,
+			denied: `subscribe to the resource "file:///secrets/key"`, id: `"s1"`, rule: "5"},
+	})
 }
 
 // stepUpChallenge is the challenge of a call that needs scopes.
@@ -239,6 +316,12 @@ func TestHeaderBodyAgreement(t *testing.T) {
 		{"the markers in another case", wx, toolsCall(9, "météo"), hdr("Mcp-Method", "tools/call", "Mcp-Name", "=?BASE64?bcOpdMOpbw==?="), 400},
 		{"a batch under the headers", alice, "[" + toolsCall(9, "echo") + "]", hdr("Mcp-Method", "tools/call", "Mcp-Name", "echo"), 400},
 		{"Mcp-Name for a method naming nothing", alice, `{"jsonrpc":"2.0","id":9,"method":"tools/list"}`, hdr("Mcp-Method", "tools/list", "Mcp-Name", "x"), 400},
+		{"a completion needs no Mcp-Name", alice, `{"jsonrpc":"2.0","id":9,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"greet"},"argument":{"name":"a","value":""}}}`,
+			hdr("Mcp-Method", "completion/complete"), 200},
+		{"a subscription needs no Mcp-Name", alice, `{"jsonrpc":"2.0","id":9,"method":"resources/subscribe","params":{"uri":"file:///readme"}}`,
+			hdr("Mcp-Method", "resources/subscribe"), 200},
+		{"the header names a prompt, the body completes another", alice, `{"jsonrpc":"2.0","id":9,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"internal_plan"},"argument":{"name":"a","value":""}}}`,
+			hdr("Mcp-Method", "completion/complete", "Mcp-Name", "greet"), 400},
 	} {
 		for _, withPolicy := range []bool{true, false} {
 			name := c.name + map[bool]string{true: " (policy)", false: " (audit)"}[withPolicy]
@@ -312,6 +395,16 @@ func TestStrictBody(t *testing.T) {
 		{"params twice", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"},"params":{"name":"delete_all"}}`, 400, mcp.CodeInvalidRequest},
 		{"a name that is not a string", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["delete_all"]}}`, 400, mcp.CodeInvalidRequest},
 		{"a call in a batch, ambiguous", `[{"method":"ping"},{"method":"tools/call","params":{"name":"echo","nAme":"x"}}]`, 400, mcp.CodeInvalidRequest},
+		{"a subscription without a uri", `{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"name":"file:///readme"}}`, 400, mcp.CodeInvalidRequest},
+		{"an unsubscription with a uri not a string", `{"jsonrpc":"2.0","id":1,"method":"resources/unsubscribe","params":{"uri":["file:///secrets/key"]}}`, 400, mcp.CodeInvalidRequest},
+		{"a completion without a ref", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"argument":{"name":"a","value":""}}}`, 400, mcp.CodeInvalidRequest},
+		{"a ref not an object", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":"internal_plan","argument":{"name":"a","value":""}}}`, 400, mcp.CodeInvalidRequest},
+		{"a ref of another type", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/tool","name":"internal_plan"},"argument":{"name":"a","value":""}}}`, 400, mcp.CodeInvalidRequest},
+		{"a ref name not a string", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":["internal_plan"]},"argument":{"name":"a","value":""}}}`, 400, mcp.CodeInvalidRequest},
+		{"a ref uri not a string", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":null},"argument":{"name":"a","value":""}}}`, 400, mcp.CodeInvalidRequest},
+		{"a ref type in another case beside it", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///docs/{x}","Type":"ref/prompt","name":"internal_plan"},"argument":{"name":"a","value":""}}}`, 400, mcp.CodeInvalidRequest},
+		{"a ref name twice", `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"greet","name":"internal_plan"},"argument":{"name":"a","value":""}}}`, 400, mcp.CodeInvalidRequest},
+		{"a malformed ref in a batch", `[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"completion/complete","params":{"ref":{"type":"ref/prompt"},"argument":{"name":"a","value":""}}}]`, 400, mcp.CodeInvalidRequest},
 		{"over MAX_BODY_BYTES", toolsCall(1, strings.Repeat("x", 5000)), 413, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -662,6 +755,9 @@ func TestAuditNamesTheRule(t *testing.T) {
 	for i, c := range []struct{ body, rule, key, name string }{
 		{toolsCall(1, "echo"), "7", "mcp_tool", "echo"},
 		{`{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"greet"}}`, "none", "mcp_method", "prompts/get"},
+		{`{"jsonrpc":"2.0","id":3,"method":"resources/subscribe","params":{"uri":"file:///readme"}}`, "none", "mcp_uri", "file:///readme"},
+		{`{"jsonrpc":"2.0","id":4,"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///docs/{x}"},"argument":{"name":"x","value":""}}}`, "none", "mcp_uri", "file:///docs/{x}"},
+		{`{"jsonrpc":"2.0","id":5,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"greet"},"argument":{"name":"x","value":""}}}`, "none", "mcp_method", "completion/complete"},
 	} {
 		if resp, body := mcpPost(t, s, alice, c.body, nil); resp.StatusCode != 200 {
 			t.Fatalf("status %d (%s)", resp.StatusCode, body)

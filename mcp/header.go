@@ -76,8 +76,10 @@ func DecodeHeader(v string) (string, error) {
 //   - each header may appear once;
 //   - Mcp-Method must equal the method;
 //   - Mcp-Name must equal params.name (tools/call, prompts/get) or
-//     params.uri (resources/read), must be absent for other methods, and
-//     must be present for those three when Mcp-Method is.
+//     params.uri (resources/read), must be absent for other methods
+//     (resources/subscribe and completion/complete included: the
+//     specification has it mirror nothing of theirs), and must be present
+//     for those three when Mcp-Method is.
 //
 // Mcp-Param-{Name} headers are forwarded unchecked: which tool parameters
 // they mirror is in the tool's inputSchema, which the gateway does not read
@@ -102,10 +104,10 @@ func CheckHeaders(h map[string][]string, body Body) error {
 	if len(methods) == 1 && methods[0] != m.Method {
 		return mismatch(HeaderMethod + " does not match the body's method")
 	}
-	key := nameKey(m.Method)
+	key := headerKey(m.Method)
 	switch {
 	case len(names) == 1 && key == "":
-		return mismatch(HeaderName + " sent for a method that names nothing")
+		return mismatch(HeaderName + " sent for a method whose name it does not mirror")
 	case len(names) == 1:
 		v, err := DecodeHeader(names[0])
 		if err != nil {

@@ -69,6 +69,9 @@ func TestCheckHeaders(t *testing.T) {
 		{"method only, for a method that names nothing", `{"method":"tools/list","id":1}`, http.Header{"Mcp-Method": {"tools/list"}}, true},
 		{"a notification", `{"method":"notifications/initialized"}`, http.Header{"Mcp-Method": {"notifications/initialized"}}, true},
 		{"name only", call, http.Header{"Mcp-Name": {"get_weather"}}, true},
+		{"method only, for a completion: Mcp-Name mirrors nothing of it", `{"method":"completion/complete","id":1,"params":{"ref":{"type":"ref/prompt","name":"p"}}}`,
+			http.Header{"Mcp-Method": {"completion/complete"}}, true},
+		{"method only, for a subscription", `{"method":"resources/subscribe","id":1,"params":{"uri":"file:///a"}}`, http.Header{"Mcp-Method": {"resources/subscribe"}}, true},
 
 		{"method differs", call, http.Header{"Mcp-Method": {"tools/list"}, "Mcp-Name": {"get_weather"}}, false},
 		{"method differs in case", call, http.Header{"Mcp-Method": {"Tools/Call"}, "Mcp-Name": {"get_weather"}}, false},
@@ -79,6 +82,8 @@ func TestCheckHeaders(t *testing.T) {
 		{"non-ASCII name sent plain", unicodeCall, http.Header{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"météo"}}, false},
 		{"name missing", call, http.Header{"Mcp-Method": {"tools/call"}}, false},
 		{"name for a method that names nothing", `{"method":"tools/list","id":1}`, http.Header{"Mcp-Method": {"tools/list"}, "Mcp-Name": {"x"}}, false},
+		{"name for a completion", `{"method":"completion/complete","id":1,"params":{"ref":{"type":"ref/prompt","name":"p"}}}`,
+			http.Header{"Mcp-Method": {"completion/complete"}, "Mcp-Name": {"p"}}, false},
 		{"method twice", call, http.Header{"Mcp-Method": {"tools/call", "tools/call"}, "Mcp-Name": {"get_weather"}}, false},
 		{"name twice", call, http.Header{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"get_weather", "get_weather"}}, false},
 		{"a batch", "[" + call + "]", http.Header{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"get_weather"}}, false},

@@ -7,11 +7,12 @@
 //
 // Strict means: JSON per RFC 8259 (UTF-8 only, §8.1), object keys matched
 // exactly, and a key that decides what a call does (method, params, and
-// params.name or params.uri) that appears twice, or in a variant another
-// decoder would take for it (another case, as Go's encoding/json matches
-// keys; with dashes or underscores, as encoding/json/v2's case-insensitive
-// option does), is an error rather than a guess. A body cut off by a size
-// limit is never read as complete.
+// params.name, params.uri, or params.ref with its type, name and uri) that
+// appears twice, or in a variant another decoder would take for it
+// (another case, as Go's encoding/json matches keys; with dashes or
+// underscores, as encoding/json/v2's case-insensitive option does), is an
+// error rather than a guess. A body cut off by a size limit is never read
+// as complete.
 //
 // It does not decide anything (package policy does), read tokens, or write
 // anything but the JSON-RPC error bodies of WriteError.
@@ -28,12 +29,16 @@ var (
 	// ErrTruncated: the bytes end before the JSON value does, or they are
 	// only the first part of a longer body (ParsePrefix).
 	ErrTruncated = errors.New("cut off before its end")
-	// ErrAmbiguous: a key that decides the call (method, params, name, uri)
-	// appears twice or also in a variant spelling.
+	// ErrAmbiguous: a key that decides the call (method, params, name, uri;
+	// ref and its type, name, uri) appears twice or also in a variant
+	// spelling.
 	ErrAmbiguous = errors.New("ambiguous key")
 	// ErrInvalid: JSON, but not a call that can be named: a method that is
-	// not a string, or a tools/call, prompts/get or resources/read without a
-	// string params.name (params.uri).
+	// not a string, a tools/call, prompts/get, resources/read,
+	// resources/subscribe or resources/unsubscribe without a string
+	// params.name (params.uri), or a completion/complete without a
+	// params.ref object of type "ref/prompt" with a string name or
+	// "ref/resource" with a string uri.
 	ErrInvalid = errors.New("invalid JSON-RPC message")
 	// ErrTooLarge: more bytes than the limit given to ReadBody or to a
 	// listing filter.
@@ -44,17 +49,58 @@ var (
 	ErrHeaderMismatch = errors.New("header mismatch")
 )
 
-// The methods whose params name what they act on (MCP 2026-07-28, "Standard
-// Request Headers": the value Mcp-Name mirrors).
+// The methods whose params name what they act on. Mcp-Name mirrors the
+// name of the first three (MCP 2026-07-28, "Standard Request Headers");
+// the others name a resource or prompt too, which only the body says.
 const (
-	MethodToolsCall     = "tools/call"     // params.name
-	MethodPromptsGet    = "prompts/get"    // params.name
-	MethodResourcesRead = "resources/read" // params.uri
+	MethodToolsCall            = "tools/call"            // params.name
+	MethodPromptsGet           = "prompts/get"           // params.name
+	MethodResourcesRead        = "resources/read"        // params.uri
+	MethodResourcesSubscribe   = "resources/subscribe"   // params.uri
+	MethodResourcesUnsubscribe = "resources/unsubscribe" // params.uri
+	MethodCompletionComplete   = "completion/complete"   // params.ref: see Ref
 )
 
-// nameKey returns the params key that names the target of method ("name" or
-// "uri"), or "" when method names none.
+// Ref is what the params.ref of a completion/complete asks completions
+// for, by its type (MCP "Completion": PromptReference,
+// ResourceTemplateReference).
+type Ref uint8
+
+// The types of params.ref.
+const (
+	RefPrompt   Ref = iota + 1 // "ref/prompt": the prompt ref.name
+	RefResource                // "ref/resource": the resource (URI template) ref.uri
+)
+
+func (r Ref) String() string {
+	switch r {
+	case RefPrompt:
+		return "ref/prompt"
+	case RefResource:
+		return "ref/resource"
+	}
+	return ""
+}
+
+// nameKey returns the params key that names the target of method ("name",
+// "uri", or "ref" for completion/complete, whose ref names it), or "" when
+// method names none.
 func nameKey(method string) string {
+	switch method {
+	case MethodToolsCall, MethodPromptsGet:
+		return "name"
+	case MethodResourcesRead, MethodResourcesSubscribe, MethodResourcesUnsubscribe:
+		return "uri"
+	case MethodCompletionComplete:
+		return "ref"
+	}
+	return ""
+}
+
+// headerKey returns the params key whose value Mcp-Name mirrors for method
+// ("name" or "uri"), or "" for the methods whose requests carry no Mcp-Name
+// (MCP 2026-07-28, "Standard Request Headers").
+func headerKey(method string) string {
 	switch method {
 	case MethodToolsCall, MethodPromptsGet:
 		return "name"
@@ -72,9 +118,15 @@ type Message struct {
 	Index int
 	// Method is the JSON-RPC method.
 	Method string
-	// Name is what Mcp-Name mirrors: params.name of tools/call and
-	// prompts/get, params.uri of resources/read; "" for other methods.
+	// Name is what the call names: params.name of tools/call and
+	// prompts/get, params.uri of resources/read, resources/subscribe and
+	// resources/unsubscribe, params.ref.name or params.ref.uri of
+	// completion/complete (see Ref); "" for other methods. Mcp-Name mirrors
+	// it for tools/call, prompts/get and resources/read.
 	Name string
+	// Ref is the type of params.ref of a completion/complete, which says
+	// what Name is; 0 for other methods.
+	Ref Ref
 	// ID is the id as written in the body when it is a JSON string or
 	// number (so it can be echoed in a response); "" for a notification.
 	ID string

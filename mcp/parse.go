@@ -225,12 +225,23 @@ func (p *parser) key() (raw []byte, esc, ok bool) {
 	return raw, esc, true
 }
 
-// field is what a params object says of one key that can name a call.
+// field is what an object (params, params.ref) says of one key that can
+// name a call.
 type field struct {
 	count   int    // exact occurrences
 	variant bool   // a variant spelling was present
 	value   string // the last string value
 	str     bool   // the last value was a string, decoded without a lone surrogate
+}
+
+// reference is what a params object says of its ref key (that of a
+// completion/complete), and what the last ref object says of its type, name
+// and uri.
+type reference struct {
+	count          int  // exact occurrences of ref
+	variant        bool // a variant spelling of ref was present
+	object         bool // the last value was an object
+	typ, name, uri field
 }
 
 // message reads the object at p.i as a JSON-RPC message at nesting depth.
@@ -240,6 +251,7 @@ func (p *parser) message(index, depth int) (m Message, ok bool) {
 	m.Index = index
 	var seenMethod, seenParams, paramsObject bool
 	var name, uri field
+	var ref reference
 	p.object(depth, func(key []byte, esc bool) {
 		k := keyOf(key, esc)
 		switch {
@@ -278,9 +290,12 @@ func (p *parser) message(index, depth int) (m Message, ok bool) {
 					p.field(&name, depth+1)
 				case string(k) == "uri":
 					p.field(&uri, depth+1)
+				case string(k) == "ref":
+					p.ref(&ref, depth+1)
 				default:
 					name.variant = name.variant || looseEqual(k, "name")
 					uri.variant = uri.variant || looseEqual(k, "uri")
+					ref.variant = ref.variant || looseEqual(k, "ref")
 					p.skip(depth + 1)
 				}
 			})
@@ -303,38 +318,91 @@ func (p *parser) message(index, depth int) (m Message, ok bool) {
 		}
 	})
 
-	var f *field
 	switch nameKey(m.Method) {
 	case "name":
-		f = &name
+		p.named(&m, &name, paramsObject, "params", "name")
 	case "uri":
-		f = &uri
-	default:
-		return m, ok
-	}
-	if f.count == 1 && f.str {
-		m.Name = f.value // also from a cut-off object, for the log
-	}
-	if p.err != nil {
-		return m, ok
-	}
-	key := nameKey(m.Method)
-	switch {
-	case f.count > 1:
-		p.flag(ErrAmbiguous, `"`+key+`" twice in params`)
-	case f.variant:
-		p.flag(ErrAmbiguous, `a variant of "`+key+`" in params`)
-	case !paramsObject:
-		p.flag(ErrInvalid, m.Method+" without params")
-	case f.count == 0:
-		p.flag(ErrInvalid, m.Method+" without params."+key)
-	case !f.str:
-		p.flag(ErrInvalid, m.Method+" with params."+key+" not a string")
+		p.named(&m, &uri, paramsObject, "params", "uri")
+	case "ref":
+		p.completion(&m, &ref, paramsObject)
 	}
 	return m, ok
 }
 
-// field reads the value of a name or uri key of params into f.
+// named sets m.Name from f, the key of the object at where (params or
+// params.ref, found: it is an object) that names m's call, and flags what
+// keeps it from naming the call for sure. A cut-off object names what it
+// has, for the log, and is not checked.
+func (p *parser) named(m *Message, f *field, found bool, where, key string) {
+	if f.count == 1 && f.str {
+		m.Name = f.value
+	}
+	if p.err != nil {
+		return
+	}
+	switch {
+	case f.count > 1:
+		p.flag(ErrAmbiguous, `"`+key+`" twice in `+where)
+	case f.variant:
+		p.flag(ErrAmbiguous, `a variant of "`+key+`" in `+where)
+	case !found:
+		p.flag(ErrInvalid, m.Method+" without "+where)
+	case f.count == 0:
+		p.flag(ErrInvalid, m.Method+" without "+where+"."+key)
+	case !f.str:
+		p.flag(ErrInvalid, m.Method+" with "+where+"."+key+" not a string")
+	}
+}
+
+// completion sets m.Ref and m.Name from r, the params.ref of a
+// completion/complete: its type says whether its name (a prompt) or its uri
+// (a resource) names the call. What keeps them from naming it for sure is
+// flagged as named does, ref and its type first.
+func (p *parser) completion(m *Message, r *reference, paramsObject bool) {
+	if r.count == 1 && r.typ.count == 1 && r.typ.str {
+		m.Ref = refOf(r.typ.value)
+	}
+	if p.err == nil {
+		switch {
+		case r.count > 1:
+			p.flag(ErrAmbiguous, `"ref" twice in params`)
+		case r.variant:
+			p.flag(ErrAmbiguous, `a variant of "ref" in params`)
+		case !paramsObject:
+			p.flag(ErrInvalid, m.Method+" without params")
+		case r.count == 0:
+			p.flag(ErrInvalid, m.Method+" without params.ref")
+		case !r.object:
+			p.flag(ErrInvalid, m.Method+" with params.ref not an object")
+		case r.typ.count > 1:
+			p.flag(ErrAmbiguous, `"type" twice in params.ref`)
+		case r.typ.variant:
+			p.flag(ErrAmbiguous, `a variant of "type" in params.ref`)
+		case m.Ref == 0:
+			p.flag(ErrInvalid, m.Method+` without a params.ref.type of "ref/prompt" or "ref/resource"`)
+		}
+	}
+	switch m.Ref {
+	case RefPrompt:
+		p.named(m, &r.name, r.object, "params.ref", "name")
+	case RefResource:
+		p.named(m, &r.uri, r.object, "params.ref", "uri")
+	}
+}
+
+// refOf returns the Ref of a params.ref.type; 0 for another type.
+func refOf(typ string) Ref {
+	switch typ {
+	case "ref/prompt":
+		return RefPrompt
+	case "ref/resource":
+		return RefResource
+	}
+	return 0
+}
+
+// field reads the value of a key of params or params.ref that can name a
+// call into f; depth is its object's.
 func (p *parser) field(f *field, depth int) {
 	f.count++
 	f.value, f.str = "", false
@@ -347,6 +415,35 @@ func (p *parser) field(f *field, depth int) {
 		return
 	}
 	f.value, f.str = unquote(raw, esc, true)
+}
+
+// ref reads the value of a ref key of params into r: what an object says of
+// its type, name and uri; depth is params'.
+func (p *parser) ref(r *reference, depth int) {
+	r.count++
+	r.object = false
+	r.typ, r.name, r.uri = field{}, field{}, field{}
+	if !p.peek('{') {
+		p.skip(depth)
+		return
+	}
+	r.object = true
+	p.object(depth+1, func(key []byte, esc bool) {
+		k := keyOf(key, esc)
+		switch {
+		case string(k) == "type":
+			p.field(&r.typ, depth+1)
+		case string(k) == "name":
+			p.field(&r.name, depth+1)
+		case string(k) == "uri":
+			p.field(&r.uri, depth+1)
+		default:
+			r.typ.variant = r.typ.variant || looseEqual(k, "type")
+			r.name.variant = r.name.variant || looseEqual(k, "name")
+			r.uri.variant = r.uri.variant || looseEqual(k, "uri")
+			p.skip(depth + 1)
+		}
+	})
 }
 
 // keyOf returns a key's bytes: raw when it has no escapes (compared as
@@ -384,8 +481,12 @@ func methodOf(raw []byte, esc bool) (string, bool) {
 		return "prompts/list", true
 	case MethodPromptsGet:
 		return MethodPromptsGet, true
-	case "completion/complete":
-		return "completion/complete", true
+	case MethodCompletionComplete:
+		return MethodCompletionComplete, true
+	case MethodResourcesSubscribe:
+		return MethodResourcesSubscribe, true
+	case MethodResourcesUnsubscribe:
+		return MethodResourcesUnsubscribe, true
 	case "subscriptions/listen":
 		return "subscriptions/listen", true
 	case "notifications/initialized":

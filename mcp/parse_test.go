@@ -24,8 +24,16 @@ func TestParse(t *testing.T) {
 			Body{Messages: []Message{{Method: "resources/read", Name: "file:///etc/motd", ID: "-2.5e3"}}}},
 		{"prompts/get", `{"method":"prompts/get","params":{"name":"greet"}}`,
 			Body{Messages: []Message{{Method: "prompts/get", Name: "greet"}}}},
-		{"other methods name nothing", `{"method":"tools/list","params":{"name":"x","Name":"y","name":"z"}}`,
+		{"other methods name nothing", `{"method":"tools/list","params":{"name":"x","Name":"y","name":"z","ref":{"type":"ref/prompt","name":"p"}}}`,
 			Body{Messages: []Message{{Method: "tools/list"}}}},
+		{"resources/subscribe names its uri", `{"id":3,"method":"resources/subscribe","params":{"uri":"file:///log","name":"ignored"}}`,
+			Body{Messages: []Message{{Method: "resources/subscribe", Name: "file:///log", ID: "3"}}}},
+		{"resources/unsubscribe names its uri", `{"method":"resources/unsubscribe","params":{"uri":"file:///log"}}`,
+			Body{Messages: []Message{{Method: "resources/unsubscribe", Name: "file:///log"}}}},
+		{"completion/complete of a prompt names it", `{"id":4,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"greet","uri":"ignored"},"argument":{"name":"not this","value":""}}}`,
+			Body{Messages: []Message{{Method: "completion/complete", Ref: RefPrompt, Name: "greet", ID: "4"}}}},
+		{"completion/complete of a resource names its template", `{"method":"completion/complete","params":{"argument":{"name":"path","value":"a"},"ref":{"uri":"file:///{path}","type":"ref\/resource","name":"ignored"},"name":"ignored"}}`,
+			Body{Messages: []Message{{Method: "completion/complete", Ref: RefResource, Name: "file:///{path}"}}}},
 		{"escapes decoded", `{"method":"tools\/call","params":{"n\u0061me":"ech\u006f \ud83d\ude00"}}`,
 			Body{Messages: []Message{{Method: "tools/call", Name: "echo \U0001F600"}}}},
 		{"a response is no message", `{"jsonrpc":"2.0","id":1,"result":{}}`, Body{}},
@@ -74,6 +82,16 @@ func TestParseRefuses(t *testing.T) {
 		{"duplicate params", `{"method":"tools/call","params":{"name":"a"},"params":{"name":"b"}}`, ErrAmbiguous},
 		{"variant params", `{"method":"tools/call","params":{"name":"a"},"Params":{"name":"b"}}`, ErrAmbiguous},
 		{"in a batch", `[{"method":"ping"},{"method":"tools/call","params":{"name":"a","Name":"b"}}]`, ErrAmbiguous},
+		{"duplicate uri to subscribe", `{"method":"resources/subscribe","params":{"uri":"a","uri":"b"}}`, ErrAmbiguous},
+		{"variant uri to unsubscribe", `{"method":"resources/unsubscribe","params":{"Uri":"b","uri":"a"}}`, ErrAmbiguous},
+		{"duplicate ref", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a"},"ref":{"type":"ref/prompt","name":"b"}}}`, ErrAmbiguous},
+		{"variant ref", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a"},"REF":{"type":"ref/prompt","name":"b"}}}`, ErrAmbiguous},
+		{"duplicate ref type", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","type":"ref/resource","uri":"b"}}}`, ErrAmbiguous},
+		{"variant ref type", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","Type":"ref/resource","uri":"b"}}}`, ErrAmbiguous},
+		{"duplicate ref name", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","name":"b"}}}`, ErrAmbiguous},
+		{"variant ref name", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","nAme":"b"}}}`, ErrAmbiguous},
+		{"variant ref uri", `{"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"a","URI":"b"}}}`, ErrAmbiguous},
+		{"ambiguous completion in a batch", `[{"method":"ping"},{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","Name":"b"}}}]`, ErrAmbiguous},
 		{"method not a string", `{"method":5}`, ErrInvalid},
 		{"method null", `{"method":null,"id":1}`, ErrInvalid},
 		{"tools/call without params", `{"method":"tools/call"}`, ErrInvalid},
@@ -81,6 +99,22 @@ func TestParseRefuses(t *testing.T) {
 		{"tools/call without a name", `{"method":"tools/call","params":{}}`, ErrInvalid},
 		{"name not a string", `{"method":"tools/call","params":{"name":5}}`, ErrInvalid},
 		{"name with a lone surrogate", `{"method":"tools/call","params":{"name":"a\ud800"}}`, ErrInvalid},
+		{"resources/subscribe without a uri", `{"method":"resources/subscribe","params":{"name":"a"}}`, ErrInvalid},
+		{"resources/unsubscribe with a uri not a string", `{"method":"resources/unsubscribe","params":{"uri":["a"]}}`, ErrInvalid},
+		{"completion/complete without params", `{"method":"completion/complete"}`, ErrInvalid},
+		{"completion/complete without a ref", `{"method":"completion/complete","params":{"argument":{"name":"a","value":""}}}`, ErrInvalid},
+		{"ref not an object", `{"method":"completion/complete","params":{"ref":"ref/prompt"}}`, ErrInvalid},
+		{"ref null", `{"method":"completion/complete","params":{"ref":null}}`, ErrInvalid},
+		{"ref without a type", `{"method":"completion/complete","params":{"ref":{"name":"a"}}}`, ErrInvalid},
+		{"ref of another type", `{"method":"completion/complete","params":{"ref":{"type":"ref/tool","name":"a"}}}`, ErrInvalid},
+		{"ref type in another case", `{"method":"completion/complete","params":{"ref":{"type":"ref/Prompt","name":"a"}}}`, ErrInvalid},
+		{"ref type not a string", `{"method":"completion/complete","params":{"ref":{"type":1,"name":"a"}}}`, ErrInvalid},
+		{"prompt ref without a name", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","uri":"a"}}}`, ErrInvalid},
+		{"prompt ref with a name not a string", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":{"a":1}}}}`, ErrInvalid},
+		{"resource ref without a uri", `{"method":"completion/complete","params":{"ref":{"type":"ref/resource","name":"a"}}}`, ErrInvalid},
+		{"resource ref with a uri not a string", `{"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":null}}}`, ErrInvalid},
+		{"ref name with a lone surrogate", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"\udc00"}}}`, ErrInvalid},
+		{"malformed ref in a batch", `[{"method":"ping"},{"method":"completion/complete","params":{"ref":{"type":"ref/prompt"}}}]`, ErrInvalid},
 		{"empty", ``, ErrSyntax},
 		{"white space only", " \n", ErrSyntax},
 		{"cut off", `{"method":"ping"`, ErrSyntax},
@@ -127,6 +161,12 @@ func TestParsePrefix(t *testing.T) {
 		{"cut in a number", `{"method":"ping","id":12`, Body{Messages: []Message{{Method: "ping"}}}, ErrTruncated},
 		{"cut in a UTF-8 sequence", "{\"method\":\"ping\",\"x\":\"\xe2\x82", Body{Messages: []Message{{Method: "ping"}}}, ErrTruncated},
 		{"cut in an escape", `{"method":"ping","x":"\u00`, Body{Messages: []Message{{Method: "ping"}}}, ErrTruncated},
+		{"cut after a ref", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"},"argument":{"value":"ab`,
+			Body{Messages: []Message{{Method: "completion/complete", Ref: RefPrompt, Name: "p"}}}, ErrTruncated},
+		{"cut in a ref, before its type", `{"method":"completion/complete","params":{"ref":{"uri":"file:///a","ty`,
+			Body{Messages: []Message{{Method: "completion/complete"}}}, ErrTruncated},
+		{"cut in a ref name", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"gre`,
+			Body{Messages: []Message{{Method: "completion/complete", Ref: RefPrompt}}}, ErrTruncated},
 		{"cut in a batch", `[{"method":"ping"},{"method":"tools/call","params":{"name":"a`,
 			Body{Batch: true, Len: 2, Messages: []Message{{Method: "ping"}, {Index: 1, Method: "tools/call"}}}, ErrTruncated},
 		{"a wrong byte before the cut", `{"method":"ping"}}`, Body{Messages: []Message{{Method: "ping"}}}, ErrSyntax},
@@ -169,6 +209,15 @@ var strictSeeds = []string{
 	`{"method":"tools\/call","params":{"name":"\u00e9"}}`,
 	`{"method":"tools/call","params":{"name":"a","Name":"b"}}`,
 	`{"method":"prompts/get","params":{"name":"p"},"id":"x"}`,
+	`{"method":"resources/subscribe","params":{"uri":"file:///log"},"id":2}`,
+	`[{"method":"resources/unsubscribe","params":{"uri":"file:///log"}},{"method":"resources/subscribe","params":{"URI":"x"}}]`,
+	`{"id":4,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"greet"},"argument":{"name":"a","value":"b"}}}`,
+	`{"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///{path}","name":"x"},"argument":{"name":"path","value":""}}}`,
+	`{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","Name":"b"}}}`,
+	`{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a","Type":"ref/resource","uri":"b"}}}`,
+	`{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a"},"Ref":{"type":"ref/prompt","name":"b"}}}`,
+	`{"method":"resources/subscribe","params":{"uri":"a","Uri":"b"}}`,
+	`{"method":"completion/complete","params":{"ref":{"type":"ref/tool","name":"a"}}}`,
 	`{"a":-0.0e-0}`, `[]`, `{}`, `"x"`, `{"method":5}`, `{"id":1,"result":{"tools":[]}}`,
 }
 
@@ -219,7 +268,7 @@ func FuzzParse(f *testing.F) {
 			}
 			for k, m := range part.Messages {
 				w := got.Messages[k]
-				if m.Index != w.Index || m.Method != w.Method || m.Name != "" && m.Name != w.Name {
+				if m.Index != w.Index || m.Method != w.Method || m.Name != "" && m.Name != w.Name || m.Ref != 0 && m.Ref != w.Ref {
 					t.Fatalf("ParsePrefix(%q) = %+v, but the whole body says %+v", b[:i], m, w)
 				}
 			}
@@ -244,8 +293,21 @@ func decodeMaps(t *testing.T, b []byte) Body {
 		if m.Method, ok = o["method"].(string); !ok {
 			return Message{}, false
 		}
-		if p, ok := o["params"].(map[string]any); ok && nameKey(m.Method) != "" {
-			m.Name, _ = p[nameKey(m.Method)].(string)
+		if p, ok := o["params"].(map[string]any); ok {
+			switch key := nameKey(m.Method); key {
+			case "name", "uri":
+				m.Name, _ = p[key].(string)
+			case "ref":
+				ref, _ := p["ref"].(map[string]any)
+				switch typ, _ := ref["type"].(string); typ {
+				case "ref/prompt":
+					m.Ref = RefPrompt
+					m.Name, _ = ref["name"].(string)
+				case "ref/resource":
+					m.Ref = RefResource
+					m.Name, _ = ref["uri"].(string)
+				}
+			}
 		}
 		switch id := o["id"].(type) {
 		case string, json.Number:
@@ -290,40 +352,64 @@ func canonicalID(t *testing.T, raw string) string {
 
 // checkStructs decodes b into structs, whose keys encoding/json matches
 // case-insensitively (last one wins), and checks that it reads got's calls.
+// Each level is decoded on its own (into json.RawMessage fields), so a key
+// of the wrong type that names nothing for the method does not stop the
+// check.
 func checkStructs(t *testing.T, b []byte, got Body) {
 	type msg struct {
-		Method string `json:"method"`
-		Params struct {
-			Name string `json:"name"`
-			URI  string `json:"uri"`
-		} `json:"params"`
+		Method string          `json:"method"`
+		Params json.RawMessage `json:"params"`
 	}
-	named := func(m msg) string {
-		if nameKey(m.Method) == "uri" {
-			return m.Params.URI
+	type keys struct { // of params, and of params.ref
+		Type json.RawMessage `json:"type"`
+		Name json.RawMessage `json:"name"`
+		URI  json.RawMessage `json:"uri"`
+		Ref  json.RawMessage `json:"ref"`
+	}
+	str := func(raw json.RawMessage) string {
+		var s string
+		_ = json.Unmarshal(raw, &s)
+		return s
+	}
+	named := func(m msg) (Ref, string) {
+		var p, ref keys
+		_ = json.Unmarshal(m.Params, &p)
+		switch nameKey(m.Method) {
+		case "name":
+			return 0, str(p.Name)
+		case "uri":
+			return 0, str(p.URI)
+		case "ref":
+			_ = json.Unmarshal(p.Ref, &ref)
+			r := refOf(str(ref.Type))
+			if r == RefResource {
+				return r, str(ref.URI)
+			}
+			return r, str(ref.Name)
 		}
-		return m.Params.Name
+		return 0, ""
 	}
-	check := func(m msg, w Message) {
-		if m.Method != w.Method || nameKey(w.Method) != "" && named(m) != w.Name {
-			t.Fatalf("encoding/json into a struct reads %q as %+v, Parse as %+v", b, m, w)
+	check := func(raw []byte, w Message) {
+		var m msg
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatalf("encoding/json cannot read %q into a struct: %v; Parse reads %+v", raw, err, w)
+		}
+		ref, name := named(m)
+		if m.Method != w.Method || ref != w.Ref || name != w.Name {
+			t.Fatalf("encoding/json into a struct reads %q as %s %v %q, Parse as %+v", raw, m.Method, ref, name, w)
 		}
 	}
 	if got.Batch {
 		var ms []json.RawMessage
-		if json.Unmarshal(b, &ms) != nil {
-			return
+		if err := json.Unmarshal(b, &ms); err != nil {
+			t.Fatalf("encoding/json cannot read the batch %q: %v", b, err)
 		}
 		for _, w := range got.Messages {
-			var m msg
-			if json.Unmarshal(ms[w.Index], &m) == nil {
-				check(m, w)
-			}
+			check(ms[w.Index], w)
 		}
 		return
 	}
-	var m msg
-	if len(got.Messages) == 1 && json.Unmarshal(b, &m) == nil {
-		check(m, got.Messages[0])
+	if len(got.Messages) == 1 {
+		check(b, got.Messages[0])
 	}
 }

@@ -298,9 +298,9 @@ func match(runs []string, name string) bool {
 	return true
 }
 
-// Check decides the calls of a body (every tools/call, resources/read and
-// prompts/get, single or batched): the first Deny if any call is denied;
-// else StepUp if any call needs more scopes, naming the first such call
+// Check decides the calls of a body (each message KindOf gives a kind,
+// single or batched): the first Deny if any call is denied; else StepUp
+// if any call needs more scopes, naming the first such call
 // and the union of the scopes of all of them (one challenge for the whole
 // body); else the decision of the first call (Rule 0 and Kind 0 for a body
 // without calls). Decisions come from the body only: check the headers
@@ -309,7 +309,7 @@ func (p *Policy) Check(s *Subject, body mcp.Body) Decision {
 	var first, stepUp Decision
 	found, many := false, false
 	for _, m := range body.Messages {
-		kind := KindOf(m.Method)
+		kind := KindOf(m)
 		if kind == 0 {
 			continue
 		}

@@ -116,7 +116,7 @@ func TestDotSegmentsWithoutResourceRules(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	p := mustParse(t, "tool:publish=scope:publish; "+examplePolicy)
+	p := mustParse(t, "tool:publish=scope:publish; "+examplePolicy+"; prompt:internal_*=group:admins")
 	ops := &Subject{Sub: "o1", Groups: []string{"ops"}}
 	body := func(s string) mcp.Body {
 		b, err := mcp.Parse([]byte(s))
@@ -144,6 +144,26 @@ func TestCheck(t *testing.T) {
 			"[" + call(1, "publish") + "," + call(2, "delete_all") + "," + call(3, "echo") + "]",
 			Decision{Outcome: Deny, Rule: 2, Index: 1, Kind: Tool, Name: "delete_all"}},
 		{"an allowed batch", "[" + call(1, "echo") + "," + call(2, "other") + "]", Decision{Outcome: Allow, Rule: 6, Kind: Tool, Name: "echo"}},
+		{"a subscription to a denied resource", `{"method":"resources/subscribe","params":{"uri":"file:///secrets/k"},"id":1}`,
+			Decision{Outcome: Deny, Rule: 5, Kind: Resource, Name: "file:///secrets/k"}},
+		{"an unsubscription from a denied resource", `{"method":"resources/unsubscribe","params":{"uri":"file:///secrets/k"},"id":1}`,
+			Decision{Outcome: Deny, Rule: 5, Kind: Resource, Name: "file:///secrets/k"}},
+		{"a subscription no rule names", `{"method":"resources/subscribe","params":{"uri":"file:///public/log"},"id":1}`,
+			Decision{Kind: Resource, Name: "file:///public/log"}},
+		{"completions of a denied prompt", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"internal_plan"},"argument":{"name":"a","value":""}},"id":1}`,
+			Decision{Outcome: Deny, Rule: 7, Kind: Prompt, Name: "internal_plan"}},
+		{"completions of a prompt are not decided by its uri", `{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"greet","uri":"file:///secrets/k"},"argument":{"name":"a","value":""}},"id":1}`,
+			Decision{Kind: Prompt, Name: "greet"}},
+		{"completions of a denied resource template", `{"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///secrets/{name}"},"argument":{"name":"name","value":""}},"id":1}`,
+			Decision{Outcome: Deny, Rule: 5, Kind: Resource, Name: "file:///secrets/{name}"}},
+		{"a resource template with a dot segment", `{"method":"completion/complete","params":{"ref":{"type":"ref/resource","uri":"file:///public/../secrets/{name}"},"argument":{"name":"name","value":""}},"id":1}`,
+			Decision{Outcome: Deny, Kind: Resource, Name: "file:///public/../secrets/{name}"}},
+		{"a denied completion refuses the batch",
+			"[" + call(1, "echo") + `,{"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"internal_plan"},"argument":{"name":"a","value":""}},"id":2}]`,
+			Decision{Outcome: Deny, Rule: 7, Index: 1, Kind: Prompt, Name: "internal_plan"}},
+		{"a denied subscription refuses the batch",
+			"[" + call(1, "echo") + `,{"method":"resources/subscribe","params":{"uri":"file:///secrets/k"},"id":2}]`,
+			Decision{Outcome: Deny, Rule: 5, Index: 1, Kind: Resource, Name: "file:///secrets/k"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if got := p.Check(ops, body(c.body)); !reflect.DeepEqual(got, c.want) {
@@ -155,6 +175,29 @@ func TestCheck(t *testing.T) {
 	p.Check(ops, body("["+call(1, "publish")+","+call(2, "deploy")+"]"))
 	if d := p.Decide(ops, Tool, "publish"); !reflect.DeepEqual(d.Scopes, []string{"publish"}) {
 		t.Errorf("a rule's scopes changed to %q", d.Scopes)
+	}
+}
+
+func TestKindOf(t *testing.T) {
+	for _, c := range []struct {
+		m    mcp.Message
+		want Kind
+	}{
+		{mcp.Message{Method: "tools/call"}, Tool},
+		{mcp.Message{Method: "resources/read"}, Resource},
+		{mcp.Message{Method: "resources/subscribe"}, Resource},
+		{mcp.Message{Method: "resources/unsubscribe"}, Resource},
+		{mcp.Message{Method: "prompts/get"}, Prompt},
+		{mcp.Message{Method: "completion/complete", Ref: mcp.RefPrompt}, Prompt},
+		{mcp.Message{Method: "completion/complete", Ref: mcp.RefResource}, Resource},
+		{mcp.Message{Method: "completion/complete"}, 0}, // cut off before its ref: never decided on
+		{mcp.Message{Method: "tools/list", Ref: mcp.RefPrompt}, 0},
+		{mcp.Message{Method: "resources/templates/list"}, 0},
+		{mcp.Message{Method: "Tools/call"}, 0},
+	} {
+		if got := KindOf(c.m); got != c.want {
+			t.Errorf("KindOf(%+v) = %v, want %v", c.m, got, c.want)
+		}
 	}
 }
 

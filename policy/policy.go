@@ -1,7 +1,10 @@
 // Package policy owns MCP_POLICY, the per-tool authorization rules: it
-// parses and validates them once, decides for a caller whether a
-// tools/call, resources/read or prompts/get may go on (or must first get
-// more scopes: step-up authorization), names the scopes the rules ask for,
+// parses and validates them once, decides for a caller whether a call may
+// go on (or must first get more scopes: step-up authorization): a
+// tools/call by the tool rules; a resources/read, resources/subscribe or
+// resources/unsubscribe by the resource rules; a prompts/get by the prompt
+// rules; a completion/complete by the prompt or resource rules, as its ref
+// names a prompt or a resource. It names the scopes the rules ask for,
 // and filters the tools/list, resources/list and prompts/list responses a
 // caller sees. It also reads BROKER_SCOPE_GRANTS (Grants, ParseGrants): which
 // users broker mode grants the scopes the rules ask for.
@@ -28,6 +31,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/mcp"
 )
 
 // Kind is what a rule, and a call, acts on.
@@ -35,9 +40,15 @@ type Kind uint8
 
 // The kinds of call a policy decides.
 const (
-	Tool     Kind = iota + 1 // tools/call, by params.name
-	Resource                 // resources/read, by params.uri
-	Prompt                   // prompts/get, by params.name
+	// Tool: tools/call, by params.name.
+	Tool Kind = iota + 1
+	// Resource: resources/read, resources/subscribe and
+	// resources/unsubscribe, by params.uri; completion/complete of a
+	// "ref/resource", by params.ref.uri (a URI template, decided as a URI).
+	Resource
+	// Prompt: prompts/get, by params.name; completion/complete of a
+	// "ref/prompt", by params.ref.name.
+	Prompt
 )
 
 func (k Kind) String() string {
@@ -52,16 +63,25 @@ func (k Kind) String() string {
 	return "none"
 }
 
-// KindOf returns the kind of call a JSON-RPC method makes; 0 for methods a
-// policy does not decide.
-func KindOf(method string) Kind {
-	switch method {
-	case "tools/call":
+// KindOf returns the kind of call a JSON-RPC message makes; 0 for methods
+// a policy does not decide. A completion/complete is of the kind its ref
+// names: it runs that prompt's (that resource template's) completer, and
+// its values are what a prompts/get (resources/read) could reveal.
+func KindOf(m mcp.Message) Kind {
+	switch m.Method {
+	case mcp.MethodToolsCall:
 		return Tool
-	case "resources/read":
+	case mcp.MethodResourcesRead, mcp.MethodResourcesSubscribe, mcp.MethodResourcesUnsubscribe:
 		return Resource
-	case "prompts/get":
+	case mcp.MethodPromptsGet:
 		return Prompt
+	case mcp.MethodCompletionComplete:
+		switch m.Ref {
+		case mcp.RefPrompt:
+			return Prompt
+		case mcp.RefResource:
+			return Resource
+		}
 	}
 	return 0
 }
