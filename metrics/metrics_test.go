@@ -154,6 +154,7 @@ func TestRejectionReasons(t *testing.T) {
 		{gate.RejectHeaderMismatch, 400, withPolicy(t, "tool:x=deny"),
 			req("POST", "/mcp", http.Header{"Authorization": {"Bearer " + alice}, "Mcp-Method": {"tools/list"}}, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"y"}}`)},
 		{gate.RejectPolicyDenied, 403, withPolicy(t, "tool:y=any; tool:x=deny"), req("POST", "/mcp", auth(alice), `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}`)},
+		{gate.RejectSession, 404, nil, req("POST", "/mcp", http.Header{"Authorization": {"Bearer " + alice}, "Mcp-Session-Id": {"not-one-the-gate-gave"}}, `{"jsonrpc":"2.0","id":1,"method":"ping"}`)},
 	} {
 		t.Run(c.reason, func(t *testing.T) {
 			seen[c.reason] = true
