@@ -273,6 +273,18 @@ type parts struct {
 	endStreams context.CancelFunc     // ends open event streams when shutdown begins
 }
 
+// sessionKey is the key the gate seals MCP session IDs with
+// (gate/session.go): derived from BROKER_SECRET in broker mode, so replicas
+// with one secret seal alike; nil otherwise (a random key of this process).
+func sessionKey(cfg *Config) []byte {
+	if !cfg.BrokerMode() || cfg.Broker.Secret == nil {
+		return nil
+	}
+	// hkdf.Key fails only for a length over 255 hashes.
+	key, _ := hkdf.Key(sha256.New, cfg.Broker.Secret, []byte("mcp-oauth-proxy gate"), "mcp session ids", 32)
+	return key
+}
+
 // build makes the parts; it starts nothing. cfg was validated, so an error
 // here is a programmer error or the machine's (no /bin/sh).
 func build(cfg *Config, lg logs, withMetrics bool) (*parts, error) {
@@ -280,6 +292,7 @@ func build(cfg *Config, lg logs, withMetrics bool) (*parts, error) {
 	p := &parts{}
 	var gateMetrics gate.Metrics // stays a nil interface without metrics
 	pc, wc, gc := cfg.Provider, cfg.WellKnown, cfg.Gate
+	gc.SessionKey = sessionKey(cfg)
 	if withMetrics {
 		p.metrics = metrics.New()
 		gateMetrics, pc.OnFetch = p.metrics, p.metrics.Fetch
@@ -377,14 +390,6 @@ func build(cfg *Config, lg logs, withMetrics bool) (*parts, error) {
 			logger.Warn("broker mode: " + fb.why)
 		} else {
 			logger.Info("broker mode: "+fb.why, "issuer", b.Issuer())
-		}
-	}
-	if cfg.BrokerMode() && cfg.Broker.Secret != nil {
-		// Replicas with one secret seal MCP session IDs alike (gate/session.go).
-		if gc.SessionKey, err = hkdf.Key(sha256.New, cfg.Broker.Secret, []byte("mcp-oauth-proxy gate"), "mcp session ids", 32); err != nil {
-			endStreams()
-			st.close()
-			return nil, err
 		}
 	}
 	gc.Public = publicRoutes(wk, ready, b)
