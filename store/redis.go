@@ -4,7 +4,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
@@ -301,14 +303,59 @@ func (r *Redis) ClaimSince(ctx context.Context, key string, ttl time.Duration) (
 		return false, 0, fmt.Errorf("claim: %w", ErrUnavailable)
 	}
 	start := time.Now()
-	ms, err := r.claimScript.Run(ctx, r.client, []string{r.prefix + key}, ttl.Milliseconds()+1).Int64()
+	mark := claimMark()
+	ms, err := r.claimScript.Run(ctx, r.client, []string{r.prefix + key}, ttl.Milliseconds()+1, mark).Int64()
 	if r.done(ctx, OpClaim, start, err) {
+		// Redis may have made the claim and its answer be what failed:
+		// the caller answers "retry", so the claim must not stand.
+		go r.release(r.prefix+key, mark, ttl)
 		return false, 0, fmt.Errorf("claim: %w: %w", ErrUnavailable, err)
 	}
 	if ms < 0 {
 		return true, 0, nil
 	}
 	return false, time.Duration(ms) * time.Millisecond, nil
+}
+
+// claimMark is what marks one claim attempt in the value it sets: the
+// claim's time stays first, so older gateways read it as before.
+func claimMark() string {
+	var b [9]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
+	return ":" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// releaseAnswers is how many answers that there is nothing to release
+// release waits for: the failed claim may reach Redis after the first, on
+// the connection it was sent on.
+const releaseAnswers = 3
+
+// release undoes a claim whose answer failed, if Redis made it: the
+// caller told its client to retry, and the code or refresh token must
+// still be good then. It asks every Retry, for as long as the claim would
+// last, until it has released the claim or Redis has answered
+// releaseAnswers times that there is none. A claim of someone else's,
+// with another mark, stays.
+func (r *Redis) release(key, mark string, ttl time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), ttl)
+	defer cancel()
+	for nothing := 0; nothing < releaseAnswers; {
+		n, err := r.client.Eval(ctx, releaseLua, []string{key}, mark).Int64()
+		switch {
+		case err == nil && n > 0:
+			r.log.Info("released a claim whose answer was lost: the client's retry will find it unused")
+			return
+		case err == nil:
+			nothing++
+		case errors.Is(err, redis.ErrClosed):
+			return // the gateway is stopping
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(r.retry):
+		}
+	}
 }
 
 // Revoke remembers key as revoked for at least ttl (a longer earlier TTL

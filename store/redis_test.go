@@ -836,3 +836,44 @@ func TestRedisFullDoesNotFlap(t *testing.T) {
 		t.Errorf("'reachable again' lines: got %d, want 1:\n%s", got, logs.String())
 	}
 }
+
+// TestRedisClaimReleasedWhenItsAnswerIsLost: a claim Redis makes while its
+// answer fails to arrive in time (here Redis is stopped with SIGSTOP, so
+// the command waits in its socket and runs when it resumes) was answered
+// "unavailable, retry" and yet used the code up, so the retry was refused
+// as a second use. The claim is now released once Redis answers, and the
+// retry is the first use. A claim with another mark (someone else's) is
+// never released.
+func TestRedisClaimReleasedWhenItsAnswerIsLost(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	var logs testkit.LogBuffer
+	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+		cfg.Retry, cfg.Probe = 50*time.Millisecond, time.Hour
+	})
+	if first, err := r.Claim(ctx, "code:warm", time.Minute); !first || err != nil {
+		t.Fatalf("a claim before: %v, %v", first, err)
+	}
+
+	srv.Pause()
+	if first, err := r.Claim(ctx, "code:late", time.Minute); first || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a claim while Redis hangs: got %v, %v; want false, ErrUnavailable", first, err)
+	}
+	srv.Resume()
+	testkit.WaitFor(t, "the late claim released", 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "released a claim whose answer was lost")
+	})
+	r.skipUntil.Store(0) // the retry comes after Retry-After
+	if first, err := r.Claim(ctx, "code:late", time.Minute); !first || err != nil {
+		t.Errorf("the client's retry: got %v, %v; want the first use", first, err)
+	}
+	if first, _ := r.Claim(ctx, "code:late", time.Minute); first {
+		t.Errorf("a second use after the retry: taken for the first")
+	}
+
+	// Someone else's claim carries another mark.
+	r.release(r.prefix+"code:warm", claimMark(), time.Second)
+	if first, _ := r.Claim(ctx, "code:warm", time.Minute); first {
+		t.Errorf("a claim released by an attempt that did not make it")
+	}
+}

@@ -58,10 +58,19 @@ return 1
 const claimLua = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('SET', KEYS[1], string.format('%d', now), 'NX', 'PX', ARGV[1]) then return -1 end
-local at = tonumber(redis.call('GET', KEYS[1]))
+if redis.call('SET', KEYS[1], string.format('%d', now) .. ARGV[2], 'NX', 'PX', ARGV[1]) then return -1 end
+local v = redis.call('GET', KEYS[1])
+local at = v and tonumber(string.match(v, '^%d+'))
 if at == nil or at <= 1 then return now end
 return math.max(now - at, 0)
+`
+
+// releaseLua deletes KEYS[1] if a claim with the attempt mark ARGV[1] set
+// it (Redis.release): the value is the claim's time followed by its mark.
+const releaseLua = `
+local v = redis.call('GET', KEYS[1])
+if v and #v > #ARGV[1] and string.sub(v, -#ARGV[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 `
 
 // Script modes (ARGV[3]).
