@@ -417,6 +417,7 @@ func (r *Redis) Run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	checkedAt := ^uint64(0) // the outage count at the last settings check: none yet
+	runID := ""             // Redis's run_id at the last probe; "-": INFO is refused
 	for {
 		select {
 		case <-ctx.Done():
@@ -441,6 +442,9 @@ func (r *Redis) Run(ctx context.Context) error {
 				r.claimScript.Load(ctx, r.client).Err())
 		}
 		r.done(ctx, OpPing, start, err)
+		if err == nil && !r.down.Load() && r.restarted(ctx, &runID) {
+			checkedAt = ^uint64(0) // a restart quicker than a probe: no outage was seen
+		}
 		if n := r.outages.Load(); err == nil && n != checkedAt && !r.down.Load() && r.checkSettings(ctx) {
 			checkedAt = n
 		}
@@ -581,6 +585,39 @@ func (r *Redis) checkSettings(ctx context.Context) bool {
 	for _, w := range settingsWarnings(fields) {
 		r.log.Warn(w, "addr", r.addr)
 	}
+	return true
+}
+
+// restarted reports whether Redis's run_id (INFO server) differs from
+// *last, the one the last probe saw, and keeps the new one there: a Redis
+// that restarted between two probes (go-redis reconnects quietly) may have
+// forgotten what it held or come back with other settings. A Redis that
+// refuses INFO is not asked again (checkSettings says so once).
+func (r *Redis) restarted(ctx context.Context, last *string) bool {
+	if *last == "-" {
+		return false
+	}
+	s, err := r.client.Info(ctx, "server").Result()
+	var refused redis.Error
+	switch {
+	case errors.As(err, &refused):
+		*last = "-"
+		return false
+	case err != nil:
+		return false
+	}
+	fields := map[string]string{}
+	parseInfo(s, fields)
+	id := fields["run_id"]
+	if id == "" || id == *last {
+		return false
+	}
+	was := *last
+	*last = id
+	if was == "" {
+		return false // the first answer
+	}
+	r.log.Warn("redis restarted between two health probes (its run_id changed); reading its settings again", "addr", r.addr)
 	return true
 }
 

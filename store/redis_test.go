@@ -877,3 +877,55 @@ func TestRedisClaimReleasedWhenItsAnswerIsLost(t *testing.T) {
 		t.Errorf("a claim released by an attempt that did not make it")
 	}
 }
+
+// TestRedisRestartBetweenProbes: a Redis that restarts between two health
+// probes is never seen down (go-redis reconnects quietly), yet it may have
+// forgotten what it held or come back with other settings. Its run_id
+// changes: the probe says so and has the settings read again. A Redis that
+// refuses INFO is not asked again.
+func TestRedisRestartBetweenProbes(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	var logs testkit.LogBuffer
+	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+	})
+	var last string
+	if r.restarted(ctx, &last) || last == "" {
+		t.Fatalf("the first probe: restarted, or no run_id kept (%q)", last)
+	}
+	if r.restarted(ctx, &last) {
+		t.Errorf("the same Redis taken for restarted")
+	}
+	srv.Stop()
+	srv.Restart() // no probe between: the gateway never saw it down
+	testkit.WaitFor(t, "the restart seen", 5*time.Second, func() bool { return r.restarted(ctx, &last) })
+	if !strings.Contains(logs.String(), "redis restarted between two health probes") {
+		t.Errorf("no line for the restart:\n%s", logs.String())
+	}
+	if r.restarted(ctx, &last) {
+		t.Errorf("one restart reported twice")
+	}
+
+	// Run reads the settings again after such a restart. Probes 2 s apart
+	// leave the restart (a fraction of that) between two of them.
+	var runLogs testkit.LogBuffer
+	rr := openTestRedis(t, srv, func(cfg *RedisConfig) {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &runLogs, Level: hclog.Info})
+		cfg.Probe = 2 * time.Second
+	})
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- rr.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	warned := func() int { return strings.Count(runLogs.String(), "redis has no append-only file") }
+	testkit.WaitFor(t, "the first settings check", 5*time.Second, func() bool { return warned() == 1 })
+	srv.Stop()
+	srv.Restart()
+	testkit.WaitFor(t, "the settings read again after the restart", 10*time.Second, func() bool { return warned() == 2 })
+
+	acl := openTestRedis(t, srv, aclUser(t, srv, nil))
+	var none string
+	if acl.restarted(ctx, &none) || none != "-" {
+		t.Errorf("INFO refused: restarted, or not marked as refused (%q)", none)
+	}
+}
