@@ -190,6 +190,13 @@ func New(cfg Config) *Provider {
 	if p.client == nil {
 		p.client = &http.Client{Timeout: defaultHTTPTimeout}
 	}
+	if p.client.CheckRedirect == nil {
+		// Redirects follow the issuer's rule too: never from https to
+		// plain http off loopback.
+		c := *p.client
+		c.CheckRedirect = secureRedirect
+		p.client = &c
+	}
 	if p.log == nil {
 		p.log = hclog.NewNullLogger()
 	}
@@ -367,6 +374,29 @@ func (p *Provider) MetadataMaxAge() time.Duration {
 	return 0
 }
 
+// secureURL reports whether u may carry the provider's documents: https,
+// or http to a loopback host (a provider on the same machine).
+func secureURL(u *url.URL) bool {
+	if u.Scheme == "https" {
+		return true
+	}
+	h := u.Hostname()
+	ip := net.ParseIP(h)
+	return u.Scheme == "http" && (h == "localhost" || ip != nil && ip.IsLoopback())
+}
+
+// secureRedirect is the provider client's redirect policy: net/http's
+// limit of 10, and only to a secureURL.
+func secureRedirect(req *http.Request, via []*http.Request) error {
+	switch {
+	case len(via) >= 10:
+		return errors.New("stopped after 10 redirects")
+	case !secureURL(req.URL):
+		return fmt.Errorf("redirect to %q refused: it must use https (http only on loopback)", req.URL.Redacted())
+	}
+	return nil
+}
+
 // fetchDiscovery GETs <issuer>/.well-known/openid-configuration (OpenID
 // Connect Discovery 1.0 §4) and checks its issuer (§4.3) and jwks_uri.
 func (p *Provider) fetchDiscovery(ctx context.Context) (d *discovery, err error) {
@@ -391,6 +421,10 @@ func (p *Provider) fetchDiscovery(ctx context.Context) (d *discovery, err error)
 	}
 	if u, err := url.Parse(d.jwksURI); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, errors.New("fetch discovery document: jwks_uri is not an absolute http(s) URL")
+	} else if !secureURL(u) {
+		// Every token's trust rests on these keys: whoever is on the path
+		// to a plain-http JWKS could add one.
+		return nil, fmt.Errorf("fetch discovery document: jwks_uri %q must use https (http is allowed only on loopback, as for the issuer)", d.jwksURI)
 	}
 	if age, ok := cacheMaxAge(h); ok {
 		d.maxAge = min(max(age, minDocMaxAge), maxDocMaxAge)

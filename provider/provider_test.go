@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -732,3 +733,51 @@ func TestReadyReasonNamesNoAddress(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestJWKSOverPlainHTTP: every token's trust rests on the provider's keys,
+// so they come over https, or plain http on loopback only, as the issuer
+// does: a jwks_uri, or a redirect on the way to it, that leaves for plain
+// http elsewhere is refused and the keys are not loaded. Before, either
+// was followed, and whoever was on that path could add a key.
+func TestJWKSOverPlainHTTP(t *testing.T) {
+	for _, tc := range []struct{ name, jwks, redirect string }{
+		{"jwks_uri on plain http", "http://keys.example/jwks", ""},
+		{"a redirect to plain http", "", "http://keys.example/jwks"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var srv *httptest.Server
+			srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch r.URL.Path {
+				case "/.well-known/openid-configuration":
+					jwks := tc.jwks
+					if jwks == "" {
+						jwks = srv.URL + "/jwks"
+					}
+					w.Header().Set("Content-Type", "application/json")
+					_ = json.NewEncoder(w).Encode(map[string]string{"issuer": srv.URL, "jwks_uri": jwks})
+				case "/jwks":
+					http.Redirect(w, r, tc.redirect, http.StatusFound)
+				}
+			}))
+			t.Cleanup(srv.Close)
+			var fetched atomic.Bool
+			client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				if r.URL.Host == "keys.example" {
+					fetched.Store(true)
+					return nil, errors.New("keys.example is not reachable from the test")
+				}
+				return http.DefaultTransport.RoundTrip(r)
+			})}
+			p := New(Config{IssuerURL: srv.URL, Audiences: []string{testAudience}, HTTPClient: client})
+			testkit.Run(t, p)
+			var reason string
+			testkit.WaitFor(t, "the provider to take the failure in", 5*time.Second, func() bool {
+				_, reason = p.Ready()
+				return reason != "provider discovery pending"
+			})
+			if ok, _ := p.Ready(); ok || fetched.Load() {
+				t.Errorf("keys over plain http: ready %v, fetched from keys.example %v; want neither (reason %q)", ok, fetched.Load(), reason)
+			}
+		})
+	}
+}
