@@ -129,6 +129,10 @@ func (s *Server) authorizationServerDoc(src map[string]json.RawMessage) ([]byte,
 	// RFC 9207: the provider's iss in the authorization response would not
 	// match the rewritten issuer, so do not promise clients it does.
 	delete(doc, "authorization_response_iss_parameter_supported")
+	// RFC 8414 §2.1: signed values take precedence over the plain ones, and
+	// the provider's signed issuer is not the rewritten one; the gateway
+	// cannot sign for the provider, so the signed copy goes.
+	delete(doc, "signed_metadata")
 	b, err := json.Marshal(doc)
 	if err != nil {
 		return nil, fmt.Errorf("encode authorization server metadata: %w", err)

@@ -51,6 +51,7 @@ const providerDoc = `{
 	"scopes_supported": ["openid", "roles"],
 	"token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
 	"authorization_response_iss_parameter_supported": true,
+	"signed_metadata": "eyJhbGciOiJSUzI1NiJ9.eyJpc3N1ZXIiOiJodHRwczovL2lkcC5leGFtcGxlLmNvbS9yZWFsbXMveCJ9.c2ln",
 	"x_vendor": {"nested": [1, 2]}
 }`
 
