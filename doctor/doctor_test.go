@@ -476,3 +476,26 @@ func FuzzParseChallenges(f *testing.F) {
 		_, _ = parseChallenges(s) // must not panic or loop
 	})
 }
+
+// TestDecodeObjectRefusesTrailingData: a metadata document with more after
+// its object ({...}xx, or a second value) is refused by JSON.parse,
+// json.loads and json.Unmarshal, so by every client: doctor says so
+// instead of passing it, as it did when it read only the first value.
+func TestDecodeObjectRefusesTrailingData(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"a":1}`, true},
+		{"{\"a\":1}\n  \t", true},
+		{`{"a":1}xx`, false},
+		{`{"a":1} {"garbage": `, false},
+		{`{"a":1}{}`, false},
+		{`null`, false},
+	} {
+		_, err := decodeObject([]byte(c.body))
+		if (err == nil) != c.ok {
+			t.Errorf("%q: error %v, want ok %v", c.body, err, c.ok)
+		}
+	}
+}

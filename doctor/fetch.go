@@ -105,6 +105,11 @@ func decodeObject(b []byte) (map[string]any, error) {
 	if doc == nil {
 		return nil, errors.New("not a JSON object: null")
 	}
+	// JSON.parse, json.loads and json.Unmarshal refuse a body with more
+	// after the object, so every client would.
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("not a JSON object: data after the object (clients refuse the whole document)")
+	}
 	return doc, nil
 }
 
