@@ -112,12 +112,7 @@ func (s *Server) authorizationServerDoc(src map[string]json.RawMessage) ([]byte,
 	if len(s.cfg.Scopes) > 0 {
 		// offline_access only when the provider grants it: a client
 		// that asks for what the provider does not know fails its login.
-		scopes := s.cfg.Scopes
-		var theirs []any
-		if err := json.Unmarshal(src["scopes_supported"], &theirs); err != nil || !containsString(theirs, offlineAccess) {
-			scopes = withoutOfflineAccess(scopes)
-		}
-		if err := set("scopes_supported", scopes); err != nil {
+		if err := set("scopes_supported", grantable(s.cfg.Scopes, src)); err != nil {
 			return nil, err
 		}
 	}

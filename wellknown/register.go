@@ -105,7 +105,7 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 		ResponseTypes:           []string{"code"},
 		RedirectURIs:            redirects,
 		ClientName:              name,
-		Scope:                   strings.Join(s.cfg.Scopes, " "),
+		Scope:                   strings.Join(grantable(s.cfg.Scopes, pm), " "), // as the metadata says
 	}
 	body, err := json.Marshal(reg)
 	if err != nil {

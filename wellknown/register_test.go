@@ -135,6 +135,26 @@ func TestRegisterAuthMethod(t *testing.T) {
 	}
 }
 
+// TestRegisterScopeAsTheMetadata: the registration answer's scope is the
+// metadata's scopes_supported: offline_access only when the provider
+// lists it. Before, it named offline_access whatever the provider said,
+// and a client that asked for it failed its login.
+func TestRegisterScopeAsTheMetadata(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{`{"issuer":"https://idp.example.com","scopes_supported":["openid"]}`, "openid email"},
+		{`{"issuer":"https://idp.example.com"}`, "openid email"},
+		{`{"issuer":"https://idp.example.com","scopes_supported":["openid","offline_access"]}`, "openid email offline_access"},
+	} {
+		cfg := registerConfig(t, tc.doc)
+		cfg.Scopes = []string{"openid", "email", "offline_access"}
+		ts := serve(t, newServer(t, cfg))
+		res := register(t, ts.URL, "application/json", `{"redirect_uris":["http://127.0.0.1:3000/cb"]}`)
+		if got := res.json(t)["scope"]; got != tc.want {
+			t.Errorf("provider %s: scope %v, want %q", tc.doc, got, tc.want)
+		}
+	}
+}
+
 func TestRegisterRejects(t *testing.T) {
 	for _, tc := range []struct {
 		name        string

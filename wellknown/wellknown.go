@@ -372,6 +372,18 @@ const offlineAccess = "offline_access"
 
 // withoutOfflineAccess returns scopes without offline_access; nil when
 // nothing is left.
+// grantable is SCOPES_SUPPORTED as the facade's metadata and registration
+// answer give it: offline_access only when the provider's metadata pm
+// lists it (a client that asks for what the provider does not know fails
+// its login).
+func grantable(scopes []string, pm map[string]json.RawMessage) []string {
+	var theirs []any
+	if err := json.Unmarshal(pm["scopes_supported"], &theirs); err != nil || !containsString(theirs, offlineAccess) {
+		return withoutOfflineAccess(scopes)
+	}
+	return scopes
+}
+
 func withoutOfflineAccess(scopes []string) []string {
 	var out []string
 	for _, sc := range scopes {
