@@ -124,6 +124,9 @@ func (c *checker) checkPRMDocument(doc map[string]any) {
 		}
 	}
 	switch {
+	case wrongType(doc, "authorization_servers"):
+		c.fail("prm.authorization_servers", "authorization_servers"+wrongTypeFail,
+			`list the issuers as strings: "authorization_servers": ["<issuer URL>"] (RFC 9728 §2)`)
 	case !ok || len(servers) == 0:
 		c.fail("prm.authorization_servers", "the metadata lists no authorization_servers, so clients do not know where to log in",
 			`add "authorization_servers": ["<issuer URL of the authorization server>"] (RFC 9728 §2; MCP requires at least one)`)
@@ -387,6 +390,9 @@ func checkEndpointURL(s string) error {
 func (c *checker) checkPKCE() {
 	methods, ok := strs(c.as.doc, "code_challenge_methods_supported")
 	switch {
+	case wrongType(c.as.doc, "code_challenge_methods_supported"):
+		c.fail("as.pkce", "code_challenge_methods_supported"+wrongTypeFail,
+			`advertise "code_challenge_methods_supported": ["S256"]`)
 	case !ok:
 		c.fail("as.pkce", "the metadata does not advertise code_challenge_methods_supported: MCP clients must refuse to log in without it (the TypeScript SDK still proceeds, stricter clients stop)",
 			`advertise "code_challenge_methods_supported": ["S256"] (and support PKCE)`)

@@ -114,6 +114,9 @@ func TestBrokenServers(t *testing.T) {
 		{"issuer with a trailing slash", func(f *fake) { f.AS["issuer"] = f.URL + "/" }, "as.issuer", Fail, []string{"trailing slash"}},
 		{"no S256", func(f *fake) { f.AS["code_challenge_methods_supported"] = []any{"plain"} }, "as.pkce", Fail, []string{"S256"}},
 		{"PKCE not advertised", func(f *fake) { delete(f.AS, "code_challenge_methods_supported") }, "as.pkce", Fail, nil},
+		{"PKCE methods a string", func(f *fake) { f.AS["code_challenge_methods_supported"] = "S256" }, "as.pkce", Fail, []string{"not an array of strings", "whole document"}},
+		{"PKCE methods not all strings", func(f *fake) { f.AS["code_challenge_methods_supported"] = []any{1, "S256"} }, "as.pkce", Fail, []string{"not an array of strings"}},
+		{"authorization servers not strings", func(f *fake) { f.PRM["authorization_servers"] = []any{nil, 5} }, "prm.authorization_servers", Fail, []string{"not an array of strings"}},
 		{"no token endpoint", func(f *fake) { delete(f.AS, "token_endpoint") }, "as.endpoints", Fail, []string{"token_endpoint"}},
 		{"no code response type", func(f *fake) { f.AS["response_types_supported"] = []any{"token"} }, "as.endpoints", Fail, nil},
 		{"no WWW-Authenticate", func(f *fake) { f.Challenge = "" }, "challenge", Fail, []string{"without a WWW-Authenticate"}},
@@ -413,6 +416,13 @@ func TestRegisterDryRun(t *testing.T) {
 	if r := run(t, f.Resource, Config{}); has(r, "register") {
 		t.Error("registered without --register")
 	}
+
+	// A facade's static client comes with a secret: not a public client.
+	static := newFake(t, func(f *fake) {
+		f.Confidential = true
+		f.AS["token_endpoint_auth_methods_supported"] = []any{"client_secret_basic"}
+	})
+	expect(t, run(t, static.Resource, Config{Register: true}), "register", OK, "a confidential client, with a secret")
 
 	refused := newFake(t, func(f *fake) { f.AS["registration_endpoint"] = f.URL + "/nowhere" })
 	expect(t, run(t, refused.Resource, Config{Register: true}), "register", Fail, "[created nothing]", "404")

@@ -22,23 +22,24 @@ type fake struct {
 	URL      string // origin, http://127.0.0.1:port
 	Resource string // URL + "/mcp"
 
-	Status      int               // answer to an MCP POST without a valid token; 401
-	Challenge   string            // WWW-Authenticate of that answer; "" sends none
-	CORS        bool              // answer CORS for any origin
-	Expose      bool              // expose WWW-Authenticate to CORS
-	PRM         map[string]any    // protected-resource metadata; nil: 404
-	PRMPaths    []string          // where PRM is served
-	AS          map[string]any    // authorization-server metadata; nil: 404
-	ASPaths     []string          // where AS is served
-	Extra       map[string]string // path -> JSON body served with 200 (other metadata)
-	Errors      map[string]int    // path -> error status, before anything else
-	Slow        bool              // every answer waits until the client gives up
-	RespIss     string            // iss of the authorization response; "" sends none
-	StateSuffix string            // appended to the state of the authorization response
-	AuthError   string            // the authorization response is this error instead of a code
-	Aud         string            // aud of issued tokens
-	Opaque      bool              // issue opaque tokens
-	Reject      bool              // the MCP endpoint refuses every token (401 invalid_token)
+	Status       int               // answer to an MCP POST without a valid token; 401
+	Challenge    string            // WWW-Authenticate of that answer; "" sends none
+	CORS         bool              // answer CORS for any origin
+	Expose       bool              // expose WWW-Authenticate to CORS
+	PRM          map[string]any    // protected-resource metadata; nil: 404
+	PRMPaths     []string          // where PRM is served
+	AS           map[string]any    // authorization-server metadata; nil: 404
+	ASPaths      []string          // where AS is served
+	Extra        map[string]string // path -> JSON body served with 200 (other metadata)
+	Errors       map[string]int    // path -> error status, before anything else
+	Slow         bool              // every answer waits until the client gives up
+	RespIss      string            // iss of the authorization response; "" sends none
+	StateSuffix  string            // appended to the state of the authorization response
+	AuthError    string            // the authorization response is this error instead of a code
+	Aud          string            // aud of issued tokens
+	Opaque       bool              // issue opaque tokens
+	Confidential bool              // registration answers a client with a secret (client_secret_basic)
+	Reject       bool              // the MCP endpoint refuses every token (401 invalid_token)
 
 	mu      sync.Mutex
 	codes   map[string]codeGrant
@@ -219,7 +220,11 @@ func (f *fake) serveRegister(w http.ResponseWriter, r *http.Request) {
 	id := fmt.Sprintf("client-%d", len(f.clients)+1)
 	f.clients[id] = meta.RedirectURIs[0]
 	f.mu.Unlock()
-	writeJSON(w, http.StatusCreated, map[string]any{"client_id": id, "redirect_uris": meta.RedirectURIs, "token_endpoint_auth_method": "none"})
+	answer := map[string]any{"client_id": id, "redirect_uris": meta.RedirectURIs, "token_endpoint_auth_method": "none"}
+	if f.Confidential {
+		answer["token_endpoint_auth_method"], answer["client_secret"] = "client_secret_basic", "s3cret"
+	}
+	writeJSON(w, http.StatusCreated, answer)
 }
 
 func (f *fake) serveAuthorize(w http.ResponseWriter, r *http.Request) {

@@ -173,6 +173,18 @@ func strs(doc map[string]any, k string) ([]string, bool) {
 	return out, true
 }
 
+// wrongType reports whether doc has k but not as an array of strings, as
+// strs reads it: a client validating the document (the TypeScript SDK's
+// schema) then refuses all of it, not just the field.
+func wrongType(doc map[string]any, k string) bool {
+	_, present := doc[k]
+	_, ok := strs(doc, k)
+	return present && !ok
+}
+
+// wrongTypeFail is the failure for a field of the wrong type.
+const wrongTypeFail = " is not an array of strings: clients that validate the metadata (the TypeScript SDK) refuse the whole document"
+
 func contains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {

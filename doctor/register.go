@@ -81,7 +81,11 @@ func (c *checker) checkRegister(ctx context.Context) {
 		c.warn(id, created+msg, "answer a public client's registration with token_endpoint_auth_method none and no secret, or with a method listed in token_endpoint_auth_methods_supported")
 		return
 	}
-	c.ok(id, created+"a public client (token_endpoint_auth_method "+orDefault(reg.authMethod, "none")+") for redirect URI "+redirectURI)
+	kind := "a public client"
+	if m := orDefault(reg.authMethod, "none"); m != "none" {
+		kind = "a confidential client, with a secret" // a facade's static client, say
+	}
+	c.ok(id, created+kind+" (token_endpoint_auth_method "+orDefault(reg.authMethod, "none")+") for redirect URI "+redirectURI)
 }
 
 // authMethodProblem says what a client will trip over in a registration
