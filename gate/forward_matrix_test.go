@@ -339,6 +339,13 @@ func TestForwardingAttackMatrix(t *testing.T) {
 		{name: "forwarding headers the gateway does not set",
 			req:    post("X-Real-IP: 10.0.0.9\r\nX-Forwarded-Prefix: /evil\r\nX-Forwarded-Port: 1\r\nX-Forwarded-Server: evil\r\n", "{}"),
 			finals: 1, want: []int{200}, lacks: []string{"10.0.0.9", "/evil", "X-Forwarded-Port", "X-Forwarded-Server"}},
+		// MCP headers spelled with underscores: such a server reads
+		// Mcp_Session_Id as the session ID, which the gate never opened
+		// for this subject (session.go), or Mcp_Name as a name it never
+		// compared with the body.
+		{name: "MCP headers spelled with underscores",
+			req:    post("Mcp_Session_Id: victim-session\r\nMcp_Name: other_tool\r\nMCP_Protocol_Version: 1999-01-01\r\n", "{}"),
+			finals: 1, want: []int{200}, lacks: []string{"victim-session", "other_tool", "1999-01-01"}},
 		{name: "a header with an underscore the gateway does not own passes",
 			req:    post("X_Custom_Header: kept\r\n", "{}"),
 			finals: 1, want: []int{200}, has: []string{"X_custom_header: kept"}},

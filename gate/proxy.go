@@ -83,9 +83,20 @@ func scrubbed(k string) bool {
 
 // scrubbedName is scrubbed for a header name as the client spelled it
 // (canonical form): with underscores it is checked as if they were
-// dashes.
+// dashes, and an MCP header so spelled is removed too.
 func scrubbedName(k string) bool {
-	return scrubbed(k) || strings.IndexByte(k, '_') >= 0 && scrubbed(textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-")))
+	if scrubbed(k) {
+		return true
+	}
+	if strings.IndexByte(k, '_') < 0 {
+		return false
+	}
+	dashed := textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-"))
+	// An MCP header with underscores is also the MCP header to such a
+	// server, one the gate did not check: Mcp_Session_Id would carry a
+	// session ID it never opened for this subject (session.go), Mcp_Name a
+	// name it never compared with the body.
+	return scrubbed(dashed) || strings.HasPrefix(dashed, "Mcp-")
 }
 
 // joinPath joins the upstream URL's path, UpstreamPath and the request path
