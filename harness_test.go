@@ -284,11 +284,22 @@ func (g *gateway) rawRequest(t *testing.T, req string) *http.Response {
 	return resp
 }
 
+// do sends one request (exchange) and returns its status.
 func do(t testing.TB, c *http.Client, method, url, token string, body io.Reader) int {
+	t.Helper()
+	return exchange(t, c, method, url, token, nil, body).StatusCode
+}
+
+// exchange sends one request with a bearer token (none when token is "")
+// and header, reads the answer's body away and returns the answer.
+func exchange(t testing.TB, c *http.Client, method, url, token string, header http.Header, body io.Reader) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -299,7 +310,7 @@ func do(t testing.TB, c *http.Client, method, url, token string, body io.Reader)
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 func mustToken(t *testing.T, g *gateway, sub, aud string, ttl time.Duration) string {

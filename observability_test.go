@@ -80,26 +80,14 @@ func TestObservability(t *testing.T) {
 
 	send := func(method, path, tok, id, body string) *http.Response {
 		t.Helper()
-		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
+		h := http.Header{}
 		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
+			h.Set("Content-Type", "application/json")
 		}
 		if id != "" {
-			req.Header.Set("X-Request-Id", id)
+			h.Set("X-Request-Id", id)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp
+		return exchange(t, http.DefaultClient, method, base+path, tok, h, strings.NewReader(body))
 	}
 	const call = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`
 	const batch = `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add"}}]`

@@ -242,19 +242,11 @@ func TestReplicasShareSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	post := func(base, session string) *http.Response {
-		req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
+		h := http.Header{"Content-Type": {"application/json"}}
 		if session != "" {
-			req.Header.Set("Mcp-Session-Id", session)
+			h.Set("Mcp-Session-Id", session)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp
+		return exchange(t, http.DefaultClient, http.MethodPost, base+"/mcp", tok, h, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 	}
 	sealed := post(a, "").Header.Get("Mcp-Session-Id")
 	if !strings.HasPrefix(sealed, "shared-1.") {

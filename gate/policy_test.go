@@ -612,17 +612,11 @@ func TestResumedStreamListings(t *testing.T) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		_, _ = io.WriteString(w, replay)
 	}, func(c *Config) { c.Policy = p })
-	req, _ := http.NewRequest(http.MethodGet, s.front.URL+"/", nil)
-	req.Header = bearerHeader(env.token(t, "alice", nil))
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Last-Event-ID", "0")
-	resp, err := s.front.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || string(body) != want {
+	h := bearerHeader(env.token(t, "alice", nil))
+	h.Set("Accept", "text/event-stream")
+	h.Set("Last-Event-ID", "0")
+	resp, body := s.do(t, http.MethodGet, "/", h, nil)
+	if resp.StatusCode != 200 || body != want {
 		t.Errorf("resumed stream: status %d\ngot  %q\nwant %q", resp.StatusCode, body, want)
 	}
 }
