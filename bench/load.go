@@ -39,9 +39,10 @@ type wrkLoader struct {
 	script  string
 	threads int
 	conns   int
+	think   time.Duration
 }
 
-func newWrkLoader(bin, dir, token string, threads, conns int) (*wrkLoader, error) {
+func newWrkLoader(bin, dir, token string, threads, conns int, think time.Duration) (*wrkLoader, error) {
 	q := func(s string) string { return strings.ReplaceAll(s, `'`, `\'`) }
 	script := fmt.Sprintf(`wrk.method = "POST"
 wrk.body = '%s'
@@ -54,14 +55,20 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
 end
 `, q(rpcRequest), token)
+	if think > 0 {
+		script += fmt.Sprintf("delay = function() return %d end\n", think.Milliseconds())
+	}
 	path := filepath.Join(dir, "post.lua")
 	if err := os.WriteFile(path, []byte(script), 0o644); err != nil {
 		return nil, err
 	}
-	return &wrkLoader{bin: bin, script: path, threads: threads, conns: conns}, nil
+	return &wrkLoader{bin: bin, script: path, threads: threads, conns: conns, think: think}, nil
 }
 
 func (w *wrkLoader) name() string {
+	if w.think > 0 {
+		return fmt.Sprintf("wrk -t%d -c%d -s post.lua, each connection pausing %s between requests", w.threads, w.conns, w.think)
+	}
 	return fmt.Sprintf("wrk -t%d -c%d -s post.lua", w.threads, w.conns)
 }
 
@@ -95,9 +102,13 @@ func (w *wrkLoader) load(ctx context.Context, url string, d time.Duration) (load
 type goLoader struct {
 	token string
 	conns int
+	think time.Duration
 }
 
 func (g *goLoader) name() string {
+	if g.think > 0 {
+		return fmt.Sprintf("built-in Go load generator, %d connections, each pausing %s between requests", g.conns, g.think)
+	}
 	return fmt.Sprintf("built-in Go load generator, %d connections", g.conns)
 }
 
@@ -140,6 +151,12 @@ func (g *goLoader) load(ctx context.Context, url string, d time.Duration) (loadR
 					non2xx++
 				}
 				lat = append(lat, time.Since(t0))
+				if g.think > 0 {
+					select {
+					case <-ctx.Done():
+					case <-time.After(g.think):
+					}
+				}
 			}
 			mu.Lock()
 			all = append(all, lat...)

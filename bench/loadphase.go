@@ -27,6 +27,27 @@ type target struct {
 	pid  int
 	port int
 	proc *child // nil for the upstream (this process)
+	tree bool   // its CPU and RSS include its child processes (nginx with workers)
+}
+
+// rssKB is the target's RSS, with its children's when it has workers.
+func (t *target) rssKB() int64 {
+	if t.tree {
+		var kb int64
+		for _, pid := range withChildren(t.pid) {
+			kb += rssKB(pid)
+		}
+		return kb
+	}
+	return rssKB(t.pid)
+}
+
+// cpu is the target's utime+stime, with its children's when it has workers.
+func (t *target) cpu() (time.Duration, error) {
+	if t.tree {
+		return treeCPUTime(t.pid)
+	}
+	return cpuTime(t.pid)
 }
 
 // sample is one load run against one target.
@@ -65,12 +86,12 @@ func (e *env) loadPhase(ctx context.Context, rep *report) error {
 		{name: "gateway", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", gw.port), pid: gw.pid, port: gw.port, proc: gw},
 	}
 	if e.nginx != "" {
-		ngx, err := e.startNginx()
+		ngx, err := e.startNginx(e.o.nginxWorkers)
 		defer ngx.stop()
 		if err != nil {
 			return fmt.Errorf("nginx: %w", err)
 		}
-		targets = append(targets, &target{name: "nginx", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", ngx.port), pid: ngx.pid, port: ngx.port, proc: ngx})
+		targets = append(targets, &target{name: "nginx", url: fmt.Sprintf("http://127.0.0.1:%d/mcp", ngx.port), pid: ngx.pid, port: ngx.port, proc: ngx, tree: e.o.nginxWorkers > 1})
 	}
 	if e.o.auditOff {
 		quiet, err := e.startGateway(e.gwBin, e.issURL, []string{"LOG_LEVEL=warn"}, true)
@@ -94,7 +115,7 @@ func (e *env) loadPhase(ctx context.Context, rep *report) error {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 		if t.proc != nil {
-			rep.idleKB[t.name] = rssKB(t.pid)
+			rep.idleKB[t.name] = t.rssKB()
 		}
 	}
 	e.logf("load: %s, %d rounds x %s per target, warm-up %s", e.load.name(), e.o.rounds, e.o.duration, e.o.warmup)
@@ -130,19 +151,19 @@ func (e *env) measure(ctx context.Context, t *target) (sample, error) {
 	}
 	twc0, twu0 := timeWaitSet(t.port), timeWaitSet(e.upPort)
 	up0 := e.up.conns.Load()
-	cpu0, err := cpuTime(t.pid)
+	cpu0, err := t.cpu()
 	if err != nil {
 		return s, err
 	}
 	stop := make(chan struct{})
-	peak := peakRSS(t.pid, 100*time.Millisecond, stop)
+	peak := peakRSS(t.rssKB, 100*time.Millisecond, stop)
 	s.res, err = e.load.load(ctx, t.url, e.o.duration)
 	close(stop)
 	s.peakKB = <-peak
 	if err != nil {
 		return s, err
 	}
-	cpu1, err := cpuTime(t.pid)
+	cpu1, err := t.cpu()
 	if err != nil {
 		return s, fmt.Errorf("%s: %w", t.name, err)
 	}

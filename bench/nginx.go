@@ -16,7 +16,7 @@ import (
 // proxy_buffering off, so event streams pass as they arrive as they do
 // through the gateway; no read timeout that would cut an idle stream.
 const nginxConf = `daemon off;
-master_process off;
+%[5]s
 worker_rlimit_nofile %[4]d;
 pid %[1]s/nginx.pid;
 error_log stderr warn;
@@ -60,8 +60,8 @@ func nginxBin() string {
 
 // startNginx starts nginx as a bare keep-alive proxy to the upstream, with
 // its configuration generated into a fresh directory under the bench's
-// temporary one.
-func (e *env) startNginx() (*child, error) {
+// temporary one. workers is its process model (see processes).
+func (e *env) startNginx(workers int) (*child, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -78,7 +78,7 @@ func (e *env) startNginx() (*child, error) {
 		conns = min(conns, int(e.nofile))
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, port, e.upPort, conns), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, port, e.upPort, conns, processes(workers)), 0o644); err != nil {
 		return nil, err
 	}
 	c, err := startChild("nginx", e.nginx, []string{"-p", dir, "-c", conf, "-e", "stderr"},
@@ -87,4 +87,14 @@ func (e *env) startNginx() (*child, error) {
 		return nil, err
 	}
 	return c, waitListening(c, 10*time.Second)
+}
+
+// processes is nginx's process model: one process doing all the work
+// (master_process off), or a master with n workers, as Debian's default
+// configuration runs (worker_processes auto: one per CPU).
+func processes(n int) string {
+	if n <= 1 {
+		return "master_process off;"
+	}
+	return fmt.Sprintf("master_process on;\nworker_processes %d;", n)
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -132,6 +133,43 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * clockTick, nil
 }
 
+// withChildren is pid and its direct children, from
+// /proc/<pid>/task/*/children.
+func withChildren(pid int) []int {
+	pids := []int{pid}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, s := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(s); err == nil {
+				pids = append(pids, n)
+			}
+		}
+	}
+	return pids
+}
+
+// treeCPUTime is utime+stime of pid and its live children (nginx's master
+// and its workers). Workers live as long as the master here, so the
+// difference of two readings is the CPU the tree spent in between.
+func treeCPUTime(pid int) (time.Duration, error) {
+	var sum time.Duration
+	for i, p := range withChildren(pid) {
+		d, err := cpuTime(p)
+		if err != nil {
+			if i == 0 {
+				return 0, err
+			}
+			continue
+		}
+		sum += d
+	}
+	return sum, nil
+}
+
 // statusKB reads a "Key: N kB" (or plain number) line of /proc/<pid>/status.
 func statusKB(pid int, key string) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
@@ -228,20 +266,20 @@ func raiseNoFile(want uint64) uint64 {
 
 // peakRSS samples pid's RSS every interval until stop is closed and returns
 // the largest value seen (kB).
-func peakRSS(pid int, interval time.Duration, stop <-chan struct{}) <-chan int64 {
+func peakRSS(rss func() int64, interval time.Duration, stop <-chan struct{}) <-chan int64 {
 	out := make(chan int64, 1)
 	go func() {
-		peak := rssKB(pid)
+		peak := rss()
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
 			case <-stop:
-				peak = max(peak, rssKB(pid))
+				peak = max(peak, rss())
 				out <- peak
 				return
 			case <-t.C:
-				peak = max(peak, rssKB(pid))
+				peak = max(peak, rss())
 			}
 		}
 	}()

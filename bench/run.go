@@ -43,10 +43,13 @@ type options struct {
 	sseEvents int
 	sseRounds int
 
-	floorFlush time.Duration
-	nginx      string
-	compare    string
-	auditOff   bool
+	floorFlush   time.Duration
+	nginx        string
+	nginxWorkers int
+	compare      string
+	auditOff     bool
+
+	think time.Duration
 
 	startups int
 	profile  string
@@ -67,9 +70,11 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load per target before the rounds, not measured")
 	fs.DurationVar(&o.floorFlush, "floor-flush-interval", -1, "the floor's ReverseProxy.FlushInterval (-1ns: flush every write, as the gateway; 0: Go's default)")
 	fs.StringVar(&o.nginx, "nginx", "auto", "the second floor, nginx as a bare keep-alive proxy: auto (if installed), never, or the nginx binary")
+	fs.IntVar(&o.nginxWorkers, "nginx-workers", 1, "nginx's worker processes: 1 runs one process doing all the work (nginx at its cheapest per request); 2 is Debian's default on this machine (worker_processes auto), its CPU and RSS summed over master and workers")
 	fs.StringVar(&o.compare, "compare", "", "another gateway binary (e.g. built from main) measured side by side as \"before\" in the load and SSE phases")
 	fs.BoolVar(&o.auditOff, "audit-off", true, "also load the gateway with LOG_LEVEL=warn (no audit line), to show what the audit log costs")
 	fs.IntVar(&o.threads, "threads", 2, "wrk threads")
+	fs.DurationVar(&o.think, "think", 0, "pause of each connection between its requests (whole ms; 0: back to back). With it every target gets about the same request rate, conns/(think+latency), so CPU per request is compared at equal load rather than at each one's saturation")
 	fs.IntVar(&o.conns, "conns", 32, "concurrent keep-alive connections of the load generator")
 	fs.IntVar(&o.streams, "streams", 2000, "idle SSE streams to hold open (10000 for the full target)")
 	fs.IntVar(&o.openConc, "open-concurrency", 64, "SSE streams being opened at once")
@@ -98,6 +103,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.rounds < 1 || o.duration < time.Second || o.conns < 1 || o.streams < 0 || o.openConc < 1 || o.sseRounds < 1 {
 		return nil, errors.New("rounds, conns, open-concurrency and sse-rounds must be positive, duration at least 1s")
+	}
+	if o.think < 0 || o.think%time.Millisecond != 0 {
+		return nil, errors.New("think must be whole milliseconds (wrk's delay() counts in ms), or 0")
 	}
 	return o, nil
 }
@@ -205,7 +213,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch o.loadgen {
 	case "auto", "wrk":
 		if bin, lerr := exec.LookPath("wrk"); lerr == nil {
-			e.load, err = newWrkLoader(bin, e.tmp, e.token, o.threads, o.conns)
+			e.load, err = newWrkLoader(bin, e.tmp, e.token, o.threads, o.conns, o.think)
 			if err != nil {
 				return err
 			}
@@ -217,7 +225,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-loadgen %q is not auto, wrk or go", o.loadgen)
 	}
 	if e.load == nil {
-		e.load = &goLoader{token: e.token, conns: o.conns}
+		e.load = &goLoader{token: e.token, conns: o.conns, think: o.think}
 	}
 
 	rep := &report{o: o, loadName: e.load.name(), nofile: nofile, gwProfiled: e.gwProf != ""}

@@ -82,7 +82,7 @@ func (e *env) sseRound(ctx context.Context, rep *report, round int) error {
 		}
 		var c *child
 		if name == "nginx" {
-			c, err = e.startNginx()
+			c, err = e.startNginx(1) // one process: its RSS is all of nginx's
 		} else if name == nameBefore {
 			c, err = e.startGateway(e.o.compare, e.issURL, nil, true)
 		} else if name == "floor" {
