@@ -309,6 +309,10 @@ func TestUsageErrorsHint(t *testing.T) {
 		{"a flag without its value", []string{"--port"}, "flag needs an argument: --port\nsee mcp-oauth-proxy --help"},
 		{"a subcommand misspelt", []string{"helthcheck"}, "unexpected argument \"helthcheck\"\ndid you mean `mcp-oauth-proxy healthcheck`? (a subcommand comes first)\n" +
 			"the MCP server's own command goes after --: mcp-oauth-proxy [flags] -- COMMAND ARGS...\nsee mcp-oauth-proxy --help"},
+		{"doctor misspelt", []string{"doctr", "https://mcp.example.com/mcp"}, "unexpected argument \"doctr\"\ndid you mean `mcp-oauth-proxy doctor`? (a subcommand comes first)\n" +
+			"the MCP server's own command goes after --: mcp-oauth-proxy [flags] -- COMMAND ARGS...\nsee mcp-oauth-proxy --help"},
+		{"doctor after a flag", []string{"--log-level=debug", "doctor", "https://mcp.example.com/mcp"}, "unexpected argument \"doctor\"\ndid you mean `mcp-oauth-proxy doctor`? (a subcommand comes first)\n" +
+			"the MCP server's own command goes after --: mcp-oauth-proxy [flags] -- COMMAND ARGS...\nsee mcp-oauth-proxy --help"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseConfig(tc.args, envOf(validEnv()), false)

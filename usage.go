@@ -35,7 +35,7 @@ func (e *configError) Error() string {
 }
 
 // subcommands are the words run accepts before any flag.
-func subcommands() []string { return []string{"dev", "healthcheck", "version", "help"} }
+func subcommands() []string { return []string{"dev", "healthcheck", "doctor", "version", "help"} }
 
 // flagError explains an error of the flag package, with the flag probably
 // meant when it names an unknown one.
