@@ -607,3 +607,32 @@ func TestSpawnPortBesideMetrics(t *testing.T) {
 		t.Errorf("parseConfig: %v", err)
 	}
 }
+
+// TestDevModeRefusesBrokerSecret: dev mode's issuer logs anyone in as
+// anyone, so its broker must never sign or seal with a real gateway's
+// keys. Started in that gateway's environment (BROKER_SECRET and
+// RESOURCE_URL set), it would hand out that gateway's own tokens.
+func TestDevModeRefusesBrokerSecret(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef-production"
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"secret in the environment", map[string]string{"BROKER_SECRET": secret, "RESOURCE_URL": "https://mcp.example.com/mcp"}, nil, "BROKER_SECRET must not be set in dev mode"},
+		{"secret as a flag", nil, []string{"--broker-secret", secret}, "BROKER_SECRET must not be set in dev mode"},
+		{"previous secret", map[string]string{"BROKER_SECRET_PREVIOUS": secret}, nil, "BROKER_SECRET_PREVIOUS must not be set in dev mode"},
+	} {
+		_, err := parseConfig(tc.args, devEnv(envOf(tc.env)), true)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want a refusal saying %q", tc.name, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: the refusal repeats the secret: %v", tc.name, err)
+		}
+	}
+	if _, err := parseConfig(nil, devEnv(envOf(map[string]string{"STORE_URL": "redis://127.0.0.1:6379/0"})), true); err != nil {
+		t.Errorf("dev mode with STORE_URL and no BROKER_SECRET: %v, want it accepted (one process, random keys)", err)
+	}
+}
