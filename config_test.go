@@ -273,6 +273,37 @@ func TestIssuerPasswordNotRepeated(t *testing.T) {
 	}
 }
 
+// TestURLPasswordsNotRepeated: no refusal of a URL setting repeats the
+// user information it holds, whatever else is wrong with the URL: the
+// error goes to the terminal and the container's log.
+func TestURLPasswordsNotRepeated(t *testing.T) {
+	const pw = "hunter2-s3cret"
+	for _, tc := range []struct{ env, value string }{
+		{"OIDC_ISSUER_URL", "htps://admin:" + pw + "@auth.example.com"},
+		{"OIDC_ISSUER_URL", "https://admin:" + pw + "@auth.example.com/%zz"},
+		{"OIDC_ISSUER_URL", "https://" + pw + "@auth.example.com/%zz"},
+		{"OIDC_ISSUER_URL", "admin:" + pw + "@auth.example.com/"},
+		{"RESOURCE_URL", "https://u:" + pw + "@mcp.example.com/mcp"},
+		{"RESOURCE_URL", "https://u:" + pw + "@mcp.example.com/mcp?x=1"},
+		{"RESOURCE_URL", "https://u:" + pw + "@mcp.example.com/a/../mcp"},
+		{"RESOURCE_URL", "https://u:p@ss:" + pw + "@mcp.example.com/mcp"},
+		{"MCP_UPSTREAM_URL", "http://u:" + pw + "@127.0.0.1:8765"},
+		{"MCP_UPSTREAM_URL", "http://u:" + pw + "@127.0.0.1:8765/%zz"},
+		{"MCP_UPSTREAM_URL", "ftp://u:" + pw + "@127.0.0.1:8765"},
+		{"CORS_ALLOW_ORIGINS", "https://u:" + pw + "@claude.ai"},
+		{"CORS_ALLOW_ORIGINS", "https://u:" + pw + "@claude.ai:99999"},
+		{"STORE_URL", "redis://:" + pw + "@127.0.0.1:6379/x"},
+		{"STORE_URL", "redis://:" + pw + "@127.0.0.1:6379/%zz"},
+	} {
+		env := validEnv()
+		env[tc.env] = tc.value
+		_, err := parseConfig(nil, envOf(env), false)
+		if err == nil || !strings.Contains(err.Error(), tc.env) || strings.Contains(err.Error(), pw) {
+			t.Errorf("%s=%s: got %v, want a refusal naming %s without the password", tc.env, tc.value, err, tc.env)
+		}
+	}
+}
+
 // TestInvalidIsNotAlsoMissing: a value that is refused is reported as
 // such, not also as missing.
 func TestInvalidIsNotAlsoMissing(t *testing.T) {
