@@ -165,3 +165,25 @@ func TestDoctorUsage(t *testing.T) {
 		t.Errorf("flags after the URL: exit %d\n%s", r.status, r.out)
 	}
 }
+
+// TestDoctorUsageHidesTheClientSecret: DOCTOR_CLIENT_SECRET is not shown
+// by the usage that --help, a flag mistake and a missing URL print (the
+// flag package prints each flag's default), and is still the secret used.
+func TestDoctorUsageHidesTheClientSecret(t *testing.T) {
+	const secret = "doctor-client-s3cret-0123456789"
+	for _, args := range [][]string{{"--help"}, {"--no-such-flag"}, {}, {"--json"}} {
+		var stdout, stderr testkit.LogBuffer
+		err := run(context.Background(), append([]string{"mcp-oauth-proxy", "doctor"}, args...),
+			envOf(map[string]string{"DOCTOR_CLIENT_SECRET": secret}), &stdout, &stderr)
+		out := stdout.String() + stderr.String()
+		if err != nil {
+			out += err.Error()
+		}
+		if !strings.Contains(out, "client-secret") {
+			t.Errorf("doctor %q: no usage printed:\n%s", args, out)
+		}
+		if strings.Contains(out, secret) {
+			t.Errorf("doctor %q shows DOCTOR_CLIENT_SECRET:\n%s", args, out)
+		}
+	}
+}
