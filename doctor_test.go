@@ -44,6 +44,13 @@ func runDoctorCmd(t *testing.T, args ...string) doctorResult {
 // loopback address, as doctor must reach it, in front of the demo server.
 func startGatewayAt(t *testing.T, issuerURL string, extra map[string]string) string {
 	t.Helper()
+	mcpURL, _ := startGatewayRun(t, issuerURL, extra)
+	return mcpURL
+}
+
+// startGatewayRun is startGatewayAt, also returning the run (its logs).
+func startGatewayRun(t *testing.T, issuerURL string, extra map[string]string) (string, *running) {
+	t.Helper()
 	upstream := httptest.NewServer(demo.Handler())
 	t.Cleanup(upstream.Close)
 	port := freePort(t)
@@ -63,7 +70,7 @@ func startGatewayAt(t *testing.T, issuerURL string, extra map[string]string) str
 		t.Fatalf("the gateway listens on %s, want 127.0.0.1:%s", got, port)
 	}
 	waitReady(t, base)
-	return base + "/mcp"
+	return base + "/mcp", gw
 }
 
 // TestDoctorFacadeWithAProviderThatSendsIss: facade mode rewrites the
