@@ -36,6 +36,7 @@ const (
 type brokerGateway struct {
 	base, mcp string // origin; RESOURCE_URL
 	is        *devissuer.Issuer
+	run       *running
 }
 
 // startBroker runs the gateway in broker mode on its own loopback address
@@ -54,8 +55,8 @@ func startBroker(t *testing.T, extra map[string]string) *brokerGateway {
 	for k, v := range extra {
 		env[k] = v
 	}
-	mcpURL := startGatewayAt(t, is.URL, env)
-	g := &brokerGateway{base: strings.TrimSuffix(mcpURL, "/mcp"), mcp: mcpURL, is: is}
+	mcpURL, run := startGatewayRun(t, is.URL, env)
+	g := &brokerGateway{base: strings.TrimSuffix(mcpURL, "/mcp"), mcp: mcpURL, is: is, run: run}
 	is.AddClient(gwClientID, gwClientSecret, g.base+"/oauth/callback")
 	return g
 }

@@ -762,6 +762,9 @@ func TestPlainHTTPResourceWarning(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := brokerEnv()
+			if tc.dev {
+				delete(env, "BROKER_SECRET") // dev mode refuses it
+			}
 			for k, v := range tc.env {
 				env[k] = v
 			}

@@ -196,7 +196,7 @@ func settings(c *Config) []setting {
 func concerns() []func(*Config, *problems) {
 	return []func(*Config, *problems){
 		checkProvider, checkResource, checkAllowList, checkUpstream,
-		checkRestarts, checkShutdown, checkListen, checkMetrics, checkStaticClient, checkBroker, checkScopeGrants,
+		checkRestarts, checkShutdown, checkListen, checkDevSecret, checkMetrics, checkStaticClient, checkBroker, checkScopeGrants,
 		checkRequiredScopes, checkStore,
 	}
 }
@@ -303,6 +303,23 @@ func checkListen(c *Config, p *problems) {
 	}
 }
 
+// checkDevSecret: dev mode's broker keys are random. Its issuer logs anyone
+// in as anyone, and the broker's signing and sealing keys depend on
+// BROKER_SECRET alone, so with the secret of a real gateway (dev started
+// in that gateway's environment, RESOURCE_URL included) the tokens,
+// refresh tokens and client registrations it hands out for any identity
+// would be that gateway's own.
+func checkDevSecret(c *Config, p *problems) {
+	if !c.dev {
+		return
+	}
+	for _, env := range []string{"BROKER_SECRET", "BROKER_SECRET_PREVIOUS"} {
+		if c.set[env] && !p.reported(env) {
+			p.addf("%s must not be set in dev mode: its issuer logs anyone in as anyone, and a gateway with this secret would accept what dev mode signs (dev mode's keys are random; unset it)", env)
+		}
+	}
+}
+
 // checkMetrics: metrics are never served on the public port.
 func checkMetrics(c *Config, p *problems) {
 	if c.Listen.MetricsAddr == "" {
@@ -360,9 +377,10 @@ func checkRequiredScopes(c *Config, p *problems) {
 
 // checkStore: replicas that share a store must seal and sign with the same
 // keys, so broker mode with STORE_URL needs BROKER_SECRET: random keys
-// would make one replica's codes and tokens garbage at the next.
+// would make one replica's codes and tokens garbage at the next. Dev mode
+// is one process and refuses BROKER_SECRET (checkDevSecret).
 func checkStore(c *Config, p *problems) {
-	if c.StoreURL != "" && c.BrokerMode() && c.Broker.Secret == nil && !p.reported("BROKER_SECRET") {
+	if c.StoreURL != "" && c.BrokerMode() && c.Broker.Secret == nil && !c.dev && !p.reported("BROKER_SECRET") {
 		p.add("STORE_URL is set in broker mode without BROKER_SECRET: replicas sharing a store must derive the same keys (set BROKER_SECRET, e.g. openssl rand -base64 32)")
 	}
 }

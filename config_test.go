@@ -273,6 +273,37 @@ func TestIssuerPasswordNotRepeated(t *testing.T) {
 	}
 }
 
+// TestURLPasswordsNotRepeated: no refusal of a URL setting repeats the
+// user information it holds, whatever else is wrong with the URL: the
+// error goes to the terminal and the container's log.
+func TestURLPasswordsNotRepeated(t *testing.T) {
+	const pw = "hunter2-s3cret"
+	for _, tc := range []struct{ env, value string }{
+		{"OIDC_ISSUER_URL", "htps://admin:" + pw + "@auth.example.com"},
+		{"OIDC_ISSUER_URL", "https://admin:" + pw + "@auth.example.com/%zz"},
+		{"OIDC_ISSUER_URL", "https://" + pw + "@auth.example.com/%zz"},
+		{"OIDC_ISSUER_URL", "admin:" + pw + "@auth.example.com/"},
+		{"RESOURCE_URL", "https://u:" + pw + "@mcp.example.com/mcp"},
+		{"RESOURCE_URL", "https://u:" + pw + "@mcp.example.com/mcp?x=1"},
+		{"RESOURCE_URL", "https://u:" + pw + "@mcp.example.com/a/../mcp"},
+		{"RESOURCE_URL", "https://u:p@ss:" + pw + "@mcp.example.com/mcp"},
+		{"MCP_UPSTREAM_URL", "http://u:" + pw + "@127.0.0.1:8765"},
+		{"MCP_UPSTREAM_URL", "http://u:" + pw + "@127.0.0.1:8765/%zz"},
+		{"MCP_UPSTREAM_URL", "ftp://u:" + pw + "@127.0.0.1:8765"},
+		{"CORS_ALLOW_ORIGINS", "https://u:" + pw + "@claude.ai"},
+		{"CORS_ALLOW_ORIGINS", "https://u:" + pw + "@claude.ai:99999"},
+		{"STORE_URL", "redis://:" + pw + "@127.0.0.1:6379/x"},
+		{"STORE_URL", "redis://:" + pw + "@127.0.0.1:6379/%zz"},
+	} {
+		env := validEnv()
+		env[tc.env] = tc.value
+		_, err := parseConfig(nil, envOf(env), false)
+		if err == nil || !strings.Contains(err.Error(), tc.env) || strings.Contains(err.Error(), pw) {
+			t.Errorf("%s=%s: got %v, want a refusal naming %s without the password", tc.env, tc.value, err, tc.env)
+		}
+	}
+}
+
 // TestInvalidIsNotAlsoMissing: a value that is refused is reported as
 // such, not also as missing.
 func TestInvalidIsNotAlsoMissing(t *testing.T) {
@@ -609,5 +640,34 @@ func TestSpawnPortBesideMetrics(t *testing.T) {
 	env["MCP_SPAWN_CMD"], env["MCP_SPAWN_PORT"], env["METRICS_ADDR"] = "x", "9090", "10.1.2.3:9090"
 	if _, err := parseConfig(nil, envOf(env), false); err != nil {
 		t.Errorf("parseConfig: %v", err)
+	}
+}
+
+// TestDevModeRefusesBrokerSecret: dev mode's issuer logs anyone in as
+// anyone, so its broker must never sign or seal with a real gateway's
+// keys. Started in that gateway's environment (BROKER_SECRET and
+// RESOURCE_URL set), it would hand out that gateway's own tokens.
+func TestDevModeRefusesBrokerSecret(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef-production"
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"secret in the environment", map[string]string{"BROKER_SECRET": secret, "RESOURCE_URL": "https://mcp.example.com/mcp"}, nil, "BROKER_SECRET must not be set in dev mode"},
+		{"secret as a flag", nil, []string{"--broker-secret", secret}, "BROKER_SECRET must not be set in dev mode"},
+		{"previous secret", map[string]string{"BROKER_SECRET_PREVIOUS": secret}, nil, "BROKER_SECRET_PREVIOUS must not be set in dev mode"},
+	} {
+		_, err := parseConfig(tc.args, devEnv(envOf(tc.env)), true)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want a refusal saying %q", tc.name, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: the refusal repeats the secret: %v", tc.name, err)
+		}
+	}
+	if _, err := parseConfig(nil, devEnv(envOf(map[string]string{"STORE_URL": "redis://127.0.0.1:6379/0"})), true); err != nil {
+		t.Errorf("dev mode with STORE_URL and no BROKER_SECRET: %v, want it accepted (one process, random keys)", err)
 	}
 }

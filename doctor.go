@@ -38,7 +38,9 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 	register := fs.Bool("register", false, "dry-run dynamic client registration: this CREATES a client at the authorization server")
 	login := fs.Bool("login", false, "run the real login in a browser, then initialize and tools/list with the token")
 	clientID := fs.String("client-id", getenv("DOCTOR_CLIENT_ID"), "with --login: a pre-registered client instead of dynamic registration [DOCTOR_CLIENT_ID]")
-	clientSecret := fs.String("client-secret", getenv("DOCTOR_CLIENT_SECRET"), "with --client-id: its secret; prefer the environment variable, flags show in process lists [DOCTOR_CLIENT_SECRET]")
+	// The secret's default is not the environment's: the flag package
+	// prints defaults in the usage, which --help and every flag mistake show.
+	clientSecret := fs.String("client-secret", "", "with --client-id: its secret; prefer the environment variable, flags show in process lists (default: DOCTOR_CLIENT_SECRET)")
 	redirectPort := fs.Int("redirect-port", 0, "with --login: port of the loopback callback http://127.0.0.1:PORT/callback (0: any free port)")
 	scope := fs.String("scope", "", "with --login: the scope to ask for (default: the challenge's, else scopes_supported)")
 	showToken := fs.Bool("show-token", false, "with --login: print the access token (treat it as a password)")
@@ -68,6 +70,9 @@ func runDoctor(ctx context.Context, args []string, getenv func(string) string, s
 	if target == "" {
 		fs.Usage()
 		return &status{code: 2, err: errors.New("doctor needs the MCP endpoint's URL, e.g. mcp-oauth-proxy doctor https://mcp.example.com/mcp")}
+	}
+	if *clientSecret == "" {
+		*clientSecret = getenv("DOCTOR_CLIENT_SECRET")
 	}
 	if *requestTimeout <= 0 || *loginWait <= 0 || *timeout < 0 {
 		return &status{code: 2, err: errors.New("doctor: --request-timeout and --login-wait must be positive, --timeout not negative")}

@@ -44,6 +44,13 @@ func runDoctorCmd(t *testing.T, args ...string) doctorResult {
 // loopback address, as doctor must reach it, in front of the demo server.
 func startGatewayAt(t *testing.T, issuerURL string, extra map[string]string) string {
 	t.Helper()
+	mcpURL, _ := startGatewayRun(t, issuerURL, extra)
+	return mcpURL
+}
+
+// startGatewayRun is startGatewayAt, also returning the run (its logs).
+func startGatewayRun(t *testing.T, issuerURL string, extra map[string]string) (string, *running) {
+	t.Helper()
 	upstream := httptest.NewServer(demo.Handler())
 	t.Cleanup(upstream.Close)
 	port := freePort(t)
@@ -63,7 +70,7 @@ func startGatewayAt(t *testing.T, issuerURL string, extra map[string]string) str
 		t.Fatalf("the gateway listens on %s, want 127.0.0.1:%s", got, port)
 	}
 	waitReady(t, base)
-	return base + "/mcp"
+	return base + "/mcp", gw
 }
 
 // TestDoctorFacadeWithAProviderThatSendsIss: facade mode rewrites the
@@ -163,5 +170,27 @@ func TestDoctorUsage(t *testing.T) {
 	r := runDoctorCmd(t, srv.URL+"/mcp", "--json", "--request-timeout", "2s")
 	if r.checks == nil || r.checks["challenge"].Status != "fail" || r.status != 1 {
 		t.Errorf("flags after the URL: exit %d\n%s", r.status, r.out)
+	}
+}
+
+// TestDoctorUsageHidesTheClientSecret: DOCTOR_CLIENT_SECRET is not shown
+// by the usage that --help, a flag mistake and a missing URL print (the
+// flag package prints each flag's default), and is still the secret used.
+func TestDoctorUsageHidesTheClientSecret(t *testing.T) {
+	const secret = "doctor-client-s3cret-0123456789"
+	for _, args := range [][]string{{"--help"}, {"--no-such-flag"}, {}, {"--json"}} {
+		var stdout, stderr testkit.LogBuffer
+		err := run(context.Background(), append([]string{"mcp-oauth-proxy", "doctor"}, args...),
+			envOf(map[string]string{"DOCTOR_CLIENT_SECRET": secret}), &stdout, &stderr)
+		out := stdout.String() + stderr.String()
+		if err != nil {
+			out += err.Error()
+		}
+		if !strings.Contains(out, "client-secret") {
+			t.Errorf("doctor %q: no usage printed:\n%s", args, out)
+		}
+		if strings.Contains(out, secret) {
+			t.Errorf("doctor %q shows DOCTOR_CLIENT_SECRET:\n%s", args, out)
+		}
 	}
 }

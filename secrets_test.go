@@ -2,11 +2,15 @@ package main
 
 import (
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/devissuer"
 )
 
 // TestNoSecretsInLogs runs the gateway at LOG_LEVEL=trace with a static
@@ -98,4 +102,112 @@ func tamper(tok string) string {
 	p, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	p = []byte(strings.Replace(string(p), `"alice"`, `"admin"`, 1))
 	return parts[0] + "." + base64.RawURLEncoding.EncodeToString(p) + "." + parts[2]
+}
+
+// TestNoSecretsInBrokerLogs runs broker mode at LOG_LEVEL=trace through
+// what its log lines are about (logins, a code redeemed twice, refreshes, a
+// refresh token reused after its grace, a refusal at the provider's
+// refresh, revocation, MCP calls, requests with bad credentials), then looks
+// for every credential the flow carried in every line: the codes, the PKCE
+// verifiers, the access and refresh tokens (and their parts), the
+// gateway's client secret at the provider, BROKER_SECRET, the cookies.
+func TestNoSecretsInBrokerLogs(t *testing.T) {
+	g := startBroker(t, map[string]string{"LOG_LEVEL": "trace", "BROKER_REFRESH_REUSE_GRACE": "0", "ALLOW_SUBS": "alice,bob"})
+	needles := map[string]string{"BROKER_SECRET": brokerTestSecret, "OIDC_CLIENT_SECRET": gwClientSecret}
+	note := func(what, v string) {
+		if len(v) < 8 {
+			t.Fatalf("%s %q: too short to look for", what, v)
+		}
+		needles[what] = v
+		for i, part := range strings.Split(v, ".") {
+			if len(part) >= 16 {
+				needles[fmt.Sprintf("%s part %d", what, i)] = part
+			}
+		}
+	}
+	bob := devissuer.Identity{Subject: "bob", Email: "bob@example.com"}
+	for _, id := range []devissuer.Identity{alice, bob} {
+		c := registerClient(t, g.base)
+		a := newAuthRequest(c, g.mcp)
+		last, b := authorize(t, g.base, a, id)
+		for _, ck := range b.c.Jar.Cookies(mustParseURL(t, g.base)) {
+			note(id.Subject+" cookie "+ck.Name, ck.Value)
+		}
+		code := callback(t, last, a).Get("code")
+		note(id.Subject+" code", code)
+		note(id.Subject+" verifier", a.verifier)
+		tr := redeem(t, g.base, a, code)
+		if tr.status != http.StatusOK {
+			t.Fatalf("redeem: %d %s", tr.status, tr.Error)
+		}
+		note(id.Subject+" access token", tr.AccessToken)
+		note(id.Subject+" refresh token", tr.RefreshToken)
+		if resp, body := mcpPost(t, g.mcp, tr.AccessToken, toolsList); resp.StatusCode != http.StatusOK {
+			t.Fatalf("MCP call: %d %.200s", resp.StatusCode, body)
+		}
+		if again := redeem(t, g.base, a, code); again.status != http.StatusBadRequest {
+			t.Errorf("the code again: %d, want 400", again.status)
+		}
+		// The code's reuse revoked its family: sign in again for the rest.
+		a = newAuthRequest(c, g.mcp)
+		last, _ = authorize(t, g.base, a, id)
+		code = callback(t, last, a).Get("code")
+		note(id.Subject+" second code", code)
+		note(id.Subject+" second verifier", a.verifier)
+		tr = redeem(t, g.base, a, code)
+		note(id.Subject+" second access token", tr.AccessToken)
+		note(id.Subject+" second refresh token", tr.RefreshToken)
+		if id.Subject == "bob" {
+			g.is.SetDisabled("bob", true)
+			if rt := refresh(t, g.base, c, tr.RefreshToken, g.mcp); rt.status != http.StatusBadRequest {
+				t.Errorf("refresh of a disabled user: %d, want 400", rt.status)
+			}
+			continue
+		}
+		rt := refresh(t, g.base, c, tr.RefreshToken, g.mcp)
+		if rt.status != http.StatusOK {
+			t.Fatalf("refresh: %d %s", rt.status, rt.Error)
+		}
+		note("refreshed access token", rt.AccessToken)
+		note("refreshed refresh token", rt.RefreshToken)
+		refresh(t, g.base, c, tr.RefreshToken, g.mcp) // reused: ends the session
+		tokenRequest(t, g.base, url.Values{"token": {rt.AccessToken}, "client_id": {c.id}}, "")
+		for _, form := range []url.Values{
+			{"token": {rt.RefreshToken}, "client_id": {c.id}},
+			{"token": {rt.AccessToken}, "client_id": {c.id}},
+		} {
+			resp, err := http.PostForm(g.base+"/oauth/revoke", form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		mcpPost(t, g.mcp, rt.AccessToken, toolsList)
+		mcpPost(t, g.mcp, tamper(rt.AccessToken), toolsList)
+		tokenRequest(t, g.base, url.Values{"grant_type": {"authorization_code"}, "code": {code[:len(code)-4] + "AAAA"}, "client_id": {c.id},
+			"redirect_uri": {c.redirect}, "code_verifier": {a.verifier}}, "")
+	}
+
+	logs := g.run.stderr.String()
+	if !strings.Contains(logs, `"@level":"trace"`) && !strings.Contains(logs, `"@level":"debug"`) {
+		t.Logf("no trace or debug lines were written")
+	}
+	lines := strings.Split(logs, "\n")
+	for _, line := range lines {
+		for what, s := range needles {
+			if strings.Contains(line, s) {
+				t.Errorf("the %s appears in the log line %.300s", what, line)
+			}
+		}
+	}
+	t.Logf("%d log lines checked for %d secrets", len(lines), len(needles))
+}
+
+func mustParseURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

@@ -60,9 +60,30 @@ func text(s string) (string, error) { return s, nil }
 func httpURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fmt.Errorf("%q is not an absolute http(s) URL", s)
+		return nil, fmt.Errorf("%s is not an absolute http(s) URL", shown(s))
 	}
 	return u, nil
+}
+
+// shown is s quoted for an error message, its user information (a password,
+// a token) replaced: configuration errors go to the terminal and to the
+// container's log. The authority is found as url.Parse finds it (after
+// "//", up to the first "/", "?" or "#"; the user information up to its
+// last "@"), also when the rest of s does not parse, and from the start
+// when s has no "//" (user:password@host, the scheme forgotten).
+func shown(s string) string {
+	start := 0
+	if i := strings.Index(s, "//"); i >= 0 {
+		start = i + 2
+	}
+	auth := s[start:]
+	if end := strings.IndexAny(auth, "/?#"); end >= 0 {
+		auth = auth[:end]
+	}
+	if at := strings.LastIndex(auth, "@"); at >= 0 {
+		s = s[:start] + "REDACTED" + s[start+at:]
+	}
+	return strconv.Quote(s)
 }
 
 // issuerURL is OIDC_ISSUER_URL: absolute https, or http on loopback, with
@@ -80,9 +101,9 @@ func issuerURL(s string) (string, error) {
 	case u.User != nil: // the value is not repeated: it holds a password
 		return "", errors.New("must not contain user information (it would be published in the discovery documents)")
 	case u.Scheme == "http" && !isLoopbackHost(u.Hostname()):
-		return "", fmt.Errorf("%q must use https (http is allowed only for loopback addresses)", s)
+		return "", fmt.Errorf("%s must use https (http is allowed only for loopback addresses)", shown(s))
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
-		return "", fmt.Errorf("%q must not have a query or fragment", s)
+		return "", fmt.Errorf("%s must not have a query or fragment", shown(s))
 	}
 	return s, nil
 }
@@ -99,11 +120,11 @@ func resourceURL(s string) (string, error) {
 	case err != nil:
 		return "", err
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
-		return "", fmt.Errorf("%q must not have a query or fragment (RFC 9728 §1.2)", s)
+		return "", fmt.Errorf("%s must not have a query or fragment (RFC 9728 §1.2)", shown(s))
 	case u.User != nil:
-		return "", fmt.Errorf("%q must not contain user information", s)
+		return "", fmt.Errorf("%s must not contain user information", shown(s))
 	case u.RawPath != "" || strings.Contains(u.Path, "//") || hasDotSegment(u.Path):
-		return "", fmt.Errorf("%q must have a clean path", s)
+		return "", fmt.Errorf("%s must have a clean path", shown(s))
 	}
 	return s, nil
 }
@@ -118,7 +139,7 @@ func upstreamURL(s string) (*url.URL, error) {
 	case err != nil:
 		return nil, err
 	case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
-		return nil, fmt.Errorf("%q must not have a query, fragment or user information", s)
+		return nil, fmt.Errorf("%s must not have a query, fragment or user information", shown(s))
 	}
 	return u, nil
 }
@@ -422,17 +443,17 @@ func origin(s string) (string, error) {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil || u.Host == "" || u.Opaque != "" || (u.Scheme != "http" && u.Scheme != "https"):
-		return "", fmt.Errorf("entry %q is not an origin such as https://claude.ai (or *)", s)
+		return "", fmt.Errorf("entry %s is not an origin such as https://claude.ai (or *)", shown(s))
 	case u.User != nil:
-		return "", fmt.Errorf("entry %q must not contain user information (an origin is a scheme, a host and a port)", s)
+		return "", fmt.Errorf("entry %s must not contain user information (an origin is a scheme, a host and a port)", shown(s))
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
-		return "", fmt.Errorf("entry %q must not have a query or fragment (an origin is a scheme, a host and a port)", s)
+		return "", fmt.Errorf("entry %s must not have a query or fragment (an origin is a scheme, a host and a port)", shown(s))
 	case u.Path != "" && u.Path != "/":
-		return "", fmt.Errorf("entry %q must not have a path (an origin is a scheme, a host and a port)", s)
+		return "", fmt.Errorf("entry %s must not have a path (an origin is a scheme, a host and a port)", shown(s))
 	}
 	host, _ := lowerCase(u.Hostname())
 	if err := originHost(host); err != nil {
-		return "", fmt.Errorf("entry %q: %w", s, err)
+		return "", fmt.Errorf("entry %s: %w", shown(s), err)
 	}
 	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
 		host = "[" + ip.String() + "]" // as browsers write it: compressed, lower-case
@@ -441,7 +462,7 @@ func origin(s string) (string, error) {
 		n, err := strconv.Atoi(p)
 		switch {
 		case err != nil || n < 1 || n > 65535:
-			return "", fmt.Errorf("entry %q: the port is not a port number (1-65535)", s)
+			return "", fmt.Errorf("entry %s: the port is not a port number (1-65535)", shown(s))
 		case n != map[string]int{"http": 80, "https": 443}[u.Scheme]: // a default port is left out
 			host += ":" + strconv.Itoa(n)
 		}
