@@ -17,12 +17,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -409,15 +411,32 @@ func build(cfg *Config, lg logs, withMetrics bool) (*parts, error) {
 // newHTTPServer is the HTTP server of both listeners: bounded headers
 // (431 past 32 KiB), slow clients cut after READ_HEADER_TIMEOUT, idle
 // keep-alive connections closed after 2 minutes, no timeout on a response
-// (streams stay open), and its errors logged at debug.
+// (streams stay open), and its errors logged (serverLog).
 func newHTTPServer(h http.Handler, lc ListenConfig, logger hclog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lc.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+		ErrorLog:          log.New(serverLog{logger.Named("http")}, "", 0),
 	}
+}
+
+// serverLog is net/http's error log. Nearly all of it is what clients
+// cause (malformed requests, connections cut, TLS handshakes), so it goes
+// at debug, where a client cannot fill the log. A handler's panic is the
+// gateway's own fault: net/http recovers it and closes the connection, and
+// it goes at error, with its stack, so that it is seen.
+type serverLog struct{ l hclog.Logger }
+
+func (s serverLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	if strings.HasPrefix(msg, "http: panic serving ") {
+		s.l.Error("a request handler panicked; its connection was closed", "panic", msg)
+	} else {
+		s.l.Debug(msg)
+	}
+	return len(p), nil
 }
 
 // actor is one oklog/run actor.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
@@ -315,5 +318,54 @@ func TestObservabilitySettings(t *testing.T) {
 				t.Errorf("config %+v", cfg)
 			}
 		})
+	}
+}
+
+// TestHandlerPanicLogged: net/http recovers a handler's panic and logs it
+// through the server's error log, which holds mostly what clients cause and
+// so runs at debug. A panic is the gateway's own fault and must be seen at
+// the default level, with its stack; a client's malformed request stays at
+// debug.
+func TestHandlerPanicLogged(t *testing.T) {
+	var buf testkit.LogBuffer
+	logger := hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Info, JSONFormat: true})
+	srv := newHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		panic("boom in the handler")
+	}), ListenConfig{ReadHeaderTimeout: time.Second}, logger)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	// A malformed request: net/http answers 400 and logs nothing at info.
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+	_, _ = io.ReadAll(c)
+	c.Close()
+
+	if _, err := http.Get("http://" + ln.Addr().String() + "/"); err == nil {
+		t.Fatal("the panicking handler's connection was not closed")
+	}
+	var line map[string]any
+	testkit.WaitFor(t, "the panic's log line", 5*time.Second, func() bool {
+		for _, l := range testkit.JSONLines(t, buf.String()) {
+			if l["@message"] == "a request handler panicked; its connection was closed" {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if line["@level"] != "error" || !strings.Contains(line["panic"].(string), "boom in the handler") ||
+		!strings.Contains(line["panic"].(string), "goroutine") {
+		t.Errorf("panic logged as %v; want level error, the panic's value and its stack", line)
+	}
+	if n := len(testkit.JSONLines(t, buf.String())); n != 1 {
+		t.Errorf("%d lines at info; want only the panic's:\n%s", n, buf.String())
 	}
 }
