@@ -309,11 +309,23 @@ func (p *Provider) loadOnce(ctx context.Context) error {
 	return nil
 }
 
+// namedError is an error of this package whose message names URLs: the
+// issuers, a jwks_uri, a redirect's target. They may be internal names (a
+// provider that advertises the host it is reached by inside the network),
+// so /readyz shows public, and the log the full message.
+type namedError struct{ public, full string }
+
+func (e *namedError) Error() string { return e.full }
+
 // publicReason is err as /readyz may show it on the public port: a failed
 // request becomes what went wrong, without the URL, addresses or resolver
 // its error names (the log has the whole error); the package's own errors
-// name only the documents and the issuers, and stay.
+// stay, in their public words when they name a URL (namedError).
 func publicReason(err error) string {
+	var ne *namedError
+	if errors.As(err, &ne) {
+		return ne.public + " (the gateway's log has the error)"
+	}
 	var ue *url.Error
 	if !errors.As(err, &ue) {
 		return err.Error()
@@ -392,7 +404,8 @@ func secureRedirect(req *http.Request, via []*http.Request) error {
 	case len(via) >= 10:
 		return errors.New("stopped after 10 redirects")
 	case !secureURL(req.URL):
-		return fmt.Errorf("redirect to %q refused: it must use https (http only on loopback)", req.URL.Redacted())
+		return &namedError{public: "a redirect was refused: it must use https (http only on loopback)",
+			full: fmt.Sprintf("redirect to %q refused: it must use https (http only on loopback)", req.URL.Redacted())}
 	}
 	return nil
 }
@@ -414,7 +427,8 @@ func (p *Provider) fetchDiscovery(ctx context.Context) (d *discovery, err error)
 		return nil, errors.New("fetch discovery document: no issuer")
 	}
 	if trimSlash(d.issuer) != p.issuer {
-		return nil, fmt.Errorf("fetch discovery document: issuer %q does not match the configured issuer %q", d.issuer, p.issuer)
+		return nil, &namedError{public: "fetch discovery document: its issuer does not match the configured issuer (OIDC_ISSUER_URL)",
+			full: fmt.Sprintf("fetch discovery document: issuer %q does not match the configured issuer %q", d.issuer, p.issuer)}
 	}
 	if err := json.Unmarshal(raw["jwks_uri"], &d.jwksURI); err != nil || d.jwksURI == "" {
 		return nil, errors.New("fetch discovery document: no jwks_uri")
@@ -424,7 +438,8 @@ func (p *Provider) fetchDiscovery(ctx context.Context) (d *discovery, err error)
 	} else if !secureURL(u) {
 		// Every token's trust rests on these keys: whoever is on the path
 		// to a plain-http JWKS could add one.
-		return nil, fmt.Errorf("fetch discovery document: jwks_uri %q must use https (http is allowed only on loopback, as for the issuer)", d.jwksURI)
+		return nil, &namedError{public: "fetch discovery document: its jwks_uri must use https (http is allowed only on loopback, as for the issuer)",
+			full: fmt.Sprintf("fetch discovery document: jwks_uri %q must use https (http is allowed only on loopback, as for the issuer)", d.jwksURI)}
 	}
 	if age, ok := cacheMaxAge(h); ok {
 		d.maxAge = min(max(age, minDocMaxAge), maxDocMaxAge)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -780,4 +781,58 @@ func TestJWKSOverPlainHTTP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReadyReasonNamesNoProviderURL: the provider's own documents can name
+// internal hosts (a provider that advertises the name it is reached by
+// inside the network), and so can the configured issuer. /readyz, on the
+// public port, says what is wrong without them; the log has them.
+func TestReadyReasonNamesNoProviderURL(t *testing.T) {
+	const issuer = "https://keycloak.corp.internal:8443/realms/staff"
+	for _, tc := range []struct {
+		name      string
+		answer    func(*http.Request) *http.Response
+		want, log string
+	}{
+		{"issuer mismatch", func(*http.Request) *http.Response {
+			return jsonAnswer(`{"issuer":"http://kc.internal.lan:8080/realms/staff","jwks_uri":"https://keycloak.corp.internal:8443/certs"}`)
+		}, "fetch discovery document: its issuer does not match the configured issuer (OIDC_ISSUER_URL)", "kc.internal.lan:8080"},
+		{"plain-http jwks_uri", func(*http.Request) *http.Response {
+			return jsonAnswer(`{"issuer":"` + issuer + `","jwks_uri":"http://kc.internal.lan:8080/certs"}`)
+		}, "fetch discovery document: its jwks_uri must use https", "kc.internal.lan:8080"},
+		{"redirect to plain http", func(*http.Request) *http.Response {
+			return &http.Response{StatusCode: http.StatusFound, Header: http.Header{"Location": {"http://kc.internal.lan:8080/realms/staff/.well-known/openid-configuration"}},
+				Body: io.NopCloser(strings.NewReader(""))}
+		}, "provider discovery failed: a redirect was refused", "kc.internal.lan:8080"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs testkit.LogBuffer
+			client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				resp := tc.answer(r)
+				resp.Request = r
+				return resp, nil
+			})}
+			p := New(Config{IssuerURL: issuer, Audiences: []string{testAudience}, HTTPClient: client, Logger: hclog.New(&hclog.LoggerOptions{Output: &logs})})
+			testkit.Run(t, p)
+			var reason string
+			testkit.WaitFor(t, "the provider to take the failure in", 5*time.Second, func() bool {
+				_, reason = p.Ready()
+				return reason != "provider discovery pending"
+			})
+			if !strings.Contains(reason, tc.want) {
+				t.Errorf("Ready() reason %q, want it to contain %q", reason, tc.want)
+			}
+			for _, secret := range []string{"internal", "8443", "8080"} {
+				if strings.Contains(reason, secret) {
+					t.Errorf("Ready() reason %q names %q", reason, secret)
+				}
+			}
+			testkit.WaitFor(t, "the log line", 5*time.Second, func() bool { return strings.Contains(logs.String(), tc.log) })
+		})
+	}
+}
+
+func jsonAnswer(body string) *http.Response {
+	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(strings.NewReader(body))}
 }
