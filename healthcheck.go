@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -17,15 +19,24 @@ func runHealthcheck(ctx context.Context, args []string, getenv func(string) stri
 	if len(args) > 0 {
 		return usageError("healthcheck takes no arguments (it reads PORT and LISTEN_HOST)")
 	}
-	port := getenv("PORT")
-	if port == "" {
-		port = "8080"
+	// Read as the gateway reads them (blanks trimmed, the same checks), so
+	// a value the gateway runs with is one the probe finds it on.
+	p := strings.TrimSpace(getenv("PORT"))
+	if p == "" {
+		p = "8080"
 	}
-	host := getenv("LISTEN_HOST")
+	port, err := port(1)(p)
+	if err != nil {
+		return fmt.Errorf("healthcheck: PORT %w", err)
+	}
+	host, err := ipHost(strings.TrimSpace(getenv("LISTEN_HOST")))
+	if err != nil {
+		return fmt.Errorf("healthcheck: LISTEN_HOST %w", err)
+	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
 	}
-	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/healthz"}
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, strconv.Itoa(port)), Path: "/healthz"}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -503,5 +504,32 @@ func TestLogsAuditOutput(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHealthcheckReadsSettingsAsTheGateway: the probe reads PORT and
+// LISTEN_HOST as the gateway does, blanks trimmed, so a gateway that runs
+// with PORT=" 8080 " is found; a value the gateway would refuse is named.
+func TestHealthcheckReadsSettingsAsTheGateway(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			w.WriteHeader(http.StatusOK)
+		}
+	}))
+	defer srv.Close()
+	_, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	var out strings.Builder
+	env := envOf(map[string]string{"PORT": " " + p + " ", "LISTEN_HOST": " 127.0.0.1\t"})
+	if err := runHealthcheck(context.Background(), nil, env, &out); err != nil || out.String() != "ok\n" {
+		t.Errorf("healthcheck with blanks around PORT and LISTEN_HOST: %v %q, want ok", err, out.String())
+	}
+	for _, tc := range []struct{ port, host, want string }{
+		{"80a", "", "healthcheck: PORT \"80a\" is not a port number"},
+		{p, "gateway.local", "healthcheck: LISTEN_HOST \"gateway.local\" is not an IP address"},
+	} {
+		err := runHealthcheck(context.Background(), nil, envOf(map[string]string{"PORT": tc.port, "LISTEN_HOST": tc.host}), &out)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("PORT %q LISTEN_HOST %q: %v, want %q", tc.port, tc.host, err, tc.want)
+		}
 	}
 }
