@@ -838,3 +838,69 @@ func TestDetachedStreamShutdownStuckClient(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestDetachedStreamPipelined: a client that pipelines requests behind one
+// answered with an event stream (RFC 9112 §9.3.2) gets that stream whole,
+// every event and its last chunk, whether the next request came with the
+// first or while the stream was open; the head says Connection: close, so
+// the client sends again what was not answered.
+func TestDetachedStreamPipelined(t *testing.T) {
+	env := newIssuer(t)
+	tok := env.token(t, "alice", nil)
+	next := make(chan struct{})
+	s := newSetup(t, env, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "data: 2\n\n")
+	}, func(c *Config) { c.Shutdown = context.Background() })
+	post := "POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+	for _, c := range []struct {
+		name          string
+		first, second string
+	}{
+		{"sent together", post + post, ""},
+		{"sent while the stream is open", post, post},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", s.front.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.WriteString(conn, c.first)
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !resp.Close {
+				t.Error("the head does not say Connection: close")
+			}
+			body := bufio.NewReader(resp.Body)
+			for _, want := range []string{"data: 1\n", "\n"} {
+				if line, err := body.ReadString('\n'); err != nil || line != want {
+					t.Fatalf("first event: got %q, %v", line, err)
+				}
+			}
+			if c.second != "" {
+				_, _ = io.WriteString(conn, c.second)
+				time.Sleep(50 * time.Millisecond) // for the gate to see it before the next event
+			}
+			select {
+			case next <- struct{}{}:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream's request ended before its second event")
+			}
+			if rest, err := io.ReadAll(body); err != nil || string(rest) != "data: 2\n\n" {
+				t.Fatalf("rest of the stream: got %q, %v; want the second event and a clean end", rest, err)
+			}
+		})
+	}
+}
