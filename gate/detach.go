@@ -63,8 +63,16 @@ func (x *exchange) detach() bool {
 	}
 	x.w.sealSessions() // as WriteHeader would have
 	head := appendResponseHead(make([]byte, 0, 512), c.head.status, x.w.Header(), time.Now())
+	if x.g.detached != nil {
+		// Before Hijack: once the connection is no longer the server's,
+		// its Shutdown may return, and the caller waits on this instead.
+		x.g.detached.Add(1)
+	}
 	cc, _, err := hj.Hijack() // what the client sent after its request is dropped (below)
 	if err != nil {
+		if x.g.detached != nil {
+			x.g.detached.Done()
+		}
 		return false
 	}
 	// From here on the request's context ends when the handler returns:
@@ -104,6 +112,9 @@ func (s *detachedStream) stop() {
 
 // run relays the stream to its end, then accounts for it.
 func (s *detachedStream) run() {
+	if s.g.detached != nil {
+		defer s.g.detached.Done() // after the audit line (Config.Detached)
+	}
 	watched := make(chan struct{})
 	go s.watch(watched)
 	s.c.beforeFill = s.flushHead

@@ -904,3 +904,72 @@ func TestDetachedStreamPipelined(t *testing.T) {
 		})
 	}
 }
+
+// heldMetrics is Metrics whose Request, for a stream, says it was called
+// and returns only once released.
+type heldMetrics struct {
+	entered, release chan struct{}
+}
+
+func (m *heldMetrics) Request(o Outcome) {
+	if o.Stream {
+		close(m.entered)
+		<-m.release
+	}
+}
+
+func (m *heldMetrics) Stream(int) {}
+
+// TestDetachedStreamsWaited: Config.Detached counts a detached stream
+// until it is wholly accounted for (audit line and Metrics), so a caller
+// that waits on it after shutdown loses none of them at exit: net/http's
+// Shutdown does not see hijacked connections.
+func TestDetachedStreamsWaited(t *testing.T) {
+	env := newIssuer(t)
+	shutdown, beginShutdown := context.WithCancel(context.Background())
+	defer beginShutdown()
+	m := &heldMetrics{entered: make(chan struct{}), release: make(chan struct{})}
+	var detached sync.WaitGroup
+	var logs logBuffer
+	s := newSetup(t, env, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}, func(c *Config) {
+		c.Shutdown, c.Detached, c.Metrics, c.Logger = shutdown, &detached, m, jsonLogger(&logs)
+	})
+	req, _ := http.NewRequest(http.MethodGet, s.front.URL+"/mcp", nil)
+	req.Header = bearerHeader(env.token(t, "alice", nil))
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := s.front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != "data: 1\n" {
+		t.Fatalf("first event: got %q, %v", line, err)
+	}
+	beginShutdown()
+	waited := make(chan struct{})
+	go func() { detached.Wait(); close(waited) }()
+	select {
+	case <-m.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream was not accounted for after shutdown began")
+	}
+	select {
+	case <-waited:
+		t.Fatal("Detached was done before the stream was accounted for")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(m.release)
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Detached never done")
+	}
+	if n := logs.count(t, "proxied"); n != 1 {
+		t.Errorf("proxied lines once Detached was done: got %d, want 1", n)
+	}
+}
