@@ -218,6 +218,10 @@ func serve(ctx context.Context, cfg *Config, lg logs, ln net.Listener, extra []a
 				logger.Warn("requests still open after the shutdown grace; closing them", "error", err)
 				_ = srv.Close()
 			}
+			// Event streams the gate relays after their handler returned
+			// are connections Shutdown no longer sees: endStreams closed
+			// them, and each ends at once; wait for their audit lines.
+			p.detached.Wait()
 		}))
 	}
 	if p.supervisor != nil { // The child.
@@ -273,6 +277,7 @@ type parts struct {
 	state      *state                 // limits, one-time values, revocations
 	handler    http.Handler           // the public listener's: the gate
 	endStreams context.CancelFunc     // ends open event streams when shutdown begins
+	detached   *sync.WaitGroup        // the streams the gate relays after their handler returned
 }
 
 // sessionKey is the key the gate seals MCP session IDs with
@@ -397,6 +402,8 @@ func build(cfg *Config, lg logs, withMetrics bool) (*parts, error) {
 	gc.Public = publicRoutes(wk, ready, b)
 	gc.ResourceMetadataURL = wk.ResourceMetadataURL()
 	gc.Shutdown = streams
+	p.detached = new(sync.WaitGroup)
+	gc.Detached = p.detached
 	gc.Logger, gc.AuditOutput = logger.Named("gate"), lg.audit
 	gc.Metrics = gateMetrics
 	if p.handler, err = gate.New(gc); err != nil {

@@ -533,3 +533,57 @@ func TestHealthcheckReadsSettingsAsTheGateway(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownWaitsForDetachedStreams: every event stream open when the
+// gateway stops has its audit line written before run returns (main exits
+// then), though the gate relays them after their handlers returned, on
+// connections http.Server.Shutdown no longer sees.
+func TestShutdownWaitsForDetachedStreams(t *testing.T) {
+	is := testkit.StartIssuer(t, nil)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: open\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(upstream.Close)
+	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": upstream.URL, "RATE_LIMIT_RPM": "1000"}))
+	base := "http://" + gw.addr(t)
+	waitReady(t, base)
+	token, err := is.AccessToken("alice", "https://mcp.example.com/mcp", time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	var opened sync.WaitGroup
+	var streaming atomic.Int64
+	for range n {
+		opened.Add(1)
+		go func() {
+			defer opened.Done()
+			req, _ := http.NewRequest(http.MethodGet, base+"/mcp", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set("Accept", "text/event-stream")
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != "data: open\n" {
+				t.Errorf("first event: got %q, %v", line, err)
+			}
+			streaming.Add(1)
+			_, _ = io.Copy(io.Discard, resp.Body) // until the gateway ends it
+		}()
+	}
+	testkit.WaitFor(t, "the streams", 10*time.Second, func() bool { return streaming.Load() == n || t.Failed() })
+	if err := gw.stop(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := strings.Count(gw.stderr.String(), `"@message":"proxied"`); got != n {
+		t.Errorf("proxied lines when run returned: got %d, want %d", got, n)
+	}
+	opened.Wait()
+}

@@ -25,8 +25,8 @@ import (
 // net/http frees the connection's goroutine, buffers and request. One
 // goroutine relays the stream, chunk by chunk as events arrive, waiting
 // without a buffer (upstreamConn.fill); a second, with a stack of a few
-// hundred bytes, waits for the client to close (or to send anything, which
-// an HTTP/1.1 client receiving an answer does not) and ends the stream
+// hundred bytes, waits for the client to close (dropping what it sends
+// meanwhile, pipelined requests, up to a bound) and ends the stream
 // then. The stream ends as any other: at shutdown, when the upstream ends
 // it, when the client goes; its audit line and Metrics come at its end.
 //
@@ -63,8 +63,16 @@ func (x *exchange) detach() bool {
 	}
 	x.w.sealSessions() // as WriteHeader would have
 	head := appendResponseHead(make([]byte, 0, 512), c.head.status, x.w.Header(), time.Now())
-	cc, brw, err := hj.Hijack()
+	if x.g.detached != nil {
+		// Before Hijack: once the connection is no longer the server's,
+		// its Shutdown may return, and the caller waits on this instead.
+		x.g.detached.Add(1)
+	}
+	cc, _, err := hj.Hijack() // what the client sent after its request is dropped (below)
 	if err != nil {
+		if x.g.detached != nil {
+			x.g.detached.Done()
+		}
 		return false
 	}
 	// From here on the request's context ends when the handler returns:
@@ -73,7 +81,6 @@ func (x *exchange) detach() bool {
 		c.abort() // the client went away meanwhile: the stream ends at once
 	}
 	x.stop = nil
-	pipelined := brw.Reader.Buffered() > 0
 	x.w.noteStatus(c.head.status)
 	x.w.ResponseWriter = nil // net/http's response: nothing of it is kept
 	x.w.detached = true
@@ -86,9 +93,12 @@ func (x *exchange) detach() bool {
 	}
 	x.stopDown = nil
 	s.stopDown = context.AfterFunc(x.g.shutdown, s.stop)
-	if pipelined {
-		c.abort() // the client sent more while waiting for this answer: not a stream client
-	}
+	// What the client sent after its request (pipelined requests, buffered
+	// or still to come) is never read as a request: the head says
+	// Connection: close, after which a server processes no further request
+	// (RFC 9112 §9.6) and the client sends again what was not answered
+	// (§9.3.2), as it would had net/http closed the connection. The answer
+	// in hand is relayed whole all the same.
 	go s.run()
 	return true
 }
@@ -102,6 +112,9 @@ func (s *detachedStream) stop() {
 
 // run relays the stream to its end, then accounts for it.
 func (s *detachedStream) run() {
+	if s.g.detached != nil {
+		defer s.g.detached.Done() // after the audit line (Config.Detached)
+	}
 	watched := make(chan struct{})
 	go s.watch(watched)
 	s.c.beforeFill = s.flushHead
@@ -168,13 +181,24 @@ func (s *detachedStream) flushHead() {
 	}
 }
 
-// watch waits for the client to close its connection (or to send
-// anything) and ends the stream then; it returns when run closes the
-// connection too.
+// maxPipelinedBytes bounds what a detached stream's client may send after
+// its request (pipelined requests, which are dropped) before the stream is
+// ended: a client that keeps sending is not waiting for a stream.
+const maxPipelinedBytes = 64 << 10
+
+// watch waits for the client to close its connection (or to send more than
+// maxPipelinedBytes) and ends the stream then; it returns when run closes
+// the connection too. What the client sends is dropped (detach).
 func (s *detachedStream) watch(done chan<- struct{}) {
 	defer close(done)
-	var b [1]byte
-	_, _ = s.cc.Read(b[:])
+	var b [128]byte
+	for sent := 0; sent <= maxPipelinedBytes; {
+		n, err := s.cc.Read(b[:])
+		if err != nil {
+			break
+		}
+		sent += n
+	}
 	s.c.abort()
 }
 

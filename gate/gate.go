@@ -354,6 +354,16 @@ type Config struct {
 	// again. Nil: streams are left to the server's own shutdown.
 	Shutdown context.Context
 
+	// Detached, when set, counts the event streams relayed after their
+	// handler returned (detach.go): one is added before its connection is
+	// taken from net/http, and done once the stream ended and its audit
+	// line and Metrics were written. http.Server.Shutdown does not wait
+	// for them (a hijacked connection is no longer the server's); they end
+	// when Shutdown does, and the caller waits on Detached after the
+	// server's Shutdown, so none of their audit lines is lost at exit.
+	// Nil: nothing waits for them.
+	Detached *sync.WaitGroup
+
 	// Transport carries proxied requests through httputil.ReverseProxy.
 	// Nil: requests to an http:// upstream go over the gate's own HTTP/1.1
 	// client (upstream.go: a bounded pool of keep-alive connections, 5 s
@@ -436,6 +446,7 @@ type gate struct {
 	proxy    *httputil.ReverseProxy // for a Transport, or an https upstream
 	conns    *upstreamPool          // the gate's own client; nil with a Transport
 	shutdown context.Context        // nil: streams are not ended early
+	detached *sync.WaitGroup        // nil: detached streams are not counted
 	log      hclog.Logger
 	audit    *sampler
 	auditOut io.Writer // Config.AuditOutput; nil: proxied lines go through log
@@ -516,6 +527,7 @@ func newGate(cfg *Config) *gate {
 		auditOut:       cfg.AuditOutput,
 		now:            cfg.Now,
 		shutdown:       cfg.Shutdown,
+		detached:       cfg.Detached,
 		metrics:        cfg.Metrics,
 		subLimits:      cfg.SubjectLimiter,
 		ipLimits:       cfg.FailedAuthLimiter,

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // readAnswer reads the first answer in data as the gate's client does: its
@@ -191,5 +192,44 @@ func TestParseRefusesAmbiguity(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHeadTrickled: a head that arrives a byte at a time (an upstream that
+// trickles it, or a slow path) costs time linear in its size: each read
+// looks only at the line it completes, not again at every line before it.
+// Read again from the start each time, a 60 KiB head of short fields cost
+// seconds of CPU (quadratic); the bound here is a hundred times the cost of
+// the same head read at once, far below that and far above linear.
+func TestHeadTrickled(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("HTTP/1.1 200 OK\r\n")
+	for b.Len() < 60<<10 {
+		b.WriteString("A: b\r\n")
+	}
+	b.WriteString("Content-Length: 0\r\n\r\n")
+	head := b.String()
+	read := func(oneByte bool) time.Duration {
+		best := time.Duration(1<<63 - 1)
+		for range 3 {
+			var rd io.Reader = strings.NewReader(head)
+			if oneByte {
+				rd = iotest.OneByteReader(rd)
+			}
+			c := &upstreamConn{rd: rd, pool: newBytePool()}
+			start := time.Now()
+			if err := c.readHead(false); err != nil {
+				t.Fatal(err)
+			}
+			best = min(best, time.Since(start))
+			if got, want := len(c.head.fields), strings.Count(head, "\r\n")-2; got != want {
+				t.Fatalf("fields: got %d, want %d", got, want)
+			}
+		}
+		return best
+	}
+	whole, trickled := read(false), read(true)
+	if trickled > 100*whole+50*time.Millisecond {
+		t.Errorf("a head read a byte at a time took %v, read at once %v: not linear", trickled, whole)
 	}
 }

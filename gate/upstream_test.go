@@ -838,3 +838,138 @@ func TestDetachedStreamShutdownStuckClient(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestDetachedStreamPipelined: a client that pipelines requests behind one
+// answered with an event stream (RFC 9112 §9.3.2) gets that stream whole,
+// every event and its last chunk, whether the next request came with the
+// first or while the stream was open; the head says Connection: close, so
+// the client sends again what was not answered.
+func TestDetachedStreamPipelined(t *testing.T) {
+	env := newIssuer(t)
+	tok := env.token(t, "alice", nil)
+	next := make(chan struct{})
+	s := newSetup(t, env, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-next:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, "data: 2\n\n")
+	}, func(c *Config) { c.Shutdown = context.Background() })
+	post := "POST /mcp HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+	for _, c := range []struct {
+		name          string
+		first, second string
+	}{
+		{"sent together", post + post, ""},
+		{"sent while the stream is open", post, post},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", s.front.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.WriteString(conn, c.first)
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !resp.Close {
+				t.Error("the head does not say Connection: close")
+			}
+			body := bufio.NewReader(resp.Body)
+			for _, want := range []string{"data: 1\n", "\n"} {
+				if line, err := body.ReadString('\n'); err != nil || line != want {
+					t.Fatalf("first event: got %q, %v", line, err)
+				}
+			}
+			if c.second != "" {
+				_, _ = io.WriteString(conn, c.second)
+				time.Sleep(50 * time.Millisecond) // for the gate to see it before the next event
+			}
+			select {
+			case next <- struct{}{}:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream's request ended before its second event")
+			}
+			if rest, err := io.ReadAll(body); err != nil || string(rest) != "data: 2\n\n" {
+				t.Fatalf("rest of the stream: got %q, %v; want the second event and a clean end", rest, err)
+			}
+		})
+	}
+}
+
+// heldMetrics is Metrics whose Request, for a stream, says it was called
+// and returns only once released.
+type heldMetrics struct {
+	entered, release chan struct{}
+}
+
+func (m *heldMetrics) Request(o Outcome) {
+	if o.Stream {
+		close(m.entered)
+		<-m.release
+	}
+}
+
+func (m *heldMetrics) Stream(int) {}
+
+// TestDetachedStreamsWaited: Config.Detached counts a detached stream
+// until it is wholly accounted for (audit line and Metrics), so a caller
+// that waits on it after shutdown loses none of them at exit: net/http's
+// Shutdown does not see hijacked connections.
+func TestDetachedStreamsWaited(t *testing.T) {
+	env := newIssuer(t)
+	shutdown, beginShutdown := context.WithCancel(context.Background())
+	defer beginShutdown()
+	m := &heldMetrics{entered: make(chan struct{}), release: make(chan struct{})}
+	var detached sync.WaitGroup
+	var logs logBuffer
+	s := newSetup(t, env, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}, func(c *Config) {
+		c.Shutdown, c.Detached, c.Metrics, c.Logger = shutdown, &detached, m, jsonLogger(&logs)
+	})
+	req, _ := http.NewRequest(http.MethodGet, s.front.URL+"/mcp", nil)
+	req.Header = bearerHeader(env.token(t, "alice", nil))
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := s.front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != "data: 1\n" {
+		t.Fatalf("first event: got %q, %v", line, err)
+	}
+	beginShutdown()
+	waited := make(chan struct{})
+	go func() { detached.Wait(); close(waited) }()
+	select {
+	case <-m.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream was not accounted for after shutdown began")
+	}
+	select {
+	case <-waited:
+		t.Fatal("Detached was done before the stream was accounted for")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(m.release)
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Detached never done")
+	}
+	if n := logs.count(t, "proxied"); n != 1 {
+		t.Errorf("proxied lines once Detached was done: got %d, want 1", n)
+	}
+}

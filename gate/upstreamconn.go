@@ -211,9 +211,11 @@ func (c *upstreamConn) alive() bool {
 // readHead reads one answer's head (an informational one included) into
 // c.head and prepares its body for next.
 func (c *upstreamConn) readHead(isHead bool) error {
+	scanned := 0 // bytes after c.r already seen to be whole lines of this head
 	for {
 		if c.r < c.w {
-			n, err := headEnd(c.buf[c.r:c.w])
+			n, next, err := headEnd(c.buf[c.r:c.w], scanned)
+			scanned = next
 			if err == nil {
 				s := string(c.buf[c.r : c.r+n])
 				c.r += n

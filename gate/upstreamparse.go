@@ -82,28 +82,32 @@ type responseHead struct {
 // headEnd returns the length of the response head at the start of b (the
 // empty line included), or errIncomplete when b holds only part of it. Every
 // line must end in CRLF: a bare LF is an error at once, not a wait for more.
-func headEnd(b []byte) (int, error) {
-	i := 0
+// b[:from] is known to hold whole lines only, none of them the empty one (a
+// previous call's scanned): they are not looked at again, so a head that
+// arrives a few bytes at a time costs time linear in its size, not
+// quadratic. scanned is where the incomplete line starts.
+func headEnd(b []byte, from int) (n, scanned int, err error) {
+	i := from
 	for {
 		j := bytes.IndexByte(b[i:], '\n')
 		if j < 0 {
 			if len(b) > maxResponseHeadBytes {
-				return 0, malformed("head larger than %d bytes", maxResponseHeadBytes)
+				return 0, 0, malformed("head larger than %d bytes", maxResponseHeadBytes)
 			}
-			return 0, errIncomplete
+			return 0, i, errIncomplete
 		}
 		j += i
 		if j == i || b[j-1] != '\r' {
-			return 0, malformed("line not ended by CRLF")
+			return 0, 0, malformed("line not ended by CRLF")
 		}
 		if j+1 > maxResponseHeadBytes {
-			return 0, malformed("head larger than %d bytes", maxResponseHeadBytes)
+			return 0, 0, malformed("head larger than %d bytes", maxResponseHeadBytes)
 		}
 		if j-1 == i { // "\r\n": the empty line
 			if i == 0 {
-				return 0, malformed("empty status line")
+				return 0, 0, malformed("empty status line")
 			}
-			return j + 1, nil
+			return j + 1, 0, nil
 		}
 		i = j + 1
 	}
