@@ -220,8 +220,11 @@ func serve(ctx context.Context, cfg *Config, lg logs, ln net.Listener, extra []a
 			}
 			// Event streams the gate relays after their handler returned
 			// are connections Shutdown no longer sees: endStreams closed
-			// them, and each ends at once; wait for their audit lines.
-			p.detached.Wait()
+			// them, and each ends at once; wait for their audit lines, but
+			// never hold the exit on them.
+			if !waitGroupFor(p.detached, max(cfg.Listen.ShutdownGrace, time.Second)) {
+				logger.Warn("event streams still ending after the shutdown grace; their audit lines may be missing")
+			}
 		}))
 	}
 	if p.supervisor != nil { // The child.
@@ -444,6 +447,23 @@ func (s serverLog) Write(p []byte) (int, error) {
 		s.l.Debug(msg)
 	}
 	return len(p), nil
+}
+
+// waitGroupFor waits for wg at most d, and says whether it was done.
+func waitGroupFor(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // actor is one oklog/run actor.

@@ -587,3 +587,18 @@ func TestShutdownWaitsForDetachedStreams(t *testing.T) {
 	}
 	opened.Wait()
 }
+
+func TestWaitGroupFor(t *testing.T) {
+	var wg sync.WaitGroup
+	if !waitGroupFor(&wg, time.Millisecond) {
+		t.Error("an empty group: not done")
+	}
+	wg.Add(1)
+	if waitGroupFor(&wg, 20*time.Millisecond) {
+		t.Error("a group never done: reported done")
+	}
+	go func() { time.Sleep(10 * time.Millisecond); wg.Done() }()
+	if !waitGroupFor(&wg, 5*time.Second) {
+		t.Error("a group done after 10 ms: not done within 5 s")
+	}
+}
