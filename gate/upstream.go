@@ -53,6 +53,7 @@ type upstreamPool struct {
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxConns int
 	wait     time.Duration // upstreamWait; shorter in tests
+	idleFor  time.Duration // idleUpstreamTimeout; shorter in tests
 	bufs     *bytePool
 	now      func() time.Time
 
@@ -61,11 +62,15 @@ type upstreamPool struct {
 	idle    []*upstreamConn // idle[0] the oldest
 	open    int             // connections open or being dialled, idle ones included
 	waiters []chan *upstreamConn
+	// sweeping: a timer will close the idle connections that outlive
+	// idleFor, so they do not stay open when traffic stops. One timer for
+	// the whole pool, armed while any connection is idle.
+	sweeping bool
 }
 
 func newUpstreamPool(maxConns int, now func() time.Time) *upstreamPool {
 	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	return &upstreamPool{dial: d.DialContext, maxConns: maxConns, wait: upstreamWait, bufs: newBytePool(), now: now}
+	return &upstreamPool{dial: d.DialContext, maxConns: maxConns, wait: upstreamWait, idleFor: idleUpstreamTimeout, bufs: newBytePool(), now: now}
 }
 
 // get returns a connection to addr: an idle one that is still alive
@@ -193,13 +198,42 @@ func (p *upstreamPool) put(c *upstreamConn) {
 	now := p.now()
 	c.idleSince = now
 	p.idle = append(p.idle, c)
-	// The oldest idle connections first: one that waited past the idle
-	// timeout is closed here, with no timer per connection.
-	for len(p.idle) > 0 && now.Sub(p.idle[0].idleSince) > idleUpstreamTimeout {
+	old = p.expireLocked(now, old)
+	if !p.sweeping {
+		p.sweeping = true
+		time.AfterFunc(p.idleFor, p.sweep)
+	}
+	p.mu.Unlock()
+	for _, o := range old {
+		o.close()
+	}
+}
+
+// expireLocked takes the idle connections that waited longer than idleFor
+// out of the pool, oldest first, and appends them to old for closing.
+// p.mu is held.
+func (p *upstreamPool) expireLocked(now time.Time, old []*upstreamConn) []*upstreamConn {
+	for len(p.idle) > 0 && now.Sub(p.idle[0].idleSince) > p.idleFor {
 		old = append(old, p.idle[0])
 		p.idle[0] = nil
 		p.idle = p.idle[1:]
 		p.open--
+	}
+	return old
+}
+
+// sweep is the pool's one timer: it closes the idle connections that
+// outlived idleFor (put does the same while requests come), and runs again
+// when the oldest one left is due, until none is idle.
+func (p *upstreamPool) sweep() {
+	p.mu.Lock()
+	now := p.now()
+	old := p.expireLocked(now, nil)
+	if len(p.idle) == 0 {
+		p.sweeping = false
+	} else {
+		next := p.idleFor - now.Sub(p.idle[0].idleSince)
+		time.AfterFunc(max(next, 0)+time.Millisecond, p.sweep)
 	}
 	p.mu.Unlock()
 	for _, o := range old {

@@ -973,3 +973,68 @@ func TestDetachedStreamsWaited(t *testing.T) {
 		t.Errorf("proxied lines once Detached was done: got %d, want 1", n)
 	}
 }
+
+// TestIdleUpstreamConnsClosedWhenTrafficStops: idle connections to the
+// upstream are closed once they outlive the idle timeout, also when no
+// request comes after them (before, only a connection given back to the
+// pool closed the expired ones, so up to 256 stayed open while traffic
+// was stopped).
+func TestIdleUpstreamConnsClosedWhenTrafficStops(t *testing.T) {
+	env := newIssuer(t)
+	var closed atomic.Int64
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	up.Start()
+	t.Cleanup(up.Close)
+	s := newSetup(t, env, nil, func(c *Config) { c.Upstream = Static(serverURL(t, up)) })
+	g := gateOf(t, s)
+	g.conns.mu.Lock()
+	g.conns.idleFor = 200 * time.Millisecond
+	g.conns.mu.Unlock()
+	tok := env.token(t, "alice", nil)
+
+	// Three connections at once, all given back idle.
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-release
+			resp, _ := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("got %d, want 200", resp.StatusCode)
+			}
+		}()
+	}
+	close(release)
+	wg.Wait()
+	g.conns.mu.Lock()
+	idle := len(g.conns.idle)
+	g.conns.mu.Unlock()
+	if idle == 0 {
+		t.Fatal("no idle connection after the requests")
+	}
+	testkit.WaitFor(t, "the idle connections to be closed", 5*time.Second, func() bool {
+		g.conns.mu.Lock()
+		defer g.conns.mu.Unlock()
+		return len(g.conns.idle) == 0 && g.conns.open == 0 && !g.conns.sweeping
+	})
+	testkit.WaitFor(t, "the upstream to see them closed", 5*time.Second, func() bool { return closed.Load() >= int64(idle) })
+
+	// The pool works after the sweep, and sweeps again.
+	if resp, _ := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}")); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the sweep: got %d, want 200", resp.StatusCode)
+	}
+	testkit.WaitFor(t, "the next idle connection to be closed", 5*time.Second, func() bool {
+		g.conns.mu.Lock()
+		defer g.conns.mu.Unlock()
+		return len(g.conns.idle) == 0 && g.conns.open == 0
+	})
+}
