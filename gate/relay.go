@@ -382,6 +382,12 @@ func copyAnswerHeader(dst http.Header, h *responseHead) {
 			dst[f.name] = vals[i : i+1 : i+1]
 		}
 	}
+	if _, ok := dst["Content-Type"]; !ok {
+		// The upstream said no type: net/http would guess one from the
+		// body (text/html for what looks like HTML), a type the MCP
+		// server never gave; a nil value keeps the answer as it was.
+		dst["Content-Type"] = nil
+	}
 }
 
 func containsString(list []string, s string) bool {

@@ -1038,3 +1038,28 @@ func TestIdleUpstreamConnsClosedWhenTrafficStops(t *testing.T) {
 		return len(g.conns.idle) == 0 && g.conns.open == 0
 	})
 }
+
+// TestNoContentTypeGuessed: an answer without Content-Type reaches the
+// client without one, as nginx passes it, instead of with a type net/http
+// guesses from the body (text/html for markup).
+func TestNoContentTypeGuessed(t *testing.T) {
+	env := newIssuer(t)
+	tok := env.token(t, "alice", nil)
+	const body = "<html><script>alert(1)</script></html>"
+	up := newScripted(t, func(_ int, conn net.Conn, br *bufio.Reader) {
+		for {
+			if _, ok := readRequest(br); !ok {
+				return
+			}
+			_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+		}
+	})
+	s := newSetup(t, env, nil, func(cfg *Config) { cfg.Upstream = Static(up.url()) })
+	resp, got := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
+	if resp.StatusCode != http.StatusOK || got != body {
+		t.Fatalf("got %d %q, want 200 and the body", resp.StatusCode, got)
+	}
+	if ct, ok := resp.Header["Content-Type"]; ok {
+		t.Errorf("Content-Type %q added to an answer that had none", ct)
+	}
+}
