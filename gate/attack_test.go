@@ -425,15 +425,9 @@ func TestStreaming(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "id: 2\ndata: second\n\n")
 	}, nil)
-	req, _ := http.NewRequest("GET", s.front.URL+"/", nil)
-	req.Header = bearerHeader(env.token(t, "alice", nil))
-	req.Header.Set("Accept", "text/event-stream")
-	req.Header.Set("Last-Event-ID", "0")
-	resp, err := s.front.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	h := bearerHeader(env.token(t, "alice", nil))
+	h.Set("Last-Event-ID", "0")
+	resp := s.openStream(t, "/", h)
 	br := bufio.NewReader(resp.Body)
 	first, err := br.ReadString('\n')
 	if err != nil {
@@ -470,14 +464,7 @@ func TestStreamsEndOnShutdown(t *testing.T) {
 		}
 	}, func(c *Config) { c.Shutdown = shutdown })
 
-	req, _ := http.NewRequest("GET", s.front.URL+"/", nil)
-	req.Header = bearerHeader(env.token(t, "alice", nil))
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := s.front.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := s.openStream(t, "/", bearerHeader(env.token(t, "alice", nil)))
 	br := bufio.NewReader(resp.Body)
 	if line, err := br.ReadString('\n'); err != nil || line != "id: 1\n" {
 		t.Fatalf("first event: got %q, %v", line, err)

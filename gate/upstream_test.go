@@ -809,14 +809,7 @@ func TestDetachedStreamShutdownStuckClient(t *testing.T) {
 			w.(http.Flusher).Flush()
 		}
 	}, func(c *Config) { c.Shutdown = shutdown; c.Metrics = m })
-	req, _ := http.NewRequest(http.MethodGet, s.front.URL+"/mcp", nil)
-	req.Header = bearerHeader(env.token(t, "alice", nil))
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := s.front.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	s.openStream(t, "/mcp", bearerHeader(env.token(t, "alice", nil)))
 	// The client reads nothing: wait until the upstream cannot write more.
 	for last, still := int64(-1), 0; still < 3; time.Sleep(100 * time.Millisecond) {
 		if n := written.Load(); n == last {
@@ -939,14 +932,7 @@ func TestDetachedStreamsWaited(t *testing.T) {
 	}, func(c *Config) {
 		c.Shutdown, c.Detached, c.Metrics, c.Logger = shutdown, &detached, m, jsonLogger(&logs)
 	})
-	req, _ := http.NewRequest(http.MethodGet, s.front.URL+"/mcp", nil)
-	req.Header = bearerHeader(env.token(t, "alice", nil))
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := s.front.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := s.openStream(t, "/mcp", bearerHeader(env.token(t, "alice", nil)))
 	if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != "data: 1\n" {
 		t.Fatalf("first event: got %q, %v", line, err)
 	}
@@ -1062,4 +1048,22 @@ func TestNoContentTypeGuessed(t *testing.T) {
 	if ct, ok := resp.Header["Content-Type"]; ok {
 		t.Errorf("Content-Type %q added to an answer that had none", ct)
 	}
+}
+
+// openStream GETs path through the gate as an event-stream client with h
+// (a bearer header, say); the body is closed when the test ends.
+func (s *setup) openStream(t *testing.T, path string, h http.Header) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.front.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = h
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := s.front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
 }
