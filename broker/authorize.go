@@ -129,7 +129,7 @@ func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 // the user may follow.
 func (b *Broker) rejectRequest(w http.ResponseWriter, r *http.Request, c *client, p *pending, code, desc string) {
 	params := url.Values{"error": {code}, "error_description": {desc}}
-	if b.approved(r, c) {
+	if b.approvedAny(r, c) {
 		b.redirectToClient(w, r, p, params)
 		return
 	}
@@ -231,8 +231,8 @@ func (b *Broker) requestedScopes(scope string) []string {
 }
 
 // startFlow begins the login of a validated request: straight to the
-// provider when this browser already approved the client, else the consent
-// page first.
+// provider when this browser already approved the client for these
+// scopes, else the consent page first.
 func (b *Broker) startFlow(w http.ResponseWriter, r *http.Request, c *client, p *pending) {
 	// A browser looping on the authorization endpoint would pile up flow
 	// cookies until its requests got too large: past maxFlows, drop them.
@@ -242,7 +242,7 @@ func (b *Broker) startFlow(w http.ResponseWriter, r *http.Request, c *client, p 
 		}
 	}
 	f := &flowRecord{ID: rand.Text(), Req: *p}
-	if b.approved(r, c) {
+	if b.approved(r, c, p.Scopes) {
 		b.toUpstream(w, r, f)
 		return
 	}

@@ -177,6 +177,35 @@ func TestConsentRemembered(t *testing.T) {
 	}
 }
 
+// An approval covers the scopes the consent page named: a request of the
+// same client for other scopes (a step-up) shows the page again, naming
+// them, instead of widening the access silently.
+func TestConsentRememberedScopes(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	br := newBrowser(t)
+	narrow := newAuthRequest(c)
+	narrow.extra = url.Values{"scope": {"mcp:read"}}
+	e.code(br, narrow, alice)
+
+	wide := newAuthRequest(c)
+	wide.extra = url.Values{"scope": {"mcp:read mcp:write"}}
+	resp := br.get(wide.url(e.origin))
+	if resp.status != http.StatusOK || !strings.Contains(resp.body, "<code>mcp:read mcp:write</code>") {
+		t.Fatalf("wider scopes: %d %s, want the consent page naming them", resp.status, resp.header.Get("Location"))
+	}
+	e.code(br, wide, alice)
+
+	// Both sets are remembered now, in whatever order they are asked for.
+	for _, scope := range []string{"mcp:read", "mcp:write mcp:read"} {
+		a := newAuthRequest(c)
+		a.extra = url.Values{"scope": {scope}}
+		if r := br.get(a.url(e.origin)); r.status != http.StatusSeeOther || !strings.HasPrefix(r.header.Get("Location"), e.is.URL) {
+			t.Errorf("scope %q approved before: %d %s, want the provider", scope, r.status, r.header.Get("Location"))
+		}
+	}
+}
+
 // Cookies: HttpOnly and SameSite=Lax always; Secure with the __Host-
 // prefix on an https origin.
 func TestConsentCookieAttributes(t *testing.T) {
