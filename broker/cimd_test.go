@@ -742,3 +742,22 @@ func TestCIMDConsentWarnsOfOnDeviceRedirects(t *testing.T) {
 		t.Errorf("a registered client's page carries the metadata document's warning:\n%s", page.body)
 	}
 }
+
+// A client_id that is not a usable URL is named on the error page with
+// every byte that is not printable ASCII percent-encoded: whoever wrote
+// the link can neither reverse the page's own text with a bidirectional
+// override nor write sentences of their own on it.
+func TestCIMDErrorPageShowsClientIDEncoded(t *testing.T) {
+	e := newEnv(t, nil)
+	a := newAuthRequest(registered{ID: "x:\u202e Your account is locked. Call +1 555 0100", Redirects: []string{"https://app.example.com/cb"}})
+	resp := newBrowser(t).get(a.url(e.origin))
+	if resp.status != http.StatusBadRequest || !strings.Contains(resp.body, "Application not recognized") {
+		t.Fatalf("status %d, want the error page:\n%s", resp.status, resp.body)
+	}
+	if strings.Contains(resp.body, "\u202e") || strings.Contains(resp.body, "Your account is locked. Call") {
+		t.Errorf("the page shows the client_id as sent:\n%s", resp.body)
+	}
+	if want := "x:%E2%80%AE%20Your%20account%20is%20locked.%20Call%20"; !strings.Contains(resp.body, want) {
+		t.Errorf("the page lacks %q:\n%s", want, resp.body)
+	}
+}
