@@ -155,7 +155,7 @@ func (b *Broker) checkAuthorize(q url.Values, p *pending) (code, desc string) {
 		case len(v) > 1 && k == "resource": // RFC 8707 §2: one resource only here
 			return "invalid_target", "this authorization server issues tokens only for " + b.resource
 		case len(v) > 1: // RFC 6749 §3.1
-			return "invalid_request", "parameter " + k + " is given more than once"
+			return "invalid_request", paramName(k) + " is given more than once"
 		}
 	}
 	switch {
@@ -180,6 +180,23 @@ func (b *Broker) checkAuthorize(q url.Values, p *pending) (code, desc string) {
 	}
 	p.Scopes = b.requestedScopes(q.Get("scope"))
 	return "", ""
+}
+
+// paramName names a request parameter in an error that the rejected
+// page shows: "parameter state", or "a parameter" when the name is not
+// one a client would send (over 32 bytes, or other than letters, digits,
+// '_', '-' and '.'), so that whoever wrote the link cannot put a
+// sentence of their own on the gateway's page.
+func paramName(k string) string {
+	if len(k) > 32 {
+		return "a parameter"
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; !isBase64URL(c) && c != '.' {
+			return "a parameter"
+		}
+	}
+	return "parameter " + k
 }
 
 // withoutEmpty drops the parameters sent without a value, which RFC 6749
