@@ -60,6 +60,20 @@ func TestConsentPage(t *testing.T) {
 	}
 }
 
+// A name of 100 letters without a space, or a long resource URL, wraps
+// on a phone's screen instead of widening the page past it (Chromium at
+// 360 px scrolled sideways, the buttons shrunk): the pages' style breaks
+// a word anywhere when nothing else fits.
+func TestConsentPageWrapsLongWords(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.register(map[string]any{"client_name": strings.Repeat("A", 100), "redirect_uris": []string{"https://app.example.com/cb"}})
+	resp := newBrowser(t).get(newAuthRequest(c).url(e.origin))
+	body := regexp.MustCompile(`(?m)^<style>body\{[^}]*\}`).FindString(resp.body)
+	if !strings.Contains(body, "overflow-wrap:anywhere") {
+		t.Errorf("the body's style %q lets a long word widen the page", body)
+	}
+}
+
 // Deny answers the client access_denied, with state and iss.
 func TestConsentDeny(t *testing.T) {
 	e := newEnv(t, nil)

@@ -12,7 +12,7 @@ import (
 // pageCSS is the only style of the broker's pages. The Content-Security-
 // Policy allows exactly this stylesheet by its hash, and nothing else: no
 // script, no image, no frame, no framing (clickjacking, RFC 9700 §4.16).
-const pageCSS = `body{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1f2328;line-height:1.45}
+const pageCSS = `body{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1f2328;line-height:1.45;overflow-wrap:anywhere}
 h1{font-size:1.4rem}.box{border:1px solid #d0d7de;border-radius:6px;padding:.8rem 1rem;margin:1rem 0}
 .muted{color:#59636e;font-size:.92rem}code{word-break:break-all}
 button,.button{font:inherit;padding:.5rem 1.3rem;margin:1rem .6rem 0 0;border-radius:6px;border:1px solid #8c959f;background:#f6f8fa;color:#1f2328;text-decoration:none;display:inline-block;cursor:pointer}
