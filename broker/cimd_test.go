@@ -227,8 +227,19 @@ func TestCIMDAllowHostsHTTP(t *testing.T) {
 	plain.serve("/client.json", clientDoc(id), "")
 	page := newBrowser(t).get(newAuthRequest(docClient(id)).url(e.origin))
 	consentFlow(t, page)
-	if body := html.UnescapeString(page.body); !strings.Contains(body, "<strong>Not verified:</strong>") || strings.Contains(body, "<strong>Verified:</strong>") {
+	body := html.UnescapeString(page.body)
+	if !strings.Contains(body, "<strong>Not verified:</strong>") || strings.Contains(body, "<strong>Verified:</strong>") {
 		t.Errorf("an http document's host shown as verified:\n%s", body)
+	}
+	// Nor do the warning of a loopback redirect URI and the closing line.
+	for _, says := range []string{"the verified host", "Only the host that publishes its metadata is verified"} {
+		if strings.Contains(body, says) {
+			t.Errorf("an http document's page says %q:\n%s", says, body)
+		}
+	}
+	if !strings.Contains(body, "the host does not vouch for where the access goes") ||
+		!strings.Contains(body, "Neither the host that publishes its metadata nor the name is verified.") {
+		t.Errorf("an http document's page lacks its warnings:\n%s", body)
 	}
 }
 

@@ -42,9 +42,9 @@ const pagesTemplate = `{{define "head"}}<!doctype html>
 <div class="box">
 {{end}}<p>After you sign in, this application will be able to call the MCP server at <code>{{.Resource}}</code> as you{{if .Scopes}}, with the scopes <code>{{.Scopes}}</code>{{end}}.</p>
 <p>It receives its access at <code>{{.Destination}}</code>{{if .Where}} ({{.Where}}){{end}}.</p>
-{{if .Unvouched}}<p><strong>Check:</strong> the verified host does not vouch for where the access goes. Any program on this device could be the one waiting at <code>{{.Destination}}</code>.</p>
+{{if .Unvouched}}<p><strong>Check:</strong> the {{if .HostVerified}}verified {{end}}host does not vouch for where the access goes. Any program on this device could be the one waiting at <code>{{.Destination}}</code>.</p>
 {{end}}</div>
-<p class="muted">{{if .MetadataHost}}Only the host that publishes its metadata is verified, not the name.{{else}}The name is chosen by the application itself and is not verified.{{end}} Allow only if you started this just now, in an application you trust.</p>
+<p class="muted">{{if .HostVerified}}Only the host that publishes its metadata is verified, not the name.{{else if .MetadataHost}}Neither the host that publishes its metadata nor the name is verified.{{else}}The name is chosen by the application itself and is not verified.{{end}} Allow only if you started this just now, in an application you trust.</p>
 <form method="post" action="{{.Action}}">
 <input type="hidden" name="flow" value="{{.Flow}}">
 <input type="hidden" name="client" value="{{.Client}}">
