@@ -376,3 +376,23 @@ func TestFlowCookieSize(t *testing.T) {
 		t.Fatalf("a registration whose client_id could not complete a login: %d %s", status, body)
 	}
 }
+
+// The consent cookie at its largest (maxApproved entries, each a client
+// and its scopes) stays within what browsers keep.
+func TestConsentCookieSize(t *testing.T) {
+	e := newEnv(t, nil)
+	var rec consentRecord
+	for i := range maxApproved {
+		c := &client{id: fmt.Sprintf("client-%d", i)}
+		rec.Clients = append(rec.Clients, approvalEntry(c, strings.Fields(testScopes)))
+	}
+	v, err := e.b.seal.seal(purposeConsent, e.b.now().Add(consentTTL), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len("__Host-") + len(consentCookie) + len(v)
+	t.Logf("consent cookie: %d bytes", n)
+	if n > maxCookieBytes {
+		t.Fatalf("consent cookie of %d bytes, more than %d", n, maxCookieBytes)
+	}
+}
