@@ -129,7 +129,7 @@ func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 // the user may follow.
 func (b *Broker) rejectRequest(w http.ResponseWriter, r *http.Request, c *client, p *pending, code, desc string) {
 	params := url.Values{"error": {code}, "error_description": {desc}}
-	if b.approved(r, c) {
+	if b.approvedAny(r, c) {
 		b.redirectToClient(w, r, p, params)
 		return
 	}
@@ -155,7 +155,7 @@ func (b *Broker) checkAuthorize(q url.Values, p *pending) (code, desc string) {
 		case len(v) > 1 && k == "resource": // RFC 8707 §2: one resource only here
 			return "invalid_target", "this authorization server issues tokens only for " + b.resource
 		case len(v) > 1: // RFC 6749 §3.1
-			return "invalid_request", "parameter " + k + " is given more than once"
+			return "invalid_request", paramName(k) + " is given more than once"
 		}
 	}
 	switch {
@@ -180,6 +180,23 @@ func (b *Broker) checkAuthorize(q url.Values, p *pending) (code, desc string) {
 	}
 	p.Scopes = b.requestedScopes(q.Get("scope"))
 	return "", ""
+}
+
+// paramName names a request parameter in an error that the rejected
+// page shows: "parameter state", or "a parameter" when the name is not
+// one a client would send (over 32 bytes, or other than letters, digits,
+// '_', '-' and '.'), so that whoever wrote the link cannot put a
+// sentence of their own on the gateway's page.
+func paramName(k string) string {
+	if len(k) > 32 {
+		return "a parameter"
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; !isBase64URL(c) && c != '.' {
+			return "a parameter"
+		}
+	}
+	return "parameter " + k
 }
 
 // withoutEmpty drops the parameters sent without a value, which RFC 6749
@@ -231,8 +248,8 @@ func (b *Broker) requestedScopes(scope string) []string {
 }
 
 // startFlow begins the login of a validated request: straight to the
-// provider when this browser already approved the client, else the consent
-// page first.
+// provider when this browser already approved the client for these
+// scopes, else the consent page first.
 func (b *Broker) startFlow(w http.ResponseWriter, r *http.Request, c *client, p *pending) {
 	// A browser looping on the authorization endpoint would pile up flow
 	// cookies until its requests got too large: past maxFlows, drop them.
@@ -242,7 +259,7 @@ func (b *Broker) startFlow(w http.ResponseWriter, r *http.Request, c *client, p 
 		}
 	}
 	f := &flowRecord{ID: rand.Text(), Req: *p}
-	if b.approved(r, c) {
+	if b.approved(r, c, p.Scopes) {
 		b.toUpstream(w, r, f)
 		return
 	}

@@ -179,6 +179,31 @@ func TestAuthorizeErrorsAfterValidation(t *testing.T) {
 	}
 }
 
+// A parameter given twice is named on the rejected page only when its
+// name is one a client would send: the name of any other is the link
+// author's text, which the gateway's page must not carry.
+func TestAuthorizeRepeatedParameterNamed(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	sentence := "Your session expired. Click Return to the application to sign in again"
+	for _, tt := range []struct{ name, param, want string }{
+		{"a parameter of OAuth", "scope", "parameter scope is given more than once"},
+		{"a sentence", sentence, "a parameter is given more than once"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuthRequest(c)
+			a.extra = url.Values{tt.param: {"one", "two"}}
+			page := newBrowser(t).get(a.url(e.origin))
+			if page.status != http.StatusBadRequest || !strings.Contains(page.body, "("+tt.want+")") {
+				t.Fatalf("status %d, want a page saying %q:\n%s", page.status, tt.want, page.body)
+			}
+			if strings.Contains(page.body, sentence) {
+				t.Errorf("the page carries the parameter's name:\n%s", page.body)
+			}
+		})
+	}
+}
+
 var continueLink = regexp.MustCompile(`<a class="button" href="([^"]*)">Return to the application</a>`)
 
 // rejectedLink returns the link of a page rejecting an authorization

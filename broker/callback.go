@@ -112,7 +112,9 @@ func (b *Broker) serveCallback(w http.ResponseWriter, r *http.Request) {
 	if b.allow != nil && !b.allow(user) {
 		b.log.Info("login refused by the allow-list", "sub", login.id.Sub, "email", login.id.Email)
 		b.page(w, http.StatusForbidden, pageDenied{
-			Who:      login.id.who(),
+			// The provider's words, on the gateway's page: a U+202E in
+			// an email would reverse the page's own text after it.
+			Who:      cleanText(login.id.who(), 254),
 			Resource: b.resource,
 			Continue: safeURL(b.clientRedirectURL(p, url.Values{"error": {"access_denied"}, "error_description": {"this account is not allowed here"}})),
 		})

@@ -163,6 +163,21 @@ func TestCallbackNotAllowed(t *testing.T) {
 	}
 }
 
+// The not-allowed page names the identity without its control and format
+// characters: an email with a U+202E, as a provider that lets users
+// choose their email may hand over, would reverse the page's text.
+func TestCallbackNotAllowedIdentityCleaned(t *testing.T) {
+	e := newEnv(t, nil)
+	e.setAllowed("bob")
+	resp := e.login(newBrowser(t), newAuthRequest(e.publicClient()), who{sub: "mallory", email: "mallory\u202emoc.elgoog@example.com"})
+	if resp.status != http.StatusForbidden {
+		t.Fatalf("status %d", resp.status)
+	}
+	if strings.Contains(resp.body, "\u202e") || !strings.Contains(resp.body, "Signed in as mallory moc.elgoog@example.com; not allowed here") {
+		t.Fatalf("the page shows the identity as sent:\n%s", resp.body)
+	}
+}
+
 // Groups come from userinfo when the ID token has none.
 func TestCallbackGroupsFromUserinfo(t *testing.T) {
 	e := newEnv(t, nil)

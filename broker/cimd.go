@@ -403,11 +403,7 @@ func (b *Broker) clientErrorPage(w http.ResponseWriter, id string, err error) {
 			"This application is not registered with this gateway, or its registration is no longer valid. Remove the server from the application and add it again.")
 		return
 	}
-	shown := id
-	if len(shown) > maxClientIDURL {
-		shown = strings.ToValidUTF8(shown[:maxClientIDURL], "") + "…"
-	}
-	status, msg := http.StatusBadRequest, "This application names itself by the client_id "+shown+", which cannot be used (invalid_client): "+ce.msg+"."
+	status, msg := http.StatusBadRequest, "This application names itself by the client_id "+shownClientID(id)+", which cannot be used (invalid_client): "+ce.msg+"."
 	if _, uerr := checkClientIDURL(id); uerr == nil {
 		msg = "This application identifies itself by the metadata document at " + id + ", which cannot be used (invalid_client): " + ce.msg + "."
 	}
@@ -417,4 +413,27 @@ func (b *Broker) clientErrorPage(w http.ResponseWriter, id string, err error) {
 		msg += " Try again in a minute."
 	}
 	b.errorPage(w, status, "Application not recognized", msg)
+}
+
+// shownClientID is a client_id that is not a usable URL, for an error
+// page: its first maxClientIDURL bytes, each one that is not printable
+// ASCII percent-encoded (spaces too), so that whoever wrote the link
+// cannot put words of their own on the gateway's page, nor a
+// bidirectional override (U+202E) that reverses the page's own text.
+func shownClientID(id string) string {
+	const hex = "0123456789ABCDEF"
+	var sb strings.Builder
+	for i := 0; i < len(id) && i < maxClientIDURL; i++ {
+		if c := id[i]; c > ' ' && c < 0x7f {
+			sb.WriteByte(c)
+		} else {
+			sb.WriteByte('%')
+			sb.WriteByte(hex[c>>4])
+			sb.WriteByte(hex[c&15])
+		}
+	}
+	if len(id) > maxClientIDURL {
+		sb.WriteString("…")
+	}
+	return sb.String()
 }

@@ -227,8 +227,19 @@ func TestCIMDAllowHostsHTTP(t *testing.T) {
 	plain.serve("/client.json", clientDoc(id), "")
 	page := newBrowser(t).get(newAuthRequest(docClient(id)).url(e.origin))
 	consentFlow(t, page)
-	if body := html.UnescapeString(page.body); !strings.Contains(body, "<strong>Not verified:</strong>") || strings.Contains(body, "<strong>Verified:</strong>") {
+	body := html.UnescapeString(page.body)
+	if !strings.Contains(body, "<strong>Not verified:</strong>") || strings.Contains(body, "<strong>Verified:</strong>") {
 		t.Errorf("an http document's host shown as verified:\n%s", body)
+	}
+	// Nor do the warning of a loopback redirect URI and the closing line.
+	for _, says := range []string{"the verified host", "Only the host that publishes its metadata is verified"} {
+		if strings.Contains(body, says) {
+			t.Errorf("an http document's page says %q:\n%s", says, body)
+		}
+	}
+	if !strings.Contains(body, "the host does not vouch for where the access goes") ||
+		!strings.Contains(body, "Neither the host that publishes its metadata nor the name is verified.") {
+		t.Errorf("an http document's page lacks its warnings:\n%s", body)
 	}
 }
 
@@ -740,5 +751,24 @@ func TestCIMDConsentWarnsOfOnDeviceRedirects(t *testing.T) {
 	consentFlow(t, page)
 	if strings.Contains(page.body, warning) {
 		t.Errorf("a registered client's page carries the metadata document's warning:\n%s", page.body)
+	}
+}
+
+// A client_id that is not a usable URL is named on the error page with
+// every byte that is not printable ASCII percent-encoded: whoever wrote
+// the link can neither reverse the page's own text with a bidirectional
+// override nor write sentences of their own on it.
+func TestCIMDErrorPageShowsClientIDEncoded(t *testing.T) {
+	e := newEnv(t, nil)
+	a := newAuthRequest(registered{ID: "x:\u202e Your account is locked. Call +1 555 0100", Redirects: []string{"https://app.example.com/cb"}})
+	resp := newBrowser(t).get(a.url(e.origin))
+	if resp.status != http.StatusBadRequest || !strings.Contains(resp.body, "Application not recognized") {
+		t.Fatalf("status %d, want the error page:\n%s", resp.status, resp.body)
+	}
+	if strings.Contains(resp.body, "\u202e") || strings.Contains(resp.body, "Your account is locked. Call") {
+		t.Errorf("the page shows the client_id as sent:\n%s", resp.body)
+	}
+	if want := "x:%E2%80%AE%20Your%20account%20is%20locked.%20Call%20"; !strings.Contains(resp.body, want) {
+		t.Errorf("the page lacks %q:\n%s", want, resp.body)
 	}
 }

@@ -98,7 +98,7 @@ func (b *Broker) serveConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.PostForm.Get("decision") {
 	case "approve":
-		if err := b.remember(w, r, c); err != nil {
+		if err := b.remember(w, r, c, f.Req.Scopes); err != nil {
 			b.log.Error("seal consent", "error", err)
 			b.redirectToClient(w, r, &f.Req, url.Values{"error": {"server_error"}})
 			return

@@ -60,6 +60,20 @@ func TestConsentPage(t *testing.T) {
 	}
 }
 
+// A name of 100 letters without a space, or a long resource URL, wraps
+// on a phone's screen instead of widening the page past it (Chromium at
+// 360 px scrolled sideways, the buttons shrunk): the pages' style breaks
+// a word anywhere when nothing else fits.
+func TestConsentPageWrapsLongWords(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.register(map[string]any{"client_name": strings.Repeat("A", 100), "redirect_uris": []string{"https://app.example.com/cb"}})
+	resp := newBrowser(t).get(newAuthRequest(c).url(e.origin))
+	body := regexp.MustCompile(`(?m)^<style>body\{[^}]*\}`).FindString(resp.body)
+	if !strings.Contains(body, "overflow-wrap:anywhere") {
+		t.Errorf("the body's style %q lets a long word widen the page", body)
+	}
+}
+
 // Deny answers the client access_denied, with state and iss.
 func TestConsentDeny(t *testing.T) {
 	e := newEnv(t, nil)
@@ -174,6 +188,35 @@ func TestConsentRemembered(t *testing.T) {
 	// Another browser: consent again.
 	if r := newBrowser(t).get(newAuthRequest(c).url(e.origin)); r.status != http.StatusOK {
 		t.Fatalf("other browser: %d, want the consent page", r.status)
+	}
+}
+
+// An approval covers the scopes the consent page named: a request of the
+// same client for other scopes (a step-up) shows the page again, naming
+// them, instead of widening the access silently.
+func TestConsentRememberedScopes(t *testing.T) {
+	e := newEnv(t, nil)
+	c := e.publicClient()
+	br := newBrowser(t)
+	narrow := newAuthRequest(c)
+	narrow.extra = url.Values{"scope": {"mcp:read"}}
+	e.code(br, narrow, alice)
+
+	wide := newAuthRequest(c)
+	wide.extra = url.Values{"scope": {"mcp:read mcp:write"}}
+	resp := br.get(wide.url(e.origin))
+	if resp.status != http.StatusOK || !strings.Contains(resp.body, "<code>mcp:read mcp:write</code>") {
+		t.Fatalf("wider scopes: %d %s, want the consent page naming them", resp.status, resp.header.Get("Location"))
+	}
+	e.code(br, wide, alice)
+
+	// Both sets are remembered now, in whatever order they are asked for.
+	for _, scope := range []string{"mcp:read", "mcp:write mcp:read"} {
+		a := newAuthRequest(c)
+		a.extra = url.Values{"scope": {scope}}
+		if r := br.get(a.url(e.origin)); r.status != http.StatusSeeOther || !strings.HasPrefix(r.header.Get("Location"), e.is.URL) {
+			t.Errorf("scope %q approved before: %d %s, want the provider", scope, r.status, r.header.Get("Location"))
+		}
 	}
 }
 
@@ -331,5 +374,25 @@ func TestFlowCookieSize(t *testing.T) {
 	status, body := e.registerRaw(map[string]any{"redirect_uris": long, "client_name": strings.Repeat("n", 100)})
 	if status != http.StatusBadRequest || !strings.Contains(body, `"error":"invalid_client_metadata"`) || !strings.Contains(body, "register fewer or shorter redirect URIs") {
 		t.Fatalf("a registration whose client_id could not complete a login: %d %s", status, body)
+	}
+}
+
+// The consent cookie at its largest (maxApproved entries, each a client
+// and its scopes) stays within what browsers keep.
+func TestConsentCookieSize(t *testing.T) {
+	e := newEnv(t, nil)
+	var rec consentRecord
+	for i := range maxApproved {
+		c := &client{id: fmt.Sprintf("client-%d", i)}
+		rec.Clients = append(rec.Clients, approvalEntry(c, strings.Fields(testScopes)))
+	}
+	v, err := e.b.seal.seal(purposeConsent, e.b.now().Add(consentTTL), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len("__Host-") + len(consentCookie) + len(v)
+	t.Logf("consent cookie: %d bytes", n)
+	if n > maxCookieBytes {
+		t.Fatalf("consent cookie of %d bytes, more than %d", n, maxCookieBytes)
 	}
 }

@@ -66,27 +66,51 @@ func (c cookieNames) flowNames(r *http.Request) []string {
 	return names
 }
 
-// consentRecord is the consent cookie: the clients this browser approved,
-// newest last, by client key.
+// consentRecord is the consent cookie: what this browser approved, newest
+// last, each an approvalEntry.
 type consentRecord struct {
 	Clients []string `json:"c"`
 }
 
-// approved reports whether the browser of r approved c.
-func (b *Broker) approved(r *http.Request, c *client) bool {
-	var rec consentRecord
-	if b.seal.open(purposeConsent, b.cookies.get(r, consentCookie), &rec) != nil {
-		return false
-	}
-	return slices.Contains(rec.Clients, c.approvalKey())
+// approvalEntry names, in the consent cookie, c approved for exactly
+// scopes (in any order): the consent page named them, so a request for
+// other scopes (a step-up adding files:write) shows the page again rather
+// than widening the access the user saw.
+func approvalEntry(c *client, scopes []string) string {
+	s := slices.Clone(scopes)
+	slices.Sort(s)
+	return c.approvalKey() + "." + clientKey(strings.Join(s, " "))
 }
 
-// remember adds c to the consent cookie, keeping the newest maxApproved.
-func (b *Broker) remember(w http.ResponseWriter, r *http.Request, c *client) error {
+// approved reports whether the browser of r approved c for scopes.
+func (b *Broker) approved(r *http.Request, c *client, scopes []string) bool {
+	return slices.Contains(b.approvals(r).Clients, approvalEntry(c, scopes))
+}
+
+// approvedAny reports whether the browser of r approved c for any scopes:
+// the user saw on the consent page where c's answers go.
+func (b *Broker) approvedAny(r *http.Request, c *client) bool {
+	return slices.ContainsFunc(b.approvals(r).Clients, func(e string) bool {
+		return strings.HasPrefix(e, c.approvalKey()+".")
+	})
+}
+
+// approvals opens the consent cookie of r; none or unreadable is empty.
+func (b *Broker) approvals(r *http.Request) consentRecord {
 	var rec consentRecord
-	_ = b.seal.open(purposeConsent, b.cookies.get(r, consentCookie), &rec) // none or unreadable: start afresh
-	rec.Clients = slices.DeleteFunc(rec.Clients, func(k string) bool { return k == c.approvalKey() })
-	rec.Clients = append(rec.Clients, c.approvalKey())
+	if b.seal.open(purposeConsent, b.cookies.get(r, consentCookie), &rec) != nil {
+		return consentRecord{}
+	}
+	return rec
+}
+
+// remember adds c approved for scopes to the consent cookie, keeping the
+// newest maxApproved entries.
+func (b *Broker) remember(w http.ResponseWriter, r *http.Request, c *client, scopes []string) error {
+	rec := b.approvals(r)
+	entry := approvalEntry(c, scopes)
+	rec.Clients = slices.DeleteFunc(rec.Clients, func(k string) bool { return k == entry })
+	rec.Clients = append(rec.Clients, entry)
 	if n := len(rec.Clients); n > maxApproved {
 		rec.Clients = rec.Clients[n-maxApproved:]
 	}

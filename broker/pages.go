@@ -12,7 +12,7 @@ import (
 // pageCSS is the only style of the broker's pages. The Content-Security-
 // Policy allows exactly this stylesheet by its hash, and nothing else: no
 // script, no image, no frame, no framing (clickjacking, RFC 9700 §4.16).
-const pageCSS = `body{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1f2328;line-height:1.45}
+const pageCSS = `body{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#1f2328;line-height:1.45;overflow-wrap:anywhere}
 h1{font-size:1.4rem}.box{border:1px solid #d0d7de;border-radius:6px;padding:.8rem 1rem;margin:1rem 0}
 .muted{color:#59636e;font-size:.92rem}code{word-break:break-all}
 button,.button{font:inherit;padding:.5rem 1.3rem;margin:1rem .6rem 0 0;border-radius:6px;border:1px solid #8c959f;background:#f6f8fa;color:#1f2328;text-decoration:none;display:inline-block;cursor:pointer}
@@ -42,9 +42,9 @@ const pagesTemplate = `{{define "head"}}<!doctype html>
 <div class="box">
 {{end}}<p>After you sign in, this application will be able to call the MCP server at <code>{{.Resource}}</code> as you{{if .Scopes}}, with the scopes <code>{{.Scopes}}</code>{{end}}.</p>
 <p>It receives its access at <code>{{.Destination}}</code>{{if .Where}} ({{.Where}}){{end}}.</p>
-{{if .Unvouched}}<p><strong>Check:</strong> the verified host does not vouch for where the access goes. Any program on this device could be the one waiting at <code>{{.Destination}}</code>.</p>
+{{if .Unvouched}}<p><strong>Check:</strong> the {{if .HostVerified}}verified {{end}}host does not vouch for where the access goes. Any program on this device could be the one waiting at <code>{{.Destination}}</code>.</p>
 {{end}}</div>
-<p class="muted">{{if .MetadataHost}}Only the host that publishes its metadata is verified, not the name.{{else}}The name is chosen by the application itself and is not verified.{{end}} Allow only if you started this just now, in an application you trust.</p>
+<p class="muted">{{if .HostVerified}}Only the host that publishes its metadata is verified, not the name.{{else if .MetadataHost}}Neither the host that publishes its metadata nor the name is verified.{{else}}The name is chosen by the application itself and is not verified.{{end}} Allow only if you started this just now, in an application you trust.</p>
 <form method="post" action="{{.Action}}">
 <input type="hidden" name="flow" value="{{.Flow}}">
 <input type="hidden" name="client" value="{{.Client}}">

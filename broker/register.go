@@ -255,7 +255,12 @@ func strictStrings(raw json.RawMessage, out *[]string) error {
 // cleanName makes a client-chosen name fit for a consent page and a log
 // line: control and format characters (bidirectional overrides included)
 // become spaces, runs of spaces one, and it is cut to 100 characters.
-func cleanName(s string) string {
+func cleanName(s string) string { return cleanText(s, maxClientNameRunes) }
+
+// cleanText is s fit for a page: control and format characters
+// (bidirectional overrides included) become spaces, runs of spaces one,
+// and it is cut to max characters.
+func cleanText(s string, max int) string {
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
@@ -272,7 +277,7 @@ func cleanName(s string) string {
 			n++
 		}
 		space = false
-		if n >= maxClientNameRunes {
+		if n >= max {
 			break
 		}
 		sb.WriteRune(c)

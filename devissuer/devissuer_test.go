@@ -201,3 +201,30 @@ func TestLoginRefusals(t *testing.T) {
 		t.Fatalf("cancel: %v", q)
 	}
 }
+
+// The login page: Cancel submits whatever the fields hold (the subject is
+// required, and a browser would otherwise refuse to cancel until one is
+// typed), and the page is neither framed nor sniffed.
+func TestLoginPage(t *testing.T) {
+	is := startIssuer(t)
+	is.AddClient("gw", "gw-secret", testRedirect)
+	resp, err := noRedirects().Get(is.URL + "/authorize?" + url.Values{
+		"client_id": {"gw"}, "redirect_uri": {testRedirect}, "response_type": {"code"}, "scope": {"openid"},
+	}.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for k, want := range map[string]string{"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("%s: got %q, want %q", k, got, want)
+		}
+	}
+	if !strings.Contains(string(page), `<input type="text" id="sub" name="sub" value="demo-user" required>`) {
+		t.Errorf("the subject is not a required field:\n%s", page)
+	}
+	if !strings.Contains(string(page), `value="deny" formnovalidate>Cancel</button>`) {
+		t.Errorf("Cancel is held back by the required subject:\n%s", page)
+	}
+}

@@ -205,6 +205,7 @@ func (is *Issuer) loginPage(w http.ResponseWriter, req authRequest, problem stri
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	_ = loginTemplate().Execute(w, struct {
 		Req     authRequest
@@ -247,7 +248,7 @@ choose the identity to log in as. Never use it to protect anything real.</p>
 <label for="groups">Groups (comma-separated)</label>
 <input type="text" id="groups" name="groups" value="{{.Groups}}">
 <button type="submit" name="action" value="login">Log in</button>
-<button type="submit" name="action" value="deny">Cancel</button>
+<button type="submit" name="action" value="deny" formnovalidate>Cancel</button>
 </form>
 </body></html>
 `))
