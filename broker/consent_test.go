@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -331,5 +332,33 @@ func TestFlowCookieSize(t *testing.T) {
 	status, body := e.registerRaw(map[string]any{"redirect_uris": long, "client_name": strings.Repeat("n", 100)})
 	if status != http.StatusBadRequest || !strings.Contains(body, `"error":"invalid_client_metadata"`) || !strings.Contains(body, "register fewer or shorter redirect URIs") {
 		t.Fatalf("a registration whose client_id could not complete a login: %d %s", status, body)
+	}
+}
+
+// The consent form is charged to the per-IP limit: its flow cookie is used
+// up only at the callback, so one flow posted again and again (its cookie
+// replayed, as a script does) would otherwise be an approval, a log line
+// and a sealed cookie per request without end.
+func TestConsentRateLimited(t *testing.T) {
+	lim := &denyLimiter{budget: 3} // the authorization request and two posts
+	e := newEnv(t, func(c *Config) { c.IPLimiter = lim })
+	page := newBrowser(t).get(newAuthRequest(e.publicClient()).url(e.origin))
+	form := consentForm(t, page, "approve")
+	cookies := (&http.Response{Header: page.header}).Cookies()
+	var statuses []int
+	for range 4 {
+		req := httptestPost(t, e.origin+ConsentPath, form)
+		req.Header.Set("Origin", e.origin)
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		statuses = append(statuses, newBrowser(t).do(req).status)
+	}
+	want := []int{http.StatusSeeOther, http.StatusSeeOther, http.StatusTooManyRequests, http.StatusTooManyRequests}
+	if !slices.Equal(statuses, want) {
+		t.Fatalf("statuses of one consent form posted 4 times: got %v, want %v", statuses, want)
+	}
+	if len(lim.keys) != 5 || lim.keys[4] != lim.keys[0] || !strings.HasPrefix(lim.keys[4], "broker-ip:127.0.0.1") {
+		t.Fatalf("limiter keys: %q", lim.keys)
 	}
 }
