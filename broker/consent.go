@@ -98,7 +98,7 @@ func (b *Broker) serveConsent(w http.ResponseWriter, r *http.Request) {
 			"This consent page has expired or was opened in another browser. Start again from your application.")
 		return
 	}
-	c, err := b.lookupClient(r.Context(), clientID, forAuthorization)
+	c, err := b.lookupClient(r.Context(), clientID, forAuthorization, b.clientIP(r))
 	if err != nil {
 		b.clientErrorPage(w, clientID, err)
 		return
