@@ -21,7 +21,7 @@ import (
 // refresh; hosted clients (claude.ai) send everyone's from a few addresses,
 // hence the larger budget per IP.
 const (
-	brokerPerIPPerMinute     = 120 // authorization, token and revocation requests of one client IP
+	brokerPerIPPerMinute     = 120 // authorization, consent, token and revocation requests of one client IP
 	brokerPerClientPerMinute = 60  // token and revocation requests of one confidential client (public ones: per IP only)
 )
 

@@ -183,6 +183,7 @@ func settings(c *Config) []setting {
 		{"MAX_TOKEN_BYTES", "16384", "largest bearer token accepted, in bytes", bind(whole(1), &g.MaxTokenBytes)},
 		{"MAX_TOKEN_LIFETIME", "0", "reject the provider's tokens whose exp is further than this from now (not broker mode's own); 0: no limit", bind(duration(false), &p.MaxTokenLifetime)},
 		{"MAX_BODY_BYTES", "10485760", "largest request body forwarded, in bytes (413 beyond)", bind(whole64(1), &g.MaxBodyBytes)},
+		{"MAX_CONCURRENT_PER_SUBJECT", "64", "requests of one token subject in flight at once, event streams included until they end (429 beyond); 0: no limit", bind(whole(0), &g.MaxConcurrentPerSubject)},
 		{"TRUSTED_PROXIES", "", "CIDRs whose X-Forwarded-For is believed for the client IP, comma-separated", bind(prefixes, &g.TrustedProxies)},
 		{"SHUTDOWN_GRACE", "10s", "time for in-flight requests, then for the child, to finish on shutdown; 0: none (the child is sent SIGKILL right after SIGTERM)", bind(duration(false), &l.ShutdownGrace, &s.StopGrace)},
 		{"READ_HEADER_TIMEOUT", "10s", "time a client has to send its request headers, and the body of a request not admitted by a token (slow clients are cut)", bind(duration(true), &l.ReadHeaderTimeout, &g.BodyTimeout)},

@@ -547,7 +547,8 @@ func TestShutdownWaitsForDetachedStreams(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	t.Cleanup(upstream.Close)
-	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": upstream.URL, "RATE_LIMIT_RPM": "1000"}))
+	// One subject holds all 100 streams: no per-subject concurrency limit.
+	gw := startRun(t, nil, gatewayEnv(is.URL, map[string]string{"MCP_UPSTREAM_URL": upstream.URL, "RATE_LIMIT_RPM": "1000", "MAX_CONCURRENT_PER_SUBJECT": "0"}))
 	base := "http://" + gw.addr(t)
 	waitReady(t, base)
 	token, err := is.AccessToken("alice", "https://mcp.example.com/mcp", time.Minute, nil)

@@ -84,7 +84,7 @@ func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest, "Bad request", "The authorization request must name exactly one client_id and at most one redirect_uri.")
 		return
 	}
-	c, err := b.lookupClient(ctx, q.Get("client_id"), forAuthorization)
+	c, err := b.lookupClient(ctx, q.Get("client_id"), forAuthorization, b.clientIP(r))
 	if err != nil {
 		b.clientErrorPage(w, q.Get("client_id"), err)
 		return

@@ -236,8 +236,9 @@ type Config struct {
 	// Store on every call and answers provider.ErrNotReady when it cannot.
 	CallerChecksRevocation bool
 
-	// IPLimiter limits requests to the authorization, token and revocation
-	// endpoints per client IP (keys "broker-ip:<ip>"). Nil means no limit.
+	// IPLimiter limits requests to the authorization, consent, token and
+	// revocation endpoints per client IP (keys "broker-ip:<ip>"). Nil means
+	// no limit.
 	IPLimiter Limiter
 
 	// ClientLimiter limits token and revocation requests per confidential

@@ -47,9 +47,10 @@ const (
 )
 
 // documentClient returns the client whose Client ID Metadata Document is
-// at id. With Config.DisableCIMD every such client_id is refused, before
+// at id, a fetch of it charged to the client address from. With
+// Config.DisableCIMD every such client_id is refused, before
 // anything is fetched.
-func (b *Broker) documentClient(ctx context.Context, id string, mode lookupMode) (*client, error) {
+func (b *Broker) documentClient(ctx context.Context, id string, mode lookupMode, from string) (*client, error) {
 	if b.cimdOff {
 		return nil, refused("this gateway does not accept client metadata documents; the application must register with it instead")
 	}
@@ -58,7 +59,7 @@ func (b *Broker) documentClient(ctx context.Context, id string, mode lookupMode)
 		return nil, cerr
 	}
 	rec, cerr := b.docs.get(ctx, id, mode == forToken, func(ctx context.Context) docResult {
-		return b.loadDocument(ctx, id, u)
+		return b.loadDocument(ctx, id, u, from)
 	})
 	if cerr != nil {
 		return nil, cerr
@@ -148,8 +149,8 @@ func validPort(p string) bool {
 }
 
 // loadDocument fetches and validates the document at u.
-func (b *Broker) loadDocument(ctx context.Context, id string, u *url.URL) docResult {
-	body, cc, cerr := b.fetcher.fetch(ctx, u)
+func (b *Broker) loadDocument(ctx context.Context, id string, u *url.URL, from string) docResult {
+	body, cc, cerr := b.fetcher.fetch(ctx, u, from)
 	if cerr == nil {
 		var rec *clientRecord
 		if rec, cerr = b.parseClientDocument(id, body); cerr == nil {

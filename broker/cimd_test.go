@@ -406,7 +406,7 @@ func TestCIMDRefused(t *testing.T) {
 // lookupDoc looks a metadata-document client up for the authorization
 // endpoint.
 func (e *env) lookupDoc(id string) error {
-	_, err := e.b.lookupClient(context.Background(), id, forAuthorization)
+	_, err := e.b.lookupClient(context.Background(), id, forAuthorization, "192.0.2.1")
 	return err
 }
 
@@ -503,7 +503,7 @@ func TestCIMDCoalesced(t *testing.T) {
 	errs := make(chan error, n+1)
 	leaderCtx, leave := context.WithCancel(context.Background())
 	go func() {
-		_, err := e.b.lookupClient(leaderCtx, id, forAuthorization)
+		_, err := e.b.lookupClient(leaderCtx, id, forAuthorization, "192.0.2.1")
 		errs <- err
 	}()
 	testkit.WaitFor(t, "the fetch", 10*time.Second, func() bool { return ds.count("/c.json") == 1 })
@@ -514,7 +514,7 @@ func TestCIMDCoalesced(t *testing.T) {
 	quitterCtx, quit := context.WithCancel(context.Background())
 	quitter := make(chan error, 1)
 	go func() {
-		_, err := e.b.lookupClient(quitterCtx, id, forAuthorization)
+		_, err := e.b.lookupClient(quitterCtx, id, forAuthorization, "192.0.2.2")
 		quitter <- err
 	}()
 	testkit.WaitFor(t, "the waiting lookups", 10*time.Second, func() bool { return e.b.docs.waiting(id) == n })
@@ -551,6 +551,57 @@ func TestCIMDFetchSlots(t *testing.T) {
 	}
 	if ds.count("/other.json") != 0 {
 		t.Error("the second document was fetched")
+	}
+}
+
+// One client address cannot hold the fetch slots everyone shares: naming
+// as many documents that never arrive as there are slots, it gets
+// cimdMaxFetchesPerClient fetches and a 503 for the rest, and a client at
+// another address still has its document fetched.
+func TestCIMDFetchSlotsPerClient(t *testing.T) {
+	ds := newDocServer(t, false)
+	e := newCIMDEnv(t, ds, true, nil)
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	held := func(i int) string { return fmt.Sprintf("/held%d.json", i) }
+	for i := range cimdMaxFetches {
+		ds.handle(held(i), func(http.ResponseWriter, *http.Request) { <-hold })
+	}
+	ds.serve("/other.json", clientDoc(ds.url("/other.json")), "")
+
+	const attacker = "192.0.2.66"
+	refusals := make(chan error, cimdMaxFetches)
+	for i := range cimdMaxFetches {
+		go func() {
+			_, err := e.b.lookupClient(context.Background(), ds.url(held(i)), forAuthorization, attacker)
+			refusals <- err
+		}()
+	}
+	var refused []error
+	started := func() int {
+		n := 0
+		for i := range cimdMaxFetches {
+			n += min(ds.count(held(i)), 1)
+		}
+		return n
+	}
+	testkit.WaitFor(t, "each of the attacker's lookups to be fetching or refused", 10*time.Second, func() bool {
+		for len(refusals) > 0 {
+			refused = append(refused, <-refusals)
+		}
+		return started()+len(refused) == cimdMaxFetches
+	})
+	if got := started(); got != cimdMaxFetchesPerClient {
+		t.Errorf("fetches started for one address: got %d, want %d", got, cimdMaxFetchesPerClient)
+	}
+	for _, err := range refused {
+		var ce *cimdError
+		if !errors.As(err, &ce) || !ce.transient || !strings.Contains(ce.msg, "for your address") {
+			t.Errorf("a refused lookup: got %v", err)
+		}
+	}
+	if _, err := e.b.lookupClient(context.Background(), ds.url("/other.json"), forAuthorization, "192.0.2.7"); err != nil {
+		t.Fatalf("another address's document: %v", err)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -30,6 +31,12 @@ const (
 	cimdFetchTimeout = 5 * time.Second // the whole fetch: DNS, connect, TLS, headers, body
 	cimdMaxDocument  = 5 << 10         // §8.7: "the recommended maximum size to read is 5 kilobytes"
 	cimdMaxFetches   = 16              // distinct documents fetched at once; more are refused, not queued
+	// Fetches at once charged to one client address: the slots are shared by
+	// everyone, and the URL is the requester's to choose, so without this one
+	// address naming documents that never arrive holds all of them, 5 s at a
+	// time, for 3 requests a second, and every other client whose document is
+	// not cached gets 503.
+	cimdMaxFetchesPerClient = 2
 )
 
 // errNotPublic: the dialer refused an address that is not public.
@@ -201,6 +208,9 @@ type cimdFetcher struct {
 	allow   []hostRule
 	timeout time.Duration
 	slots   chan struct{} // a slot per fetch in progress
+
+	mu      sync.Mutex
+	running map[string]int // client address -> its fetches in progress (none: absent)
 }
 
 func newCIMDFetcher(allow []hostRule, roots *x509.CertPool) *cimdFetcher {
@@ -210,7 +220,26 @@ func newCIMDFetcher(allow []hostRule, roots *x509.CertPool) *cimdFetcher {
 		allow:   allow,
 		timeout: cimdFetchTimeout,
 		slots:   make(chan struct{}, cimdMaxFetches),
+		running: map[string]int{},
 	}
+}
+
+// charge counts a fetch for the client address from, unless it already
+// has cimdMaxFetchesPerClient in progress; done uncounts it.
+func (f *cimdFetcher) charge(from string) (done func(), ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.running[from] >= cimdMaxFetchesPerClient {
+		return nil, false
+	}
+	f.running[from]++
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.running[from]--; f.running[from] <= 0 {
+			delete(f.running, from)
+		}
+	}, true
 }
 
 // cimdClient is an HTTP client for metadata documents: no proxy from the
@@ -265,13 +294,19 @@ func (f *cimdFetcher) allowedHost(u *url.URL) bool {
 	return false
 }
 
-// fetch GETs the document at u: 200, JSON, at most 5 KiB, within the
-// timeout. It returns the body and the response's Cache-Control.
-func (f *cimdFetcher) fetch(ctx context.Context, u *url.URL) ([]byte, string, *cimdError) {
+// fetch GETs the document at u for a request from the client address
+// from: 200, JSON, at most 5 KiB, within the timeout. It returns the body
+// and the response's Cache-Control.
+func (f *cimdFetcher) fetch(ctx context.Context, u *url.URL, from string) ([]byte, string, *cimdError) {
 	allowed := f.allowedHost(u)
 	if u.Scheme != "https" && !allowed {
 		return nil, "", refused("only https URLs are fetched")
 	}
+	done, ok := f.charge(from)
+	if !ok {
+		return nil, "", &cimdError{msg: "too many client metadata documents are being fetched for your address; try again", transient: true}
+	}
+	defer done()
 	select {
 	case f.slots <- struct{}{}:
 		defer func() { <-f.slots }()

@@ -94,10 +94,12 @@ var errUnknownClient = errors.New("unknown client")
 // lookupClient returns the client a client_id names: a registration
 // sealed into it, or the client whose metadata document is at that URL
 // (an error of the document is a *cimdError). A sealed registration is
-// base64url, which has no colon; a client_id with one is a URL.
-func (b *Broker) lookupClient(ctx context.Context, id string, mode lookupMode) (*client, error) {
+// base64url, which has no colon; a client_id with one is a URL. from is
+// the client address of the request (Config.ClientIP), which a fetch of a
+// metadata document is charged to.
+func (b *Broker) lookupClient(ctx context.Context, id string, mode lookupMode, from string) (*client, error) {
 	if strings.Contains(id, ":") {
-		return b.documentClient(ctx, id, mode)
+		return b.documentClient(ctx, id, mode, from)
 	}
 	var rec clientRecord
 	if err := b.seal.open(purposeClient, id, &rec); err != nil || rec.Version != 1 || len(rec.Redirects) == 0 {
@@ -182,7 +184,7 @@ func (b *Broker) authenticateClient(ctx context.Context, r *http.Request, form u
 	if id == "" {
 		return nil, &clientError{http.StatusUnauthorized, "invalid_client", "client_id is required", false}
 	}
-	c, err := b.lookupClient(ctx, id, forToken)
+	c, err := b.lookupClient(ctx, id, forToken, b.clientIP(r))
 	var ce *cimdError
 	switch {
 	case errors.As(err, &ce) && ce.transient:

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // maxConsentBody bounds the consent form: its flow id, its decision and
@@ -69,7 +71,17 @@ func destination(redirect string) (dest, where string, onDevice bool) {
 // The form also carries the client_id, which the flow cookie holds only by
 // its clientBinding (a client_id can be 2 KiB); one that does not match
 // the cookie's is refused like a missing flow.
+//
+// The form is charged to the per-IP limit like the authorization request:
+// the flow cookie is not used up here (only at the callback), so without
+// it one flow could be posted again and again, each approval a log line,
+// a sealed cookie and, for a no-store metadata document, a fetch.
 func (b *Broker) serveConsent(w http.ResponseWriter, r *http.Request) {
+	if wait, over := limited(r.Context(), b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
+		w.Header().Set("Retry-After", respond.RetryAfter(wait))
+		b.errorPage(w, http.StatusTooManyRequests, "Too many requests", "Too many sign-ins from your address. Wait a minute and try again.")
+		return
+	}
 	if !b.sameOrigin(r) {
 		b.errorPage(w, http.StatusForbidden, "Request refused", "The consent form was submitted from another site.")
 		return
@@ -86,7 +98,7 @@ func (b *Broker) serveConsent(w http.ResponseWriter, r *http.Request) {
 			"This consent page has expired or was opened in another browser. Start again from your application.")
 		return
 	}
-	c, err := b.lookupClient(r.Context(), clientID, forAuthorization)
+	c, err := b.lookupClient(r.Context(), clientID, forAuthorization, b.clientIP(r))
 	if err != nil {
 		b.clientErrorPage(w, clientID, err)
 		return

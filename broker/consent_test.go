@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -394,5 +395,33 @@ func TestConsentCookieSize(t *testing.T) {
 	t.Logf("consent cookie: %d bytes", n)
 	if n > maxCookieBytes {
 		t.Fatalf("consent cookie of %d bytes, more than %d", n, maxCookieBytes)
+	}
+}
+
+// The consent form is charged to the per-IP limit: its flow cookie is used
+// up only at the callback, so one flow posted again and again (its cookie
+// replayed, as a script does) would otherwise be an approval, a log line
+// and a sealed cookie per request without end.
+func TestConsentRateLimited(t *testing.T) {
+	lim := &denyLimiter{budget: 3} // the authorization request and two posts
+	e := newEnv(t, func(c *Config) { c.IPLimiter = lim })
+	page := newBrowser(t).get(newAuthRequest(e.publicClient()).url(e.origin))
+	form := consentForm(t, page, "approve")
+	cookies := (&http.Response{Header: page.header}).Cookies()
+	var statuses []int
+	for range 4 {
+		req := httptestPost(t, e.origin+ConsentPath, form)
+		req.Header.Set("Origin", e.origin)
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		statuses = append(statuses, newBrowser(t).do(req).status)
+	}
+	want := []int{http.StatusSeeOther, http.StatusSeeOther, http.StatusTooManyRequests, http.StatusTooManyRequests}
+	if !slices.Equal(statuses, want) {
+		t.Fatalf("statuses of one consent form posted 4 times: got %v, want %v", statuses, want)
+	}
+	if len(lim.keys) != 5 || lim.keys[4] != lim.keys[0] || !strings.HasPrefix(lim.keys[4], "broker-ip:127.0.0.1") {
+		t.Fatalf("limiter keys: %q", lim.keys)
 	}
 }

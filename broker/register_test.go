@@ -206,7 +206,7 @@ func TestRegistrationSurvivesRestart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = b.lookupClient(t.Context(), c.ID, forAuthorization)
+			_, err = b.lookupClient(t.Context(), c.ID, forAuthorization, "192.0.2.1")
 			if got := err == nil; got != tt.want {
 				t.Fatalf("client known: got %v, want %v", got, tt.want)
 			}

@@ -163,7 +163,7 @@ const (
 	RejectProviderNotReady  = "provider_not_ready" // the provider's keys are not loaded (503)
 	RejectForbidden         = "forbidden"          // not on the allow-list (403)
 	RejectInsufficientScope = "insufficient_scope" // a required scope is missing (403)
-	RejectRateLimited       = "rate_limited"       // the subject's rate limit (429)
+	RejectRateLimited       = "rate_limited"       // the subject's rate limit or concurrency limit (429)
 	RejectTooLarge          = "too_large"          // a body larger than MaxBodyBytes (413)
 	RejectUpstreamNotReady  = "upstream_not_ready" // the MCP server is not ready (503)
 	RejectBadBody           = "bad_body"           // with a policy, a body that cannot be read strictly (400)
@@ -300,6 +300,15 @@ type Config struct {
 	// MaxBodyBytes bounds a proxied request body; larger is 413.
 	// Zero: DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+
+	// MaxConcurrentPerSubject bounds the admitted requests of one token
+	// subject in flight at once, an event stream counting until it ends;
+	// past it a request is 429 (reason rate_limited). SubjectLimiter bounds
+	// how fast a subject opens requests, not how many it keeps open: one
+	// token could otherwise open a stream a second and hold them all, each
+	// a goroutine and two file descriptors, until the process has none
+	// left for anyone. Zero: no limit.
+	MaxConcurrentPerSubject int
 
 	// SessionKey seals the MCP session IDs clients see to their subjects
 	// (session.go): 32 bytes, the same in replicas that share sessions.
@@ -440,6 +449,7 @@ type gate struct {
 
 	subLimits Admitter       // nil: no per-subject limit or revocation check
 	ipLimits  FailureLimiter // nil: no failed-auth limit
+	inFlight  *inFlight      // nil: no per-subject concurrency limit
 
 	chal     challenges
 	sessions *sessions              // binds MCP session IDs to subjects (session.go)
@@ -531,6 +541,7 @@ func newGate(cfg *Config) *gate {
 		metrics:        cfg.Metrics,
 		subLimits:      cfg.SubjectLimiter,
 		ipLimits:       cfg.FailedAuthLimiter,
+		inFlight:       newInFlight(cfg.MaxConcurrentPerSubject),
 		policy:         cfg.Policy,
 		maxListing:     cfg.MaxListingBytes,
 	}
@@ -698,6 +709,11 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header["X-Request-Id"] = ids // the proxy copies it to the upstream request
 	closeIfAmbiguous(w, r)
 	rec.bodyBound = g.boundBody(w, r)
+	defer func() {
+		if !rec.detached {
+			g.inFlight.done(rec) // a detached stream's goroutine does, at its end
+		}
+	}()
 	g.serve(rec, r)
 	if rec.detached {
 		return // the stream's own goroutine reports it when it ends (detach.go)
@@ -760,6 +776,11 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 		return
 	}
 	if !g.admit(w, r, id) {
+		return
+	}
+	if !g.inFlight.start(w, id.Subject) {
+		w.Header().Set("Retry-After", "1")
+		g.reject(w, r, http.StatusTooManyRequests, RejectRateLimited, "subject concurrency limit", id.Subject, bodyRateLimited)
 		return
 	}
 

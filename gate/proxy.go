@@ -290,10 +290,12 @@ type recorder struct {
 	aborted     bool           // the proxy aborted the answer (http.ErrAbortHandler): re-raised once counted
 	info        bool           // the upstream sent an informational (1xx) answer
 	detached    bool           // the answer went on after the handler returned (detach.go)
+	counted     bool           // inFlight counts the request for subject, until done
 
 	sessions   *sessions // nil, or seals the answer's session IDs for sessionSub
 	sessionSub string
-	bodyBound  bool // the body has BodyTimeout to arrive (boundBody)
+	subject    string // the subject inFlight counts the request for, when counted
+	bodyBound  bool   // the body has BodyTimeout to arrive (boundBody)
 }
 
 // decidedLabels are Outcome.Rule and Outcome.Decision: empty when nothing
