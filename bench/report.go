@@ -165,7 +165,7 @@ func (r *report) loadSection(b *strings.Builder) {
 		r.loadName, r.o.rounds, r.o.duration, r.o.warmup)
 	p("Medians over the rounds. CPU is utime+stime of the process serving the target, from `/proc/<pid>/stat` ")
 	p("(for `upstream` that is the bench process, which serves the upstream%s). ", map[bool]string{true: " and runs the Go load generator, so it is not the upstream's alone", false: ""}[strings.HasPrefix(r.loadName, "built-in")])
-	p("The gateway runs with verification, allow-list, rate limit (100000000/min) and audit at `LOG_LEVEL=info` to a file.\n\n")
+	p("The gateway runs with verification, allow-list, rate limit (100000000/min), no bound on requests in flight per subject, and audit at `LOG_LEVEL=info` to a file.\n\n")
 	p("| target | req/s | p50 | p99 | CPU µs/req | RSS idle MiB | RSS peak MiB | errors (non-2xx / socket) | new upstream conns | new TIME-WAIT (client side / upstream side) | log bytes/req |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, name := range []string{"upstream", "nginx", "floor", "gateway", nameAuditOff, nameBefore} {

@@ -368,6 +368,10 @@ func (e *env) startGateway(bin, issuer string, extraEnv []string, ready bool) (*
 		fmt.Sprintf("RESOURCE_URL=http://127.0.0.1:%d/mcp", port),
 		"ALLOW_SUBS=" + benchSub,
 		"RATE_LIMIT_RPM=100000000",
+		// One subject holds every connection and every idle stream of the
+		// bench; no per-subject bound on requests in flight (a gateway from
+		// before the setting ignores it).
+		"MAX_CONCURRENT_PER_SUBJECT=0",
 		"LOG_LEVEL=info",
 		"LOG_FORMAT=json",
 		"LISTEN_HOST=127.0.0.1",
