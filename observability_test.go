@@ -171,6 +171,9 @@ func TestObservability(t *testing.T) {
 	if v, ok := after[`mcp_oauth_proxy_open_streams`]; !ok || v != 0 {
 		t.Errorf("open_streams = %v (present %v), want 0", v, ok)
 	}
+	if _, ok := after[`mcp_oauth_proxy_store_memory_entries`]; !ok || after[`mcp_oauth_proxy_store_memory_capacity`] != 1<<20 {
+		t.Errorf("memory store: entries present %v, capacity %v; want present and 2^20", ok, after[`mcp_oauth_proxy_store_memory_capacity`])
+	}
 	for series := range after {
 		if strings.Contains(series, "alice") || strings.Contains(series, "/mcp") || strings.Contains(series, token) {
 			t.Errorf("series %s carries a subject, path or token", series)

@@ -36,6 +36,9 @@ type state struct {
 func newState(cfg *Config, logger hclog.Logger, m *metrics.Metrics) (*state, error) {
 	if cfg.StoreURL == "" {
 		values := store.NewMemory(store.MemoryConfig{})
+		if m != nil {
+			m.WatchMemoryStore(values.Len, values.Cap())
+		}
 		mem := func(perMinute int) (*store.Limiter, error) {
 			return store.NewLimiter(store.LimiterConfig{PerMinute: perMinute})
 		}

@@ -259,6 +259,24 @@ func (cc *childCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// WatchMemoryStore adds store_memory_entries and store_memory_capacity,
+// read at each scrape, for a gateway that keeps its one-time values and
+// revocations in memory (no STORE_URL): when the entries reach the
+// capacity, the broker's token endpoint answers 503 until they expire.
+// Call it once.
+func (m *Metrics) WatchMemoryStore(entries func() int, capacity int) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "store_memory_entries",
+			Help: "Keys held by the in-memory store (used codes and refresh tokens, revocations, logins in progress), expired ones not yet swept included.",
+		}, func() float64 { return float64(entries()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "store_memory_capacity",
+			Help: "Keys the in-memory store holds at most; near it, claims fail and the broker's token endpoint answers 503.",
+		}, func() float64 { return float64(capacity) }),
+	)
+}
+
 // StoreHooks registers the store_* metrics and returns the hooks that feed
 // them, for store.RedisConfig's OnOp and OnFallback: operations by op and
 // result (store.Ops(), store.Results()), the round trips' latency by op,

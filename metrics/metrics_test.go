@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -362,6 +363,25 @@ func TestStoreHooks(t *testing.T) {
 	onFallback(false)
 	if got := scrape(t, m)[`mcp_oauth_proxy_store_fallback`]; got != 0 {
 		t.Errorf("fallback after recovery = %v, want 0", got)
+	}
+}
+
+// TestMemoryStore: the memory store's entries are read at each scrape, so
+// an operator sees it fill before its claims fail.
+func TestMemoryStore(t *testing.T) {
+	m := New()
+	mem := store.NewMemory(store.MemoryConfig{MaxEntries: 1024})
+	m.WatchMemoryStore(mem.Len, mem.Cap())
+	if got := scrape(t, m); got[`mcp_oauth_proxy_store_memory_entries`] != 0 || got[`mcp_oauth_proxy_store_memory_capacity`] != 1024 {
+		t.Fatalf("empty: %v", got)
+	}
+	for _, k := range []string{"code:a", "code:b", "rt:c"} {
+		if _, err := mem.Claim(context.Background(), k, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := scrape(t, m)[`mcp_oauth_proxy_store_memory_entries`]; got != 3 {
+		t.Errorf("entries after 3 claims = %v, want 3", got)
 	}
 }
 

@@ -172,6 +172,11 @@ func (m *Memory) Len() int {
 	return n
 }
 
+// Cap is the number of keys Memory holds at most: past it (in fact once
+// the fullest of its shards is full) a claim or revocation fails with
+// ErrFull.
+func (m *Memory) Cap() int { return m.perShard * memoryShards }
+
 // room makes room for key in s (whose lock is held): it sweeps expired keys
 // once a minute, and whenever s is full; if s is still full of unexpired
 // keys, it fails with ErrFull.
