@@ -14,9 +14,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/inflight"
 )
 
 // Fetching a Client ID Metadata Document means connecting wherever a
@@ -207,10 +208,8 @@ type cimdFetcher struct {
 	allowed *http.Client // hosts of CIMD_ALLOW_HOSTS: any address
 	allow   []hostRule
 	timeout time.Duration
-	slots   chan struct{} // a slot per fetch in progress
-
-	mu      sync.Mutex
-	running map[string]int // client address -> its fetches in progress (none: absent)
+	slots   chan struct{}     // a slot per fetch in progress
+	running *inflight.Counter // fetches in progress per client address
 }
 
 func newCIMDFetcher(allow []hostRule, roots *x509.CertPool) *cimdFetcher {
@@ -220,26 +219,8 @@ func newCIMDFetcher(allow []hostRule, roots *x509.CertPool) *cimdFetcher {
 		allow:   allow,
 		timeout: cimdFetchTimeout,
 		slots:   make(chan struct{}, cimdMaxFetches),
-		running: map[string]int{},
+		running: inflight.New(cimdMaxFetchesPerClient),
 	}
-}
-
-// charge counts a fetch for the client address from, unless it already
-// has cimdMaxFetchesPerClient in progress; done uncounts it.
-func (f *cimdFetcher) charge(from string) (done func(), ok bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.running[from] >= cimdMaxFetchesPerClient {
-		return nil, false
-	}
-	f.running[from]++
-	return func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if f.running[from]--; f.running[from] <= 0 {
-			delete(f.running, from)
-		}
-	}, true
 }
 
 // cimdClient is an HTTP client for metadata documents: no proxy from the
@@ -302,11 +283,10 @@ func (f *cimdFetcher) fetch(ctx context.Context, u *url.URL, from string) ([]byt
 	if u.Scheme != "https" && !allowed {
 		return nil, "", refused("only https URLs are fetched")
 	}
-	done, ok := f.charge(from)
-	if !ok {
+	if !f.running.Start(from) {
 		return nil, "", &cimdError{msg: "too many client metadata documents are being fetched for your address; try again", transient: true}
 	}
-	defer done()
+	defer f.running.Done(from)
 	select {
 	case f.slots <- struct{}{}:
 		defer func() { <-f.slots }()

@@ -129,7 +129,7 @@ func (s *detachedStream) run() {
 	}
 	s.g.proxied(s.w, &s.end)
 	s.g.answered(s.w)
-	s.g.inFlight.done(s.w)
+	s.g.endInFlight(s.w)
 }
 
 // relay copies the body as chunks (RFC 9112 §7.1), each written as soon as

@@ -59,6 +59,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/inflight"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/mcp"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/provider"
@@ -447,9 +448,9 @@ type gate struct {
 	cors    cors
 	trusted []netip.Prefix
 
-	subLimits Admitter       // nil: no per-subject limit or revocation check
-	ipLimits  FailureLimiter // nil: no failed-auth limit
-	inFlight  *inFlight      // nil: no per-subject concurrency limit
+	subLimits Admitter          // nil: no per-subject limit or revocation check
+	ipLimits  FailureLimiter    // nil: no failed-auth limit
+	inFlight  *inflight.Counter // requests in flight per subject; nil: no bound
 
 	chal     challenges
 	sessions *sessions              // binds MCP session IDs to subjects (session.go)
@@ -541,7 +542,7 @@ func newGate(cfg *Config) *gate {
 		metrics:        cfg.Metrics,
 		subLimits:      cfg.SubjectLimiter,
 		ipLimits:       cfg.FailedAuthLimiter,
-		inFlight:       newInFlight(cfg.MaxConcurrentPerSubject),
+		inFlight:       inflight.New(cfg.MaxConcurrentPerSubject),
 		policy:         cfg.Policy,
 		maxListing:     cfg.MaxListingBytes,
 	}
@@ -676,6 +677,15 @@ func (g *gate) setProxy(transport http.RoundTripper, maxConns int) {
 	}
 }
 
+// endInFlight ends the count of w's request in inFlight, if it was
+// counted; once.
+func (g *gate) endInFlight(w *recorder) {
+	if w.counted {
+		w.counted = false
+		g.inFlight.Done(w.subject)
+	}
+}
+
 func set(list []string, lower bool) map[string]struct{} {
 	m := make(map[string]struct{}, len(list))
 	for _, s := range list {
@@ -711,7 +721,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.bodyBound = g.boundBody(w, r)
 	defer func() {
 		if !rec.detached {
-			g.inFlight.done(rec) // a detached stream's goroutine does, at its end
+			g.endInFlight(rec) // a detached stream's goroutine does, at its end
 		}
 	}()
 	g.serve(rec, r)
@@ -778,11 +788,12 @@ func (g *gate) serve(w *recorder, r *http.Request) {
 	if !g.admit(w, r, id) {
 		return
 	}
-	if !g.inFlight.start(w, id.Subject) {
+	if !g.inFlight.Start(id.Subject) {
 		w.Header().Set("Retry-After", "1")
 		g.reject(w, r, http.StatusTooManyRequests, RejectRateLimited, "subject concurrency limit", id.Subject, bodyRateLimited)
 		return
 	}
+	w.counted, w.subject = true, id.Subject
 
 	if r.ContentLength > g.maxBodyBytes {
 		g.reject(w, r, http.StatusRequestEntityTooLarge, RejectTooLarge, "body too large", id.Subject, bodyTooLarge)

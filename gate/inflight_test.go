@@ -52,17 +52,10 @@ func TestConcurrentPerSubject(t *testing.T) {
 				t.Error("429 without Retry-After")
 			}
 			first.Body.Close()
-			testkit.WaitFor(t, "alice's first stream to end", 10*time.Second, func() bool { return s.gate.inFlight.count("alice") == 1 })
+			testkit.WaitFor(t, "alice's first stream to end", 10*time.Second, func() bool { return s.gate.inFlight.Count("alice") == 1 })
 			if r := s.openStream(t, "/mcp", alice.Clone()); r.StatusCode != http.StatusOK {
 				t.Fatalf("alice's stream after one ended: %d", r.StatusCode)
 			}
 		})
 	}
-}
-
-// count is the requests of sub in flight, for tests.
-func (f *inFlight) count(sub string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.n[sub]
 }

@@ -290,7 +290,7 @@ type recorder struct {
 	aborted     bool           // the proxy aborted the answer (http.ErrAbortHandler): re-raised once counted
 	info        bool           // the upstream sent an informational (1xx) answer
 	detached    bool           // the answer went on after the handler returned (detach.go)
-	counted     bool           // inFlight counts the request for subject, until done
+	counted     bool           // gate.inFlight counts the request for subject, until endInFlight
 
 	sessions   *sessions // nil, or seals the answer's session IDs for sessionSub
 	sessionSub string
