@@ -69,9 +69,7 @@ type flowRecord struct {
 // approved the client (rejectRequest).
 func (b *Broker) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
-		w.Header().Set("Retry-After", respond.RetryAfter(wait))
-		b.errorPage(w, http.StatusTooManyRequests, "Too many requests", "Too many sign-ins from your address. Wait a minute and try again.")
+	if b.pageOverIPLimit(w, r) {
 		return
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
@@ -181,6 +179,21 @@ func (b *Broker) checkAuthorize(q url.Values, p *pending) (code, desc string) {
 	p.Scopes = b.requestedScopes(q.Get("scope"))
 	return "", ""
 }
+
+// pageOverIPLimit charges r to its address's budget (Config.IPLimiter)
+// and, past it, answers with a page a person can read; it reports whether
+// it answered. For the pages of a sign-in: authorization and consent.
+func (b *Broker) pageOverIPLimit(w http.ResponseWriter, r *http.Request) bool {
+	wait, over := limited(r.Context(), b.ipLimit, b.ipKey(r))
+	if over {
+		w.Header().Set("Retry-After", respond.RetryAfter(wait))
+		b.errorPage(w, http.StatusTooManyRequests, "Too many requests", "Too many sign-ins from your address. Wait a minute and try again.")
+	}
+	return over
+}
+
+// ipKey is r's key in Config.IPLimiter.
+func (b *Broker) ipKey(r *http.Request) string { return "broker-ip:" + b.clientIP(r) }
 
 // paramName names a request parameter in an error that the rejected
 // page shows: "parameter state", or "a parameter" when the name is not

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
 )
 
 // maxConsentBody bounds the consent form: its flow id, its decision and
@@ -77,9 +75,7 @@ func destination(redirect string) (dest, where string, onDevice bool) {
 // it one flow could be posted again and again, each approval a log line,
 // a sealed cookie and, for a no-store metadata document, a fetch.
 func (b *Broker) serveConsent(w http.ResponseWriter, r *http.Request) {
-	if wait, over := limited(r.Context(), b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
-		w.Header().Set("Retry-After", respond.RetryAfter(wait))
-		b.errorPage(w, http.StatusTooManyRequests, "Too many requests", "Too many sign-ins from your address. Wait a minute and try again.")
+	if b.pageOverIPLimit(w, r) {
 		return
 	}
 	if !b.sameOrigin(r) {

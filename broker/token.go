@@ -87,7 +87,7 @@ func (b *Broker) serveToken(w http.ResponseWriter, r *http.Request) {
 // 429's description. When it returns false it has answered the request.
 func (b *Broker) admitClient(w http.ResponseWriter, r *http.Request, what string) (*client, url.Values, bool) {
 	ctx := r.Context()
-	if wait, over := limited(ctx, b.ipLimit, "broker-ip:"+b.clientIP(r)); over {
+	if wait, over := limited(ctx, b.ipLimit, b.ipKey(r)); over {
 		tooMany(w, wait, "too many "+what+" from this address; retry later")
 		return nil, nil, false
 	}
