@@ -109,6 +109,14 @@ func (e *env) loadPhase(ctx context.Context, rep *report) error {
 		}
 		targets = append(targets, &target{name: nameBefore, url: fmt.Sprintf("http://127.0.0.1:%d/mcp", before.port), pid: before.pid, port: before.port, proc: before})
 	}
+	if e.o.servers {
+		bare, stop, err := e.startBareServers()
+		defer stop()
+		if err != nil {
+			return err
+		}
+		targets = append(targets, bare...)
+	}
 	rep.idleKB = map[string]int64{}
 	for _, t := range targets {
 		if err := e.checkPost(t.url); err != nil {

@@ -37,15 +37,22 @@ http {
     server {
         listen 127.0.0.1:%[2]d;
         location / {
-            proxy_pass http://mcp;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_read_timeout 1h;
+%[6]s
         }
     }
 }
 `
+
+// nginxProxy is the location of the bare keep-alive proxy.
+const nginxProxy = `            proxy_pass http://mcp;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 1h;`
+
+// nginxAnswer is the location of nginx as a bare server (-servers): every
+// request is answered with the upstream's reply from memory, no proxying.
+var nginxAnswer = "            default_type application/json;\n            return 200 '" + rpcReply + "';"
 
 // nginxBin returns the nginx binary on PATH or in /usr/sbin, or "".
 func nginxBin() string {
@@ -62,6 +69,11 @@ func nginxBin() string {
 // its configuration generated into a fresh directory under the bench's
 // temporary one. workers is its process model (see processes).
 func (e *env) startNginx(workers int) (*child, error) {
+	return e.startNginxWith(workers, nginxProxy)
+}
+
+// startNginxWith starts nginx with location as its one location's body.
+func (e *env) startNginxWith(workers int, location string) (*child, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -78,7 +90,7 @@ func (e *env) startNginx(workers int) (*child, error) {
 		conns = min(conns, int(e.nofile))
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, port, e.upPort, conns, processes(workers)), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, nginxConf, dir, port, e.upPort, conns, processes(workers), location), 0o644); err != nil {
 		return nil, err
 	}
 	c, err := startChild("nginx", e.nginx, []string{"-p", dir, "-c", conf, "-e", "stderr"},

@@ -168,7 +168,7 @@ func (r *report) loadSection(b *strings.Builder) {
 	p("The gateway runs with verification, allow-list, rate limit (100000000/min), no bound on requests in flight per subject, and audit at `LOG_LEVEL=info` to a file.\n\n")
 	p("| target | req/s | p50 | p99 | CPU µs/req | RSS idle MiB | RSS peak MiB | errors (non-2xx / socket) | new upstream conns | new TIME-WAIT (client side / upstream side) | log bytes/req |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, name := range []string{"upstream", "nginx", "floor", "gateway", nameAuditOff, nameBefore} {
+	for _, name := range []string{"upstream", "nginx", "floor", "gateway", nameAuditOff, nameBefore, nameServerNginx, nameServerNetHTTP, nameServerOwnLoop} {
 		ss := r.samples[name]
 		if len(ss) == 0 {
 			continue
@@ -219,6 +219,7 @@ func (r *report) loadSection(b *strings.Builder) {
 		p("**gateway / before (`-compare %s`), CPU per request: %.2f** (per round: %s); **p99: %.2f** (per round: %s) — p99 not worse: %s  \n",
 			r.o.compare, r.befCPURatio, ratios(r.befCPUPer), r.befP99Ratio, ratios(r.befP99Per), verdict(r.befP99Ratio <= 1))
 	}
+	r.serversLines(b)
 	if up, fl := r.samples["upstream"], r.samples["floor"]; len(up) > 0 && len(fl) > 0 {
 		p("floor / upstream, CPU per request: %.1f×\n\n", medianOf(fl, sample.cpuPerReq)/max(medianOf(up, sample.cpuPerReq), 1e-9))
 	}
@@ -422,4 +423,34 @@ func commit(repo string) string {
 		s += "+dirty"
 	}
 	return "commit " + s
+}
+
+// serversLines writes what the bare servers (-servers) show: how much of the
+// gateway's CPU per request net/http's server costs beyond a loop around
+// its own request parser, against how far the gateway is from 2× nginx.
+func (r *report) serversLines(b *strings.Builder) {
+	nh, own := r.samples[nameServerNetHTTP], r.samples[nameServerOwnLoop]
+	if len(nh) == 0 || len(own) == 0 {
+		return
+	}
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
+	var diff []float64
+	for i := range min(len(nh), len(own)) {
+		diff = append(diff, nh[i].cpuPerReq()-own[i].cpuPerReq())
+	}
+	d := median(diff)
+	p("bare servers, CPU per request: net/http's server %.1f µs, a loop around its request parser %.1f µs", medianOf(nh, sample.cpuPerReq), medianOf(own, sample.cpuPerReq))
+	if ng := r.samples[nameServerNginx]; len(ng) > 0 {
+		p(", nginx %.1f µs", medianOf(ng, sample.cpuPerReq))
+	}
+	p("; net/http's server beyond the loop: **%.1f µs** (per round: %s)", d, ratios(diff))
+	gw, ngx := r.samples["gateway"], r.samples["nginx"]
+	if len(gw) > 0 && len(ngx) > 0 {
+		over := medianOf(gw, sample.cpuPerReq) - 2*medianOf(ngx, sample.cpuPerReq)
+		p("; the gateway is %.1f µs per request over 2× nginx", over)
+		if over > 0 {
+			p(" (replacing net/http's server and keeping its parser would recover at most %.0f%% of that)", 100*max(d, 0)/over)
+		}
+	}
+	p("  \n")
 }

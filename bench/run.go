@@ -49,7 +49,8 @@ type options struct {
 	compare      string
 	auditOff     bool
 
-	think time.Duration
+	think   time.Duration
+	servers bool
 
 	startups int
 	profile  string
@@ -75,6 +76,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.auditOff, "audit-off", true, "also load the gateway with LOG_LEVEL=warn (no audit line), to show what the audit log costs")
 	fs.IntVar(&o.threads, "threads", 2, "wrk threads")
 	fs.DurationVar(&o.think, "think", 0, "pause of each connection between its requests (whole ms; 0: back to back). With it every target gets about the same request rate, conns/(think+latency), so CPU per request is compared at equal load rather than at each one's saturation")
+	fs.BoolVar(&o.servers, "servers", false, "also load three bare servers that answer from memory (nginx, net/http's server, and a loop around net/http's request parser): what the server side alone costs")
 	fs.IntVar(&o.conns, "conns", 32, "concurrent keep-alive connections of the load generator")
 	fs.IntVar(&o.streams, "streams", 2000, "idle SSE streams to hold open (10000 for the full target)")
 	fs.IntVar(&o.openConc, "open-concurrency", 64, "SSE streams being opened at once")
