@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// ErrFull is returned by Memory's Claim and Revoke when every remembered key
+// ErrFull is returned by Memory's Claim, Advance and Revoke when every remembered key
 // is still unexpired and MemoryConfig.MaxEntries is reached. The caller fails
 // the request (the broker answers 503): forgetting an unexpired claim would
 // let a code or refresh token be used twice.
@@ -39,12 +39,12 @@ type MemoryConfig struct {
 }
 
 // Memory remembers keys until their TTL in this process only: used
-// authorization codes, rotated refresh tokens, revoked token ids and
+// authorization codes, refresh-token generations, revoked token ids and
 // families. It is bounded and TTL-evicted, starts no goroutine, and is safe
 // for concurrent use.
 //
-// Claim, Revoke and Revoked share one key space; callers namespace their
-// keys ("code:", "rt:", "fam:", "jti:" ...).
+// Claim, Advance, Revoke and Revoked share one key space; callers
+// namespace their keys ("code:", "gen:", "fam:", "jti:" ...).
 //
 // What a restart loses: everything. With the same BROKER_SECRET, codes and
 // refresh tokens issued before the restart stay valid (they are sealed
@@ -68,8 +68,9 @@ type memShard struct {
 }
 
 // memEntry is one remembered key: when it expires, and when it was first
-// claimed or revoked (unix nanoseconds).
-type memEntry struct{ exp, at int64 }
+// claimed or revoked, or last advanced (unix nanoseconds); gen is the
+// generation of a key Advance moves on (0 for the others).
+type memEntry struct{ exp, at, gen int64 }
 
 // NewMemory returns an empty Memory.
 func NewMemory(cfg MemoryConfig) *Memory {
@@ -118,6 +119,35 @@ func (m *Memory) ClaimSince(_ context.Context, key string, ttl time.Duration) (f
 		return false, 0, fmt.Errorf("claim: %w", err)
 	}
 	s.m[key] = memEntry{exp: now + int64(ttl), at: now}
+	return true, 0, nil
+}
+
+// Advance moves key on from generation gen to gen+1, remembered for ttl:
+// one key per family of rotating one-time values, each value carrying its
+// generation, instead of one claim per use. See Superseded for what it
+// answers. It fails with ErrFull rather than forget an unexpired key.
+func (m *Memory) Advance(_ context.Context, key string, gen int64, ttl time.Duration) (advanced bool, since time.Duration, err error) {
+	if err := checkAdvance(gen, ttl); err != nil {
+		return false, 0, err
+	}
+	now := m.now().UnixNano()
+	s := m.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, at := int64(1), int64(0)
+	if e, ok := s.m[key]; ok && now < e.exp {
+		cur, at = e.gen, e.at
+	}
+	switch {
+	case gen == cur-1:
+		return false, time.Duration(now - at), nil
+	case gen < cur:
+		return false, Superseded, nil
+	}
+	if err := s.room(key, now, m.perShard); err != nil {
+		return false, 0, fmt.Errorf("advance: %w", err)
+	}
+	s.m[key] = memEntry{exp: now + int64(ttl), at: now, gen: gen + 1}
 	return true, 0, nil
 }
 

@@ -221,3 +221,95 @@ func BenchmarkMemoryRevoked(b *testing.B) {
 		}
 	}
 }
+
+// Advance keeps one key per family of rotating values: each generation
+// moves it on once; the generation just superseded learns how long ago,
+// older ones that they are far behind; a key that expired (or was never
+// advanced) is at generation 1, and a generation ahead of the key (a store
+// that forgot) moves it on. Several families never touch each other.
+func TestMemoryAdvance(t *testing.T) {
+	ctx := context.Background()
+	c := testkit.NewClock(time.Unix(1_700_000_000, 0))
+	m := NewMemory(MemoryConfig{Now: c.Now})
+	step := func(gen int64, wantAdvanced bool, wantSince time.Duration) {
+		t.Helper()
+		advanced, since, err := m.Advance(ctx, "gen:f", gen, time.Hour)
+		if err != nil || advanced != wantAdvanced || since != wantSince {
+			t.Fatalf("advance from %d: got %v, %v, %v; want %v, %v", gen, advanced, since, err, wantAdvanced, wantSince)
+		}
+	}
+	step(1, true, 0)
+	c.Advance(5 * time.Second)
+	step(1, false, 5*time.Second) // just superseded: within a grace window
+	step(2, true, 0)
+	c.Advance(time.Second)
+	step(1, false, Superseded) // two behind
+	step(2, false, time.Second)
+	step(3, true, 0)
+	step(7, true, 0) // ahead: the store forgot; now at 8
+	step(7, false, 0)
+	step(3, false, Superseded)
+	if advanced, _, _ := m.Advance(ctx, "gen:other", 1, time.Hour); !advanced {
+		t.Fatal("another family: not advanced from 1")
+	}
+	if m.Len() != 2 {
+		t.Fatalf("len after many advances of two families: %d, want 2", m.Len())
+	}
+	c.Advance(time.Hour)
+	step(1, true, 0) // expired: back at 1
+	for _, bad := range []struct {
+		gen int64
+		ttl time.Duration
+	}{{0, time.Hour}, {-1, time.Hour}, {1 << 53, time.Hour}, {1, 0}} {
+		if _, _, err := m.Advance(ctx, "gen:f", bad.gen, bad.ttl); err == nil {
+			t.Errorf("advance from %d for %v: no error", bad.gen, bad.ttl)
+		}
+	}
+}
+
+// Racing advances from one generation: exactly one moves the key on.
+func TestMemoryAdvanceRace(t *testing.T) {
+	m := NewMemory(MemoryConfig{})
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ok, _, err := m.Advance(context.Background(), "gen:race", 4, time.Minute); ok && err == nil {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d racing advances from one generation won, want 1", wins.Load())
+	}
+}
+
+// A full store refuses a new family's key rather than forget another's,
+// yet a family it holds moves on without room.
+func TestMemoryAdvanceFull(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory(MemoryConfig{MaxEntries: 16}) // one key per shard
+	var held string
+	full := false
+	for i := range 200 {
+		k := fmt.Sprintf("gen:%d", i)
+		_, _, err := m.Advance(ctx, k, 1, time.Hour)
+		switch {
+		case errors.Is(err, ErrFull):
+			full = true
+		case err != nil:
+			t.Fatal(err)
+		default:
+			held = k
+		}
+	}
+	if !full {
+		t.Fatal("200 families into a store of 16: no ErrFull")
+	}
+	if advanced, _, err := m.Advance(ctx, held, 2, time.Hour); !advanced || err != nil {
+		t.Fatalf("a held family moving on while full: %v, %v", advanced, err)
+	}
+}

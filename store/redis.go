@@ -20,7 +20,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
-// ErrUnavailable is wrapped by the errors of Redis's Claim, Revoke and
+// ErrUnavailable is wrapped by the errors of Redis's Claim, Advance, Revoke and
 // Revoked when Redis cannot be asked (it failed less than
 // RedisConfig.Retry ago) or the round trip failed. The broker fails
 // closed on it: 503 with Retry-After, never a second use of a code or a
@@ -33,6 +33,7 @@ const (
 	OpAllow   = "allow"   // RedisLimiter.Allow
 	OpSpend   = "spend"   // RedisLimiter.Spend
 	OpClaim   = "claim"   // Redis.Claim
+	OpAdvance = "advance" // Redis.Advance
 	OpRevoke  = "revoke"  // Redis.Revoke
 	OpRevoked = "revoked" // Redis.Revoked
 	OpPing    = "ping"    // Redis.Run's health probe
@@ -53,7 +54,7 @@ const (
 
 // Ops lists every operation, for metrics to create their series up front.
 func Ops() []string {
-	return []string{OpAdmit, OpAllow, OpSpend, OpClaim, OpRevoke, OpRevoked, OpPing}
+	return []string{OpAdmit, OpAllow, OpSpend, OpClaim, OpAdvance, OpRevoke, OpRevoked, OpPing}
 }
 
 // Results lists every result of an operation.
@@ -168,7 +169,7 @@ type Redis struct {
 	onFall   func(bool)
 	now      func() time.Time
 
-	limitScript, revokeScript, claimScript *redis.Script
+	limitScript, revokeScript, claimScript, advanceScript *redis.Script
 
 	wake      chan struct{} // a request saw Redis fail: Run probes every Retry from now
 	trips     atomic.Uint64 // commands sent (RoundTrips)
@@ -249,10 +250,11 @@ func OpenRedis(cfg RedisConfig) (*Redis, error) {
 		onFall:   cfg.OnFallback,
 		now:      cfg.Now,
 
-		limitScript:  redis.NewScript(limitLua),
-		revokeScript: redis.NewScript(revokeLua),
-		claimScript:  redis.NewScript(claimLua),
-		wake:         make(chan struct{}, 1),
+		limitScript:   redis.NewScript(limitLua),
+		revokeScript:  redis.NewScript(revokeLua),
+		claimScript:   redis.NewScript(claimLua),
+		advanceScript: redis.NewScript(advanceLua),
+		wake:          make(chan struct{}, 1),
 	}
 	if r.retry <= 0 {
 		r.retry = defaultRedisRetry
@@ -308,7 +310,7 @@ func (r *Redis) ClaimSince(ctx context.Context, key string, ttl time.Duration) (
 	if r.done(ctx, OpClaim, start, err) {
 		// Redis may have made the claim and its answer be what failed:
 		// the caller answers "retry", so the claim must not stand.
-		go r.release(r.prefix+key, mark, ttl)
+		go r.release(releaseLua, r.prefix+key, mark, ttl)
 		return false, 0, fmt.Errorf("claim: %w: %w", ErrUnavailable, err)
 	}
 	if ms < 0 {
@@ -336,11 +338,11 @@ const releaseAnswers = 3
 // last, until it has released the claim or Redis has answered
 // releaseAnswers times that there is none. A claim of someone else's,
 // with another mark, stays.
-func (r *Redis) release(key, mark string, ttl time.Duration) {
+func (r *Redis) release(script, key, mark string, ttl time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), ttl)
 	defer cancel()
 	for nothing := 0; nothing < releaseAnswers; {
-		n, err := r.client.Eval(ctx, releaseLua, []string{key}, mark).Int64()
+		n, err := r.client.Eval(ctx, script, []string{key}, mark).Int64()
 		switch {
 		case err == nil && n > 0:
 			r.log.Info("released a claim whose answer was lost: the client's retry will find it unused")
@@ -356,6 +358,35 @@ func (r *Redis) release(key, mark string, ttl time.Duration) {
 		case <-time.After(r.retry):
 		}
 	}
+}
+
+// Advance moves key on from generation gen to gen+1 for ttl (one script,
+// atomic across replicas, timed by Redis's clock); store.Superseded says
+// what it answers. It fails, and advances nothing this replica would
+// honour, when Redis cannot answer: a move whose answer was lost is moved
+// back once Redis answers, so the client's retry finds its generation
+// current.
+func (r *Redis) Advance(ctx context.Context, key string, gen int64, ttl time.Duration) (advanced bool, since time.Duration, err error) {
+	if err := checkAdvance(gen, ttl); err != nil {
+		return false, 0, err
+	}
+	if r.skipping(OpAdvance) {
+		return false, 0, fmt.Errorf("advance: %w", ErrUnavailable)
+	}
+	start := time.Now()
+	mark := claimMark()
+	ms, err := r.advanceScript.Run(ctx, r.client, []string{r.prefix + key}, ttl.Milliseconds()+1, gen, mark).Int64()
+	if r.done(ctx, OpAdvance, start, err) {
+		go r.release(moveBackLua, r.prefix+key, mark, ttl)
+		return false, 0, fmt.Errorf("advance: %w: %w", ErrUnavailable, err)
+	}
+	switch {
+	case ms == -1:
+		return true, 0, nil
+	case ms < 0:
+		return false, Superseded, nil
+	}
+	return false, time.Duration(ms) * time.Millisecond, nil
 }
 
 // Revoke remembers key as revoked for at least ttl (a longer earlier TTL
@@ -439,7 +470,7 @@ func (r *Redis) Run(ctx context.Context) error {
 			// Redis may have restarted without its script cache: load the
 			// scripts now, so the request path keeps to one round trip.
 			err = errors.Join(r.limitScript.Load(ctx, r.client).Err(), r.revokeScript.Load(ctx, r.client).Err(),
-				r.claimScript.Load(ctx, r.client).Err())
+				r.claimScript.Load(ctx, r.client).Err(), r.advanceScript.Load(ctx, r.client).Err())
 		}
 		r.done(ctx, OpPing, start, err)
 		if err == nil && !r.down.Load() && r.restarted(ctx, &runID) {

@@ -202,6 +202,70 @@ func TestRedisClaimSince(t *testing.T) {
 	}
 }
 
+// TestRedisAdvance: a family's generation moves on once per generation
+// across replicas; the one just superseded learns how long ago by Redis's
+// clock, older ones that they are far behind. A value that is not a
+// generation fails closed, and the key keeps its TTL.
+func TestRedisAdvance(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	a := openTestRedis(t, srv, func(c *RedisConfig) { c.Now = func() time.Time { return time.Unix(1_000_000_000, 0) } })
+	b := openTestRedis(t, srv, func(c *RedisConfig) { c.Now = func() time.Time { return time.Unix(2_000_000_000, 0) } })
+	if advanced, since, err := a.Advance(ctx, "gen:f", 1, time.Minute); !advanced || since != 0 || err != nil {
+		t.Fatalf("advance from 1 at A: %v, %v, %v", advanced, since, err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	advanced, since, err := b.Advance(ctx, "gen:f", 1, time.Minute)
+	if advanced || err != nil || since < 50*time.Millisecond || since > 10*time.Second {
+		t.Fatalf("advance from 1 again at B: got %v, %v, %v; want false, 50ms-10s (Redis's clock), nil", advanced, since, err)
+	}
+	if advanced, _, err := b.Advance(ctx, "gen:f", 2, time.Minute); !advanced || err != nil {
+		t.Fatalf("advance from 2 at B: %v, %v", advanced, err)
+	}
+	if advanced, since, err := a.Advance(ctx, "gen:f", 1, time.Minute); advanced || since != Superseded || err != nil {
+		t.Fatalf("advance from 1, two behind: got %v, %v, %v; want false, Superseded, nil", advanced, since, err)
+	}
+	if advanced, _, err := a.Advance(ctx, "gen:f", 9, time.Minute); !advanced || err != nil {
+		t.Fatalf("advance from ahead of the key (a Redis that forgot): %v, %v", advanced, err)
+	}
+	if advanced, since, _ := b.Advance(ctx, "gen:f", 9, time.Minute); advanced || since == Superseded {
+		t.Fatalf("advance from 9 again: got %v, %v; want just superseded", advanced, since)
+	}
+	if ttl := rawClient(t, srv).PTTL(ctx, DefaultRedisPrefix+"v:gen:f").Val(); ttl <= 0 || ttl > time.Minute+time.Second {
+		t.Errorf("the family's TTL: %v, want about a minute", ttl)
+	}
+	if err := rawClient(t, srv).Set(ctx, DefaultRedisPrefix+"v:gen:bad", "1", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if advanced, _, err := a.Advance(ctx, "gen:bad", 1, time.Minute); advanced || err == nil {
+		t.Fatalf("advance of a key that holds no generation: %v, %v; want an error", advanced, err)
+	}
+	if _, _, err := a.Advance(ctx, "gen:f", 0, time.Minute); err == nil {
+		t.Fatal("advance from generation 0: no error")
+	}
+}
+
+// TestRedisAdvanceRace: advances racing from one generation through two
+// replicas: exactly one moves the key on.
+func TestRedisAdvanceRace(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rs := []*Redis{openTestRedis(t, srv, nil), openTestRedis(t, srv, nil)}
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ok, _, err := rs[i%2].Advance(ctx, "gen:race", 3, time.Minute); ok && err == nil {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d racing advances won, want 1", wins.Load())
+	}
+}
+
 // TestRedisRevocationShared: a token revoked through one replica is
 // refused by another's admission in the same round trip as its limit,
 // without spending; the other replica then knows it by itself.
@@ -665,6 +729,9 @@ func TestRedisACL(t *testing.T) {
 	if first, _, err := r.ClaimSince(ctx, "rt:acl", time.Minute); !first || err != nil {
 		t.Fatalf("claim with its time: %v %v", first, err)
 	}
+	if advanced, _, err := r.Advance(ctx, "gen:acl", 1, time.Minute); !advanced || err != nil {
+		t.Fatalf("advance: %v %v", advanced, err)
+	}
 	if err := r.Revoke(ctx, "fam:acl", time.Minute); err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
@@ -872,9 +939,46 @@ func TestRedisClaimReleasedWhenItsAnswerIsLost(t *testing.T) {
 	}
 
 	// Someone else's claim carries another mark.
-	r.release(r.prefix+"code:warm", claimMark(), time.Second)
+	r.release(releaseLua, r.prefix+"code:warm", claimMark(), time.Second)
 	if first, _ := r.Claim(ctx, "code:warm", time.Minute); first {
 		t.Errorf("a claim released by an attempt that did not make it")
+	}
+}
+
+// TestRedisAdvanceMovedBackWhenItsAnswerIsLost: as a claim, a move Redis
+// makes while its answer fails to arrive was answered "unavailable,
+// retry": it is moved back once Redis answers, so the retry finds its
+// generation current rather than a reuse. A move with another mark stays.
+func TestRedisAdvanceMovedBackWhenItsAnswerIsLost(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	var logs testkit.LogBuffer
+	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+		cfg.Retry, cfg.Probe = 50*time.Millisecond, time.Hour
+	})
+	for gen := int64(1); gen <= 2; gen++ {
+		if advanced, _, err := r.Advance(ctx, "gen:late", gen, time.Minute); !advanced || err != nil {
+			t.Fatalf("advance from %d before: %v, %v", gen, advanced, err)
+		}
+	}
+	srv.Pause()
+	if advanced, _, err := r.Advance(ctx, "gen:late", 3, time.Minute); advanced || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("an advance while Redis hangs: got %v, %v; want false, ErrUnavailable", advanced, err)
+	}
+	srv.Resume()
+	testkit.WaitFor(t, "the late advance moved back", 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "released a claim whose answer was lost")
+	})
+	r.skipUntil.Store(0)
+	if advanced, _, err := r.Advance(ctx, "gen:late", 3, time.Minute); !advanced || err != nil {
+		t.Errorf("the client's retry: got %v, %v; want it to move on", advanced, err)
+	}
+	if advanced, since, _ := r.Advance(ctx, "gen:late", 2, time.Minute); advanced || since != Superseded {
+		t.Errorf("generation 2 after the retry: got %v, %v; want two behind", advanced, since)
+	}
+	r.release(moveBackLua, r.prefix+"gen:late", claimMark(), time.Second)
+	if advanced, _, _ := r.Advance(ctx, "gen:late", 3, time.Minute); advanced {
+		t.Errorf("a move taken back by an attempt that did not make it")
 	}
 }
 

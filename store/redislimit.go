@@ -73,6 +73,46 @@ if v and #v > #ARGV[1] and string.sub(v, -#ARGV[1]) == ARGV[1] then return redis
 return 0
 `
 
+// advanceLua moves KEYS[1] on from generation ARGV[2] to ARGV[2]+1 for
+// ARGV[1] ms when ARGV[2] is its generation or later (an absent key is at
+// 1), storing "<generation>:<Redis's time in ms><mark ARGV[3]>", and
+// returns -1. Otherwise it returns how many ms ago the key moved on from
+// ARGV[2] when it is at ARGV[2]+1, and -2 when it is further on. A value it
+// cannot read fails the script (the caller fails closed).
+const advanceLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gen = tonumber(ARGV[2])
+local cur, at = 1, 0
+local v = redis.call('GET', KEYS[1])
+if v then
+  local g, a = string.match(v, '^(%d+):(%d+)')
+  if not g then return redis.error_reply('not a generation: ' .. KEYS[1]) end
+  cur, at = tonumber(g), tonumber(a)
+end
+if gen >= cur then
+  redis.call('SET', KEYS[1], string.format('%d:%d', gen + 1, now) .. ARGV[3], 'PX', ARGV[1])
+  return -1
+end
+if gen == cur - 1 then return math.max(now - at, 0) end
+return -2
+`
+
+// moveBackLua undoes a move of advanceLua whose attempt mark ARGV[1] is
+// still the key's (Redis.release): the key goes back one generation, to
+// the 1 of an absent key as a deletion, keeping its TTL (PTTL, not
+// KEEPTTL, which Redis 5 lacks). The time of the
+// move before is not known, so it reads as long ago.
+const moveBackLua = `
+local v = redis.call('GET', KEYS[1])
+if not (v and #v > #ARGV[1] and string.sub(v, -#ARGV[1]) == ARGV[1]) then return 0 end
+local g = tonumber(string.match(v, '^(%d+):'))
+local ttl = redis.call('PTTL', KEYS[1])
+if g == nil or g <= 2 or ttl <= 0 then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], string.format('%d:0', g - 1), 'PX', ttl)
+return 1
+`
+
 // Script modes (ARGV[3]).
 const (
 	modeAllow = "a"

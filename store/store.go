@@ -17,3 +17,33 @@
 // token subject; the broker names its codes, refresh-token families and
 // token ids).
 package store
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Superseded is what Advance (of Memory and Redis) reports as since for a
+// generation older than the one before the key's current.
+//
+// Advance moves a key on from generation gen to gen+1 when gen is the
+// key's generation, or later than it (a store that lost the key in a
+// restart: what it forgot cannot be checked). A key never advanced, or
+// expired, is at generation 1. Otherwise gen was superseded, and since says
+// how long ago the key moved on from it: the time since that move when the
+// key is at gen+1, Superseded when it is further on. A caller rotating
+// refresh tokens issues gen+1 when advanced, and treats a superseded gen as
+// reuse unless since is within its grace.
+const Superseded = time.Duration(math.MaxInt64)
+
+// checkAdvance refuses arguments of Advance that are a caller's mistake.
+func checkAdvance(gen int64, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("advance: ttl %v is not positive", ttl)
+	}
+	if gen < 1 || gen >= 1<<53-1 { // Redis's Lua counts in doubles
+		return fmt.Errorf("advance: generation %d is out of range", gen)
+	}
+	return nil
+}
