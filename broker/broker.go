@@ -88,13 +88,16 @@ type Upstream interface {
 
 // Store models *store.Memory and *store.Redis: what must be
 // remembered across requests and replicas. Keys are namespaced by the
-// broker ("code:", "rt:", "fam:", "jti:", "flow:").
+// broker ("code:", "gen:", "rt:", "fam:", "jti:", "flow:").
 type Store interface {
 	// Claim reports whether this is the first claim of key within ttl.
 	Claim(ctx context.Context, key string, ttl time.Duration) (first bool, err error)
 	// ClaimSince is Claim that also reports, when this is not the first
 	// claim, how long ago the first one was.
 	ClaimSince(ctx context.Context, key string, ttl time.Duration) (first bool, since time.Duration, err error)
+	// Advance moves key on from generation gen to gen+1 for ttl, or
+	// reports how long ago gen was superseded (store.Superseded: long ago).
+	Advance(ctx context.Context, key string, gen int64, ttl time.Duration) (advanced bool, since time.Duration, err error)
 	// Revoke remembers key as revoked for at least ttl.
 	Revoke(ctx context.Context, key string, ttl time.Duration) error
 	// Revoked reports whether any of keys is revoked (or claimed).

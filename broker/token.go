@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -35,12 +34,18 @@ type codeRecord struct {
 }
 
 // refreshRecord is a refresh token: a sealed record, rotated at every use
-// (OAuth 2.1 §4.3.1). Every refresh token of one login shares Family; each
-// has its own ID, claimed in the store ("rt:"+ID) when used, so a second
-// use is detected and revokes the family ("fam:"+Family).
+// (OAuth 2.1 §4.3.1). Every refresh token of one login shares Family and
+// carries its generation: the code's is 1, each refresh's one more. The
+// store keeps one key per family ("gen:"+Family) that each generation moves
+// on once (store.Superseded), so a second use is detected and revokes the
+// family ("fam:"+Family), and a session costs the store one key however
+// often it refreshes. A token without a generation (sealed by a gateway
+// before generations, until those sessions end) is claimed by its ID
+// instead ("rt:"+ID), one key per use, as it was then.
 type refreshRecord struct {
 	Family   string   `json:"f"`
-	ID       string   `json:"id"`
+	Gen      int64    `json:"g,omitempty"`
+	ID       string   `json:"id,omitempty"` // only in tokens without Gen`
 	ClientID string   `json:"c"`
 	Scopes   []string `json:"sc,omitempty"` // requested at login: the ceiling of every refresh
 	Resource string   `json:"rs"`
@@ -167,7 +172,7 @@ func (b *Broker) redeemCode(ctx context.Context, w http.ResponseWriter, c *clien
 		return
 	}
 	b.issue(w, c, &refreshRecord{
-		Family: rec.ID, ClientID: c.id, Scopes: rec.Req.Scopes, Resource: rec.Req.Resource,
+		Family: rec.ID, Gen: 1, ClientID: c.id, Scopes: rec.Req.Scopes, Resource: rec.Req.Resource,
 		User: rec.User, AuthTime: rec.AuthTime, End: end.Unix(), Upstream: rec.Upstream,
 	}, rec.Granted)
 }
@@ -244,7 +249,7 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		}
 		login, err := b.refresh(ctx, e, rec.Upstream, rec.User)
 		switch {
-		case errors.Is(err, errRefused) && b.justUsed(ctx, rec.ID, end):
+		case errors.Is(err, errRefused) && b.justUsed(ctx, &rec, end):
 			// A concurrent refresh with this token rotated the provider's
 			// token first: the provider's refusal says nothing of a leak.
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token was just used; use the one that refresh returned")
@@ -267,7 +272,7 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		return
 	}
 	granted := b.grantScopes(user, scopes)
-	first, since, err := b.store.ClaimSince(ctx, "rt:"+rec.ID, b.until(end))
+	first, since, err := b.spend(ctx, &rec, end)
 	if err != nil {
 		b.log.Error("claim refresh token", "error", err)
 		unavailable(w, "the authorization server cannot refresh right now")
@@ -282,12 +287,26 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 			return
 		}
 		// A concurrent refresh or a retry after a lost answer: it rotates to
-		// a sibling in the same family, so a later reuse of any of them
-		// still ends the session.
+		// a sibling of the same generation in the same family. The family
+		// stays one line: once a token of that generation is used, its
+		// siblings too are reuse after the window, and any reuse ends the
+		// session.
 		b.log.Info("refresh token used again within the grace window", "sub", rec.User.Sub, "client", c.key(),
 			"since_first_use", since.Round(time.Millisecond))
 	}
+	rec.Gen++ // a token without one (before generations) rotates to the first
 	b.issue(w, c, &rec, granted)
+}
+
+// spend records the use of refresh token rec: it moves its family on from
+// rec's generation, or claims a token without one by its ID. first is
+// whether rec was current (unused); when not, since is how long ago it was
+// superseded.
+func (b *Broker) spend(ctx context.Context, rec *refreshRecord, end time.Time) (first bool, since time.Duration, err error) {
+	if rec.Gen == 0 {
+		return b.store.ClaimSince(ctx, "rt:"+rec.ID, b.until(end))
+	}
+	return b.store.Advance(ctx, "gen:"+rec.Family, rec.Gen, b.until(end))
 }
 
 // withinGrace reports whether a refresh token first used since ago may be
@@ -296,14 +315,14 @@ func (b *Broker) withinGrace(since time.Duration) bool {
 	return b.reuseGrace > 0 && since <= b.reuseGrace
 }
 
-// justUsed reports whether refresh token id was first used within the
-// reuse grace. It claims the token if no one had (a token the provider
+// justUsed reports whether refresh token rec was superseded within the
+// reuse grace. It spends the token if no one had (a token the provider
 // refuses is spent anyway).
-func (b *Broker) justUsed(ctx context.Context, id string, end time.Time) bool {
+func (b *Broker) justUsed(ctx context.Context, rec *refreshRecord, end time.Time) bool {
 	if b.reuseGrace == 0 {
 		return false // strict: no need to ask the store
 	}
-	first, since, err := b.store.ClaimSince(ctx, "rt:"+id, b.until(end))
+	first, since, err := b.spend(ctx, rec, end)
 	return err == nil && !first && b.withinGrace(since)
 }
 
@@ -325,7 +344,7 @@ func (b *Broker) issue(w http.ResponseWriter, c *client, rt *refreshRecord, scop
 		Scope:       strings.Join(scopes, " "),
 	}
 	if !c.rec.NoRefresh {
-		rt.ID = rand.Text()
+		rt.ID = "" // the family's generation names it (refreshRecord)
 		if resp.RefreshToken, err = b.seal.seal(purposeRefresh, end, rt); err != nil {
 			b.log.Error("seal refresh token", "error", err)
 			oauthError(w, http.StatusInternalServerError, "server_error", "")

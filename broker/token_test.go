@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -241,6 +242,80 @@ func TestRefreshReuseGraceRotatingProvider(t *testing.T) {
 	}
 	if got := e.verifyReason(r2.AccessToken); got != ReasonRevoked {
 		t.Fatalf("the family's access token after a reuse past the window: got %q, want revoked", got)
+	}
+}
+
+// A session costs the store one key however often it refreshes: its
+// generation moves on, where each rotation used to leave a claim of its own
+// until the session ended (so one user refreshing in a loop could fill the
+// store and lock every token request out).
+func TestRefreshOneKeyPerSession(t *testing.T) {
+	e := newEnvIssuer(t, noUpstreamRefresh, withGrace)
+	c, tr := e.tokens()
+	rt := e.mustRefresh(c, tr.RefreshToken, "first refresh").RefreshToken
+	before := e.store.Len()
+	for i := range 100 {
+		rt = e.mustRefresh(c, rt, fmt.Sprintf("refresh %d", i+2)).RefreshToken
+	}
+	if after := e.store.Len(); after != before {
+		t.Fatalf("store keys after 100 more refreshes of one session: %d, was %d", after, before)
+	}
+	if r := e.refresh(c, tr.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("the first refresh token after 101 rotations: %d %s, want invalid_grant", r.status, r.Error)
+	}
+	if r := e.refresh(c, rt); r.Error != "invalid_grant" {
+		t.Fatalf("the latest refresh token after an old one's reuse: %d %s, want invalid_grant", r.status, r.Error)
+	}
+}
+
+// Siblings from a race within the window are one line, not two sessions:
+// once one of them is used, the other is reuse after the window, and it
+// ends the family.
+func TestRefreshSiblingsStayOneLine(t *testing.T) {
+	e := newEnvIssuer(t, noUpstreamRefresh, withGrace)
+	c, tr := e.tokens()
+	a := e.mustRefresh(c, tr.RefreshToken, "refresh")
+	b := e.mustRefresh(c, tr.RefreshToken, "the same token again, a sibling")
+	next := e.mustRefresh(c, a.RefreshToken, "one sibling rotating on")
+	e.clock.Advance(31 * time.Second)
+	if r := e.refresh(c, b.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("the other sibling after the window: %d %s, want invalid_grant", r.status, r.Error)
+	}
+	if got := e.verifyReason(next.AccessToken); got != ReasonRevoked {
+		t.Fatalf("the family's access token after the sibling's reuse: got %q, want revoked", got)
+	}
+}
+
+// A refresh token sealed before generations (an ID, no generation) still
+// works once after an upgrade, rotating to the first generation, and its
+// reuse after the window still ends the session.
+func TestRefreshTokenWithoutGeneration(t *testing.T) {
+	e := newEnvIssuer(t, noUpstreamRefresh, withGrace)
+	c, tr := e.tokens()
+	var rec refreshRecord
+	if err := e.b.seal.open(purposeRefresh, tr.RefreshToken, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Gen != 1 || rec.ID != "" {
+		t.Fatalf("the code's refresh token: generation %d, ID %q; want 1 and none", rec.Gen, rec.ID)
+	}
+	rec.Gen, rec.ID = 0, "legacy-id"
+	old, err := e.b.seal.seal(purposeRefresh, time.Unix(rec.End, 0), &rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1 := e.mustRefresh(c, old, "a token from before generations")
+	var next refreshRecord
+	if err := e.b.seal.open(purposeRefresh, r1.RefreshToken, &next); err != nil || next.Gen != 1 {
+		t.Fatalf("what it rotated to: generation %d (%v), want 1", next.Gen, err)
+	}
+	r2 := e.mustRefresh(c, r1.RefreshToken, "its successor")
+	e.clock.Advance(31 * time.Second)
+	if r := e.refresh(c, old); r.Error != "invalid_grant" {
+		t.Fatalf("the old token again after the window: %d %s, want invalid_grant", r.status, r.Error)
+	}
+	if got := e.verifyReason(r2.AccessToken); got != ReasonRevoked {
+		t.Fatalf("the family after the old token's reuse: got %q, want revoked", got)
 	}
 }
 
