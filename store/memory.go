@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"sync"
 	"time"
 )
@@ -65,6 +66,17 @@ type memShard struct {
 	mu        sync.Mutex
 	m         map[string]memEntry
 	lastSweep int64
+	// nextExp is no later than the earliest expiry in m: while the shard
+	// is full, a sweep before then would find nothing to drop, so a full
+	// store refuses writes without scanning every key each time.
+	nextExp int64
+	sweeps  int // sweeps so far, for tests
+}
+
+// put stores e as key's entry (the shard's lock is held).
+func (s *memShard) put(key string, e memEntry) {
+	s.m[key] = e
+	s.nextExp = min(s.nextExp, e.exp)
 }
 
 // memEntry is one remembered key: when it expires, and when it was first
@@ -118,7 +130,7 @@ func (m *Memory) ClaimSince(_ context.Context, key string, ttl time.Duration) (f
 	if err := s.room(key, now, m.perShard); err != nil {
 		return false, 0, fmt.Errorf("claim: %w", err)
 	}
-	s.m[key] = memEntry{exp: now + int64(ttl), at: now}
+	s.put(key, memEntry{exp: now + int64(ttl), at: now})
 	return true, 0, nil
 }
 
@@ -147,7 +159,7 @@ func (m *Memory) Advance(_ context.Context, key string, gen int64, ttl time.Dura
 	if err := s.room(key, now, m.perShard); err != nil {
 		return false, 0, fmt.Errorf("advance: %w", err)
 	}
-	s.m[key] = memEntry{exp: now + int64(ttl), at: now, gen: gen + 1}
+	s.put(key, memEntry{exp: now + int64(ttl), at: now, gen: gen + 1})
 	return true, 0, nil
 }
 
@@ -164,13 +176,13 @@ func (m *Memory) Revoke(_ context.Context, key string, ttl time.Duration) error 
 	exp := now + int64(ttl)
 	if old, ok := s.m[key]; ok && now < old.exp {
 		old.exp = max(old.exp, exp)
-		s.m[key] = old
+		s.put(key, old)
 		return nil
 	}
 	if err := s.room(key, now, m.perShard); err != nil {
 		return fmt.Errorf("revoke: %w", err)
 	}
-	s.m[key] = memEntry{exp: exp, at: now}
+	s.put(key, memEntry{exp: exp, at: now})
 	return nil
 }
 
@@ -208,16 +220,20 @@ func (m *Memory) Len() int {
 func (m *Memory) Cap() int { return m.perShard * memoryShards }
 
 // room makes room for key in s (whose lock is held): it sweeps expired keys
-// once a minute, and whenever s is full; if s is still full of unexpired
-// keys, it fails with ErrFull.
+// once a minute, and when s is full and a key may have expired (nextExp);
+// if s is still full of unexpired keys, it fails with ErrFull.
 func (s *memShard) room(key string, now int64, limit int) error {
-	if now-s.lastSweep >= int64(memorySweepEvery) || len(s.m) >= limit {
+	if now-s.lastSweep >= int64(memorySweepEvery) || (len(s.m) >= limit && now >= s.nextExp) {
+		next := int64(math.MaxInt64)
 		for k, e := range s.m {
 			if now >= e.exp {
 				delete(s.m, k)
+			} else {
+				next = min(next, e.exp)
 			}
 		}
-		s.lastSweep = now
+		s.lastSweep, s.nextExp = now, next
+		s.sweeps++
 	}
 	if _, ok := s.m[key]; !ok && len(s.m) >= limit {
 		return ErrFull

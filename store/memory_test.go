@@ -313,3 +313,42 @@ func TestMemoryAdvanceFull(t *testing.T) {
 		t.Fatalf("a held family moving on while full: %v, %v", advanced, err)
 	}
 }
+
+// A full store refuses writes without scanning its keys each time: until
+// the earliest of them may have expired, a sweep would drop nothing. Once
+// one has, the next write sweeps and finds room.
+func TestMemoryFullDoesNotRescan(t *testing.T) {
+	ctx := context.Background()
+	c := testkit.NewClock(time.Unix(1_700_000_000, 0))
+	m := NewMemory(MemoryConfig{MaxEntries: 16 * 8, Now: c.Now})
+	s := m.shard("code:probe")
+	var same []string // keys of the probe's shard
+	for i := 0; len(same) < 8; i++ {
+		if k := fmt.Sprintf("jti:%d", i); m.shard(k) == s {
+			same = append(same, k)
+		}
+	}
+	for i, k := range same {
+		ttl := time.Hour
+		if i == 3 {
+			ttl = 10 * time.Minute // the earliest to expire
+		}
+		if err := m.Revoke(ctx, k, ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := s.sweeps
+	for range 1000 {
+		c.Advance(10 * time.Millisecond)
+		if _, err := m.Claim(ctx, "code:probe", time.Minute); !errors.Is(err, ErrFull) {
+			t.Fatalf("a claim into a full shard: %v, want ErrFull", err)
+		}
+	}
+	if n := s.sweeps - before; n > 1 {
+		t.Fatalf("1000 refused writes in 10 s swept the full shard %d times, want at most 1", n)
+	}
+	c.Advance(10 * time.Minute)
+	if first, err := m.Claim(ctx, "code:probe", time.Minute); !first || err != nil {
+		t.Fatalf("a claim once a key expired: %v, %v; want room", first, err)
+	}
+}
