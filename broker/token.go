@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -41,11 +42,13 @@ type codeRecord struct {
 // family ("fam:"+Family), and a session costs the store one key however
 // often it refreshes. A token without a generation (sealed by a gateway
 // before generations, until those sessions end) is claimed by its ID
-// instead ("rt:"+ID), one key per use, as it was then.
+// instead ("rt:"+ID), one key per use, as it was then. Every token still
+// has its own ID: a gateway from before generations sharing the store (a
+// replica not yet upgraded, or a rollback) claims tokens by it alone.
 type refreshRecord struct {
 	Family   string   `json:"f"`
 	Gen      int64    `json:"g,omitempty"`
-	ID       string   `json:"id,omitempty"` // only in tokens without Gen`
+	ID       string   `json:"id"`
 	ClientID string   `json:"c"`
 	Scopes   []string `json:"sc,omitempty"` // requested at login: the ceiling of every refresh
 	Resource string   `json:"rs"`
@@ -344,7 +347,10 @@ func (b *Broker) issue(w http.ResponseWriter, c *client, rt *refreshRecord, scop
 		Scope:       strings.Join(scopes, " "),
 	}
 	if !c.rec.NoRefresh {
-		rt.ID = "" // the family's generation names it (refreshRecord)
+		// Not needed here (the generation names the token), but an older
+		// gateway claims "rt:"+ID: without one every session's token
+		// would be the same key there, and all but the first a reuse.
+		rt.ID = rand.Text()
 		if resp.RefreshToken, err = b.seal.seal(purposeRefresh, end, rt); err != nil {
 			b.log.Error("seal refresh token", "error", err)
 			oauthError(w, http.StatusInternalServerError, "server_error", "")

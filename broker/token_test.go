@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -296,8 +297,8 @@ func TestRefreshTokenWithoutGeneration(t *testing.T) {
 	if err := e.b.seal.open(purposeRefresh, tr.RefreshToken, &rec); err != nil {
 		t.Fatal(err)
 	}
-	if rec.Gen != 1 || rec.ID != "" {
-		t.Fatalf("the code's refresh token: generation %d, ID %q; want 1 and none", rec.Gen, rec.ID)
+	if rec.Gen != 1 || rec.ID == "" {
+		t.Fatalf("the code's refresh token: generation %d, ID %q; want 1 and an ID", rec.Gen, rec.ID)
 	}
 	rec.Gen, rec.ID = 0, "legacy-id"
 	old, err := e.b.seal.seal(purposeRefresh, time.Unix(rec.End, 0), &rec)
@@ -718,5 +719,56 @@ func TestNoRefreshGrant(t *testing.T) {
 	tr := e.redeem(a, e.code(newBrowser(t), a, alice))
 	if tr.status != http.StatusOK || tr.RefreshToken != "" {
 		t.Fatalf("got %d, refresh token %q", tr.status, tr.RefreshToken)
+	}
+}
+
+// olderRefreshRecord is a refresh token as a gateway from before
+// generations reads and seals it (refreshRecord at 25b2ac8): no
+// generation; its ID is claimed in the store ("rt:"+ID) when used.
+type olderRefreshRecord struct {
+	Family   string   `json:"f"`
+	ID       string   `json:"id"`
+	ClientID string   `json:"c"`
+	Scopes   []string `json:"sc,omitempty"`
+	Resource string   `json:"rs"`
+	User     identity `json:"u"`
+	AuthTime int64    `json:"at"`
+	End      int64    `json:"end"`
+	Upstream string   `json:"ur,omitempty"`
+}
+
+// olderRefresh does with refresh token rt what a gateway from before
+// generations sharing the store does (a replica not yet upgraded, or the
+// release before after a rollback): it claims the token by its ID and
+// rotates it to one with a new ID and no generation. first is its claim.
+func (e *env) olderRefresh(rt string) (next string, first bool) {
+	e.t.Helper()
+	var rec olderRefreshRecord
+	if err := e.b.seal.open(purposeRefresh, rt, &rec); err != nil {
+		e.t.Fatal(err)
+	}
+	end := time.Unix(rec.End, 0)
+	first, _, err := e.store.ClaimSince(context.Background(), "rt:"+rec.ID, e.b.until(end))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rec.ID = rand.Text()
+	if next, err = e.b.seal.seal(purposeRefresh, end, &rec); err != nil {
+		e.t.Fatal(err)
+	}
+	return next, first
+}
+
+// A gateway from before generations that shares the store (a replica not
+// yet upgraded, or a rollback) claims each refresh token by its own ID: if
+// tokens had none, every session's would be the one key "rt:", and every
+// refresh there after the first would read as a reuse and end its session.
+func TestRefreshTokenAtOlderGateway(t *testing.T) {
+	e := newEnvIssuer(t, noUpstreamRefresh, withGrace)
+	for i := range 3 {
+		_, tr := e.tokens()
+		if _, first := e.olderRefresh(tr.RefreshToken); !first {
+			t.Fatalf("session %d's unused refresh token at an older gateway: already claimed", i+1)
+		}
 	}
 }
