@@ -41,13 +41,15 @@ type codeRecord struct {
 // on once (store.Superseded), so a second use is detected and revokes the
 // family ("fam:"+Family), and a session costs the store one key however
 // often it refreshes. A token without a generation (sealed by a gateway
-// before generations, until those sessions end) is claimed by its ID
-// instead ("rt:"+ID), one key per use, as it was then. Every token still
-// has its own ID: a gateway from before generations sharing the store (a
-// replica not yet upgraded, or a rollback) claims tokens by it alone.
+// before generations, or by one sharing the store) is claimed by its ID
+// instead ("rt:"+ID), as it was then, and its successors are a line of
+// their own (Line: "gen:"+Family+"/"+ID). Every token still has its own
+// ID: a gateway from before generations sharing the store (a replica not
+// yet upgraded, or a rollback) claims tokens by it alone.
 type refreshRecord struct {
 	Family   string   `json:"f"`
 	Gen      int64    `json:"g,omitempty"`
+	Line     string   `json:"l,omitempty"` // the ID of the token without Gen whose successors these are (spend)
 	ID       string   `json:"id"`
 	ClientID string   `json:"c"`
 	Scopes   []string `json:"sc,omitempty"` // requested at login: the ceiling of every refresh
@@ -297,19 +299,33 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		b.log.Info("refresh token used again within the grace window", "sub", rec.User.Sub, "client", c.key(),
 			"since_first_use", since.Round(time.Millisecond))
 	}
-	rec.Gen++ // a token without one (before generations) rotates to the first
+	if rec.Gen == 0 {
+		// A token without a generation, sealed before generations or by
+		// an older gateway sharing the store. The family's key may be
+		// further on (that gateway rotated a token of it without moving
+		// the key), so its generations are a line of their own, keyed by
+		// its ID: starting at 1 on the family's key, they would read as
+		// generations the family left, and the next refresh as a reuse.
+		rec.Line = rec.ID
+	}
+	rec.Gen++ // a token without one rotates to the first
 	b.issue(w, c, &rec, granted)
 }
 
-// spend records the use of refresh token rec: it moves its family on from
-// rec's generation, or claims a token without one by its ID. first is
-// whether rec was current (unused); when not, since is how long ago it was
-// superseded.
+// spend records the use of refresh token rec: it moves its family's line
+// on from rec's generation ("gen:"+Family, or "gen:"+Family+"/"+Line for
+// the successors of a token without a generation), or claims a token
+// without one by its ID. first is whether rec was current (unused); when
+// not, since is how long ago it was superseded.
 func (b *Broker) spend(ctx context.Context, rec *refreshRecord, end time.Time) (first bool, since time.Duration, err error) {
 	if rec.Gen == 0 {
 		return b.store.ClaimSince(ctx, "rt:"+rec.ID, b.until(end))
 	}
-	return b.store.Advance(ctx, "gen:"+rec.Family, rec.Gen, b.until(end))
+	key := "gen:" + rec.Family
+	if rec.Line != "" {
+		key += "/" + rec.Line
+	}
+	return b.store.Advance(ctx, key, rec.Gen, b.until(end))
 }
 
 // withinGrace reports whether a refresh token first used since ago may be

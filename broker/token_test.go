@@ -772,3 +772,33 @@ func TestRefreshTokenAtOlderGateway(t *testing.T) {
 		}
 	}
 }
+
+// A session whose refresh goes through a gateway from before generations
+// (which drops the generation) and back keeps working: the token it
+// rotated to must not read as a generation the family already left. A
+// reuse of the token the older gateway issued still ends the family.
+func TestRefreshThroughOlderGateway(t *testing.T) {
+	e := newEnvIssuer(t, noUpstreamRefresh, withGrace)
+	c, tr := e.tokens()
+	rt := tr.RefreshToken
+	for i := range 3 {
+		rt = e.mustRefresh(c, rt, fmt.Sprintf("refresh %d", i+1)).RefreshToken
+	}
+	e.clock.Advance(time.Minute)
+	older, first := e.olderRefresh(rt)
+	if !first {
+		t.Fatal("the current refresh token at an older gateway: already claimed")
+	}
+	e.clock.Advance(time.Minute)
+	r := e.mustRefresh(c, older, "the older gateway's token, back at this one")
+	e.clock.Advance(time.Minute)
+	r = e.mustRefresh(c, r.RefreshToken, "the refresh after that")
+	e.mustVerify(r.AccessToken)
+	r = e.mustRefresh(c, r.RefreshToken, "and the next")
+	if got := e.refresh(c, older); got.Error != "invalid_grant" {
+		t.Fatalf("the older gateway's token again after the window: %d %s, want invalid_grant", got.status, got.Error)
+	}
+	if got := e.verifyReason(r.AccessToken); got != ReasonRevoked {
+		t.Fatalf("the family after that reuse: got %q, want revoked", got)
+	}
+}
