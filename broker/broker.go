@@ -155,9 +155,9 @@ type Config struct {
 	SessionTTL time.Duration
 
 	// RefreshReuseGrace is BROKER_REFRESH_REUSE_GRACE: how long after a
-	// refresh token's first use it is accepted again, rotating to another
-	// refresh token of the same family, rather than taken as leaked (which
-	// ends the session). Clients refresh concurrently, or lose an answer
+	// refresh token's first use it is accepted again (while the token that
+	// use returned is unused), rotating to another refresh token of the
+	// same family, rather than taken as leaked (which ends the session). Clients refresh concurrently, or lose an answer
 	// and retry. Zero means never: strict one-time use.
 	RefreshReuseGrace time.Duration
 
