@@ -96,8 +96,9 @@ type Store interface {
 	// claim, how long ago the first one was.
 	ClaimSince(ctx context.Context, key string, ttl time.Duration) (first bool, since time.Duration, err error)
 	// Advance moves key on from generation gen to gen+1 for ttl, or
-	// reports how long ago gen was superseded (store.Superseded: long ago).
-	Advance(ctx context.Context, key string, gen int64, ttl time.Duration) (advanced bool, since time.Duration, err error)
+	// reports how long ago gen was superseded and which generation is
+	// current (store.Move).
+	Advance(ctx context.Context, key string, gen int64, ttl time.Duration) (store.Move, error)
 	// Revoke remembers key as revoked for at least ttl.
 	Revoke(ctx context.Context, key string, ttl time.Duration) error
 	// Revoked reports whether any of keys is revoked (or claimed).
@@ -155,9 +156,9 @@ type Config struct {
 	SessionTTL time.Duration
 
 	// RefreshReuseGrace is BROKER_REFRESH_REUSE_GRACE: how long after a
-	// refresh token's first use it is accepted again (while the token that
-	// use returned is unused), rotating to another refresh token of the
-	// same family, rather than taken as leaked (which ends the session). Clients refresh concurrently, or lose an answer
+	// refresh token's first use it is accepted again, rotating to another
+	// refresh token of the same family, rather than taken as leaked (which
+	// ends the session). Clients refresh concurrently, or lose an answer
 	// and retry. Zero means never: strict one-time use.
 	RefreshReuseGrace time.Duration
 

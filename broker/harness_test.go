@@ -510,8 +510,8 @@ func (failingStore) Claim(context.Context, string, time.Duration) (bool, error) 
 func (failingStore) ClaimSince(context.Context, string, time.Duration) (bool, time.Duration, error) {
 	return false, 0, errors.New("store down")
 }
-func (failingStore) Advance(context.Context, string, int64, time.Duration) (bool, time.Duration, error) {
-	return false, 0, errors.New("store down")
+func (failingStore) Advance(context.Context, string, int64, time.Duration) (store.Move, error) {
+	return store.Move{}, errors.New("store down")
 }
 func (failingStore) Revoke(context.Context, string, time.Duration) error {
 	return errors.New("store down")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
 )
 
 // maxTokenBody bounds a token or revocation request.
@@ -277,14 +278,14 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		return
 	}
 	granted := b.grantScopes(user, scopes)
-	first, since, err := b.spend(ctx, &rec, end)
+	mv, err := b.spend(ctx, &rec, end)
 	if err != nil {
 		b.log.Error("claim refresh token", "error", err)
 		unavailable(w, "the authorization server cannot refresh right now")
 		return
 	}
-	if !first {
-		if !b.withinGrace(since) {
+	if !mv.Advanced {
+		if !b.withinGrace(mv.Since) {
 			// OAuth 2.1 §4.3.1, RFC 9700 §4.14.2: a rotated refresh token
 			// used again means it leaked, or the client lost an answer;
 			// either way the family ends.
@@ -292,12 +293,12 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 			return
 		}
 		// A concurrent refresh or a retry after a lost answer: it rotates to
-		// a sibling of the same generation in the same family. The family
-		// stays one line: once a token of that generation is used, its
-		// siblings too are reuse after the window, and any reuse ends the
-		// session.
+		// a sibling of the generation still in line (mv.Current), however
+		// far the session has rotated since. The family stays one line:
+		// whichever sibling is used first moves it on, the others are
+		// superseded then, and any reuse after the window ends the session.
 		b.log.Info("refresh token used again within the grace window", "sub", rec.User.Sub, "client", c.key(),
-			"since_first_use", since.Round(time.Millisecond))
+			"since_first_use", mv.Since.Round(time.Millisecond))
 	}
 	if rec.Gen == 0 {
 		// A token without a generation, sealed before generations or by
@@ -306,20 +307,20 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		// the key), so its generations are a line of their own, keyed by
 		// its ID: starting at 1 on the family's key, they would read as
 		// generations the family left, and the next refresh as a reuse.
-		rec.Line = rec.ID
+		rec.Line, mv.Current = rec.ID, 1
 	}
-	rec.Gen++ // a token without one rotates to the first
+	rec.Gen = mv.Current
 	b.issue(w, c, &rec, granted)
 }
 
 // spend records the use of refresh token rec: it moves its family's line
 // on from rec's generation ("gen:"+Family, or "gen:"+Family+"/"+Line for
 // the successors of a token without a generation), or claims a token
-// without one by its ID. first is whether rec was current (unused); when
-// not, since is how long ago it was superseded.
-func (b *Broker) spend(ctx context.Context, rec *refreshRecord, end time.Time) (first bool, since time.Duration, err error) {
+// without one by its ID (mv.Current is then meaningless).
+func (b *Broker) spend(ctx context.Context, rec *refreshRecord, end time.Time) (store.Move, error) {
 	if rec.Gen == 0 {
-		return b.store.ClaimSince(ctx, "rt:"+rec.ID, b.until(end))
+		first, since, err := b.store.ClaimSince(ctx, "rt:"+rec.ID, b.until(end))
+		return store.Move{Advanced: first, Since: since}, err
 	}
 	key := "gen:" + rec.Family
 	if rec.Line != "" {
@@ -341,8 +342,8 @@ func (b *Broker) justUsed(ctx context.Context, rec *refreshRecord, end time.Time
 	if b.reuseGrace == 0 {
 		return false // strict: no need to ask the store
 	}
-	first, since, err := b.spend(ctx, rec, end)
-	return err == nil && !first && b.withinGrace(since)
+	mv, err := b.spend(ctx, rec, end)
+	return err == nil && !mv.Advanced && b.withinGrace(mv.Since)
 }
 
 // issue answers a new access token and, unless the client registered

@@ -287,6 +287,36 @@ func TestRefreshSiblingsStayOneLine(t *testing.T) {
 	}
 }
 
+// The window holds for a token however far the session rotated since its
+// first use: a request still holding it (one of several processes that
+// each refresh at start, one of them slow) gets a token of the generation
+// still in line, not one the family has left. After the window the same
+// token ends the session.
+func TestRefreshStragglerWithinGrace(t *testing.T) {
+	e := newEnvIssuer(t, noUpstreamRefresh, withGrace)
+	c, tr := e.tokens()
+	r2 := e.mustRefresh(c, tr.RefreshToken, "refresh")
+	r3 := e.mustRefresh(c, r2.RefreshToken, "the token it returned, at once")
+	e.clock.Advance(2 * time.Second)
+	late := e.mustRefresh(c, tr.RefreshToken, "the first token again, 2 s after its first use")
+	var rec refreshRecord
+	if err := e.b.seal.open(purposeRefresh, late.RefreshToken, &rec); err != nil || rec.Gen != 3 {
+		t.Fatalf("the straggler's refresh token: generation %d (%v), want 3, the one in line", rec.Gen, err)
+	}
+	r4 := e.mustRefresh(c, r3.RefreshToken, "the session's newest token")
+	r5 := e.mustRefresh(c, late.RefreshToken, "the straggler's token, within the window of its generation")
+	for _, r := range []*tokenReply{r3, r4, late, r5} {
+		e.mustVerify(r.AccessToken)
+	}
+	e.clock.Advance(29 * time.Second)
+	if r := e.refresh(c, tr.RefreshToken); r.Error != "invalid_grant" {
+		t.Fatalf("the first token 31 s after its first use: %d %s, want invalid_grant", r.status, r.Error)
+	}
+	if got := e.verifyReason(r5.AccessToken); got != ReasonRevoked {
+		t.Fatalf("the family after a reuse past the window: got %q, want revoked", got)
+	}
+}
+
 // A refresh token sealed before generations (an ID, no generation) still
 // works once after an upgrade, rotating to the first generation, and its
 // reuse after the window still ends the session.

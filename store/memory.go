@@ -80,9 +80,14 @@ func (s *memShard) put(key string, e memEntry) {
 }
 
 // memEntry is one remembered key: when it expires, and when it was first
-// claimed or revoked, or last advanced (unix nanoseconds); gen is the
-// generation of a key Advance moves on (0 for the others).
-type memEntry struct{ exp, at, gen int64 }
+// claimed or revoked, or last advanced (unix nanoseconds). gen is the
+// generation of a key Advance moves on (0 for the others), and older the
+// times of its moves before the last (newest first, 0: none), nil until it
+// has any.
+type memEntry struct {
+	exp, at, gen int64
+	older        *[Moves - 1]int64
+}
 
 // NewMemory returns an empty Memory.
 func NewMemory(cfg MemoryConfig) *Memory {
@@ -136,31 +141,40 @@ func (m *Memory) ClaimSince(_ context.Context, key string, ttl time.Duration) (f
 
 // Advance moves key on from generation gen to gen+1, remembered for ttl:
 // one key per family of rotating one-time values, each value carrying its
-// generation, instead of one claim per use. See Superseded for what it
-// answers. It fails with ErrFull rather than forget an unexpired key.
-func (m *Memory) Advance(_ context.Context, key string, gen int64, ttl time.Duration) (advanced bool, since time.Duration, err error) {
+// generation, instead of one claim per use. Move says what it answers. It
+// fails with ErrFull rather than forget an unexpired key.
+func (m *Memory) Advance(_ context.Context, key string, gen int64, ttl time.Duration) (Move, error) {
 	if err := checkAdvance(gen, ttl); err != nil {
-		return false, 0, err
+		return Move{}, err
 	}
 	now := m.now().UnixNano()
 	s := m.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur, at := int64(1), int64(0)
+	cur, moves := int64(1), [Moves]int64{}
 	if e, ok := s.m[key]; ok && now < e.exp {
-		cur, at = e.gen, e.at
+		cur, moves[0] = e.gen, e.at
+		if e.older != nil {
+			copy(moves[1:], e.older[:])
+		}
 	}
-	switch {
-	case gen == cur-1:
-		return false, time.Duration(now - at), nil
-	case gen < cur:
-		return false, Superseded, nil
+	if gen < cur {
+		since := Superseded
+		if i := cur - 1 - gen; i < Moves && moves[i] != 0 {
+			since = time.Duration(now - moves[i])
+		}
+		return Move{Since: since, Current: cur}, nil
 	}
 	if err := s.room(key, now, m.perShard); err != nil {
-		return false, 0, fmt.Errorf("advance: %w", err)
+		return Move{}, fmt.Errorf("advance: %w", err)
 	}
-	s.put(key, memEntry{exp: now + int64(ttl), at: now, gen: gen + 1})
-	return true, 0, nil
+	e := memEntry{exp: now + int64(ttl), at: now, gen: gen + 1}
+	if gen == cur && moves[0] != 0 { // the same line goes on: keep its history
+		e.older = new([Moves - 1]int64)
+		copy(e.older[:], moves[:])
+	}
+	s.put(key, e)
+	return Move{Advanced: true, Current: gen + 1}, nil
 }
 
 // Revoke remembers key as revoked for at least ttl (a longer earlier TTL is

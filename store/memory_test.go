@@ -223,45 +223,50 @@ func BenchmarkMemoryRevoked(b *testing.B) {
 }
 
 // Advance keeps one key per family of rotating values: each generation
-// moves it on once; the generation just superseded learns how long ago,
-// older ones that they are far behind; a key that expired (or was never
-// advanced) is at generation 1, and a generation ahead of the key (a store
-// that forgot) moves it on. Several families never touch each other.
+// moves it on once; a superseded generation learns how long ago the key
+// moved on from it, for as many moves as the key remembers, and which
+// generation is current; a key that expired (or was never advanced) is at
+// generation 1, and a generation ahead of the key (a store that forgot)
+// moves it on with no history. Several families never touch each other.
 func TestMemoryAdvance(t *testing.T) {
 	ctx := context.Background()
 	c := testkit.NewClock(time.Unix(1_700_000_000, 0))
 	m := NewMemory(MemoryConfig{Now: c.Now})
-	step := func(gen int64, wantAdvanced bool, wantSince time.Duration) {
+	step := func(gen int64, want Move) {
 		t.Helper()
-		advanced, since, err := m.Advance(ctx, "gen:f", gen, time.Hour)
-		if err != nil || advanced != wantAdvanced || since != wantSince {
-			t.Fatalf("advance from %d: got %v, %v, %v; want %v, %v", gen, advanced, since, err, wantAdvanced, wantSince)
+		got, err := m.Advance(ctx, "gen:f", gen, time.Hour)
+		if err != nil || got != want {
+			t.Fatalf("advance from %d: got %+v, %v; want %+v", gen, got, err, want)
 		}
 	}
-	step(1, true, 0)
+	step(1, Move{Advanced: true, Current: 2})
 	c.Advance(5 * time.Second)
-	step(1, false, 5*time.Second) // just superseded: within a grace window
-	step(2, true, 0)
+	step(1, Move{Since: 5 * time.Second, Current: 2}) // just superseded
+	step(2, Move{Advanced: true, Current: 3})
 	c.Advance(time.Second)
-	step(1, false, Superseded) // two behind
-	step(2, false, time.Second)
-	step(3, true, 0)
-	step(7, true, 0) // ahead: the store forgot; now at 8
-	step(7, false, 0)
-	step(3, false, Superseded)
-	if advanced, _, _ := m.Advance(ctx, "gen:other", 1, time.Hour); !advanced {
+	step(1, Move{Since: 6 * time.Second, Current: 3}) // two behind: its own move's time
+	step(2, Move{Since: time.Second, Current: 3})
+	for gen := int64(3); gen <= 5; gen++ {
+		step(gen, Move{Advanced: true, Current: gen + 1})
+	}
+	step(2, Move{Since: time.Second, Current: 6}) // four behind: still remembered
+	step(1, Move{Since: Superseded, Current: 6})  // five behind: forgotten
+	step(9, Move{Advanced: true, Current: 10})    // ahead: the store forgot; no history
+	step(8, Move{Since: Superseded, Current: 10})
+	step(9, Move{Since: 0, Current: 10})
+	if mv, _ := m.Advance(ctx, "gen:other", 1, time.Hour); !mv.Advanced {
 		t.Fatal("another family: not advanced from 1")
 	}
 	if m.Len() != 2 {
 		t.Fatalf("len after many advances of two families: %d, want 2", m.Len())
 	}
 	c.Advance(time.Hour)
-	step(1, true, 0) // expired: back at 1
+	step(1, Move{Advanced: true, Current: 2}) // expired: back at 1
 	for _, bad := range []struct {
 		gen int64
 		ttl time.Duration
 	}{{0, time.Hour}, {-1, time.Hour}, {1 << 53, time.Hour}, {1, 0}} {
-		if _, _, err := m.Advance(ctx, "gen:f", bad.gen, bad.ttl); err == nil {
+		if _, err := m.Advance(ctx, "gen:f", bad.gen, bad.ttl); err == nil {
 			t.Errorf("advance from %d for %v: no error", bad.gen, bad.ttl)
 		}
 	}
@@ -276,7 +281,7 @@ func TestMemoryAdvanceRace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if ok, _, err := m.Advance(context.Background(), "gen:race", 4, time.Minute); ok && err == nil {
+			if mv, err := m.Advance(context.Background(), "gen:race", 4, time.Minute); mv.Advanced && err == nil {
 				wins.Add(1)
 			}
 		}()
@@ -296,7 +301,7 @@ func TestMemoryAdvanceFull(t *testing.T) {
 	full := false
 	for i := range 200 {
 		k := fmt.Sprintf("gen:%d", i)
-		_, _, err := m.Advance(ctx, k, 1, time.Hour)
+		_, err := m.Advance(ctx, k, 1, time.Hour)
 		switch {
 		case errors.Is(err, ErrFull):
 			full = true
@@ -309,8 +314,8 @@ func TestMemoryAdvanceFull(t *testing.T) {
 	if !full {
 		t.Fatal("200 families into a store of 16: no ErrFull")
 	}
-	if advanced, _, err := m.Advance(ctx, held, 2, time.Hour); !advanced || err != nil {
-		t.Fatalf("a held family moving on while full: %v, %v", advanced, err)
+	if mv, err := m.Advance(ctx, held, 2, time.Hour); !mv.Advanced || err != nil {
+		t.Fatalf("a held family moving on while full: %+v, %v", mv, err)
 	}
 }
 

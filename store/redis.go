@@ -361,32 +361,35 @@ func (r *Redis) release(script, key, mark string, ttl time.Duration) {
 }
 
 // Advance moves key on from generation gen to gen+1 for ttl (one script,
-// atomic across replicas, timed by Redis's clock); store.Superseded says
-// what it answers. It fails, and advances nothing this replica would
-// honour, when Redis cannot answer: a move whose answer was lost is moved
-// back once Redis answers, so the client's retry finds its generation
-// current.
-func (r *Redis) Advance(ctx context.Context, key string, gen int64, ttl time.Duration) (advanced bool, since time.Duration, err error) {
+// atomic across replicas, timed by Redis's clock); Move says what it
+// answers. It fails, and advances nothing this replica would honour, when
+// Redis cannot answer: a move whose answer was lost is moved back once
+// Redis answers, so the client's retry finds its generation current.
+func (r *Redis) Advance(ctx context.Context, key string, gen int64, ttl time.Duration) (Move, error) {
 	if err := checkAdvance(gen, ttl); err != nil {
-		return false, 0, err
+		return Move{}, err
 	}
 	if r.skipping(OpAdvance) {
-		return false, 0, fmt.Errorf("advance: %w", ErrUnavailable)
+		return Move{}, fmt.Errorf("advance: %w", ErrUnavailable)
 	}
 	start := time.Now()
 	mark := claimMark()
-	ms, err := r.advanceScript.Run(ctx, r.client, []string{r.prefix + key}, ttl.Milliseconds()+1, gen, mark).Int64()
+	res, err := r.advanceScript.Run(ctx, r.client, []string{r.prefix + key}, ttl.Milliseconds()+1, gen, mark, Moves).Int64Slice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("the advance script answered %d values, want 2", len(res))
+	}
 	if r.done(ctx, OpAdvance, start, err) {
 		go r.release(moveBackLua, r.prefix+key, mark, ttl)
-		return false, 0, fmt.Errorf("advance: %w: %w", ErrUnavailable, err)
+		return Move{}, fmt.Errorf("advance: %w: %w", ErrUnavailable, err)
 	}
-	switch {
+	switch cur, ms := res[0], res[1]; {
 	case ms == -1:
-		return true, 0, nil
+		return Move{Advanced: true, Current: cur}, nil
 	case ms < 0:
-		return false, Superseded, nil
+		return Move{Since: Superseded, Current: cur}, nil
+	default:
+		return Move{Since: time.Duration(ms) * time.Millisecond, Current: cur}, nil
 	}
-	return false, time.Duration(ms) * time.Millisecond, nil
 }
 
 // Revoke remembers key as revoked for at least ttl (a longer earlier TTL

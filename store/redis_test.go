@@ -203,32 +203,48 @@ func TestRedisClaimSince(t *testing.T) {
 }
 
 // TestRedisAdvance: a family's generation moves on once per generation
-// across replicas; the one just superseded learns how long ago by Redis's
-// clock, older ones that they are far behind. A value that is not a
+// across replicas; a superseded generation learns how long ago the key
+// moved on from it by Redis's clock, for as many moves as the key
+// remembers, and which generation is current. A value that is not a
 // generation fails closed, and the key keeps its TTL.
 func TestRedisAdvance(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	a := openTestRedis(t, srv, func(c *RedisConfig) { c.Now = func() time.Time { return time.Unix(1_000_000_000, 0) } })
 	b := openTestRedis(t, srv, func(c *RedisConfig) { c.Now = func() time.Time { return time.Unix(2_000_000_000, 0) } })
-	if advanced, since, err := a.Advance(ctx, "gen:f", 1, time.Minute); !advanced || since != 0 || err != nil {
-		t.Fatalf("advance from 1 at A: %v, %v, %v", advanced, since, err)
+	advance := func(r *Redis, gen int64) Move {
+		t.Helper()
+		mv, err := r.Advance(ctx, "gen:f", gen, time.Minute)
+		if err != nil {
+			t.Fatalf("advance from %d: %v", gen, err)
+		}
+		return mv
+	}
+	if mv := advance(a, 1); mv != (Move{Advanced: true, Current: 2}) {
+		t.Fatalf("advance from 1 at A: %+v", mv)
 	}
 	time.Sleep(50 * time.Millisecond)
-	advanced, since, err := b.Advance(ctx, "gen:f", 1, time.Minute)
-	if advanced || err != nil || since < 50*time.Millisecond || since > 10*time.Second {
-		t.Fatalf("advance from 1 again at B: got %v, %v, %v; want false, 50ms-10s (Redis's clock), nil", advanced, since, err)
+	if mv := advance(b, 1); mv.Advanced || mv.Current != 2 || mv.Since < 50*time.Millisecond || mv.Since > 10*time.Second {
+		t.Fatalf("advance from 1 again at B: got %+v; want superseded 50ms-10s ago (Redis's clock), at 2", mv)
 	}
-	if advanced, _, err := b.Advance(ctx, "gen:f", 2, time.Minute); !advanced || err != nil {
-		t.Fatalf("advance from 2 at B: %v, %v", advanced, err)
+	for gen := int64(2); gen <= 5; gen++ {
+		if mv := advance(b, gen); mv != (Move{Advanced: true, Current: gen + 1}) {
+			t.Fatalf("advance from %d: %+v", gen, mv)
+		}
 	}
-	if advanced, since, err := a.Advance(ctx, "gen:f", 1, time.Minute); advanced || since != Superseded || err != nil {
-		t.Fatalf("advance from 1, two behind: got %v, %v, %v; want false, Superseded, nil", advanced, since, err)
+	if mv := advance(a, 2); mv.Advanced || mv.Current != 6 || mv.Since == Superseded || mv.Since > 10*time.Second {
+		t.Fatalf("advance from 2, four behind: got %+v; want superseded moments ago, at 6", mv)
 	}
-	if advanced, _, err := a.Advance(ctx, "gen:f", 9, time.Minute); !advanced || err != nil {
-		t.Fatalf("advance from ahead of the key (a Redis that forgot): %v, %v", advanced, err)
+	if mv := advance(a, 1); mv != (Move{Since: Superseded, Current: 6}) {
+		t.Fatalf("advance from 1, five behind: got %+v; want Superseded at 6", mv)
 	}
-	if advanced, since, _ := b.Advance(ctx, "gen:f", 9, time.Minute); advanced || since == Superseded {
-		t.Fatalf("advance from 9 again: got %v, %v; want just superseded", advanced, since)
+	if mv := advance(a, 9); mv != (Move{Advanced: true, Current: 10}) {
+		t.Fatalf("advance from ahead of the key (a Redis that forgot): %+v", mv)
+	}
+	if mv := advance(b, 8); mv != (Move{Since: Superseded, Current: 10}) {
+		t.Fatalf("advance from 8 after a jump to 10: %+v; want Superseded (no history)", mv)
+	}
+	if mv := advance(b, 9); mv.Advanced || mv.Since == Superseded {
+		t.Fatalf("advance from 9 again: got %+v; want just superseded", mv)
 	}
 	if ttl := rawClient(t, srv).PTTL(ctx, DefaultRedisPrefix+"v:gen:f").Val(); ttl <= 0 || ttl > time.Minute+time.Second {
 		t.Errorf("the family's TTL: %v, want about a minute", ttl)
@@ -236,10 +252,10 @@ func TestRedisAdvance(t *testing.T) {
 	if err := rawClient(t, srv).Set(ctx, DefaultRedisPrefix+"v:gen:bad", "1", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if advanced, _, err := a.Advance(ctx, "gen:bad", 1, time.Minute); advanced || err == nil {
-		t.Fatalf("advance of a key that holds no generation: %v, %v; want an error", advanced, err)
+	if mv, err := a.Advance(ctx, "gen:bad", 1, time.Minute); mv.Advanced || err == nil {
+		t.Fatalf("advance of a key that holds no generation: %+v, %v; want an error", mv, err)
 	}
-	if _, _, err := a.Advance(ctx, "gen:f", 0, time.Minute); err == nil {
+	if _, err := a.Advance(ctx, "gen:f", 0, time.Minute); err == nil {
 		t.Fatal("advance from generation 0: no error")
 	}
 }
@@ -255,7 +271,7 @@ func TestRedisAdvanceRace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if ok, _, err := rs[i%2].Advance(ctx, "gen:race", 3, time.Minute); ok && err == nil {
+			if mv, err := rs[i%2].Advance(ctx, "gen:race", 3, time.Minute); mv.Advanced && err == nil {
 				wins.Add(1)
 			}
 		}()
@@ -729,8 +745,8 @@ func TestRedisACL(t *testing.T) {
 	if first, _, err := r.ClaimSince(ctx, "rt:acl", time.Minute); !first || err != nil {
 		t.Fatalf("claim with its time: %v %v", first, err)
 	}
-	if advanced, _, err := r.Advance(ctx, "gen:acl", 1, time.Minute); !advanced || err != nil {
-		t.Fatalf("advance: %v %v", advanced, err)
+	if mv, err := r.Advance(ctx, "gen:acl", 1, time.Minute); !mv.Advanced || err != nil {
+		t.Fatalf("advance: %+v %v", mv, err)
 	}
 	if err := r.Revoke(ctx, "fam:acl", time.Minute); err != nil {
 		t.Fatalf("revoke: %v", err)
@@ -957,27 +973,32 @@ func TestRedisAdvanceMovedBackWhenItsAnswerIsLost(t *testing.T) {
 		cfg.Retry, cfg.Probe = 50*time.Millisecond, time.Hour
 	})
 	for gen := int64(1); gen <= 2; gen++ {
-		if advanced, _, err := r.Advance(ctx, "gen:late", gen, time.Minute); !advanced || err != nil {
-			t.Fatalf("advance from %d before: %v, %v", gen, advanced, err)
+		if mv, err := r.Advance(ctx, "gen:late", gen, time.Minute); !mv.Advanced || err != nil {
+			t.Fatalf("advance from %d before: %+v, %v", gen, mv, err)
 		}
 	}
 	srv.Pause()
-	if advanced, _, err := r.Advance(ctx, "gen:late", 3, time.Minute); advanced || !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("an advance while Redis hangs: got %v, %v; want false, ErrUnavailable", advanced, err)
+	if mv, err := r.Advance(ctx, "gen:late", 3, time.Minute); mv.Advanced || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("an advance while Redis hangs: got %+v, %v; want ErrUnavailable", mv, err)
 	}
 	srv.Resume()
 	testkit.WaitFor(t, "the late advance moved back", 10*time.Second, func() bool {
 		return strings.Contains(logs.String(), "released a claim whose answer was lost")
 	})
 	r.skipUntil.Store(0)
-	if advanced, _, err := r.Advance(ctx, "gen:late", 3, time.Minute); !advanced || err != nil {
-		t.Errorf("the client's retry: got %v, %v; want it to move on", advanced, err)
+	// Moved back with the times of the moves before: generation 1's move
+	// is still known, moments ago.
+	if mv, err := r.Advance(ctx, "gen:late", 1, time.Minute); mv.Advanced || mv.Current != 3 || mv.Since == Superseded || err != nil {
+		t.Errorf("generation 1 after the move back: got %+v, %v; want superseded moments ago, at 3", mv, err)
 	}
-	if advanced, since, _ := r.Advance(ctx, "gen:late", 2, time.Minute); advanced || since != Superseded {
-		t.Errorf("generation 2 after the retry: got %v, %v; want two behind", advanced, since)
+	if mv, err := r.Advance(ctx, "gen:late", 3, time.Minute); !mv.Advanced || err != nil {
+		t.Errorf("the client's retry: got %+v, %v; want it to move on", mv, err)
+	}
+	if mv, _ := r.Advance(ctx, "gen:late", 2, time.Minute); mv.Advanced || mv.Current != 4 {
+		t.Errorf("generation 2 after the retry: got %+v; want superseded, at 4", mv)
 	}
 	r.release(moveBackLua, r.prefix+"gen:late", claimMark(), time.Second)
-	if advanced, _, _ := r.Advance(ctx, "gen:late", 3, time.Minute); advanced {
+	if mv, _ := r.Advance(ctx, "gen:late", 3, time.Minute); mv.Advanced {
 		t.Errorf("a move taken back by an attempt that did not make it")
 	}
 }

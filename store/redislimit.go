@@ -75,41 +75,49 @@ return 0
 
 // advanceLua moves KEYS[1] on from generation ARGV[2] to ARGV[2]+1 for
 // ARGV[1] ms when ARGV[2] is its generation or later (an absent key is at
-// 1), storing "<generation>:<Redis's time in ms><mark ARGV[3]>", and
-// returns -1. Otherwise it returns how many ms ago the key moved on from
-// ARGV[2] when it is at ARGV[2]+1, and -2 when it is further on. A value it
+// 1). The key holds "<generation>:<times of its last ARGV[4] moves, newest
+// first, ms by Redis's clock, comma-separated><mark ARGV[3]>". It returns
+// {the key's generation after it, -1} when it moved the key on; otherwise
+// {the generation, how many ms ago the key moved on from ARGV[2]}, or -2
+// for the time when the key no longer remembers that move. A value it
 // cannot read fails the script (the caller fails closed).
 const advanceLua = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gen = tonumber(ARGV[2])
-local cur, at = 1, 0
+local gen, keep = tonumber(ARGV[2]), tonumber(ARGV[4])
+local cur, moves = 1, {}
 local v = redis.call('GET', KEYS[1])
 if v then
-  local g, a = string.match(v, '^(%d+):(%d+)')
+  local g, m = string.match(v, '^(%d+):([%d,]+)')
   if not g then return redis.error_reply('not a generation: ' .. KEYS[1]) end
-  cur, at = tonumber(g), tonumber(a)
+  cur = tonumber(g)
+  for x in string.gmatch(m, '%d+') do moves[#moves + 1] = tonumber(x) end
 end
-if gen >= cur then
-  redis.call('SET', KEYS[1], string.format('%d:%d', gen + 1, now) .. ARGV[3], 'PX', ARGV[1])
-  return -1
+if gen < cur then
+  local at = moves[cur - gen]
+  if at == nil or at == 0 then return {cur, -2} end
+  return {cur, math.max(now - at, 0)}
 end
-if gen == cur - 1 then return math.max(now - at, 0) end
-return -2
+local times = {string.format('%d', now)}
+if gen == cur then
+  for i = 1, math.min(#moves, keep - 1) do times[#times + 1] = string.format('%d', moves[i]) end
+end
+redis.call('SET', KEYS[1], string.format('%d:', gen + 1) .. table.concat(times, ',') .. ARGV[3], 'PX', ARGV[1])
+return {gen + 1, -1}
 `
 
 // moveBackLua undoes a move of advanceLua whose attempt mark ARGV[1] is
-// still the key's (Redis.release): the key goes back one generation, to
-// the 1 of an absent key as a deletion, keeping its TTL (PTTL, not
-// KEEPTTL, which Redis 5 lacks). The time of the
-// move before is not known, so it reads as long ago.
+// still the key's (Redis.release): the key goes back one generation with
+// the times of the moves before, to the 1 of an absent key as a deletion,
+// keeping its TTL (PTTL, not KEEPTTL, which Redis 5 lacks).
 const moveBackLua = `
 local v = redis.call('GET', KEYS[1])
 if not (v and #v > #ARGV[1] and string.sub(v, -#ARGV[1]) == ARGV[1]) then return 0 end
-local g = tonumber(string.match(v, '^(%d+):'))
+local g, m = string.match(v, '^(%d+):([%d,]+)')
 local ttl = redis.call('PTTL', KEYS[1])
-if g == nil or g <= 2 or ttl <= 0 then return redis.call('DEL', KEYS[1]) end
-redis.call('SET', KEYS[1], string.format('%d:0', g - 1), 'PX', ttl)
+if g == nil or tonumber(g) <= 2 or ttl <= 0 then return redis.call('DEL', KEYS[1]) end
+local rest = string.match(m, '^%d+,([%d,]+)$') or '0'
+redis.call('SET', KEYS[1], string.format('%d:', tonumber(g) - 1) .. rest, 'PX', ttl)
 return 1
 `
 

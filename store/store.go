@@ -24,17 +24,30 @@ import (
 	"time"
 )
 
-// Superseded is what Advance (of Memory and Redis) reports as since for a
-// generation older than the one before the key's current.
+// Move is what Advance (of Memory and Redis) found and did.
 //
 // Advance moves a key on from generation gen to gen+1 when gen is the
 // key's generation, or later than it (a store that lost the key in a
 // restart: what it forgot cannot be checked). A key never advanced, or
-// expired, is at generation 1. Otherwise gen was superseded, and since says
-// how long ago the key moved on from it: the time since that move when the
-// key is at gen+1, Superseded when it is further on. A caller rotating
-// refresh tokens issues gen+1 when advanced, and treats a superseded gen as
-// reuse unless since is within its grace.
+// expired, is at generation 1. Otherwise gen was superseded: the key
+// remembers when it moved on from each of its last Moves generations, and
+// Since says how long ago it moved on from gen. A caller rotating refresh
+// tokens issues gen+1 when advanced; when not, it treats the token as
+// reused unless Since is within its grace, and then issues Current, the
+// generation still in line.
+type Move struct {
+	Advanced bool          // gen was current (or ahead): the key is now at gen+1
+	Since    time.Duration // when not advanced: how long ago the key moved on from gen, or Superseded
+	Current  int64         // the key's generation after the call
+}
+
+// Moves is how many of its moves a key of Advance remembers the time of.
+// A grace window covers a token that many generations behind, if the
+// session rotated that often within it.
+const Moves = 4
+
+// Superseded is Move.Since for a generation the key moved on from before
+// the moves it remembers.
 const Superseded = time.Duration(math.MaxInt64)
 
 // checkAdvance refuses arguments of Advance that are a caller's mistake.
