@@ -10,7 +10,6 @@ import (
 	"net/http/httputil"
 	"net/http/pprof"
 	"net/url"
-	"os"
 	"time"
 )
 
@@ -68,15 +67,7 @@ func floorMain(args []string, stderr io.Writer) int {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		go func() { _ = http.Serve(pl, mux) }()
 	}
-	// Stop by ourselves: after max-life, or once reparented (the bench died).
-	ppid := os.Getppid()
-	go func() {
-		deadline := time.Now().Add(*maxLife)
-		for time.Now().Before(deadline) && os.Getppid() == ppid {
-			time.Sleep(time.Second)
-		}
-		os.Exit(3)
-	}()
+	go exitWhenOrphaned(*maxLife)
 	srv := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 32 << 10}
 	err = srv.Serve(ln)
 	fmt.Fprintln(stderr, "floor-proxy:", err)

@@ -285,3 +285,15 @@ func peakRSS(rss func() int64, interval time.Duration, stop <-chan struct{}) <-c
 	}()
 	return out
 }
+
+// exitWhenOrphaned ends a child the bench started (floor-proxy,
+// bare-server) by itself: after maxLife, or once reparented because the
+// bench died.
+func exitWhenOrphaned(maxLife time.Duration) {
+	ppid := os.Getppid()
+	deadline := time.Now().Add(maxLife)
+	for time.Now().Before(deadline) && os.Getppid() == ppid {
+		time.Sleep(time.Second)
+	}
+	os.Exit(3)
+}

@@ -55,14 +55,7 @@ func bareServerMain(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "bare-server:", err)
 		return 1
 	}
-	ppid := os.Getppid()
-	go func() {
-		deadline := time.Now().Add(*maxLife)
-		for time.Now().Before(deadline) && os.Getppid() == ppid {
-			time.Sleep(time.Second)
-		}
-		os.Exit(3)
-	}()
+	go exitWhenOrphaned(*maxLife)
 	if *kind == "net/http" {
 		srv := &http.Server{Handler: http.HandlerFunc(answer), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 32 << 10}
 		err = srv.Serve(ln)

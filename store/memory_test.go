@@ -275,21 +275,28 @@ func TestMemoryAdvance(t *testing.T) {
 // Racing advances from one generation: exactly one moves the key on.
 func TestMemoryAdvanceRace(t *testing.T) {
 	m := NewMemory(MemoryConfig{})
+	wins := racers(32, func(int) bool {
+		mv, err := m.Advance(context.Background(), "gen:race", 4, time.Minute)
+		return mv.Advanced && err == nil
+	})
+	if wins != 1 {
+		t.Fatalf("%d racing advances from one generation won, want 1", wins)
+	}
+}
+
+// racers runs n tries at once and counts those that win.
+func racers(n int, try func(i int) bool) int {
 	var wins atomic.Int32
 	var wg sync.WaitGroup
-	for range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if mv, err := m.Advance(context.Background(), "gen:race", 4, time.Minute); mv.Advanced && err == nil {
+	for i := range n {
+		wg.Go(func() {
+			if try(i) {
 				wins.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	if wins.Load() != 1 {
-		t.Fatalf("%d racing advances from one generation won, want 1", wins.Load())
-	}
+	return int(wins.Load())
 }
 
 // A full store refuses a new family's key rather than forget another's,

@@ -153,22 +153,15 @@ func TestRedisLimitConcurrent(t *testing.T) {
 func TestRedisClaimOnce(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rs := []*Redis{openTestRedis(t, srv, nil), openTestRedis(t, srv, nil)}
-	var firsts atomic.Int32
-	var wg sync.WaitGroup
-	for i := range 20 {
-		wg.Go(func() {
-			first, err := rs[i%2].Claim(ctx, "code:abc", time.Minute)
-			if err != nil {
-				t.Errorf("claim %d: %v", i, err)
-			}
-			if first {
-				firsts.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if got, want := firsts.Load(), int32(1); got != want {
-		t.Errorf("first claims: got %d, want %d", got, want)
+	firsts := racers(20, func(i int) bool {
+		first, err := rs[i%2].Claim(ctx, "code:abc", time.Minute)
+		if err != nil {
+			t.Errorf("claim %d: %v", i, err)
+		}
+		return first
+	})
+	if firsts != 1 {
+		t.Errorf("first claims: got %d, want 1", firsts)
 	}
 	if _, err := rs[0].Claim(ctx, "code:x", 0); err == nil {
 		t.Errorf("claim with a zero ttl: got no error")
@@ -265,20 +258,12 @@ func TestRedisAdvance(t *testing.T) {
 func TestRedisAdvanceRace(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rs := []*Redis{openTestRedis(t, srv, nil), openTestRedis(t, srv, nil)}
-	var wins atomic.Int32
-	var wg sync.WaitGroup
-	for i := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if mv, err := rs[i%2].Advance(ctx, "gen:race", 3, time.Minute); mv.Advanced && err == nil {
-				wins.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	if wins.Load() != 1 {
-		t.Fatalf("%d racing advances won, want 1", wins.Load())
+	wins := racers(16, func(i int) bool {
+		mv, err := rs[i%2].Advance(ctx, "gen:race", 3, time.Minute)
+		return mv.Advanced && err == nil
+	})
+	if wins != 1 {
+		t.Fatalf("%d racing advances won, want 1", wins)
 	}
 }
 
