@@ -99,6 +99,9 @@ type Store interface {
 	// reports how long ago gen was superseded and which generation is
 	// current (store.Move).
 	Advance(ctx context.Context, key string, gen int64, ttl time.Duration) (store.Move, error)
+	// Generation is the generation key is at (1 when never advanced),
+	// without moving it.
+	Generation(ctx context.Context, key string) (int64, error)
 	// Revoke remembers key as revoked for at least ttl.
 	Revoke(ctx context.Context, key string, ttl time.Duration) error
 	// Revoked reports whether any of keys is revoked (or claimed).

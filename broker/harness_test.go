@@ -513,6 +513,9 @@ func (failingStore) ClaimSince(context.Context, string, time.Duration) (bool, ti
 func (failingStore) Advance(context.Context, string, int64, time.Duration) (store.Move, error) {
 	return store.Move{}, errors.New("store down")
 }
+func (failingStore) Generation(context.Context, string) (int64, error) {
+	return 0, errors.New("store down")
+}
 func (failingStore) Revoke(context.Context, string, time.Duration) error {
 	return errors.New("store down")
 }

@@ -314,19 +314,34 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 }
 
 // spend records the use of refresh token rec: it moves its family's line
-// on from rec's generation ("gen:"+Family, or "gen:"+Family+"/"+Line for
-// the successors of a token without a generation), or claims a token
-// without one by its ID (mv.Current is then meaningless).
+// on from rec's generation (genKey), or claims a token without one by its
+// ID (mv.Current is then meaningless).
 func (b *Broker) spend(ctx context.Context, rec *refreshRecord, end time.Time) (store.Move, error) {
 	if rec.Gen == 0 {
 		first, since, err := b.store.ClaimSince(ctx, "rt:"+rec.ID, b.until(end))
 		return store.Move{Advanced: first, Since: since}, err
 	}
-	key := "gen:" + rec.Family
-	if rec.Line != "" {
-		key += "/" + rec.Line
+	return b.store.Advance(ctx, genKey(rec), rec.Gen, b.until(end))
+}
+
+// spent reports whether refresh token rec was used already, without
+// using it.
+func (b *Broker) spent(ctx context.Context, rec *refreshRecord) (bool, error) {
+	if rec.Gen == 0 {
+		return b.store.Revoked(ctx, "rt:"+rec.ID) // a claim counts
 	}
-	return b.store.Advance(ctx, key, rec.Gen, b.until(end))
+	cur, err := b.store.Generation(ctx, genKey(rec))
+	return cur > rec.Gen, err
+}
+
+// genKey is the store's key of rec's line: "gen:"+Family, or
+// "gen:"+Family+"/"+Line for the successors of a token without a
+// generation.
+func genKey(rec *refreshRecord) string {
+	if rec.Line != "" {
+		return "gen:" + rec.Family + "/" + rec.Line
+	}
+	return "gen:" + rec.Family
 }
 
 // withinGrace reports whether a refresh token first used since ago may be
@@ -335,16 +350,36 @@ func (b *Broker) withinGrace(since time.Duration) bool {
 	return b.reuseGrace > 0 && since <= b.reuseGrace
 }
 
-// justUsed reports whether refresh token rec was superseded within the
-// reuse grace. It spends the token if no one had (a token the provider
-// refuses is spent anyway).
+// justUsed reports whether refresh token rec, which the provider has just
+// refused, was superseded within the reuse grace. A concurrent refresh
+// with the same token may have won at the provider (which rotates its own
+// tokens) and not yet moved the family on: it waits for that, at most
+// refusalWait, before it spends the token itself. A token no one else
+// spends is spent anyway (the provider refused it), and the caller ends
+// the family.
 func (b *Broker) justUsed(ctx context.Context, rec *refreshRecord, end time.Time) bool {
 	if b.reuseGrace == 0 {
 		return false // strict: no need to ask the store
 	}
+	deadline := time.Now().Add(refusalWait)
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		if done, err := b.spent(ctx, rec); done || err != nil || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
+		}
+	}
 	mv, err := b.spend(ctx, rec, end)
 	return err == nil && !mv.Advanced && b.withinGrace(mv.Since)
 }
+
+// refusalWait bounds how long a refresh the provider refused waits for a
+// concurrent one with the same token to move the family on (justUsed):
+// that one has only the allow-list and one store round trip left to do.
+const refusalWait = 2 * time.Second
 
 // issue answers a new access token and, unless the client registered
 // without the refresh_token grant, the next refresh token of rt's family.

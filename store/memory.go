@@ -177,6 +177,19 @@ func (m *Memory) Advance(_ context.Context, key string, gen int64, ttl time.Dura
 	return Move{Advanced: true, Current: gen + 1}, nil
 }
 
+// Generation is the generation key is at (1 when it was never advanced
+// or has expired), without moving it. It never fails.
+func (m *Memory) Generation(_ context.Context, key string) (int64, error) {
+	now := m.now().UnixNano()
+	s := m.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[key]; ok && now < e.exp {
+		return e.gen, nil
+	}
+	return 1, nil
+}
+
 // Revoke remembers key as revoked for at least ttl (a longer earlier TTL is
 // kept). It fails with ErrFull rather than forget an unexpired key.
 func (m *Memory) Revoke(_ context.Context, key string, ttl time.Duration) error {

@@ -272,6 +272,30 @@ func TestMemoryAdvance(t *testing.T) {
 	}
 }
 
+// Generation reads where Advance left a key, without moving it.
+func TestMemoryGeneration(t *testing.T) {
+	ctx := context.Background()
+	c := testkit.NewClock(time.Unix(1_700_000_000, 0))
+	m := NewMemory(MemoryConfig{Now: c.Now})
+	if g, err := m.Generation(ctx, "gen:f"); g != 1 || err != nil {
+		t.Fatalf("a key never advanced: %d, %v; want 1", g, err)
+	}
+	for gen := int64(1); gen <= 3; gen++ {
+		if _, err := m.Advance(ctx, "gen:f", gen, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if g, _ := m.Generation(ctx, "gen:f"); g != 4 {
+			t.Fatalf("after three moves: %d, want 4", g)
+		}
+	}
+	c.Advance(time.Minute)
+	if g, _ := m.Generation(ctx, "gen:f"); g != 1 {
+		t.Fatalf("expired: %d, want 1", g)
+	}
+}
+
 // Racing advances from one generation: exactly one moves the key on.
 func TestMemoryAdvanceRace(t *testing.T) {
 	m := NewMemory(MemoryConfig{})

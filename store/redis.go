@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,14 +30,15 @@ var ErrUnavailable = errors.New("store: redis unavailable")
 
 // Operations, the op of RedisConfig.OnOp (a metric label: a fixed set).
 const (
-	OpAdmit   = "admit"   // RedisLimiter.Admit: revocation check and budget, one round trip
-	OpAllow   = "allow"   // RedisLimiter.Allow
-	OpSpend   = "spend"   // RedisLimiter.Spend
-	OpClaim   = "claim"   // Redis.Claim
-	OpAdvance = "advance" // Redis.Advance
-	OpRevoke  = "revoke"  // Redis.Revoke
-	OpRevoked = "revoked" // Redis.Revoked
-	OpPing    = "ping"    // Redis.Run's health probe
+	OpAdmit      = "admit"      // RedisLimiter.Admit: revocation check and budget, one round trip
+	OpAllow      = "allow"      // RedisLimiter.Allow
+	OpSpend      = "spend"      // RedisLimiter.Spend
+	OpClaim      = "claim"      // Redis.Claim
+	OpAdvance    = "advance"    // Redis.Advance
+	OpGeneration = "generation" // Redis.Generation
+	OpRevoke     = "revoke"     // Redis.Revoke
+	OpRevoked    = "revoked"    // Redis.Revoked
+	OpPing       = "ping"       // Redis.Run's health probe
 )
 
 // Results of an operation, the result of RedisConfig.OnOp.
@@ -54,7 +56,7 @@ const (
 
 // Ops lists every operation, for metrics to create their series up front.
 func Ops() []string {
-	return []string{OpAdmit, OpAllow, OpSpend, OpClaim, OpAdvance, OpRevoke, OpRevoked, OpPing}
+	return []string{OpAdmit, OpAllow, OpSpend, OpClaim, OpAdvance, OpGeneration, OpRevoke, OpRevoked, OpPing}
 }
 
 // Results lists every result of an operation.
@@ -392,6 +394,29 @@ func (r *Redis) Advance(ctx context.Context, key string, gen int64, ttl time.Dur
 	}
 }
 
+// Generation is the generation key is at in Redis (1 when it was never
+// advanced or has expired), without moving it. It fails when Redis cannot
+// answer or holds something else under key.
+func (r *Redis) Generation(ctx context.Context, key string) (int64, error) {
+	if r.skipping(OpGeneration) {
+		return 0, fmt.Errorf("generation: %w", ErrUnavailable)
+	}
+	start := time.Now()
+	v, err := r.client.Get(ctx, r.prefix+key).Result()
+	if r.done(ctx, OpGeneration, start, err) {
+		return 0, fmt.Errorf("generation: %w: %w", ErrUnavailable, err)
+	}
+	if errors.Is(err, redis.Nil) {
+		return 1, nil
+	}
+	g, _, ok := strings.Cut(v, ":")
+	n, perr := strconv.ParseInt(g, 10, 64)
+	if !ok || perr != nil || n < 1 {
+		return 0, fmt.Errorf("generation: %s holds no generation", key)
+	}
+	return n, nil
+}
+
 // Revoke remembers key as revoked for at least ttl (a longer earlier TTL
 // is kept), in this replica at once and in Redis. It fails when Redis
 // cannot answer; the revocation then holds in this replica only.
@@ -536,7 +561,7 @@ func (r *Redis) done(ctx context.Context, op string, start time.Time, err error)
 		r.onOp(op, res, time.Since(start))
 	}
 	switch {
-	case err == nil && op == OpRevoked && r.down.Load():
+	case err == nil && (op == OpRevoked || op == OpGeneration) && r.down.Load():
 		// A read answers where writes may still be refused (a full
 		// Redis): Run's probe, which writes, says when Redis is back.
 	case err == nil:

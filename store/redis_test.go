@@ -253,6 +253,32 @@ func TestRedisAdvance(t *testing.T) {
 	}
 }
 
+// TestRedisGeneration: another replica reads where Advance left a key,
+// without moving it; a value that is not a generation is an error.
+func TestRedisGeneration(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	a, b := openTestRedis(t, srv, nil), openTestRedis(t, srv, nil)
+	if g, err := b.Generation(ctx, "gen:f"); g != 1 || err != nil {
+		t.Fatalf("a key never advanced: %d, %v; want 1", g, err)
+	}
+	for gen := int64(1); gen <= 2; gen++ {
+		if _, err := a.Advance(ctx, "gen:f", gen, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if g, err := b.Generation(ctx, "gen:f"); g != 3 || err != nil {
+			t.Fatalf("after two moves at A: %d, %v; want 3", g, err)
+		}
+	}
+	if err := rawClient(t, srv).Set(ctx, DefaultRedisPrefix+"v:gen:bad", "x", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Generation(ctx, "gen:bad"); err == nil {
+		t.Fatal("a key that holds no generation: no error")
+	}
+}
+
 // TestRedisAdvanceRace: advances racing from one generation through two
 // replicas: exactly one moves the key on.
 func TestRedisAdvanceRace(t *testing.T) {
@@ -732,6 +758,9 @@ func TestRedisACL(t *testing.T) {
 	}
 	if mv, err := r.Advance(ctx, "gen:acl", 1, time.Minute); !mv.Advanced || err != nil {
 		t.Fatalf("advance: %+v %v", mv, err)
+	}
+	if g, err := r.Generation(ctx, "gen:acl"); g != 2 || err != nil {
+		t.Fatalf("generation: %d %v", g, err)
 	}
 	if err := r.Revoke(ctx, "fam:acl", time.Minute); err != nil {
 		t.Fatalf("revoke: %v", err)
