@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/broker"
+	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/gate"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/policy"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/store"
@@ -125,6 +126,10 @@ func resourceURL(s string) (string, error) {
 		return "", fmt.Errorf("%s must not contain user information", shown(s))
 	case u.RawPath != "" || strings.Contains(u.Path, "//") || hasDotSegment(u.Path):
 		return "", fmt.Errorf("%s must have a clean path", shown(s))
+	case u.Path != "" && gate.PathProblem(u.Path) != "":
+		// The gate routes the decoded path (its MCP endpoint and the
+		// metadata's well-known path): it must be plain path characters.
+		return "", fmt.Errorf("%s must have a path of letters, digits and -._~!$&'()*+,=:@/ only (%s)", shown(s), gate.PathProblem(u.Path))
 	}
 	return s, nil
 }

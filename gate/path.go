@@ -47,6 +47,14 @@ func checkTarget(r *http.Request) (status int, reason string) {
 	return 0, ""
 }
 
+// PathProblem is what the gate refuses in the path p (checkPath), or ""
+// when it serves it: for configuration, which must not name a route no
+// request can reach.
+func PathProblem(p string) string {
+	_, reason := checkPath(p)
+	return reason
+}
+
 // checkPath returns 0 when the escaped path p is clean: it starts with "/",
 // has no empty, "." or ".." segment, no ";" path parameters, no backslash,
 // no control byte, no percent-encoded ".", "/", "\", ";", "%" or control
