@@ -254,6 +254,13 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 			return
 		}
 		login, err := b.refresh(ctx, e, rec.Upstream, rec.User)
+		if errors.Is(err, errRefused) {
+			// Decided the same whether or not the client still waits for
+			// the answer: deciding when it hangs up, before a concurrent
+			// refresh moved the family on, would end the session that
+			// refresh keeps (justUsed).
+			ctx = context.WithoutCancel(ctx)
+		}
 		switch {
 		case errors.Is(err, errRefused) && b.justUsed(ctx, &rec, end):
 			// A concurrent refresh with this token rotated the provider's
@@ -356,7 +363,7 @@ func (b *Broker) withinGrace(since time.Duration) bool {
 // tokens) and not yet moved the family on: it waits for that, at most
 // refusalWait, before it spends the token itself. A token no one else
 // spends is spent anyway (the provider refused it), and the caller ends
-// the family.
+// the family. ctx must not end with the request (refreshGrant).
 func (b *Broker) justUsed(ctx context.Context, rec *refreshRecord, end time.Time) bool {
 	if b.reuseGrace == 0 {
 		return false // strict: no need to ask the store
@@ -366,11 +373,7 @@ func (b *Broker) justUsed(ctx context.Context, rec *refreshRecord, end time.Time
 		if done, err := b.spent(ctx, rec); done || err != nil || time.Now().After(deadline) {
 			break
 		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(delay):
-		}
+		time.Sleep(delay)
 	}
 	mv, err := b.spend(ctx, rec, end)
 	return err == nil && !mv.Advanced && b.withinGrace(mv.Since)

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -879,4 +881,73 @@ func TestRefreshThroughOlderGateway(t *testing.T) {
 	if got := e.verifyReason(r.AccessToken); got != ReasonRevoked {
 		t.Fatalf("the family after that reuse: got %q, want revoked", got)
 	}
+}
+
+// pollWatch is a Store that reports the first Generation call, which only
+// a refused refresh waiting for a concurrent one makes.
+type pollWatch struct {
+	Store
+	once   sync.Once
+	polled chan struct{}
+}
+
+func (s *pollWatch) Generation(ctx context.Context, key string) (int64, error) {
+	s.once.Do(func() { close(s.polled) })
+	return s.Store.Generation(ctx, key)
+}
+
+// A refused refresh whose client hangs up while it waits for the
+// concurrent refresh the provider let through decides as if it had
+// waited: the winner's session lives. (Deciding at the hang-up spent the
+// token before the winner could and ended the session, the race the wait
+// is there to close.)
+func TestRefreshRaceLoserHangsUp(t *testing.T) {
+	var hold atomic.Bool
+	entered, release := make(chan struct{}), make(chan struct{})
+	watch := &pollWatch{polled: make(chan struct{})}
+	e := newEnv(t, func(c *Config) {
+		withGrace(c)
+		watch.Store = c.Store
+		c.Store = watch
+		c.Allow = func(*provider.Identity) bool {
+			if hold.CompareAndSwap(true, false) {
+				close(entered)
+				<-release
+			}
+			return true
+		}
+	})
+	c, tr := e.tokens()
+	hold.Store(true)
+	won := make(chan *tokenReply, 1)
+	go func() { won <- e.refresh(c, tr.RefreshToken) }()
+	<-entered // the winner refreshed at the provider and has not moved the family on
+
+	ctx, cancel := context.WithCancel(context.Background())
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.RefreshToken}, "client_id": {c.ID}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.origin+TokenPath, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	hungUp := make(chan struct{})
+	go func() {
+		defer close(hungUp)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-watch.polled // the provider refused the loser, which waits
+	cancel()
+	<-hungUp
+	time.Sleep(300 * time.Millisecond) // the loser's handler sees the hang-up
+	close(release)
+	r := <-won
+	if r.status != http.StatusOK {
+		t.Fatalf("the winner: %d %s %q", r.status, r.Error, r.Desc)
+	}
+	if got := e.verifyReason(r.AccessToken); got != "" {
+		t.Fatalf("the winner's access token after the loser hung up: %q, want accepted", got)
+	}
+	e.mustRefresh(c, r.RefreshToken, "the winner's token")
 }
