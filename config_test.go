@@ -117,6 +117,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"resource with an encoded control byte", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/%00" }, nil, []string{"RESOURCE_URL", "path of letters", "control byte"}},
 		{"resource with an encoded space", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/a%20b" }, nil, []string{"RESOURCE_URL", "path of letters", "not allowed"}},
 		{"resource with encoded UTF-8", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/a%C3%A9" }, nil, []string{"RESOURCE_URL", "path of letters"}},
+		{"resource with an encoded percent", func(m map[string]string) { m["RESOURCE_URL"] = "https://mcp.example.com/a%2541" }, nil, []string{"RESOURCE_URL", "path of letters", "encoded ; or %"}},
 		{"both upstreams", func(m map[string]string) { m["MCP_SPAWN_CMD"] = "x" }, nil, []string{"MCP_UPSTREAM_URL and MCP_SPAWN_CMD"}},
 		{"launcher and spawn cmd", func(m map[string]string) { delete(m, "MCP_UPSTREAM_URL"); m["MCP_SPAWN_CMD"] = "x" }, []string{"--", "y"}, []string{"-- and MCP_SPAWN_CMD"}},
 		{"launcher and upstream url", func(m map[string]string) {}, []string{"--", "y"}, []string{"-- and MCP_UPSTREAM_URL"}},
