@@ -1017,6 +1017,33 @@ func TestRedisAdvanceMovedBackWhenItsAnswerIsLost(t *testing.T) {
 	}
 }
 
+// TestRedisAdvanceMoveBackKeepsHistory: a move taken back (its answer was
+// lost) leaves the key remembering the times of as many moves as before
+// it, so a straggler Moves generations behind is still within its window.
+func TestRedisAdvanceMoveBackKeepsHistory(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	r := openTestRedis(t, srv, nil)
+	for gen := int64(1); gen <= Moves+1; gen++ {
+		if mv, err := r.Advance(ctx, "gen:back", gen, time.Minute); !mv.Advanced || err != nil {
+			t.Fatalf("advance from %d: %+v, %v", gen, mv, err)
+		}
+	}
+	// A move from the current generation whose answer is lost, taken back.
+	mark, cur := claimMark(), int64(Moves+2)
+	if err := r.advanceScript.Run(ctx, r.client, []string{r.prefix + "gen:back"}, time.Minute.Milliseconds()+1, cur, mark, Moves).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.release(moveBackLua, r.prefix+"gen:back", mark, time.Minute)
+	for gen := cur - 1; gen >= cur-Moves; gen-- {
+		if mv, err := r.Advance(ctx, "gen:back", gen, time.Minute); mv.Advanced || mv.Current != cur || mv.Since == Superseded || err != nil {
+			t.Errorf("generation %d after the move back: got %+v, %v; want superseded moments ago, at %d", gen, mv, err, cur)
+		}
+	}
+	if mv, err := r.Advance(ctx, "gen:back", cur-Moves-1, time.Minute); mv != (Move{Since: Superseded, Current: cur}) || err != nil {
+		t.Errorf("generation %d, %d behind: got %+v, %v; want Superseded", cur-Moves-1, Moves+1, mv, err)
+	}
+}
+
 // TestRedisRestartBetweenProbes: a Redis that restarts between two health
 // probes is never seen down (go-redis reconnects quietly), yet it may have
 // forgotten what it held or come back with other settings. Its run_id

@@ -75,12 +75,14 @@ return 0
 
 // advanceLua moves KEYS[1] on from generation ARGV[2] to ARGV[2]+1 for
 // ARGV[1] ms when ARGV[2] is its generation or later (an absent key is at
-// 1). The key holds "<generation>:<times of its last ARGV[4] moves, newest
-// first, ms by Redis's clock, comma-separated><mark ARGV[3]>". It returns
-// {the key's generation after it, -1} when it moved the key on; otherwise
-// {the generation, how many ms ago the key moved on from ARGV[2]}, or -2
-// for the time when the key no longer remembers that move. A value it
-// cannot read fails the script (the caller fails closed).
+// 1). The key holds "<generation>:<times of its last ARGV[4]+1 moves,
+// newest first, ms by Redis's clock, comma-separated><mark ARGV[3]>": the
+// oldest is there only for moveBackLua, so a key moved back still knows
+// ARGV[4]. It returns {the key's generation after it, -1} when it moved
+// the key on; otherwise {the generation, how many ms ago the key moved on
+// from ARGV[2]}, or -2 for the time when that is more than ARGV[4] moves
+// ago or not known. A value it cannot read fails the script (the caller
+// fails closed).
 const advanceLua = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -94,13 +96,14 @@ if v then
   for x in string.gmatch(m, '%d+') do moves[#moves + 1] = tonumber(x) end
 end
 if gen < cur then
-  local at = moves[cur - gen]
+  local at = nil
+  if cur - gen <= keep then at = moves[cur - gen] end
   if at == nil or at == 0 then return {cur, -2} end
   return {cur, math.max(now - at, 0)}
 end
 local times = {string.format('%d', now)}
 if gen == cur then
-  for i = 1, math.min(#moves, keep - 1) do times[#times + 1] = string.format('%d', moves[i]) end
+  for i = 1, math.min(#moves, keep) do times[#times + 1] = string.format('%d', moves[i]) end
 end
 redis.call('SET', KEYS[1], string.format('%d:', gen + 1) .. table.concat(times, ',') .. ARGV[3], 'PX', ARGV[1])
 return {gen + 1, -1}
