@@ -129,11 +129,11 @@ func resourceURL(s string) (string, error) {
 	case u.Path != "" && gate.PathProblem(u.Path) != "":
 		// The gate routes the decoded path (its MCP endpoint and the
 		// metadata's well-known path): it must be plain path characters.
-		return "", fmt.Errorf("%s must have a path of letters, digits and -._~!$&'()*+,=:@/ only (%s)", shown(s), gate.PathProblem(u.Path))
+		return "", fmt.Errorf("%s must have a path of letters, digits and -._~$&+,=:@/ only (%s)", shown(s), gate.PathProblem(u.Path))
 	case u.Path != "" && gate.PathProblem(u.EscapedPath()) != "":
 		// Requests name it escaped, and the gate checks that form too: a
 		// "%" in the path (%25) builds a route no request can reach.
-		return "", fmt.Errorf("%s must have a path of letters, digits and -._~!$&'()*+,=:@/ only (%s)", shown(s), gate.PathProblem(u.EscapedPath()))
+		return "", fmt.Errorf("%s must have a path of letters, digits and -._~$&+,=:@/ only (%s)", shown(s), gate.PathProblem(u.EscapedPath()))
 	}
 	return s, nil
 }
