@@ -187,45 +187,9 @@ func (b *Broker) redeemCode(ctx context.Context, w http.ResponseWriter, c *clien
 // the family's revocation, refreshed at the provider when it gave a
 // refresh token, the allow-list asked again, then rotated.
 func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *client, form url.Values) {
-	if c.rec.NoRefresh {
-		oauthError(w, http.StatusBadRequest, "unauthorized_client", "this client did not register the refresh_token grant")
+	rec, scopes, ok := b.openRefresh(w, c, form)
+	if !ok {
 		return
-	}
-	if !form.Has("refresh_token") { // RFC 6749 §5.2: missing, not invalid
-		oauthError(w, http.StatusBadRequest, "invalid_request", "refresh_token is required")
-		return
-	}
-	var rec refreshRecord
-	if err := b.seal.open(purposeRefresh, form.Get("refresh_token"), &rec); err != nil {
-		desc := "the refresh token is not valid"
-		if errors.Is(err, errSealedExpired) {
-			desc = "the session has ended; sign in again"
-		}
-		oauthError(w, http.StatusBadRequest, "invalid_grant", desc)
-		return
-	}
-	switch {
-	case rec.ClientID != c.id:
-		oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token was issued to another client")
-		return
-	case rec.Resource != b.resource:
-		oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token was issued for another resource")
-		return
-	}
-	if !b.resourceOK(w, form, rec.Resource) {
-		return
-	}
-	scopes := rec.Scopes
-	// RFC 6749 §6: narrower, never wider; none asked for (the parameter
-	// omitted, empty or only spaces) is what was requested at login.
-	if asked := strings.Fields(form.Get("scope")); len(asked) > 0 {
-		scopes = asked
-		for _, s := range scopes {
-			if !slices.Contains(rec.Scopes, s) {
-				oauthError(w, http.StatusBadRequest, "invalid_scope", "scope "+s+" was not requested at login")
-				return
-			}
-		}
 	}
 	family := "fam:" + rec.Family
 	end := time.Unix(rec.End, 0)
@@ -262,7 +226,7 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 			ctx = context.WithoutCancel(ctx)
 		}
 		switch {
-		case errors.Is(err, errRefused) && b.justUsed(ctx, &rec, end):
+		case errors.Is(err, errRefused) && b.justUsed(ctx, rec, end):
 			// A concurrent refresh with this token rotated the provider's
 			// token first: the provider's refusal says nothing of a leak.
 			oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token was just used; use the one that refresh returned")
@@ -285,7 +249,7 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		return
 	}
 	granted := b.grantScopes(user, scopes)
-	mv, err := b.spend(ctx, &rec, end)
+	mv, err := b.spend(ctx, rec, end)
 	if err != nil {
 		b.log.Error("claim refresh token", "error", err)
 		unavailable(w, "the authorization server cannot refresh right now")
@@ -317,7 +281,54 @@ func (b *Broker) refreshGrant(ctx context.Context, w http.ResponseWriter, c *cli
 		rec.Line, mv.Current = rec.ID, 1
 	}
 	rec.Gen = mv.Current
-	b.issue(w, c, &rec, granted)
+	b.issue(w, c, rec, granted)
+}
+
+// openRefresh opens the refresh token of a refresh_token request and
+// checks it against the client, the resource and the scope asked for. It
+// answers the error itself when it returns false.
+func (b *Broker) openRefresh(w http.ResponseWriter, c *client, form url.Values) (*refreshRecord, []string, bool) {
+	if c.rec.NoRefresh {
+		oauthError(w, http.StatusBadRequest, "unauthorized_client", "this client did not register the refresh_token grant")
+		return nil, nil, false
+	}
+	if !form.Has("refresh_token") { // RFC 6749 §5.2: missing, not invalid
+		oauthError(w, http.StatusBadRequest, "invalid_request", "refresh_token is required")
+		return nil, nil, false
+	}
+	rec := new(refreshRecord)
+	if err := b.seal.open(purposeRefresh, form.Get("refresh_token"), rec); err != nil {
+		desc := "the refresh token is not valid"
+		if errors.Is(err, errSealedExpired) {
+			desc = "the session has ended; sign in again"
+		}
+		oauthError(w, http.StatusBadRequest, "invalid_grant", desc)
+		return nil, nil, false
+	}
+	switch {
+	case rec.ClientID != c.id:
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token was issued to another client")
+		return nil, nil, false
+	case rec.Resource != b.resource:
+		oauthError(w, http.StatusBadRequest, "invalid_grant", "the refresh token was issued for another resource")
+		return nil, nil, false
+	}
+	if !b.resourceOK(w, form, rec.Resource) {
+		return nil, nil, false
+	}
+	scopes := rec.Scopes
+	// RFC 6749 §6: narrower, never wider; none asked for (the parameter
+	// omitted, empty or only spaces) is what was requested at login.
+	if asked := strings.Fields(form.Get("scope")); len(asked) > 0 {
+		scopes = asked
+		for _, s := range scopes {
+			if !slices.Contains(rec.Scopes, s) {
+				oauthError(w, http.StatusBadRequest, "invalid_scope", "scope "+s+" was not requested at login")
+				return nil, nil, false
+			}
+		}
+	}
+	return rec, scopes, true
 }
 
 // spend records the use of refresh token rec: it moves its family's line
