@@ -39,7 +39,7 @@ type codeRecord struct {
 // (OAuth 2.1 §4.3.1). Every refresh token of one login shares Family and
 // carries its generation: the code's is 1, each refresh's one more. The
 // store keeps one key per family ("gen:"+Family) that each generation moves
-// on once (store.Superseded), so a second use is detected and revokes the
+// on once (store.Move), so a second use is detected and revokes the
 // family ("fam:"+Family), and a session costs the store one key however
 // often it refreshes. A token without a generation (sealed by a gateway
 // before generations, or by one sharing the store) is claimed by its ID

@@ -934,6 +934,19 @@ func TestRedisFullDoesNotFlap(t *testing.T) {
 	}
 }
 
+// hangingRedis is a Redis for the tests of a lost answer (srv.Pause):
+// its client logs at info to logs, retries after 50 ms and probes never.
+func hangingRedis(t *testing.T) (*redistest.Server, *Redis, *testkit.LogBuffer) {
+	t.Helper()
+	srv := redistest.Start(t, redistest.Options{})
+	logs := new(testkit.LogBuffer)
+	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info})
+		cfg.Retry, cfg.Probe = 50*time.Millisecond, time.Hour
+	})
+	return srv, r, logs
+}
+
 // TestRedisClaimReleasedWhenItsAnswerIsLost: a claim Redis makes while its
 // answer fails to arrive in time (here Redis is stopped with SIGSTOP, so
 // the command waits in its socket and runs when it resumes) was answered
@@ -942,12 +955,7 @@ func TestRedisFullDoesNotFlap(t *testing.T) {
 // retry is the first use. A claim with another mark (someone else's) is
 // never released.
 func TestRedisClaimReleasedWhenItsAnswerIsLost(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	var logs testkit.LogBuffer
-	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
-		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
-		cfg.Retry, cfg.Probe = 50*time.Millisecond, time.Hour
-	})
+	srv, r, logs := hangingRedis(t)
 	if first, err := r.Claim(ctx, "code:warm", time.Minute); !first || err != nil {
 		t.Fatalf("a claim before: %v, %v", first, err)
 	}
@@ -980,12 +988,7 @@ func TestRedisClaimReleasedWhenItsAnswerIsLost(t *testing.T) {
 // retry": it is moved back once Redis answers, so the retry finds its
 // generation current rather than a reuse. A move with another mark stays.
 func TestRedisAdvanceMovedBackWhenItsAnswerIsLost(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	var logs testkit.LogBuffer
-	r := openTestRedis(t, srv, func(cfg *RedisConfig) {
-		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
-		cfg.Retry, cfg.Probe = 50*time.Millisecond, time.Hour
-	})
+	srv, r, logs := hangingRedis(t)
 	for gen := int64(1); gen <= 2; gen++ {
 		if mv, err := r.Advance(ctx, "gen:late", gen, time.Minute); !mv.Advanced || err != nil {
 			t.Fatalf("advance from %d before: %+v, %v", gen, mv, err)
