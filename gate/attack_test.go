@@ -479,3 +479,29 @@ func TestStreamsEndOnShutdown(t *testing.T) {
 		t.Logf("client saw the stream end with %v", err)
 	}
 }
+
+// TestStreamOpenedDuringShutdown: a GET stream asked for once shutdown has
+// begun would be ended at once; it gets 503 with Retry-After and
+// Connection: close (reconnect elsewhere), not 502, and never reaches the
+// upstream.
+func TestStreamOpenedDuringShutdown(t *testing.T) {
+	env := newIssuer(t)
+	shutdown, beginShutdown := context.WithCancel(context.Background())
+	defer beginShutdown()
+	s := newSetup(t, env, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "id: 1\ndata: first\n\n")
+	}, func(c *Config) { c.Shutdown = shutdown })
+
+	beginShutdown()
+	resp := s.openStream(t, "/", bearerHeader(env.token(t, "alice", nil)))
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status: got %d, want 503", resp.StatusCode)
+	}
+	if resp.Header.Get("Retry-After") == "" || !resp.Close {
+		t.Errorf("want Retry-After and Connection: close, got %v (close %v)", resp.Header, resp.Close)
+	}
+	if n := len(s.up.requests()); n != 0 {
+		t.Errorf("the upstream got %d requests, want none", n)
+	}
+}

@@ -166,7 +166,7 @@ const (
 	RejectInsufficientScope = "insufficient_scope" // a required scope is missing (403)
 	RejectRateLimited       = "rate_limited"       // the subject's rate limit or concurrency limit (429)
 	RejectTooLarge          = "too_large"          // a body larger than MaxBodyBytes (413)
-	RejectUpstreamNotReady  = "upstream_not_ready" // the MCP server is not ready (503)
+	RejectUpstreamNotReady  = "upstream_not_ready" // the MCP server is not ready, or a stream asked for during shutdown (503)
 	RejectBadBody           = "bad_body"           // with a policy, a body that cannot be read strictly (400)
 	RejectHeaderMismatch    = "header_mismatch"    // Mcp-Method or Mcp-Name disagrees with the body (400, JSON-RPC -32020)
 	RejectPolicyDenied      = "policy_denied"      // the policy denies a call of the body (403, JSON-RPC error)
@@ -883,6 +883,14 @@ func (g *gate) pass(w *recorder, r *http.Request, id *provider.Identity, target 
 		_ = http.NewResponseController(w.ResponseWriter).SetReadDeadline(time.Time{})
 	}
 	if g.shutdown != nil && r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		if g.shutdown.Err() != nil {
+			// Shutdown would end the stream at once: the client should
+			// open it again, at another replica or once this one is back.
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Connection", "close")
+			g.reject(w, r, http.StatusServiceUnavailable, RejectUpstreamNotReady, "shutting down", id.Subject, bodyShuttingDown)
+			return
+		}
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		defer context.AfterFunc(g.shutdown, cancel)()

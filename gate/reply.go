@@ -20,6 +20,7 @@ const (
 	bodyRateLimited       = `{"error":"rate_limited","error_description":"too many requests"}` + "\n"
 	bodyTooLarge          = `{"error":"request_too_large"}` + "\n"
 	bodyUpstreamNotReady  = `{"error":"unavailable","error_description":"upstream not ready"}` + "\n"
+	bodyShuttingDown      = `{"error":"unavailable","error_description":"shutting down"}` + "\n"
 	bodyProviderNotReady  = `{"error":"unavailable","error_description":"identity provider keys not loaded"}` + "\n"
 	bodyBadGateway        = `{"error":"bad_gateway"}` + "\n"
 	bodySessionNotFound   = `{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"Session not found"}}` + "\n"
