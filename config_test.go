@@ -583,6 +583,28 @@ func TestDurationSeconds(t *testing.T) {
 			t.Errorf("%q: got %v, %v; want %v", tc.value, got, err, tc.want)
 		}
 	}
+	// Refusals say why: a duration too large to hold is not "not a
+	// duration", in either spelling.
+	for _, tc := range []struct{ value, why string }{
+		{"9999999999h", "too large"},
+		{"2562048h", "too large"},
+		{"9223372037s", "too large"},
+		{"99999999999999999999ms", "too large"},
+		{"1.5h9999999999h", "too large"},
+		{"-9999999999h", "zero or positive"},
+		{"99999999999999999999µs", "too large"},
+		{"9999999999999999999999x", "not a duration"},
+		{"10x", "not a duration"},
+		{"h", "not a duration"},
+		{"1..5s", "not a duration"},
+		{".s", "not a duration"},
+		{"", "not a duration"},
+	} {
+		_, err := duration(false)(tc.value)
+		if err == nil || !strings.Contains(err.Error(), tc.why) {
+			t.Errorf("%q: got %v, want an error saying %q", tc.value, err, tc.why)
+		}
+	}
 }
 
 // TestOrigins: a CORS_ALLOW_ORIGINS entry is kept in the form a browser's

@@ -249,18 +249,26 @@ func duration(positive bool) func(string) (time.Duration, error) {
 	return func(s string) (time.Duration, error) {
 		d, err := time.ParseDuration(s)
 		if err != nil {
-			// ParseInt's range error comes with the nearest int64: its
-			// sign says which end.
-			n, nerr := strconv.ParseInt(s, 10, 64)
 			switch {
-			case nerr != nil && !errors.Is(nerr, strconv.ErrRange):
+			case isSeconds(s):
+				// ParseInt's range error comes with the nearest int64:
+				// its sign says which end.
+				n, nerr := strconv.ParseInt(s, 10, 64)
+				switch {
+				case n < 0:
+					d = -1 // refused below, however large
+				case nerr != nil || n > maxSeconds:
+					return 0, fmt.Errorf("%q is too large (at most %d seconds)", s, maxSeconds)
+				default:
+					d = time.Duration(n) * time.Second
+				}
+			case !durationSyntax(s):
 				return 0, fmt.Errorf("%q is not a duration such as 30s or 2m", s)
-			case n < 0:
+			case s[0] == '-':
 				d = -1 // refused below, however large
-			case nerr != nil || n > maxSeconds:
-				return 0, fmt.Errorf("%q is too large (at most %d seconds)", s, maxSeconds)
 			default:
-				d = time.Duration(n) * time.Second
+				// Spelled right, so ParseDuration refused its size.
+				return 0, fmt.Errorf("%q is too large (at most %d seconds)", s, maxSeconds)
 			}
 		}
 		switch {
@@ -271,6 +279,52 @@ func duration(positive bool) func(string) (time.Duration, error) {
 		}
 		return d, nil
 	}
+}
+
+// isSeconds reports whether s is a bare number of seconds: digits, with
+// at most a sign before them.
+func isSeconds(s string) bool {
+	if s != "" && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+// durationSyntax reports whether s is spelled as time.ParseDuration reads
+// a duration (a sign, then numbers each with a unit), whatever its size,
+// so that a refusal can tell a value too large from a misspelt one.
+func durationSyntax(s string) bool {
+	if s != "" && (s[0] == '-' || s[0] == '+') {
+		s = s[1:]
+	}
+	if s == "" {
+		return false
+	}
+	for s != "" {
+		i, digits := 0, 0
+		for ; i < len(s) && '0' <= s[i] && s[i] <= '9'; i++ {
+			digits++
+		}
+		if i < len(s) && s[i] == '.' {
+			for i++; i < len(s) && '0' <= s[i] && s[i] <= '9'; i++ {
+				digits++
+			}
+		}
+		j := i
+		for j < len(s) && s[j] != '.' && (s[j] < '0' || s[j] > '9') {
+			j++
+		}
+		switch s[i:j] {
+		case "ns", "us", "\u00b5s", "\u03bcs", "ms", "s", "m", "h":
+		default:
+			return false
+		}
+		if digits == 0 {
+			return false
+		}
+		s = s[j:]
+	}
+	return true
 }
 
 // oneOf accepts one of values, case-insensitively, or empty.
