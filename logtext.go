@@ -13,10 +13,14 @@ import (
 // was written path="/a\\" sub=root", which a logfmt reader reads as
 // path="/a\" and a key sub=root of the client's making. Any value a client
 // chooses (a path, a tool name, a client_name, an email) could add keys to
-// the line that way. textLogger hands hclog such values as hclog.Quote,
-// which it writes with strconv.Quote: backslashes escaped, one quoted
-// string. Values without a backslash are written as hclog writes them, and
-// the JSON format, where encoding/json escapes everything, is not wrapped.
+// the line that way. And a value with a newline hclog writes over several
+// lines, each after "  | ": a path /%0Asub=root%20status=200 made a line
+// "  | sub=root status=200" of its own, which a collector that takes each
+// line as a record (a container's log) reads as one with sub=root.
+// textLogger hands hclog such values as hclog.Quote, which it writes with
+// strconv.Quote: backslashes and newlines escaped, one quoted string on the
+// line. Other values are written as hclog writes them, and the JSON format,
+// where encoding/json escapes everything, is not wrapped.
 type textLogger struct{ hclog.Logger }
 
 func (l textLogger) Log(level hclog.Level, msg string, args ...any) {
@@ -37,9 +41,9 @@ func (l textLogger) ResetNamed(name string) hclog.Logger {
 }
 
 // quoteBackslashes returns args with each value (every second element)
-// that is a string or an error whose text holds a backslash, and that hclog
-// would quote, replaced by hclog.Quote of that text; args itself when there
-// is none.
+// that is a string or an error whose text holds a newline, or a backslash
+// in a value hclog would quote, replaced by hclog.Quote of that text; args
+// itself when there is none.
 func quoteBackslashes(args []any) []any {
 	var out []any
 	for i := 1; i < len(args); i += 2 {
@@ -52,7 +56,7 @@ func quoteBackslashes(args []any) []any {
 		default:
 			continue
 		}
-		if !strings.Contains(s, `\`) || !quoted(s) {
+		if !strings.Contains(s, "\n") && !(strings.Contains(s, `\`) && quoted(s)) {
 			continue
 		}
 		if out == nil {

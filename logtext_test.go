@@ -56,9 +56,9 @@ func logfmtPairs(t *testing.T, line, msg string) [][2]string {
 
 // TestTextLogValuesStayValues: in the text format, a value a client
 // chooses (a request path, a tool name, an error quoting it) is one value
-// to a logfmt reader, whatever backslashes and quotes it holds: it adds no
-// key to the line. Values without a backslash are written as hclog writes
-// them.
+// on its record's line to a logfmt reader, whatever backslashes, quotes and
+// newlines it holds: it adds no key and no line. Other values are written
+// as hclog writes them.
 func TestTextLogValuesStayValues(t *testing.T) {
 	for _, c := range []struct {
 		name, value string
@@ -70,6 +70,8 @@ func TestTextLogValuesStayValues(t *testing.T) {
 		{"escaped quotes only", `say "hi" sub=root`, false},
 		{"a plain value", `/mcp`, true},
 		{"control characters", "a\x1b[31m\\\r", false},
+		{"a newline starting a record", "/m\n  | sub=root status=200", false},
+		{"a newline alone", "two\nlines", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var buf testkit.LogBuffer
