@@ -140,6 +140,7 @@ func newLogger(lc LogConfig, w io.Writer) logs {
 	l := logs{root: hclog.New(&hclog.LoggerOptions{Name: "mcp-oauth-proxy", Level: lc.Level, Output: w, JSONFormat: json, Mutex: mu}), batch: batch}
 	switch {
 	case !json:
+		l.root = textLogger{l.root} // values with a backslash quoted unambiguously (logtext.go)
 	case batch != nil:
 		l.audit = batch // keeps each Write whole and in order itself
 	default:

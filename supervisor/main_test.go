@@ -191,11 +191,9 @@ func (s *logSink) Write(p []byte) (int, error) {
 		if s.delays == nil || json.Unmarshal(line, &e) != nil || e.Message != "restarting child after a delay" {
 			continue
 		}
-		if d, err := time.ParseDuration(e.Duration); err == nil {
-			select {
-			case s.delays <- d:
-			default:
-			}
+		select {
+		case s.delays <- e.Duration:
+		default:
 		}
 	}
 }
@@ -208,12 +206,12 @@ func (s *logSink) String() string {
 
 // entry is one JSON log line, with the keys the tests look at.
 type entry struct {
-	Message  string `json:"@message"`
-	Stream   string `json:"stream"`
-	PID      int    `json:"pid"`
-	Port     int    `json:"port"`
-	Duration string `json:"duration"`
-	Hint     string `json:"hint"`
+	Message  string        `json:"@message"`
+	Stream   string        `json:"stream"`
+	PID      int           `json:"pid"`
+	Port     int           `json:"port"`
+	Duration time.Duration `json:"duration"` // nanoseconds, as every duration the gateway logs in JSON
+	Hint     string        `json:"hint"`
 }
 
 // entries parses the JSON log lines written so far.

@@ -377,7 +377,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		if a.portTaken != 0 {
 			// Nothing ran: not a restart, and no restart limit applies.
 			delay := b.NextBackOff()
-			s.log.Info("trying the child's port again after a delay", "port", a.portTaken, "duration", delay.String())
+			s.log.Info("trying the child's port again after a delay", "port", a.portTaken, "duration", delay)
 			if !sleepCtx(ctx, delay) {
 				return nil
 			}
@@ -399,7 +399,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		delay := b.NextBackOff()
 		s.setState(StateBackoff)
-		s.log.Info("restarting child after a delay", "duration", delay.String())
+		s.log.Info("restarting child after a delay", "duration", delay)
 		if !sleepCtx(ctx, delay) {
 			return nil
 		}
@@ -547,13 +547,13 @@ func (s *Supervisor) awaitReady(ctx context.Context, c *child, port int) (ws sys
 		case ws = <-c.status:
 			return ws, true, readySince
 		case <-timeout.C:
-			s.log.Error("child did not listen in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout.String(), "hint", s.portHint())
+			s.log.Error("child did not listen in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout, "hint", s.portHint())
 			return ws, false, readySince
 		case <-ctx.Done():
 			return ws, false, readySince
 		case <-tick.C:
 			waited += s.cfg.WaitLogInterval
-			s.log.Info("waiting for the child to listen", "pid", c.pid, "port", port, "duration", waited.String(), "hint", s.portHint())
+			s.log.Info("waiting for the child to listen", "pid", c.pid, "port", port, "duration", waited, "hint", s.portHint())
 		}
 	}
 }
@@ -605,7 +605,7 @@ func (s *Supervisor) stopGroup(c *child) (syscall.WaitStatus, stopping) {
 		return ws, end
 	case <-t.C:
 	}
-	s.log.Warn("child did not stop in time; killing it", "pid", c.pid, "duration", s.cfg.StopGrace.String())
+	s.log.Warn("child did not stop in time; killing it", "pid", c.pid, "duration", s.cfg.StopGrace)
 	s.killGroup(c, syscall.SIGKILL)
 	return <-c.status, end
 }

@@ -417,7 +417,7 @@ func TestReadyTimeoutStopsAndRetries(t *testing.T) {
 		t.Errorf("LastExit = %q, want signal: terminated", got)
 	}
 	e := h.log.find(t, "child did not listen in time; stopping it")
-	if len(e) == 0 || e[0].Port == 0 || e[0].Duration != "150ms" || !strings.Contains(e[0].Hint, "only in the PORT environment variable") {
+	if len(e) == 0 || e[0].Port == 0 || e[0].Duration != 150*time.Millisecond || !strings.Contains(e[0].Hint, "only in the PORT environment variable") {
 		t.Errorf("timeout message %+v does not name the port, the wait and how the port is told:\n%s", e, h.logs())
 	}
 	waitFor(t, "a second start", func() bool {
@@ -457,7 +457,7 @@ func TestWaitingForPortIsLogged(t *testing.T) {
 				return len(e) >= 2
 			})
 			st := h.s.Status()
-			if e[0].Port != st.Port || e[0].PID != st.PID || e[0].Duration != "20ms" || e[1].Duration != "40ms" {
+			if e[0].Port != st.Port || e[0].PID != st.PID || e[0].Duration != 20*time.Millisecond || e[1].Duration != 40*time.Millisecond {
 				t.Errorf("waiting lines %+v, want port %d, pid %d, 20ms then 40ms", e[:2], st.Port, st.PID)
 			}
 			if !strings.Contains(e[0].Hint, tc.hint) {
