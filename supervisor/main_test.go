@@ -212,6 +212,8 @@ type entry struct {
 	Port     int           `json:"port"`
 	Duration time.Duration `json:"duration"` // nanoseconds, as every duration the gateway logs in JSON
 	Hint     string        `json:"hint"`
+	Status   int           `json:"status"` // a number on every line, as the gate's
+	Exit     string        `json:"exit"`
 }
 
 // entries parses the JSON log lines written so far.

@@ -643,10 +643,13 @@ func (s *Supervisor) finish(c *child, ws syscall.WaitStatus, unexpected bool, en
 	s.mu.Unlock()
 	s.endStrays(c.pid, end)
 	c.waitOutput(outputBound)
+	// status is a number, as a shell reports it, like every other line's
+	// status (a log store fixes a key's type from the first line it sees);
+	// exit says it in words.
 	if unexpected {
-		s.log.Error("child exited", "pid", c.pid, "status", desc)
+		s.log.Error("child exited", "pid", c.pid, "status", code, "exit", desc)
 	} else {
-		s.log.Info("child stopped", "pid", c.pid, "status", desc)
+		s.log.Info("child stopped", "pid", c.pid, "status", code, "exit", desc)
 	}
 }
 

@@ -71,6 +71,12 @@ func TestExitCodes(t *testing.T) {
 			if st.LastExit != tc.lastExit || st.State != StateStopped || st.Restarts != 0 {
 				t.Errorf("Status = %+v, want LastExit %q, stopped, no restart", st, tc.lastExit)
 			}
+			// The log line: status a number, as on every other line that
+			// has one (a log store fixes a key's type from its first line
+			// and drops lines that disagree), the words beside it.
+			if e := h.log.find(t, "child exited"); len(e) != 1 || e[0].Status != tc.code || e[0].Exit != tc.lastExit {
+				t.Errorf("child exited lines %+v, want one with status %d, exit %q", e, tc.code, tc.lastExit)
+			}
 		})
 	}
 }
