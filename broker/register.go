@@ -77,7 +77,11 @@ func (b *Broker) serveRegister(w http.ResponseWriter, r *http.Request) {
 		// operator finds here which URI or field, and why.
 		reason := err.Error()
 		if len(reason) > 600 { // a field's value may be up to the body's size
-			reason = reason[:600] + "..."
+			n := 600
+			for n > 0 && !utf8.RuneStart(reason[n]) {
+				n-- // never inside a character
+			}
+			reason = reason[:n] + "..."
 		}
 		b.log.Info("registration refused", "error", code, "reason", reason)
 		oauthError(w, http.StatusBadRequest, code, err.Error())

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
@@ -306,5 +307,34 @@ func TestCursorRegistration(t *testing.T) {
 	}
 	if err := newCIMDEnv(t, ds, true, nil).lookupDoc(id); err == nil || !strings.Contains(err.Error(), "REGISTER_REDIRECT_SCHEMES") {
 		t.Errorf("a metadata document with Cursor's callback, the scheme not listed: %v, want refused naming the setting", err)
+	}
+}
+
+// TestRefusedRegistrationReasonCutWhole: the logged reason of a refused
+// registration is cut at 600 bytes, never inside a character (a log reader
+// would see U+FFFD, or JSON a broken string).
+func TestRefusedRegistrationReasonCutWhole(t *testing.T) {
+	var logs testkit.LogBuffer
+	e := newEnv(t, func(c *Config) { c.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, JSONFormat: true}) })
+	for _, prefix := range []string{"", "a"} {
+		method := prefix + strings.Repeat("\u00e9", 400)
+		md := map[string]any{"redirect_uris": []string{"https://x.example/cb"}, "token_endpoint_auth_method": method}
+		if status, _ := e.registerRaw(md); status != http.StatusBadRequest {
+			t.Fatalf("%q...: status %d, want 400", prefix, status)
+		}
+	}
+	n := 0
+	for _, l := range testkit.JSONLines(t, logs.String()) {
+		if l["@message"] != "registration refused" {
+			continue
+		}
+		n++
+		reason := l["reason"].(string)
+		if strings.ContainsRune(reason, utf8.RuneError) || !strings.HasSuffix(reason, "...") || len(reason) > 603 {
+			t.Errorf("reason %q: want at most 600 bytes of whole characters, then ...", reason)
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d registration refused lines, want 2:\n%s", n, logs.String())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/redirecturi"
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/respond"
@@ -178,9 +179,14 @@ func (s *Server) checkRedirects(uris []string) error {
 	return nil
 }
 
+// truncate cuts s to at most n bytes, never inside a character, and marks
+// the cut with "...".
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "..."
 }

@@ -381,3 +381,24 @@ func TestNoStaticClientNoRegistration(t *testing.T) {
 		t.Errorf("POST %s: status %d, want 404", RegisterPath, res.status)
 	}
 }
+
+// TestTruncateWholeCharacters: a value cut for the log keeps whole
+// characters (a cut inside one shows as U+FFFD).
+func TestTruncateWholeCharacters(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"abcdef", 3, "abc..."},
+		{"a\u00e9\u00e9", 2, "a..."},
+		{"a\u00e9\u00e9", 3, "a\u00e9..."},
+		{"\u20ac\u20ac", 4, "\u20ac..."},
+		{"\u00e9", 1, "..."},
+	} {
+		if got := truncate(tc.s, tc.n); got != tc.want {
+			t.Errorf("truncate(%q, %d) = %q, want %q", tc.s, tc.n, got, tc.want)
+		}
+	}
+}
