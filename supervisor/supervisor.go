@@ -39,6 +39,13 @@
 // then SIGKILL after StopGrace, before a restart and at shutdown: in /proc they
 // are the gateway's children outside the child's group (endStrays).
 //
+// # The child's view of the gateway
+//
+// The child runs as the gateway's user, so /proc would show it the
+// gateway's environment, which holds the secrets the caller keeps out of
+// Config.Env, and its memory. Run makes the process non-dumpable while it
+// runs (PR_SET_DUMPABLE 0), which makes those files the kernel's to guard.
+//
 // While Run runs, nothing else in the process may wait for child processes
 // (os/exec's Wait would fail with "no child processes").
 package supervisor
@@ -331,6 +338,16 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		} else {
 			defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) //nolint:errcheck // best effort
 		}
+	}
+	// The child runs as the gateway's user, and a process may read the
+	// environment, memory and open files of another of its user's through
+	// /proc/<pid> unless that one is not dumpable: the gateway's environment
+	// holds the secrets kept out of the child's (Config.Env). The child's
+	// exec makes it dumpable again; only the gateway is hidden.
+	if was, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); err != nil || unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0) != nil {
+		s.log.Warn("cannot make the gateway non-dumpable; the child can read its environment and memory in /proc", "error", err)
+	} else {
+		defer unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(was), 0, 0, 0) //nolint:errcheck // best effort
 	}
 	stopReaper := s.reap.start(s.log)
 	defer func() {
