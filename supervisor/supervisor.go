@@ -673,12 +673,18 @@ func (s *Supervisor) recordExit(code int, desc string) {
 	s.mu.Unlock()
 }
 
-// killGroup signals the child's process group.
+// killGroup signals the child's process group. SIGTERM is followed by
+// SIGCONT (as systemd does): a stopped process (SIGSTOP, SIGTSTP) acts on
+// a SIGTERM only once continued, and would otherwise be killed when the
+// grace ends, without its own stop.
 func (s *Supervisor) killGroup(c *child, sig syscall.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := syscall.Kill(-c.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		s.log.Warn("signal child's process group", "signal", sig.String(), "pid", c.pid, "error", err)
+	}
+	if sig == syscall.SIGTERM {
+		_ = syscall.Kill(-c.pid, syscall.SIGCONT)
 	}
 }
 
@@ -734,6 +740,9 @@ func (s *Supervisor) signalStrays(pgid int, sig syscall.Signal, sent map[int]sys
 			}
 			if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 				s.log.Warn("signal a process the child left outside its process group", "pid", pid, "error", err)
+			}
+			if sig == syscall.SIGTERM {
+				_ = syscall.Kill(pid, syscall.SIGCONT) // as killGroup does
 			}
 		}
 	})

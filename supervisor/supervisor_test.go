@@ -301,6 +301,34 @@ func TestIgnoringTermIsKilledAfterGrace(t *testing.T) {
 	}
 }
 
+// TestStoppedChildGetsTerm: a child that is stopped (SIGSTOP, SIGTSTP)
+// when the gateway stops it gets SIGCONT after SIGTERM, and so acts on the
+// SIGTERM at once rather than being killed when the grace ends.
+func TestStoppedChildGetsTerm(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{
+		Command:      fmt.Sprintf(`trap 'exit 0' TERM; echo $$ > %s/pid; kill -STOP $$; while :; do sleep 0.05; done`, dir),
+		ReadyTimeout: time.Hour,
+		StopGrace:    time.Hour, // a killed child would hold the test up
+	})
+	pid := readPID(t, dir+"/pid")
+	waitFor(t, "the child stopped", func() bool { st, _, _ := procStat(pid); return st == 'T' })
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop(t) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-pid, syscall.SIGKILL) // end the test
+		t.Fatalf("a stopped child did not act on SIGTERM; logs:\n%s", h.logs())
+	}
+	if got := h.s.ExitCode(); got != 0 {
+		t.Errorf("ExitCode = %d, want 0 (its TERM trap's)", got)
+	}
+}
+
 // TestNoStopGrace: with no grace the child's TERM trap never gets to run
 // its course, on shutdown nor in what is left of the group of a child that
 // exited: SIGKILL follows SIGTERM at once. The traps would write their
