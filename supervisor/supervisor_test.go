@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
@@ -851,6 +852,45 @@ func TestOutputLinesIntact(t *testing.T) {
 	if !slices.Equal(stderr, []string{"on stderr"}) {
 		t.Errorf("stderr = %q", stderr)
 	}
+}
+
+// TestOutputCharactersNotSplit: a line cut into pieces of maxLine bytes is
+// cut between characters, never inside one (which the JSON log would turn
+// into two U+FFFD).
+func TestOutputCharactersNotSplit(t *testing.T) {
+	chars := []string{"é", "€", "😀"} // 2, 3 and 4 bytes
+	var cmd, want []string
+	for i, c := range chars {
+		// The character starts 1, 2 or 3 bytes before the cut.
+		cmd = append(cmd, fmt.Sprintf(`head -c %d /dev/zero | tr '\0' x; printf '%s%s\n'`, maxLine-i-1, octal(c), octal(c)))
+		want = append(want, strings.Repeat("x", maxLine-i-1)+c+c)
+	}
+	h := startSup(t, Config{Command: strings.Join(cmd, "; ")})
+	h.nextDelay(t) // output is read before the exit is reported
+	var got []string
+	pieces := ""
+	for _, e := range h.child.entries(t) {
+		if !utf8.ValidString(e.Message) || strings.ContainsRune(e.Message, utf8.RuneError) {
+			t.Errorf("a piece with a broken character: ...%q", e.Message[max(0, len(e.Message)-8):])
+		}
+		pieces += e.Message
+		if !strings.HasPrefix(e.Message, "x") { // the last piece of a line
+			got = append(got, pieces)
+			pieces = ""
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("lines put together again differ from the child's (%d lines, want %d)", len(got), len(want))
+	}
+}
+
+// octal spells s for a shell's printf, which takes \ooo escapes only.
+func octal(s string) string {
+	var b strings.Builder
+	for _, c := range []byte(s) {
+		fmt.Fprintf(&b, `\%03o`, c)
+	}
+	return b.String()
 }
 
 func TestChildEnvironment(t *testing.T) {
