@@ -239,6 +239,9 @@ func serve(ctx context.Context, cfg *Config, lg logs, ln net.Listener, extra []a
 	if p.supervisor != nil { // The child.
 		supCtx, stop := context.WithCancel(context.Background())
 		g.Add(func() error { return p.supervisor.Run(supCtx) }, func(error) { stop() })
+	} else if os.Getpid() == 1 { // PID 1 without a child: orphans come to it all the same.
+		reapCtx, stop := context.WithCancel(context.Background())
+		g.Add(func() error { supervisor.ReapOrphans(reapCtx, logger.Named("supervisor")); return nil }, func(error) { stop() })
 	}
 	{ // The provider's discovery and keys.
 		provCtx, stop := context.WithCancel(context.Background())

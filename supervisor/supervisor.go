@@ -37,7 +37,8 @@
 // Orphans that left the child's process group (descendants that called
 // setsid), which signals to the group miss, are ended with the child, SIGTERM
 // then SIGKILL after StopGrace, before a restart and at shutdown: in /proc they
-// are the gateway's children outside the child's group (endStrays).
+// are the gateway's children outside the child's group (endStrays). A
+// gateway that is PID 1 without a child of its own reaps with ReapOrphans.
 //
 // # The child's view of the gateway
 //
