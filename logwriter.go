@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"sync"
 	"time"
@@ -74,7 +75,7 @@ func (b *batchWriter) Write(p []byte) (int, error) {
 	if b.closed {
 		b.mu.Unlock()
 		if b.acquire() {
-			b.write(p)
+			b.write(bytes.Clone(p)) // the caller's: write may give up on it and return
 		}
 		return len(p), nil
 	}

@@ -232,6 +232,24 @@ func TestBatchWriterStoppingGivesUp(t *testing.T) {
 	}
 }
 
+// TestBatchWriterLineGivenUpOnAfterClose: a line written after Close that
+// the output does not take in time is written as it was, although its
+// caller has reused its buffer since.
+func TestBatchWriterLineGivenUpOnAfterClose(t *testing.T) {
+	out := &recordWriter{gate: make(chan struct{})}
+	b := newBatchWriter(out, time.Hour, 1<<10)
+	b.Close()
+	b.Stopping()
+	p := []byte("the line\n")
+	_, _ = b.Write(p) // given up on after stopWait
+	copy(p, "reused!!\n")
+	close(out.gate)
+	testkit.WaitFor(t, "the line written", 5*time.Second, func() bool { n, _ := out.got(); return n == 1 })
+	if _, all := out.got(); all != "the line\n" {
+		t.Errorf("wrote %q, want the line as it was written", all)
+	}
+}
+
 // failingWriter counts its writes, each of which fails as a write to a
 // pipe whose reader is gone does.
 type failingWriter struct {
