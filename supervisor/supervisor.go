@@ -340,12 +340,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) //nolint:errcheck // best effort
 		}
 	}
-	// The child runs as the gateway's user, and a process may read the
-	// environment, memory and open files of another of its user's through
-	// /proc/<pid> unless that one is not dumpable: the gateway's environment
-	// holds the secrets kept out of the child's (Config.Env). The child's
-	// exec makes it dumpable again; only the gateway is hidden.
-	if was, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); err != nil || unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0) != nil {
+	// Hide the gateway's environment and memory from the child (the
+	// package comment's "The child's view of the gateway"). The child's
+	// exec makes it dumpable again: only the gateway is hidden.
+	was, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+	if err == nil {
+		err = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	}
+	if err != nil {
 		s.log.Warn("cannot make the gateway non-dumpable; the child can read its environment and memory in /proc", "error", err)
 	} else {
 		defer unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(was), 0, 0, 0) //nolint:errcheck // best effort
