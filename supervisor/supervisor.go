@@ -567,15 +567,25 @@ func (s *Supervisor) awaitReady(ctx context.Context, c *child, port int) (ws sys
 		case ws = <-c.status:
 			return ws, true, readySince
 		case <-timeout.C:
-			s.log.Error("child did not listen in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout.String(), "hint", s.portHint())
+			s.log.Error("child did not listen in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout.String(), "hint", s.waitHint(port))
 			return ws, false, readySince
 		case <-ctx.Done():
 			return ws, false, readySince
 		case <-tick.C:
 			waited += s.cfg.WaitLogInterval
-			s.log.Info("waiting for the child to listen", "pid", c.pid, "port", port, "duration", waited.String(), "hint", s.portHint())
+			s.log.Info("waiting for the child to listen", "pid", c.pid, "port", port, "duration", waited.String(), "hint", s.waitHint(port))
 		}
 	}
+}
+
+// waitHint is the hint of the messages of a child that does not listen:
+// that it listens on the IPv6 loopback, where the gateway does not
+// connect, or else how it is told its port.
+func (s *Supervisor) waitHint(port int) string {
+	if listensOnIPv6Loopback(port) {
+		return fmt.Sprintf("something listens on [::1]:%d, the IPv6 loopback, but the gateway connects to 127.0.0.1:%d: make the server listen on 127.0.0.1 (one told to listen on \"localhost\" may have chosen ::1)", port, port)
+	}
+	return s.portHint()
 }
 
 // portHint says how the child is told its port, for the messages of a child

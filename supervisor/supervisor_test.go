@@ -475,8 +475,17 @@ func TestWaitingForPortIsLogged(t *testing.T) {
 		{"{port} in the command", Config{Command: "exec sleep 100 {port}"}, "in the PORT environment variable and as {port} in its command"},
 		{"{port} in the arguments", Config{Args: []string{"sleep", "100", "{port}"}}, "in the PORT environment variable and as {port} in its command"},
 		{"a fixed port", Config{Command: "exec sleep 100", Port: fixed}, "the port is fixed (MCP_SPAWN_PORT) and in the PORT environment variable"},
+		// Listening on "localhost" can give the IPv6 loopback alone.
+		{"on the IPv6 loopback", Config{Args: []string{testBin(t)}, Env: []string{"SVTEST_HELPER=serve", "SVTEST_HOST=::1"}}, "listens on [::1]:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if slices.Contains(tc.cfg.Env, "SVTEST_HOST=::1") {
+				l, err := net.Listen("tcp", "[::1]:0")
+				if err != nil {
+					t.Skipf("no IPv6 loopback here: %v", err)
+				}
+				l.Close()
+			}
 			tc.cfg.WaitLogInterval = 20 * time.Millisecond
 			tc.cfg.ReadyTimeout = time.Hour
 			h := startSup(t, tc.cfg)
