@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"sync"
 	"time"
@@ -22,41 +23,60 @@ const (
 	// that cannot keep up (a full pipe) holds back every line from then
 	// on, as one write per line would: the batch never grows far past it.
 	batchSize = 64 << 10
+	// stopWait is, once the gateway is stopping, the longest the lines
+	// wait for an output that takes nothing (a log reader that stopped
+	// reading, a log driver that hangs): the child must still be stopped
+	// in order and the gateway exit. Lines the output has not taken by
+	// then are dropped, and so are later ones while it still takes nothing.
+	stopWait = time.Second
 )
 
 // batchWriter is an io.Writer that keeps each Write whole and in order,
 // and writes them to out in batches: when batchSize is reached, when
 // batchInterval has passed since the first line not yet written, or at
 // Flush. Write never fails: a failed write to out is dropped, as hclog
-// drops it.
+// drops it. Writes to out are made on a goroutine of their own, so that
+// once Stopping was called, a caller waits for an output that takes
+// nothing at most stopWait, and not at all while a write given up on is
+// still stuck (the lines are then dropped).
 type batchWriter struct {
 	out      io.Writer
 	interval time.Duration
 	size     int
 	timer    *time.Timer // flushes; armed by the first line into an empty buf
 
-	wmu sync.Mutex // held while a batch is written to out: batches go out in order
+	// writing holds a token while a batch is written to out: batches go
+	// out in order. A channel, not a mutex: a stopping gateway can stop
+	// waiting for it.
+	writing  chan struct{}
+	stopping chan struct{} // closed by Stopping
+	stopOnce sync.Once
 
 	mu     sync.Mutex // guards the rest
 	buf    []byte     // lines not yet written
 	spare  []byte     // the last batch's buffer, for reuse
 	closed bool       // Close was called: every Write goes straight out
+	stuck  bool       // a write to out was given up on and has not returned
 }
 
 func newBatchWriter(out io.Writer, interval time.Duration, size int) *batchWriter {
-	b := &batchWriter{out: out, interval: interval, size: size}
+	b := &batchWriter{out: out, interval: interval, size: size, writing: make(chan struct{}, 1), stopping: make(chan struct{})}
 	b.timer = time.AfterFunc(time.Hour, b.Flush)
 	b.timer.Stop()
 	return b
 }
 
+// Stopping says the gateway is stopping: from now on no caller waits for
+// out more than stopWait (see batchWriter).
+func (b *batchWriter) Stopping() { b.stopOnce.Do(func() { close(b.stopping) }) }
+
 func (b *batchWriter) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		b.wmu.Lock()
-		defer b.wmu.Unlock()
-		_, _ = b.out.Write(p)
+		if b.acquire() {
+			b.write(bytes.Clone(p)) // the caller's: write may give up on it and return
+		}
 		return len(p), nil
 	}
 	first := len(b.buf) == 0
@@ -82,8 +102,7 @@ func (b *batchWriter) Flush() { b.flush(false) }
 func (b *batchWriter) Close() { b.flush(true) }
 
 func (b *batchWriter) flush(closing bool) {
-	b.wmu.Lock()
-	defer b.wmu.Unlock()
+	taken := b.acquire()
 	b.mu.Lock()
 	p := b.buf
 	b.buf, b.spare = b.spare[:0], nil
@@ -92,12 +111,85 @@ func (b *batchWriter) flush(closing bool) {
 		b.timer.Stop()
 	}
 	b.mu.Unlock()
-	if len(p) > 0 {
-		_, _ = b.out.Write(p)
+	if !taken {
+		return // stopping, and out takes nothing: the lines are dropped
 	}
-	if !closing && cap(p) <= 2*b.size { // a batch grown by one huge line is not kept
+	if len(p) == 0 {
+		<-b.writing
+		return
+	}
+	if b.write(p) && !closing && cap(p) <= 2*b.size { // a batch grown by one huge line is not kept
 		b.mu.Lock()
 		b.spare = p[:0]
 		b.mu.Unlock()
+	}
+}
+
+// acquire takes the token to write to out and reports whether it did. It
+// waits as long as it takes, unless the gateway is stopping: then at most
+// stopWait, and not at all while a write given up on is stuck.
+func (b *batchWriter) acquire() bool {
+	select {
+	case b.writing <- struct{}{}:
+		return true
+	case <-b.stopping:
+	}
+	b.mu.Lock()
+	stuck := b.stuck
+	b.mu.Unlock()
+	if stuck {
+		select {
+		case b.writing <- struct{}{}:
+			return true
+		default:
+			return false
+		}
+	}
+	t := time.NewTimer(stopWait)
+	defer t.Stop()
+	select {
+	case b.writing <- struct{}{}:
+		return true
+	case <-t.C:
+		b.mu.Lock()
+		b.stuck = true // the write holding the token clears it when it returns
+		b.mu.Unlock()
+		return false
+	}
+}
+
+// write writes p to out, holding the token, which it releases once out
+// returns. It waits for that as acquire waits for the token; false: it
+// gave up, and p is still being written.
+func (b *batchWriter) write(p []byte) bool {
+	done := make(chan struct{})
+	go func() {
+		_, _ = b.out.Write(p)
+		b.mu.Lock()
+		b.stuck = false
+		close(done)
+		b.mu.Unlock()
+		<-b.writing
+	}()
+	select {
+	case <-done:
+		return true
+	case <-b.stopping:
+	}
+	t := time.NewTimer(stopWait)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	select {
+	case <-done:
+		return true
+	default:
+		b.stuck = true
+		return false
 	}
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -12,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
@@ -178,6 +183,73 @@ func TestBatchWriterBackpressure(t *testing.T) {
 	}
 }
 
+// TestBatchWriterStoppingGivesUp: once Stopping was called, an output
+// that takes nothing holds a writer up at most stopWait, and later lines
+// not at all (dropped); an output that takes writes again gets the lines
+// after that.
+func TestBatchWriterStoppingGivesUp(t *testing.T) {
+	out := &recordWriter{gate: make(chan struct{})}
+	b := newBatchWriter(out, time.Hour, 1<<10)
+	line := []byte(strings.Repeat("s", 99) + "\n")
+	stuck := make(chan struct{})
+	go func() {
+		for range 11 { // the 11th crosses the size: its Flush waits for out
+			_, _ = b.Write(line)
+		}
+		close(stuck)
+	}()
+	select {
+	case <-stuck:
+		t.Fatal("a full batch was not held back before Stopping")
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.Stopping()
+	select {
+	case <-stuck:
+	case <-time.After(stopWait + 5*time.Second):
+		t.Fatal("the writer waiting for out was not let go after Stopping")
+	}
+	// The first batch is still stuck in out: later lines are dropped at once.
+	returned := make(chan struct{})
+	go func() {
+		for range 20 {
+			_, _ = b.Write(line)
+		}
+		b.Close()
+		_, _ = b.Write([]byte("after close\n"))
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(stopWait / 2):
+		t.Fatal("lines after a write given up on waited for out")
+	}
+	close(out.gate) // out takes writes again
+	testkit.WaitFor(t, "the stuck batch written", 5*time.Second, func() bool { n, _ := out.got(); return n == 1 })
+	_, _ = b.Write([]byte("later\n"))
+	if n, all := out.got(); n != 2 || !strings.HasSuffix(all, "later\n") {
+		t.Errorf("after out recovered: %d writes ending %q, want the line written", n, all[max(0, len(all)-20):])
+	}
+}
+
+// TestBatchWriterLineGivenUpOnAfterClose: a line written after Close that
+// the output does not take in time is written as it was, although its
+// caller has reused its buffer since.
+func TestBatchWriterLineGivenUpOnAfterClose(t *testing.T) {
+	out := &recordWriter{gate: make(chan struct{})}
+	b := newBatchWriter(out, time.Hour, 1<<10)
+	b.Close()
+	b.Stopping()
+	p := []byte("the line\n")
+	_, _ = b.Write(p) // given up on after stopWait
+	copy(p, "reused!!\n")
+	close(out.gate)
+	testkit.WaitFor(t, "the line written", 5*time.Second, func() bool { n, _ := out.got(); return n == 1 })
+	if _, all := out.got(); all != "the line\n" {
+		t.Errorf("wrote %q, want the line as it was written", all)
+	}
+}
+
 // failingWriter counts its writes, each of which fails as a write to a
 // pipe whose reader is gone does.
 type failingWriter struct {
@@ -249,5 +321,60 @@ func TestNewLoggerBatchesFiles(t *testing.T) {
 	var buf testkit.LogBuffer
 	if lg := newLogger(LogConfig{Level: hclog.Info}, &buf); lg.batch != nil {
 		t.Fatal("a writer that is not a file is batched")
+	}
+}
+
+// TestChildStoppedWhileLogOutputStalls: a log reader that stops reading (a
+// log driver that hangs) fills the gateway's stderr pipe, and every line
+// logged from then on waits for it. A stopping gateway must still stop its
+// child and return, dropping the lines the output does not take.
+func TestChildStoppedWhileLogOutputStalls(t *testing.T) {
+	dir := t.TempDir()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	defer r.Close() // last: ends a write still stuck in the pipe (EPIPE)
+	is := testkit.StartIssuer(t, nil)
+	env := gatewayEnv(is.URL, map[string]string{
+		"MCP_SPAWN_CMD": fmt.Sprintf("echo $$ > %[1]s/pid; echo up; while [ ! -f %[1]s/flood ]; do sleep 0.01; done; yes flood", dir),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"mcp-oauth-proxy"}, envOf(env), io.Discard, w) }()
+
+	// Read the log until the child is up, then read no more.
+	sc := bufio.NewScanner(r)
+	for sc.Scan() && !strings.Contains(sc.Text(), `"@message":"up"`) {
+	}
+	child := 0
+	testkit.WaitFor(t, "the child's pid", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(dir + "/pid")
+		child, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return child > 0
+	})
+	if err := os.WriteFile(dir+"/flood", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "the log pipe full", 20*time.Second, func() bool {
+		n, err := unix.IoctlGetInt(int(r.Fd()), unix.TIOCINQ) // FIONREAD: bytes not yet read
+		return err == nil && n >= 64<<10
+	})
+
+	cancel() // as SIGTERM does
+	select {
+	case err := <-done:
+		if got := exitStatus(err); got != 143 {
+			t.Errorf("exit status %d, want 143 (the child's SIGTERM)", got)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("run did not return with its log output stalled")
+		go func() { _, _ = io.Copy(io.Discard, r) }() // let it finish
+		<-done
+	}
+	if err := syscall.Kill(child, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("the child %d is still there: %v", child, err)
 	}
 }

@@ -110,6 +110,15 @@ type logs struct {
 	batch *batchWriter // nil, or what holds the lines briefly (logwriter.go)
 }
 
+// stopping says the gateway is stopping: from now on a log output that
+// takes nothing holds up no line for long (batchWriter), so that it cannot
+// keep the child from being stopped.
+func (l logs) stopping() {
+	if l.batch != nil {
+		l.batch.Stopping()
+	}
+}
+
 // close writes the lines held back; later lines go straight out.
 func (l logs) close() {
 	if l.batch != nil {
@@ -198,7 +207,7 @@ func serve(ctx context.Context, cfg *Config, lg logs, ln net.Listener, extra []a
 
 	var g oklog.Group
 	{ // Signals: SIGTERM/SIGINT stop everything; the rest go to the child.
-		a := signalActor(ctx, sigs, logger, p.supervisor)
+		a := signalActor(ctx, sigs, logger, p.supervisor, lg.stopping)
 		g.Add(a.execute, a.interrupt)
 	}
 	{ // The public listener. Its interrupt drains: it returns once in-flight
@@ -231,6 +240,9 @@ func serve(ctx context.Context, cfg *Config, lg logs, ln net.Listener, extra []a
 	if p.supervisor != nil { // The child.
 		supCtx, stop := context.WithCancel(context.Background())
 		g.Add(func() error { return p.supervisor.Run(supCtx) }, func(error) { stop() })
+	} else if os.Getpid() == 1 { // PID 1 without a child: orphans come to it all the same.
+		reapCtx, stop := context.WithCancel(context.Background())
+		g.Add(func() error { supervisor.ReapOrphans(reapCtx, logger.Named("supervisor")); return nil }, func(error) { stop() })
 	}
 	{ // The provider's discovery and keys.
 		provCtx, stop := context.WithCancel(context.Background())
@@ -474,8 +486,9 @@ type actor struct {
 }
 
 // signalActor ends the group on SIGTERM or SIGINT and forwards the other
-// signals to the child (sup nil: there is none).
-func signalActor(ctx context.Context, sigs <-chan os.Signal, logger hclog.Logger, sup *supervisor.Supervisor) actor {
+// signals to the child (sup nil: there is none). stopping is called first
+// whenever the group ends, before anything is logged.
+func signalActor(ctx context.Context, sigs <-chan os.Signal, logger hclog.Logger, sup *supervisor.Supervisor, stopping func()) actor {
 	done := make(chan struct{})
 	return actor{func() error {
 		for {
@@ -483,9 +496,11 @@ func signalActor(ctx context.Context, sigs <-chan os.Signal, logger hclog.Logger
 			case <-done:
 				return nil
 			case <-ctx.Done():
+				stopping()
 				return ctx.Err()
 			case s := <-sigs:
 				if s == syscall.SIGTERM || s == syscall.SIGINT {
+					stopping()
 					logger.Info("shutting down", "signal", s.String())
 					return oklog.SignalError{Signal: s}
 				}
@@ -495,7 +510,7 @@ func signalActor(ctx context.Context, sigs <-chan os.Signal, logger hclog.Logger
 				}
 			}
 		}
-	}, onceFunc(func() { close(done) })}
+	}, onceFunc(func() { stopping(); close(done) })}
 }
 
 // serverActor serves ln with srv until interrupted, which closes both.

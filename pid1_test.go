@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -82,4 +84,69 @@ func TestSpawnAsPID1(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUpstreamModeReapsAsPID1: as PID 1 without a child of its own
+// (MCP_UPSTREAM_URL), the gateway still gets the namespace's orphans (of a
+// `docker exec` that left something in the background), and must reap
+// them rather than let them stay zombies.
+func TestUpstreamModeReapsAsPID1(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_SYS_ADMIN) to create a PID namespace")
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		t.Skip("needs nsenter (util-linux) to start processes in the gateway's namespace")
+	}
+	cmd := exec.Command(buildBinary(t))
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"), "PORT=0", "LISTEN_HOST=127.0.0.1", "LOG_FORMAT=json",
+		"OIDC_ISSUER_URL=http://127.0.0.1:1", "OIDC_AUDIENCE=x", "RESOURCE_URL=http://127.0.0.1", "ALLOW_SUBS=x",
+		"MCP_UPSTREAM_URL=http://127.0.0.1:1",
+	}
+	var out testkit.LogBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("cannot create a PID namespace here (needs CAP_SYS_ADMIN): %v", err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-waitErr
+	}()
+	testkit.WaitFor(t, "the gateway to listen", 15*time.Second, func() bool {
+		return strings.Contains(out.String(), `"@message":"listening"`)
+	})
+	gw := cmd.Process.Pid
+	// Two sleeps whose parent subshells exit at once: orphans, and so the
+	// gateway's children, until they exit.
+	if b, err := exec.Command(nsenter, "-t", strconv.Itoa(gw), "-p", "--", "sh", "-c", "(sleep 0.2 &); (sleep 0.2 &)").CombinedOutput(); err != nil {
+		t.Fatalf("nsenter: %v\n%s", err, b)
+	}
+	testkit.WaitFor(t, "the orphans gone, not left as zombies", 10*time.Second, func() bool {
+		return len(childrenOf(gw)) == 0
+	})
+}
+
+// childrenOf lists the processes whose parent is ppid (zombies included).
+func childrenOf(ppid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

@@ -15,12 +15,14 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 )
 
-// maxLine is the longest piece of a line logged as one entry; longer lines
-// are split into pieces of this size, nothing is dropped.
+// maxLine is about the longest piece of a line logged as one entry; longer
+// lines are split into pieces of this size (3 bytes more when a character
+// would be cut), nothing is dropped.
 const maxLine = 64 * 1024
 
 // shell runs Config.Command, as `sh -c` does for MCP_SPAWN_CMD.
@@ -127,12 +129,20 @@ func (c *child) waitOutput(d time.Duration) {
 }
 
 // copyLines logs r line by line and keeps the last lines in t. Lines longer
-// than maxLine are logged in pieces of maxLine bytes; a last line without a
-// newline is logged too.
+// than maxLine are logged in pieces of about maxLine bytes, cut between
+// UTF-8 characters (a character cut in two would be logged as two U+FFFD);
+// a last line without a newline is logged too.
 func copyLines(r io.Reader, log hclog.Logger, t *tail, stream string, pid int) {
 	br := bufio.NewReaderSize(r, maxLine)
+	var carry []byte // the start of a character the last piece ended in
 	for {
 		line, err := br.ReadSlice('\n')
+		if len(carry) > 0 {
+			line, carry = append(carry, line...), nil
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			line, carry = cutCharacter(line)
+		}
 		if len(line) > 0 {
 			text := string(line)
 			if t, ok := strings.CutSuffix(text, "\n"); ok {
@@ -145,6 +155,20 @@ func copyLines(r io.Reader, log hclog.Logger, t *tail, stream string, pid int) {
 			return
 		}
 	}
+}
+
+// cutCharacter splits a piece of a line before the UTF-8 character it ends
+// in the middle of, if any; rest is a copy.
+func cutCharacter(piece []byte) (whole, rest []byte) {
+	for i := len(piece) - 1; i >= 0 && i >= len(piece)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(piece[i]) {
+			if !utf8.FullRune(piece[i:]) {
+				return piece[:i], append([]byte(nil), piece[i:]...)
+			}
+			break
+		}
+	}
+	return piece, nil
 }
 
 // childEnv is base with PORT=port in place of any PORT it has.

@@ -27,7 +27,8 @@ import (
 // The test binary doubles as the fixtures: with SVTEST_HELPER set, TestMain
 // runs a helper instead of the tests.
 //
-//	serve: an HTTP server on 127.0.0.1:$PORT answering "ok". SVTEST_ARGS_OUT:
+//	serve: an HTTP server on 127.0.0.1:$PORT (SVTEST_HOST: on that host
+//	       instead) answering "ok". SVTEST_ARGS_OUT:
 //	       write {"args","port"} there first; SVTEST_BINDFAIL: create this
 //	       file if the port is taken; SVTEST_HUP_FILE: append "HUP" on SIGHUP;
 //	       SVTEST_TERM_DELAY: on SIGTERM wait this long, then exit 0.
@@ -61,7 +62,11 @@ func helperServe() {
 	// ready once it listens, and tests signal it from then on.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
-	l, err := net.Listen("tcp", "127.0.0.1:"+port)
+	host := "127.0.0.1"
+	if h := os.Getenv("SVTEST_HOST"); h != "" {
+		host = h
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {
 		if f := os.Getenv("SVTEST_BINDFAIL"); f != "" {
 			os.WriteFile(f, []byte(err.Error()), 0o644)

@@ -51,6 +51,35 @@ func foreignListener(port int) bool {
 // unspecified address of either family, or ::ffff:127.0.0.1.
 func listeningInodes(port int) []string {
 	var out []string
+	for _, l := range listeners(port) {
+		if l.ip.IsUnspecified() || l.ip.Equal(net.IPv4(127, 0, 0, 1)) {
+			out = append(out, l.inode)
+		}
+	}
+	return out
+}
+
+// listensOnIPv6Loopback reports whether a socket listens on [::1]:port,
+// where connections to 127.0.0.1 do not arrive: what a server told to
+// listen on "localhost" may have done.
+func listensOnIPv6Loopback(port int) bool {
+	for _, l := range listeners(port) {
+		if l.ip.Equal(net.IPv6loopback) {
+			return true
+		}
+	}
+	return false
+}
+
+// listener is a TCP socket in LISTEN state, from /proc/net/tcp{,6}.
+type listener struct {
+	ip    net.IP
+	inode string
+}
+
+// listeners returns the TCP sockets in LISTEN state on port.
+func listeners(port int) []listener {
+	var out []listener
 	for _, name := range []string{"net/tcp", "net/tcp6"} {
 		f, err := os.Open(procRoot + "/" + name)
 		if err != nil {
@@ -64,9 +93,8 @@ func listeningInodes(port int) []string {
 			if len(fields) < 10 || fields[3] != "0A" { // 0A: TCP_LISTEN
 				continue
 			}
-			ip, p, ok := parseProcAddr(fields[1])
-			if ok && p == port && (ip.IsUnspecified() || ip.Equal(net.IPv4(127, 0, 0, 1))) {
-				out = append(out, fields[9])
+			if ip, p, ok := parseProcAddr(fields[1]); ok && p == port {
+				out = append(out, listener{ip: ip, inode: fields[9]})
 			}
 		}
 		f.Close()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,9 +35,21 @@ func startPID1(t *testing.T, command string, env ...string) *pid1 {
 // startHarness runs the harness in the new namespaces of cloneflags.
 func startHarness(t *testing.T, cloneflags uintptr, command string, env ...string) *pid1 {
 	t.Helper()
-	cmd := exec.Command(testBin(t), "-test.run=^$")
+	return runHarness(t, harnessCmd(testBin(t), cloneflags, command, env...))
+}
+
+// harnessCmd is the command that runs bin, a copy of the test binary, as
+// the harness.
+func harnessCmd(bin string, cloneflags uintptr, command string, env ...string) *exec.Cmd {
+	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), append([]string{"SVTEST_HELPER=pid1", "SVTEST_CMD=" + command}, env...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: cloneflags, Setpgid: true}
+	return cmd
+}
+
+// runHarness starts cmd, from harnessCmd, and follows its log.
+func runHarness(t *testing.T, cmd *exec.Cmd) *pid1 {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -270,5 +283,45 @@ func TestNoShellStopsRun(t *testing.T) {
 	want := `cannot start the MCP server: \"true\": it needs /bin/sh: no such file or directory (exit 127)`
 	if !strings.Contains(p.logs(), want) {
 		t.Errorf("no log line with %s:\n%s", want, p.logs())
+	}
+}
+
+// TestChildCannotReadGateway: the child runs as the gateway's user, yet
+// it cannot read the gateway's environment in /proc, which holds the
+// secrets kept out of the child's own. As root the test runs the harness
+// and so its child as another user, as a container's non-root user would.
+func TestChildCannotReadGateway(t *testing.T) {
+	bin := testBin(t)
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		// The test binary's directory is root's alone: copy it where
+		// the other user can run it.
+		dir := t.TempDir()
+		for _, d := range []string{filepath.Dir(dir), dir} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin = dir + "/harness"
+		if err := os.WriteFile(bin, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cred = &syscall.Credential{Uid: 65534, Gid: 65534}
+	}
+	cmd := harnessCmd(bin, 0, `if head -c1 /proc/$PPID/environ >/dev/null 2>&1; then echo environ-readable; else echo environ-denied; fi; exec sleep 100`)
+	cmd.Dir = "/"
+	cmd.SysProcAttr.Credential = cred
+	p := runHarness(t, cmd)
+	p.waitLog(t, `"@message":"environ-`)
+	if !strings.Contains(p.logs(), `"@message":"environ-denied"`) {
+		t.Errorf("the child can read the gateway's environment:\n%s", p.logs())
+	}
+	p.signal(t, syscall.SIGTERM)
+	if got := p.exitCode(t); got != 143 {
+		t.Errorf("exit code %d, want 143:\n%s", got, p.logs())
 	}
 }

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/signal"
@@ -57,6 +58,22 @@ func (r *reaper) start(log hclog.Logger) (stop func()) {
 		wg.Wait()
 		r.reapNow()
 	}
+}
+
+// ReapOrphans reaps every child process of this one as it exits, until ctx
+// is done: for a gateway that is PID 1 without a child of its own (no
+// Supervisor runs), to which the kernel gives the namespace's orphans all
+// the same (what a `docker exec` left in the background). It must not run
+// while a Supervisor runs, nor while anything else waits for child
+// processes.
+func ReapOrphans(ctx context.Context, log hclog.Logger) {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	var r reaper
+	stop := r.start(log)
+	<-ctx.Done()
+	stop()
 }
 
 // startProcess starts a process under the reaper's lock and registers its

@@ -37,7 +37,15 @@
 // Orphans that left the child's process group (descendants that called
 // setsid), which signals to the group miss, are ended with the child, SIGTERM
 // then SIGKILL after StopGrace, before a restart and at shutdown: in /proc they
-// are the gateway's children outside the child's group (endStrays).
+// are the gateway's children outside the child's group (endStrays). A
+// gateway that is PID 1 without a child of its own reaps with ReapOrphans.
+//
+// # The child's view of the gateway
+//
+// The child runs as the gateway's user, so /proc would show it the
+// gateway's environment, which holds the secrets the caller keeps out of
+// Config.Env, and its memory. Run makes the process non-dumpable while it
+// runs (PR_SET_DUMPABLE 0), which makes those files the kernel's to guard.
 //
 // While Run runs, nothing else in the process may wait for child processes
 // (os/exec's Wait would fail with "no child processes").
@@ -332,6 +340,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) //nolint:errcheck // best effort
 		}
 	}
+	// Hide the gateway's environment and memory from the child (the
+	// package comment's "The child's view of the gateway"). The child's
+	// exec makes it dumpable again: only the gateway is hidden.
+	was, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+	if err == nil {
+		err = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	}
+	if err != nil {
+		s.log.Warn("cannot make the gateway non-dumpable; the child can read its environment and memory in /proc", "error", err)
+	} else {
+		defer unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(was), 0, 0, 0) //nolint:errcheck // best effort
+	}
 	stopReaper := s.reap.start(s.log)
 	defer func() {
 		if os.Getpid() == 1 {
@@ -547,15 +567,25 @@ func (s *Supervisor) awaitReady(ctx context.Context, c *child, port int) (ws sys
 		case ws = <-c.status:
 			return ws, true, readySince
 		case <-timeout.C:
-			s.log.Error("child did not listen in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout, "hint", s.portHint())
+			s.log.Error("child did not listen in time; stopping it", "pid", c.pid, "port", port, "duration", s.cfg.ReadyTimeout, "hint", s.waitHint(port))
 			return ws, false, readySince
 		case <-ctx.Done():
 			return ws, false, readySince
 		case <-tick.C:
 			waited += s.cfg.WaitLogInterval
-			s.log.Info("waiting for the child to listen", "pid", c.pid, "port", port, "duration", waited, "hint", s.portHint())
+			s.log.Info("waiting for the child to listen", "pid", c.pid, "port", port, "duration", waited, "hint", s.waitHint(port))
 		}
 	}
+}
+
+// waitHint is the hint of the messages of a child that does not listen:
+// that it listens on the IPv6 loopback, where the gateway does not
+// connect, or else how it is told its port.
+func (s *Supervisor) waitHint(port int) string {
+	if listensOnIPv6Loopback(port) {
+		return fmt.Sprintf("something listens on [::1]:%d, the IPv6 loopback, but the gateway connects to 127.0.0.1:%d: make the server listen on 127.0.0.1 (one told to listen on \"localhost\" may have chosen ::1)", port, port)
+	}
+	return s.portHint()
 }
 
 // portHint says how the child is told its port, for the messages of a child
@@ -659,12 +689,18 @@ func (s *Supervisor) recordExit(code int, desc string) {
 	s.mu.Unlock()
 }
 
-// killGroup signals the child's process group.
+// killGroup signals the child's process group. SIGTERM is followed by
+// SIGCONT (as systemd does): a stopped process (SIGSTOP, SIGTSTP) acts on
+// a SIGTERM only once continued, and would otherwise be killed when the
+// grace ends, without its own stop.
 func (s *Supervisor) killGroup(c *child, sig syscall.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := syscall.Kill(-c.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		s.log.Warn("signal child's process group", "signal", sig.String(), "pid", c.pid, "error", err)
+	}
+	if sig == syscall.SIGTERM {
+		_ = syscall.Kill(-c.pid, syscall.SIGCONT)
 	}
 }
 
@@ -720,6 +756,9 @@ func (s *Supervisor) signalStrays(pgid int, sig syscall.Signal, sent map[int]sys
 			}
 			if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 				s.log.Warn("signal a process the child left outside its process group", "pid", pid, "error", err)
+			}
+			if sig == syscall.SIGTERM {
+				_ = syscall.Kill(pid, syscall.SIGCONT) // as killGroup does
 			}
 		}
 	})

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mcp-oauth-proxy/mcp-oauth-proxy/testkit"
 )
@@ -307,6 +308,34 @@ func TestIgnoringTermIsKilledAfterGrace(t *testing.T) {
 	}
 }
 
+// TestStoppedChildGetsTerm: a child that is stopped (SIGSTOP, SIGTSTP)
+// when the gateway stops it gets SIGCONT after SIGTERM, and so acts on the
+// SIGTERM at once rather than being killed when the grace ends.
+func TestStoppedChildGetsTerm(t *testing.T) {
+	dir := t.TempDir()
+	h := startSup(t, Config{
+		Command:      fmt.Sprintf(`trap 'exit 0' TERM; echo $$ > %s/pid; kill -STOP $$; while :; do sleep 0.05; done`, dir),
+		ReadyTimeout: time.Hour,
+		StopGrace:    time.Hour, // a killed child would hold the test up
+	})
+	pid := readPID(t, dir+"/pid")
+	waitFor(t, "the child stopped", func() bool { st, _, _ := procStat(pid); return st == 'T' })
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop(t) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-pid, syscall.SIGKILL) // end the test
+		t.Fatalf("a stopped child did not act on SIGTERM; logs:\n%s", h.logs())
+	}
+	if got := h.s.ExitCode(); got != 0 {
+		t.Errorf("ExitCode = %d, want 0 (its TERM trap's)", got)
+	}
+}
+
 // TestNoStopGrace: with no grace the child's TERM trap never gets to run
 // its course, on shutdown nor in what is left of the group of a child that
 // exited: SIGKILL follows SIGTERM at once. The traps would write their
@@ -452,8 +481,17 @@ func TestWaitingForPortIsLogged(t *testing.T) {
 		{"{port} in the command", Config{Command: "exec sleep 100 {port}"}, "in the PORT environment variable and as {port} in its command"},
 		{"{port} in the arguments", Config{Args: []string{"sleep", "100", "{port}"}}, "in the PORT environment variable and as {port} in its command"},
 		{"a fixed port", Config{Command: "exec sleep 100", Port: fixed}, "the port is fixed (MCP_SPAWN_PORT) and in the PORT environment variable"},
+		// Listening on "localhost" can give the IPv6 loopback alone.
+		{"on the IPv6 loopback", Config{Args: []string{testBin(t)}, Env: []string{"SVTEST_HELPER=serve", "SVTEST_HOST=::1"}}, "listens on [::1]:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if slices.Contains(tc.cfg.Env, "SVTEST_HOST=::1") {
+				l, err := net.Listen("tcp", "[::1]:0")
+				if err != nil {
+					t.Skipf("no IPv6 loopback here: %v", err)
+				}
+				l.Close()
+			}
 			tc.cfg.WaitLogInterval = 20 * time.Millisecond
 			tc.cfg.ReadyTimeout = time.Hour
 			h := startSup(t, tc.cfg)
@@ -829,6 +867,45 @@ func TestOutputLinesIntact(t *testing.T) {
 	if !slices.Equal(stderr, []string{"on stderr"}) {
 		t.Errorf("stderr = %q", stderr)
 	}
+}
+
+// TestOutputCharactersNotSplit: a line cut into pieces of maxLine bytes is
+// cut between characters, never inside one (which the JSON log would turn
+// into two U+FFFD).
+func TestOutputCharactersNotSplit(t *testing.T) {
+	chars := []string{"é", "€", "😀"} // 2, 3 and 4 bytes
+	var cmd, want []string
+	for i, c := range chars {
+		// The character starts 1, 2 or 3 bytes before the cut.
+		cmd = append(cmd, fmt.Sprintf(`head -c %d /dev/zero | tr '\0' x; printf '%s%s\n'`, maxLine-i-1, octal(c), octal(c)))
+		want = append(want, strings.Repeat("x", maxLine-i-1)+c+c)
+	}
+	h := startSup(t, Config{Command: strings.Join(cmd, "; ")})
+	h.nextDelay(t) // output is read before the exit is reported
+	var got []string
+	pieces := ""
+	for _, e := range h.child.entries(t) {
+		if !utf8.ValidString(e.Message) || strings.ContainsRune(e.Message, utf8.RuneError) {
+			t.Errorf("a piece with a broken character: ...%q", e.Message[max(0, len(e.Message)-8):])
+		}
+		pieces += e.Message
+		if !strings.HasPrefix(e.Message, "x") { // the last piece of a line
+			got = append(got, pieces)
+			pieces = ""
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("lines put together again differ from the child's (%d lines, want %d)", len(got), len(want))
+	}
+}
+
+// octal spells s for a shell's printf, which takes \ooo escapes only.
+func octal(s string) string {
+	var b strings.Builder
+	for _, c := range []byte(s) {
+		fmt.Fprintf(&b, `\%03o`, c)
+	}
+	return b.String()
 }
 
 func TestChildEnvironment(t *testing.T) {
