@@ -1,10 +1,14 @@
 package supervisor
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -16,6 +20,7 @@ import (
 // StartError is Run's error when the MCP server cannot be started in a way
 // that restarting would not cure:
 //
+//   - /bin/sh cannot parse Command (sh -n, before anything runs): Code 2;
 //   - the first start cannot execute the program (not found, not
 //     executable, no /bin/sh for Command): Code 127 or 126;
 //   - the first child exits with status 127 or 126 before it was ready
@@ -96,6 +101,43 @@ func (s *Supervisor) unrecoverable(a attempt, first bool) *StartError {
 		}
 	default:
 		return nil
+	}
+	return e
+}
+
+// checkSyntax has the shell read Config.Command without running it (sh
+// -n): a command it cannot parse makes sh exit 2 at every start, which
+// would be restarted for ever. That is a StartError with Code 2 and the
+// shell's words instead, before anything runs. Without Command, without a
+// shell (start says so) or when the check itself cannot run, it is nil.
+func (s *Supervisor) checkSyntax() *StartError {
+	if s.cfg.Command == "" {
+		return nil
+	}
+	if _, err := os.Stat(shell); err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, shell, "-n", "-c", strings.ReplaceAll(s.cfg.Command, "{port}", "1"))
+	cmd.Env, cmd.Dir = []string{}, "/"
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	var ee *exec.ExitError
+	if err := cmd.Run(); !errors.As(err, &ee) || ctx.Err() != nil {
+		return nil
+	}
+	// The reason is the shell's first line; the lines after it (bash
+	// repeats the line it could not read) are the tail.
+	e := &StartError{Command: s.cfg.Command, Code: 2, Reason: "the shell cannot read it"}
+	for _, l := range strings.Split(out.String(), "\n") {
+		switch l = strings.TrimSpace(l); {
+		case l == "":
+		case e.Reason == "the shell cannot read it":
+			e.Reason += ": " + l
+		case len(e.Tail) < tailLines:
+			e.Tail = append(e.Tail, l)
+		}
 	}
 	return e
 }

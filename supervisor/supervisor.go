@@ -352,6 +352,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	} else {
 		defer unix.Prctl(unix.PR_SET_DUMPABLE, uintptr(was), 0, 0, 0) //nolint:errcheck // best effort
 	}
+	// Before the reaper starts, since the check waits for its own process.
+	if e := s.checkSyntax(); e != nil {
+		s.mu.Lock()
+		s.exitCode, s.lastExit, s.state = e.Code, e.Reason, StateStopped
+		s.mu.Unlock()
+		return e
+	}
 	stopReaper := s.reap.start(s.log)
 	defer func() {
 		if os.Getpid() == 1 {

@@ -115,6 +115,8 @@ func TestUnstartableStopsRun(t *testing.T) {
 			fmt.Sprintf(`cannot start the MCP server: %q: %s%s: permission denied \(exit 126\)`, plain, shellSays, regexp.QuoteMeta(plain))},
 		{"sh: exit 127", Config{Command: "exit 127"},
 			regexp.QuoteMeta(`cannot start the MCP server: "exit 127": command not found (exit 127)`)},
+		{"sh: syntax error", Config{Command: "echo {port}; if then fi"},
+			`cannot start the MCP server: "echo \{port\}; if then fi": the shell cannot read it: .*syntax error.* \(exit 2\)`},
 		{"sh: exit 126", Config{Command: "echo cannot run it >&2; exit 126"},
 			regexp.QuoteMeta(`cannot start the MCP server: "echo cannot run it >&2; exit 126": cannot run it (exit 126)`)},
 	} {
