@@ -201,8 +201,7 @@ func serve(ctx context.Context, cfg *Config, lg logs, ln net.Listener, extra []a
 	// Keep every signal registration until serve returns: after signal.Stop
 	// a second SIGTERM would kill the gateway before its child.
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1,
-		syscall.SIGUSR2, syscall.SIGQUIT, syscall.SIGWINCH)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGTERM, syscall.SIGINT}, forwarded...)...)
 	defer signal.Stop(sigs)
 
 	var g oklog.Group
@@ -484,6 +483,17 @@ type actor struct {
 	execute   func() error
 	interrupt func(error)
 }
+
+// forwarded are the signals the gateway passes to its child's process
+// group (with no child it takes them and does nothing). Beyond those a
+// process manager sends (HUP, USR1, USR2, QUIT, WINCH, ALRM, PWR) they
+// include ABRT, TRAP, SYS and STKFLT: were they not taken, Go's runtime
+// would end the gateway on them at once with a stack dump and status 2, the
+// status of a configuration error, leaving the child behind; and any
+// process of the namespace, the child included, may send them to PID 1.
+var forwarded = []os.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT,
+	syscall.SIGWINCH, syscall.SIGALRM, syscall.SIGPWR, syscall.SIGABRT, syscall.SIGTRAP,
+	syscall.SIGSYS, syscall.SIGSTKFLT}
 
 // signalActor ends the group on SIGTERM or SIGINT and forwards the other
 // signals to the child (sup nil: there is none). stopping is called first

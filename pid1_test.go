@@ -150,3 +150,61 @@ func childrenOf(ppid int) []int {
 	}
 	return out
 }
+
+// TestSignalsForwardedAsPID1: as PID 1 the gateway passes every signal of
+// forwarded to its child's group and stays up, ABRT, TRAP, SYS and STKFLT
+// included, on which Go's runtime would otherwise end it at once (status 2,
+// the child left behind).
+func TestSignalsForwardedAsPID1(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_SYS_ADMIN) to create a PID namespace")
+	}
+	var script strings.Builder
+	for _, s := range forwarded {
+		n := int(s.(syscall.Signal))
+		script.WriteString("trap 'echo got " + strconv.Itoa(n) + "' " + strconv.Itoa(n) + "; ")
+	}
+	script.WriteString("echo up; while :; do sleep 0.05; done")
+	cmd := exec.Command(buildBinary(t))
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"), "PORT=0", "LISTEN_HOST=127.0.0.1", "LOG_FORMAT=json",
+		"OIDC_ISSUER_URL=http://127.0.0.1:1", "OIDC_AUDIENCE=x", "RESOURCE_URL=http://127.0.0.1", "ALLOW_SUBS=x",
+		"SHUTDOWN_GRACE=2s", "MCP_SPAWN_CMD=" + script.String(),
+	}
+	var out testkit.LogBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("cannot create a PID namespace here (needs CAP_SYS_ADMIN): %v", err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-waitErr
+	}()
+	testkit.WaitFor(t, "the child to be set up", 15*time.Second, func() bool {
+		return strings.Contains(out.String(), `"@message":"up"`)
+	})
+	for _, s := range forwarded {
+		if err := cmd.Process.Signal(s); err != nil {
+			t.Fatalf("%v: %v\n%s", s, err, out.String())
+		}
+		got := `"@message":"got ` + strconv.Itoa(int(s.(syscall.Signal))) + `"`
+		testkit.WaitFor(t, "the child to get "+s.String(), 10*time.Second, func() bool {
+			return strings.Contains(out.String(), got)
+		})
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waitErr:
+		waitErr <- err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("PID 1 did not exit after SIGTERM; log:\n%s", out.String())
+	}
+	if got := cmd.ProcessState.ExitCode(); got != 143 {
+		t.Errorf("exit status %d, want 143 (the child killed by SIGTERM); log:\n%s", got, out.String())
+	}
+}
