@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -29,6 +30,9 @@ const (
 	// in order and the gateway exit. Lines the output has not taken by
 	// then are dropped, and so are later ones while it still takes nothing.
 	stopWait = time.Second
+	// stuckAfter is how long a write to the output may take before
+	// /readyz says the gateway is not ready (Ready).
+	stuckAfter = 5 * time.Second
 )
 
 // batchWriter is an io.Writer that keeps each Write whole and in order,
@@ -57,13 +61,32 @@ type batchWriter struct {
 	spare  []byte     // the last batch's buffer, for reuse
 	closed bool       // Close was called: every Write goes straight out
 	stuck  bool       // a write to out was given up on and has not returned
+	since  time.Time  // when the write to out in progress began; zero: none
+
+	stuckAfter time.Duration // Ready: stuckAfter; shorter in tests
 }
 
 func newBatchWriter(out io.Writer, interval time.Duration, size int) *batchWriter {
-	b := &batchWriter{out: out, interval: interval, size: size, writing: make(chan struct{}, 1), stopping: make(chan struct{})}
+	b := &batchWriter{out: out, interval: interval, size: size, stuckAfter: stuckAfter, writing: make(chan struct{}, 1), stopping: make(chan struct{})}
 	b.timer = time.AfterFunc(time.Hour, b.Flush)
 	b.timer.Stop()
 	return b
+}
+
+// Ready reports, for /readyz, whether out takes what is written to it: not
+// when a write has waited longer than stuckAfter (a log reader that stopped
+// reading, a log driver that hangs), since every request then waits for
+// its log line. A load balancer then sends the traffic elsewhere.
+func (b *batchWriter) Ready() (bool, string) {
+	b.mu.Lock()
+	since := b.since
+	b.mu.Unlock()
+	if !since.IsZero() {
+		if d := time.Since(since); d > b.stuckAfter {
+			return false, fmt.Sprintf("the log output has taken nothing for %s: requests wait for their log lines", d.Truncate(time.Second))
+		}
+	}
+	return true, ""
 }
 
 // Stopping says the gateway is stopping: from now on no caller waits for
@@ -163,10 +186,13 @@ func (b *batchWriter) acquire() bool {
 // gave up, and p is still being written.
 func (b *batchWriter) write(p []byte) bool {
 	done := make(chan struct{})
+	b.mu.Lock()
+	b.since = time.Now()
+	b.mu.Unlock()
 	go func() {
 		_, _ = b.out.Write(p)
 		b.mu.Lock()
-		b.stuck = false
+		b.stuck, b.since = false, time.Time{}
 		close(done)
 		b.mu.Unlock()
 		<-b.writing

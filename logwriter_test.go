@@ -378,3 +378,25 @@ func TestChildStoppedWhileLogOutputStalls(t *testing.T) {
 		t.Errorf("the child %d is still there: %v", child, err)
 	}
 }
+
+// TestBatchWriterReadyWhileStuck: /readyz's log check fails while a write
+// to the output has waited longer than stuckAfter, and holds again once the
+// output takes it.
+func TestBatchWriterReadyWhileStuck(t *testing.T) {
+	out := &recordWriter{gate: make(chan struct{})}
+	b := newBatchWriter(out, time.Hour, 1<<10)
+	b.stuckAfter = 50 * time.Millisecond
+	if ok, detail := b.Ready(); !ok {
+		t.Fatalf("ready before any write: %v %q", ok, detail)
+	}
+	go func() { _, _ = b.Write([]byte("line\n")); b.Flush() }()
+	testkit.WaitFor(t, "the check to fail while out takes nothing", 5*time.Second, func() bool {
+		ok, detail := b.Ready()
+		return !ok && strings.Contains(detail, "log output has taken nothing")
+	})
+	close(out.gate)
+	testkit.WaitFor(t, "the check to hold once out took the line", 5*time.Second, func() bool {
+		ok, _ := b.Ready()
+		return ok
+	})
+}

@@ -366,6 +366,9 @@ func build(cfg *Config, lg logs, withMetrics bool) (*parts, error) {
 	}
 
 	ready := []healthz.Check{{Name: "provider", Part: p.provider}}
+	if lg.batch != nil { // an output that takes nothing holds every request
+		ready = append(ready, healthz.Check{Name: "log", Part: lg.batch})
+	}
 	if st.redis != nil { // named in /readyz, never making it 503
 		ready = append(ready, healthz.Check{Name: "store", Part: st.redis})
 	}
