@@ -230,8 +230,11 @@ func serve(ctx context.Context, cfg *Config, lg logs, ln net.Listener, extra []a
 			// Event streams the gate relays after their handler returned
 			// are connections Shutdown no longer sees: endStreams closed
 			// them, and each ends at once; wait for their audit lines, but
-			// never hold the exit on them.
-			if !waitGroupFor(p.detached, max(cfg.Listen.ShutdownGrace, time.Second)) {
+			// never hold the exit on them: within what is left of the
+			// grace, or 1 s, so that the whole shutdown stays within
+			// 2 x SHUTDOWN_GRACE (docs/supervisor.md) and 1 s.
+			deadline, _ := drainCtx.Deadline()
+			if !waitGroupFor(p.detached, max(time.Until(deadline), time.Second)) {
 				logger.Warn("event streams still ending after the shutdown grace; their audit lines may be missing")
 			}
 		}))
