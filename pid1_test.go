@@ -19,10 +19,6 @@ import (
 // exits with its child's status. The provider is unreachable on purpose:
 // that is not fatal, and the supervisor does not depend on it.
 func TestSpawnAsPID1(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_SYS_ADMIN) to create a PID namespace")
-	}
-	bin := buildBinary(t)
 	for _, tc := range []struct {
 		name  string
 		cmd   string
@@ -40,47 +36,13 @@ func TestSpawnAsPID1(t *testing.T) {
 		{"three-level tree stops on SIGTERM", `sh -c 'sh -c "sleep 100" & sleep 100' & echo up; wait`, "up", nil, 143},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(bin)
-			cmd.Env = append([]string{
-				"PATH=" + os.Getenv("PATH"), "PORT=0", "LISTEN_HOST=127.0.0.1", "LOG_FORMAT=json",
-				"OIDC_ISSUER_URL=http://127.0.0.1:1", "OIDC_AUDIENCE=x", "RESOURCE_URL=http://127.0.0.1", "ALLOW_SUBS=x",
-				"SHUTDOWN_GRACE=5s", "MCP_SPAWN_CMD=" + tc.cmd,
-			}, tc.env...)
-			var out testkit.LogBuffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
-			if err := cmd.Start(); err != nil {
-				t.Skipf("cannot create a PID namespace here (needs CAP_SYS_ADMIN): %v", err)
+			g := startPID1Gateway(t, append([]string{"SHUTDOWN_GRACE=5s", "MCP_SPAWN_CMD=" + tc.cmd}, tc.env...)...)
+			g.waitLog(t, "the child to be set up", tc.ready)
+			if got := g.stop(t); got != tc.want {
+				t.Errorf("exit status %d, want %d; log:\n%s", got, tc.want, g.out.String())
 			}
-			waitErr := make(chan error, 1)
-			go func() { waitErr <- cmd.Wait() }()
-			t.Cleanup(func() {
-				_ = cmd.Process.Kill()
-				<-waitErr
-				waitErr <- nil
-			})
-			testkit.WaitFor(t, "the child to be set up", 15*time.Second, func() bool {
-				return strings.Contains(out.String(), `"@message":"`+tc.ready)
-			})
-			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			var err error
-			select {
-			case err = <-waitErr:
-				waitErr <- err
-			case <-time.After(20 * time.Second):
-				t.Fatalf("PID 1 did not exit after SIGTERM; log:\n%s", out.String())
-			}
-			var ee *exec.ExitError
-			if err != nil && !errors.As(err, &ee) {
-				t.Fatal(err)
-			}
-			if got := cmd.ProcessState.ExitCode(); got != tc.want {
-				t.Errorf("exit status %d, want %d; log:\n%s", got, tc.want, out.String())
-			}
-			if killed := strings.Contains(out.String(), "killing it"); killed != (tc.want == 137) {
-				t.Errorf("SIGKILL used: %v, want %v; log:\n%s", killed, tc.want == 137, out.String())
+			if killed := strings.Contains(g.out.String(), "killing it"); killed != (tc.want == 137) {
+				t.Errorf("SIGKILL used: %v, want %v; log:\n%s", killed, tc.want == 137, g.out.String())
 			}
 		})
 	}
@@ -91,35 +53,13 @@ func TestSpawnAsPID1(t *testing.T) {
 // `docker exec` that left something in the background), and must reap
 // them rather than let them stay zombies.
 func TestUpstreamModeReapsAsPID1(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_SYS_ADMIN) to create a PID namespace")
-	}
 	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
 		t.Skip("needs nsenter (util-linux) to start processes in the gateway's namespace")
 	}
-	cmd := exec.Command(buildBinary(t))
-	cmd.Env = []string{
-		"PATH=" + os.Getenv("PATH"), "PORT=0", "LISTEN_HOST=127.0.0.1", "LOG_FORMAT=json",
-		"OIDC_ISSUER_URL=http://127.0.0.1:1", "OIDC_AUDIENCE=x", "RESOURCE_URL=http://127.0.0.1", "ALLOW_SUBS=x",
-		"MCP_UPSTREAM_URL=http://127.0.0.1:1",
-	}
-	var out testkit.LogBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Skipf("cannot create a PID namespace here (needs CAP_SYS_ADMIN): %v", err)
-	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		<-waitErr
-	}()
-	testkit.WaitFor(t, "the gateway to listen", 15*time.Second, func() bool {
-		return strings.Contains(out.String(), `"@message":"listening"`)
-	})
-	gw := cmd.Process.Pid
+	g := startPID1Gateway(t, "MCP_UPSTREAM_URL=http://127.0.0.1:1")
+	g.waitLog(t, "the gateway to listen", "listening")
+	gw := g.cmd.Process.Pid
 	// Two sleeps whose parent subshells exit at once: orphans, and so the
 	// gateway's children, until they exit.
 	if b, err := exec.Command(nsenter, "-t", strconv.Itoa(gw), "-p", "--", "sh", "-c", "(sleep 0.2 &); (sleep 0.2 &)").CombinedOutput(); err != nil {
@@ -156,55 +96,86 @@ func childrenOf(ppid int) []int {
 // included, on which Go's runtime would otherwise end it at once (status 2,
 // the child left behind).
 func TestSignalsForwardedAsPID1(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_SYS_ADMIN) to create a PID namespace")
-	}
 	var script strings.Builder
 	for _, s := range forwarded {
 		n := int(s.(syscall.Signal))
 		script.WriteString("trap 'echo got " + strconv.Itoa(n) + "' " + strconv.Itoa(n) + "; ")
 	}
 	script.WriteString("echo up; while :; do sleep 0.05; done")
+	g := startPID1Gateway(t, "SHUTDOWN_GRACE=2s", "MCP_SPAWN_CMD="+script.String())
+	g.waitLog(t, "the child to be set up", "up")
+	for _, s := range forwarded {
+		if err := g.cmd.Process.Signal(s); err != nil {
+			t.Fatalf("%v: %v\n%s", s, err, g.out.String())
+		}
+		g.waitLog(t, "the child to get "+s.String(), "got "+strconv.Itoa(int(s.(syscall.Signal)))+`"`)
+	}
+	if got := g.stop(t); got != 143 {
+		t.Errorf("exit status %d, want 143 (the child killed by SIGTERM); log:\n%s", got, g.out.String())
+	}
+}
+
+// pid1Gateway is the gateway binary running as PID 1 of a PID namespace of
+// its own.
+type pid1Gateway struct {
+	cmd     *exec.Cmd
+	out     *testkit.LogBuffer
+	waitErr chan error // its Wait's result, put back by whoever takes it
+}
+
+// startPID1Gateway starts the gateway binary as PID 1 of a new PID
+// namespace, with a configuration whose provider is unreachable on
+// purpose (that is not fatal) and env after it, and ends it when the test
+// does. It skips without root.
+func startPID1Gateway(t *testing.T, env ...string) *pid1Gateway {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_SYS_ADMIN) to create a PID namespace")
+	}
 	cmd := exec.Command(buildBinary(t))
-	cmd.Env = []string{
+	cmd.Env = append([]string{
 		"PATH=" + os.Getenv("PATH"), "PORT=0", "LISTEN_HOST=127.0.0.1", "LOG_FORMAT=json",
 		"OIDC_ISSUER_URL=http://127.0.0.1:1", "OIDC_AUDIENCE=x", "RESOURCE_URL=http://127.0.0.1", "ALLOW_SUBS=x",
-		"SHUTDOWN_GRACE=2s", "MCP_SPAWN_CMD=" + script.String(),
-	}
-	var out testkit.LogBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	}, env...)
+	g := &pid1Gateway{cmd: cmd, out: new(testkit.LogBuffer), waitErr: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = g.out, g.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Skipf("cannot create a PID namespace here (needs CAP_SYS_ADMIN): %v", err)
 	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	defer func() {
+	go func() { g.waitErr <- cmd.Wait() }()
+	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-waitErr
-	}()
-	testkit.WaitFor(t, "the child to be set up", 15*time.Second, func() bool {
-		return strings.Contains(out.String(), `"@message":"up"`)
+		<-g.waitErr
+		g.waitErr <- nil
 	})
-	for _, s := range forwarded {
-		if err := cmd.Process.Signal(s); err != nil {
-			t.Fatalf("%v: %v\n%s", s, err, out.String())
-		}
-		got := `"@message":"got ` + strconv.Itoa(int(s.(syscall.Signal))) + `"`
-		testkit.WaitFor(t, "the child to get "+s.String(), 10*time.Second, func() bool {
-			return strings.Contains(out.String(), got)
-		})
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	return g
+}
+
+// waitLog waits until the log has a line whose message starts with msg.
+func (g *pid1Gateway) waitLog(t *testing.T, what, msg string) {
+	t.Helper()
+	testkit.WaitFor(t, what, 15*time.Second, func() bool {
+		return strings.Contains(g.out.String(), `"@message":"`+msg)
+	})
+}
+
+// stop sends SIGTERM and returns the exit status.
+func (g *pid1Gateway) stop(t *testing.T) int {
+	t.Helper()
+	if err := g.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	select {
-	case err := <-waitErr:
-		waitErr <- err
+	case err = <-g.waitErr:
+		g.waitErr <- err
 	case <-time.After(20 * time.Second):
-		t.Fatalf("PID 1 did not exit after SIGTERM; log:\n%s", out.String())
+		t.Fatalf("PID 1 did not exit after SIGTERM; log:\n%s", g.out.String())
 	}
-	if got := cmd.ProcessState.ExitCode(); got != 143 {
-		t.Errorf("exit status %d, want 143 (the child killed by SIGTERM); log:\n%s", got, out.String())
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
 	}
+	return g.cmd.ProcessState.ExitCode()
 }
