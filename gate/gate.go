@@ -45,6 +45,8 @@ package gate
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -242,6 +244,13 @@ type Config struct {
 	// 503 with Retry-After, as while it is not ready, rather than 502.
 	// False: such failures are 502.
 	UpstreamRestarts bool
+
+	// UpstreamRootCAs are the certificate authorities an https:// upstream's
+	// certificate must chain to (verified as always: host name, expiry, TLS
+	// 1.2 or later). Nil: the system's roots (on Linux SSL_CERT_FILE and
+	// SSL_CERT_DIR choose them; that is how an operator trusts a private
+	// CA). Unused with a Transport.
+	UpstreamRootCAs *x509.CertPool
 
 	// UpstreamPath (MCP_UPSTREAM_PATH) is a prefix joined after the upstream
 	// URL's own path: "/" is sent to UpstreamPath, "/x" to UpstreamPath+"/x".
@@ -487,7 +496,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err := g.setCORS(cfg.CORSOrigins, selfOrigin(cfg.ResourceMetadataURL), policies); err != nil {
 		return nil, err
 	}
-	g.setProxy(cfg.Transport, cfg.MaxUpstreamConns)
+	g.setProxy(cfg.Transport, cfg.MaxUpstreamConns, cfg.UpstreamRootCAs)
 	return g, nil
 }
 
@@ -646,16 +655,20 @@ func (g *gate) setCORS(origins []string, self string, policies map[string]string
 // httputil.ReverseProxy; or, when transport is nil, over the gate's own
 // client (a pool of at most maxConns connections, DefaultMaxUpstreamConns
 // when not positive) for an http:// upstream, and a keep-alive
-// http.Transport of the same settings for an https:// one.
-func (g *gate) setProxy(transport http.RoundTripper, maxConns int) {
+// http.Transport of the same settings for an https:// one, verifying its
+// certificate against roots (nil: the system's).
+func (g *gate) setProxy(transport http.RoundTripper, maxConns int, roots *x509.CertPool) {
 	if transport == nil {
 		if maxConns <= 0 {
 			maxConns = DefaultMaxUpstreamConns
 		}
 		g.conns = newUpstreamPool(maxConns, time.Now) // real time: it closes real connections
 		transport = &http.Transport{
-			Proxy:                 nil, // never an HTTP_PROXY from the environment for the child
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			Proxy:       nil, // never an HTTP_PROXY from the environment for the child
+			DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			// HTTP/1.1 only (a DialContext keeps net/http from trying
+			// HTTP/2), verified as always: never InsecureSkipVerify.
+			TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 			MaxIdleConns:          512,
 			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,

@@ -1,0 +1,128 @@
+package gate
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Tests of the https:// upstream path (httputil.ReverseProxy and its
+// http.Transport, proxy.go) held to what the gate's own client guarantees
+// for an http:// one: the same scenario run over both, each against an
+// upstream on 127.0.0.1; and the upstream's certificate verified.
+
+// upstreamTLS returns a server configuration with httptest's certificate
+// (for 127.0.0.1, ::1, example.com and *.example.com) and a pool that
+// trusts it.
+func upstreamTLS(t testing.TB) (*tls.Config, *x509.CertPool) {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS()
+	cfg := srv.TLS.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	srv.Close()
+	return cfg, pool
+}
+
+// TestHTTPSUpstreamVerified: an https:// upstream's certificate is
+// verified, against UpstreamRootCAs when set: a certificate no trusted
+// authority signed (self-signed), or one for another name than the URL's
+// host (which the gate sends as SNI), is 502 with a body that names
+// nothing internal and no TLS detail, and the upstream is never asked. A
+// trusted one is spoken to over HTTP/1.1, even when it offers HTTP/2.
+func TestHTTPSUpstreamVerified(t *testing.T) {
+	env := newIssuer(t)
+	tok := env.token(t, "alice", nil)
+	var mu sync.Mutex
+	var names []string // SNI of each handshake
+	var protos []string
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		protos = append(protos, r.Proto)
+		mu.Unlock()
+		_, _ = io.WriteString(w, "ok")
+	}))
+	up.EnableHTTP2 = true
+	up.TLS = &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		mu.Lock()
+		names = append(names, hello.ServerName)
+		mu.Unlock()
+		return nil, nil
+	}}
+	up.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	trusted := x509.NewCertPool()
+	trusted.AddCert(up.Certificate())
+	ip := serverURL(t, up)
+	byName := &url.URL{Scheme: "https", Host: "localhost:" + ip.Port()} // not a name of the certificate
+	// An upstream that speaks only TLS 1.0 and 1.1, with a trusted
+	// certificate.
+	old := httptest.NewUnstartedServer(up.Config.Handler)
+	old.TLS = &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11, GetConfigForClient: up.TLS.GetConfigForClient}
+	old.Config.ErrorLog = up.Config.ErrorLog
+	old.StartTLS()
+	t.Cleanup(old.Close)
+
+	for _, c := range []struct {
+		name   string
+		target *url.URL
+		roots  *x509.CertPool
+		status int
+		sni    string
+	}{
+		{"trusted", ip, trusted, http.StatusOK, ""},
+		{"self-signed, system roots", ip, nil, http.StatusBadGateway, ""},
+		{"signed by another authority", ip, x509.NewCertPool(), http.StatusBadGateway, ""},
+		{"another name than the certificate's", byName, trusted, http.StatusBadGateway, "localhost"},
+		{"TLS 1.1", serverURL(t, old), trusted, http.StatusBadGateway, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			mu.Lock()
+			names, protos = nil, nil
+			mu.Unlock()
+			var logs logBuffer
+			s := newSetup(t, env, nil, func(cfg *Config) {
+				cfg.Upstream, cfg.UpstreamRootCAs, cfg.Logger = Static(c.target), c.roots, jsonLogger(&logs)
+			})
+			resp, body := s.do(t, http.MethodPost, "/mcp", bearerHeader(tok), strings.NewReader("{}"))
+			if resp.StatusCode != c.status {
+				t.Fatalf("got %d %q, want %d", resp.StatusCode, body, c.status)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(names) == 0 || names[0] != c.sni {
+				t.Errorf("SNI: got %q, want %q first", names, c.sni)
+			}
+			if c.status == http.StatusOK {
+				if body != "ok" || len(protos) != 1 || protos[0] != "HTTP/1.1" {
+					t.Errorf("got %q over %q, want ok over HTTP/1.1", body, protos)
+				}
+				return
+			}
+			if len(protos) != 0 {
+				t.Errorf("the upstream was asked %d times", len(protos))
+			}
+			if jsonError(t, body) != "bad_gateway" {
+				t.Errorf("body %q, want bad_gateway", body)
+			}
+			for _, leak := range []string{"127.0.0.1", "localhost", "x509", "tls", "certificate", "version", c.target.Port()} {
+				if strings.Contains(strings.ToLower(body), leak) {
+					t.Errorf("the answer names %q: %s", leak, body)
+				}
+			}
+			if line := logs.next(t, "proxy: upstream failed", 0); !strings.Contains(line["error"].(string), "tls: ") {
+				t.Errorf("the log does not say why: %v", line)
+			}
+		})
+	}
+}
