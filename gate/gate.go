@@ -665,10 +665,16 @@ func (g *gate) setProxy(transport http.RoundTripper, maxConns int, roots *x509.C
 		g.conns = newUpstreamPool(maxConns, time.Now) // real time: it closes real connections
 		transport = &http.Transport{
 			Proxy:       nil, // never an HTTP_PROXY from the environment for the child
-			DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext: (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 			// HTTP/1.1 only (a DialContext keeps net/http from trying
 			// HTTP/2), verified as always: never InsecureSkipVerify.
-			TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			// Connecting is bounded as on the http path: a server that
+			// accepts and never completes the handshake is 502, not a
+			// request that hangs. net/http dials apart from the request,
+			// and a request whose body it has not read yet does not see
+			// its client leave, so this bound is the only one.
+			TLSHandshakeTimeout:   dialTimeout,
 			MaxIdleConns:          512,
 			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,

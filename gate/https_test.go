@@ -5,12 +5,14 @@ import (
 	"crypto/x509"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Tests of the https:// upstream path (httputil.ReverseProxy and its
@@ -124,5 +126,63 @@ func TestHTTPSUpstreamVerified(t *testing.T) {
 				t.Errorf("the log does not say why: %v", line)
 			}
 		})
+	}
+}
+
+// TestHTTPSHandshakeBounded: an https upstream that accepts the connection
+// but never completes the TLS handshake is 502 once the handshake's time
+// is up, as a connection that cannot be made is on the http path (dial
+// timeout): the request does not hang for as long as its client waits.
+// The bound is shortened here (the gate's is dialTimeout); one that is
+// not there stays unbounded, and the client's own timeout fails the test.
+func TestHTTPSHandshakeBounded(t *testing.T) {
+	env := newIssuer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept() // and never a byte back
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	target := &url.URL{Scheme: "https", Host: ln.Addr().String()}
+	s := newSetup(t, env, nil, func(c *Config) { c.Upstream = Static(target) })
+	t.Cleanup(func() {
+		// Before the gate's server closes, which waits for a request
+		// still in its handshake.
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	tr, ok := s.gate.proxy.Transport.(*http.Transport)
+	if !ok {
+		t.Fatalf("the https transport is a %T", s.gate.proxy.Transport)
+	}
+	tr.TLSHandshakeTimeout = min(tr.TLSHandshakeTimeout, 200*time.Millisecond)
+
+	req, _ := http.NewRequest(http.MethodPost, s.front.URL+"/mcp", strings.NewReader("{}"))
+	req.Header = bearerHeader(env.token(t, "alice", nil))
+	client := s.front.Client()
+	client.Timeout = 5 * time.Second
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("no answer while the handshake hangs: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || jsonError(t, string(body)) != "bad_gateway" {
+		t.Errorf("got %d %q, want 502 bad_gateway", resp.StatusCode, body)
 	}
 }
