@@ -391,11 +391,11 @@ type Config struct {
 	// of the same settings.
 	Transport http.RoundTripper
 
-	// MaxUpstreamConns bounds the connections the gate's own client keeps
-	// open to the upstream, busy and idle (an open event stream holds
-	// one). A request that finds them all busy waits up to 5 s for one,
-	// then gets 503 with Retry-After. Zero: DefaultMaxUpstreamConns. Unused
-	// with a Transport.
+	// MaxUpstreamConns bounds the connections the gate's own client (or,
+	// for an https:// upstream, its own http.Transport) keeps open to the
+	// upstream, busy and idle (an open event stream holds one). A request
+	// that finds them all busy waits up to 5 s for one, then gets 503 with
+	// Retry-After. Zero: DefaultMaxUpstreamConns. Unused with a Transport.
 	MaxUpstreamConns int
 
 	// Logger receives the audit log (info) and proxy errors (warn); every
@@ -674,7 +674,10 @@ func (g *gate) setProxy(transport http.RoundTripper, maxConns int, roots *x509.C
 			// request that hangs. net/http dials apart from the request,
 			// and a request whose body it has not read yet does not see
 			// its client leave, so this bound is the only one.
-			TLSHandshakeTimeout:   dialTimeout,
+			TLSHandshakeTimeout: dialTimeout,
+			// Bounded as the gate's own pool is; boundWait gives up
+			// waiting for one as the pool does.
+			MaxConnsPerHost:       maxConns,
 			MaxIdleConns:          512,
 			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,

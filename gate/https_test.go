@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -184,5 +185,80 @@ func TestHTTPSHandshakeBounded(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadGateway || jsonError(t, string(body)) != "bad_gateway" {
 		t.Errorf("got %d %q, want 502 bad_gateway", resp.StatusCode, body)
+	}
+}
+
+// TestUpstreamConnsBounded: over both paths, at most MaxUpstreamConns
+// connections reach the upstream; a request that finds them all busy waits
+// for one (the gate's wait), then gets 503 with Retry-After, and one that
+// waits while a connection comes free gets it.
+func TestUpstreamConnsBounded(t *testing.T) {
+	env := newIssuer(t)
+	tok := env.token(t, "alice", nil)
+	for _, scheme := range []string{"http", "https"} {
+		t.Run(scheme, func(t *testing.T) {
+			release := make(chan struct{})
+			var inFlight, conns atomic.Int64
+			up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/slow" {
+					inFlight.Add(1)
+					<-release
+				}
+				_, _ = io.WriteString(w, "ok")
+			}))
+			up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			var roots *x509.CertPool
+			if scheme == "https" {
+				up.StartTLS()
+				roots = x509.NewCertPool()
+				roots.AddCert(up.Certificate())
+			} else {
+				up.Start()
+			}
+			t.Cleanup(up.Close)
+			s := newSetup(t, env, nil, func(c *Config) {
+				c.Upstream, c.UpstreamRootCAs, c.MaxUpstreamConns = Static(serverURL(t, up)), roots, 2
+			})
+			s.gate.conns.wait = 300 * time.Millisecond
+
+			slow := make(chan int, 2)
+			for range 2 {
+				go func() {
+					resp, _ := s.do(t, http.MethodPost, "/slow", bearerHeader(tok), strings.NewReader("{}"))
+					slow <- resp.StatusCode
+				}()
+			}
+			for inFlight.Load() < 2 {
+				time.Sleep(5 * time.Millisecond)
+			}
+			resp, body := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || jsonError(t, body) != "unavailable" {
+				t.Errorf("all busy: got %d %q (Retry-After %q), want 503 unavailable with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+			}
+
+			s.gate.conns.wait = time.Minute
+			waited := make(chan int, 1)
+			go func() {
+				resp, _ := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
+				waited <- resp.StatusCode
+			}()
+			time.Sleep(50 * time.Millisecond) // waiting, most likely; if not, it finds one free
+			close(release)
+			for range 2 {
+				if st := <-slow; st != http.StatusOK {
+					t.Errorf("slow request: got %d, want 200", st)
+				}
+			}
+			if st := <-waited; st != http.StatusOK {
+				t.Errorf("waiting request: got %d, want 200", st)
+			}
+			if n := conns.Load(); n > 2 {
+				t.Errorf("the upstream accepted %d connections, want at most 2", n)
+			}
+		})
 	}
 }
