@@ -677,12 +677,15 @@ func (g *gate) setProxy(transport http.RoundTripper, maxConns int, roots *x509.C
 			TLSHandshakeTimeout: dialTimeout,
 			// Bounded as the gate's own pool is; boundWait gives up
 			// waiting for one as the pool does.
-			MaxConnsPerHost:       maxConns,
-			MaxIdleConns:          512,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+			MaxConnsPerHost: maxConns,
+			// As the gate's own client reads a head (upstreamparse.go);
+			// net/http's default is 10 MiB.
+			MaxResponseHeaderBytes: maxResponseHeadBytes,
+			MaxIdleConns:           512,
+			MaxIdleConnsPerHost:    256,
+			IdleConnTimeout:        90 * time.Second,
+			ExpectContinueTimeout:  time.Second,
+			DisableCompression:     true, // pass Accept-Encoding and bodies through untouched
 		}
 	}
 	g.proxy = &httputil.ReverseProxy{

@@ -262,3 +262,41 @@ func TestUpstreamConnsBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamHeadsBounded: over both paths, an upstream's answer head is
+// at most maxResponseHeadBytes, after at most max1xx informational
+// answers; past either it is 502, and nothing of it reaches the client.
+func TestUpstreamHeadsBounded(t *testing.T) {
+	env := newIssuer(t)
+	tok := env.token(t, "alice", nil)
+	const final = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\nok"
+	early := "HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n"
+	head := func(size int) string { // a final answer's head of about size bytes
+		return "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", size-100) + "\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\nok"
+	}
+	for _, c := range []struct {
+		name, answer string
+		status       int
+	}{
+		{"as many 1xx as allowed", strings.Repeat(early, max1xx) + final, http.StatusOK},
+		{"one 1xx too many", strings.Repeat(early, max1xx+1) + final, http.StatusBadGateway},
+		{"a great many 1xx", strings.Repeat(early, 1000) + final, http.StatusBadGateway},
+		{"a head just under the bound", head(maxResponseHeadBytes - 1024), http.StatusOK},
+		{"a head over the bound", head(maxResponseHeadBytes + 1024), http.StatusBadGateway},
+		{"a 1xx head over the bound", "HTTP/1.1 103 Early Hints\r\nLink: " + strings.Repeat("a", maxResponseHeadBytes) + "\r\n\r\n" + final, http.StatusBadGateway},
+	} {
+		for _, scheme := range []string{"http", "https"} {
+			t.Run(scheme+"/"+c.name, func(t *testing.T) {
+				up := newRawUpstreamOver(t, scheme, c.answer)
+				s := newSetup(t, env, nil, func(cfg *Config) { cfg.Upstream, cfg.UpstreamRootCAs = Static(up.url(t)), up.roots })
+				resp, body := s.do(t, http.MethodPost, "/mcp", bearerHeader(tok), strings.NewReader("{}"))
+				if resp.StatusCode != c.status {
+					t.Fatalf("got %d %q, want %d", resp.StatusCode, body, c.status)
+				}
+				if c.status != http.StatusOK && (jsonError(t, body) != "bad_gateway" || resp.Header.Get("X-Big") != "" || resp.Header.Get("Link") != "") {
+					t.Errorf("the answer passed: %q %v", body, resp.Header)
+				}
+			})
+		}
+	}
+}

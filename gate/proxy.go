@@ -66,28 +66,44 @@ func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 	h.Set("X-Forwarded-Proto", forwardedProto(pr.In, g.trusted))
 
 	if g.conns != nil {
-		// The gate's own Transport (an https upstream): bounded waits.
-		pr.Out = pr.Out.WithContext(g.boundWait(pr.Out.Context()))
+		// The gate's own Transport (an https upstream): the bounds of
+		// the gate's own client.
+		pr.Out = pr.Out.WithContext(g.bounded(pr.Out.Context()))
 	}
 }
 
-// boundWait bounds how long a request through the gate's own
-// http.Transport waits for a connection to the upstream when all
-// MaxUpstreamConns are busy (MaxConnsPerHost), as the gate's own pool
-// bounds it (upstreamPool.wait): then the request ends with
-// errUpstreamBusy, 503 with Retry-After. The wait ends when the request
-// gets a connection or a dial starts for it (its name lookup first); from
-// there dialTimeout bounds it. Without it a request would wait as long as the busy connections last
-// (event streams: for ever), and one whose body is not read yet would not
-// even see its client leave.
-func (g *gate) boundWait(ctx context.Context) context.Context {
+// bounded holds a request through the gate's own http.Transport to two
+// bounds of the gate's own client that Transport has no setting for:
+//
+//   - how long it waits for a connection to the upstream when all
+//     MaxUpstreamConns are busy (MaxConnsPerHost), as upstreamPool.wait
+//     bounds it: then the request ends with errUpstreamBusy, 503 with
+//     Retry-After. The wait ends when the request gets a connection or a
+//     dial starts for it (its name lookup first); from there dialTimeout
+//     bounds it. Without it a request would wait as long as the busy
+//     connections last (event streams: for ever), and one whose body is
+//     not read yet would not even see its client leave.
+//   - how many informational (1xx) answers come before the final one,
+//     max1xx (readFinalHead). net/http has no such bound once a trace
+//     sees them (ReverseProxy's does): it only bounds each head by
+//     MaxResponseHeaderBytes.
+func (g *gate) bounded(ctx context.Context) context.Context {
 	ctx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(g.conns.wait, func() { cancel(errUpstreamBusy) })
 	stop := func() { timer.Stop() }
+	n := 0 // called by the transport's one reader of the answer
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		GotConn:      func(httptrace.GotConnInfo) { stop() },
 		DNSStart:     func(httptrace.DNSStartInfo) { stop() },
 		ConnectStart: func(string, string) { stop() },
+		// ReverseProxy's trace, composed over this one, calls this after
+		// its own and returns what this returns.
+		Got1xxResponse: func(int, textproto.MIMEHeader) error {
+			if n++; n > max1xx {
+				return malformed("more than %d informational answers", max1xx)
+			}
+			return nil
+		},
 	})
 }
 
