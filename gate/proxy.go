@@ -379,6 +379,16 @@ func (r *recorder) WriteHeader(code int) {
 	}
 	if r.status == 0 && code >= 200 {
 		r.sealSessions()
+		if !r.proxyStart.IsZero() && !r.proxyFailed {
+			// The upstream's answer (ReverseProxy's; the gate's own client
+			// does the same in copyAnswerHeader): without Content-Type,
+			// net/http would guess one from the body (text/html for
+			// markup), a type the MCP server never gave; a nil value keeps
+			// the answer as it was.
+			if h := r.Header(); h["Content-Type"] == nil {
+				h["Content-Type"] = nil
+			}
+		}
 		if r.info {
 			h := r.Header()
 			for i, k := range ownHeaderNames() {
