@@ -300,3 +300,46 @@ func TestUpstreamHeadsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPSMalformedAnswer: what TestMalformedAnswer holds the gate's own
+// client to, over the https path, which reads answers as net/http does
+// (docs/security.md): ambiguous framing net/http refuses is 502 with
+// nothing internal in the body; what it accepts (bare LF, obsolete
+// folding, chunked with Content-Length) is relayed as it reads it, a
+// folded line never a field of its own. The day the https path reads as
+// strictly as the own client, the 200 rows become 502.
+func TestHTTPSMalformedAnswer(t *testing.T) {
+	env := newIssuer(t)
+	tok := env.token(t, "alice", nil)
+	for _, c := range []struct {
+		name, answer string
+		status       int
+		body         string
+	}{
+		{"bare LF", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", http.StatusOK, "ok"},
+		{"obsolete folding", "HTTP/1.1 200 OK\r\nX-A: 1\r\n X-Injected: 1\r\nContent-Length: 2\r\n\r\nok", http.StatusOK, "ok"},
+		{"both framings", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n0\r\n\r\n", http.StatusOK, ""},
+		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", http.StatusBadGateway, ""},
+		{"an unknown coding", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", http.StatusBadGateway, ""},
+		{"a response splitting header", "HTTP/1.1 200 OK\r\nX-A: 1\rContent-Length: 0\r\nContent-Length: 2\r\n\r\nok", http.StatusBadGateway, ""},
+		{"not HTTP", "SSH-2.0-OpenSSH_9.0\r\n\r\n", http.StatusBadGateway, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			up := newRawUpstreamOver(t, "https", c.answer)
+			s := newSetup(t, env, nil, func(cfg *Config) { cfg.Upstream, cfg.UpstreamRootCAs = Static(up.url(t)), up.roots })
+			resp, body := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
+			if resp.StatusCode != c.status {
+				t.Fatalf("got %d %q, want %d", resp.StatusCode, body, c.status)
+			}
+			if c.status == http.StatusOK && body != c.body {
+				t.Errorf("body: got %q, want %q", body, c.body)
+			}
+			if c.status != http.StatusOK && (jsonError(t, body) != "bad_gateway" || strings.Contains(body, "127.0.0.1")) {
+				t.Errorf("body %q, want bad_gateway naming nothing", body)
+			}
+			if resp.Header.Get("X-Injected") != "" {
+				t.Errorf("a folded line became a field: %v", resp.Header)
+			}
+		})
+	}
+}
