@@ -3,6 +3,8 @@ package gate
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -25,6 +27,8 @@ import (
 type rawUpstream struct {
 	ln     net.Listener
 	answer string
+	scheme string // http, or https over TLS
+	roots  *x509.CertPool
 
 	mu       sync.Mutex
 	received bytes.Buffer
@@ -34,11 +38,24 @@ type rawUpstream struct {
 
 func newRawUpstream(t testing.TB, answer string) *rawUpstream {
 	t.Helper()
+	return newRawUpstreamOver(t, "http", answer)
+}
+
+// newRawUpstreamOver is newRawUpstream over scheme: http, or https (TLS
+// with a certificate its roots trust).
+func newRawUpstreamOver(t testing.TB, scheme, answer string) *rawUpstream {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &rawUpstream{ln: ln, answer: answer}
+	u := &rawUpstream{ln: ln, answer: answer, scheme: scheme}
+	if scheme == "https" {
+		var cfg *tls.Config
+		cfg, u.roots = upstreamTLS(t)
+		u.ln = tls.NewListener(ln, cfg)
+		ln = u.ln
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -113,7 +130,7 @@ func (u *rawUpstream) seen() (string, int) {
 
 func (u *rawUpstream) url(t testing.TB) *url.URL {
 	t.Helper()
-	p, err := url.Parse("http://" + u.ln.Addr().String())
+	p, err := url.Parse(u.scheme + "://" + u.ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,37 +394,41 @@ func TestForwardingAttackMatrix(t *testing.T) {
 			req:    "POST /mcp HTTP/1.1\r\n" + host + auth + "Transfer-Encoding: chunked\r\n\r\n" + chunk("{}") + "0\r\n\r\n" + hidden,
 			finals: 1, want: []int{200}, closed: true, lacks: []string{"/admin"}},
 	}
-	for _, tt := range rows {
-		t.Run(tt.name, func(t *testing.T) {
-			up := newRawUpstream(t, tt.answer)
-			s := newSetup(t, env, nil, func(c *Config) { c.Upstream = Static(up.url(t)) })
-			resps, bodies, closed := rawExchange(t, s.front.Listener.Addr().String(), tt.req, tt.finals, tt.then, tt.closed)
-			received, _ := up.seen()
-			if got, want := statuses(resps), tt.want; !equalInts(got, want) {
-				time.Sleep(200 * time.Millisecond) // what a tunnel carries arrives after the 101
-				received, _ = up.seen()
-				t.Fatalf("statuses: got %v, want %v (bodies %q); upstream received:\n%s", got, want, bodies, received)
-			}
-			if tt.closed && !closed {
-				t.Errorf("the connection stayed open")
-			}
-			if tt.upstreamNothing && received != "" {
-				t.Errorf("upstream received:\n%s", received)
-			}
-			for _, s := range tt.lacks {
-				if strings.Contains(strings.ToLower(received), strings.ToLower(s)) {
-					t.Errorf("upstream received %q:\n%s", s, received)
+	// Every row over both upstream paths: the gate's own client (http)
+	// and httputil.ReverseProxy with its Transport (https).
+	for _, scheme := range []string{"http", "https"} {
+		for _, tt := range rows {
+			t.Run(scheme+"/"+tt.name, func(t *testing.T) {
+				up := newRawUpstreamOver(t, scheme, tt.answer)
+				s := newSetup(t, env, nil, func(c *Config) { c.Upstream, c.UpstreamRootCAs = Static(up.url(t)), up.roots })
+				resps, bodies, closed := rawExchange(t, s.front.Listener.Addr().String(), tt.req, tt.finals, tt.then, tt.closed)
+				received, _ := up.seen()
+				if got, want := statuses(resps), tt.want; !equalInts(got, want) {
+					time.Sleep(200 * time.Millisecond) // what a tunnel carries arrives after the 101
+					received, _ = up.seen()
+					t.Fatalf("statuses: got %v, want %v (bodies %q); upstream received:\n%s", got, want, bodies, received)
 				}
-			}
-			for _, s := range tt.has {
-				if !strings.Contains(received, s) {
-					t.Errorf("upstream did not receive %q:\n%s", s, received)
+				if tt.closed && !closed {
+					t.Errorf("the connection stayed open")
 				}
-			}
-			if tt.check != nil {
-				tt.check(t, resps, bodies, received)
-			}
-		})
+				if tt.upstreamNothing && received != "" {
+					t.Errorf("upstream received:\n%s", received)
+				}
+				for _, s := range tt.lacks {
+					if strings.Contains(strings.ToLower(received), strings.ToLower(s)) {
+						t.Errorf("upstream received %q:\n%s", s, received)
+					}
+				}
+				for _, s := range tt.has {
+					if !strings.Contains(received, s) {
+						t.Errorf("upstream did not receive %q:\n%s", s, received)
+					}
+				}
+				if tt.check != nil {
+					tt.check(t, resps, bodies, received)
+				}
+			})
+		}
 	}
 }
 

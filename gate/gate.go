@@ -45,6 +45,8 @@ package gate
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -243,6 +245,13 @@ type Config struct {
 	// False: such failures are 502.
 	UpstreamRestarts bool
 
+	// UpstreamRootCAs are the certificate authorities an https:// upstream's
+	// certificate must chain to (verified as always: host name, expiry, TLS
+	// 1.2 or later). Nil: the system's roots (on Linux SSL_CERT_FILE and
+	// SSL_CERT_DIR choose them; that is how an operator trusts a private
+	// CA). Unused with a Transport.
+	UpstreamRootCAs *x509.CertPool
+
 	// UpstreamPath (MCP_UPSTREAM_PATH) is a prefix joined after the upstream
 	// URL's own path: "/" is sent to UpstreamPath, "/x" to UpstreamPath+"/x".
 	// The query is kept. Empty or "/": no prefix. The caller validates it: a
@@ -382,11 +391,11 @@ type Config struct {
 	// of the same settings.
 	Transport http.RoundTripper
 
-	// MaxUpstreamConns bounds the connections the gate's own client keeps
-	// open to the upstream, busy and idle (an open event stream holds
-	// one). A request that finds them all busy waits up to 5 s for one,
-	// then gets 503 with Retry-After. Zero: DefaultMaxUpstreamConns. Unused
-	// with a Transport.
+	// MaxUpstreamConns bounds the connections the gate's own client (or,
+	// for an https:// upstream, its own http.Transport) keeps open to the
+	// upstream, busy and idle (an open event stream holds one). A request
+	// that finds them all busy waits up to 5 s for one, then gets 503 with
+	// Retry-After. Zero: DefaultMaxUpstreamConns. Unused with a Transport.
 	MaxUpstreamConns int
 
 	// Logger receives the audit log (info) and proxy errors (warn); every
@@ -487,7 +496,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err := g.setCORS(cfg.CORSOrigins, selfOrigin(cfg.ResourceMetadataURL), policies); err != nil {
 		return nil, err
 	}
-	g.setProxy(cfg.Transport, cfg.MaxUpstreamConns)
+	g.setProxy(cfg.Transport, cfg.MaxUpstreamConns, cfg.UpstreamRootCAs)
 	return g, nil
 }
 
@@ -646,21 +655,37 @@ func (g *gate) setCORS(origins []string, self string, policies map[string]string
 // httputil.ReverseProxy; or, when transport is nil, over the gate's own
 // client (a pool of at most maxConns connections, DefaultMaxUpstreamConns
 // when not positive) for an http:// upstream, and a keep-alive
-// http.Transport of the same settings for an https:// one.
-func (g *gate) setProxy(transport http.RoundTripper, maxConns int) {
+// http.Transport of the same settings for an https:// one, verifying its
+// certificate against roots (nil: the system's).
+func (g *gate) setProxy(transport http.RoundTripper, maxConns int, roots *x509.CertPool) {
 	if transport == nil {
 		if maxConns <= 0 {
 			maxConns = DefaultMaxUpstreamConns
 		}
 		g.conns = newUpstreamPool(maxConns, time.Now) // real time: it closes real connections
 		transport = &http.Transport{
-			Proxy:                 nil, // never an HTTP_PROXY from the environment for the child
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          512,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+			Proxy:       nil, // never an HTTP_PROXY from the environment for the child
+			DialContext: (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			// HTTP/1.1 only (a DialContext keeps net/http from trying
+			// HTTP/2), verified as always: never InsecureSkipVerify.
+			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			// Connecting is bounded as on the http path: a server that
+			// accepts and never completes the handshake is 502, not a
+			// request that hangs. net/http dials apart from the request,
+			// and a request whose body it has not read yet does not see
+			// its client leave, so this bound is the only one.
+			TLSHandshakeTimeout: dialTimeout,
+			// Bounded as the gate's own pool is; boundWait gives up
+			// waiting for one as the pool does.
+			MaxConnsPerHost: maxConns,
+			// As the gate's own client reads a head (upstreamparse.go);
+			// net/http's default is 10 MiB.
+			MaxResponseHeaderBytes: maxResponseHeadBytes,
+			MaxIdleConns:           512,
+			MaxIdleConnsPerHost:    256,
+			IdleConnTimeout:        90 * time.Second,
+			ExpectContinueTimeout:  time.Second,
+			DisableCompression:     true, // pass Accept-Encoding and bodies through untouched
 		}
 	}
 	g.proxy = &httputil.ReverseProxy{

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/netip"
 	"net/textproto"
@@ -63,6 +64,47 @@ func (g *gate) rewrite(pr *httputil.ProxyRequest) {
 	}
 	h.Set("X-Forwarded-Host", pr.In.Host)
 	h.Set("X-Forwarded-Proto", forwardedProto(pr.In, g.trusted))
+
+	if g.conns != nil {
+		// The gate's own Transport (an https upstream): the bounds of
+		// the gate's own client.
+		pr.Out = pr.Out.WithContext(g.bounded(pr.Out.Context()))
+	}
+}
+
+// bounded holds a request through the gate's own http.Transport to two
+// bounds of the gate's own client that Transport has no setting for:
+//
+//   - how long it waits for a connection to the upstream when all
+//     MaxUpstreamConns are busy (MaxConnsPerHost), as upstreamPool.wait
+//     bounds it: then the request ends with errUpstreamBusy, 503 with
+//     Retry-After. The wait ends when the request gets a connection or a
+//     dial starts for it (its name lookup first); from there dialTimeout
+//     bounds it. Without it a request would wait as long as the busy
+//     connections last (event streams: for ever), and one whose body is
+//     not read yet would not even see its client leave.
+//   - how many informational (1xx) answers come before the final one,
+//     max1xx (readFinalHead). net/http has no such bound once a trace
+//     sees them (ReverseProxy's does): it only bounds each head by
+//     MaxResponseHeaderBytes.
+func (g *gate) bounded(ctx context.Context) context.Context {
+	ctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(g.conns.wait, func() { cancel(errUpstreamBusy) })
+	stop := func() { timer.Stop() }
+	n := 0 // called by the transport's one reader of the answer
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn:      func(httptrace.GotConnInfo) { stop() },
+		DNSStart:     func(httptrace.DNSStartInfo) { stop() },
+		ConnectStart: func(string, string) { stop() },
+		// ReverseProxy's trace, composed over this one, calls this after
+		// its own and returns what this returns.
+		Got1xxResponse: func(int, textproto.MIMEHeader) error {
+			if n++; n > max1xx {
+				return malformed("more than %d informational answers", max1xx)
+			}
+			return nil
+		},
+	})
 }
 
 // scrubbed reports whether the proxy removes a client's header named k
@@ -235,16 +277,18 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	case errors.Is(err, errUpstreamSwitched):
 		g.log.Warn("proxy: upstream answered 101 Switching Protocols to a request that asked for no upgrade", "method", r.Method, "path", r.URL.Path, "request_id", id)
+	case errors.Is(err, errUpstreamBusy):
+		// Before the next case: ReverseProxy passes the outbound request,
+		// whose context boundWait ended.
+		g.log.Warn("proxy: upstream busy", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+		w.Header().Set("Retry-After", "1")
+		respond.JSON(w, http.StatusServiceUnavailable, bodyUpstreamBusy)
+		return
 	case errors.Is(err, context.Canceled) || r.Context().Err() != nil:
 		g.log.Debug("proxy: client went away", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 	case errors.Is(err, errMalformedResponse):
 		// Never relayed as it came, and not a restart either.
 		g.log.Warn("proxy: upstream answer refused", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
-	case errors.Is(err, errUpstreamBusy):
-		g.log.Warn("proxy: upstream busy", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
-		w.Header().Set("Retry-After", "1")
-		respond.JSON(w, http.StatusServiceUnavailable, bodyUpstreamBusy)
-		return
 	case g.restarts:
 		// The child died a moment ago (its port refuses, a kept-alive
 		// connection to it was reset or broke mid-request) and the supervisor
@@ -335,6 +379,16 @@ func (r *recorder) WriteHeader(code int) {
 	}
 	if r.status == 0 && code >= 200 {
 		r.sealSessions()
+		if !r.proxyStart.IsZero() && !r.proxyFailed {
+			// The upstream's answer (ReverseProxy's; the gate's own client
+			// does the same in copyAnswerHeader): without Content-Type,
+			// net/http would guess one from the body (text/html for
+			// markup), a type the MCP server never gave; a nil value keeps
+			// the answer as it was.
+			if h := r.Header(); h["Content-Type"] == nil {
+				h["Content-Type"] = nil
+			}
+		}
 		if r.info {
 			h := r.Header()
 			for i, k := range ownHeaderNames() {

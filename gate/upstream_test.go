@@ -1027,26 +1027,29 @@ func TestIdleUpstreamConnsClosedWhenTrafficStops(t *testing.T) {
 
 // TestNoContentTypeGuessed: an answer without Content-Type reaches the
 // client without one, as nginx passes it, instead of with a type net/http
-// guesses from the body (text/html for markup).
+// guesses from the body (text/html for markup), over both paths, with a
+// length or chunked.
 func TestNoContentTypeGuessed(t *testing.T) {
 	env := newIssuer(t)
 	tok := env.token(t, "alice", nil)
 	const body = "<html><script>alert(1)</script></html>"
-	up := newScripted(t, func(_ int, conn net.Conn, br *bufio.Reader) {
-		for {
-			if _, ok := readRequest(br); !ok {
-				return
-			}
-			_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+	for _, scheme := range []string{"http", "https"} {
+		for framing, answer := range map[string]string{
+			"length":  "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body,
+			"chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(body) + "0\r\n\r\n",
+		} {
+			t.Run(scheme+"/"+framing, func(t *testing.T) {
+				up := newRawUpstreamOver(t, scheme, answer)
+				s := newSetup(t, env, nil, func(cfg *Config) { cfg.Upstream, cfg.UpstreamRootCAs = Static(up.url(t)), up.roots })
+				resp, got := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
+				if resp.StatusCode != http.StatusOK || got != body {
+					t.Fatalf("got %d %q, want 200 and the body", resp.StatusCode, got)
+				}
+				if ct, ok := resp.Header["Content-Type"]; ok {
+					t.Errorf("Content-Type %q added to an answer that had none", ct)
+				}
+			})
 		}
-	})
-	s := newSetup(t, env, nil, func(cfg *Config) { cfg.Upstream = Static(up.url()) })
-	resp, got := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
-	if resp.StatusCode != http.StatusOK || got != body {
-		t.Fatalf("got %d %q, want 200 and the body", resp.StatusCode, got)
-	}
-	if ct, ok := resp.Header["Content-Type"]; ok {
-		t.Errorf("Content-Type %q added to an answer that had none", ct)
 	}
 }
 
