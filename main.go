@@ -368,19 +368,7 @@ func build(cfg *Config, lg logs, withMetrics bool) (*parts, error) {
 		return nil, err
 	}
 
-	ready := []healthz.Check{{Name: "provider", Part: p.provider}}
-	if lg.batch != nil { // an output that takes nothing holds every request
-		ready = append(ready, healthz.Check{Name: "log", Part: lg.batch})
-	}
-	if st.redis != nil { // named in /readyz, never making it 503
-		ready = append(ready, healthz.Check{Name: "store", Part: st.redis})
-	}
-	if watch != nil {
-		watch.md = p.provider
-		if watch.iss {
-			ready = append(ready, healthz.Check{Name: "auth_server_mode", Part: watch})
-		}
-	}
+	ready := readyChecks(p.provider, lg, st, watch)
 	if cfg.Spawned() {
 		sc := cfg.Supervisor
 		sc.Env = childEnvironment(os.Environ())
@@ -434,6 +422,27 @@ func build(cfg *Config, lg logs, withMetrics bool) (*parts, error) {
 	}
 	p.endStreams = endStreams
 	return p, nil
+}
+
+// readyChecks are /readyz's checks of everything but the child: the
+// provider's keys, the log output, the shared store and, when the provider's
+// metadata bears on the mode, that advice (watch, which learns the metadata
+// from md here).
+func readyChecks(md *provider.Provider, lg logs, st *state, watch *advice) []healthz.Check {
+	ready := []healthz.Check{{Name: "provider", Part: md}}
+	if lg.batch != nil { // an output that takes nothing holds every request
+		ready = append(ready, healthz.Check{Name: "log", Part: lg.batch})
+	}
+	if st.redis != nil { // named in /readyz, never making it 503
+		ready = append(ready, healthz.Check{Name: "store", Part: st.redis})
+	}
+	if watch != nil {
+		watch.md = md
+		if watch.iss {
+			ready = append(ready, healthz.Check{Name: "auth_server_mode", Part: watch})
+		}
+	}
+	return ready
 }
 
 // newHTTPServer is the HTTP server of both listeners: bounded headers
