@@ -225,20 +225,7 @@ func TestUpstreamConnsBounded(t *testing.T) {
 			})
 			s.gate.conns.wait = 300 * time.Millisecond
 
-			slow := make(chan int, 2)
-			for range 2 {
-				go func() {
-					resp, _ := s.do(t, http.MethodPost, "/slow", bearerHeader(tok), strings.NewReader("{}"))
-					slow <- resp.StatusCode
-				}()
-			}
-			for inFlight.Load() < 2 {
-				time.Sleep(5 * time.Millisecond)
-			}
-			resp, body := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
-			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || jsonError(t, body) != "unavailable" {
-				t.Errorf("all busy: got %d %q (Retry-After %q), want 503 unavailable with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
-			}
+			slow := allBusy(t, s, tok, 2, &inFlight)
 
 			s.gate.conns.wait = time.Minute
 			waited := make(chan int, 1)

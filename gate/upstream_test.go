@@ -141,22 +141,7 @@ func TestPoolBounded(t *testing.T) {
 	g.conns.wait = 300 * time.Millisecond
 	tok := env.token(t, "alice", nil)
 
-	slow := make(chan int, 2)
-	for range 2 {
-		go func() {
-			resp, _ := s.do(t, http.MethodPost, "/slow", bearerHeader(tok), strings.NewReader("{}"))
-			slow <- resp.StatusCode
-		}()
-	}
-	for inFlight.Load() < 2 {
-		time.Sleep(5 * time.Millisecond)
-	}
-
-	// Both connections busy: 503 once the wait is over.
-	resp, body := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || jsonError(t, body) != "unavailable" {
-		t.Fatalf("all busy: got %d %q (Retry-After %q), want 503 unavailable with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
-	}
+	slow := allBusy(t, s, tok, 2, &inFlight)
 
 	// A waiter gets the connection a finished request gives back.
 	g.conns.wait = time.Minute
@@ -177,7 +162,7 @@ func TestPoolBounded(t *testing.T) {
 	for waiting(g) < 2 {
 		time.Sleep(5 * time.Millisecond)
 	}
-	resp, _ = s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
+	resp, _ := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("with the queue full: got %d, want 503", resp.StatusCode)
 	}
@@ -1069,4 +1054,28 @@ func (s *setup) openStream(t *testing.T, path string, h http.Header) *http.Respo
 	}
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp
+}
+
+// allBusy sends n requests to /slow, which the upstream holds (counting
+// them in inFlight) until the test lets them go, and checks that once all
+// n are in flight, with MaxUpstreamConns n, one more gets 503 unavailable
+// with Retry-After after the gate's wait. The held requests' statuses come
+// on the channel.
+func allBusy(t *testing.T, s *setup, tok string, n int64, inFlight *atomic.Int64) <-chan int {
+	t.Helper()
+	slow := make(chan int, n)
+	for range n {
+		go func() {
+			resp, _ := s.do(t, http.MethodPost, "/slow", bearerHeader(tok), strings.NewReader("{}"))
+			slow <- resp.StatusCode
+		}()
+	}
+	for inFlight.Load() < n {
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, body := s.do(t, http.MethodPost, "/", bearerHeader(tok), strings.NewReader("{}"))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || jsonError(t, body) != "unavailable" {
+		t.Errorf("all busy: got %d %q (Retry-After %q), want 503 unavailable with Retry-After", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	return slow
 }
