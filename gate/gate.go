@@ -675,7 +675,7 @@ func (g *gate) setProxy(transport http.RoundTripper, maxConns int, roots *x509.C
 			// and a request whose body it has not read yet does not see
 			// its client leave, so this bound is the only one.
 			TLSHandshakeTimeout: dialTimeout,
-			// Bounded as the gate's own pool is; boundWait gives up
+			// Bounded as the gate's own pool is; bounded (proxy.go) gives up
 			// waiting for one as the pool does.
 			MaxConnsPerHost: maxConns,
 			// As the gate's own client reads a head (upstreamparse.go);

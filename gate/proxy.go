@@ -279,7 +279,7 @@ func (g *gate) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		g.log.Warn("proxy: upstream answered 101 Switching Protocols to a request that asked for no upgrade", "method", r.Method, "path", r.URL.Path, "request_id", id)
 	case errors.Is(err, errUpstreamBusy):
 		// Before the next case: ReverseProxy passes the outbound request,
-		// whose context boundWait ended.
+		// whose context bounded ended.
 		g.log.Warn("proxy: upstream busy", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
 		w.Header().Set("Retry-After", "1")
 		respond.JSON(w, http.StatusServiceUnavailable, bodyUpstreamBusy)
